@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh Debian 12 machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+# Debian's own python3: world-readable, so sandboxed tasks (an unprivileged uid) can load it.
+SYSTEM_PYTHON := /usr/bin/python3
+STAMPS := .stamps
+DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
+
+.PHONY: run test bench install apt doctor clean
+
+run: install
+	@$(VENV)/bin/appliance init --data-dir $(DATA_DIR)
+	@$(VENV)/bin/appliance serve --data-dir $(DATA_DIR)
+
+test: install
+	$(VENV)/bin/pytest
+
+bench: install $(STAMPS)/bench
+	$(VENV)/bin/python -m tests.bench.run
+
+doctor: install
+	$(VENV)/bin/appliance doctor --data-dir $(DATA_DIR)
+
+install: apt $(STAMPS)/venv
+
+apt:
+	@scripts/install-apt.sh
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+$(STAMPS)/bench: $(STAMPS)/venv
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) $(STAMPS)

@@ -1,0 +1,80 @@
+"""create_app(): the Litestar application — dialect routers, health, public outputs, OpenAPI."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from litestar import Litestar, Request, Response, get
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from appliance import jobs
+from appliance.core import Core
+from appliance.dialects import admin, kodisc
+from appliance.httpio import json_response, serve_file
+from appliance.settings import Settings
+
+log = logging.getLogger("appliance")
+
+
+@get("/healthz", include_in_schema=True)
+async def healthz(request: Request) -> Response:
+    core: Core = request.app.state.core
+    return json_response({
+        "status": "ok", "version": metadata.version("render-appliance"),
+        "queue": jobs.queue_counts(core.db), "capacity": core.capacity.as_json(),
+        "used": core.scheduler.used(), "sandbox": core.executor.mechanism,
+        "freeDiskMb": core.store.free_disk_mb(),
+    })
+
+
+@get("/r/{job_id:str}/{name:str}", include_in_schema=False)
+async def kodisc_output(request: Request, job_id: str, name: str) -> Response:
+    """Kodisc result URLs are public (like the hosted CDN)."""
+    return _serve(request, job_id, name)
+
+
+@get("/outputs/{job_id:str}/{name:str}", include_in_schema=False)
+async def viralsync_output(request: Request, job_id: str, name: str) -> Response:
+    return _serve(request, job_id, name)
+
+
+def _serve(request: Request, job_id: str, name: str) -> Response:
+    core: Core = request.app.state.core
+    job = jobs.get_job(core.db, job_id)
+    path = core.store.file_path(job_id, name) if job and job["status"] == "completed" else None
+    if path is None:
+        return json_response({"error": "not found", "message": f"No output {name} for job {job_id}"}, 404)
+    return serve_file(request, path)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response({"error": "internal_error", "message": "The appliance hit an internal error; "
+                                                                "see the server log"}, 500)
+
+
+def create_app(settings: Settings, core: Core | None = None) -> Litestar:
+    core = core or Core(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        await core.start()
+        try:
+            yield
+        finally:
+            await core.stop()
+
+    core.scheduler.listeners["kodisc"] = kodisc.listener(core)
+    app = Litestar(
+        route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, admin.router],
+        lifespan=[lifespan],
+        exception_handlers={500: _internal_error},
+        openapi_config=OpenAPIConfig(title="Render appliance", version=metadata.version("render-appliance"),
+                                     path="/schema", render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()]),
+        request_max_body_size=1024 * 1024 * 1024,
+    )
+    app.state.core = core
+    admin.ensure_token(settings.data_dir)
+    return app

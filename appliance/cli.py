@@ -1,0 +1,220 @@
+"""The `appliance` command. Every command takes --data-dir (default $APPLIANCE_DATA_DIR or ./var)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from appliance import ledger, settings as settings_mod, users
+from appliance.db import open_db
+from appliance.errors import ApplianceError
+
+
+def _settings(args) -> settings_mod.Settings:
+    return settings_mod.load(getattr(args, "config", None), data_dir=getattr(args, "data_dir", None),
+                             host=getattr(args, "host", None), port=getattr(args, "port", None))
+
+
+def _db(args):
+    return open_db(_settings(args).db_path)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from appliance.app import create_app
+
+    s = _settings(args)
+    app = create_app(s)
+    print(f"appliance serving on {s.base_url} (data dir {s.data_dir.resolve()}); health: {s.base_url}/healthz",
+          flush=True)
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))  # graceful stop
+    server.run()
+    return 0
+
+
+def cmd_init(args) -> int:
+    """First run only: create the admin user, grant starter credits, print one key per dialect."""
+    s, db = _settings(args), _db(args)
+    if users.list_users(db):
+        return 0
+    admin = users.create_user(db, "admin", plan="studio")
+    ledger.grant(db, admin["id"], s.initial_free_credits, bucket="free", note="first run")
+    print("Created user 'admin'. Its API keys (shown once; store them now):")
+    for dialect in users.DIALECTS:
+        key, _ = users.create_key(db, admin["id"], dialect, name="first-run")
+        print(f"  {dialect:<10} {key}")
+    return 0
+
+
+def cmd_users_create(args) -> int:
+    db = _db(args)
+    user = users.create_user(db, args.name, plan=args.plan)
+    if args.credits:
+        ledger.grant(db, user["id"], args.credits, bucket="paid", note="users create")
+    print(user["id"])
+    return 0
+
+
+def cmd_users_list(args) -> int:
+    db = _db(args)
+    for user in users.list_users(db):
+        bal = ledger.balance(db, user["id"])
+        print(f"{user['name']:<16} {user['id']:<24} plan={user['plan']:<10} credits={bal['total']} "
+              f"(free {bal['free']}, paid {bal['paid']})")
+    return 0
+
+
+def cmd_users_plan(args) -> int:
+    users.set_plan(_db(args), args.name, args.plan)
+    return 0
+
+
+def cmd_credits_grant(args) -> int:
+    db = _db(args)
+    user = users.require_user(db, args.user)
+    ledger.grant(db, user["id"], args.amount, bucket=args.bucket, note="credits grant")
+    print(json.dumps(ledger.balance(db, user["id"])))
+    return 0
+
+
+def cmd_keys_create(args) -> int:
+    db = _db(args)
+    user = users.require_user(db, args.user)
+    key, row = users.create_key(db, user["id"], args.dialect, scope=args.scope, name=args.name or "",
+                                webhook_url=args.webhook_url)
+    if args.json:
+        print(json.dumps({"key": key, "keyId": row["id"], "webhookSecret": row["webhook_secret"]}))
+    else:
+        print(key)
+    return 0
+
+
+def cmd_keys_list(args) -> int:
+    db = _db(args)
+    user_id = users.require_user(db, args.user)["id"] if args.user else None
+    for k in users.list_keys(db, user_id):
+        state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "live"
+        print(f"{k['id']}  {k['dialect']:<10} {k['prefix']}…  {k['scope']:<12} {k['name'] or '-':<16} {state}")
+    return 0
+
+
+def cmd_keys_revoke(args) -> int:
+    users.revoke_key(_db(args), args.key_id)
+    return 0
+
+
+def cmd_jobs_list(args) -> int:
+    from appliance import jobs
+
+    for job in jobs.list_jobs(_db(args), status=args.status, limit=args.limit):
+        print(f"{job['id']:<26} {job['dialect']:<9} {job['kind']:<10} {job['status']:<10} "
+              f"{job['progress']:.0%}  {job['created_at']}  {job['error'] or ''}")
+    return 0
+
+
+def cmd_jobs_show(args) -> int:
+    from appliance import jobs
+    from appliance.dialects.admin import public_job
+
+    db = _db(args)
+    job = jobs.get_job(db, args.job_id)
+    if not job:
+        raise ApplianceError(f"no job {args.job_id}")
+    print(json.dumps(public_job(job, jobs.tasks_of(db, job["id"])), indent=2))
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    from appliance.client import AdminClient
+
+    print(json.dumps(AdminClient(_settings(args)).cancel(args.job_id), indent=2))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from appliance.doctor import run_checks
+
+    return run_checks(_settings(args))
+
+
+def cmd_render(args) -> int:
+    from appliance.client import AdminClient
+
+    return AdminClient(_settings(args)).render_file(Path(args.file), user=args.user, class_name=args.class_name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None, help="data directory (default $APPLIANCE_DATA_DIR or ./var)")
+    common.add_argument("--config", default=None, help="TOML config file (default config/appliance.toml)")
+    parser = argparse.ArgumentParser(prog="appliance", description="Self-hosted render appliance")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the server in the foreground")
+    p.add_argument("--host"), p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+    sub.add_parser("init", parents=[common], help="first run: create admin and its keys").set_defaults(func=cmd_init)
+
+    u = sub.add_parser("users", help="manage users").add_subparsers(dest="sub", required=True)
+    p = u.add_parser("create", parents=[common])
+    p.add_argument("name"), p.add_argument("--plan", default="studio", choices=users.PLANS)
+    p.add_argument("--credits", type=int, default=0, help="paid credits to grant")
+    p.set_defaults(func=cmd_users_create)
+    u.add_parser("list", parents=[common]).set_defaults(func=cmd_users_list)
+    p = u.add_parser("plan", parents=[common], help="set a user's plan")
+    p.add_argument("name"), p.add_argument("plan", choices=users.PLANS)
+    p.set_defaults(func=cmd_users_plan)
+
+    c = sub.add_parser("credits", help="credit ledger").add_subparsers(dest="sub", required=True)
+    p = c.add_parser("grant", parents=[common])
+    p.add_argument("--user", required=True), p.add_argument("amount", type=int)
+    p.add_argument("--bucket", default="paid", choices=ledger.BUCKETS)
+    p.set_defaults(func=cmd_credits_grant)
+
+    k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="sub", required=True)
+    p = k.add_parser("create", parents=[common])
+    p.add_argument("--user", required=True), p.add_argument("--dialect", required=True, choices=users.DIALECTS)
+    p.add_argument("--scope", default="full-access", choices=users.SCOPES)
+    p.add_argument("--name"), p.add_argument("--webhook-url"), p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_create)
+    p = k.add_parser("list", parents=[common])
+    p.add_argument("--user")
+    p.set_defaults(func=cmd_keys_list)
+    p = k.add_parser("revoke", parents=[common])
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    j = sub.add_parser("jobs", help="inspect and cancel jobs").add_subparsers(dest="sub", required=True)
+    p = j.add_parser("list", parents=[common])
+    p.add_argument("--status"), p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_jobs_list)
+    for name, func in (("show", cmd_jobs_show), ("cancel", cmd_jobs_cancel)):
+        p = j.add_parser(name, parents=[common])
+        p.add_argument("job_id")
+        p.set_defaults(func=func)
+
+    sub.add_parser("doctor", parents=[common], help="check dependencies and capacity").set_defaults(func=cmd_doctor)
+    p = sub.add_parser("render", parents=[common], help="submit a scene (.py) to the running server and follow it")
+    p.add_argument("file"), p.add_argument("--user", default="admin"), p.add_argument("--class-name")
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ApplianceError, settings_mod.SettingsError) as exc:
+        print(f"appliance: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The CLI's client for a running server's local admin API."""
+from __future__ import annotations
+
+import ast
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from appliance.dialects.admin import ensure_token
+from appliance.errors import ApplianceError
+from appliance.settings import Settings
+
+
+class AdminClient:
+    def __init__(self, settings: Settings) -> None:
+        self.base = f"http://{settings.host}:{settings.port}/admin"
+        self.headers = {"Authorization": f"Bearer {ensure_token(settings.data_dir)}"}
+        self.settings = settings
+
+    def _call(self, method: str, path: str, **kw) -> dict:
+        try:
+            response = httpx.request(method, self.base + path, headers=self.headers, timeout=30, **kw)
+        except httpx.ConnectError:
+            raise ApplianceError(f"no server at {self.base} — start it with `make run` or `appliance serve`") from None
+        if response.status_code >= 400:
+            raise ApplianceError(response.json().get("message") or response.text)
+        return response.json()
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/jobs/{job_id}/cancel")
+
+    def render_file(self, path: Path, *, user: str, class_name: str | None) -> int:
+        if path.suffix != ".py":
+            raise ApplianceError("appliance render takes a Manim scene file (.py)")
+        code = path.read_text()
+        class_name = class_name or _first_scene_class(code)
+        task_input = {"code": code, "className": class_name, "width": 1280, "height": 720, "fps": 30}
+        job = self._call("POST", "/jobs", json={"user": user, "renderer": "manim", "input": task_input})
+        return self.follow(job["id"])
+
+    def follow(self, job_id: str) -> int:
+        while True:
+            job = self._call("GET", f"/jobs/{job_id}")
+            bar = "#" * int(job["progress"] * 30)
+            print(f"\r{job_id} [{bar:<30}] {job['progress']:4.0%} {job['status']:<10}", end="", file=sys.stderr)
+            if job["status"] in ("completed", "failed", "cancelled"):
+                print(file=sys.stderr)
+                break
+            time.sleep(0.5)
+        if job["status"] != "completed":
+            print(f"{job['status']}: {job['error']}", file=sys.stderr)
+            return 1
+        out = self.settings.data_dir / "outputs" / job_id
+        for name in (job["result"] or {}).get("files", {}).values():
+            print(out / name)
+        return 0
+
+
+def _first_scene_class(code: str) -> str:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise ApplianceError(f"the scene file does not parse: {exc}") from None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            return node.name
+    raise ApplianceError("no class in the scene file; pass --class-name")

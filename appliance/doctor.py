@@ -1,0 +1,59 @@
+"""`appliance doctor`: each dependency or capacity line is OK, or says how to fix it."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from appliance.resources import measure
+from appliance.settings import Settings
+
+APT = "apt-get install -y"
+
+
+def _version(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0][:80] if out.returncode == 0 and text else None
+
+
+def checks(settings: Settings) -> list[tuple[bool, str, str]]:
+    """(ok, what, detail or fix)."""
+    result = []
+    for name, cmd, pkg in (("ffmpeg", ["ffmpeg", "-version"], "ffmpeg"),
+                           ("ffprobe", ["ffprobe", "-version"], "ffmpeg"),
+                           ("LaTeX", ["latex", "--version"], "texlive-latex-base texlive-latex-extra"),
+                           ("dvisvgm", ["dvisvgm", "--version"], "dvisvgm")):
+        version = _version(cmd)
+        result.append((bool(version), name, version or f"missing: {APT} {pkg}  (or run `make run`)"))
+    try:
+        import manim
+
+        result.append((True, "Manim", manim.__version__))
+    except Exception as exc:  # noqa: BLE001 - any import failure is a doctor finding
+        result.append((False, "Manim", f"cannot import ({exc}); run `make run` to install the venv"))
+    from appliance import sandbox
+
+    mech = sandbox.probe()
+    result.append(("rlimits only" not in mech, "sandbox", mech))
+    cap = measure(settings)
+    result.append((True, "capacity", f"{cap.cpu:g} CPU slots, {cap.mem_mb} MB for tasks, {cap.gpu} GPU(s)"
+                                     f"{' (' + ', '.join(g.name for g in cap.gpus) + ')' if cap.gpus else ''}"))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(settings.data_dir).free // (1024 * 1024)
+    ok = free >= settings.min_free_disk_mb
+    result.append((ok, "free disk", f"{free} MB in {settings.data_dir}" + ("" if ok else
+                   f" — below min_free_disk_mb={settings.min_free_disk_mb}: free space")))
+    return result
+
+
+def run_checks(settings: Settings) -> int:
+    failed = 0
+    for ok, what, detail in checks(settings):
+        failed += not ok
+        print(f"{'OK  ' if ok else 'FIX '} {what:<10} {detail}")
+    print(f"python     {sys.version.split()[0]} at {sys.executable}")
+    return 1 if failed else 0

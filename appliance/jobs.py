@@ -1,0 +1,134 @@
+"""Jobs and their tasks (a DAG): creation in one transaction, state changes, queries.
+
+Core job status: queued → running → completed | failed | cancelled. Task status: queued → running →
+done | failed | cancelled. Dialect adapters translate these into their own words.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlite_utils
+
+from appliance import ids, ledger
+from appliance.db import dumps, loads, now_iso, one, rows, transaction
+
+TERMINAL = ("completed", "failed", "cancelled")
+TASK_TERMINAL = ("done", "failed", "cancelled")
+
+
+@dataclass
+class TaskDef:
+    renderer: str
+    input: dict
+    name: str = ""
+    depends_on: list[int] = field(default_factory=list)  # indexes of earlier tasks of the same job
+    cpu: float = 1.0
+    mem_mb: int = 512
+    gpu: int = 0
+    cache_key: str | None = None
+
+
+def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id: str, key_id: str | None,
+               kind: str, request: dict, tasks: list[TaskDef], metadata=None, webhook_url: str | None = None,
+               credit_rate: float | None = None, reserve: int = 0, priority: int = 0) -> dict:
+    """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing)."""
+    now = now_iso()
+    job = {"id": job_id, "dialect": dialect, "user_id": user_id, "key_id": key_id, "kind": kind,
+           "status": "queued", "phase": "queued", "progress": 0.0, "priority": priority,
+           "request": dumps(request), "metadata": dumps(metadata), "webhook_url": webhook_url,
+           "credit_rate": credit_rate, "created_at": now, "updated_at": now}
+    with transaction(db):
+        db["jobs"].insert(job)
+        for idx, t in enumerate(tasks):
+            db["tasks"].insert(_task_row(job_id, idx, t, now))
+        if reserve:
+            ledger.reserve(db, user_id, job_id, reserve)
+        db["events"].insert({"job_id": job_id, "type": "queued", "data": dumps({"status": "queued"}),
+                             "created_at": now})
+    return get_job(db, job_id)
+
+
+def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict:
+    return {"id": ids.task_id(job_id, idx), "job_id": job_id, "idx": idx, "name": t.name or f"task{idx}",
+            "renderer": t.renderer, "input": dumps(t.input),
+            "depends_on": dumps([ids.task_id(job_id, d) for d in t.depends_on]),
+            "cpu": t.cpu, "mem_mb": t.mem_mb, "gpu": t.gpu, "status": "queued", "attempts": 0,
+            "cache_key": t.cache_key, "created_at": now}
+
+
+def get_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
+    return one(db, "select * from jobs where id = ? and deleted_at is null", (job_id,))
+
+
+def get_user_job(db: sqlite_utils.Database, job_id: str, user_id: str, dialect: str | None = None) -> dict | None:
+    job = get_job(db, job_id)
+    if not job or job["user_id"] != user_id or (dialect and job["dialect"] != dialect):
+        return None
+    return job
+
+
+def list_jobs(db: sqlite_utils.Database, *, user_id: str | None = None, dialect: str | None = None,
+              status: str | None = None, before: tuple[str, str] | None = None, limit: int = 50) -> list[dict]:
+    where, params = ["deleted_at is null"], []
+    for col, val in (("user_id", user_id), ("dialect", dialect), ("status", status)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    if before:  # keyset pagination: (created_at, id) strictly older than the cursor
+        where.append("(created_at < ? or (created_at = ? and id < ?))")
+        params += [before[0], before[0], before[1]]
+    sql = f"select * from jobs where {' and '.join(where)} order by created_at desc, id desc limit ?"
+    return rows(db, sql, (*params, limit))
+
+
+def tasks_of(db: sqlite_utils.Database, job_id: str) -> list[dict]:
+    return rows(db, "select * from tasks where job_id = ? order by idx", (job_id,))
+
+
+def get_task(db: sqlite_utils.Database, task_id: str) -> dict | None:
+    return one(db, "select * from tasks where id = ?", (task_id,))
+
+
+def ready_tasks(db: sqlite_utils.Database) -> list[dict]:
+    """Queued tasks of live jobs whose dependencies are all done, with their job's user and priority."""
+    candidates = rows(db, """
+        select t.*, j.user_id, j.priority, j.created_at as job_created_at from tasks t
+        join jobs j on j.id = t.job_id
+        where t.status = 'queued' and j.status in ('queued', 'running')
+        order by j.priority desc, j.created_at, t.idx""")
+    done = {r["id"] for r in rows(db, """select t.id from tasks t join jobs j on j.id = t.job_id
+        where t.status = 'done' and j.status in ('queued', 'running')""")}
+    return [t for t in candidates if all(d in done for d in loads(t["depends_on"], []))]
+
+
+def update_task(db: sqlite_utils.Database, task_id: str, **values) -> None:
+    with transaction(db):
+        db["tasks"].update(task_id, values)
+
+
+def update_job(db: sqlite_utils.Database, job_id: str, **values) -> None:
+    values["updated_at"] = now_iso()
+    with transaction(db):
+        db["jobs"].update(job_id, values)
+
+
+def running_tasks(db: sqlite_utils.Database) -> list[dict]:
+    return rows(db, "select * from tasks where status = 'running'")
+
+
+def unfinished_jobs(db: sqlite_utils.Database) -> list[dict]:
+    return rows(db, "select * from jobs where status not in ('completed', 'failed', 'cancelled')")
+
+
+def queue_counts(db: sqlite_utils.Database) -> dict[str, int]:
+    got = {r["status"]: r["n"] for r in rows(db, "select status, count(*) as n from tasks "
+                                                 "where status in ('queued', 'running') group by status")}
+    return {"queued": got.get("queued", 0), "running": got.get("running", 0)}
+
+
+def job_progress(tasks: list[dict]) -> float:
+    return sum(t["progress"] or 0.0 for t in tasks) / max(1, len(tasks))
+
+
+def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:
+    update_job(db, job_id, deleted_at=now_iso())

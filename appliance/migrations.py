@@ -1,0 +1,62 @@
+"""The whole schema, as ordered named sqlite_utils migrations. Add new steps at the end; never edit old ones."""
+from __future__ import annotations
+
+from sqlite_migrate import Migrations
+
+migrations = Migrations("appliance")
+
+
+@migrations()
+def m001_core(db) -> None:
+    db["users"].create({"id": str, "name": str, "plan": str, "created_at": str}, pk="id")
+    db["users"].create_index(["name"], unique=True)
+    db["api_keys"].create(
+        {"id": str, "user_id": str, "dialect": str, "hash": str, "prefix": str, "name": str,
+         "scope": str, "webhook_secret": str, "webhook_url": str, "created_at": str, "revoked_at": str},
+        pk="id", foreign_keys=[("user_id", "users", "id")],
+    )
+    db["api_keys"].create_index(["hash"], unique=True)
+    db["jobs"].create(
+        {"id": str, "dialect": str, "user_id": str, "key_id": str, "kind": str, "status": str,
+         "phase": str, "progress": float, "priority": int, "request": str, "result": str,
+         "error": str, "metadata": str, "webhook_url": str, "credit_rate": float,
+         "duration_ms": int, "created_at": str, "started_at": str, "updated_at": str,
+         "completed_at": str, "deleted_at": str},
+        pk="id", foreign_keys=[("user_id", "users", "id")], defaults={"progress": 0.0, "priority": 0},
+    )
+    db["jobs"].create_index(["user_id", "created_at"])
+    db["jobs"].create_index(["status"])
+    db["tasks"].create(
+        {"id": str, "job_id": str, "idx": int, "name": str, "renderer": str, "input": str,
+         "depends_on": str, "cpu": float, "mem_mb": int, "gpu": int, "status": str,
+         "attempts": int, "progress": float, "pid": int, "log_path": str, "result": str,
+         "error": str, "cache_key": str, "cached": int, "created_at": str, "started_at": str,
+         "finished_at": str},
+        pk="id", foreign_keys=[("job_id", "jobs", "id")],
+        defaults={"attempts": 0, "progress": 0.0, "cached": 0, "gpu": 0},
+    )
+    db["tasks"].create_index(["status"])
+    db["tasks"].create_index(["job_id", "idx"])
+    db["ledger"].create(
+        {"id": int, "user_id": str, "job_id": str, "kind": str, "bucket": str, "amount": int,
+         "note": str, "created_at": str},
+        pk="id", foreign_keys=[("user_id", "users", "id")],
+    )
+    db["ledger"].create_index(["user_id", "bucket"])
+    db["ledger"].create_index(["job_id"])
+    db["events"].create(
+        {"id": int, "job_id": str, "type": str, "data": str, "created_at": str}, pk="id",
+    )
+    db["events"].create_index(["job_id", "id"])
+    db["webhook_deliveries"].create(
+        {"id": str, "job_id": str, "dialect": str, "key_id": str, "url": str, "event": str,
+         "body": str, "status": str, "attempt": int, "next_attempt_at": float,
+         "last_status": int, "last_error": str, "created_at": str, "updated_at": str},
+        pk="id", defaults={"attempt": 0},
+    )
+    db["webhook_deliveries"].create_index(["status", "next_attempt_at"])
+    db["cache"].create(
+        {"key": str, "renderer": str, "path": str, "result": str, "created_at": str}, pk="key",
+    )
+    db["rate_limits"].create({"key_id": str, "at": float})
+    db["rate_limits"].create_index(["key_id", "at"])

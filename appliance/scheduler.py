@@ -1,0 +1,340 @@
+"""Admits ready tasks when their resources fit, fairly across users, and drives jobs to a terminal state.
+
+Runs on the server's event loop; it is the only writer of task/job state. Executor threads hand their
+messages over with call_soon_threadsafe. Order of admission: priority, then round-robin across users
+(the user with the fewest running tasks first), then age — one user's 50 queued jobs never block
+another user's one job.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Callable, Protocol
+
+import sqlite_utils
+
+from appliance import events, jobs, ledger
+from appliance.db import dumps, loads, now_iso, parse_iso, transaction
+from appliance.executor import Limits, LocalExecutor, TaskSpec
+from appliance.outputs import Store
+from appliance.resources import Capacity
+from appliance.settings import Settings
+
+log = logging.getLogger("appliance.scheduler")
+
+
+class JobListener(Protocol):
+    """What a dialect adapter hears from the core (to enqueue webhooks in its own shape)."""
+
+    def __call__(self, job: dict, event_type: str) -> None: ...
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, hub: events.Hub, executor: LocalExecutor,
+                 capacity: Capacity, store: Store) -> None:
+        self.settings, self.db, self.hub, self.executor = settings, db, hub, executor
+        self.capacity, self.store = capacity, store
+        self.listeners: dict[str, JobListener] = {}
+        self.user_caps: Callable[[str], int | None] = lambda user_id: None
+        self.prepare: dict[str, Callable[[dict, dict], None]] = {}  # renderer -> hook run before spawn
+        self._running: dict[str, dict] = {}  # task_id -> {"handle", "task", "user_id"}
+        self._progress: dict[str, tuple[float, str | None]] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.recover()
+        self._tasks = [asyncio.create_task(self._admit_loop()), asyncio.create_task(self._flush_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- capacity --------------------------------------------------------------------------------
+    def used(self) -> dict[str, float]:
+        used = {"cpu": 0.0, "mem_mb": 0, "gpu": 0}
+        for entry in self._running.values():
+            task = entry["task"]
+            used["cpu"] += task["cpu"]
+            used["mem_mb"] += task["mem_mb"]
+            used["gpu"] += task["gpu"] or 0
+        return used
+
+    def fits(self, task: dict, used: dict) -> bool:
+        cpu = min(task["cpu"], self.capacity.cpu)  # a task larger than the box still runs, alone
+        mem = min(task["mem_mb"], self.capacity.mem_mb)
+        return (used["cpu"] + cpu <= self.capacity.cpu + 1e-9 and used["mem_mb"] + mem <= self.capacity.mem_mb
+                and used["gpu"] + (task["gpu"] or 0) <= self.capacity.gpu)
+
+    # ---- admission -------------------------------------------------------------------------------
+    async def _admit_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self.admit()
+            except Exception:  # never let one bad task stop the scheduler
+                log.exception("admission failed")
+
+    def admit(self) -> None:
+        ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
+        used = self.used()
+        per_user = defaultdict(int)
+        for entry in self._running.values():
+            per_user[entry["user_id"]] += 1
+        for task in self.fair_order(ready, per_user):
+            cap = self.user_caps(task["user_id"])
+            if cap is not None and per_user[task["user_id"]] >= cap:
+                continue
+            if not self.fits(task, used):
+                continue
+            self.start_task(task)
+            per_user[task["user_id"]] += 1
+            for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", task["gpu"] or 0)):
+                used[key] += amount
+
+    @staticmethod
+    def fair_order(ready: list[dict], running_per_user: dict[str, int]) -> list[dict]:
+        """Priority first; then interleave users, those with fewer running tasks first; then age."""
+        queues: dict[tuple[int, str], list[dict]] = defaultdict(list)
+        for task in ready:  # ready is already ordered by priority, job age, task index
+            queues[(-task["priority"], task["user_id"])].append(task)
+        ordered, served = [], defaultdict(int, running_per_user)
+        while queues:
+            prio = min(k[0] for k in queues)
+            users = [k for k in queues if k[0] == prio]
+            key = min(users, key=lambda k: (served[k[1]], queues[k][0]["job_created_at"]))
+            ordered.append(queues[key].pop(0))
+            served[key[1]] += 1
+            if not queues[key]:
+                del queues[key]
+        return ordered
+
+    # ---- starting a task -------------------------------------------------------------------------
+    def start_task(self, task: dict) -> None:
+        job = jobs.get_job(self.db, task["job_id"])
+        if self._try_cache(task, job):
+            return
+        workdir = self.store.fresh_workdir(task["id"])
+        task_input = loads(task["input"])
+        try:
+            self._link_inputs(task_input, workdir)
+            hook = self.prepare.get(task["renderer"])
+            if hook:
+                hook(task_input, {"workdir": workdir, "task": task})
+        except Exception as exc:  # bad inputs fail the job with a readable reason, never a 500
+            self._task_failed(task, f"{type(exc).__name__}: {exc}" if not str(exc).startswith("SOURCE") else str(exc))
+            return
+        jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
+                         started_at=now_iso(), progress=0.0, error=None,
+                         log_path=str(self.store.log_path(task["id"])))
+        if job["status"] == "queued":
+            jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
+            self._emit(job["id"], "running")
+        spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, workdir=workdir,
+                        log_path=self.store.log_path(task["id"]), limits=self._limits())
+        loop = self._loop
+        handle = self.executor.spawn(
+            spec, lambda msg, tid=task["id"]: loop.call_soon_threadsafe(self._on_message, tid, msg))
+        self._running[task["id"]] = {"handle": handle, "task": task, "user_id": task["user_id"]}
+        jobs.update_task(self.db, task["id"], pid=handle.pid)
+
+    def _limits(self) -> Limits:
+        s = self.settings
+        return Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
+                      fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes)
+
+    def _link_inputs(self, task_input: dict, workdir) -> None:
+        """Files produced by dependencies, named in input["link_inputs"], are linked into the workdir."""
+        import os
+
+        for link in task_input.get("link_inputs", []):
+            dep = jobs.get_task(self.db, link["task"])
+            files = loads(dep["result"], {}).get("files", {})
+            os.link(self.store.workdir(dep["id"]) / files[link["file"]], workdir / link["as"])
+
+    def _try_cache(self, task: dict, job: dict) -> bool:
+        key = task["cache_key"]
+        hit = key and self.db["cache"].count_where("key = ?", [key])
+        if not hit or not self.store.cache_dir(key).is_dir():
+            return False
+        entry = self.db["cache"].get(key)
+        workdir = self.store.fresh_workdir(task["id"])
+        result = loads(entry["result"])
+        self.store.publish(self.store.cache_dir(key), result["files"], workdir / "_cached")
+        for name in result["files"].values():
+            (workdir / "_cached" / name).rename(workdir / name)
+        if job["status"] == "queued":
+            jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
+        jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
+                         started_at=now_iso(), cached=1)
+        self._task_done(jobs.get_task(self.db, task["id"]), result)
+        return True
+
+    # ---- messages from the executor ------------------------------------------------------------
+    def _on_message(self, task_id: str, msg: dict) -> None:
+        kind = msg.get("type")
+        if kind == "progress":
+            self._progress[task_id] = (float(msg.get("fraction", 0.0)), msg.get("phase"))
+        elif kind == "exit":
+            entry = self._running.pop(task_id, None)
+            task = jobs.get_task(self.db, task_id)
+            if task and task["status"] == "running":
+                self._flush_progress()
+                if msg.get("ok"):
+                    self._task_done(task, msg.get("result") or {})
+                else:
+                    self._task_failed(task, msg.get("error") or "task failed")
+            if entry:
+                self.wake()
+
+    def _task_done(self, task: dict, result: dict) -> None:
+        jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),
+                         finished_at=now_iso())
+        if task["cache_key"] and not task["cached"]:
+            self._store_cache(task, result)
+        job_tasks = jobs.tasks_of(self.db, task["job_id"])
+        if all(t["status"] == "done" for t in job_tasks):
+            self.complete_job(task["job_id"], task, result)
+        else:
+            self.wake()
+
+    def _store_cache(self, task: dict, result: dict) -> None:
+        key = task["cache_key"]
+        try:
+            self.store.publish(self.store.workdir(task["id"]), result.get("files", {}), self.store.cache_dir(key))
+        except OSError as exc:
+            log.warning("could not cache %s: %s", task["id"], exc)
+            return
+        self.db["cache"].upsert({"key": key, "renderer": task["renderer"], "path": str(self.store.cache_dir(key)),
+                                 "result": dumps(result), "created_at": now_iso()}, pk="key")
+
+    def _task_failed(self, task: dict, error: str) -> None:
+        jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
+        job = jobs.get_job(self.db, task["job_id"])
+        if job["status"] not in jobs.TERMINAL:
+            multi = len(jobs.tasks_of(self.db, job["id"])) > 1
+            self.fail_job(job["id"], f"{task['name']}: {error}" if multi else error)
+
+    # ---- job transitions -------------------------------------------------------------------------
+    def complete_job(self, job_id: str, sink: dict, result: dict) -> None:
+        job = jobs.get_job(self.db, job_id)
+        try:
+            self.store.publish(self.store.workdir(sink["id"]), result.get("files", {}), self.store.job_dir(job_id))
+        except OSError as exc:
+            self.fail_job(job_id, f"could not store the output: {exc}")
+            return
+        finished = time.time()
+        duration_ms = int((finished - parse_iso(job["started_at"] or job["created_at"])) * 1000)
+        if job["credit_rate"] is not None:
+            cost = ledger.cost_for(duration_ms, job["credit_rate"])
+            if not ledger.settle(self.db, job["user_id"], job_id, cost):
+                self.store.remove_job(job_id)
+                self.fail_job(job_id, f"Insufficient credits to settle the render cost ({cost} credits); "
+                                      "the reserve was refunded")
+                return
+        jobs.update_job(self.db, job_id, status="completed", phase="done", progress=1.0, result=dumps(result),
+                        duration_ms=duration_ms, completed_at=now_iso(finished))
+        self._end(job_id, "completed")
+
+    def fail_job(self, job_id: str, error: str) -> None:
+        self._terminate(job_id, "failed", error)
+
+    def cancel_job(self, job_id: str) -> bool:
+        job = jobs.get_job(self.db, job_id)
+        if not job or job["status"] in jobs.TERMINAL:
+            return False
+        self._terminate(job_id, "cancelled", "cancelled")
+        return True
+
+    def _terminate(self, job_id: str, status: str, error: str) -> None:
+        job = jobs.get_job(self.db, job_id)
+        now = now_iso()
+        with transaction(self.db):
+            self.db.execute("update tasks set status = 'cancelled', finished_at = ? where job_id = ? "
+                            "and status in ('queued', 'running')", (now, job_id))
+            started = job["started_at"] or job["created_at"]
+            self.db["jobs"].update(job_id, {"status": status, "phase": status, "error": error,
+                                            "completed_at": now, "updated_at": now,
+                                            "duration_ms": int((time.time() - parse_iso(started)) * 1000)})
+        for task_id, entry in list(self._running.items()):
+            if entry["task"]["job_id"] == job_id:
+                entry["handle"].kill(status)
+        ledger.refund(self.db, job["user_id"], job_id)
+        self._end(job_id, status)
+
+    def _end(self, job_id: str, status: str) -> None:
+        self.store.remove_work([t["id"] for t in jobs.tasks_of(self.db, job_id)])
+        self._emit(job_id, status)
+        self.wake()
+
+    def _emit(self, job_id: str, event_type: str) -> None:
+        job = jobs.get_job(self.db, job_id)
+        events.record(self.db, self.hub, job_id, event_type, {"status": job["status"], "phase": job["phase"],
+                                                              "progress": job["progress"]})
+        listener = self.listeners.get(job["dialect"])
+        if listener:
+            try:
+                listener(job, event_type)
+            except Exception:
+                log.exception("listener for %s failed on %s", job["dialect"], job_id)
+
+    # ---- progress --------------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                self._flush_progress()
+            except Exception:
+                log.exception("progress flush failed")
+
+    def _flush_progress(self) -> None:
+        if not self._progress:
+            return
+        pending, self._progress = self._progress, {}
+        touched = set()
+        with transaction(self.db):
+            for task_id, (fraction, _phase) in pending.items():
+                self.db.execute("update tasks set progress = ? where id = ? and status = 'running'",
+                                (fraction, task_id))
+                touched.add(task_id.rsplit(".", 1)[0])
+        for job_id in touched:
+            job = jobs.get_job(self.db, job_id)
+            if job and job["status"] == "running":
+                progress = round(jobs.job_progress(jobs.tasks_of(self.db, job_id)), 4)
+                jobs.update_job(self.db, job_id, progress=progress)
+                self._emit(job_id, "progress")
+
+    # ---- crash recovery ----------------------------------------------------------------------------
+    def recover(self) -> None:
+        """After a crash: re-queue tasks left running (up to max_attempts), finish or fail their jobs,
+        and close every reservation of a terminal job."""
+        self.store.clean_tmp()
+        for task in jobs.running_tasks(self.db):
+            if task["attempts"] < self.settings.max_attempts:
+                jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None)
+                events.record(self.db, None, task["job_id"], "retrying",
+                              {"task": task["id"], "attempt": task["attempts"]})
+            else:
+                self._task_failed(task, f"worker lost when the server stopped (attempt {task['attempts']} "
+                                        f"of {self.settings.max_attempts})")
+        for job in jobs.unfinished_jobs(self.db):
+            job_tasks = jobs.tasks_of(self.db, job["id"])
+            if job_tasks and all(t["status"] == "done" for t in job_tasks):
+                self.complete_job(job["id"], job_tasks[-1], loads(job_tasks[-1]["result"], {}))
+        for job_id in ledger.open_reservations(self.db):
+            job = jobs.get_job(self.db, job_id)
+            if job is None or job["status"] in jobs.TERMINAL:
+                ledger.refund(self.db, job["user_id"] if job else "", job_id)

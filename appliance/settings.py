@@ -1,0 +1,93 @@
+"""Settings: config/appliance.toml (or --config) overlaid with APPLIANCE_* environment variables.
+
+Read once into a frozen object and passed down; there is no global mutable config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "appliance.toml"
+
+
+class SettingsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    allow_loopback_targets: bool = False
+    allow_http_webhooks: bool = False
+    webhook_retry_scale: float = 1.0
+    cpu_slots: int = 0
+    memory_mb: int = 0
+    memory_reserve_mb: int = 1024
+    gpus: int = -1
+    max_attempts: int = 2
+    render_timeout_s: int = 600
+    task_cpu_seconds: int = 3600
+    task_memory_mb: int = 4096
+    task_file_size_mb: int = 4096
+    task_max_processes: int = 256
+    task_max_open_files: int = 1024
+    sandbox: bool = True
+    preload: tuple[str, ...] = ("numpy", "PIL", "manim")
+    retention_days: int = 90
+    min_free_disk_mb: int = 1024
+    reserve_credits: int = 10
+    initial_free_credits: int = 1000
+    assets_dir: Path = Path("./assets")
+    media_max_mb: int = 500
+    media_timeout_s: int = 120
+    rate_limit_requests: int = 120
+    rate_limit_window_s: int = 60
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "appliance.db"
+
+
+def _coerce(name: str, kind: type, value: object) -> object:
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise SettingsError(f"{name} must be true or false, got {value!r}")
+        return value.lower() in ("1", "true", "yes")
+    if kind is tuple:
+        return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be {kind.__name__}, got {value!r}") from None
+
+
+_KINDS = {"Path": Path, "str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
+
+
+def load(config: Path | None = None, environ: dict | None = None, **overrides: object) -> Settings:
+    """Defaults < TOML file < APPLIANCE_* environment < explicit overrides (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    path = Path(config) if config else DEFAULT_CONFIG
+    values: dict = tomllib.loads(path.read_text()) if path.exists() else {}
+    fields = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
+    for name in fields:
+        env = environ.get(f"APPLIANCE_{name.upper()}")
+        if env is not None:
+            values[name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    coerced = {k: _coerce(k, _KINDS[str(fields[k].type)], v) for k, v in values.items()}
+    return Settings(**coerced)

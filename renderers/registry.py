@@ -1,0 +1,55 @@
+"""The one table of renderers: name -> "module:function". Duplicate or unknown names fail loudly."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+Renderer = Callable[[dict, Any, Any], dict]
+
+_BUILTIN: dict[str, str] = {
+    "manim": "renderers.manim_scene:render",
+    "movie.scene": "renderers.movie.compose:render_scene",
+    "movie.assemble": "renderers.movie.assemble:render_assemble",
+    # Test renderers: the only fakes allowed, used to exercise the scheduler.
+    "test.noop": "renderers.testing:noop",
+    "test.sleep": "renderers.testing:sleep",
+    "test.fail": "renderers.testing:fail",
+    "test.crash": "renderers.testing:crash",
+    "test.memhog": "renderers.testing:memhog",
+    "test.spin": "renderers.testing:spin",
+    "test.hostile": "renderers.testing:hostile",
+}
+
+
+class RegistryError(Exception):
+    pass
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._table: dict[str, str] = {}
+
+    def register(self, name: str, target: str) -> None:
+        if name in self._table:
+            raise RegistryError(f"renderer {name!r} is already registered")
+        self._table[name] = target
+
+    def names(self) -> list[str]:
+        return sorted(self._table)
+
+    def target(self, name: str) -> str:
+        try:
+            return self._table[name]
+        except KeyError:
+            raise RegistryError(f"unknown renderer {name!r}") from None
+
+    def load(self, name: str) -> Renderer:
+        module, _, func = self.target(name).partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+def default_registry() -> Registry:
+    registry = Registry()
+    for name, target in _BUILTIN.items():
+        registry.register(name, target)
+    return registry

@@ -1,0 +1,120 @@
+"""Shared fixtures: a real appliance server in a subprocess on a free port, with its own data dir."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(data_dir: Path, *args: str, env: dict | None = None) -> str:
+    proc = subprocess.run([PYTHON, "-m", "appliance.cli", *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"appliance {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+class Server:
+    def __init__(self, data_dir: Path, env: dict | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "APPLIANCE_ALLOW_LOOPBACK_TARGETS": "true", "APPLIANCE_ALLOW_HTTP_WEBHOOKS": "true",
+                    "APPLIANCE_WEBHOOK_RETRY_SCALE": "0.01", "APPLIANCE_MIN_FREE_DISK_MB": "1",
+                    **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "Server":
+        log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen([PYTHON, "-m", "appliance.cli", "serve", "--data-dir", str(self.data_dir),
+                                      "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {(self.data_dir / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("server did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args: str) -> str:
+        return cli(self.data_dir, *args, env=self.env)
+
+    def admin_headers(self) -> dict:
+        token = (self.data_dir / "admin.token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    def submit(self, user: str, renderer: str | None = None, input: dict | None = None, **extra) -> str:
+        body = {"user": user, **({"renderer": renderer, "input": input or {}} if renderer else {}), **extra}
+        r = httpx.post(self.url + "/admin/jobs", json=body, headers=self.admin_headers(), timeout=10)
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        r = httpx.get(f"{self.url}/admin/jobs/{job_id}", headers=self.admin_headers(), timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, job_id: str, statuses=("completed", "failed", "cancelled"), timeout: float = 120) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.job(job_id)
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not reach {statuses}: {json.dumps(self.job(job_id))}")
+
+    def new_key(self, user: str, dialect: str, **opts: str) -> dict:
+        args = ["keys", "create", "--user", user, "--dialect", dialect, "--json"]
+        for k, v in opts.items():
+            args += [f"--{k.replace('_', '-')}", v]
+        return json.loads(self.cli(*args))
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    servers: list[Server] = []
+
+    def factory(env: dict | None = None, data_dir: Path | None = None, start: bool = True) -> Server:
+        d = data_dir or tmp_path / f"var{len(servers)}"
+        d.mkdir(parents=True, exist_ok=True)
+        server = Server(d, env)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield factory
+    for server in servers:
+        server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server(make_server) -> Server:
+    return make_server()
