@@ -59,8 +59,10 @@ def extract_last_frame(src: Path, dst: Path) -> None:
 
 
 def _rate(text: str) -> float:
+    """An ffprobe rate such as "30/1" or "0/0" as a float (0.0 when unknown)."""
     num, _, den = text.partition("/")
-    return float(num) / float(den or 1) if float(den or 1) else 0.0
+    denominator = float(den or 1)
+    return float(num) / denominator if denominator else 0.0
 
 
 def video_meta(path: str | Path) -> dict:

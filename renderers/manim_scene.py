@@ -1,0 +1,254 @@
+"""The Manim renderer: run one Scene class from user code at a given size and fps.
+
+Runs in a fresh worker process (forked after ``import manim``), so it sets Manim's process-global
+``config`` freely; everything Manim writes goes under ``workdir/media``. Manim 0.19 already writes
+H.264 yuv420p (PyAV/libx264 partial files, concatenated by stream copy), so the only ffmpeg pass
+is a ``-c copy`` remux that moves the moov atom first.
+"""
+from __future__ import annotations
+
+import contextlib
+import linecache
+import re
+import shutil
+import sys
+import traceback
+import types
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from renderers import ffmpeg
+from renderers.base import RenderError, Reporter
+
+SCENE_FILE = "<scene>"
+SCENE_MODULE = "user_scene"
+FILES = {"video": "video.mp4", "thumbnail": "thumb.jpg", "captions": "captions.vtt"}
+FRAME_HEIGHT = 8.0  # Manim's default scene height in units; the width follows the aspect ratio
+# Manim cannot know how many play() calls are still to come, so rendering progress is an estimate
+# that approaches RENDER_SHARE as rendered seconds grow: half way after ESTIMATE_HORIZON_S seconds.
+RENDER_SHARE = 0.95
+ESTIMATE_HORIZON_S = 5.0
+MAX_MESSAGE = 400
+
+
+def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    workdir = Path(workdir).resolve()
+    report.progress(0.0, "rendering")
+    # User print()s and Manim's console write to sys.stdout; the reporter may own that stream.
+    with contextlib.redirect_stdout(sys.stderr):
+        scene, tracker = _render_scene(task_input, workdir, report)
+    report.progress(RENDER_SHARE, "encoding")
+    outputs = _write_outputs(scene, tracker, workdir)
+    report.progress(1.0, "encoding")
+    return outputs
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+def manim_settings(task_input: dict, workdir: Path) -> dict[str, Any]:
+    """Manim config for this task: output size and fps, directories inside workdir, no cache."""
+    media = workdir / "media"
+    width, height = int(task_input["width"]), int(task_input["height"])
+    return {
+        "media_dir": str(media), "video_dir": str(media / "videos"),
+        "images_dir": str(media / "images"), "tex_dir": str(media / "Tex"),
+        "text_dir": str(media / "texts"), "log_dir": str(media / "logs"),
+        "partial_movie_dir": str(media / "videos" / "partial_movie_files" / "{scene_name}"),
+        "sections_dir": str(media / "videos" / "sections"), "assets_dir": str(workdir),
+        "pixel_width": width, "pixel_height": height, "frame_rate": int(task_input["fps"]),
+        "frame_height": FRAME_HEIGHT, "frame_width": FRAME_HEIGHT * width / height,
+        "renderer": "cairo", "transparent": False, "format": "mp4", "write_to_movie": True,
+        "save_last_frame": False, "save_sections": False, "save_pngs": False, "dry_run": False,
+        "write_all": False, "output_file": None, "preview": False, "show_in_file_browser": False,
+        "disable_caching": True, "flush_cache": True, "log_to_file": False,
+        "progress_bar": "none", "verbosity": "WARNING", "notify_outdated_version": False,
+    }
+
+
+def _configure(task_input: dict, workdir: Path) -> None:
+    from manim import config
+
+    for key, value in manim_settings(task_input, workdir).items():
+        config[key] = value  # through each property's setter, as the manim CLI does
+
+
+# -- running the scene ---------------------------------------------------------------------------
+
+def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[Any, _Tracker]:
+    _configure(task_input, workdir)
+    tracker: _Tracker | None = None
+    try:
+        scene_class = load_scene_class(task_input["code"], task_input["className"])
+        _configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
+        scene = scene_class()
+        tracker = _Tracker(scene, report)
+        scene.render()
+    except RenderError:
+        raise
+    except (Exception, SystemExit) as exc:
+        if tracker is not None:
+            tracker.stop_writer()
+        raise RenderError(describe_error(exc)) from None
+    if not scene.renderer.num_plays or tracker.last_frame is None:
+        raise RenderError("Scene played no animations: call self.play(...) or self.wait() in construct()")
+    return scene, tracker
+
+
+def load_scene_class(code: str, class_name: str) -> type:
+    """Execute the code as a module named SCENE_MODULE and return its Scene subclass ``class_name``."""
+    from manim import Scene
+
+    module = _exec_scene_code(code)
+    scene_class = vars(module).get(class_name)
+    if scene_class is None:
+        raise RenderError(f"Scene class {class_name!r} not found in code")
+    if not (isinstance(scene_class, type) and issubclass(scene_class, Scene)):
+        raise RenderError(f"{class_name!r} is not a Scene subclass")
+    return scene_class
+
+
+def _exec_scene_code(code: str) -> types.ModuleType:
+    # A real module in sys.modules, so that dataclasses, pickling and typing in user code work.
+    module = types.ModuleType(SCENE_MODULE)
+    module.__file__ = SCENE_FILE
+    sys.modules[SCENE_MODULE] = module
+    linecache.cache[SCENE_FILE] = (len(code), None, code.splitlines(keepends=True), SCENE_FILE)
+    exec("from manim import *", vars(module))  # manim names work even if the import is forgotten
+    exec(compile(code, SCENE_FILE, "exec"), vars(module))
+    return module
+
+
+class _Tracker:
+    """Hooks the scene's renderer: progress per frame, a log line per animation, the last frame."""
+
+    def __init__(self, scene: Any, report: Reporter) -> None:
+        self.report = report
+        self.renderer = scene.renderer
+        self.last_frame: np.ndarray | None = None
+        self.reported = 0.0
+        self._add_frame = self.renderer.add_frame
+        self._play = self.renderer.play
+        # Instance attributes shadow the methods, so Manim's own calls go through the hooks.
+        self.renderer.add_frame = self.add_frame
+        self.renderer.play = self.play
+
+    def add_frame(self, frame: np.ndarray, num_frames: int = 1) -> None:
+        self._add_frame(frame, num_frames)
+        if self.renderer.skip_animations:
+            return
+        self.last_frame = frame
+        fraction = RENDER_SHARE * self.renderer.time / (self.renderer.time + ESTIMATE_HORIZON_S)
+        if fraction - self.reported >= 0.01:
+            self.reported = fraction
+            self.report.progress(fraction, "rendering")
+
+    def stop_writer(self) -> None:
+        """End Manim's frame-writer thread, left waiting on its queue when a play() raises;
+        it is not a daemon thread, so the process could not exit."""
+        writer = getattr(self.renderer, "file_writer", None)
+        thread = getattr(writer, "writer_thread", None)
+        if thread is not None and thread.is_alive():
+            writer.queue.put((-1, None))
+            thread.join(timeout=30)
+
+    def play(self, scene: Any, *args: Any, **kwargs: Any) -> None:
+        self._play(scene, *args, **kwargs)
+        names = ", ".join(type(animation).__name__ for animation in scene.animations or [])
+        self.report.log(f"animation {self.renderer.num_plays}: {names} ({scene.duration:.2f}s)")
+
+
+# -- error messages ------------------------------------------------------------------------------
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line: exception type and message, LaTeX's own error, and the scene line."""
+    if isinstance(exc, SyntaxError) and exc.filename == SCENE_FILE:
+        return f"{_one_line(f'{type(exc).__name__}: {exc.msg}')} (scene line {exc.lineno})"
+    text = latex_error(exc) or _exception_text(exc)
+    line = scene_line(exc)
+    return _one_line(text) + (f" (scene line {line})" if line else "")
+
+
+def _exception_text(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: scene code called exit({exc.code if exc.code is not None else ''})"
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def scene_line(exc: BaseException) -> int | None:
+    """The line of the deepest traceback frame that ran user code."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == SCENE_FILE]
+    return frames[-1].lineno if frames else None
+
+
+def latex_error(exc: BaseException) -> str | None:
+    """Manim's LaTeX failure names the .log file; the first ``!`` line there is the real error."""
+    match = re.search(r"error converting to \w+\. .*log file: (\S+\.log)", str(exc))
+    if not match:
+        return None
+    try:
+        log = Path(match.group(1)).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"LaTeX error: {exc}"
+    first = next((i for i, text in enumerate(log) if text.startswith("!")), None)
+    if first is None:
+        return "LaTeX error: compilation failed"
+    message = re.sub(r"^!\s*(LaTeX Error:\s*)?", "", log[first]).strip()
+    near = _latex_context(log[first + 1:])
+    return f"LaTeX error: {message}" + (f" near '{near}'" if near else "")
+
+
+def _latex_context(lines: list[str]) -> str | None:
+    """TeX's context line ("<argument> \\foo", "l.7 a \\badcmd") ends at the offending token."""
+    for text in lines:
+        match = re.match(r"(<[^>]*>|l\.\d+) (.*\S)", text)
+        if match:
+            return match.group(2).strip()[-60:]
+    return None
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
+    writer = scene.renderer.file_writer
+    video = workdir / FILES["video"]
+    ffmpeg.remux_faststart(Path(writer.movie_file_path), video)
+    write_thumbnail(tracker.last_frame, workdir / FILES["thumbnail"])
+    (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")
+    shutil.rmtree(workdir / "media" / "videos", ignore_errors=True)  # a second copy of the video
+    return {"files": dict(FILES), "meta": ffmpeg.video_meta(video)}
+
+
+def write_thumbnail(frame: np.ndarray, path: Path) -> None:
+    """The last frame written to the video, straight from Manim's RGBA pixel array."""
+    Image.fromarray(frame).convert("RGB").save(path, "JPEG", quality=90)
+
+
+def to_vtt(subcaptions: list[Any]) -> str:
+    """WebVTT from Manim's ``srt.Subtitle`` list, cues ordered by start time."""
+    cues = sorted(subcaptions, key=lambda cue: cue.start)
+    blocks = [f"{vtt_time(c.start)} --> {vtt_time(c.end)}\n{_cue_text(c.content)}" for c in cues]
+    return "\n\n".join(["WEBVTT", *blocks]) + "\n"
+
+
+def vtt_time(value: timedelta) -> str:
+    millis = max(0, round(value.total_seconds() * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def _cue_text(content: str) -> str:
+    # A blank line would end the cue, and "-->" or raw markup would be misread by players.
+    lines = [line for line in str(content).replace("-->", "->").splitlines() if line.strip()]
+    text = "\n".join(lines) or " "
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
