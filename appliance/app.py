@@ -11,7 +11,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import jobs
 from appliance.core import Core
-from appliance.dialects import admin, kodisc
+from appliance.dialects import admin, kodisc, viralsync
 from appliance.httpio import json_response, serve_file
 from appliance.settings import Settings
 
@@ -58,17 +58,22 @@ def _internal_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     core = core or Core(settings)
 
+    vs = viralsync.ViralSync(core)
+
     @asynccontextmanager
     async def lifespan(app: Litestar):
         await core.start()
+        vs.resume_planning()
         try:
             yield
         finally:
             await core.stop()
 
     core.scheduler.listeners["kodisc"] = kodisc.listener(core)
+    core.scheduler.listeners["viralsync"] = vs.listener
+    core.scheduler.prepare["movie.scene"] = viralsync.link_fetched
     app = Litestar(
-        route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, admin.router],
+        route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router],
         lifespan=[lifespan],
         exception_handlers={500: _internal_error},
         openapi_config=OpenAPIConfig(title="Render appliance", version=metadata.version("render-appliance"),
@@ -76,5 +81,6 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         request_max_body_size=1024 * 1024 * 1024,
     )
     app.state.core = core
+    app.state.viralsync = vs
     admin.ensure_token(settings.data_dir)
     return app

@@ -30,11 +30,13 @@ class TaskDef:
 
 def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id: str, key_id: str | None,
                kind: str, request: dict, tasks: list[TaskDef], metadata=None, webhook_url: str | None = None,
-               credit_rate: float | None = None, reserve: int = 0, priority: int = 0) -> dict:
+               credit_rate: float | None = None, reserve: int = 0, priority: int = 0,
+               max_parallel: int | None = None, phase: str = "queued") -> dict:
     """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing)."""
     now = now_iso()
     job = {"id": job_id, "dialect": dialect, "user_id": user_id, "key_id": key_id, "kind": kind,
-           "status": "queued", "phase": "queued", "progress": 0.0, "priority": priority,
+           "status": "queued", "phase": phase, "progress": 0.0, "priority": priority,
+           "max_parallel": max_parallel,
            "request": dumps(request), "metadata": dumps(metadata), "webhook_url": webhook_url,
            "credit_rate": credit_rate, "created_at": now, "updated_at": now}
     with transaction(db):
@@ -54,6 +56,14 @@ def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict:
             "depends_on": dumps([ids.task_id(job_id, d) for d in t.depends_on]),
             "cpu": t.cpu, "mem_mb": t.mem_mb, "gpu": t.gpu, "status": "queued", "attempts": 0,
             "cache_key": t.cache_key, "created_at": now}
+
+
+def add_tasks(db: sqlite_utils.Database, job_id: str, tasks: list[TaskDef], start: int = 0) -> None:
+    """Tasks planned after the job was created (e.g. once a movie's media is fetched)."""
+    now = now_iso()
+    with transaction(db):
+        for idx, t in enumerate(tasks, start):
+            db["tasks"].insert(_task_row(job_id, idx, t, now))
 
 
 def get_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
@@ -92,7 +102,7 @@ def get_task(db: sqlite_utils.Database, task_id: str) -> dict | None:
 def ready_tasks(db: sqlite_utils.Database) -> list[dict]:
     """Queued tasks of live jobs whose dependencies are all done, with their job's user and priority."""
     candidates = rows(db, """
-        select t.*, j.user_id, j.priority, j.created_at as job_created_at from tasks t
+        select t.*, j.user_id, j.priority, j.max_parallel, j.created_at as job_created_at from tasks t
         join jobs j on j.id = t.job_id
         where t.status = 'queued' and j.status in ('queued', 'running')
         order by j.priority desc, j.created_at, t.idx""")

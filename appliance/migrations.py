@@ -20,7 +20,7 @@ def m001_core(db) -> None:
         {"id": str, "dialect": str, "user_id": str, "key_id": str, "kind": str, "status": str,
          "phase": str, "progress": float, "priority": int, "request": str, "result": str,
          "error": str, "metadata": str, "webhook_url": str, "credit_rate": float,
-         "duration_ms": int, "created_at": str, "started_at": str, "updated_at": str,
+         "max_parallel": int, "duration_ms": int, "created_at": str, "started_at": str, "updated_at": str,
          "completed_at": str, "deleted_at": str},
         pk="id", foreign_keys=[("user_id", "users", "id")], defaults={"progress": 0.0, "priority": 0},
     )

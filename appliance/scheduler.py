@@ -91,17 +91,21 @@ class Scheduler:
     def admit(self) -> None:
         ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
         used = self.used()
-        per_user = defaultdict(int)
+        per_user, per_job = defaultdict(int), defaultdict(int)
         for entry in self._running.values():
             per_user[entry["user_id"]] += 1
+            per_job[entry["task"]["job_id"]] += 1
         for task in self.fair_order(ready, per_user):
             cap = self.user_caps(task["user_id"])
             if cap is not None and per_user[task["user_id"]] >= cap:
+                continue
+            if task["max_parallel"] and per_job[task["job_id"]] >= task["max_parallel"]:
                 continue
             if not self.fits(task, used):
                 continue
             self.start_task(task)
             per_user[task["user_id"]] += 1
+            per_job[task["job_id"]] += 1
             for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", task["gpu"] or 0)):
                 used[key] += amount
 
@@ -135,7 +139,7 @@ class Scheduler:
             if hook:
                 hook(task_input, {"workdir": workdir, "task": task})
         except Exception as exc:  # bad inputs fail the job with a readable reason, never a 500
-            self._task_failed(task, f"{type(exc).__name__}: {exc}" if not str(exc).startswith("SOURCE") else str(exc))
+            self._task_failed(task, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             return
         jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
                          started_at=now_iso(), progress=0.0, error=None,

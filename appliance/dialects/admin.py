@@ -42,7 +42,8 @@ def public_job(job: dict, tasks: list[dict]) -> dict:
             "result": loads(job["result"]),
             "tasks": [{"id": t["id"], "name": t["name"], "renderer": t["renderer"], "status": t["status"],
                        "attempts": t["attempts"], "progress": t["progress"], "error": t["error"],
-                       "cached": bool(t["cached"]), "log": t["log_path"]} for t in tasks]}
+                       "cached": bool(t["cached"]), "log": t["log_path"], "startedAt": t["started_at"],
+                       "finishedAt": t["finished_at"]} for t in tasks]}
 
 
 @get("/jobs/{job_id:str}")

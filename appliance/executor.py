@@ -1,0 +1,397 @@
+"""Runs one task in one sandboxed OS process, forked by a warm zygote (ARCHITECTURE.md, "Scheduler and executor").
+
+The scheduler sees only ``LocalExecutor.spawn(spec, on_message) -> TaskHandle``: messages arrive in order on an
+executor thread — progress and log lines, then exactly one ``{"type": "exit", "ok": ..., ...}``. This is the
+seam where a Dask executor plugs in later. The worker processes never touch the database: they report through
+their pipe and their workdir.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from appliance import sandbox
+from appliance.sandbox import Limits
+
+__all__ = ["Limits", "LocalExecutor", "TaskHandle", "TaskSpec"]
+
+log = logging.getLogger(__name__)
+OnMessage = Callable[[dict], None]
+MAX_LINE = 16 << 20  # a worker that writes a larger message without a newline is broken or hostile
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task_id: str
+    renderer: str
+    input: dict
+    workdir: Path
+    log_path: Path
+    limits: Limits
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class TaskHandle:
+    """One running task. ``kill`` is safe from any thread and at any time; the first reason wins."""
+
+    def __init__(self, spec: TaskSpec, on_message: OnMessage) -> None:
+        self.task_id, self.pid, self.uid = spec.task_id, 0, None
+        self._spec, self._on_message = spec, on_message
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._spawned = threading.Event()
+        self._spawn_error: str | None = None
+        self._reason: str | None = None
+        self._exit: dict | None = None  # the zygote's "exited" report, or {"lost": True}
+        self._result: dict | None = None
+        self._has_result = False
+        self._error: str | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        self.done = threading.Event()  # set after the exit message was delivered
+
+    def kill(self, reason: str = "cancelled") -> None:
+        with self._lock:
+            if self._exit is not None or self._reason is not None or not self.pid:
+                return
+            self._reason = reason
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # exited meanwhile; the zygote's report is on its way
+
+    def _exited(self, report: dict) -> None:
+        with self._lock:
+            self._exit = report
+        os.write(self._wake_w, b"x")
+
+    def _deliver(self, message: dict) -> None:
+        try:
+            self._on_message(message)
+        except Exception:  # a broken callback must not kill the task's reader
+            log.exception("on_message failed for task %s", self.task_id)
+
+
+# ---- the reader/watchdog thread of one task -------------------------------------------------------------------
+def _watch(handle: TaskHandle, pipe_r: int) -> None:
+    try:
+        _pump(handle, pipe_r)
+        message = _final_message(handle)
+    except Exception as exc:  # never leave the caller without its exit message
+        log.exception("reader of task %s failed", handle.task_id)
+        message = {"type": "exit", "ok": False, "error": f"executor error: {_one_line(exc)}"}
+    finally:
+        for fd in (pipe_r, handle._wake_r, handle._wake_w):
+            os.close(fd)
+    _note_in_log(handle, message)
+    handle._deliver(message)
+    handle.done.set()
+
+
+def _pump(handle: TaskHandle, pipe_r: int) -> None:
+    """Forward messages until the zygote reports the exit; enforce the wall-clock limit meanwhile."""
+    os.set_blocking(pipe_r, False)
+    poller = select.poll()
+    poller.register(pipe_r, select.POLLIN)
+    poller.register(handle._wake_r, select.POLLIN)
+    wall = handle._spec.limits.wall_seconds
+    deadline, buf, pipe_open = handle._started + wall, bytearray(), True
+    while handle._exit is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 and handle._reason is None:
+            handle.kill(f"timed out after {wall:g} s")
+        timeout = None if handle._reason is not None else max(0.0, remaining) * 1000
+        for fd, _ in poller.poll(timeout):
+            if fd == handle._wake_r:
+                os.read(fd, 64)
+            elif pipe_open and not _read_available(handle, pipe_r, buf):
+                poller.unregister(pipe_r)
+                pipe_open = False
+    if pipe_open:  # what the worker wrote just before it exited; escaped holders of the pipe are not awaited
+        _read_available(handle, pipe_r, buf)
+
+
+def _read_available(handle: TaskHandle, fd: int, buf: bytearray) -> bool:
+    """Read until the pipe would block; False at end of file."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        buf += chunk
+        *lines, rest = bytes(buf).split(b"\n")
+        buf[:] = rest
+        for line in lines:
+            _handle_line(handle, line)
+        if len(buf) > MAX_LINE:
+            buf.clear()
+            handle.kill("protocol error: a worker message over 16 MB")
+
+
+def _handle_line(handle: TaskHandle, raw: bytes) -> None:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        message = {"type": "log", "text": raw.decode(errors="replace")[:2000]}
+    kind = message.get("type")
+    if kind == "result":
+        handle._result, handle._has_result = message.get("result"), True
+    elif kind == "error":
+        handle._error = str(message.get("error"))
+    elif kind in ("progress", "log"):
+        handle._deliver(message)
+
+
+def _final_message(handle: TaskHandle) -> dict:
+    report = handle._exit or {"lost": True}
+    if handle._reason is not None:
+        return _failure(handle._reason, report)
+    if report.get("lost"):
+        if handle._has_result:
+            return {"type": "exit", "ok": True, "result": handle._result}
+        return _failure(handle._error or "worker lost: the zygote process died", report)
+    status = report["status"]
+    if os.WIFSIGNALED(status):
+        return _failure(_signal_error(os.WTERMSIG(status), report, handle._spec.limits), report)
+    code = os.WEXITSTATUS(status)
+    if code == 0 and handle._has_result:
+        return {"type": "exit", "ok": True, "result": handle._result, **_usage(report)}
+    return _failure(handle._error or f"worker exited with status {code} without a result", report)
+
+
+def _signal_error(sig: int, report: dict, limits: Limits) -> str:
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report.get("cpu_s", 0) >= limits.cpu_seconds):
+        return f"cpu time limit exceeded (limit {limits.cpu_seconds} s)"
+    if sig == signal.SIGXFSZ:
+        return f"file size limit exceeded (limit {limits.fsize_mb} MB)"
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    return f"worker crashed ({name})"
+
+
+def _usage(report: dict) -> dict:
+    if "cpu_s" not in report:
+        return {}
+    return {"usage": {"cpu_s": report["cpu_s"], "max_rss_mb": round(report["maxrss_kb"] / 1024, 1)}}
+
+
+def _failure(error: str, report: dict) -> dict:
+    return {"type": "exit", "ok": False, "error": error, **_usage(report)}
+
+
+def _note_in_log(handle: TaskHandle, message: dict) -> None:
+    outcome = "ok" if message["ok"] else message["error"]
+    try:
+        with open(handle._spec.log_path, "a") as f:
+            f.write(f"[executor] task {handle.task_id} exit: {outcome}\n")
+    except OSError:
+        pass
+
+
+# ---- the zygote, seen from the server -------------------------------------------------------------------------
+class _Zygote:
+    def __init__(self, config: dict) -> None:
+        self._config = config
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, TaskHandle] = {}
+        self.live: dict[int, TaskHandle] = {}
+        self._alive = False
+
+    def start(self, timeout: float = 300) -> dict:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = json.dumps({**self._config, "fd": theirs.fileno()})
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.zygote", config], pass_fds=[theirs.fileno()],
+                                     env=_zygote_env(), cwd="/", stdin=subprocess.DEVNULL, start_new_session=True)
+        theirs.close()
+        ours.settimeout(timeout)
+        try:
+            data = ours.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self.proc.kill()
+            raise RuntimeError(f"the zygote did not start (exit status {self.proc.wait()})")
+        ours.settimeout(None)
+        self.sock, self._alive = ours, True
+        self._reader = threading.Thread(target=self._dispatch, name="zygote-reader", daemon=True)
+        self._reader.start()
+        return json.loads(data)
+
+    @property
+    def alive(self) -> bool:
+        return self._alive and self.proc.poll() is None
+
+    def spawn(self, request: dict, fds: list[int], handle: TaskHandle) -> None:
+        request_id = next(self._ids)
+        with self._send_lock:
+            self._pending[request_id] = handle
+            try:
+                socket.send_fds(self.sock, [json.dumps({**request, "id": request_id}).encode()], fds)
+            except OSError as exc:
+                self._pending.pop(request_id, None)
+                raise RuntimeError(f"the zygote is gone: {exc}") from exc
+        if not handle._spawned.wait(60) or handle._spawn_error:
+            raise RuntimeError(f"spawn failed: {handle._spawn_error or 'no answer from the zygote'}")
+
+    def _dispatch(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self._on_report(json.loads(data))
+        self._alive = False
+        for handle in list(self._pending.values()):
+            handle._spawn_error = "the zygote died"
+            handle._spawned.set()
+        for handle in list(self.live.values()):
+            handle._exited({"lost": True})
+
+    def _on_report(self, report: dict) -> None:
+        kind = report.get("type")
+        if kind in ("spawned", "spawn_failed"):
+            handle = self._pending.pop(report["id"])
+            if kind == "spawned":  # registered here, before the exit report that may follow at once
+                handle.pid, handle.uid = report["pid"], report["uid"]
+                self.live[handle.pid] = handle
+            else:
+                handle._spawn_error = report["error"]
+            handle._spawned.set()
+        elif kind == "exited":
+            handle = self.live.pop(report["pid"], None)
+            if handle is not None:
+                handle._exited(report)
+
+    def close(self, timeout: float = 10) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)  # EOF: the zygote kills what is left, reports, exits
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout)
+        self.sock.close()
+
+
+def _zygote_env() -> dict[str, str]:
+    """A short, explicit environment: the server's secrets never reach the zygote or its workers."""
+    path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/"),
+            "PYTHONPATH": path,
+            # BLAS thread pools would make the zygote multi-threaded, and forking that is unsafe.
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ---- the executor ---------------------------------------------------------------------------------------------
+class LocalExecutor:
+    def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
+                 extra_readonly: Sequence[Path] = ()) -> None:
+        self._config = {"preload": list(preload), "sandbox": sandbox,
+                        "extra_readonly": [str(p) for p in extra_readonly]}
+        self._lock = threading.Lock()
+        self._zygote: _Zygote | None = None
+        self._mechanism: str | None = None
+        self.ready: dict = {}  # the zygote's ready report: mechanism, preload_s, threads, preload_errors
+
+    @property
+    def zygote_pid(self) -> int | None:
+        zygote = self._zygote
+        return zygote.proc.pid if zygote is not None else None
+
+    @property
+    def mechanism(self) -> str:
+        """The active sandbox; before start() what a start would get."""
+        if self._mechanism is None:
+            enabled = self._config["sandbox"]
+            self._mechanism = sandbox.probe(self._config["extra_readonly"]) if enabled else sandbox.DISABLED
+        return self._mechanism
+
+    def start(self) -> None:
+        with self._lock:
+            self._ensure_zygote()
+
+    def _ensure_zygote(self) -> _Zygote:
+        if self._zygote is not None and self._zygote.alive:
+            return self._zygote
+        if self._zygote is not None:
+            log.warning("the zygote died (status %s); starting a new one", self._zygote.proc.poll())
+            self._zygote.close(timeout=1)
+        zygote = _Zygote(self._config)
+        self.ready = zygote.start()
+        self._zygote, self._mechanism = zygote, self.ready["mechanism"]
+        if self.ready["threads"] != 1:
+            log.warning("the zygote has %d threads after preloading; forking it is unsafe", self.ready["threads"])
+        for error in self.ready["preload_errors"]:
+            log.warning("preload failed: %s", error)
+        return zygote
+
+    def stop(self) -> None:
+        with self._lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is None:
+            return
+        handles = list(zygote.live.values())
+        for handle in handles:
+            handle.kill("executor stopped")
+        for handle in handles:
+            handle.done.wait(5)
+        zygote.close()
+
+    def spawn(self, spec: TaskSpec, on_message: OnMessage) -> TaskHandle:
+        spec.workdir.mkdir(parents=True, exist_ok=True)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = TaskHandle(spec, on_message)
+        pipe_r, pipe_w = os.pipe()
+        sent = [pipe_w, os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644),
+                _input_fd(spec.input)]
+        request = {"op": "spawn", "task_id": spec.task_id, "renderer": spec.renderer,
+                   "workdir": str(spec.workdir.absolute()), "limits": asdict(spec.limits)}
+        try:
+            with self._lock:
+                zygote = self._ensure_zygote()  # restarts a zygote that died
+            zygote.spawn(request, sent, handle)
+        except BaseException:
+            for fd in (pipe_r, handle._wake_r, handle._wake_w):
+                os.close(fd)
+            raise
+        finally:
+            for fd in sent:
+                os.close(fd)
+        threading.Thread(target=_watch, args=(handle, pipe_r), name=f"task-{spec.task_id}", daemon=True).start()
+        return handle
+
+
+def _input_fd(task_input: dict) -> int:
+    """The task input travels as a memfd: no size limit on the socket, nothing written to disk."""
+    fd = os.memfd_create("task-input")
+    os.write(fd, json.dumps(task_input).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd

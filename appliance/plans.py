@@ -1,0 +1,52 @@
+"""ViralSync plans: limits per plan and render-minute metering (api-research.md §2.10, DECISIONS.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+from appliance.db import now_iso, one
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    minutes_per_month: float | None  # None = unlimited
+    daily_minutes: float | None
+    max_job_minutes: float
+    max_pixels: int
+    concurrency: int | None
+    api: bool
+
+
+PLANS = {
+    "free": Plan("free", 30, 5, 10, 1280 * 720, 1, False),
+    "pro": Plan("pro", 200, None, 10, 1920 * 1080, 3, True),
+    "business": Plan("business", 600, None, 20, 2560 * 1440, 6, True),
+    "enterprise": Plan("enterprise", None, None, 120, 3840 * 2160, None, True),
+    "studio": Plan("studio", None, None, 120, 3840 * 2160, None, True),
+}
+
+
+def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
+    now = now or datetime.now(timezone.utc)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
+    return start, end
+
+
+def _iso(dt: datetime) -> str:
+    return now_iso(dt.timestamp())
+
+
+def minutes_used(db: sqlite_utils.Database, user_id: str, since: datetime) -> float:
+    """Render minutes = output duration / 60 of completed jobs; failed/cancelled jobs cost nothing."""
+    got = one(db, """select coalesce(sum(json_extract(result, '$.meta.duration')), 0) as seconds from jobs
+                     where user_id = ? and dialect = 'viralsync' and status = 'completed' and completed_at >= ?""",
+              (user_id, _iso(since)))
+    return round(float(got["seconds"]) / 60, 4)
+
+
+def today_start() -> datetime:
+    return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -1,0 +1,156 @@
+"""Test renderers: the only fakes allowed. They exercise the scheduler, the executor and the sandbox.
+
+Each follows the renderer contract (renderers/base.py). ``hostile`` tries what untrusted scene code might try
+and reports what happened instead of raising, so a test can assert on every outcome.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from renderers.base import RenderError, Reporter
+
+
+def _done(**meta) -> dict:
+    return {"files": {}, "meta": meta}
+
+
+def noop(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """Writes out.txt; with ``imports`` it times each import (0 when the zygote preloaded it)."""
+    report.progress(1.0, "done")
+    timings = {}
+    for name in task_input.get("imports", []):
+        started = time.perf_counter()
+        importlib.import_module(name)
+        timings[name] = round(time.perf_counter() - started, 4)
+    (workdir / "out.txt").write_text("noop\n")
+    return {"files": {"out": "out.txt"}, "meta": {"pid": os.getpid(), "import_s": timings}}
+
+
+def sleep(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """Sleeps ``seconds``, progress every 0.1 s; ``child`` starts a grandchild ``sleep`` (``escape``: in its
+    own session, out of the task's process group) and logs its pid."""
+    seconds = float(task_input.get("seconds", 1.0))
+    if task_input.get("child"):
+        child = subprocess.Popen(["sleep", "600"], start_new_session=bool(task_input.get("escape")))
+        report.log(f"child pid {child.pid}")
+    steps = max(1, round(seconds / 0.1))
+    for step in range(1, steps + 1):
+        time.sleep(seconds / steps)
+        report.progress(step / steps, "sleeping")
+    return _done(slept=seconds)
+
+
+def fail(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    raise RenderError(task_input.get("message", "the test renderer failed"))
+
+
+def crash(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """``signal``: kill ourselves with it; ``exit_code``: exit without a result; ``exception``: raise it."""
+    report.log("about to crash")
+    if "signal" in task_input:
+        os.kill(os.getpid(), signal.Signals[task_input["signal"]])
+        time.sleep(5)  # a caught or ignored signal must not turn into a success
+    if "exit_code" in task_input:
+        os._exit(int(task_input["exit_code"]))
+    raise RuntimeError(task_input.get("exception", "boom"))
+
+
+def memhog(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """Allocates ``mb`` MiB and touches every page, then holds it ``hold`` seconds."""
+    size = int(task_input.get("mb", 100)) << 20
+    block = bytearray(size)
+    for offset in range(0, size, 4096):
+        block[offset] = 1
+    report.progress(1.0, "allocated")
+    time.sleep(float(task_input.get("hold", 0)))
+    return _done(mb=size >> 20)
+
+
+def spin(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """Burns ``seconds`` of CPU time."""
+    seconds = float(task_input.get("seconds", 1.0))
+    while time.process_time() < seconds:
+        sum(range(10_000))
+    return _done(cpu_s=round(time.process_time(), 2))
+
+
+# ---- hostile --------------------------------------------------------------------------------------------------
+def _attempt(action) -> object:
+    try:
+        result = action()
+    except Exception as exc:
+        return f"error: {type(exc).__name__}: {exc}"
+    return "ok" if result is None else result
+
+
+def _connect(address: tuple[str, int]) -> None:
+    with socket.create_connection(address, timeout=3):
+        pass
+
+
+def _forkbomb(limit: int) -> dict:
+    """Forks sleeping children until the kernel refuses (or ``limit``), then kills and reaps them all."""
+    children, error = [], ""
+    while len(children) < limit:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            break
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return {"forked": len(children), "error": error}
+
+
+def _membomb() -> dict:
+    chunks, error = [], ""
+    try:
+        while len(chunks) < 1 << 14:  # 1 TiB: a limit must stop us long before
+            chunk = bytearray(64 << 20)
+            chunk[::4096] = b"\x01" * len(range(0, len(chunk), 4096))
+            chunks.append(chunk)
+    except MemoryError as exc:
+        error = f"MemoryError: {exc}"
+    allocated = len(chunks) * 64
+    chunks.clear()
+    return {"allocated_mb": allocated, "error": error}
+
+
+def _exec(argv: list[str], timeout: float) -> dict:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    return {"returncode": proc.returncode, "stdout": proc.stdout[-8000:], "stderr": proc.stderr[-8000:]}
+
+
+def hostile(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """``action``: connect (``port``), read/write/listdir (``path``), forkbomb (``limit``), membomb, exec
+    (``argv``, ``timeout``). The outcome is in ``meta.outcome``."""
+    action = task_input["action"]
+    if action == "connect":
+        targets = [("127.0.0.1", int(task_input.get("port", 80))), ("1.1.1.1", 443)]
+        outcome: object = {f"{host}:{port}": _attempt(lambda a=(host, port): _connect(a)) for host, port in targets}
+    elif action == "read":
+        outcome = _attempt(lambda: Path(task_input["path"]).read_text()[:8000])
+    elif action == "write":
+        outcome = _attempt(lambda: Path(task_input["path"]).write_text("pwned\n") and None)
+    elif action == "listdir":
+        outcome = _attempt(lambda: sorted(os.listdir(task_input["path"])))
+    elif action == "forkbomb":
+        outcome = _forkbomb(int(task_input.get("limit", 10_000)))
+    elif action == "membomb":
+        outcome = _membomb()
+    elif action == "exec":
+        outcome = _exec(list(task_input["argv"]), float(task_input.get("timeout", 120)))
+    else:
+        raise RenderError(f"unknown hostile action {action!r}")
+    return _done(action=action, outcome=outcome)

@@ -1,0 +1,126 @@
+"""Scheduler behaviour through a real server process, with the test renderers (the only fakes)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+
+def _started(server, job_id: str) -> float:
+    """Seconds since epoch when the job's first task started (from its 'running' event)."""
+    r = httpx.get(f"{server.url}/admin/jobs/{job_id}/events", headers=server.admin_headers())
+    return next(e["id"] for e in r.json() if e["type"] == "running")
+
+
+@pytest.fixture
+def two_slots(make_server):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL"})
+    for name in ("alice", "bob"):
+        server.cli("users", "create", name)
+    return server
+
+
+def test_noop_job_completes_with_its_output_published(two_slots):
+    job = two_slots.wait(two_slots.submit("alice", "test.noop"))
+    assert job["status"] == "completed", job
+    files = job["result"]["files"]
+    out = two_slots.data_dir / "outputs" / job["id"] / files["out"]
+    assert out.read_text().startswith("noop")
+    assert not (two_slots.data_dir / "work" / job["tasks"][0]["id"]).exists()  # workdir cleaned
+
+
+def test_admission_respects_cpu_slots(two_slots):
+    ids = [two_slots.submit("alice", "test.sleep", {"seconds": 1.5}, tasks=None) for _ in range(3)]
+    time.sleep(0.8)
+    states = [two_slots.job(i)["status"] for i in ids]
+    assert states.count("running") == 2 and states.count("queued") == 1, states
+    for i in ids:
+        assert two_slots.wait(i)["status"] == "completed"
+
+
+def test_one_users_backlog_does_not_block_another_user(two_slots):
+    backlog = [two_slots.submit("alice", "test.sleep", {"seconds": 1.0}) for _ in range(8)]
+    time.sleep(0.3)
+    bobs = two_slots.submit("bob", "test.sleep", {"seconds": 0.2})
+    bob_job = two_slots.wait(bobs, timeout=30)
+    assert bob_job["status"] == "completed"
+    # bob finished while most of alice's backlog was still waiting
+    pending = [two_slots.job(i)["status"] for i in backlog]
+    assert pending.count("queued") >= 4, pending
+
+
+def test_failed_task_fails_the_job_with_its_message(two_slots):
+    job = two_slots.wait(two_slots.submit("alice", "test.fail", {"message": "the scene is empty"}))
+    assert job["status"] == "failed" and job["error"] == "the scene is empty"
+
+
+def test_a_crash_by_signal_is_a_readable_failure_and_the_server_keeps_serving(two_slots):
+    job = two_slots.wait(two_slots.submit("alice", "test.crash", {"signal": "SIGSEGV"}))
+    assert job["status"] == "failed" and "SIGSEGV" in job["error"], job
+    assert two_slots.wait(two_slots.submit("bob", "test.noop"))["status"] == "completed"
+
+
+def test_timeout_kills_the_task(make_server):
+    server = make_server({"APPLIANCE_RENDER_TIMEOUT_S": "1", "APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "alice")
+    job = server.wait(server.submit("alice", "test.sleep", {"seconds": 30}), timeout=20)
+    assert job["status"] == "failed" and "timed out" in job["error"], job
+
+
+def test_cancel_kills_a_running_task(two_slots):
+    job_id = two_slots.submit("alice", "test.sleep", {"seconds": 30})
+    two_slots.wait(job_id, statuses=("running",))
+    r = httpx.post(f"{two_slots.url}/admin/jobs/{job_id}/cancel", headers=two_slots.admin_headers())
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    time.sleep(0.5)
+    pid = two_slots.job(job_id)["tasks"][0]
+    assert two_slots.job(job_id)["tasks"][0]["status"] == "cancelled"
+    again = httpx.post(f"{two_slots.url}/admin/jobs/{job_id}/cancel", headers=two_slots.admin_headers())
+    assert again.status_code == 409
+
+
+def test_dag_dependents_start_after_their_inputs(two_slots):
+    tasks = [{"renderer": "test.sleep", "input": {"seconds": 0.3}, "name": "a"},
+             {"renderer": "test.sleep", "input": {"seconds": 0.3}, "name": "b"},
+             {"renderer": "test.noop", "input": {}, "name": "join", "depends_on": [0, 1]}]
+    job = two_slots.wait(two_slots.submit("alice", tasks=tasks))
+    assert job["status"] == "completed"
+    assert [t["status"] for t in job["tasks"]] == ["done", "done", "done"]
+
+
+def test_a_failed_dependency_fails_the_job_and_skips_dependents(two_slots):
+    tasks = [{"renderer": "test.fail", "input": {"message": "scene 1 broke"}, "name": "scene_1"},
+             {"renderer": "test.noop", "input": {}, "name": "assemble", "depends_on": [0]}]
+    job = two_slots.wait(two_slots.submit("alice", tasks=tasks))
+    assert job["status"] == "failed" and job["error"] == "scene_1: scene 1 broke"
+    assert job["tasks"][1]["status"] == "cancelled"
+
+
+def test_memory_hog_is_contained(two_slots):
+    hog = two_slots.submit("alice", "test.memhog", {"mb": 8000})
+    ok = two_slots.submit("bob", "test.noop")
+    assert two_slots.wait(hog)["status"] == "failed"
+    assert two_slots.wait(ok)["status"] == "completed"
+
+
+def test_sigkill_of_the_server_loses_no_job(make_server):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "1", "APPLIANCE_PRELOAD": "PIL", "APPLIANCE_MAX_ATTEMPTS": "2"})
+    server.cli("users", "create", "alice")
+    running = server.submit("alice", "test.sleep", {"seconds": 1.0})
+    queued = server.submit("alice", "test.sleep", {"seconds": 0.2})
+    server.wait(running, statuses=("running",))
+    server.stop(signal.SIGKILL)
+    from tests.conftest import Server
+
+    again = Server(server.data_dir, server.env).start()
+    try:
+        for job_id in (running, queued):
+            job = again.wait(job_id)
+            assert job["status"] == "completed", job
+        assert again.job(running)["tasks"][0]["attempts"] == 2
+        assert not list((server.data_dir / "tmp").iterdir())
+    finally:
+        again.stop(signal.SIGKILL)
