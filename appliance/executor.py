@@ -7,6 +7,7 @@ their pipe and their workdir.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -71,15 +72,22 @@ class TaskHandle:
             if self._exit is not None or self._reason is not None or not self.pid:
                 return
             self._reason = reason
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # exited meanwhile; the zygote's report is on its way
+            # The pid itself too: a worker killed before its setsid() has no group yet (and no children).
+            for kill in (os.killpg, os.kill):
+                with contextlib.suppress(ProcessLookupError):  # exited meanwhile: its report is on the way
+                    kill(self.pid, signal.SIGKILL)
 
     def _exited(self, report: dict) -> None:
+        with self._lock:  # the reader closes the wake pipe under this lock, never between these two lines
+            if self._exit is None and self._wake_w >= 0:
+                self._exit = report
+                os.write(self._wake_w, b"x")
+
+    def _close_wake_pipe(self) -> None:
         with self._lock:
-            self._exit = report
-        os.write(self._wake_w, b"x")
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     def _deliver(self, message: dict) -> None:
         try:
@@ -97,8 +105,8 @@ def _watch(handle: TaskHandle, pipe_r: int) -> None:
         log.exception("reader of task %s failed", handle.task_id)
         message = {"type": "exit", "ok": False, "error": f"executor error: {_one_line(exc)}"}
     finally:
-        for fd in (pipe_r, handle._wake_r, handle._wake_w):
-            os.close(fd)
+        os.close(pipe_r)
+        handle._close_wake_pipe()
     _note_in_log(handle, message)
     handle._deliver(message)
     handle.done.set()
@@ -137,10 +145,11 @@ def _read_available(handle: TaskHandle, fd: int, buf: bytearray) -> bool:
         if not chunk:
             return False
         buf += chunk
-        *lines, rest = bytes(buf).split(b"\n")
-        buf[:] = rest
-        for line in lines:
-            _handle_line(handle, line)
+        if b"\n" in chunk:  # split only then: a large result arrives in many chunks
+            *lines, rest = buf.split(b"\n")
+            buf[:] = rest
+            for line in lines:
+                _handle_line(handle, bytes(line))
         if len(buf) > MAX_LINE:
             buf.clear()
             handle.kill("protocol error: a worker message over 16 MB")
@@ -253,8 +262,11 @@ class _Zygote:
             except OSError as exc:
                 self._pending.pop(request_id, None)
                 raise RuntimeError(f"the zygote is gone: {exc}") from exc
-        if not handle._spawned.wait(60) or handle._spawn_error:
-            raise RuntimeError(f"spawn failed: {handle._spawn_error or 'no answer from the zygote'}")
+        if not handle._spawned.wait(60):
+            self._pending.pop(request_id, None)
+            raise RuntimeError("spawn failed: no answer from the zygote")
+        if handle._spawn_error:
+            raise RuntimeError(f"spawn failed: {handle._spawn_error}")
 
     def _dispatch(self) -> None:
         while True:
@@ -275,7 +287,12 @@ class _Zygote:
     def _on_report(self, report: dict) -> None:
         kind = report.get("type")
         if kind in ("spawned", "spawn_failed"):
-            handle = self._pending.pop(report["id"])
+            handle = self._pending.pop(report["id"], None)
+            if handle is None:  # spawn() gave up waiting: nobody would watch this worker
+                if kind == "spawned":  # the zygote reaps it and kills whatever it started
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(report["pid"], signal.SIGKILL)
+                return
             if kind == "spawned":  # registered here, before the exit report that may follow at once
                 handle.pid, handle.uid = report["pid"], report["uid"]
                 self.live[handle.pid] = handle
@@ -379,8 +396,8 @@ class LocalExecutor:
                 zygote = self._ensure_zygote()  # restarts a zygote that died
             zygote.spawn(request, sent, handle)
         except BaseException:
-            for fd in (pipe_r, handle._wake_r, handle._wake_w):
-                os.close(fd)
+            os.close(pipe_r)
+            handle._close_wake_pipe()
             raise
         finally:
             for fd in sent:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -45,7 +46,7 @@ class Store:
         staging = self.root / "tmp" / f"{dest.name}.{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         for name in files.values():
-            _link_or_copy(src_dir / name, staging / name)
+            _link_or_copy(src_dir / safe_name(name), staging / name)
         if dest.exists():  # a re-run replaces an earlier attempt's files
             shutil.rmtree(dest)
         os.rename(staging, dest)
@@ -80,9 +81,17 @@ class Store:
         return removed
 
 
+def safe_name(name: str) -> str:
+    """A renderer's result names files in its workdir; it is untrusted, so only plain names pass."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        raise ValueError(f"renderer returned an unsafe output name {name!r}")
+    return name
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
-    if not src.is_file() or src.is_symlink():
-        raise FileNotFoundError(f"renderer did not produce {src.name}")
+    safe_name(src.name)
+    if not stat.S_ISREG(os.lstat(src).st_mode):  # lstat: a symlink to the database is not an output
+        raise FileNotFoundError(f"renderer output {src.name} is not a regular file")
     try:
         os.link(src, dst)
     except OSError:

@@ -116,6 +116,8 @@ def _mount_plan(sources: Sequence[str], workdir: str) -> list[tuple[str, str, st
     """(path inside, kind, detail) sorted so a parent is mounted before anything below it."""
     plan = [("/tmp", "tmpfs", "mode=1777"), ("/dev", "dev", ""), ("/proc", "proc", ""), (workdir, "rw", workdir)]
     for path in sources:
+        if workdir.startswith(path.rstrip("/") + "/"):
+            raise ValueError(f"workdir {workdir} lies inside the read-only path {path}: its siblings would show")
         if os.path.islink(path):  # e.g. /bin -> usr/bin on merged-/usr Debian
             plan.append((path, "link", os.readlink(path)))
         elif not any(path == p or path.startswith(p.rstrip("/") + "/") for p, kind, _ in plan if kind == "ro"):
@@ -219,16 +221,17 @@ def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512) ->
 
 
 def _chown_tree(top: str, uid: int) -> None:
-    """Give the workdir, and what earlier attempts (other sandbox uids) left in it, to this task's uid.
+    """Give the workdir and its contents (inputs, an earlier attempt's files) to this task's uid.
 
-    Files the scheduler put there stay root's: readable, not writable, so a hard link to a stored output cannot
-    be altered through the workdir. follow_symlinks=False: a planted link must not hand a host file to the task.
+    Hard-linked files are left as they are: the inode may be shared with a stored output, which the task must
+    not be able to alter. follow_symlinks=False: a planted link must not hand a host file to the task.
     """
     os.chown(top, uid, uid, follow_symlinks=False)
     for dirpath, dirnames, filenames in os.walk(top):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
-            if os.lstat(path).st_uid >= UID_BASE:
+            info = os.lstat(path)
+            if not (stat.S_ISREG(info.st_mode) and info.st_nlink > 1):
                 os.chown(path, uid, uid, follow_symlinks=False)
 
 
@@ -300,28 +303,36 @@ def probe_here(extra: Iterable[Path | str] = ()) -> str:
         return NOT_ROOT
     sources = readonly_sources(extra)
     work = tempfile.mkdtemp(prefix="sandbox-probe-")
+    errors_r, errors_w = os.pipe()
     try:
         pid = os.fork()
         if pid == 0:
-            _probe_child(work, sources)
+            os.close(errors_r)
+            _probe_child(work, sources, errors_w)
+        os.close(errors_w)
+        with os.fdopen(errors_r, "rb") as f:
+            error = f.read().decode(errors="replace").strip()
         _, status = os.waitpid(pid, 0)
     finally:
         os.rmdir(work)
     if os.waitstatus_to_exitcode(status) == 0:
         return FULL
-    return f"rlimits only (no isolation: the namespace sandbox failed on this machine, status {status})"
+    return f"rlimits only (no isolation: the namespace sandbox failed here: {error or f'status {status}'})"
 
 
-def _probe_child(work: str, sources: Sequence[str]) -> None:
+def _probe_child(work: str, sources: Sequence[str], errors: int) -> None:
     code = 1
     try:
         uid = task_uid(os.getpid())
         enter(Path(work), uid, sources, 1)
         drop_privileges(uid)
         with open("/proc/self/status") as f:
-            code = 0 if "CapEff:\t0000000000000000" in f.read() else 2
+            if "CapEff:\t0000000000000000" in f.read():
+                code = 0
+            else:
+                os.write(errors, b"capabilities survived the uid change")
     except BaseException as exc:
-        print(f"sandbox probe: {exc!r}", file=sys.stderr)
+        os.write(errors, repr(exc).encode())
     finally:
         os._exit(code)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
 from collections import defaultdict
 from typing import Callable, Protocol
@@ -18,7 +20,7 @@ import sqlite_utils
 from appliance import events, jobs, ledger
 from appliance.db import dumps, loads, now_iso, parse_iso, transaction
 from appliance.executor import Limits, LocalExecutor, TaskSpec
-from appliance.outputs import Store
+from appliance.outputs import Store, safe_name
 from appliance.resources import Capacity
 from appliance.settings import Settings
 
@@ -162,12 +164,13 @@ class Scheduler:
 
     def _link_inputs(self, task_input: dict, workdir) -> None:
         """Files produced by dependencies, named in input["link_inputs"], are linked into the workdir."""
-        import os
-
         for link in task_input.get("link_inputs", []):
             dep = jobs.get_task(self.db, link["task"])
             files = loads(dep["result"], {}).get("files", {})
-            os.link(self.store.workdir(dep["id"]) / files[link["file"]], workdir / link["as"])
+            src = self.store.workdir(dep["id"]) / safe_name(files[link["file"]])
+            if not stat.S_ISREG(os.lstat(src).st_mode):
+                raise ValueError(f"{dep['name']} produced no regular file {src.name}")
+            os.link(src, workdir / safe_name(link["as"]))
 
     def _try_cache(self, task: dict, job: dict) -> bool:
         key = task["cache_key"]

@@ -237,7 +237,7 @@ class Worker:
         except MemoryError:
             line = json.dumps({"type": "error", "error": f"out of memory (limit {self.limits.mem_mb} MB)"})
         except SystemExit as exc:  # sys.exit() in a renderer: an exit without a result
-            return exc.code if isinstance(exc.code, int) else 1
+            return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:
             traceback.print_exc()
             line = json.dumps({"type": "error", "error": _one_line(exc)})

@@ -29,7 +29,11 @@ def noop(task_input: dict, workdir: Path, report: Reporter) -> dict:
         importlib.import_module(name)
         timings[name] = round(time.perf_counter() - started, 4)
     (workdir / "out.txt").write_text("noop\n")
-    return {"files": {"out": "out.txt"}, "meta": {"pid": os.getpid(), "import_s": timings}}
+    if task_input.get("symlink_to"):  # hostile: try to get a link to another file published
+        (workdir / "out.txt").unlink()
+        (workdir / "out.txt").symlink_to(task_input["symlink_to"])
+    name = task_input.get("result_name", "out.txt")  # hostile: a name outside the workdir
+    return {"files": {"out": name}, "meta": {"pid": os.getpid(), "import_s": timings}}
 
 
 def sleep(task_input: dict, workdir: Path, report: Reporter) -> dict:

@@ -124,3 +124,12 @@ def test_sigkill_of_the_server_loses_no_job(make_server):
         assert not list((server.data_dir / "tmp").iterdir())
     finally:
         again.stop(signal.SIGKILL)
+
+
+def test_a_result_naming_files_outside_the_workdir_is_not_published(two_slots):
+    for name in ("../../appliance.db", "/etc/passwd", ".hidden"):
+        job = two_slots.wait(two_slots.submit("alice", "test.noop", {"result_name": name}))
+        assert job["status"] == "failed" and "unsafe output name" in job["error"], job
+    assert not any((two_slots.data_dir / "outputs").iterdir())
+    job = two_slots.wait(two_slots.submit("alice", "test.noop", {"symlink_to": str(two_slots.data_dir / "appliance.db")}))
+    assert job["status"] == "failed" and "not a regular file" in job["error"], job
