@@ -192,6 +192,15 @@ class Scheduler:
 
     # ---- messages from the executor ------------------------------------------------------------
     def _on_message(self, task_id: str, msg: dict) -> None:
+        try:
+            self._handle_message(task_id, msg)
+        except Exception as exc:  # a job must never be left running because of a bug here
+            log.exception("handling %s for %s failed", msg.get("type"), task_id)
+            job = jobs.get_job(self.db, task_id.rsplit(".", 1)[0])
+            if job and job["status"] not in jobs.TERMINAL:
+                self.fail_job(job["id"], f"internal error while finishing the task: {type(exc).__name__}: {exc}")
+
+    def _handle_message(self, task_id: str, msg: dict) -> None:
         kind = msg.get("type")
         if kind == "progress":
             self._progress[task_id] = (float(msg.get("fraction", 0.0)), msg.get("phase"))
@@ -222,7 +231,7 @@ class Scheduler:
         key = task["cache_key"]
         try:
             self.store.publish(self.store.workdir(task["id"]), result.get("files", {}), self.store.cache_dir(key))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             log.warning("could not cache %s: %s", task["id"], exc)
             return
         self.db["cache"].upsert({"key": key, "renderer": task["renderer"], "path": str(self.store.cache_dir(key)),
@@ -240,7 +249,7 @@ class Scheduler:
         job = jobs.get_job(self.db, job_id)
         try:
             self.store.publish(self.store.workdir(sink["id"]), result.get("files", {}), self.store.job_dir(job_id))
-        except OSError as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             self.fail_job(job_id, f"could not store the output: {exc}")
             return
         finished = time.time()
