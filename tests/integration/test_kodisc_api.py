@@ -119,7 +119,7 @@ def test_validation_413_402_and_404(kodisc):
 class Receiver:
     """A local webhook receiver; answers 500 to the first `fail_first` deliveries."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, port: int = 0) -> None:
         self.calls: list[tuple[dict, bytes, int]] = []
         outer = self
 
@@ -134,9 +134,13 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
     def wait(self, n: int, timeout: float = 60) -> None:
         deadline = time.time() + timeout
