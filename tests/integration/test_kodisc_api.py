@@ -192,3 +192,17 @@ def test_completed_webhook_from_the_keys_default_url_and_cache_hit(kodisc):
     assert httpx.get(second["result"]["video"], headers={"If-None-Match": video.headers["etag"]}).status_code == 304
     time.sleep(0.5)
     assert len(receiver.calls) == 1  # the opted-out job sent nothing
+
+
+@pytest.mark.slow
+def test_final_cost_above_the_balance_fails_the_job_and_refunds_the_reserve(kodisc):
+    kodisc.cli("users", "create", "tight", "--credits", "10")
+    auth = {"Authorization": f"Bearer {kodisc.new_key('tight', 'kodisc')['key']}"}
+    slow = {"code": "from manim import *\nimport time\n\nclass Slow(Scene):\n    def construct(self):\n"
+                    "        time.sleep(3)\n        self.add(Dot())\n        self.wait(0.2)\n",
+            "className": "Slow", "quality": "high", "fps": 5}  # >= 3 s at 4 credits/s = 12 > 10
+    job = poll(kodisc, httpx.post(f"{kodisc.url}/api/v2/render", json=slow, headers=auth).json()["jobId"], auth)
+    assert job["status"] == "failed" and "Insufficient credits" in job["error"], job
+    assert job["creditsCost"] == 0 and job["result"] is None
+    assert httpx.get(f"{kodisc.url}/api/v2/me", headers=auth).json()["credits"] == {"paid": 10, "free": 0, "total": 10}
+    assert httpx.get(f"{kodisc.url}/r/{job['jobId']}/video.mp4").status_code == 404

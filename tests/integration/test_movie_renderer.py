@@ -113,7 +113,7 @@ def probe_streams(path: Path) -> dict[str, dict]:
 def rms_db(path: Path, start: float, end: float) -> float:
     """The level of a file's audio between two times, in dBFS."""
     raw, _ = (ffmpeg_python.input(str(path), ss=start, t=end - start)
-              .output("pipe:", format="f32le", ac=1, ar=48000).run(capture_stdout=True, quiet=True))
+              .output("pipe:", format="f32le", ar=48000).run(capture_stdout=True, quiet=True))
     samples = np.frombuffer(raw, np.float32)
     return 20 * math.log10(max(float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))), 1e-10))
 
@@ -294,7 +294,7 @@ def static_render(media, tmp_path_factory):
 
 @pytest.mark.slow
 def test_static_scene_timing_and_format(static_render):
-    result, frames, report = static_render
+    result, frames, report, _ = static_render
     assert result["meta"] == {"duration": 4.0, "frames": 80, "width": W, "height": H}
     assert len(frames) == 80
     assert report.fractions[-1] == 1.0
