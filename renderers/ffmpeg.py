@@ -6,7 +6,9 @@ A failed command raises FfmpegError carrying the command line and the tail of st
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import ffmpeg  # ffmpeg-python
@@ -82,3 +84,104 @@ def video_meta(path: str | Path) -> dict:
     return {"duration": round(duration, 3), "frames": int(stream.get("nb_frames") or 0),
             "width": int(stream.get("width", 0)), "height": int(stream.get("height", 0)),
             "fps": round(fps)}
+
+
+# --- movie scenes (renderers/movie) ---------------------------------------------------------------------------
+
+_SCENE_AUDIO = {"c:a": "aac", "b:a": "192k", "ar": 48000, "ac": 2}
+
+
+def _h264_options(fps: int, preset: str, x264_params: str) -> dict:
+    options = {"vcodec": "libx264", "preset": preset, "pix_fmt": "yuv420p", "r": fps, "profile:v": "high"}
+    return {**options, "x264-params": x264_params} if x264_params else options
+
+
+def h264_aac_output(video, audio, path: str | Path, *, fps: int, preset: str, x264_params: str = ""):
+    """An ffmpeg-python output node for a scene clip: H.264 yuv420p at a constant ``fps``, AAC 48 kHz stereo.
+
+    Every clip gets the same codec settings so clips concat with ``-c copy``; ``x264_params`` may only hold
+    options that leave the SPS/PPS unchanged (analysis and rate control, not refs, B-frames or entropy coding).
+    Cut the streams to length in the filter graph: ``-frames:v`` would end the file and clip the audio's tail.
+    """
+    return ffmpeg.output(video, audio, str(path), **_h264_options(fps, preset, x264_params), **_SCENE_AUDIO)
+
+
+def h264_output(video, path: str | Path, *, fps: int, preset: str, x264_params: str = ""):
+    """Video-only counterpart of ``h264_aac_output`` (same codec settings, so the pieces concat with copy)."""
+    return ffmpeg.output(video, str(path), **_h264_options(fps, preset, x264_params))
+
+
+def h264_segments_output(video, pattern: str | Path, *, fps: int, preset: str, x264_params: str = "",
+                         split_frames: list[int]):
+    """Encode once (one x264 instance) and cut into MP4 files starting at ``split_frames`` (IDR frames there).
+
+    Without edit lists every piece starts at the same B-frame delay, so the concat demuxer joins them without
+    gaps (with them, only the first piece carries the delay and the next one starts late).
+    """
+    split = {"segment_frames": ",".join(map(str, split_frames)),
+             "force_key_frames": "expr:" + "+".join(f"eq(n,{frame})" for frame in split_frames)}
+    return ffmpeg.output(video, str(pattern), **_h264_options(fps, preset, x264_params), f="segment",
+                         reset_timestamps=1, segment_format_options="use_editlist=0",
+                         **(split if split_frames else {"segment_time": 10**9}))
+
+
+def copy_video_aac_output(video, audio, path: str | Path):
+    """Copy an H.264 video stream (e.g. from the concat demuxer) and encode the audio as in ``h264_aac_output``."""
+    return ffmpeg.output(video, audio, str(path), vcodec="copy", **_SCENE_AUDIO)
+
+
+def run_with_progress(stream, total_seconds: float, on_progress: Callable[[float], None],
+                      log_path: str | Path) -> None:
+    """Run an ffmpeg-python graph, calling ``on_progress(0..1)`` from ``-progress`` output times.
+
+    stderr goes to ``log_path`` (a pipe could fill up and stall ffmpeg); its tail is in FfmpegError.
+    """
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1",
+           *ffmpeg.compile(stream, overwrite_output=True)[1:]]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        for line in proc.stdout:
+            key, _, value = line.strip().partition("=")
+            if key == "out_time_us" and value.isdigit() and total_seconds > 0:
+                on_progress(min(1.0, int(value) / 1e6 / total_seconds))
+        proc.wait()
+    if proc.returncode != 0:
+        raise FfmpegError(cmd, Path(log_path).read_text(errors="replace"))
+
+
+def media_streams(path: str | Path) -> list[dict]:
+    """A media file's streams as ``{"codec_type", "channels"}``, without decoding; [] if unreadable."""
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_entries", "stream=codec_type,channels",
+           str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return []
+    return json.loads(proc.stdout).get("streams", [])
+
+
+def decodes_first_frame(path: str | Path) -> bool:
+    """Whether the first video frame decodes: a probe alone accepts e.g. a PNG signature in front of junk."""
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:v:0",
+           "-frames:v", "1", "-f", "null", "-"]
+    return subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+
+
+def concat_copy(list_file: Path, dst: Path) -> None:
+    """Concatenate the files named in a concat-demuxer list without re-encoding, moov atom first.
+
+    ``-copyts`` keeps the AAC priming of the first file below zero (an edit list hides it) instead of shifting
+    every stream, so the video still starts at 0 and the output is exactly as long as its parts.
+    """
+    run(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-f", "concat", "-i", str(list_file), "-c", "copy",
+         "-copyts", "-movflags", "+faststart", str(dst)])
+
+
+def mean_volume(path: str | Path) -> float:
+    """The mean level of a file's audio in dBFS (volumedetect; about -91 for digital silence)."""
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:a:0", "-af", "volumedetect",
+           "-f", "null", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = re.search(r"mean_volume: (-?[\d.]+|-inf) dB", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise FfmpegError(cmd, proc.stderr)
+    return float(found.group(1))

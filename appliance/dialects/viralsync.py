@@ -306,6 +306,8 @@ def link_fetched(task_input: dict, ctx: dict) -> None:
             os.link(path, ctx["workdir"] / name)
         except OSError:
             shutil.copy2(path, ctx["workdir"] / name)
+        # the task runs as an unprivileged uid: it must be able to read (never write) its media
+        os.chmod(ctx["workdir"] / name, 0o444)
 
 
 # ---- routes --------------------------------------------------------------------------------------

@@ -105,13 +105,19 @@ def _api_many(server: Server, auth: dict, codes: list[str]) -> None:
             time.sleep(0.05)
 
 
-def main() -> int:
+SECTIONS = {"core": bench_core, "kodisc": bench_kodisc}
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.bench.run [SECTION ...]` — all sections when none is named."""
+    wanted = argv or list(SECTIONS)
     print(f"# make bench — {time.strftime('%Y-%m-%d %H:%M')} — {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        bench_core(Path(tmp))
-        bench_kodisc(Path(tmp))
+        for name in wanted:
+            print(f"## {name}", flush=True)
+            SECTIONS[name](Path(tmp))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

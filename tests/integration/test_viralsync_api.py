@@ -94,7 +94,7 @@ def test_seed_full_example_with_local_media(vs, media_server, tmp_path):
                 layer["source"] = f"{media_server}/{layer['source'].rsplit('/', 1)[1]}"
     body.pop("callbackUrl")
     job = wait(vs, submit(vs, body).json()["jobId"], timeout=400)
-    assert job["status"] == "done", job
+    assert job["status"] == "done", job["error"]
     out = tmp_path / "out.mp4"
     out.write_bytes(httpx.get(job["outputUrl"]).content)
     info = probe(out)

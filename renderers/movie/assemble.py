@@ -1,0 +1,52 @@
+"""``render_assemble``: concatenate rendered scene clips, in order, into ``output.mp4`` without re-encoding.
+
+The clips come from ``render_scene``, which gives every clip identical codec settings, so the concat demuxer
+can copy the streams; the moov atom goes first (``+faststart``) for progressive playback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from renderers import ffmpeg as ff
+from renderers.base import RenderError, Reporter
+
+OUTPUT_FILE = "output.mp4"
+THUMBNAIL_FILE = "thumb.jpg"
+
+
+def _scene_files(task_input: dict, workdir: Path) -> list[Path]:
+    names = task_input.get("scenes")
+    if not isinstance(names, list) or not names:
+        raise RenderError("assemble needs at least one scene file")
+    root, files = workdir.resolve(), []
+    for name in names:
+        path = (root / str(name)).resolve()
+        if path.parent != root or not path.is_file():  # plain names only: the concat list must stay "safe"
+            raise RenderError(f"scene file {name!r} is missing")
+        files.append(path)
+    return files
+
+
+def _write_list(files: list[Path], workdir: Path) -> Path:
+    listing = workdir / "scenes.txt"
+    listing.write_text("".join(f"file '{path.name}'\n" for path in files))
+    return listing
+
+
+def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    workdir = Path(workdir)
+    files = _scene_files(task_input, workdir)
+    report.progress(0.0, "assembling")
+    output, thumbnail = workdir / OUTPUT_FILE, workdir / THUMBNAIL_FILE
+    try:
+        ff.concat_copy(_write_list(files, workdir), output)
+        report.progress(0.8, "assembling")
+        ff.extract_last_frame(output, thumbnail)
+        meta = ff.video_meta(output)
+    except ff.FfmpegError as exc:
+        report.log(str(exc))
+        raise RenderError(f"assembling {len(files)} scenes failed: {str(exc).splitlines()[-1][:300]}") from None
+    report.progress(1.0, "assembling")
+    return {"files": {"video": OUTPUT_FILE, "thumbnail": THUMBNAIL_FILE},
+            "meta": {"duration": meta["duration"], "width": meta["width"], "height": meta["height"],
+                     "fileSize": output.stat().st_size}}

@@ -1,0 +1,305 @@
+"""``render_scene``: one movie scene → ``scene.mp4`` (H.264 yuv420p, constant fps, AAC 48 kHz stereo).
+
+Two paths:
+- no video layers ("stills"): the picture only changes where a layer appears, disappears or fades, so each
+  distinct picture is composited ONCE with Pillow and ffmpeg holds it for its frames (``setpts`` + ``fps``).
+  A picture held for two seconds or more is encoded for one second only and that clip is repeated by stream
+  copy (concat demuxer), so x264 never sees most of the identical frames;
+- with video layers ("layered"): one filter graph on a ``color`` background; text/image layers are Pillow
+  sprites (PNG, decoded once) overlaid with ``enable``; video layers are trimmed/looped/fitted by ffmpeg.
+Every clip has the same codec settings and an audio track (silence if need be), so clips concat with ``-c copy``.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg  # ffmpeg-python
+from PIL import Image
+
+from renderers import ffmpeg as ff
+from renderers.base import RenderError, Reporter
+from renderers.movie.layers import (AUDIO_RATE, Sprite, audio_chain, draw_order, fade_filters, make_sprite,
+                                    media_input_options, video_overlay_source, window)
+from renderers.movie.spec import SpecError, normalize_scene
+
+X264_PRESET = "veryfast"
+SCENE_FILE = "scene.mp4"
+# x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search.
+# None of them changes the SPS/PPS, so these clips still concat with the others (preset stays X264_PRESET).
+STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0"
+BLOCK_SECONDS = 1  # a picture held for >= 2 blocks is encoded for one block, then repeated (one IDR per block)
+_TMP_DIR = "scene_tmp"
+_PREPARE_SHARE = 0.1  # of the progress bar, for drawing sprites before ffmpeg starts
+
+Part = tuple[tuple, int]  # (picture key, frame count); a key lists (sprite index, alpha 0..255) bottom to top
+
+
+@dataclass(frozen=True)
+class Canvas:
+    width: int
+    height: int
+    fps: int
+    frames: int
+    bg: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.fps
+
+
+def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    workdir = Path(workdir)
+    canvas, scene = _read_input(task_input)
+    sources = _source_paths(scene, task_input.get("sources") or {}, workdir)
+    tmp = workdir / _TMP_DIR
+    tmp.mkdir(exist_ok=True)
+    part = workdir / "scene.part.mp4"
+    report.progress(0.0, "rendering")
+    try:
+        _render(scene, canvas, sources, tmp, part, report)
+    except ff.FfmpegError as exc:
+        report.log(str(exc))
+        raise RenderError(f"scene '{scene['id']}': ffmpeg failed: {_reason(exc)}") from None
+    part.replace(workdir / SCENE_FILE)
+    shutil.rmtree(tmp, ignore_errors=True)
+    report.progress(1.0, "rendering")
+    meta = {"duration": round(canvas.duration, 6), "frames": canvas.frames, "width": canvas.width,
+            "height": canvas.height}
+    return {"files": {"scene": SCENE_FILE}, "meta": meta}
+
+
+def _read_input(task_input: dict) -> tuple[Canvas, dict]:
+    try:
+        width, height, fps = int(task_input["width"]), int(task_input["height"]), int(task_input["fps"])
+        scene = normalize_scene(task_input["scene"], 0, width, height, fps)
+    except KeyError as exc:
+        raise RenderError(f"task input lacks {exc.args[0]!r}") from None
+    except SpecError as exc:
+        raise RenderError(f"invalid scene: {exc}") from None
+    frames = round(scene["duration"] * fps)
+    return Canvas(width, height, fps, frames, scene["bgColor"]), scene
+
+
+def _source_paths(scene: dict, names: dict, workdir: Path) -> dict[str, Path]:
+    """Map each layer id to its downloaded file, which must lie inside the workdir."""
+    root, paths = workdir.resolve(), {}
+    for layer in scene["layers"]:
+        if "source" not in layer:
+            continue
+        name = names.get(layer["source"])
+        path = (root / name).resolve() if isinstance(name, str) else None
+        if path is None or not path.is_relative_to(root) or not path.is_file():
+            raise RenderError(f"layer '{layer['id']}': source {layer['source']!r} was not provided")
+        paths[layer["id"]] = path
+    return paths
+
+
+def _reason(exc: ff.FfmpegError) -> str:
+    lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Conversion failed")]
+    return (useful or lines or ["unknown error"])[-1][:300]
+
+
+def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, out: Path,
+            report: Reporter) -> None:
+    inputs = _media_inputs(scene, sources)
+    audio = _audio_mix(scene, inputs, canvas)
+    if any(layer["type"] == "video" for layer in scene["layers"]):
+        video = _layered_video(scene, canvas, sources, inputs, tmp)
+        _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0))
+    else:
+        _render_stills(scene, canvas, sources, audio, tmp, out, report)
+
+
+def _progress(report: Reporter, low: float, high: float):
+    report.progress(low, "rendering")
+    return lambda fraction: report.progress(low + (high - low) * fraction, "rendering")
+
+
+def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x264_params: str = "") -> None:
+    video = video.filter("trim", end_frame=canvas.frames)
+    stream = ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET, x264_params=x264_params)
+    ff.run_with_progress(stream, canvas.duration, on_progress, tmp / "ffmpeg.log")
+
+
+# --- media inputs and audio -----------------------------------------------------------------------------------
+
+def _media_inputs(scene: dict, sources: dict[str, Path]) -> dict[str, tuple]:
+    """layer id -> (ffmpeg input node, audio channel count or 0) for video and audio layers.
+
+    Unreadable media fail here, naming the layer, rather than as an ffmpeg error about the whole scene.
+    """
+    inputs = {}
+    for layer in scene["layers"]:
+        if layer["type"] not in ("video", "audio"):
+            continue
+        path = sources[layer["id"]]
+        streams = {stream.get("codec_type"): stream for stream in reversed(ff.media_streams(path))}
+        if layer["type"] not in streams or (layer["type"] == "video" and not ff.decodes_first_frame(path)):
+            raise RenderError(f"layer '{layer['id']}': cannot decode {layer['type']} from its source")
+        channels = int(streams.get("audio", {}).get("channels") or 0)
+        inputs[layer["id"]] = (ffmpeg.input(str(path), **media_input_options(layer)), channels)
+    return inputs
+
+
+def _audible(layer: dict, channels: int) -> bool:
+    return channels > 0 and not layer.get("mute", False) and layer["volume"] > 0
+
+
+def _audio_mix(scene: dict, inputs: dict[str, tuple], canvas: Canvas):
+    """Silence of exactly the scene's length, with every audible layer mixed in at its own level."""
+    silence = ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl=stereo", f="lavfi", t=canvas.duration).audio
+    voices = [audio_chain(node.audio, layer, window(layer, canvas.fps, canvas.frames), channels)
+              for layer in scene["layers"] if layer["id"] in inputs
+              for node, channels in [inputs[layer["id"]]] if _audible(layer, channels)]
+    mixed = silence
+    if voices:  # normalize=0: layers keep their own volume instead of being divided by the input count
+        mixed = ffmpeg.filter([silence, *voices], "amix", inputs=len(voices) + 1, duration="first", normalize=0)
+    return mixed.filter("atrim", end_sample=round(canvas.duration * AUDIO_RATE))
+
+
+# --- the "stills" path: no video layers -----------------------------------------------------------------------
+
+def _change_frames(sprites: list[Sprite], canvas: Canvas) -> list[int]:
+    """Frames where the picture may change: layer starts and ends, and every frame of a fade."""
+    frames = {0}
+    for sprite in sprites:
+        win = sprite.window
+        frames.update((win.first, win.end))
+        frames.update(range(win.first, min(win.end, win.first + int(win.fade_in * canvas.fps) + 2)))
+        frames.update(range(max(win.first, win.end - int(win.fade_out * canvas.fps) - 2), win.end))
+    return sorted(frame for frame in frames if frame < canvas.frames)
+
+
+def still_parts(sprites: list[Sprite], canvas: Canvas) -> list[Part]:
+    """The scene as runs of identical frames: (picture key, frame count), in order."""
+    runs: list[tuple[int, tuple]] = []
+    for frame in _change_frames(sprites, canvas):
+        key = tuple((index, level) for index, sprite in enumerate(sprites)
+                    if (level := round(255 * sprite.window.alpha(frame, canvas.fps))) > 0)
+        if not runs or runs[-1][1] != key:
+            runs.append((frame, key))
+    ends = [first for first, _ in runs[1:]] + [canvas.frames]
+    return [(key, end - first) for (first, key), end in zip(runs, ends)]
+
+
+def plan_blocks(parts: list[Part], block: int) -> tuple[list[list[Part]], list[int]]:
+    """Split the parts into clips to encode once each, and the playlist of clip indices.
+
+    A picture held for at least two ``block`` lengths becomes one ``block``-frame clip that the playlist
+    repeats (stream copy: x264 never sees the repeats); everything else is encoded as it comes.
+    """
+    blocks: list[list[Part]] = []
+    playlist: list[int] = []
+    pending: list[Part] = []
+    for picture, count in parts:
+        if count < 2 * block:
+            pending.append((picture, count))
+            continue
+        if pending:
+            blocks.append(pending)
+            playlist.append(len(blocks) - 1)
+        blocks.append([(picture, block)])
+        playlist.extend([len(blocks) - 1] * (count // block))
+        pending = [(picture, count % block)] if count % block else []
+    if pending:
+        blocks.append(pending)
+        playlist.append(len(blocks) - 1)
+    return blocks, playlist
+
+
+class _Pictures:
+    """Composites the canvas for a picture key with Pillow, keeping only the last few (6 MB each at 1080p)."""
+
+    def __init__(self, sprites: list[Sprite], canvas: Canvas) -> None:
+        self.sprites, self.canvas = sprites, canvas
+        self.rgb = functools.lru_cache(maxsize=4)(self._composite)
+
+    def _composite(self, key: tuple) -> bytes:
+        image = Image.new("RGB", (self.canvas.width, self.canvas.height), self.canvas.bg)
+        for index, level in key:
+            sprite = self.sprites[index]
+            image.paste(sprite.rgb, (sprite.x, sprite.y), sprite.faded_mask(level))
+        return image.tobytes()
+
+
+def _parts_video(parts: list[Part], pictures: _Pictures, path: Path):
+    """Frames for consecutive parts: each part's picture written once (raw RGB); ffmpeg holds it for its frames."""
+    delays = []  # input frame N is output frame N plus the extra frames of every longer part before it
+    with open(path, "wb") as out:
+        for index, (picture, count) in enumerate(parts):
+            out.write(pictures.rgb(picture))
+            if count > 1:
+                delays.append(f"{count - 1}*gt(N,{index})")
+        out.write(pictures.rgb(parts[-1][0]))  # a closing copy, so that ``fps`` emits the last part in full
+    canvas = pictures.canvas
+    video = ffmpeg.input(str(path), f="rawvideo", pix_fmt="rgb24", s=f"{canvas.width}x{canvas.height}",
+                         framerate=canvas.fps)
+    # The time base is 1/fps, so a PTS is a frame number; ``fps`` then repeats each picture until the next.
+    video = video.filter("format", "yuv420p").filter("setpts", "+".join(["N", *delays]))
+    return video.filter("fps", fps=canvas.fps).filter("trim", end_frame=sum(count for _, count in parts))
+
+
+def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, on_progress) -> None:
+    """Encode all blocks in one x264 pass, cut into ``block_NNN.mp4`` at the block boundaries."""
+    lengths = [sum(count for _, count in block) for block in blocks]
+    video = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
+    fps = pictures.canvas.fps
+    stream = ff.h264_segments_output(video, tmp / "block_%03d.mp4", fps=fps, preset=X264_PRESET,
+                                     x264_params=STILL_X264_PARAMS,
+                                     split_frames=list(itertools.accumulate(lengths))[:-1])
+    ff.run_with_progress(stream, sum(lengths) / fps, on_progress, tmp / "blocks.log")
+
+
+def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio, tmp: Path, out: Path,
+                   report: Reporter) -> None:
+    sprites = [make_sprite(layer, sources.get(layer["id"]), window(layer, canvas.fps, canvas.frames))
+               for layer in draw_order(scene["layers"])]
+    pictures = _Pictures(sprites, canvas)
+    blocks, playlist = plan_blocks(still_parts(sprites, canvas), canvas.fps * BLOCK_SECONDS)
+    if len(playlist) == 1:  # nothing repeats: one pass, straight into the scene file
+        video = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
+        return _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS)
+    _encode_blocks(blocks, pictures, tmp, _progress(report, _PREPARE_SHARE, 0.9))
+    listing = tmp / "blocks.txt"
+    listing.write_text("".join(f"file 'block_{index:03d}.mp4'\n" for index in playlist))
+    video = ffmpeg.input(str(listing), f="concat").video
+    ff.run_with_progress(ff.copy_video_aac_output(video, audio, out), canvas.duration,
+                         _progress(report, 0.9, 1.0), tmp / "ffmpeg.log")
+
+
+# --- the "layered" path: video layers, composited by ffmpeg ---------------------------------------------------
+
+def _background(canvas: Canvas):
+    color = "0x" + canvas.bg.lstrip("#")
+    source = f"color=c={color}:s={canvas.width}x{canvas.height}:r={canvas.fps}"
+    return ffmpeg.input(source, f="lavfi").video.filter("format", "yuv420p")
+
+
+def _sprite_source(sprite: Sprite, index: int, canvas: Canvas, tmp: Path):
+    """A sprite as an overlay input: one decoded PNG frame, or a looped one when it fades."""
+    png = tmp / f"layer_{index:03d}.png"
+    sprite.image.save(png, compress_level=1)
+    source = ffmpeg.input(str(png), framerate=canvas.fps).video
+    if not sprite.window.fades:
+        return source  # overlay repeats a single frame for ever (eof_action=repeat)
+    source = source.filter("loop", loop=sprite.window.end - 1, size=1, start=0)
+    return fade_filters(source.filter("setpts", f"N/({canvas.fps}*TB)"), sprite.window, alpha=True)
+
+
+def _layered_video(scene: dict, canvas: Canvas, sources: dict[str, Path], inputs: dict[str, tuple], tmp: Path):
+    video = _background(canvas)
+    for index, layer in enumerate(draw_order(scene["layers"])):
+        win = window(layer, canvas.fps, canvas.frames)
+        if layer["type"] == "video":
+            source, x, y = video_overlay_source(inputs[layer["id"]][0].video, layer, win, canvas.fps)
+        else:
+            sprite = make_sprite(layer, sources.get(layer["id"]), win)
+            source, x, y = _sprite_source(sprite, index, canvas, tmp), sprite.x, sprite.y
+        video = ffmpeg.overlay(video, source, x=x, y=y, eof_action="repeat",
+                               enable=f"between(n,{win.first},{win.end - 1})")
+    return video
