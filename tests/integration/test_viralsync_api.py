@@ -208,3 +208,29 @@ def test_a_failing_scene_fails_the_job_naming_it(vs, media_server):
                                                    "position": {"x": 0, "y": 0}, "size": {"width": 10, "height": 10}})
     job = wait(vs, submit(vs, movie).json()["jobId"])
     assert job["status"] == "failed" and job["error"].startswith("SCENE_RENDER_FAILED") and "s1" in job["error"]
+
+
+@pytest.mark.slow
+def test_callback_url_gets_signed_progress_and_done_events(vs):
+    import hashlib
+    import hmac
+
+    from tests.integration.test_kodisc_api import Receiver
+
+    receiver = Receiver(fail_first=1)  # the first delivery fails and is retried
+    body = small_movie(2, 2.0, "hook")
+    body["callbackUrl"] = receiver.url
+    job = wait(vs, submit(vs, body).json()["jobId"])
+    assert job["status"] == "done"
+    deadline = time.time() + 30
+    while not any(json.loads(c[1])["status"] == "done" and c[2] == 200 for c in receiver.calls):
+        assert time.time() < deadline, receiver.calls
+        time.sleep(0.2)
+    for headers, raw, _ in receiver.calls:
+        expected = hmac.new(vs.key["webhookSecret"].encode(), raw, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-render-signature"], expected)
+    events = [json.loads(c[1]) for c in receiver.calls if c[2] == 200]
+    done = next(e for e in events if e["status"] == "done")
+    assert done["outputUrl"] == job["outputUrl"] and done["mediaData"]["fileSize"] > 0 and done["progress"] == 1.0
+    assert set(done) >= {"jobId", "status", "progress", "outputUrl", "mediaData", "timestamp"}
+    receiver.close()
