@@ -28,6 +28,8 @@ class Core:
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox)
         self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, self.capacity, self.store)
         self.deliverer = Deliverer(settings, self.db)
+        cap = settings.max_tasks_per_user or None
+        self.scheduler.user_caps = lambda user_id: cap
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:

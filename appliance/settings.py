@@ -30,6 +30,7 @@ class Settings:
     memory_mb: int = 0
     memory_reserve_mb: int = 1024
     gpus: int = -1
+    max_tasks_per_user: int = 0
     max_attempts: int = 2
     render_timeout_s: int = 600
     task_cpu_seconds: int = 3600

@@ -133,3 +133,15 @@ def test_a_result_naming_files_outside_the_workdir_is_not_published(two_slots):
     assert not any((two_slots.data_dir / "outputs").iterdir())
     job = two_slots.wait(two_slots.submit("alice", "test.noop", {"symlink_to": str(two_slots.data_dir / "appliance.db")}))
     assert job["status"] == "failed" and "not a regular file" in job["error"], job
+
+
+def test_per_user_cap_limits_running_tasks(make_server):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL", "APPLIANCE_MAX_TASKS_PER_USER": "1"})
+    server.cli("users", "create", "alice")
+    server.cli("users", "create", "bob")
+    a = [server.submit("alice", "test.sleep", {"seconds": 1.0}) for _ in range(2)]
+    b = server.submit("bob", "test.sleep", {"seconds": 1.0})
+    time.sleep(0.6)
+    assert [server.job(i)["status"] for i in a] == ["running", "queued"]
+    assert server.job(b)["status"] == "running"
+    assert all(server.wait(i)["status"] == "completed" for i in [*a, b])

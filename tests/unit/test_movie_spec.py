@@ -21,6 +21,10 @@ def movie(*layers: dict, **extra) -> dict:
     return {"scenes": [{"id": "s1", "duration": 5, "layers": list(layers)}], **extra}
 
 
+def first_layer(document: dict) -> dict:
+    return validate_and_normalize(document)["scenes"][0]["layers"][0]
+
+
 def error_of(document) -> str:
     with pytest.raises(SpecError) as caught:
         validate_and_normalize(document)
@@ -32,11 +36,13 @@ def error_of(document) -> str:
     ({}, "scenes is required"),
     ({"scenes": {}}, "scenes must be an array"),
     ({"scenes": [{"duration": 5}]}, "scenes[0].id is required"),
-    ({"scenes": [{"id": "a", "duration": 5}, {"id": "a", "duration": 2}]}, "scenes[1].id 'a' duplicates scenes[0].id"),
+    ({"scenes": [{"id": "a", "duration": 5}, {"id": "a", "duration": 2}]},
+     "scenes[1].id 'a' duplicates scenes[0].id"),
     ({"scenes": [{"id": "a"}]}, "scenes[0].duration is required"),
     ({"scenes": [{"id": "a", "duration": 0}]}, "scenes[0].duration must be > 0"),
     ({"scenes": [{"id": "a", "duration": "5"}]}, "scenes[0].duration must be a number"),
-    ({"scenes": [{"id": "a", "duration": 5, "bgColor": "red"}]}, "scenes[0].bgColor must be a hex colour such as #1a1a2e"),
+    ({"scenes": [{"id": "a", "duration": 5, "bgColor": "red"}]},
+     "scenes[0].bgColor must be a hex colour such as #1a1a2e"),
     ({"scenes": [{"id": "a", "duration": 5, "layers": {}}]}, "scenes[0].layers must be an array"),
     (movie(width=100), "width must be between 360 and 3840"),
     (movie(width=1921), "width must be an even number"),
@@ -57,13 +63,16 @@ def error_of(document) -> str:
     (movie(text_layer(transform={"scale": 0})), "scenes[0].layers[0].transform.scale must be > 0"),
     (movie(text_layer(fit="stretch")), "scenes[0].layers[0].fit must be one of: contain, cover, fill"),
     (movie(text_layer(textAlign="justify")), "scenes[0].layers[0].textAlign must be one of: left, center, right"),
-    (movie(text_layer(fontWeight="heavy")), "scenes[0].layers[0].fontWeight must be normal, bold or a number from 100 to 900"),
+    (movie(text_layer(fontWeight="heavy")),
+     "scenes[0].layers[0].fontWeight must be normal, bold or a number from 100 to 900"),
     (movie(text_layer(fontSize=0)), "scenes[0].layers[0].fontSize must be > 0"),
     (movie(text_layer(color="#12")), "scenes[0].layers[0].color must be a hex colour such as #1a1a2e"),
     (movie({"id": "t", "type": "text"}), "scenes[0].layers[0].text is required"),
     (movie({"id": "v", "type": "video"}), "scenes[0].layers[0].source is required"),
-    (movie({"id": "v", "type": "video", "source": "a.mp4", "mute": "yes"}), "scenes[0].layers[0].mute must be true or false"),
-    (movie({"id": "a", "type": "audio", "source": "a.mp3", "volume": -1}), "scenes[0].layers[0].volume must be between 0 and 10"),
+    (movie({"id": "v", "type": "video", "source": "a.mp4", "mute": "yes"}),
+     "scenes[0].layers[0].mute must be true or false"),
+    (movie({"id": "a", "type": "audio", "source": "a.mp3", "volume": -1}),
+     "scenes[0].layers[0].volume must be between 0 and 10"),
     (movie({"id": "a", "type": "audio", "source": "  "}), "scenes[0].layers[0].source must not be empty"),
     (movie("not a layer"), "scenes[0].layers[0] must be an object"),
     ([], "movie must be a JSON object"),
@@ -91,9 +100,10 @@ def test_movie_and_scene_defaults():
 
 
 def test_text_layer_defaults():
-    layer = validate_and_normalize(movie({"id": "t", "type": "text", "text": "x", "startTime": 1}))["scenes"][0]["layers"][0]
+    layer = first_layer(movie({"id": "t", "type": "text", "text": "x", "startTime": 1}))
     assert layer == {
-        "id": "t", "type": "text", "role": None, "zIndex": 0, "startTime": 1, "duration": 4, "fadeIn": 0, "fadeOut": 0,
+        "id": "t", "type": "text", "role": None, "zIndex": 0, "startTime": 1, "duration": 4,
+        "fadeIn": 0, "fadeOut": 0,
         "position": {"x": 0, "y": 0}, "size": {"width": 1920, "height": 1080},
         "transform": {"opacity": 1, "rotation": 0, "scale": 1}, "fit": "contain",
         "text": "x", "fontSize": 48, "fontWeight": "normal", "fontFamily": "DejaVu Sans", "color": "#ffffff",
@@ -108,29 +118,30 @@ def test_media_layer_defaults_and_unknown_fields_dropped():
     ))["scenes"][0]
     video, audio = scene["layers"]
     assert "sparkle" not in video
-    assert (video["mute"], video["volume"], video["trimStart"], video["loop"], video["fit"]) == (False, 1, 0, False, "contain")
+    assert (video["mute"], video["volume"], video["trimStart"], video["loop"], video["fit"]) == \
+        (False, 1, 0, False, "contain")
     assert audio == {"id": "a", "type": "audio", "role": None, "zIndex": 0, "startTime": 0, "duration": 5,
                      "fadeIn": 0, "fadeOut": 0, "source": "a.mp3", "volume": 1, "trimStart": 0, "loop": False}
 
 
 def test_background_role_covers_the_canvas_and_loops():
-    layer = validate_and_normalize(movie({"id": "bg", "type": "video", "role": "background", "source": "v.mp4",
-                                          "position": {"x": 50, "y": 50}, "size": {"width": 10, "height": 10}},
-                                         width=1280, height=720))["scenes"][0]["layers"][0]
+    layer = first_layer(movie({"id": "bg", "type": "video", "role": "background", "source": "v.mp4",
+                               "position": {"x": 50, "y": 50}, "size": {"width": 10, "height": 10}},
+                              width=1280, height=720))
     assert layer["position"] == {"x": 0, "y": 0}
     assert layer["size"] == {"width": 1280, "height": 720}
     assert (layer["fit"], layer["loop"]) == ("cover", True)
 
 
 def test_durations_are_clamped_to_the_scene_and_fades_shrink_to_fit():
-    layer = validate_and_normalize(movie(text_layer(startTime=4, duration=10, fadeIn=2, fadeOut=2)))["scenes"][0]["layers"][0]
+    layer = first_layer(movie(text_layer(startTime=4, duration=10, fadeIn=2, fadeOut=2)))
     assert (layer["duration"], layer["fadeIn"], layer["fadeOut"]) == (1, 0.5, 0.5)
 
 
 def test_values_are_normalised():
-    layer = validate_and_normalize(movie(text_layer(color="#ABC", fontWeight=600, backgroundColor="#000000FF",
-                                                    zIndex=2.0)))["scenes"][0]["layers"][0]
-    assert (layer["color"], layer["fontWeight"], layer["backgroundColor"], layer["zIndex"]) == ("#aabbcc", "600", "#000000", 2)
+    layer = first_layer(movie(text_layer(color="#ABC", fontWeight=600, backgroundColor="#000000FF", zIndex=2.0)))
+    assert (layer["color"], layer["fontWeight"], layer["backgroundColor"], layer["zIndex"]) == \
+        ("#aabbcc", "600", "#000000", 2)
     assert isinstance(layer["zIndex"], int)
 
 
