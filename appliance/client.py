@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,12 +33,23 @@ class AdminClient:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 
     def render_file(self, path: Path, *, user: str, class_name: str | None) -> int:
+        if path.suffix == ".json":
+            return self.render_movie(path, user=user)
         if path.suffix != ".py":
-            raise ApplianceError("appliance render takes a Manim scene file (.py)")
+            raise ApplianceError("appliance render takes a Manim scene (.py) or a Movie JSON document (.json)")
         code = path.read_text()
         class_name = class_name or _first_scene_class(code)
         task_input = {"code": code, "className": class_name, "width": 1280, "height": 720, "fps": 30}
         job = self._call("POST", "/jobs", json={"user": user, "renderer": "manim", "input": task_input})
+        return self.follow(job["id"])
+
+    def render_movie(self, path: Path, *, user: str) -> int:
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ApplianceError(f"{path} is not valid JSON: {exc}") from None
+        body = {k: v for k, v in doc.items() if k in ("movie", "renderOptions")} if "movie" in doc else {"movie": doc}
+        job = self._call("POST", "/jobs", json={"user": user, **body})
         return self.follow(job["id"])
 
     def follow(self, job_id: str) -> int:

@@ -38,6 +38,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "APPLIANCE_ALLOW_LOOPBACK_TARGETS": "true", "APPLIANCE_ALLOW_HTTP_WEBHOOKS": "true",
                     "APPLIANCE_WEBHOOK_RETRY_SCALE": "0.01", "APPLIANCE_MIN_FREE_DISK_MB": "1",
+                    "APPLIANCE_PORT": str(self.port),
                     **(env or {})}
         self.proc: subprocess.Popen | None = None
 

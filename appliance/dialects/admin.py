@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from litestar import Request, Response, Router, get, post
 
 from appliance import events, jobs, users
 from appliance.db import loads
+from appliance.errors import ApplianceError
 from appliance.httpio import json_response
 
 if TYPE_CHECKING:
@@ -83,6 +85,17 @@ async def submit_job(request: Request) -> Response:
     from appliance.ids import viralsync_job_id
     from appliance.jobs import TaskDef
 
+    if "movie" in data:  # `appliance render movie.json`: the ViralSync pipeline, for a named user
+        from appliance.dialects.viralsync import parse_submission
+
+        try:
+            movie = parse_submission(json.dumps({"kind": "movie", "projectId": "cli", **data}).encode())
+        except ApplianceError as exc:
+            return json_response({"error": exc.code, "message": exc.message}, exc.status)
+        movie.pop("user", None)
+        job = request.app.state.viralsync.create(user["id"], None, movie)
+        core.submitted()
+        return json_response({"id": job["id"], "status": job["status"]}, 202)
     specs = data.get("tasks") or [{"renderer": data["renderer"], "input": data.get("input", {})}]
     tasks = [TaskDef(renderer=s["renderer"], input=s.get("input", {}), name=s.get("name", ""),
                      depends_on=s.get("depends_on", []), cpu=s.get("cpu", 1.0), mem_mb=s.get("mem_mb", 256),

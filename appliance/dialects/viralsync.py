@@ -206,9 +206,14 @@ class ViralSync:
                 check_target(str(callback), allow_loopback=core.settings.allow_loopback_targets)
             except TargetRefused as exc:
                 raise VsError(400, "INVALID_MOVIE_JSON", f"callbackUrl: {exc}") from None
+        return self.create(key.user_id, key.id, data, callback)
+
+    def create(self, user_id: str, key_id: str | None, data: dict, callback: str | None = None) -> dict:
+        """A validated movie request becomes a job in its planning phase (also used by `appliance render`)."""
+        core = self.core
         core.check_disk()
-        job = jobs.create_job(core.db, job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=key.user_id,
-                              key_id=key.id, kind="movie", request=data, tasks=[], webhook_url=callback,
+        job = jobs.create_job(core.db, job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id,
+                              key_id=key_id, kind="movie", request=data, tasks=[], webhook_url=callback,
                               phase="planning",
                               max_parallel=workers_for(core, data["renderOptions"], len(data["movie"]["scenes"])))
         self.plan_later(job["id"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import functools
 import json
 import subprocess
@@ -234,3 +235,18 @@ def test_callback_url_gets_signed_progress_and_done_events(vs):
     assert done["outputUrl"] == job["outputUrl"] and done["mediaData"]["fileSize"] > 0 and done["progress"] == 1.0
     assert set(done) >= {"jobId", "status", "progress", "outputUrl", "mediaData", "timestamp"}
     receiver.close()
+
+
+@pytest.mark.slow
+def test_cli_render_of_a_movie_file(vs, tmp_path):
+    doc = tmp_path / "promo.json"
+    doc.write_text(json.dumps(small_movie(2, 0.5, "cli")["movie"]))
+    out = vs.cli("render", str(doc), "--user", "ada").strip().splitlines()
+    video = next(Path(p) for p in out if p.endswith(".mp4"))
+    stream = video_stream(probe(video))
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 640, 360)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"scenes": []}))
+    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(bad), "--user", "ada", "--data-dir", str(vs.data_dir)],
+                          capture_output=True, text=True, env=vs.env)
+    assert proc.returncode == 2 and "scenes" in proc.stderr
