@@ -55,6 +55,8 @@ def cmd_init(args) -> int:
 
 def cmd_users_create(args) -> int:
     db = _db(args)
+    if args.credits < 0:
+        raise ApplianceError("--credits must be 0 or more")
     user = users.create_user(db, args.name, plan=args.plan)
     if args.credits:
         ledger.grant(db, user["id"], args.credits, bucket="paid", note="users create")
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default=None, help="data directory (default $APPLIANCE_DATA_DIR or ./var)")
     common.add_argument("--config", default=None, help="TOML config file (default config/appliance.toml)")
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--host", help="the running server's address (default: config/APPLIANCE_HOST)")
+    server.add_argument("--port", type=int, help="the running server's port (default: config/APPLIANCE_PORT)")
     parser = argparse.ArgumentParser(prog="appliance", description="Self-hosted render appliance")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -195,13 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = j.add_parser("list", parents=[common])
     p.add_argument("--status"), p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_jobs_list)
-    for name, func in (("show", cmd_jobs_show), ("cancel", cmd_jobs_cancel)):
-        p = j.add_parser(name, parents=[common])
-        p.add_argument("job_id")
-        p.set_defaults(func=func)
+    p = j.add_parser("show", parents=[common])
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_jobs_show)
+    p = j.add_parser("cancel", parents=[common, server])
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_jobs_cancel)
 
     sub.add_parser("doctor", parents=[common], help="check dependencies and capacity").set_defaults(func=cmd_doctor)
-    p = sub.add_parser("render", parents=[common], help="submit a scene (.py) to the running server and follow it")
+    p = sub.add_parser("render", parents=[common, server],
+                       help="submit a scene (.py) or Movie JSON (.json) to the running server and follow it")
     p.add_argument("file"), p.add_argument("--user", default="admin"), p.add_argument("--class-name")
     p.set_defaults(func=cmd_render)
     return parser

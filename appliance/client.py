@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from appliance.dialects.admin import ensure_token
+from appliance.dialects.admin import token_path
 from appliance.errors import ApplianceError
 from appliance.settings import Settings
 
@@ -17,7 +17,11 @@ from appliance.settings import Settings
 class AdminClient:
     def __init__(self, settings: Settings) -> None:
         self.base = f"http://{settings.host}:{settings.port}/admin"
-        self.headers = {"Authorization": f"Bearer {ensure_token(settings.data_dir)}"}
+        token = token_path(settings.data_dir)
+        if not token.is_file():
+            raise ApplianceError(f"no admin token in {settings.data_dir}: is a server running with this --data-dir? "
+                                 "(start one with `make run` or `appliance serve`)")
+        self.headers = {"Authorization": f"Bearer {token.read_text().strip()}"}
         self.settings = settings
 
     def _call(self, method: str, path: str, **kw) -> dict:
@@ -33,6 +37,8 @@ class AdminClient:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 
     def render_file(self, path: Path, *, user: str, class_name: str | None) -> int:
+        if not path.is_file():
+            raise ApplianceError(f"no such file: {path}")
         if path.suffix == ".json":
             return self.render_movie(path, user=user)
         if path.suffix != ".py":
@@ -56,7 +62,9 @@ class AdminClient:
         while True:
             job = self._call("GET", f"/jobs/{job_id}")
             bar = "#" * int(job["progress"] * 30)
-            print(f"\r{job_id} [{bar:<30}] {job['progress']:4.0%} {job['status']:<10}", end="", file=sys.stderr)
+            progress = min(1.0, max(0.0, float(job["progress"] or 0.0)))
+            bar = "#" * int(progress * 30)
+            print(f"\r{job_id} [{bar:<30}] {progress:4.0%} {job['status']:<10}", end="", file=sys.stderr)
             if job["status"] in ("completed", "failed", "cancelled"):
                 print(file=sys.stderr)
                 break

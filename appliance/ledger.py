@@ -11,7 +11,7 @@ import math
 import sqlite_utils
 
 from appliance.db import now_iso, one, rows, transaction
-from appliance.errors import InsufficientCredits
+from appliance.errors import ApplianceError, InsufficientCredits
 
 BUCKETS = ("free", "paid")
 
@@ -34,6 +34,8 @@ def _append(db: sqlite_utils.Database, user_id: str, job_id: str | None, kind: s
 def grant(db: sqlite_utils.Database, user_id: str, amount: int, bucket: str = "paid", note: str = "") -> None:
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {BUCKETS}")
+    if int(amount) <= 0:
+        raise ApplianceError(f"a grant must be a positive number of credits, got {amount}")
     with transaction(db):
         _append(db, user_id, None, "grant", bucket, int(amount), note)
 

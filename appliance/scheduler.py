@@ -23,6 +23,7 @@ from appliance.executor import Limits, LocalExecutor, TaskSpec
 from appliance.outputs import Store, safe_name
 from appliance.resources import Capacity
 from appliance.settings import Settings
+from renderers.registry import REQUIRED_OUTPUTS
 
 log = logging.getLogger("appliance.scheduler")
 
@@ -203,18 +204,45 @@ class Scheduler:
     def _handle_message(self, task_id: str, msg: dict) -> None:
         kind = msg.get("type")
         if kind == "progress":
-            self._progress[task_id] = (float(msg.get("fraction", 0.0)), msg.get("phase"))
+            try:
+                fraction = float(msg.get("fraction", 0.0))
+            except (TypeError, ValueError):
+                return  # a worker's malformed progress is ignored, not trusted
+            if fraction == fraction:  # not NaN
+                self._progress[task_id] = (min(1.0, max(0.0, fraction)), None)
         elif kind == "exit":
             entry = self._running.pop(task_id, None)
             task = jobs.get_task(self.db, task_id)
             if task and task["status"] == "running":
                 self._flush_progress()
-                if msg.get("ok"):
-                    self._task_done(task, msg.get("result") or {})
+                problem = self._check_result(task, msg.get("result")) if msg.get("ok") else None
+                if msg.get("ok") and not problem:
+                    self._task_done(task, msg["result"])
+                elif problem:
+                    self._task_failed(task, problem)
                 else:
                     self._task_failed(task, msg.get("error") or "task failed")
             if entry:
                 self.wake()
+
+    def _check_result(self, task: dict, result) -> str | None:
+        """A result names regular files inside the workdir, including every output the renderer must make."""
+        files = result.get("files") if isinstance(result, dict) else None
+        if not isinstance(files, dict):
+            return "renderer returned no result files"
+        for role in REQUIRED_OUTPUTS.get(task["renderer"], ()):
+            if role not in files:
+                return f"renderer result is missing its {role} output"
+        workdir = self.store.workdir(task["id"])
+        for name in files.values():
+            try:
+                if not stat.S_ISREG(os.lstat(workdir / safe_name(name)).st_mode):
+                    return f"renderer output {name} is not a regular file"
+            except ValueError as exc:
+                return str(exc)
+            except OSError:
+                return f"renderer did not produce {name}"
+        return None
 
     def _task_done(self, task: dict, result: dict) -> None:
         jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),

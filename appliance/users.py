@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import sqlite_utils
@@ -31,7 +32,12 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
 def create_user(db: sqlite_utils.Database, name: str, plan: str = "studio") -> dict:
+    if not NAME.match(name or ""):
+        raise ApplianceError("a user name is 1-64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit")
     if plan not in PLANS:
         raise ApplianceError(f"plan must be one of: {', '.join(PLANS)}")
     if get_user_by_name(db, name):

@@ -6,6 +6,7 @@ A failed command raises FfmpegError carrying the command line and the tail of st
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -91,8 +92,13 @@ def video_meta(path: str | Path) -> dict:
 _SCENE_AUDIO = {"c:a": "aac", "b:a": "192k", "ar": 48000, "ac": 2}
 
 
+# Scene clips are BT.709 limited range, said so in the stream (an untagged HD stream is guessed, SD one not).
+SCENE_COLOR = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
+
+
 def _h264_options(fps: int, preset: str, x264_params: str) -> dict:
-    options = {"vcodec": "libx264", "preset": preset, "pix_fmt": "yuv420p", "r": fps, "profile:v": "high"}
+    options = {"vcodec": "libx264", "preset": preset, "pix_fmt": "yuv420p", "r": fps, "profile:v": "high",
+               **SCENE_COLOR}
     return {**options, "x264-params": x264_params} if x264_params else options
 
 
@@ -138,8 +144,11 @@ def run_with_progress(stream, total_seconds: float, on_progress: Callable[[float
     """
     cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1",
            *ffmpeg.compile(stream, overwrite_output=True)[1:]]
+    # Few malloc arenas: each of ffmpeg's many threads would otherwise reserve its own 64 MB of address space,
+    # which an RLIMIT_AS sandbox counts (a 1080p scene needs about half as much with this).
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         for line in proc.stdout:
             key, _, value = line.strip().partition("=")
             if key == "out_time_us" and value.isdigit() and total_seconds > 0:
@@ -150,9 +159,9 @@ def run_with_progress(stream, total_seconds: float, on_progress: Callable[[float
 
 
 def media_streams(path: str | Path) -> list[dict]:
-    """A media file's streams as ``{"codec_type", "channels"}``, without decoding; [] if unreadable."""
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_entries", "stream=codec_type,channels",
-           str(path)]
+    """A media file's streams (codec_type, channels, height, color_space), without decoding; [] if unreadable."""
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_entries",
+           "stream=codec_type,channels,height,color_space", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return []

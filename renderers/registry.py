@@ -21,6 +21,15 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+# The output files (result["files"] roles) each renderer must produce. The worker pipe is reachable from the
+# untrusted code a renderer runs, so the core verifies a claimed result instead of trusting it.
+REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "manim": ("video", "thumbnail", "captions"),
+    "movie.scene": ("scene",),
+    "movie.assemble": ("video", "thumbnail"),
+}
+
+
 class RegistryError(Exception):
     pass
 

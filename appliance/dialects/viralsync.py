@@ -266,7 +266,9 @@ class ViralSync:
             srcs = scene_sources(scene)
             names = {src: f"src_{i}{_suffix(local[src][0])}" for i, src in enumerate(srcs)}
             key = scene_cache_key(scene, w, h, fps, {src: local[src][1] for src in srcs})
-            tasks.append(TaskDef(renderer="movie.scene", name=scene["id"], cpu=1.0, mem_mb=600, cache_key=key,
+            has_video = any(layer["type"] == "video" for layer in scene["layers"])
+            tasks.append(TaskDef(renderer="movie.scene", name=scene["id"], cpu=1.0, mem_mb=1024 if has_video else 600,
+                                 cache_key=key,
                                  input={"scene": scene, "width": w, "height": h, "fps": fps, "sources": names,
                                         "fetched": {names[s]: local[s][0] for s in srcs}}))
             links.append({"task": ids.task_id(job_id, n), "file": "scene", "as": f"scene_{n:03d}.mp4"})

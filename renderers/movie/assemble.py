@@ -29,7 +29,8 @@ def _scene_files(task_input: dict, workdir: Path) -> list[Path]:
 
 def _write_list(files: list[Path], workdir: Path) -> Path:
     listing = workdir / "scenes.txt"
-    listing.write_text("".join(f"file '{path.name}'\n" for path in files))
+    quoted = (path.name.replace("'", "'\\''") for path in files)  # the concat list's quoting rule
+    listing.write_text("".join(f"file '{name}'\n" for name in quoted))
     return listing
 
 

@@ -23,7 +23,8 @@ from PIL import Image
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
 from renderers.movie.layers import (AUDIO_RATE, Sprite, audio_chain, draw_order, fade_filters, make_sprite,
-                                    media_input_options, video_overlay_source, window)
+                                    media_input_options, source_matrix, to_yuv, video_overlay_source,
+                                    window)
 from renderers.movie.spec import SpecError, normalize_scene
 
 X264_PRESET = "veryfast"
@@ -128,8 +129,17 @@ def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x26
 
 # --- media inputs and audio -----------------------------------------------------------------------------------
 
-def _media_inputs(scene: dict, sources: dict[str, Path]) -> dict[str, tuple]:
-    """layer id -> (ffmpeg input node, audio channel count or 0) for video and audio layers.
+@dataclass(frozen=True)
+class Media:
+    """A video or audio layer's input: the ffmpeg-python node, its audio channels, its video's YUV matrix."""
+
+    node: object
+    channels: int
+    matrix: str
+
+
+def _media_inputs(scene: dict, sources: dict[str, Path]) -> dict[str, Media]:
+    """layer id -> Media for video and audio layers.
 
     Unreadable media fail here, naming the layer, rather than as an ffmpeg error about the whole scene.
     """
@@ -142,20 +152,20 @@ def _media_inputs(scene: dict, sources: dict[str, Path]) -> dict[str, tuple]:
         if layer["type"] not in streams or (layer["type"] == "video" and not ff.decodes_first_frame(path)):
             raise RenderError(f"layer '{layer['id']}': cannot decode {layer['type']} from its source")
         channels = int(streams.get("audio", {}).get("channels") or 0)
-        inputs[layer["id"]] = (ffmpeg.input(str(path), **media_input_options(layer)), channels)
+        node = ffmpeg.input(str(path), **media_input_options(layer))
+        inputs[layer["id"]] = Media(node, channels, source_matrix(streams.get("video", {})))
     return inputs
 
 
-def _audible(layer: dict, channels: int) -> bool:
-    return channels > 0 and not layer.get("mute", False) and layer["volume"] > 0
+def _audible(layer: dict, media: Media) -> bool:
+    return media.channels > 0 and not layer.get("mute", False) and layer["volume"] > 0
 
 
-def _audio_mix(scene: dict, inputs: dict[str, tuple], canvas: Canvas):
+def _audio_mix(scene: dict, inputs: dict[str, Media], canvas: Canvas):
     """Silence of exactly the scene's length, with every audible layer mixed in at its own level."""
     silence = ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl=stereo", f="lavfi", t=canvas.duration).audio
-    voices = [audio_chain(node.audio, layer, window(layer, canvas.fps, canvas.frames), channels)
-              for layer in scene["layers"] if layer["id"] in inputs
-              for node, channels in [inputs[layer["id"]]] if _audible(layer, channels)]
+    voices = [audio_chain(media.node.audio, layer, window(layer, canvas.fps, canvas.frames), media.channels)
+              for layer in scene["layers"] if (media := inputs.get(layer["id"])) and _audible(layer, media)]
     mixed = silence
     if voices:  # normalize=0: layers keep their own volume instead of being divided by the input count
         mixed = ffmpeg.filter([silence, *voices], "amix", inputs=len(voices) + 1, duration="first", normalize=0)
@@ -240,8 +250,8 @@ def _parts_video(parts: list[Part], pictures: _Pictures, path: Path):
     video = ffmpeg.input(str(path), f="rawvideo", pix_fmt="rgb24", s=f"{canvas.width}x{canvas.height}",
                          framerate=canvas.fps)
     # The time base is 1/fps, so a PTS is a frame number; ``fps`` then repeats each picture until the next.
-    video = video.filter("format", "yuv420p").filter("setpts", "+".join(["N", *delays]))
-    return video.filter("fps", fps=canvas.fps).filter("trim", end_frame=sum(count for _, count in parts))
+    video = to_yuv(video).filter("setpts", "+".join(["N", *delays])).filter("fps", fps=canvas.fps)
+    return video.filter("trim", end_frame=sum(count for _, count in parts)).filter("setsar", "1")
 
 
 def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, on_progress) -> None:
@@ -275,31 +285,34 @@ def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio,
 # --- the "layered" path: video layers, composited by ffmpeg ---------------------------------------------------
 
 def _background(canvas: Canvas):
+    """The bgColor canvas: one RGB frame converted once, then repeated (``loop``) on the scene clock."""
     color = "0x" + canvas.bg.lstrip("#")
-    source = f"color=c={color}:s={canvas.width}x{canvas.height}:r={canvas.fps}"
-    return ffmpeg.input(source, f="lavfi").video.filter("format", "yuv420p")
+    source = f"color=c={color}:s={canvas.width}x{canvas.height}:r={canvas.fps},format=rgb24"
+    still = to_yuv(ffmpeg.input(source, f="lavfi").video.filter("trim", end_frame=1))
+    return still.filter("loop", loop=-1, size=1, start=0).filter("setpts", f"N/({canvas.fps}*TB)")
 
 
 def _sprite_source(sprite: Sprite, index: int, canvas: Canvas, tmp: Path):
     """A sprite as an overlay input: one decoded PNG frame, or a looped one when it fades."""
     png = tmp / f"layer_{index:03d}.png"
     sprite.image.save(png, compress_level=1)
-    source = ffmpeg.input(str(png), framerate=canvas.fps).video
+    source = to_yuv(ffmpeg.input(str(png), f="image2", pattern_type="none", framerate=canvas.fps).video, "yuva420p")
     if not sprite.window.fades:
         return source  # overlay repeats a single frame for ever (eof_action=repeat)
     source = source.filter("loop", loop=sprite.window.end - 1, size=1, start=0)
     return fade_filters(source.filter("setpts", f"N/({canvas.fps}*TB)"), sprite.window, alpha=True)
 
 
-def _layered_video(scene: dict, canvas: Canvas, sources: dict[str, Path], inputs: dict[str, tuple], tmp: Path):
+def _layered_video(scene: dict, canvas: Canvas, sources: dict[str, Path], inputs: dict[str, Media], tmp: Path):
     video = _background(canvas)
     for index, layer in enumerate(draw_order(scene["layers"])):
         win = window(layer, canvas.fps, canvas.frames)
         if layer["type"] == "video":
-            source, x, y = video_overlay_source(inputs[layer["id"]][0].video, layer, win, canvas.fps)
+            media = inputs[layer["id"]]
+            source, x, y = video_overlay_source(media.node.video, layer, win, canvas.fps, media.matrix)
         else:
             sprite = make_sprite(layer, sources.get(layer["id"]), win)
             source, x, y = _sprite_source(sprite, index, canvas, tmp), sprite.x, sprite.y
         video = ffmpeg.overlay(video, source, x=x, y=y, eof_action="repeat",
                                enable=f"between(n,{win.first},{win.end - 1})")
-    return video
+    return video.filter("setsar", "1")

@@ -238,6 +238,21 @@ def render_text(layer: dict, width: int, height: int) -> Image.Image:
 
 # --- video and audio (ffmpeg-python chains) ---------------------------------------------------------------------
 
+_MATRICES = {"bt709": "bt709", "smpte170m": "bt601", "bt470bg": "bt601", "bt2020nc": "bt2020", "bt2020c": "bt2020",
+             "smpte240m": "smpte240m", "fcc": "fcc"}
+
+
+def source_matrix(stream: dict) -> str:
+    """A video stream's YUV matrix: its tag, else what players assume (BT.709 from 720 lines up)."""
+    guess = "bt709" if int(stream.get("height") or 0) >= 720 else "bt601"
+    return _MATRICES.get(stream.get("color_space", ""), guess)
+
+
+def to_yuv(stream, pix_fmt: str = "yuv420p", **scale):
+    """Convert (and optionally scale) to BT.709 limited-range YUV, the colours every scene clip is tagged with."""
+    return stream.filter("scale", **scale, out_color_matrix="bt709", out_range="tv").filter("format", pix_fmt)
+
+
 def media_input_options(layer: dict) -> dict:
     """Input options for a media file: seek to trimStart, loop the file when asked."""
     options: dict = {}
@@ -248,22 +263,25 @@ def media_input_options(layer: dict) -> dict:
     return options
 
 
-def _fit_video(stream, fit: str, width: int, height: int):
+def _fit_video(stream, fit: str, width: int, height: int, matrix: str):
+    """Scale a video into its box (YUV with alpha, BT.709) as ``fit`` says; ``matrix`` is the source's."""
     if fit == "fill":
-        return stream.filter("scale", width, height)
+        return to_yuv(stream, "yuva420p", w=width, h=height, in_color_matrix=matrix)
     if fit == "cover":
-        stream = stream.filter("scale", width, height, force_original_aspect_ratio="increase")
+        stream = to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="increase",
+                        in_color_matrix=matrix)
         return stream.filter("crop", width, height)
-    return stream.filter("scale", width, height, force_original_aspect_ratio="decrease", force_divisible_by=2)
+    return to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="decrease",
+                  force_divisible_by=2, in_color_matrix=matrix)
 
 
-def video_overlay_source(stream, layer: dict, win: Window, fps: int):
+def video_overlay_source(stream, layer: dict, win: Window, fps: int, matrix: str):
     """A video layer as an overlay stream on the scene clock, and its overlay x/y expressions."""
     width, height, cx, cy = scaled_box(layer)
     transform = layer["transform"]
     video = stream.filter("setpts", "PTS-STARTPTS").filter("fps", fps=fps)
     video = video.filter("trim", end_frame=win.end - win.first)
-    video = _fit_video(video, layer["fit"], width, height).filter("format", "yuva420p")
+    video = _fit_video(video, layer["fit"], width, height, matrix)
     if transform["opacity"] < 1:
         video = video.filter("lut", a=f"val*{transform['opacity']}")
     if transform["rotation"] % 360:

@@ -1,7 +1,5 @@
-"""The movie renderers for real: media generated locally, real ffmpeg, results probed and decoded to pixels.
-
-Scenes render at 640x360 (the seed examples scaled by 1/3) so the whole file stays well under two minutes.
-"""
+"""The movie renderers for real: local media, real ffmpeg, results probed and decoded to pixels.
+Scenes render at 640x360 (the seed examples scaled by 1/3) so the whole file stays well under two minutes."""
 from __future__ import annotations
 
 import functools
@@ -46,16 +44,15 @@ def media(tmp_path_factory) -> Path:
            "-c:a", "aac", "-shortest")
     _lavfi(folder / "upbeat.mp3", "-f", "lavfi", "-i", "sine=frequency=440:duration=8:sample_rate=44100",
            "-c:a", "libmp3lame")
-    for name, color, size in (("logo-white.png", "white", (200, 60)), ("white.png", "white", (100, 100)),
-                              ("black.png", "black", (100, 100)), ("red.png", "#ff0000", (100, 100)),
-                              ("green.png", "#00ff00", (100, 100))):
-        Image.new("RGB", size, color).save(folder / name)
+    Image.new("RGB", (200, 60), "white").save(folder / "logo-white.png")
+    for name, color in (("white", "white"), ("black", "black"), ("red", "#ff0000"), ("green", "#00ff00")):
+        Image.new("RGB", (100, 100), color).save(folder / f"{name}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     return folder
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    requests: list[tuple[str, int]] = []
+    requests: list[tuple[str, int]] = []  # (path, status) of every response
 
     def log_message(self, *args) -> None:
         pass
@@ -137,10 +134,9 @@ def near(pixel, expected, tolerance: int = 14) -> bool:
 
 def assemble(workdir: Path, scene_files: list[Path]) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for index, path in enumerate(scene_files):
-        shutil.copy(path, workdir / f"scene_{index:03d}.mp4")
-        names.append(f"scene_{index:03d}.mp4")
+    names = [f"scene_{index:03d}.mp4" for index in range(len(scene_files))]
+    for name, path in zip(names, scene_files):
+        shutil.copy(path, workdir / name)
     return render_assemble({"scenes": names}, workdir, NullReporter())
 
 
@@ -249,13 +245,13 @@ def test_full_example_pictures(full_movie):
     assert cta[..., 2].max() > 220 and cta[..., 0].min() < 40  # #00d4ff text
 
 
+@pytest.mark.slow
 def test_full_example_cache_keys(full_movie):
-    movie, fetched = full_movie["movie"], full_movie["fetched"]
-    digests = {source: sources.file_digest(path) for source, path in fetched.items()}
-    scene = movie["scenes"][0]
-    key = scene_cache_key(scene, W, H, 30, digests)
-    assert key == scene_cache_key(json.loads(json.dumps(scene)), W, H, 30, dict(digests))
-    assert key != scene_cache_key(movie["scenes"][1], W, H, 30, digests)
+    digests = {source: sources.file_digest(path) for source, path in full_movie["fetched"].items()}
+    first, second = full_movie["movie"]["scenes"]
+    key = scene_cache_key(first, W, H, 30, digests)
+    assert key == scene_cache_key(json.loads(json.dumps(first)), W, H, 30, dict(digests))
+    assert key != scene_cache_key(second, W, H, 30, digests)
 
 
 @pytest.mark.slow
