@@ -194,3 +194,27 @@ def mean_volume(path: str | Path) -> float:
     if proc.returncode != 0 or not found:
         raise FfmpegError(cmd, proc.stderr)
     return float(found.group(1))
+
+
+def remux_faststart_av(src: Path, dst: Path) -> dict:
+    """remux_faststart in-process with PyAV (libav, already loaded by Manim): no ffmpeg/ffprobe processes.
+
+    Returns the meta that video_meta would probe: duration, frames, width, height, fps.
+    """
+    import av  # Manim's own dependency; only the Manim renderer calls this
+
+    frames = 0
+    with av.open(str(src)) as inp, av.open(str(dst), mode="w", options={"movflags": "+faststart"}) as out:
+        source = inp.streams.video[0]
+        stream = out.add_stream_from_template(template=source)
+        for packet in inp.demux(source):
+            if packet.dts is None:  # demux's flushing packets
+                continue
+            packet.stream = stream
+            out.mux(packet)
+            frames += 1
+        fps = source.average_rate or source.guessed_rate
+        width, height = source.codec_context.width, source.codec_context.height
+    rate = float(fps) if fps else 0.0
+    return {"duration": round(frames / rate, 3) if rate else 0.0, "frames": frames, "width": width,
+            "height": height, "fps": round(rate, 3) if rate % 1 else int(rate)}

@@ -221,11 +221,11 @@ def _one_line(text: str) -> str:
 def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
     writer = scene.renderer.file_writer
     video = workdir / FILES["video"]
-    ffmpeg.remux_faststart(Path(writer.movie_file_path), video)
+    meta = ffmpeg.remux_faststart_av(Path(writer.movie_file_path), video)
     write_thumbnail(tracker.last_frame, workdir / FILES["thumbnail"])
     (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")
     shutil.rmtree(workdir / "media" / "videos", ignore_errors=True)  # a second copy of the video
-    return {"files": dict(FILES), "meta": ffmpeg.video_meta(video)}
+    return {"files": dict(FILES), "meta": meta}
 
 
 def write_thumbnail(frame: np.ndarray, path: Path) -> None:
