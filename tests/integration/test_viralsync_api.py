@@ -250,3 +250,14 @@ def test_cli_render_of_a_movie_file(vs, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(bad), "--user", "ada", "--data-dir", str(vs.data_dir)],
                           capture_output=True, text=True, env=vs.env)
     assert proc.returncode == 2 and "scenes" in proc.stderr
+
+
+def test_concurrency_limit_of_the_plan(vs):
+    vs.cli("users", "plan", "ada", "pro")  # 3 concurrent jobs
+    ids = [submit(vs, small_movie(1, 8.0, f"busy{i}")).json()["jobId"] for i in range(3)]
+    r = submit(vs, small_movie(1, 1.0, "one too many"))
+    assert (r.status_code, r.json()["code"]) == (409, "CONCURRENCY_LIMIT_EXCEEDED")
+    assert r.json()["error"] == "Concurrent job limit reached. Wait for a running job to complete."
+    for job_id in ids:
+        httpx.post(f"{vs.url}/v1/jobs/{job_id}/cancel", headers=vs.h)
+    assert submit(vs, small_movie(1, 0.5, "room again")).status_code == 202
