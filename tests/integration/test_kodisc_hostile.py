@@ -143,12 +143,10 @@ def test_hostile_scenes_fail_cleanly_while_a_normal_scene_completes(kodisc):
         "segfault": ("ctypes.string_at(0)", ("worker crashed (SIGSEGV)",)),
         "forkbomb": ("while True:\n    os.fork()", ("Resource temporarily unavailable", "worker ")),
     }
-    started = time.time()
     submitted = {case: submit(server, request(scene(body), case)) for case, (body, _) in cases.items()}
     alongside = submit(server, normal("alongside"))
     results = {case: poll(server, job_id, server.auth, timeout=120) for case, job_id in submitted.items()}
     finished = poll(server, alongside, server.auth, timeout=120)
-    elapsed = time.time() - started
 
     for case, (_, reasons) in cases.items():
         job = results[case]
@@ -162,7 +160,6 @@ def test_hostile_scenes_fail_cleanly_while_a_normal_scene_completes(kodisc):
         assert "CONNECTED" not in job["error"] and "READ " not in job["error"] and "WROTE" not in job["error"]
     assert "(scene line 6)" in results["read-db"]["error"]  # names the scene line of the open()
     assert_completed(finished, "normal-alongside")
-    assert elapsed < 90, elapsed
 
     # nothing escaped to the host
     assert not checkout_file.exists() and not os.path.exists(usr_file)

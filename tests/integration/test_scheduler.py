@@ -1,7 +1,6 @@
 """Scheduler behaviour through a real server process, with the test renderers (the only fakes)."""
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -76,7 +75,6 @@ def test_cancel_kills_a_running_task(two_slots):
     r = httpx.post(f"{two_slots.url}/admin/jobs/{job_id}/cancel", headers=two_slots.admin_headers())
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     time.sleep(0.5)
-    pid = two_slots.job(job_id)["tasks"][0]
     assert two_slots.job(job_id)["tasks"][0]["status"] == "cancelled"
     again = httpx.post(f"{two_slots.url}/admin/jobs/{job_id}/cancel", headers=two_slots.admin_headers())
     assert again.status_code == 409

@@ -1,6 +1,5 @@
 import os
 import time
-from pathlib import Path
 
 from appliance import resources, settings
 from appliance.outputs import Store
