@@ -58,5 +58,3 @@ def m001_core(db) -> None:
     db["cache"].create(
         {"key": str, "renderer": str, "path": str, "result": str, "created_at": str}, pk="key",
     )
-    db["rate_limits"].create({"key_id": str, "at": float})
-    db["rate_limits"].create_index(["key_id", "at"])
