@@ -33,9 +33,15 @@ $(STAMPS)/venv: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
 
-$(STAMPS)/bench: $(STAMPS)/venv
-	$(VENV)/bin/pip install -q -e '.[test,bench]'
+# The bench's MoviePy 2 reference gets a venv of its own: MoviePy pins pillow<12 and the project uses pillow 13, so
+# the `bench` extra of pyproject.toml is installed into $(MOVIEPY_VENV), never into $(VENV).
+MOVIEPY_VENV := .venv-moviepy
+$(STAMPS)/bench: $(STAMPS)/venv pyproject.toml
+	@test -x $(MOVIEPY_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(MOVIEPY_VENV)
+	$(MOVIEPY_VENV)/bin/pip install -q --upgrade pip
+	set -o pipefail; $(SYSTEM_PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"], sep="\n")' \
+		| $(MOVIEPY_VENV)/bin/pip install -q -r /dev/stdin
 	@touch $@
 
 clean:
-	rm -rf $(VENV) $(STAMPS)
+	rm -rf $(VENV) .venv-moviepy $(STAMPS)

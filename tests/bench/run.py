@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 from appliance.db import parse_iso
+from tests.bench.movie import bench_movie
 from tests.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def _api_many(server: Server, auth: dict, codes: list[str]) -> None:
             time.sleep(0.05)
 
 
-SECTIONS = {"core": bench_core, "kodisc": bench_kodisc}
+SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,384 @@
+"""`make bench` section `movie`: ViralSync Movie JSON renders against the x264 encode floor, MoviePy 2, concurrency
+and memory. Measured, never asserted; every figure is taken in the same run on this machine.
+
+- encode floor: ffmpeg encoding N frames of ``testsrc2`` at the movie's size and fps with libx264 at the
+  compositor's preset (``compose.X264_PRESET``), yuv420p, muxed into an .mp4 file (not ``-f null``: our renders
+  pay for muxing too). Median of ``REPEAT`` runs;
+- API times: submit (``POST /v1/render/jobs``) → the ``done`` event on the job's SSE stream, on a real server
+  (tests.conftest.Server) with its media served from a loopback HTTP server. Repeats defeat the scene cache by
+  renaming the scenes (the name is part of the cache key and draws nothing), so every run renders every scene;
+- MoviePy 2: tests/bench/moviepy_render.py under ``.venv-moviepy`` (``make bench`` builds it);
+- peak RSS: ``python -m renderers movie.scene`` for the full example's first scene, its process tree's RSS summed
+  and polled every 10 ms with psutil, plus the kernel's ru_maxrss (largest single process, from wait4).
+
+``BENCH_MOVIE_SCALE`` (default 1) scales the canvas, boxes and font sizes for quick runs while developing;
+``BENCH_MOVIE_REPEAT`` (default 3) sets the repeats.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psutil
+
+from renderers.ffmpeg import probe, video_stream
+from renderers.movie.compose import X264_PRESET
+from tests.conftest import Server
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT.parent / "shared" / "examples" / "viralsync-full.json"
+MOVIEPY_PYTHON = ROOT / ".venv-moviepy" / "bin" / "python"
+MOVIEPY_SCRIPT = Path(__file__).resolve().parent / "moviepy_render.py"
+SCALE = float(os.environ.get("BENCH_MOVIE_SCALE", "1"))
+REPEAT = int(os.environ.get("BENCH_MOVIE_REPEAT", "3"))
+FPS = 30
+
+
+def _line(name: str, value: str) -> None:
+    from tests.bench.run import line  # run.py imports this module: import at call time
+
+    line(name, value)
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
+
+
+def _scaled(movie: dict) -> dict:
+    """The movie with its canvas, boxes and font sizes multiplied by SCALE (a no-op at 1)."""
+    movie = copy.deepcopy(movie)
+    if SCALE == 1:
+        return movie
+    movie["width"], movie["height"] = _even(movie["width"] * SCALE), _even(movie["height"] * SCALE)
+    for layer in (layer for scene in movie["scenes"] for layer in scene["layers"]):
+        layer["position"] = {k: v * SCALE for k, v in layer["position"].items()}
+        layer["size"] = {k: v * SCALE for k, v in layer["size"].items()}
+        if "fontSize" in layer:
+            layer["fontSize"] = layer["fontSize"] * SCALE
+    return movie
+
+
+def _renamed(movie: dict, run: int) -> dict:
+    """A copy whose scene names differ per run: same pictures and sound, new scene cache keys."""
+    if run == 0:
+        return movie
+    movie = copy.deepcopy(movie)
+    for scene in movie["scenes"]:
+        scene["name"] = f"{scene.get('name') or scene['id']} (bench run {run})"
+    return movie
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args], check=True)
+
+
+def _cpu_busy() -> float:
+    """System-wide CPU seconds spent not idle, all cores together."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, system-wide busy CPU seconds) of fn()."""
+    cpu, started = _cpu_busy(), time.perf_counter()
+    fn()
+    return time.perf_counter() - started, _cpu_busy() - cpu
+
+
+def _median_runs(fn, repeat: int = REPEAT) -> tuple[float, float, list[float]]:
+    """Run fn(run_index) ``repeat`` times: (median wall, median CPU, every wall time)."""
+    runs = [_timed(functools.partial(fn, index)) for index in range(repeat)]
+    walls = [wall for wall, _ in runs]
+    return statistics.median(walls), statistics.median(cpu for _, cpu in runs), walls
+
+
+def _runs(walls: list[float]) -> str:
+    return "runs " + ", ".join(f"{wall:.2f}" for wall in walls)
+
+
+# --- media and the loopback media server ----------------------------------------------------------------------
+
+def _make_media(folder: Path, width: int, height: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS}", "-t", "6", "-c:v", "libx264",
+            "-preset", "veryfast", "-pix_fmt", "yuv420p", str(folder / "city.mp4"))
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "6", str(folder / "upbeat.mp3"))
+    _ffmpeg("-f", "lavfi", "-i", f"color=c=white:s={_even(200 * SCALE)}x{_even(60 * SCALE)}", "-frames:v", "1",
+            str(folder / "logo-white.png"))
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _serve(folder: Path) -> tuple[ThreadingHTTPServer, str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def _local_sources(movie: dict, base_url: str) -> dict:
+    """The movie with every source URL pointing at the loopback media server (same file names)."""
+    movie = copy.deepcopy(movie)
+    for layer in (layer for scene in movie["scenes"] for layer in scene["layers"] if "source" in layer):
+        layer["source"] = f"{base_url}/{layer['source'].rsplit('/', 1)[1]}"
+    return movie
+
+
+def _files(movie: dict, media: Path) -> dict[str, str]:
+    return {layer["source"]: str(media / layer["source"].rsplit("/", 1)[1])
+            for scene in movie["scenes"] for layer in scene["layers"] if "source" in layer}
+
+
+# --- movies ---------------------------------------------------------------------------------------------------
+
+def _text_image_scene(width: int, height: int) -> dict:
+    """6 s, no video or audio (the compositor's stills path): a logo, a title at 0.95 opacity, a call to action."""
+    s = width / 1920
+    return {"id": "text_image", "name": "Text and image", "duration": 6, "bgColor": "#1a1a2e", "layers": [
+        {"id": "logo", "type": "image", "source": "https://cdn.example.com/brand/logo-white.png", "startTime": 0.5,
+         "duration": 5, "zIndex": 2, "position": {"x": 80 * s, "y": 60 * s},
+         "size": {"width": 200 * s, "height": 60 * s}},
+        {"id": "title", "type": "text", "text": "Summer Sale — Up to 50% Off", "startTime": 1, "duration": 4,
+         "zIndex": 3, "position": {"x": 200 * s, "y": 400 * s}, "size": {"width": 1520 * s, "height": 200 * s},
+         "fontSize": 96 * s, "fontWeight": "bold", "color": "#ffffff", "textAlign": "center",
+         "transform": {"opacity": 0.95}},
+        {"id": "cta", "type": "text", "text": "Shop now at example.com", "startTime": 0, "duration": 6,
+         "zIndex": 1, "position": {"x": 360 * s, "y": 760 * s}, "size": {"width": 1200 * s, "height": 160 * s},
+         "fontSize": 64 * s, "color": "#00d4ff", "textAlign": "center", "fontWeight": "600"}]}
+
+
+def _six_scenes(width: int, height: int, run: int) -> dict:
+    """Six 2 s scenes, each a video layer (half the canvas), a logo and a text that names the run."""
+    s = width / 1920
+    colors = ["#102030", "#301020", "#203010", "#2a2a2a", "#0f172a", "#1a1a2e"]
+    scenes = [{"id": f"scene_{i}", "duration": 2, "bgColor": colors[i], "layers": [
+        {"id": "clip", "type": "video", "source": "https://cdn.example.com/footage/city.mp4", "trimStart": 0.5 * i,
+         "startTime": 0, "duration": 2, "zIndex": 1, "position": {"x": 480 * s, "y": 300 * s},
+         "size": {"width": 960 * s, "height": 540 * s}, "mute": True},
+        {"id": "logo", "type": "image", "source": "https://cdn.example.com/brand/logo-white.png", "startTime": 0,
+         "duration": 2, "zIndex": 2, "position": {"x": 80 * s, "y": 60 * s},
+         "size": {"width": 200 * s, "height": 60 * s}},
+        {"id": "title", "type": "text", "text": f"Scene {i + 1} of 6 — run {run}", "startTime": 0.25,
+         "duration": 1.75, "zIndex": 3, "position": {"x": 200 * s, "y": 880 * s},
+         "size": {"width": 1520 * s, "height": 160 * s}, "fontSize": 72 * s, "fontWeight": "bold",
+         "color": "#ffffff", "textAlign": "center"}]} for i in range(6)]
+    return {"width": width, "height": height, "fps": FPS, "scenes": scenes}
+
+
+# --- measurements ---------------------------------------------------------------------------------------------
+
+def encode_floor(frames: int, width: int, height: int, out: Path) -> tuple[float, float, list[float]]:
+    """ffmpeg: ``frames`` testsrc2 frames → libx264 at X264_PRESET, yuv420p, into an mp4 file."""
+    def once(_: int) -> None:
+        _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS}", "-frames:v", str(frames),
+                "-c:v", "libx264", "-preset", X264_PRESET, "-pix_fmt", "yuv420p", str(out))
+    return _median_runs(once)
+
+
+class _Api:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        server.cli("users", "create", "bench")
+        self.headers = {"x-api-key": server.new_key("bench", "viralsync")["key"]}
+
+    def render(self, movie: dict, **render_options) -> dict:
+        """Submit and wait for the terminal SSE event; the job as GET /v1/jobs/{id} shows it afterwards."""
+        body = {"kind": "movie", "projectId": "bench", "movie": movie,
+                "renderOptions": {"qualityPreset": "fast", **render_options}}
+        url = self.server.url
+        r = httpx.post(f"{url}/v1/render/jobs", json=body, headers=self.headers, timeout=30)
+        if r.status_code != 202:
+            raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
+        job_id = r.json()["jobId"]
+        with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/progress", headers=self.headers,
+                          timeout=httpx.Timeout(10, read=120)) as stream:
+            for text in stream.iter_lines():
+                if text.startswith("event:") and text.split(":", 1)[1].strip() != "progress":
+                    break
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=self.headers, timeout=30).json()
+        if job["status"] != "done":
+            raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
+        cached = [t["name"] for t in self.server.job(job_id)["tasks"] if t["renderer"] == "movie.scene" and t["cached"]]
+        if cached:
+            raise RuntimeError(f"job {job_id}: scenes {cached} came from the scene cache; the bench must render them")
+        return job
+
+
+def _direct_scene(scene: dict, width: int, height: int, files: dict[str, str], workdir: Path) -> list[str]:
+    """``python -m renderers movie.scene`` input and command for one scene, media copied into its workdir."""
+    workdir.mkdir(parents=True)
+    names = {}
+    for layer in scene["layers"]:
+        if "source" in layer:
+            names[layer["source"]] = Path(files[layer["source"]]).name
+            shutil.copy(files[layer["source"]], workdir / names[layer["source"]])
+    task = workdir.parent / f"{workdir.name}.json"
+    task.write_text(json.dumps({"scene": scene, "width": width, "height": height, "fps": FPS, "sources": names}))
+    return [sys.executable, "-m", "renderers", "movie.scene", str(task), str(workdir)]
+
+
+def _run_checked(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:5])} failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, float, float]:
+    """(peak of the process tree's summed RSS polled every 10 ms, kernel ru_maxrss of the largest single
+    process in the tree, wall seconds), in MB."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root, peak = psutil.Process(proc.pid), 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        total = 0
+        try:
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            pass
+        peak = max(peak, total)
+        time.sleep(0.01)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"scene worker failed ({proc.returncode}): {stderr[-1500:]}")
+    return peak / 2**20, usage.ru_maxrss / 1024, wall
+
+
+def _moviepy(movie: dict, files: dict[str, str], tmp: Path) -> tuple[float, float, dict] | str:
+    """(wall of the whole process, MoviePy's own render time, probe of its output), or why it did not run."""
+    if not MOVIEPY_PYTHON.exists():
+        return f"not run: {MOVIEPY_PYTHON.relative_to(ROOT)} is missing (make bench creates it)"
+    out = tmp / "moviepy.mp4"
+    job = tmp / "moviepy_job.json"
+    job.write_text(json.dumps({"movie": movie, "files": files, "out": str(out), "preset": X264_PRESET}))
+    started = time.perf_counter()
+    proc = subprocess.run([str(MOVIEPY_PYTHON), str(MOVIEPY_SCRIPT), str(job)], cwd=tmp, capture_output=True,
+                          text=True, env={**os.environ, "FFMPEG_BINARY": "ffmpeg"})
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        return f"failed: {(proc.stderr or proc.stdout)[-600:]}"
+    inner = json.loads(proc.stdout.strip().splitlines()[-1])
+    return wall, inner["render_s"], probe(out)
+
+
+def _describe(info: dict) -> str:
+    stream = video_stream(info) or {}
+    audio = "aac" if any(s.get("codec_name") == "aac" for s in info["streams"]) else "no aac"
+    return (f"{stream.get('width')}x{stream.get('height')} {stream.get('pix_fmt')} {stream.get('r_frame_rate')} "
+            f"{float(info['format']['duration']):.2f} s, {audio}")
+
+
+# --- the section ----------------------------------------------------------------------------------------------
+
+def bench_movie(tmp: Path) -> None:
+    tmp = tmp / "movie"
+    tmp.mkdir()
+    seed = json.loads(EXAMPLE.read_text())
+    full = _scaled(seed["movie"])
+    width, height = full["width"], full["height"]
+    size = f"{width}x{height}p{FPS}" + (f" (BENCH_MOVIE_SCALE={SCALE:g})" if SCALE != 1 else "")
+    media = tmp / "media"
+    _make_media(media, width, height)
+    httpd, media_url = _serve(media)
+    full = _local_sources(full, media_url)
+    files = _files(full, media)
+    full_frames = round(sum(scene["duration"] for scene in full["scenes"]) * FPS)
+    _line(f"movie bench at {size}, x264 preset", f"{X264_PRESET}; medians of {REPEAT} runs unless noted")
+
+    floor_full, floor_full_cpu, walls = encode_floor(full_frames, width, height, tmp / "floor_full.mp4")
+    _line(f"encode floor: testsrc2 {full_frames} frames -> x264 .mp4",
+          f"{floor_full:.2f} s (cpu {floor_full_cpu:.2f} s; {_runs(walls)})")
+    still_frames = 6 * FPS
+    floor_still, floor_still_cpu, walls = encode_floor(still_frames, width, height, tmp / "floor_still.mp4")
+    _line(f"encode floor: testsrc2 {still_frames} frames -> x264 .mp4",
+          f"{floor_still:.2f} s (cpu {floor_still_cpu:.2f} s; {_runs(walls)})")
+
+    (tmp / "server").mkdir()
+    server = Server(tmp / "server", {"APPLIANCE_CPU_SLOTS": "2"})
+    server.start()
+    try:
+        api = _Api(server)
+        warm = {"width": 640, "height": 360, "fps": FPS, "scenes": [
+            {"id": "warm", "duration": 0.5, "layers": [{"id": "t", "type": "text", "text": "warm-up",
+                                                          "position": {"x": 20, "y": 20},
+                                                          "size": {"width": 300, "height": 80}}]}]}
+        api.render(warm)  # starts the warm workers; not measured
+
+        # 1. the seed's full example through the API
+        jobs: list[dict] = []
+        ours, ours_cpu, walls = _median_runs(lambda run: jobs.append(api.render(_renamed(full, run))))
+        media_data = jobs[-1]["mediaData"]
+        _line("full example via API, submit->done / floor (goal <= 1.2)",
+              f"{ours:.2f} s / {floor_full:.2f} s -> {ours / floor_full:.2f} (cpu {ours_cpu:.2f} s; {_runs(walls)}; "
+              f"output {media_data['width']}x{media_data['height']} {media_data['duration']:.2f} s)")
+
+        # 2. a text-and-image-only scene: through the API, and the renderer alone
+        still = {"width": width, "height": height, "fps": FPS,
+                 "scenes": [_text_image_scene(width, height)]}
+        still = _local_sources(still, media_url)
+        still_api, _, walls = _median_runs(lambda run: api.render(_renamed(still, run)))
+        _line("text+image 6 s scene via API / floor (goal <= 0.5)",
+              f"{still_api:.2f} s / {floor_still:.2f} s -> {still_api / floor_still:.2f} ({_runs(walls)})")
+        still_files = _files(still, media)
+        direct, direct_cpu, walls = _median_runs(lambda run: _run_checked(_direct_scene(
+            still["scenes"][0], width, height, still_files, tmp / f"direct_{run}")))
+        _line("  same scene, python -m renderers movie.scene / floor",
+              f"{direct:.2f} s / {floor_still:.2f} s -> {direct / floor_still:.2f} (cpu {direct_cpu:.2f} s; "
+              f"API overhead {still_api - direct:+.2f} s; {_runs(walls)})")
+
+        # 3. the same full movie with MoviePy 2
+        result = _moviepy(full, files, tmp)
+        if isinstance(result, str):
+            _line("MoviePy 2 full example / ours (goal >= 4)", result)
+        else:
+            wall, render_s, info = result
+            _line("MoviePy 2 full example / ours (goal >= 4)",
+                  f"{render_s:.2f} s / {ours:.2f} s -> {render_s / ours:.1f} (MoviePy process {wall:.2f} s incl. "
+                  f"imports -> {wall / ours:.1f}; one run; output {_describe(info)})")
+
+        # 4. six scenes with video: one scene worker against two
+        results = {1: [], 2: []}
+        for run in range(2):
+            for workers in (1, 2):
+                movie = _local_sources(_six_scenes(width, height, run * 2 + workers), media_url)
+                results[workers].append(_timed(lambda: api.render(movie, requestedConcurrency=workers)))
+        (c1, c1_cpu), (c2, c2_cpu) = ((statistics.median(w for w, _ in results[n]),
+                                       statistics.median(c for _, c in results[n])) for n in (1, 2))
+        cores = psutil.cpu_count()
+        _line("6 x 2 s scenes with video, concurrency 1 / 2 (goal >= 1.3)",
+              f"{c1:.2f} s / {c2:.2f} s -> {c1 / c2:.2f} (median of 2 each, alternating)")
+        _line("  system CPU busy, concurrency 1 | 2",
+              f"{c1_cpu:.1f} cpu-s = {100 * c1_cpu / (c1 * cores):.0f}% of {cores} CPUs | "
+              f"{c2_cpu:.1f} cpu-s = {100 * c2_cpu / (c2 * cores):.0f}%")
+    finally:
+        server.stop()
+        httpd.shutdown()
+        httpd.server_close()
+
+    # 5. peak memory of one 1080p scene worker (the full example's first scene: video, audio, image, text)
+    tree_mb, single_mb, wall = peak_rss(_direct_scene(full["scenes"][0], width, height, files, tmp / "rss_scene"))
+    _line("peak RSS of a scene worker, full scene 1 (goal <= 600 MB)",
+          f"{tree_mb:.0f} MB process tree (psutil, 10 ms polls); largest process {single_mb:.0f} MB "
+          f"(ru_maxrss); {wall:.2f} s")
