@@ -168,6 +168,8 @@ class Scheduler:
         for link in task_input.get("link_inputs", []):
             dep = jobs.get_task(self.db, link["task"])
             files = loads(dep["result"], {}).get("files", {})
+            if link.get("optional") and link["file"] not in files:
+                continue
             src = self.store.workdir(dep["id"]) / safe_name(files[link["file"]])
             if not stat.S_ISREG(os.lstat(src).st_mode):
                 raise ValueError(f"{dep['name']} produced no regular file {src.name}")

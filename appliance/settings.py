@@ -39,7 +39,8 @@ class Settings:
     task_max_processes: int = 256
     task_max_open_files: int = 1024
     sandbox: bool = True
-    preload: tuple[str, ...] = ("numpy", "PIL", "manim")
+    preload: tuple[str, ...] = ("numpy", "PIL", "manim", "renderers.manim_scene", "renderers.movie.compose",
+                                "renderers.movie.assemble")
     retention_days: int = 90
     min_free_disk_mb: int = 1024
     reserve_credits: int = 10

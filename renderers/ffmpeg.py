@@ -57,8 +57,8 @@ def remux_faststart(src: Path, dst: Path) -> None:
 
 def extract_last_frame(src: Path, dst: Path) -> None:
     """Write the last video frame of src as a JPEG (thumbnail)."""
-    run(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-sseof", "-0.5", "-i", str(src),
-         "-update", "1", "-q:v", "3", str(dst)])
+    run(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-sseof", "-0.1", "-i", str(src),
+         "-frames:v", "1", "-update", "1", "-q:v", "3", str(dst)])
 
 
 def _rate(text: str) -> float:

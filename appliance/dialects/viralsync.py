@@ -272,9 +272,11 @@ class ViralSync:
                                  input={"scene": scene, "width": w, "height": h, "fps": fps, "sources": names,
                                         "fetched": {names[s]: local[s][0] for s in srcs}}))
             links.append({"task": ids.task_id(job_id, n), "file": "scene", "as": f"scene_{n:03d}.mp4"})
+        last = {"task": links[-1]["task"], "file": "thumbnail", "as": "thumb_last.jpg", "optional": True}
         tasks.append(TaskDef(renderer="movie.assemble", name="assemble", cpu=1.0, mem_mb=300,
                              depends_on=list(range(len(tasks))),
-                             input={"scenes": [link["as"] for link in links], "link_inputs": links}))
+                             input={"scenes": [link["as"] for link in links], "link_inputs": [*links, last],
+                                    "thumbnail": "thumb_last.jpg"}))
         return tasks
 
     def listener(self, job: dict, event_type: str) -> None:

@@ -42,7 +42,11 @@ def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
     try:
         ff.concat_copy(_write_list(files, workdir), output)
         report.progress(0.8, "assembling")
-        ff.extract_last_frame(output, thumbnail)
+        given = task_input.get("thumbnail")  # the last scene's last frame, when its renderer kept it
+        if given and (workdir / str(given)).is_file() and (workdir / str(given)).parent == workdir:
+            (workdir / str(given)).replace(thumbnail)
+        else:
+            ff.extract_last_frame(output, thumbnail)
         meta = ff.video_meta(output)
     except ff.FfmpegError as exc:
         report.log(str(exc))

@@ -29,6 +29,7 @@ from renderers.movie.spec import SpecError, normalize_scene
 
 X264_PRESET = "veryfast"
 SCENE_FILE = "scene.mp4"
+LAST_FRAME_FILE = "last.jpg"  # the scene's last frame, when the renderer has it without decoding
 # x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search.
 # None of them changes the SPS/PPS, so these clips still concat with the others (preset stays X264_PRESET).
 STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0"
@@ -61,7 +62,7 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     part = workdir / "scene.part.mp4"
     report.progress(0.0, "rendering")
     try:
-        _render(scene, canvas, sources, tmp, part, report)
+        last_frame = _render(scene, canvas, sources, tmp, part, report)
     except ff.FfmpegError as exc:
         report.log(str(exc))
         raise RenderError(f"scene '{scene['id']}': ffmpeg failed: {_reason(exc)}") from None
@@ -70,7 +71,11 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     report.progress(1.0, "rendering")
     meta = {"duration": round(canvas.duration, 6), "frames": canvas.frames, "width": canvas.width,
             "height": canvas.height}
-    return {"files": {"scene": SCENE_FILE}, "meta": meta}
+    files = {"scene": SCENE_FILE}
+    if last_frame is not None:  # free on the stills path: the assemble step needs no decode for its thumbnail
+        last_frame.save(workdir / LAST_FRAME_FILE, "JPEG", quality=90)
+        files["thumbnail"] = LAST_FRAME_FILE
+    return {"files": files, "meta": meta}
 
 
 def _read_input(task_input: dict) -> tuple[Canvas, dict]:
@@ -106,14 +111,15 @@ def _reason(exc: ff.FfmpegError) -> str:
 
 
 def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, out: Path,
-            report: Reporter) -> None:
+            report: Reporter) -> Image.Image | None:
+    """Renders the scene into out; returns its last frame when it is already at hand (stills path)."""
     inputs = _media_inputs(scene, sources)
     audio = _audio_mix(scene, inputs, canvas)
     if any(layer["type"] == "video" for layer in scene["layers"]):
         video = _layered_video(scene, canvas, sources, inputs, tmp)
         _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0))
-    else:
-        _render_stills(scene, canvas, sources, audio, tmp, out, report)
+        return None
+    return _render_stills(scene, canvas, sources, audio, tmp, out, report)
 
 
 def _progress(report: Reporter, low: float, high: float):
@@ -266,20 +272,24 @@ def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, on_
 
 
 def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio, tmp: Path, out: Path,
-                   report: Reporter) -> None:
+                   report: Reporter) -> Image.Image:
     sprites = [make_sprite(layer, sources.get(layer["id"]), window(layer, canvas.fps, canvas.frames))
                for layer in draw_order(scene["layers"])]
     pictures = _Pictures(sprites, canvas)
-    blocks, playlist = plan_blocks(still_parts(sprites, canvas), canvas.fps * BLOCK_SECONDS)
+    parts = still_parts(sprites, canvas)
+    last = Image.frombytes("RGB", (canvas.width, canvas.height), pictures.rgb(parts[-1][0]))
+    blocks, playlist = plan_blocks(parts, canvas.fps * BLOCK_SECONDS)
     if len(playlist) == 1:  # nothing repeats: one pass, straight into the scene file
         video = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
-        return _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS)
+        _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS)
+        return last
     _encode_blocks(blocks, pictures, tmp, _progress(report, _PREPARE_SHARE, 0.9))
     listing = tmp / "blocks.txt"
     listing.write_text("".join(f"file 'block_{index:03d}.mp4'\n" for index in playlist))
     video = ffmpeg.input(str(listing), f="concat").video
     ff.run_with_progress(ff.copy_video_aac_output(video, audio, out), canvas.duration,
                          _progress(report, 0.9, 1.0), tmp / "ffmpeg.log")
+    return last
 
 
 # --- the "layered" path: video layers, composited by ffmpeg ---------------------------------------------------

@@ -164,7 +164,10 @@ def test_minimal_example_through_the_command_line(tmp_path, media):
     assert near(frames[75, 5, 5], (0x1a, 0x1a, 0x2e), 6)
     box = frames[75, 154:207, 120:520]  # the headline's box
     assert box.max() > 230 and frames[75, 215:, :].max() < 80  # white text inside the box, none below it
-    assert list(sorted(p.name for p in (tmp_path / "scene").iterdir())) == ["scene.mp4"]
+    assert list(sorted(p.name for p in (tmp_path / "scene").iterdir())) == ["last.jpg", "scene.mp4"]
+    assert messages[-1]["outputs"]["files"] == {"scene": "scene.mp4", "thumbnail": "last.jpg"}
+    last = np.asarray(Image.open(tmp_path / "scene" / "last.jpg").convert("RGB"), dtype=np.int16)
+    assert last.shape == frames[-1].shape and np.abs(last - frames[-1].astype(np.int16)).mean() < 4  # the last frame
 
 
 @pytest.fixture(scope="module")
