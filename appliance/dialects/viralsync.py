@@ -261,9 +261,6 @@ class ViralSync:
         from renderers.movie.spec import scene_cache_key, scene_sources
 
         w, h, fps = movie["width"], movie["height"], movie["fps"]
-        # parallel scene workers share the cores instead of each starting one encoder thread per core
-        workers = jobs.get_job(self.core.db, job_id)["max_parallel"] or 1
-        threads = max(1, int(self.core.capacity.cpu) // workers)
         tasks, links = [], []
         for n, scene in enumerate(movie["scenes"]):
             srcs = scene_sources(scene)
@@ -273,7 +270,6 @@ class ViralSync:
             tasks.append(TaskDef(renderer="movie.scene", name=scene["id"], cpu=1.0, mem_mb=1024 if has_video else 600,
                                  cache_key=key,
                                  input={"scene": scene, "width": w, "height": h, "fps": fps, "sources": names,
-                                        "threads": threads,
                                         "fetched": {names[s]: local[s][0] for s in srcs}}))
             links.append({"task": ids.task_id(job_id, n), "file": "scene", "as": f"scene_{n:03d}.mp4"})
         last = {"task": links[-1]["task"], "file": "thumbnail", "as": "thumb_last.jpg", "optional": True}

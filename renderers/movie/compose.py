@@ -47,10 +47,6 @@ class Canvas:
     fps: int
     frames: int
     bg: str
-    threads: int = 0  # x264 threads; 0 = auto. The scheduler shares the cores among parallel scene workers.
-
-    def x264(self, params: str) -> str:
-        return ":".join(p for p in (params, f"threads={self.threads}" if self.threads else "") if p)
 
     @property
     def duration(self) -> float:
@@ -91,8 +87,7 @@ def _read_input(task_input: dict) -> tuple[Canvas, dict]:
     except SpecError as exc:
         raise RenderError(f"invalid scene: {exc}") from None
     frames = round(scene["duration"] * fps)
-    threads = max(0, int(task_input.get("threads") or 0))
-    return Canvas(width, height, fps, frames, scene["bgColor"], threads), scene
+    return Canvas(width, height, fps, frames, scene["bgColor"]), scene
 
 
 def _source_paths(scene: dict, names: dict, workdir: Path) -> dict[str, Path]:
@@ -134,8 +129,7 @@ def _progress(report: Reporter, low: float, high: float):
 
 def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x264_params: str = "") -> None:
     video = video.filter("trim", end_frame=canvas.frames)
-    stream = ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET,
-                                x264_params=canvas.x264(x264_params))
+    stream = ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET, x264_params=x264_params)
     ff.run_with_progress(stream, canvas.duration, on_progress, tmp / "ffmpeg.log")
 
 
@@ -272,7 +266,7 @@ def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, on_
     video = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
     fps = pictures.canvas.fps
     stream = ff.h264_segments_output(video, tmp / "block_%03d.mp4", fps=fps, preset=X264_PRESET,
-                                     x264_params=pictures.canvas.x264(STILL_X264_PARAMS),
+                                     x264_params=STILL_X264_PARAMS,
                                      split_frames=list(itertools.accumulate(lengths))[:-1])
     ff.run_with_progress(stream, sum(lengths) / fps, on_progress, tmp / "blocks.log")
 
