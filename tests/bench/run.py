@@ -71,11 +71,14 @@ def bench_kodisc(tmp: Path) -> None:
     try:
         server.cli("users", "create", "bench", "--credits", "100000")
         auth = {"Authorization": f"Bearer {server.new_key('bench', 'kodisc')['key']}"}
-        cli_s = statistics.median(_cli_render(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(2))
-        line("manim CLI render, HelloKodisc medium (reference)", f"{cli_s:.2f} s")
-        api_s = _api_render(server, auth, HELLO)
-        line("API submit->completed / CLI (goal <= 0.6)", f"{api_s:.2f} s -> {api_s / cli_s:.2f}")
-        cached_s = _api_render(server, auth, HELLO)
+        clis = [_cli_render(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(3)]
+        cli_s = statistics.median(clis)
+        line("manim CLI render, HelloKodisc medium (reference)", f"{cli_s:.2f} s (runs {_runs(clis)})")
+        # a comment per run defeats the content cache without changing what is rendered
+        apis = [_api_render(server, auth, HELLO + f"# run {i}\n") for i in range(3)]
+        api_s = statistics.median(apis)
+        line("API submit->completed / CLI (goal <= 0.6)", f"{api_s:.2f} s -> {api_s / cli_s:.2f} (runs {_runs(apis)})")
+        cached_s = _api_render(server, auth, HELLO + "# run 0\n")
         line("cached resubmit / CLI (goal <= 0.1)", f"{cached_s:.2f} s -> {cached_s / cli_s:.3f}")
         started = time.time()
         variants = [HELLO.replace("Hello, Kodisc", f"Hello {i}") for i in range(8)]
@@ -84,6 +87,10 @@ def bench_kodisc(tmp: Path) -> None:
         line("8 concurrent jobs makespan / 8 serial CLI renders", f"{makespan:.2f} s -> {makespan / (8 * cli_s):.2f}")
     finally:
         server.stop()
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def _api_render(server: Server, auth: dict, code: str) -> float:
@@ -102,7 +109,7 @@ def _api_many(server: Server, auth: dict, codes: list[str]) -> None:
             if job["status"] in ("completed", "failed"):
                 assert job["status"] == "completed", job
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)  # the poll interval quantises the measured time
 
 
 SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie}
