@@ -13,6 +13,8 @@ from litestar import Request, Response, Router, get, post
 from appliance import events, jobs, users
 from appliance.db import loads
 from appliance.errors import ApplianceError
+from appliance.ids import viralsync_job_id
+from appliance.jobs import TaskDef
 from appliance.httpio import json_response
 
 if TYPE_CHECKING:
@@ -82,9 +84,6 @@ async def submit_job(request: Request) -> Response:
     user = users.get_user_by_name(core.db, data.get("user", "admin"))
     if not user:
         return json_response({"error": "not found", "message": f"no user {data.get('user')!r}"}, 404)
-    from appliance.ids import viralsync_job_id
-    from appliance.jobs import TaskDef
-
     if "movie" in data:  # `appliance render movie.json`: the ViralSync pipeline, for a named user
         from appliance.dialects.viralsync import parse_submission
 
