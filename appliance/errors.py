@@ -27,9 +27,5 @@ class InsufficientCredits(ApplianceError):
     status, code = 402, "INSUFFICIENT_CREDITS"
 
 
-class Conflict(ApplianceError):
-    status, code = 409, "CONFLICT"
-
-
 class Unavailable(ApplianceError):
     status, code = 503, "UNAVAILABLE"

@@ -13,7 +13,6 @@ from appliance import ids, ledger
 from appliance.db import dumps, loads, now_iso, one, rows, transaction
 
 TERMINAL = ("completed", "failed", "cancelled")
-TASK_TERMINAL = ("done", "failed", "cancelled")
 
 
 @dataclass

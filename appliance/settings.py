@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "appliance.toml"
@@ -50,7 +50,6 @@ class Settings:
     media_timeout_s: int = 120
     rate_limit_requests: int = 120
     rate_limit_window_s: int = 60
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def base_url(self) -> str:
@@ -82,7 +81,7 @@ def load(config: Path | None = None, environ: dict | None = None, **overrides: o
     environ = os.environ if environ is None else environ
     path = Path(config) if config else DEFAULT_CONFIG
     values: dict = tomllib.loads(path.read_text()) if path.exists() else {}
-    fields = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
     unknown = set(values) - set(fields)
     if unknown:
         raise SettingsError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")

@@ -103,10 +103,6 @@ def due(db: sqlite_utils.Database, now: float) -> list[dict]:
                     "order by next_attempt_at limit 20", (now,))
 
 
-def for_job(db: sqlite_utils.Database, job_id: str) -> list[dict]:
-    return rows(db, "select * from webhook_deliveries where job_id = ? order by created_at", (job_id,))
-
-
 class Deliverer:
     """Posts due deliveries. HTTP runs concurrently; every database write stays on the loop thread."""
 

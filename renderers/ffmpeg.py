@@ -29,12 +29,6 @@ def run(cmd: list[str], timeout: float | None = None) -> None:
         raise FfmpegError(cmd, proc.stderr)
 
 
-def run_stream(stream, overwrite: bool = True) -> None:
-    """Run an ffmpeg-python stream graph, raising FfmpegError with its stderr."""
-    cmd = ffmpeg.compile(stream, overwrite_output=overwrite)
-    run(["ffmpeg", "-hide_banner", "-nostdin", *cmd[1:]])
-
-
 def probe(path: str | Path) -> dict:
     """ffprobe a media file: {"duration", "streams": [...], "format": {...}} as ffprobe reports."""
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
@@ -47,12 +41,6 @@ def probe(path: str | Path) -> dict:
 
 def video_stream(info: dict) -> dict | None:
     return next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), None)
-
-
-def remux_faststart(src: Path, dst: Path) -> None:
-    """Copy streams into an MP4 with the moov atom first (progressive playback over HTTP)."""
-    run(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-i", str(src), "-c", "copy",
-         "-movflags", "+faststart", str(dst)])
 
 
 def extract_last_frame(src: Path, dst: Path) -> None:
@@ -110,11 +98,6 @@ def h264_aac_output(video, audio, path: str | Path, *, fps: int, preset: str, x2
     Cut the streams to length in the filter graph: ``-frames:v`` would end the file and clip the audio's tail.
     """
     return ffmpeg.output(video, audio, str(path), **_h264_options(fps, preset, x264_params), **_SCENE_AUDIO)
-
-
-def h264_output(video, path: str | Path, *, fps: int, preset: str, x264_params: str = ""):
-    """Video-only counterpart of ``h264_aac_output`` (same codec settings, so the pieces concat with copy)."""
-    return ffmpeg.output(video, str(path), **_h264_options(fps, preset, x264_params))
 
 
 def h264_segments_output(video, pattern: str | Path, *, fps: int, preset: str, x264_params: str = "",
@@ -197,7 +180,7 @@ def mean_volume(path: str | Path) -> float:
 
 
 def remux_faststart_av(src: Path, dst: Path) -> dict:
-    """remux_faststart in-process with PyAV (libav, already loaded by Manim): no ffmpeg/ffprobe processes.
+    """Copy streams into an MP4 with the moov atom first, in-process with PyAV (libav, already loaded by Manim): no ffmpeg/ffprobe processes.
 
     Returns the meta that video_meta would probe: duration, frames, width, height, fps.
     """

@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 LAYER_TYPES = ("video", "image", "audio", "text")
-VISUAL_TYPES = ("video", "image", "text")
 FITS = ("contain", "cover", "fill")
 TEXT_ALIGNS = ("left", "center", "right")
 FONT_WEIGHT_WORDS = ("normal", "bold", "bolder", "lighter")

@@ -32,7 +32,7 @@ def test_noop_job_completes_with_its_output_published(two_slots):
 
 
 def test_admission_respects_cpu_slots(two_slots):
-    ids = [two_slots.submit("alice", "test.sleep", {"seconds": 1.5}, tasks=None) for _ in range(3)]
+    ids = [two_slots.submit("alice", "test.sleep", {"seconds": 1.5}) for _ in range(3)]
     time.sleep(0.8)
     states = [two_slots.job(i)["status"] for i in ids]
     assert states.count("running") == 2 and states.count("queued") == 1, states
@@ -87,6 +87,9 @@ def test_dag_dependents_start_after_their_inputs(two_slots):
     job = two_slots.wait(two_slots.submit("alice", tasks=tasks))
     assert job["status"] == "completed"
     assert [t["status"] for t in job["tasks"]] == ["done", "done", "done"]
+    a, b, join = job["tasks"]
+    assert a["startedAt"] < b["finishedAt"] and b["startedAt"] < a["finishedAt"]  # the inputs ran side by side
+    assert join["startedAt"] >= max(a["finishedAt"], b["finishedAt"])  # the dependent waited for both
 
 
 def test_a_failed_dependency_fails_the_job_and_skips_dependents(two_slots):
@@ -100,7 +103,8 @@ def test_a_failed_dependency_fails_the_job_and_skips_dependents(two_slots):
 def test_memory_hog_is_contained(two_slots):
     hog = two_slots.submit("alice", "test.memhog", {"mb": 8000})
     ok = two_slots.submit("bob", "test.noop")
-    assert two_slots.wait(hog)["status"] == "failed"
+    hogged = two_slots.wait(hog)
+    assert hogged["status"] == "failed" and "memory" in hogged["error"].lower(), hogged
     assert two_slots.wait(ok)["status"] == "completed"
 
 
