@@ -9,10 +9,10 @@ from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from appliance import jobs
+from appliance.store import jobs
 from appliance.core import Core
-from appliance.dialects import admin, kodisc, viralsync
-from appliance.httpio import json_response, serve_file
+from appliance.api import admin, kodisc, viralsync
+from appliance.delivery.httpfiles import json_response, serve_file
 from appliance.settings import Settings
 
 log = logging.getLogger("appliance")

@@ -4,15 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from appliance import events
-from appliance.db import open_db
+from appliance.store import events
+from appliance.store.db import open_db
 from appliance.errors import Unavailable
-from appliance.executor import LocalExecutor
-from appliance.outputs import Store
-from appliance.resources import measure
-from appliance.scheduler import Scheduler
+from appliance.runtime.executors.local import LocalExecutor
+from appliance.delivery.outputs import Store
+from appliance.runtime.resources import measure
+from appliance.runtime.scheduler import Scheduler
 from appliance.settings import Settings
-from appliance.webhooks import Deliverer
+from appliance.delivery.webhooks import Deliverer
 
 log = logging.getLogger("appliance")
 

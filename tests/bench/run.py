@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from appliance.db import parse_iso
+from appliance.store.db import parse_iso
 from tests.bench.movie import bench_movie
 from tests.conftest import Server
 

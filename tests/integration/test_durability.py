@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from appliance import ledger
-from appliance.db import open_db
+from appliance.store import ledger
+from appliance.store.db import open_db
 from tests.conftest import Server, free_port
 from tests.integration.test_kodisc_api import TINY, Receiver, poll
 

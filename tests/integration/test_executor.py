@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import sandbox
-from appliance.executor import Limits, LocalExecutor, TaskHandle, TaskSpec
+from appliance.runtime import sandbox
+from appliance.runtime.executors.local import Limits, LocalExecutor, TaskHandle, TaskSpec
 
 
 class Collector:

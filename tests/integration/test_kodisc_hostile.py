@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from appliance.sandbox import UID_BASE
+from appliance.runtime.sandbox import UID_BASE
 from tests.conftest import ROOT
 from tests.integration.test_kodisc_api import poll
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from renderers import ffmpeg as ff
 from renderers.base import NullReporter, RenderError
-from renderers.movie import sources
+from appliance.services.pipelines import media as sources
 from renderers.movie.assemble import render_assemble
 from renderers.movie.compose import plan_blocks, render_scene
 from renderers.movie.spec import scene_cache_key, scene_sources, validate_and_normalize

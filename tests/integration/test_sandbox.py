@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 import appliance
-from appliance import sandbox
-from appliance.executor import LocalExecutor
+from appliance.runtime import sandbox
+from appliance.runtime.executors.local import LocalExecutor
 from tests.integration.test_executor import child_pid, gone, run, spawn
 
 pytestmark = pytest.mark.skipif(

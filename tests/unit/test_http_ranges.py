@@ -1,7 +1,7 @@
 import pytest
 
-from appliance.httpio import _parse_range
-from appliance.webhooks import TargetRefused, check_target
+from appliance.delivery.httpfiles import _parse_range
+from appliance.delivery.webhooks import TargetRefused, check_target
 
 
 @pytest.mark.parametrize("header, expected", [

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from appliance.dialects import kodisc
-from appliance.webhooks import sign_kodisc
+from appliance.api import kodisc
+from appliance.delivery.webhooks import sign_kodisc
 
 
 def message(body) -> str:

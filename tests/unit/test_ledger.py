@@ -1,7 +1,7 @@
 import pytest
 
-from appliance import ledger, users
-from appliance.db import open_db
+from appliance.store import ledger, users
+from appliance.store.db import open_db
 from appliance.errors import InsufficientCredits
 
 

@@ -6,9 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance import jobs, plans, users
-from appliance.db import dumps, now_iso, open_db
-from appliance.dialects.viralsync import VsError, check_plan
+from appliance.store import jobs, users
+
+from appliance.services import plans
+from appliance.store.db import dumps, now_iso, open_db
+from appliance.api.viralsync import VsError, check_plan
 
 MOVIE = {"width": 1280, "height": 720, "fps": 30, "scenes": [{"id": "s", "duration": 60, "layers": []}]}
 

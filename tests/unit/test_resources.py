@@ -1,9 +1,11 @@
 import os
 import time
 
-from appliance import resources, settings
-from appliance.outputs import Store
-from appliance.scheduler import Scheduler
+from appliance.runtime import resources
+
+from appliance import settings
+from appliance.delivery.outputs import Store
+from appliance.runtime.scheduler import Scheduler
 
 FAKE_SMI = """#!/bin/sh
 # stands in for nvidia-smi on a machine without a GPU

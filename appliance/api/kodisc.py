@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 
 from litestar import Request, Response, Router, get, post
 
-from appliance import ids, jobs, ledger, users
-from appliance.auth import authenticate, bearer
-from appliance.db import dumps, loads
+from appliance import ids
+
+from appliance.store import jobs, ledger, users
+from appliance.api.auth import authenticate, bearer
+from appliance.store.db import dumps, loads
 from appliance.errors import ApplianceError, InsufficientCredits, NotFound, Unauthorized
-from appliance.httpio import json_response
-from appliance.jobs import TaskDef
-from appliance.webhooks import TargetRefused, check_target, enqueue
+from appliance.delivery.httpfiles import json_response
+from appliance.store.jobs import TaskDef
+from appliance.delivery.webhooks import TargetRefused, check_target, enqueue
 
 MAX_BODY = 200 * 1024
 QUALITIES = {"low": (854, 480, 15), "medium": (1280, 720, 30), "high": (1920, 1080, 30),

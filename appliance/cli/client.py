@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from appliance.dialects.admin import token_path
+from appliance.api.admin import token_path
 from appliance.errors import ApplianceError
 from appliance.settings import Settings
 

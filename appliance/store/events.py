@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import sqlite_utils
 
-from appliance.db import dumps, loads, now_iso, rows, transaction
+from appliance.store.db import dumps, loads, now_iso, rows, transaction
 
 
 class Hub:

@@ -10,7 +10,7 @@ import math
 
 import sqlite_utils
 
-from appliance.db import now_iso, one, rows, transaction
+from appliance.store.db import now_iso, one, rows, transaction
 from appliance.errors import ApplianceError, InsufficientCredits
 
 BUCKETS = ("free", "paid")

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from litestar import Request, Response, Router, get, post
 
-from appliance import events, jobs, users
-from appliance.db import loads
+from appliance.store import events, jobs, users
+from appliance.store.db import loads
 from appliance.errors import ApplianceError
 from appliance.ids import viralsync_job_id
-from appliance.jobs import TaskDef
-from appliance.httpio import json_response
+from appliance.store.jobs import TaskDef
+from appliance.delivery.httpfiles import json_response
 
 if TYPE_CHECKING:
     from appliance.core import Core
@@ -85,7 +85,7 @@ async def submit_job(request: Request) -> Response:
     if not user:
         return json_response({"error": "not found", "message": f"no user {data.get('user')!r}"}, 404)
     if "movie" in data:  # `appliance render movie.json`: the ViralSync pipeline, for a named user
-        from appliance.dialects.viralsync import parse_submission
+        from appliance.api.viralsync import parse_submission
 
         try:
             movie = parse_submission(json.dumps({"kind": "movie", "projectId": "cli", **data}).encode())

@@ -7,8 +7,10 @@ import signal
 import sys
 from pathlib import Path
 
-from appliance import ledger, settings as settings_mod, users
-from appliance.db import open_db
+from appliance.store import ledger, users
+
+from appliance import settings as settings_mod
+from appliance.store.db import open_db
 from appliance.errors import ApplianceError
 
 
@@ -111,7 +113,7 @@ def cmd_keys_revoke(args) -> int:
 
 
 def cmd_jobs_list(args) -> int:
-    from appliance import jobs
+    from appliance.store import jobs
 
     for job in jobs.list_jobs(_db(args), status=args.status, limit=args.limit):
         print(f"{job['id']:<26} {job['dialect']:<9} {job['kind']:<10} {job['status']:<10} "
@@ -120,8 +122,8 @@ def cmd_jobs_list(args) -> int:
 
 
 def cmd_jobs_show(args) -> int:
-    from appliance import jobs
-    from appliance.dialects.admin import public_job
+    from appliance.store import jobs
+    from appliance.api.admin import public_job
 
     db = _db(args)
     job = jobs.get_job(db, args.job_id)
@@ -132,20 +134,20 @@ def cmd_jobs_show(args) -> int:
 
 
 def cmd_jobs_cancel(args) -> int:
-    from appliance.client import AdminClient
+    from appliance.cli.client import AdminClient
 
     print(json.dumps(AdminClient(_settings(args)).cancel(args.job_id), indent=2))
     return 0
 
 
 def cmd_doctor(args) -> int:
-    from appliance.doctor import run_checks
+    from appliance.cli.doctor import run_checks
 
     return run_checks(_settings(args))
 
 
 def cmd_render(args) -> int:
-    from appliance.client import AdminClient
+    from appliance.cli.client import AdminClient
 
     return AdminClient(_settings(args)).render_file(Path(args.file), user=args.user, class_name=args.class_name)
 

@@ -1,4 +1,4 @@
-"""The warm fork server: ``python -m appliance.zygote CONFIG_JSON``, started by ``LocalExecutor.start()``.
+"""The warm fork server: ``python -m appliance.runtime.executors.zygote CONFIG_JSON``, started by ``LocalExecutor.start()``.
 
 It imports the heavy libraries once, then forks one worker per spawn request received on a Unix SEQPACKET
 socket (request JSON + the task's pipe, log and input fds via SCM_RIGHTS). The worker enters the sandbox and runs
@@ -26,8 +26,8 @@ import traceback
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
-from appliance import sandbox
-from appliance.sandbox import Limits
+from appliance.runtime import sandbox
+from appliance.runtime.sandbox import Limits
 from renderers.base import JsonLinesReporter, RenderError
 from renderers.registry import RegistryError, default_registry
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import sqlite_utils
 
-from appliance.migrations import migrations
+from appliance.store.migrations import migrations
 
 
 def open_db(path: Path) -> sqlite_utils.Database:

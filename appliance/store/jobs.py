@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from appliance import ids, ledger
-from appliance.db import dumps, loads, now_iso, one, rows, transaction
+from appliance import ids
+
+from appliance.store import ledger
+from appliance.store.db import dumps, loads, now_iso, one, rows, transaction
 
 TERMINAL = ("completed", "failed", "cancelled")
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import sqlite_utils
 
-from appliance.db import now_iso, one
+from appliance.store.db import now_iso, one
 
 
 @dataclass(frozen=True)

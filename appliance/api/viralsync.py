@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING
 from litestar import Request, Response, Router, delete, get, post
 from litestar.response import Stream
 
-from appliance import events, ids, jobs, plans, users
-from appliance.auth import authenticate, bearer
-from appliance.db import dumps, loads, now_iso
+from appliance.store import events, jobs, users
+
+from appliance import ids
+
+from appliance.services import plans
+from appliance.api.auth import authenticate, bearer
+from appliance.store.db import dumps, loads, now_iso
 from appliance.errors import ApplianceError, Unauthorized
-from appliance.httpio import json_response
-from appliance.jobs import TaskDef
-from appliance.ratelimit import SlidingWindow
-from appliance.webhooks import TargetRefused, check_target, enqueue
+from appliance.delivery.httpfiles import json_response
+from appliance.store.jobs import TaskDef
+from appliance.api.ratelimit import SlidingWindow
+from appliance.delivery.webhooks import TargetRefused, check_target, enqueue
 
 if TYPE_CHECKING:
     from appliance.core import Core
@@ -243,7 +247,8 @@ class ViralSync:
 
     def _fetch_all(self, movie: dict) -> dict[str, tuple[str, str]]:
         """source -> (path on disk, sha256 of its bytes)."""
-        from renderers.movie import sources, spec
+        from appliance.services.pipelines import media as sources
+        from renderers.movie import spec
 
         s = self.core.settings
         cache = s.data_dir / "media-cache"

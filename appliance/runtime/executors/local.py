@@ -23,15 +23,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from appliance import sandbox
-from appliance.sandbox import Limits
+from appliance.runtime import sandbox
+from appliance.runtime.sandbox import Limits
 
 __all__ = ["Limits", "LocalExecutor", "TaskHandle", "TaskSpec"]
 
 log = logging.getLogger(__name__)
 OnMessage = Callable[[dict], None]
 MAX_LINE = 16 << 20  # a worker that writes a larger message without a newline is broken or hostile
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class _Zygote:
     def start(self, timeout: float = 300) -> dict:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = json.dumps({**self._config, "fd": theirs.fileno()})
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.zygote", config], pass_fds=[theirs.fileno()],
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", config], pass_fds=[theirs.fileno()],
                                      env=_zygote_env(), cwd="/", stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         ours.settimeout(timeout)

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from appliance.resources import measure
+from appliance.runtime.resources import measure
 from appliance.settings import Settings
 
 APT = "apt-get install -y"
@@ -35,7 +35,7 @@ def checks(settings: Settings) -> list[tuple[bool, str, str]]:
         result.append((True, "Manim", manim.__version__))
     except Exception as exc:  # noqa: BLE001 - any import failure is a doctor finding
         result.append((False, "Manim", f"cannot import ({exc}); run `make run` to install the venv"))
-    from appliance import sandbox
+    from appliance.runtime import sandbox
 
     mech = sandbox.probe()
     result.append(("rlimits only" not in mech, "sandbox", mech))

@@ -8,7 +8,7 @@ from pathlib import Path
 from litestar import Request, Response
 from litestar.response import Stream
 
-from appliance.outputs import CONTENT_TYPES
+from appliance.delivery.outputs import CONTENT_TYPES
 
 CHUNK = 256 * 1024
 

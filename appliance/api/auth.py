@@ -5,7 +5,7 @@ import re
 
 from litestar import Request
 
-from appliance import users
+from appliance.store import users
 from appliance.errors import Unauthorized
 
 KEY_PATTERNS = {

@@ -20,7 +20,7 @@ import httpx
 import sqlite_utils
 
 from appliance import ids
-from appliance.db import now_iso, one, rows, transaction
+from appliance.store.db import now_iso, one, rows, transaction
 from appliance.settings import Settings
 
 log = logging.getLogger("appliance.webhooks")

@@ -17,11 +17,11 @@ from typing import Callable, Protocol
 
 import sqlite_utils
 
-from appliance import events, jobs, ledger
-from appliance.db import dumps, loads, now_iso, parse_iso, transaction
-from appliance.executor import Limits, LocalExecutor, TaskSpec
-from appliance.outputs import Store, safe_name
-from appliance.resources import Capacity
+from appliance.store import events, jobs, ledger
+from appliance.store.db import dumps, loads, now_iso, parse_iso, transaction
+from appliance.runtime.executors.local import Limits, LocalExecutor, TaskSpec
+from appliance.delivery.outputs import Store, safe_name
+from appliance.runtime.resources import Capacity
 from appliance.settings import Settings
 from renderers.registry import REQUIRED_OUTPUTS
 

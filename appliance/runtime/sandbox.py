@@ -341,8 +341,8 @@ def probe(extra: Iterable[Path | str] = ()) -> str:
     """The mechanism a new executor would get; runs the trial in a fresh interpreter (safe from a threaded app)."""
     if os.geteuid() != 0:
         return NOT_ROOT
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = "import sys, appliance.sandbox as s; print(s.probe_here(sys.argv[1:]))"
+    root = str(Path(__file__).resolve().parents[2])
+    code = "import sys, appliance.runtime.sandbox as s; print(s.probe_here(sys.argv[1:]))"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": root}
     proc = subprocess.run([sys.executable, "-c", code, *map(str, extra)], capture_output=True, text=True,
                           env=env, cwd="/", timeout=60)
