@@ -9,11 +9,15 @@ from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from appliance.store import jobs
-from appliance.core import Core
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+
 from appliance.api import admin, kodisc, viralsync
-from appliance.delivery.httpfiles import json_response, serve_file
+from appliance.api.common import as_appliance_error, json_response
+from appliance.core import Core
+from appliance.delivery.httpfiles import serve_file
 from appliance.settings import Settings
+from appliance.store import jobs
 
 log = logging.getLogger("appliance")
 
@@ -49,6 +53,19 @@ def _serve(request: Request, job_id: str, name: str) -> Response:
     return serve_file(request, path)
 
 
+ROUTERS = {"/api/v2": kodisc.error_response, "/v1": viralsync.error_response, "/admin": admin.error_response}
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Litestar's own answers outside any router (no such path, wrong method) in the dialect's shape of the
+    path's prefix; elsewhere a plain JSON error."""
+    for prefix, shape in ROUTERS.items():
+        if request.url.path == prefix or request.url.path.startswith(prefix + "/"):
+            return shape(as_appliance_error(exc))
+    err = as_appliance_error(exc)
+    return json_response({"error": err.code, "message": err.message}, err.status)
+
+
 def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return json_response({"error": "internal_error", "message": "The appliance hit an internal error; "
@@ -58,29 +75,25 @@ def _internal_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     core = core or Core(settings)
 
-    vs = viralsync.ViralSync(core)
-
     @asynccontextmanager
     async def lifespan(app: Litestar):
         await core.start()
-        vs.resume_planning()
         try:
             yield
         finally:
             await core.stop()
 
-    core.scheduler.listeners["kodisc"] = kodisc.listener(core)
-    core.scheduler.listeners["viralsync"] = vs.listener
-    core.scheduler.prepare["movie.scene"] = viralsync.link_fetched
+    core.jobs.listen("kodisc", kodisc.listener(core.jobs))
+    core.jobs.listen("viralsync", viralsync.Webhooks(core.jobs))
     app = Litestar(
         route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router],
         lifespan=[lifespan],
-        exception_handlers={500: _internal_error},
+        exception_handlers={HTTPException: _http_error, 500: _internal_error},
+        dependencies={"service": Provide(lambda: core.jobs, sync_to_thread=False)},
         openapi_config=OpenAPIConfig(title="Render appliance", version=metadata.version("render-appliance"),
                                      path="/schema", render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()]),
         request_max_body_size=1024 * 1024 * 1024,
     )
     app.state.core = core
-    app.state.viralsync = vs
     admin.ensure_token(settings.data_dir)
     return app

@@ -29,3 +29,13 @@ class InsufficientCredits(ApplianceError):
 
 class Unavailable(ApplianceError):
     status, code = 503, "UNAVAILABLE"
+
+
+class Conflict(ApplianceError):
+    status, code = 409, "CONFLICT"
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` — how an unexpected error is shown in a job or a log."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -6,19 +6,17 @@ import json
 import secrets
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from litestar import Request, Response, Router, get, post
+from litestar.di import Provide
 
-from appliance.store import events, jobs, users
+from appliance.api.common import handlers_for, json_response
+from appliance.errors import ApplianceError, NotFound, Unauthorized
+from appliance.services.jobs import JobService, NewJob
+from appliance.services.pipelines import movie as movie_pipeline
+from appliance.store import ids, users
 from appliance.store.db import loads
-from appliance.errors import ApplianceError
-from appliance.ids import viralsync_job_id
-from appliance.store.jobs import TaskDef
-from appliance.delivery.httpfiles import json_response
 
-if TYPE_CHECKING:
-    from appliance.core import Core
+MAX_BODY = 10 * 1024 * 1024
 
 
 def token_path(data_dir: Path) -> Path:
@@ -33,10 +31,15 @@ def ensure_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _authorised(request: Request) -> bool:
-    core: Core = request.app.state.core
+async def operator(request: Request, service: JobService) -> str:
     sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(sent, ensure_token(core.settings.data_dir))
+    if not hmac.compare_digest(sent.encode(), ensure_token(service.settings.data_dir).encode()):
+        raise Unauthorized("unauthorized")
+    return "admin"
+
+
+def error_response(exc: ApplianceError) -> Response:
+    return json_response({"error": exc.code.lower(), "message": exc.message}, exc.status)
 
 
 def public_job(job: dict, tasks: list[dict]) -> dict:
@@ -51,67 +54,66 @@ def public_job(job: dict, tasks: list[dict]) -> dict:
 
 
 @get("/jobs/{job_id:str}")
-async def show_job(request: Request, job_id: str) -> Response:
-    if not _authorised(request):
-        return json_response({"error": "unauthorized"}, 401)
-    core: Core = request.app.state.core
-    job = jobs.get_job(core.db, job_id)
-    if not job:
-        return json_response({"error": "not found", "message": f"no job {job_id}"}, 404)
-    return json_response(public_job(job, jobs.tasks_of(core.db, job_id)))
+async def show_job(service: JobService, admin: str, job_id: str) -> Response:
+    return json_response(public_job(service.get(job_id), service.tasks(job_id)))
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)
-async def cancel_job(request: Request, job_id: str) -> Response:
-    if not _authorised(request):
-        return json_response({"error": "unauthorized"}, 401)
-    core: Core = request.app.state.core
-    if not jobs.get_job(core.db, job_id):
-        return json_response({"error": "not found", "message": f"no job {job_id}"}, 404)
-    if not core.scheduler.cancel_job(job_id):
+async def cancel_job(service: JobService, admin: str, job_id: str) -> Response:
+    service.get(job_id)
+    if not service.cancel(job_id):
         return json_response({"error": "conflict", "message": f"job {job_id} has already ended"}, 409)
-    return json_response(public_job(jobs.get_job(core.db, job_id), jobs.tasks_of(core.db, job_id)))
+    return json_response(public_job(service.get(job_id), service.tasks(job_id)))
 
 
-@post("/jobs", status_code=202)
-async def submit_job(request: Request) -> Response:
-    """Submit a job for a named user: {"user", "renderer", "input", "tasks"?} — used by `appliance render`
-    and by tests that exercise the scheduler with test renderers."""
-    if not _authorised(request):
-        return json_response({"error": "unauthorized"}, 401)
-    core: Core = request.app.state.core
-    data = await request.json()
-    user = users.get_user_by_name(core.db, data.get("user", "admin"))
-    if not user:
-        return json_response({"error": "not found", "message": f"no user {data.get('user')!r}"}, 404)
-    if "movie" in data:  # `appliance render movie.json`: the ViralSync pipeline, for a named user
-        from appliance.api.viralsync import parse_submission
-
-        try:
-            movie = parse_submission(json.dumps({"kind": "movie", "projectId": "cli", **data}).encode())
-        except ApplianceError as exc:
-            return json_response({"error": exc.code, "message": exc.message}, exc.status)
-        movie.pop("user", None)
-        job = request.app.state.viralsync.create(user["id"], None, movie)
-        core.submitted()
-        return json_response({"id": job["id"], "status": job["status"]}, 202)
-    specs = data.get("tasks") or [{"renderer": data["renderer"], "input": data.get("input", {})}]
-    tasks = [TaskDef(renderer=s["renderer"], input=s.get("input", {}), name=s.get("name", ""),
-                     depends_on=s.get("depends_on", []), cpu=s.get("cpu", 1.0), mem_mb=s.get("mem_mb", 256),
-                     gpu=s.get("gpu", 0)) for s in specs]
-    job = jobs.create_job(core.db, job_id=viralsync_job_id(), dialect="admin", user_id=user["id"], key_id=None,
-                          kind=data.get("kind", specs[-1]["renderer"]), request=data, tasks=tasks,
-                          priority=int(data.get("priority", 0)))
-    core.submitted()
+@post("/jobs/{job_id:str}/retry", status_code=202)
+async def retry_job(service: JobService, admin: str, job_id: str) -> Response:
+    job = service.retry(job_id, ids.viralsync_job_id() if service.get(job_id)["dialect"] != "kodisc"
+                        else ids.kodisc_job_id())
     return json_response({"id": job["id"], "status": job["status"]}, 202)
 
 
+@post("/jobs", status_code=202)
+async def submit_job(request: Request, service: JobService, admin: str) -> Response:
+    """Submit a job for a named user: {"user", "renderer", "input", "tasks"?} or {"user", "movie"} — used by
+    `appliance render` and by tests that exercise the scheduler with test renderers."""
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        raise ApplianceError("body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApplianceError("body must be a JSON object")
+    user = users.get_user_by_name(service.db, str(data.get("user", "admin")))
+    if not user:
+        raise NotFound(f"no user {data.get('user')!r}")
+    job = service.submit(_movie_job(service, user["id"], data) if "movie" in data else _tasks_job(user["id"], data))
+    return json_response({"id": job["id"], "status": job["status"]}, 202)
+
+
+def _movie_job(service: JobService, user_id: str, data: dict) -> NewJob:
+    """`appliance render movie.json`: the movie pipeline, shown as a ViralSync job of that user."""
+    try:
+        movie = movie_pipeline.validate(data["movie"])
+    except movie_pipeline.SpecError as exc:
+        raise ApplianceError(f"movie.{exc}", code="INVALID_MOVIE_JSON") from None
+    workers = max(1, min(3, movie_pipeline.scene_count(movie), int(service.capacity.cpu)))
+    return NewJob(job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id, kind="movie",
+                  payload={"movie": movie}, request={"projectId": "cli", "renderOptions": {}}, max_parallel=workers)
+
+
+def _tasks_job(user_id: str, data: dict) -> NewJob:
+    specs = data.get("tasks") or [{"renderer": data.get("renderer"), "input": data.get("input", {})}]
+    return NewJob(job_id=ids.viralsync_job_id(), dialect="admin", user_id=user_id,
+                  kind="tasks", payload={"tasks": specs}, request=data,
+                  priority=int(data.get("priority", 0)))
+
+
 @get("/jobs/{job_id:str}/events")
-async def job_events(request: Request, job_id: str) -> Response:
-    if not _authorised(request):
-        return json_response({"error": "unauthorized"}, 401)
-    core: Core = request.app.state.core
-    return json_response(events.since(core.db, job_id, int(request.query_params.get("after", 0))))
+async def job_events(request: Request, service: JobService, admin: str, job_id: str) -> Response:
+    after = request.query_params.get("after", "0")
+    return json_response(service.events_since(job_id, int(after) if after.isdigit() else 0))
 
 
-router = Router(path="/admin", route_handlers=[show_job, cancel_job, submit_job, job_events], include_in_schema=False)
+router = Router(path="/admin", route_handlers=[show_job, cancel_job, retry_job, submit_job, job_events],
+                dependencies={"admin": Provide(operator)}, exception_handlers=handlers_for(error_response),
+                request_max_body_size=MAX_BODY, include_in_schema=False)

@@ -1,40 +1,35 @@
 """ViralSync dialect: Movie JSON render jobs under /v1 (seed viralsync-render-api.txt; api-research.md §2).
 
-A movie job = planning (fetch media, hash scenes) → N scene tasks + 1 assemble task on the core's DAG.
+A render is the ``movie`` pipeline (fetch media, N scene tasks + 1 assemble task); this module only speaks
+the dialect: auth and rate limit, validation messages, plans and quotas, the job object, SSE and webhooks.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
+import binascii
 import json
-import logging
 import time
-from typing import TYPE_CHECKING
 
 from litestar import Request, Response, Router, delete, get, post
+from litestar.di import Provide
 from litestar.response import Stream
 
-from appliance.store import events, jobs, users
-
-from appliance import ids
-
-from appliance.services import plans
 from appliance.api.auth import authenticate, bearer
-from appliance.store.db import dumps, loads, now_iso
-from appliance.errors import ApplianceError, Unauthorized
-from appliance.delivery.httpfiles import json_response
-from appliance.store.jobs import TaskDef
+from appliance.api.common import handlers_for, json_response
 from appliance.api.ratelimit import SlidingWindow
-from appliance.delivery.webhooks import TargetRefused, check_target, enqueue
+from appliance.delivery import netpolicy, sse
+from appliance.errors import ApplianceError, Unauthorized
+from appliance.services import plans
+from appliance.services.jobs import JobService, NewJob
+from appliance.services.pipelines import movie as movie_pipeline
+from appliance.store import ids, jobs, users
+from appliance.store.db import dumps, loads, now_iso
 
-if TYPE_CHECKING:
-    from appliance.core import Core
-
-log = logging.getLogger("appliance.viralsync")
 PRESETS = {"stable": 2, "balanced": 3, "fast": 4, "turbo": 6}
 TERMINAL_EVENTS = {"completed": "done", "failed": "failed", "cancelled": "cancelled"}
 PROGRESS_WEBHOOK_EVERY_S = 5.0
 KEEPALIVE_S = 15.0
+MAX_BODY = 10 * 1024 * 1024  # a Movie document names its media by URL: 10 MB of JSON is a generous ceiling
 
 
 class VsError(ApplianceError):
@@ -44,6 +39,10 @@ class VsError(ApplianceError):
 
 
 def error_response(exc: ApplianceError) -> Response:
+    if exc.status == 413:
+        return json_response({"error": f"Request body larger than {MAX_BODY // 2**20} MB", "code": "PAYLOAD_TOO_LARGE"}, 413)
+    if exc.status in (404, 405) and not isinstance(exc, VsError):
+        return json_response({"error": exc.message, "code": exc.code.upper()}, exc.status)
     if isinstance(exc, Unauthorized):
         code = "API_KEY_REVOKED" if exc.code == "revoked" else "UNAUTHORIZED"
         return json_response({"error": f"{exc.message}. Send x-api-key: vs_prod_…", "code": code}, 401)
@@ -54,17 +53,25 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or bearer(request) or request.query_params.get("api_key")
 
 
-def _auth(core: Core, request: Request, limiter: SlidingWindow) -> users.ApiKey:
-    key = authenticate(core.db, "viralsync", _token(request))
-    wait = limiter.hit(key.id)
+async def api_key(request: Request, service: JobService) -> users.ApiKey:
+    key = authenticate(service.db, "viralsync", _token(request))
+    wait = _limiter(request, service).hit(key.id)
     if wait:
         raise VsError(429, "RATE_LIMITED", f"Rate limit exceeded. Retry after {wait} seconds.",
                       {"Retry-After": str(wait)})
     return key
 
 
-def _user_plan(core: Core, key: users.ApiKey) -> tuple[dict, plans.Plan]:
-    user = users.get_user(core.db, key.user_id)
+def _limiter(request: Request, service: JobService) -> SlidingWindow:
+    state = request.app.state
+    if "viralsync_limiter" not in state:
+        state.viralsync_limiter = SlidingWindow(service.settings.rate_limit_requests,
+                                                service.settings.rate_limit_window_s)
+    return state.viralsync_limiter
+
+
+def _user_plan(service: JobService, key: users.ApiKey) -> tuple[dict, plans.Plan]:
+    user = users.get_user(service.db, key.user_id)
     return user, plans.PLANS[user["plan"]]
 
 
@@ -89,18 +96,18 @@ def public_status(job: dict, tasks: list[dict]) -> tuple[str, str | None]:
     return "running", "assembling"
 
 
-def job_object(core: Core, job: dict) -> dict:
-    tasks = jobs.tasks_of(core.db, job["id"])
+def job_object(service: JobService, job: dict) -> dict:
+    tasks = service.tasks(job["id"])
     status, phase = public_status(job, tasks)
     result = loads(job["result"]) or {}
     done = status == "done"
     meta = result.get("meta", {})
     return {"jobId": job["id"], "type": "render", "status": status, "phase": phase,
             "progress": 1.0 if done else round(job["progress"] or 0.0, 4), "parentJobId": None,
-            "outputUrl": f"{core.settings.base_url}/outputs/{job['id']}/output.mp4" if done else None,
+            "outputUrl": f"{service.settings.base_url}/outputs/{job['id']}/output.mp4" if done else None,
             "error": _error(job, tasks) if status == "failed" else None,
             "mediaData": {k: meta.get(k) for k in ("duration", "width", "height", "fileSize")} if done else None,
-            "payload": loads(job["request"]),
+            "payload": {**loads(job["request"]), "movie": jobs.payload_of(job).get("movie")},
             "children": children(tasks), "createdAt": job["created_at"], "updatedAt": job["updated_at"]}
 
 
@@ -111,9 +118,9 @@ def _error(job: dict, tasks: list[dict]) -> str:
     return job["error"]
 
 
-def event_body(core: Core, job: dict, event_type: str) -> tuple[str, dict]:
+def event_body(service: JobService, job: dict, event_type: str) -> tuple[str, dict]:
     """(event name, JSON) shared by SSE and webhooks (api-research.md §2.8)."""
-    obj = job_object(core, job)
+    obj = job_object(service, job)
     name = TERMINAL_EVENTS.get(job["status"], "progress") if event_type != "progress" else "progress"
     body = {"jobId": obj["jobId"], "status": obj["status"] if name != "progress" else "running",
             "phase": obj["phase"], "progress": obj["progress"], "outputUrl": obj["outputUrl"],
@@ -129,11 +136,9 @@ def event_body(core: Core, job: dict, event_type: str) -> tuple[str, dict]:
 
 # ---- submission ----------------------------------------------------------------------------------
 def parse_submission(body: bytes) -> dict:
-    from renderers.movie.spec import SpecError, validate_and_normalize
-
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise VsError(400, "INVALID_MOVIE_JSON", "Request body must be a JSON object") from None
     if not isinstance(data, dict):
         raise VsError(400, "INVALID_MOVIE_JSON", "Request body must be a JSON object")
@@ -144,8 +149,8 @@ def parse_submission(body: bytes) -> dict:
     if not isinstance(data.get("movie"), dict):
         raise VsError(400, "INVALID_MOVIE_JSON", "movie is required")
     try:
-        data["movie"] = validate_and_normalize(data["movie"])
-    except SpecError as exc:
+        data["movie"] = movie_pipeline.validate(data["movie"])
+    except movie_pipeline.SpecError as exc:
         raise VsError(400, "INVALID_MOVIE_JSON", f"movie.{exc}") from None
     data["renderOptions"] = _render_options(data.get("renderOptions"))
     return data
@@ -163,7 +168,7 @@ def _render_options(options) -> dict:
     return {"qualityPreset": preset, "requestedConcurrency": requested}
 
 
-def check_plan(core: Core, user: dict, plan: plans.Plan, movie: dict) -> None:
+def check_plan(service: JobService, user: dict, plan: plans.Plan, movie: dict) -> None:
     if movie["width"] * movie["height"] > plan.max_pixels:
         raise VsError(400, "PLAN_RESOLUTION_EXCEEDED", f"{movie['width']}x{movie['height']} exceeds the "
                                                        f"{plan.name} plan's maximum resolution")
@@ -172,308 +177,170 @@ def check_plan(core: Core, user: dict, plan: plans.Plan, movie: dict) -> None:
         raise VsError(400, "PLAN_DURATION_EXCEEDED", f"Total duration {minutes:.1f} min exceeds the {plan.name} "
                                                      f"plan's per-job limit of {plan.max_job_minutes:g} min")
     start, _ = plans.month_bounds()
-    if plan.minutes_per_month is not None and plans.minutes_used(core.db, user["id"], start) >= plan.minutes_per_month:
+    if plan.minutes_per_month is not None and plans.minutes_used(service.db, user["id"], start) >= plan.minutes_per_month:
         raise VsError(402, "RENDER_QUOTA_EXCEEDED", "Monthly render minute limit reached. Wait for the monthly "
                                                     "reset or ask the admin to upgrade the plan.")
-    if plan.daily_minutes is not None and plans.minutes_used(core.db, user["id"], plans.today_start()) >= plan.daily_minutes:
+    if plan.daily_minutes is not None and plans.minutes_used(service.db, user["id"], plans.today_start()) >= plan.daily_minutes:
         raise VsError(402, "RENDER_QUOTA_DAILY_EXCEEDED", "Daily render cap reached. Resets at midnight UTC.")
-    active = [j for j in jobs.list_jobs(core.db, user_id=user["id"], dialect="viralsync", limit=1000)
+    active = [j for j in jobs.list_jobs(service.db, user_id=user["id"], dialect="viralsync", limit=1000)
               if j["status"] in ("queued", "running")]
     if plan.concurrency is not None and len(active) >= plan.concurrency:
         raise VsError(409, "CONCURRENCY_LIMIT_EXCEEDED",
                       "Concurrent job limit reached. Wait for a running job to complete.")
 
 
-def workers_for(core: Core, options: dict, scene_count: int) -> int:
+def workers_for(service: JobService, options: dict, scene_count: int) -> int:
     wanted = options["requestedConcurrency"] or PRESETS[options["qualityPreset"]]
-    return max(1, min(wanted, scene_count, int(core.capacity.cpu)))
+    return max(1, min(wanted, scene_count, int(service.capacity.cpu)))
 
 
-class ViralSync:
-    """Holds the dialect's per-server state (rate limiter, planner tasks)."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.limiter = SlidingWindow(core.settings.rate_limit_requests, core.settings.rate_limit_window_s)
-        self._last_progress_hook: dict[str, float] = {}
-        self._planning: set[asyncio.Task] = set()
-
-    def submit(self, key: users.ApiKey, data: dict) -> dict:
-        core = self.core
-        user, plan = _user_plan(core, key)
-        if not plan.api:
-            raise VsError(403, "FORBIDDEN", "Your plan does not include API access. Upgrade to Pro.")
-        check_plan(core, user, plan, data["movie"])
-        callback = data.get("callbackUrl")
-        if callback is not None:
-            try:
-                check_target(str(callback), allow_loopback=core.settings.allow_loopback_targets)
-            except TargetRefused as exc:
-                raise VsError(400, "INVALID_MOVIE_JSON", f"callbackUrl: {exc}") from None
-        return self.create(key.user_id, key.id, data, callback)
-
-    def create(self, user_id: str, key_id: str | None, data: dict, callback: str | None = None) -> dict:
-        """A validated movie request becomes a job in its planning phase (also used by `appliance render`)."""
-        core = self.core
-        core.check_disk()
-        job = jobs.create_job(core.db, job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id,
-                              key_id=key_id, kind="movie", request=data, tasks=[], webhook_url=callback,
-                              phase="planning",
-                              max_parallel=workers_for(core, data["renderOptions"], len(data["movie"]["scenes"])))
-        self.plan_later(job["id"])
-        return job
-
-    def plan_later(self, job_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.plan(job_id))
-        self._planning.add(task)
-        task.add_done_callback(self._planning.discard)
-
-    async def plan(self, job_id: str) -> None:
-        """planning: fetch every source off the loop, hash scenes; dispatching: create the task DAG."""
-        core = self.core
-        job = jobs.get_job(core.db, job_id)
-        movie = loads(job["request"])["movie"]
+def submit(service: JobService, key: users.ApiKey, data: dict) -> dict:
+    user, plan = _user_plan(service, key)
+    if not plan.api:
+        raise VsError(403, "FORBIDDEN", "Your plan does not include API access. Upgrade to Pro.")
+    check_plan(service, user, plan, data["movie"])
+    callback = data.get("callbackUrl")
+    if callback is not None:
         try:
-            local = await asyncio.to_thread(self._fetch_all, movie)
-        except Exception as exc:  # noqa: BLE001 - a bad source fails the job readably
-            core.scheduler.fail_job(job_id, getattr(exc, "message", None) or str(exc))
-            return
-        if jobs.get_job(core.db, job_id)["status"] in jobs.TERMINAL:
-            return  # cancelled while planning
-        jobs.update_job(core.db, job_id, phase="dispatching")
-        jobs.add_tasks(core.db, job_id, self._tasks(job_id, movie, local))
-        jobs.update_job(core.db, job_id, phase="rendering")
-        core.scheduler.wake()
+            netpolicy.parse(callback, allow_loopback=service.settings.allow_loopback_targets)
+        except netpolicy.RefusedURL as exc:
+            raise VsError(400, "INVALID_MOVIE_JSON", f"callbackUrl: {exc}") from None
+    return service.submit(new_movie_job(service, key.user_id, key.id, data, callback))
 
-    def _fetch_all(self, movie: dict) -> dict[str, tuple[str, str]]:
-        """source -> (path on disk, sha256 of its bytes)."""
-        from appliance.services.pipelines import media as sources
-        from renderers.movie import spec
 
-        s = self.core.settings
-        cache = s.data_dir / "media-cache"
-        cache.mkdir(exist_ok=True)
-        out = {}
-        for scene in movie["scenes"]:
-            for src in spec.scene_sources(scene):
-                if src not in out:
-                    path = sources.fetch_source(src, cache, s.assets_dir, max_bytes=s.media_max_mb * 2**20,
-                                                timeout_s=s.media_timeout_s, allow_loopback=s.allow_loopback_targets)
-                    out[src] = (str(path), sources.file_digest(path))
-        return out
+def new_movie_job(service: JobService, user_id: str, key_id: str | None, data: dict,
+                  callback: str | None = None) -> NewJob:
+    """A validated movie request as a job of the movie pipeline (also what `appliance render movie.json` runs)."""
+    movie = data["movie"]
+    return NewJob(job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id, key_id=key_id, kind="movie",
+                  payload={"movie": movie}, request={k: v for k, v in data.items() if k != "movie"},
+                  webhook_url=callback,
+                  max_parallel=workers_for(service, data["renderOptions"], movie_pipeline.scene_count(movie)))
 
-    def _tasks(self, job_id: str, movie: dict, local: dict) -> list[TaskDef]:
-        from renderers.movie.spec import scene_cache_key, scene_sources
 
-        w, h, fps = movie["width"], movie["height"], movie["fps"]
-        tasks, links = [], []
-        for n, scene in enumerate(movie["scenes"]):
-            srcs = scene_sources(scene)
-            names = {src: f"src_{i}{_suffix(local[src][0])}" for i, src in enumerate(srcs)}
-            key = scene_cache_key(scene, w, h, fps, {src: local[src][1] for src in srcs})
-            has_video = any(layer["type"] == "video" for layer in scene["layers"])
-            tasks.append(TaskDef(renderer="movie.scene", name=scene["id"], cpu=1.0, mem_mb=1024 if has_video else 600,
-                                 cache_key=key,
-                                 input={"scene": scene, "width": w, "height": h, "fps": fps, "sources": names,
-                                        "fetched": {names[s]: local[s][0] for s in srcs}}))
-            links.append({"task": ids.task_id(job_id, n), "file": "scene", "as": f"scene_{n:03d}.mp4"})
-        last = {"task": links[-1]["task"], "file": "thumbnail", "as": "thumb_last.jpg", "optional": True}
-        tasks.append(TaskDef(renderer="movie.assemble", name="assemble", cpu=1.0, mem_mb=300,
-                             depends_on=list(range(len(tasks))),
-                             input={"scenes": [link["as"] for link in links], "link_inputs": [*links, last],
-                                    "thumbnail": "thumb_last.jpg"}))
-        return tasks
+class Webhooks:
+    """Terminal events, and progress at most every PROGRESS_WEBHOOK_EVERY_S, to the job's callbackUrl."""
 
-    def listener(self, job: dict, event_type: str) -> None:
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+        self._last_progress: dict[str, float] = {}
+
+    def __call__(self, job: dict, event_type: str) -> None:
         if event_type not in ("progress", "completed", "failed", "cancelled") or not job["webhook_url"]:
             return
         if event_type == "progress":
-            last = self._last_progress_hook.get(job["id"], 0.0)
+            last = self._last_progress.get(job["id"], 0.0)
             if time.monotonic() - last < PROGRESS_WEBHOOK_EVERY_S:
                 return
-            self._last_progress_hook[job["id"]] = time.monotonic()
-        name, body = event_body(self.core, job, event_type)
-        enqueue(self.core.db, job_id=job["id"], dialect="viralsync", key_id=job["key_id"], url=job["webhook_url"],
-                event=name, body=dumps(body).encode())
-        self.core.deliverer.wake()
-
-    def resume_planning(self) -> None:
-        """After a restart: jobs still planning (no tasks yet) plan again."""
-        for job in jobs.unfinished_jobs(self.core.db):
-            if job["dialect"] == "viralsync" and not jobs.tasks_of(self.core.db, job["id"]):
-                self.plan_later(job["id"])
-
-
-def _suffix(path: str) -> str:
-    import os
-
-    return os.path.splitext(path)[1][:8]
-
-
-def link_fetched(task_input: dict, ctx: dict) -> None:
-    """Scheduler hook before a scene task starts: link the fetched media into its workdir."""
-    import os
-    import shutil
-
-    for name, path in task_input.get("fetched", {}).items():
-        try:
-            os.link(path, ctx["workdir"] / name)
-        except OSError:
-            shutil.copy2(path, ctx["workdir"] / name)
-        # the task runs as an unprivileged uid: it must be able to read (never write) its media
-        os.chmod(ctx["workdir"] / name, 0o444)
+            self._last_progress[job["id"]] = time.monotonic()
+        else:
+            self._last_progress.pop(job["id"], None)
+        name, body = event_body(self.service, job, event_type)
+        self.service.webhooks.enqueue(job_id=job["id"], dialect="viralsync", key_id=job["key_id"],
+                                      url=job["webhook_url"], event=name, body=dumps(body).encode())
 
 
 # ---- routes --------------------------------------------------------------------------------------
-def _vs(request: Request) -> ViralSync:
-    return request.app.state.viralsync
-
-
-def _job_for(core: Core, key: users.ApiKey, job_id: str) -> dict:
-    job = jobs.get_user_job(core.db, job_id, key.user_id, "viralsync")
+def _job_for(service: JobService, key: users.ApiKey, job_id: str) -> dict:
+    job = service.find(job_id, key.user_id, "viralsync")
     if not job:
         raise VsError(404, "JOB_NOT_FOUND", f"Job {job_id} not found")
     return job
 
 
-async def _guard(request: Request, handler) -> Response:
-    vs = _vs(request)
-    try:
-        key = _auth(vs.core, request, vs.limiter)
-        return await handler(vs, key)
-    except ApplianceError as exc:
-        return error_response(exc)
-
-
 @post("/render/jobs", status_code=202)
-async def submit_render(request: Request) -> Response:
-    async def handle(vs: ViralSync, key):
-        job = vs.submit(key, parse_submission(await request.body()))
-        vs.core.submitted()
-        return json_response({"jobId": job["id"], "status": "queued"}, 202)
-    return await _guard(request, handle)
+async def submit_render(request: Request, service: JobService, key: users.ApiKey) -> Response:
+    job = submit(service, key, parse_submission(await request.body()))
+    return json_response({"jobId": job["id"], "status": "queued"}, 202)
 
 
 @get("/jobs")
-async def list_jobs(request: Request) -> Response:
-    async def handle(vs: ViralSync, key):
-        q = request.query_params
-        try:
-            limit = int(q.get("limit", 25))
-            before = tuple(base64.urlsafe_b64decode(q["cursor"]).decode().split("|", 1)) if q.get("cursor") else None
-        except (ValueError, UnicodeDecodeError):
-            raise VsError(400, "INVALID_REQUEST", "limit must be 1-100 and cursor must come from nextCursor") from None
-        if not 1 <= limit <= 100:
-            raise VsError(400, "INVALID_REQUEST", "limit must be between 1 and 100")
-        if q.get("type") not in (None, "render"):
-            return json_response({"jobs": [], "nextCursor": None})
-        wanted = q.get("status")
-        rows, out = jobs.list_jobs(vs.core.db, user_id=key.user_id, dialect="viralsync", before=before,
-                                   limit=1000 if wanted else limit + 1), []
-        for job in rows:
-            obj = job_object(vs.core, job)
-            if not wanted or obj["status"] == wanted:
-                out.append((job, obj))
-        page, more = out[:limit], len(out) > limit
-        cursor = (base64.urlsafe_b64encode(f"{page[-1][0]['created_at']}|{page[-1][0]['id']}".encode()).decode()
-                  if more and page else None)
-        return json_response({"jobs": [obj for _, obj in page], "nextCursor": cursor})
-    return await _guard(request, handle)
+async def list_jobs(request: Request, service: JobService, key: users.ApiKey) -> Response:
+    q = request.query_params
+    limit, before = _page(q.get("limit", "25"), q.get("cursor"))
+    if q.get("type") not in (None, "render"):
+        return json_response({"jobs": [], "nextCursor": None})
+    wanted = q.get("status")
+    rows, out = jobs.list_jobs(service.db, user_id=key.user_id, dialect="viralsync", before=before,
+                               limit=1000 if wanted else limit + 1), []
+    for job in rows:
+        obj = job_object(service, job)
+        if not wanted or obj["status"] == wanted:
+            out.append((job, obj))
+    page, more = out[:limit], len(out) > limit
+    cursor = (base64.urlsafe_b64encode(f"{page[-1][0]['created_at']}|{page[-1][0]['id']}".encode()).decode()
+              if more and page else None)
+    return json_response({"jobs": [obj for _, obj in page], "nextCursor": cursor})
+
+
+def _page(limit_text: str, cursor: str | None) -> tuple[int, tuple[str, str] | None]:
+    bad = VsError(400, "INVALID_REQUEST", "limit must be 1-100 and cursor must come from nextCursor")
+    try:
+        limit = int(limit_text)
+        parts = base64.urlsafe_b64decode(cursor.encode()).decode().split("|") if cursor else None
+    except (ValueError, UnicodeError, binascii.Error):
+        raise bad from None
+    if parts is not None and (len(parts) != 2 or not all(parts)):
+        raise bad
+    if not 1 <= limit <= 100:
+        raise VsError(400, "INVALID_REQUEST", "limit must be between 1 and 100")
+    return limit, (parts[0], parts[1]) if parts else None
 
 
 @get("/jobs/{job_id:str}")
-async def get_job(request: Request, job_id: str) -> Response:
-    async def handle(vs: ViralSync, key):
-        return json_response(job_object(vs.core, _job_for(vs.core, key, job_id)))
-    return await _guard(request, handle)
+async def get_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
+    return json_response(job_object(service, _job_for(service, key, job_id)))
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)
-async def cancel_job(request: Request, job_id: str) -> Response:
-    async def handle(vs: ViralSync, key):
-        job = _job_for(vs.core, key, job_id)
-        if not vs.core.scheduler.cancel_job(job["id"]):
-            raise VsError(409, "INVALID_STATE_TRANSITION", f"Job {job_id} is {job_object(vs.core, job)['status']} "
-                                                           "and can no longer be cancelled")
-        return json_response(job_object(vs.core, jobs.get_job(vs.core.db, job_id)))
-    return await _guard(request, handle)
+async def cancel_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
+    job = _job_for(service, key, job_id)
+    if not service.cancel(job["id"]):
+        raise VsError(409, "INVALID_STATE_TRANSITION", f"Job {job_id} is {job_object(service, job)['status']} "
+                                                       "and can no longer be cancelled")
+    return json_response(job_object(service, service.get(job_id)))
 
 
 @delete("/jobs/{job_id:str}", status_code=200)
-async def delete_job(request: Request, job_id: str) -> Response:
-    async def handle(vs: ViralSync, key):
-        job = _job_for(vs.core, key, job_id)
-        if job["status"] not in jobs.TERMINAL:
-            raise VsError(409, "INVALID_STATE_TRANSITION", f"Job {job_id} is still active: cancel it first")
-        vs.core.store.remove_job(job_id)
-        jobs.mark_deleted(vs.core.db, job_id)
-        return Response(content=b"", status_code=204)
-    return await _guard(request, handle)
+async def delete_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
+    job = _job_for(service, key, job_id)
+    if job["status"] not in jobs.TERMINAL:
+        raise VsError(409, "INVALID_STATE_TRANSITION", f"Job {job_id} is still active: cancel it first")
+    service.delete(job_id)
+    return Response(content=b"", status_code=204)
 
 
 @get("/me")
-async def me(request: Request) -> Response:
-    async def handle(vs: ViralSync, key):
-        user, _ = _user_plan(vs.core, key)
-        return json_response({"userId": user["id"], "plan": user["plan"], "email": f"{user['name']}@appliance.local"})
-    return await _guard(request, handle)
+async def me(service: JobService, key: users.ApiKey) -> Response:
+    user, _ = _user_plan(service, key)
+    return json_response({"userId": user["id"], "plan": user["plan"], "email": f"{user['name']}@appliance.local"})
 
 
 @get("/usage")
-async def usage(request: Request) -> Response:
-    async def handle(vs: ViralSync, key):
-        user, plan = _user_plan(vs.core, key)
-        start, end = plans.month_bounds()
-        return json_response({"plan": user["plan"], "renderMinutesUsed": plans.minutes_used(vs.core.db, user["id"], start),
-                              "renderMinutesLimit": plan.minutes_per_month, "periodStart": plans._iso(start),
-                              "periodEnd": plans._iso(end)})
-    return await _guard(request, handle)
+async def usage(service: JobService, key: users.ApiKey) -> Response:
+    user, plan = _user_plan(service, key)
+    start, end = plans.month_bounds()
+    return json_response({"plan": user["plan"], "renderMinutesUsed": plans.minutes_used(service.db, user["id"], start),
+                          "renderMinutesLimit": plan.minutes_per_month, "periodStart": plans.iso(start),
+                          "periodEnd": plans.iso(end)})
 
 
 @get("/jobs/{job_id:str}/progress")
-async def progress_stream(request: Request, job_id: str) -> Response:
-    async def handle(vs: ViralSync, key):
-        job = _job_for(vs.core, key, job_id)
-        after = int(request.headers.get("last-event-id") or 0)
-        return Stream(_sse(vs, job["id"], after), media_type="text/event-stream",
-                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await _guard(request, handle)
+async def progress_stream(request: Request, service: JobService, key: users.ApiKey, job_id: str) -> Response:
+    job = _job_for(service, key, job_id)
 
+    def framer(event: dict) -> tuple[bytes, bool]:
+        kind = event["type"] if event["type"] in ("progress", "completed", "failed", "cancelled") else "progress"
+        name, body = event_body(service, service.get(job_id), kind)
+        return f"id: {event['id']}\nevent: {name}\ndata: {dumps(body)}\n\n".encode(), name != "progress"
 
-def _sse_frame(vs: ViralSync, event: dict) -> tuple[bytes, bool]:
-    job = jobs.get_job(vs.core.db, event["job_id"])
-    kind = event["type"] if event["type"] in ("progress", "completed", "failed", "cancelled") else "progress"
-    name, body = event_body(vs.core, job, kind)
-    return f"id: {event['id']}\nevent: {name}\ndata: {dumps(body)}\n\n".encode(), name != "progress"
-
-
-async def _sse(vs: ViralSync, job_id: str, after: int):
-    queue = vs.core.hub.subscribe(job_id)
-    try:
-        yield b"retry: 3000\n\n"
-        for event in events.since(vs.core.db, job_id, after):
-            frame, final = _sse_frame(vs, event)
-            after = event["id"]
-            yield frame
-            if final:
-                return
-        if jobs.get_job(vs.core.db, job_id)["status"] in jobs.TERMINAL:
-            return
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
-            except asyncio.TimeoutError:
-                yield b": keepalive\n\n"
-                continue
-            if event["id"] <= after:
-                continue
-            frame, final = _sse_frame(vs, event)
-            yield frame
-            if final:
-                return
-    finally:
-        vs.core.hub.unsubscribe(job_id, queue)
+    frames = sse.stream(service.hub, job["id"], lambda after: service.events_since(job["id"], after),
+                        lambda: service.get(job_id)["status"] in jobs.TERMINAL, framer,
+                        sse.parse_last_event_id(request.headers.get("last-event-id")), KEEPALIVE_S)
+    return Stream(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 router = Router(path="/v1", route_handlers=[submit_render, list_jobs, get_job, cancel_job, delete_job, me, usage,
-                                            progress_stream])
+                                            progress_stream],
+                dependencies={"key": Provide(api_key)}, exception_handlers=handlers_for(error_response),
+                request_max_body_size=MAX_BODY)

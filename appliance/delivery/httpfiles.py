@@ -1,4 +1,4 @@
-"""Shared HTTP pieces: JSON responses and file serving with Range requests and ETags."""
+"""Serving output files over HTTP: Range requests, ETags, HEAD, the right content type."""
 from __future__ import annotations
 
 import os
@@ -11,10 +11,6 @@ from litestar.response import Stream
 from appliance.delivery.outputs import CONTENT_TYPES
 
 CHUNK = 256 * 1024
-
-
-def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(content=data, status_code=status, headers=headers or {}, media_type="application/json")
 
 
 def _etag(path: Path) -> str:

@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
-import socket
 import time
 from typing import Callable
-from urllib.parse import urlsplit
 
 import httpx
 import sqlite_utils
 
-from appliance import ids
-from appliance.store.db import now_iso, one, rows, transaction
+from appliance.delivery import netpolicy
+from appliance.errors import one_line
 from appliance.settings import Settings
+from appliance.store import deliveries, users
 
 log = logging.getLogger("appliance.webhooks")
 
@@ -55,54 +53,6 @@ SIGNERS: dict[str, Callable[[str, bytes, dict], dict[str, str]]] = {
 }
 
 
-class TargetRefused(ValueError):
-    pass
-
-
-def check_target(url: str, *, allow_loopback: bool, allow_http: bool = True) -> None:
-    """http(s) only; loopback and link-local hosts refused unless allowed; LAN ranges are fine."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not allow_http):
-        raise TargetRefused("URL must be https://" if not allow_http else "URL must be http(s)://")
-    if not parts.hostname:
-        raise TargetRefused("URL has no host")
-    if allow_loopback:
-        return
-    for addr in _addresses(parts.hostname):
-        if addr.is_loopback or addr.is_link_local or addr.is_unspecified or addr.is_multicast:
-            raise TargetRefused(f"URL host {parts.hostname} is a loopback or link-local address")
-
-
-def _addresses(host: str) -> list:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    if host in ("localhost",) or host.endswith(".localhost"):
-        return [ipaddress.ip_address("127.0.0.1")]
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return []  # unresolvable now: the delivery will fail and retry
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-
-
-def enqueue(db: sqlite_utils.Database, *, job_id: str, dialect: str, key_id: str | None, url: str, event: str,
-            body: bytes) -> str:
-    delivery_id = ids.delivery_id()
-    with transaction(db):
-        db["webhook_deliveries"].insert({
-            "id": delivery_id, "job_id": job_id, "dialect": dialect, "key_id": key_id, "url": url,
-            "event": event, "body": body.decode(), "status": "pending", "attempt": 0,
-            "next_attempt_at": time.time(), "created_at": now_iso(), "updated_at": now_iso()})
-    return delivery_id
-
-
-def due(db: sqlite_utils.Database, now: float) -> list[dict]:
-    return rows(db, "select * from webhook_deliveries where status = 'pending' and next_attempt_at <= ? "
-                    "order by next_attempt_at limit 20", (now,))
-
-
 class Deliverer:
     """Posts due deliveries. HTTP runs concurrently; every database write stays on the loop thread."""
 
@@ -127,6 +77,11 @@ class Deliverer:
     def wake(self) -> None:
         self._wake.set()
 
+    def enqueue(self, *, job_id: str, dialect: str, key_id: str | None, url: str, event: str, body: bytes) -> None:
+        """Write the delivery durably, then post it soon (a restart in between loses nothing)."""
+        deliveries.enqueue(self.db, job_id=job_id, dialect=dialect, key_id=key_id, url=url, event=event, body=body)
+        self.wake()
+
     async def _loop(self) -> None:
         while True:
             try:
@@ -134,7 +89,7 @@ class Deliverer:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            for delivery in due(self.db, time.time()):
+            for delivery in deliveries.due(self.db, time.time()):
                 if delivery["id"] not in self._inflight:
                     self._inflight.add(delivery["id"])
                     asyncio.create_task(self._deliver(delivery))
@@ -149,21 +104,24 @@ class Deliverer:
             self._inflight.discard(delivery["id"])
 
     async def _post(self, delivery: dict) -> tuple[int, str | None]:
-        key = one(self.db, "select webhook_secret from api_keys where id = ?", (delivery["key_id"],))
+        key = users.get_key(self.db, delivery["key_id"]) if delivery["key_id"] else None
         body = delivery["body"].encode()
         headers = {"content-type": "application/json"}
         headers.update(SIGNERS[delivery["dialect"]](key["webhook_secret"] if key else "", body, delivery))
-        try:
-            check_target(delivery["url"], allow_loopback=self.settings.allow_loopback_targets)
-            response = await self._client.post(delivery["url"], content=body, headers=headers)
-        except (httpx.HTTPError, TargetRefused, OSError) as exc:
-            return 0, f"{type(exc).__name__}: {exc}"[:300]
+        try:  # resolved off the loop, and the connection goes to the address the policy checked
+            target = await asyncio.to_thread(netpolicy.resolve, delivery["url"],
+                                             allow_loopback=self.settings.allow_loopback_targets)
+            url, host, extensions = target.pinned()
+            assert self._client is not None
+            response = await self._client.post(url, content=body, headers={**headers, **host}, extensions=extensions)
+        except Exception as exc:  # noqa: BLE001 - any delivery error is a recorded, bounded failure
+            return 0, one_line(exc)[:300]
         return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
 
     def _record(self, delivery: dict, status: int, error: str | None) -> None:
         attempt = delivery["attempt"] + 1
         schedule = SCHEDULES[delivery["dialect"]]
-        values = {"attempt": attempt, "last_status": status, "last_error": error, "updated_at": now_iso()}
+        values: dict = {"attempt": attempt, "last_status": status, "last_error": error}
         if error is None:
             values["status"] = "delivered"
         elif attempt > len(schedule):
@@ -171,8 +129,7 @@ class Deliverer:
         else:
             first = delivery["next_attempt_at"] if attempt == 1 else self._first_attempt(delivery)
             values["next_attempt_at"] = first + schedule[attempt - 1] * self.settings.webhook_retry_scale
-        with transaction(self.db):
-            self.db["webhook_deliveries"].update(delivery["id"], values)
+        deliveries.record(self.db, delivery["id"], values)
 
     def _first_attempt(self, delivery: dict) -> float:
         # delays are measured from the original attempt: recover it from the previous schedule step

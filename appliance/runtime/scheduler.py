@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 import time
 from collections import defaultdict
 from typing import Callable, Protocol
 
 import sqlite_utils
 
-from appliance.store import events, jobs, ledger
+from appliance.store import cache, events, jobs, ledger
 from appliance.store.db import dumps, loads, now_iso, parse_iso, transaction
-from appliance.runtime.executors.local import Limits, LocalExecutor, TaskSpec
-from appliance.delivery.outputs import Store, safe_name
+from appliance.delivery.outputs import Store
+from appliance.delivery.sse import Hub
+from appliance.errors import one_line
+from appliance.runtime.artifacts import Artifacts
+from appliance.runtime.executors.base import Executor, TaskSpec
 from appliance.runtime.resources import Capacity
+from appliance.runtime.sandbox import Limits
 from appliance.settings import Settings
-from renderers.registry import REQUIRED_OUTPUTS
 
 log = logging.getLogger("appliance.scheduler")
 
@@ -35,13 +36,12 @@ class JobListener(Protocol):
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, db: sqlite_utils.Database, hub: events.Hub, executor: LocalExecutor,
-                 capacity: Capacity, store: Store) -> None:
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, hub: Hub, executor: Executor,
+                 capacity: Capacity, store: Store, artifacts: Artifacts) -> None:
         self.settings, self.db, self.hub, self.executor = settings, db, hub, executor
-        self.capacity, self.store = capacity, store
+        self.capacity, self.store, self.artifacts = capacity, store, artifacts
         self.listeners: dict[str, JobListener] = {}
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
-        self.prepare: dict[str, Callable[[dict, dict], None]] = {}  # renderer -> hook run before spawn
         self._running: dict[str, dict] = {}  # task_id -> {"handle", "task", "user_id"}
         self._progress: dict[str, tuple[float, str | None]] = {}
         self._wake = asyncio.Event()
@@ -134,15 +134,11 @@ class Scheduler:
         job = jobs.get_job(self.db, task["job_id"])
         if self._try_cache(task, job):
             return
-        workdir = self.store.fresh_workdir(task["id"])
         task_input = loads(task["input"])
         try:
-            self._link_inputs(task_input, workdir)
-            hook = self.prepare.get(task["renderer"])
-            if hook:
-                hook(task_input, {"workdir": workdir, "task": task})
-        except Exception as exc:  # bad inputs fail the job with a readable reason, never a 500
-            self._task_failed(task, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            inputs = self._inputs(task_input)
+        except (KeyError, ValueError, TypeError) as exc:  # bad inputs fail the job with a readable reason
+            self._task_failed(task, f"input missing: {one_line(exc)}")
             return
         jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
                          started_at=now_iso(), progress=0.0, error=None,
@@ -150,42 +146,36 @@ class Scheduler:
         if job["status"] == "queued":
             jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
             self._emit(job["id"], "running")
-        spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, workdir=workdir,
-                        log_path=self.store.log_path(task["id"]), limits=self._limits())
+        spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
+                        inputs=inputs, attempt=task["attempts"] + 1)
         loop = self._loop
-        handle = self.executor.spawn(
+        assert loop is not None
+        handle = self.executor.submit(
             spec, lambda msg, tid=task["id"]: loop.call_soon_threadsafe(self._on_message, tid, msg))
         self._running[task["id"]] = {"handle": handle, "task": task, "user_id": task["user_id"]}
         jobs.update_task(self.db, task["id"], pid=handle.pid)
 
-    def _limits(self) -> Limits:
+    def _limits(self, task: dict) -> Limits:
         s = self.settings
         return Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
                       fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes)
 
-    def _link_inputs(self, task_input: dict, workdir) -> None:
-        """Files produced by dependencies, named in input["link_inputs"], are linked into the workdir."""
+    def _inputs(self, task_input: dict) -> dict[str, str]:
+        """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs
+        of its dependencies named in ``link_inputs`` ({task, file (the role), as, optional})."""
+        inputs = dict(task_input.get("artifacts", {}))
         for link in task_input.get("link_inputs", []):
-            dep = jobs.get_task(self.db, link["task"])
-            files = loads(dep["result"], {}).get("files", {})
-            if link.get("optional") and link["file"] not in files:
+            result = loads(jobs.get_task(self.db, link["task"])["result"], {})
+            name = result.get("files", {}).get(link["file"])
+            if name is None and link.get("optional"):
                 continue
-            src = self.store.workdir(dep["id"]) / safe_name(files[link["file"]])
-            if not stat.S_ISREG(os.lstat(src).st_mode):
-                raise ValueError(f"{dep['name']} produced no regular file {src.name}")
-            os.link(src, workdir / safe_name(link["as"]))
+            inputs[link["as"]] = result["outputs"][name]
+        return inputs
 
     def _try_cache(self, task: dict, job: dict) -> bool:
-        key = task["cache_key"]
-        hit = key and self.db["cache"].count_where("key = ?", [key])
-        if not hit or not self.store.cache_dir(key).is_dir():
+        result = cache.lookup(self.db, task["cache_key"]) if task["cache_key"] else None
+        if not result or not all(self.artifacts.has(d) for d in result.get("outputs", {}).values()):
             return False
-        entry = self.db["cache"].get(key)
-        workdir = self.store.fresh_workdir(task["id"])
-        result = loads(entry["result"])
-        self.store.publish(self.store.cache_dir(key), result["files"], workdir / "_cached")
-        for name in result["files"].values():
-            (workdir / "_cached" / name).rename(workdir / name)
         if job["status"] == "queued":
             jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
         jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
@@ -204,6 +194,8 @@ class Scheduler:
                 self.fail_job(job["id"], f"internal error while finishing the task: {type(exc).__name__}: {exc}")
 
     def _handle_message(self, task_id: str, msg: dict) -> None:
+        """progress (coalesced: the latest per task is written every 0.5 s), log (already in the task's log
+        file), exit (verified and staged out by the executor)."""
         kind = msg.get("type")
         if kind == "progress":
             try:
@@ -217,34 +209,12 @@ class Scheduler:
             task = jobs.get_task(self.db, task_id)
             if task and task["status"] == "running":
                 self._flush_progress()
-                problem = self._check_result(task, msg.get("result")) if msg.get("ok") else None
-                if msg.get("ok") and not problem:
-                    self._task_done(task, msg["result"])
-                elif problem:
-                    self._task_failed(task, problem)
+                if msg.get("ok"):
+                    self._task_done(task, {**msg["result"], "outputs": msg["outputs"]})
                 else:
                     self._task_failed(task, msg.get("error") or "task failed")
             if entry:
                 self.wake()
-
-    def _check_result(self, task: dict, result) -> str | None:
-        """A result names regular files inside the workdir, including every output the renderer must make."""
-        files = result.get("files") if isinstance(result, dict) else None
-        if not isinstance(files, dict):
-            return "renderer returned no result files"
-        for role in REQUIRED_OUTPUTS.get(task["renderer"], ()):
-            if role not in files:
-                return f"renderer result is missing its {role} output"
-        workdir = self.store.workdir(task["id"])
-        for name in files.values():
-            try:
-                if not stat.S_ISREG(os.lstat(workdir / safe_name(name)).st_mode):
-                    return f"renderer output {name} is not a regular file"
-            except ValueError as exc:
-                return str(exc)
-            except OSError:
-                return f"renderer did not produce {name}"
-        return None
 
     def _task_done(self, task: dict, result: dict) -> None:
         jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),
@@ -258,14 +228,7 @@ class Scheduler:
             self.wake()
 
     def _store_cache(self, task: dict, result: dict) -> None:
-        key = task["cache_key"]
-        try:
-            self.store.publish(self.store.workdir(task["id"]), result.get("files", {}), self.store.cache_dir(key))
-        except (OSError, ValueError) as exc:
-            log.warning("could not cache %s: %s", task["id"], exc)
-            return
-        self.db["cache"].upsert({"key": key, "renderer": task["renderer"], "path": str(self.store.cache_dir(key)),
-                                 "result": dumps(result), "created_at": now_iso()}, pk="key")
+        cache.store(self.db, task["cache_key"], task["renderer"], result)
 
     def _task_failed(self, task: dict, error: str) -> None:
         jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
@@ -278,8 +241,8 @@ class Scheduler:
     def complete_job(self, job_id: str, sink: dict, result: dict) -> None:
         job = jobs.get_job(self.db, job_id)
         try:
-            self.store.publish(self.store.workdir(sink["id"]), result.get("files", {}), self.store.job_dir(job_id))
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            self.store.publish(self.artifacts, result, job_id)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self.fail_job(job_id, f"could not store the output: {exc}")
             return
         finished = time.time()
@@ -317,12 +280,11 @@ class Scheduler:
                                             "duration_ms": int((time.time() - parse_iso(started)) * 1000)})
         for task_id, entry in list(self._running.items()):
             if entry["task"]["job_id"] == job_id:
-                entry["handle"].kill(status)
+                self.executor.cancel(task_id, status)
         ledger.refund(self.db, job["user_id"], job_id)
         self._end(job_id, status)
 
     def _end(self, job_id: str, status: str) -> None:
-        self.store.remove_work([t["id"] for t in jobs.tasks_of(self.db, job_id)])
         self._emit(job_id, status)
         self.wake()
 
@@ -367,7 +329,7 @@ class Scheduler:
     def recover(self) -> None:
         """After a crash: re-queue tasks left running (up to max_attempts), finish or fail their jobs,
         and close every reservation of a terminal job."""
-        self.store.clean_tmp()
+        self.store.clean_tmp()  # and work/: every task left running re-runs from its inputs
         for task in jobs.running_tasks(self.db):
             if task["attempts"] < self.settings.max_attempts:
                 jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None)

@@ -36,7 +36,7 @@ def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _iso(dt: datetime) -> str:
+def iso(dt: datetime) -> str:
     return now_iso(dt.timestamp())
 
 
@@ -44,7 +44,7 @@ def minutes_used(db: sqlite_utils.Database, user_id: str, since: datetime) -> fl
     """Render minutes = output duration / 60 of completed jobs; failed/cancelled jobs cost nothing."""
     got = one(db, """select coalesce(sum(json_extract(result, '$.meta.duration')), 0) as seconds from jobs
                      where user_id = ? and dialect = 'viralsync' and status = 'completed' and completed_at >= ?""",
-              (user_id, _iso(since)))
+              (user_id, iso(since)))
     return round(float(got["seconds"]) / 60, 4)
 
 

@@ -1,32 +1,15 @@
-"""Per-job ordered events: stored in SQLite (replay with Last-Event-ID) and fanned out in-process
-to subscribers (SSE streams, the dashboard). Publishing happens on the server's event-loop thread."""
+"""Per-job ordered events: stored in SQLite (replay with Last-Event-ID), then handed to the in-process hub
+(``delivery.sse``) that fans them out to SSE streams and the dashboard, on the server's event-loop thread."""
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
 from appliance.store.db import dumps, loads, now_iso, rows, transaction
 
-
-class Hub:
-    def __init__(self) -> None:
-        self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
-
-    def subscribe(self, job_id: str) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue()
-        self._subscribers[job_id].add(queue)
-        return queue
-
-    def unsubscribe(self, job_id: str, queue: asyncio.Queue) -> None:
-        self._subscribers[job_id].discard(queue)
-        if not self._subscribers[job_id]:
-            del self._subscribers[job_id]
-
-    def publish(self, job_id: str, event: dict) -> None:
-        for queue in self._subscribers.get(job_id, ()):
-            queue.put_nowait(event)
+if TYPE_CHECKING:
+    from appliance.delivery.sse import Hub
 
 
 def record(db: sqlite_utils.Database, hub: Hub | None, job_id: str, type_: str, data: dict) -> dict:

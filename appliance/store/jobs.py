@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from appliance import ids
+from appliance.store import ids
 
 from appliance.store import ledger
 from appliance.store.db import dumps, loads, now_iso, one, rows, transaction
@@ -32,13 +32,14 @@ class TaskDef:
 def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id: str, key_id: str | None,
                kind: str, request: dict, tasks: list[TaskDef], metadata=None, webhook_url: str | None = None,
                credit_rate: float | None = None, reserve: int = 0, priority: int = 0,
-               max_parallel: int | None = None, phase: str = "queued") -> dict:
+               max_parallel: int | None = None, phase: str = "queued", payload: dict | None = None) -> dict:
     """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing)."""
     now = now_iso()
     job = {"id": job_id, "dialect": dialect, "user_id": user_id, "key_id": key_id, "kind": kind,
            "status": "queued", "phase": phase, "progress": 0.0, "priority": priority,
            "max_parallel": max_parallel,
-           "request": dumps(request), "metadata": dumps(metadata), "webhook_url": webhook_url,
+           "request": dumps(request), "payload": dumps(payload) if payload is not None else None,
+           "metadata": dumps(metadata), "webhook_url": webhook_url,
            "credit_rate": credit_rate, "created_at": now, "updated_at": now}
     with transaction(db):
         db["jobs"].insert(job)
@@ -59,12 +60,45 @@ def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict:
             "cache_key": t.cache_key, "created_at": now}
 
 
-def add_tasks(db: sqlite_utils.Database, job_id: str, tasks: list[TaskDef], start: int = 0) -> None:
-    """Tasks planned after the job was created (e.g. once a movie's media is fetched)."""
+def add_tasks_unless_ended(db: sqlite_utils.Database, job_id: str, tasks: list[TaskDef]) -> bool:
+    """Tasks planned after the job was created (a movie, once its media is fetched); False, adding nothing,
+    when the job ended meanwhile (cancelled while planning)."""
     now = now_iso()
     with transaction(db):
-        for idx, t in enumerate(tasks, start):
+        job = get_job(db, job_id)
+        if job is None or job["status"] in TERMINAL:
+            return False
+        for idx, t in enumerate(tasks):
             db["tasks"].insert(_task_row(job_id, idx, t, now))
+        db["jobs"].update(job_id, {"phase": "rendering", "updated_at": now})
+    return True
+
+
+def payload_of(job: dict) -> dict:
+    """The pipeline input the job was submitted with."""
+    return loads(job.get("payload"), {})
+
+
+def clone_job(db: sqlite_utils.Database, job: dict, new_id: str) -> dict:
+    """A new queued job with the same request and tasks (for retry); reserves what the original reserved."""
+    tasks = [TaskDef(renderer=t["renderer"], input=loads(t["input"]), name=t["name"], cpu=t["cpu"],
+                     mem_mb=t["mem_mb"], gpu=t["gpu"] or 0, cache_key=t["cache_key"],
+                     depends_on=[int(d.rsplit(".t", 1)[1]) for d in loads(t["depends_on"], [])])
+             for t in tasks_of(db, job["id"])]
+    _relink(tasks, job["id"], new_id)
+    return create_job(db, job_id=new_id, dialect=job["dialect"], user_id=job["user_id"], key_id=job["key_id"],
+                      kind=job["kind"], request=loads(job["request"]), tasks=tasks, metadata=loads(job["metadata"]),
+                      webhook_url=job["webhook_url"], credit_rate=job["credit_rate"],
+                      reserve=ledger.reserved(db, job["id"]), priority=job["priority"],
+                      max_parallel=job["max_parallel"], phase="queued" if tasks else "planning",
+                      payload=payload_of(job))
+
+
+def _relink(tasks: list[TaskDef], old_id: str, new_id: str) -> None:
+    """Inputs that name a task of the old job name the same task of the new one."""
+    for t in tasks:
+        for link in t.input.get("link_inputs", []):
+            link["task"] = new_id + link["task"][len(old_id):]
 
 
 def get_job(db: sqlite_utils.Database, job_id: str) -> dict | None:

@@ -90,6 +90,12 @@ def settle(db: sqlite_utils.Database, user_id: str, job_id: str, cost: int) -> b
     return True
 
 
+def reserved(db: sqlite_utils.Database, job_id: str) -> int:
+    got = one(db, "select coalesce(-sum(amount), 0) as r from ledger where job_id = ? and kind = 'reserve'",
+              (job_id,))
+    return int(got["r"]) if got else 0
+
+
 def charged(db: sqlite_utils.Database, job_id: str) -> int:
     got = one(db, "select coalesce(-sum(amount), 0) as c from ledger where job_id = ? and kind = 'charge'",
               (job_id,))

@@ -58,3 +58,9 @@ def m001_core(db) -> None:
     db["cache"].create(
         {"key": str, "renderer": str, "path": str, "result": str, "created_at": str}, pk="key",
     )
+
+
+@migrations()
+def m002_job_payload(db) -> None:
+    """The pipeline input a job was submitted with (what retry and deferred planning re-read)."""
+    db["jobs"].add_column("payload", str)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from appliance import ids
+from appliance.store import ids
 from appliance.store.db import now_iso, one, rows, transaction
 from appliance.errors import ApplianceError, NotFound
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.runtime import sandbox
-from appliance.runtime.executors.local import Limits, LocalExecutor, TaskHandle, TaskSpec
+from appliance.runtime.executors.local import Limits, LocalExecutor, LocalRun, TaskHandle
 
 
 class Collector:
@@ -44,7 +44,7 @@ class Collector:
 def spawn(executor: LocalExecutor, workdir: Path, renderer: str, task_input: dict | None = None,
           **limits) -> tuple[TaskHandle, Collector]:
     collector = Collector()
-    spec = TaskSpec(task_id=workdir.name, renderer=renderer, input=task_input or {}, workdir=workdir,
+    spec = LocalRun(task_id=workdir.name, renderer=renderer, input=task_input or {}, workdir=workdir,
                     log_path=workdir.parent / f"{workdir.name}.log", limits=Limits(**{"wall_seconds": 60, **limits}))
     return executor.spawn(spec, collector), collector
 

@@ -462,10 +462,12 @@ def test_fetch_caches_and_revalidates(media_server, media, tmp_path):
 
 
 @pytest.mark.parametrize("url, message", [
-    ("http://127.0.0.1:9/x.png", "loopback and link-local hosts are not allowed"),
-    ("http://localhost:9/x.png", "loopback and link-local hosts are not allowed"),
-    ("http://169.254.169.254/latest", "loopback and link-local hosts are not allowed"),
-    ("http://[::1]:9/x.png", "loopback and link-local hosts are not allowed"),
+    ("http://127.0.0.1:9/x.png", "loopback, link-local or reserved address"),
+    ("http://localhost:9/x.png", "loopback, link-local or reserved address"),
+    ("http://169.254.169.254/latest", "loopback, link-local or reserved address"),
+    ("http://[::1]:9/x.png", "loopback, link-local or reserved address"),
+    ("http://[::ffff:127.0.0.1]:9/x.png", "loopback, link-local or reserved address"),
+    ("http://2130706433:9/x.png", "loopback, link-local or reserved address"),
     ("ftp://example.com/x.png", "unsupported scheme 'ftp'"),
 ])
 def test_fetch_refuses_local_targets(url, message, tmp_path, media):

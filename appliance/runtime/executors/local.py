@@ -1,13 +1,16 @@
-"""Runs one task in one sandboxed OS process, forked by a warm zygote (ARCHITECTURE.md, "Scheduler and executor").
+"""The local executor: one task in one sandboxed OS process, forked by a warm zygote.
 
-The scheduler sees only ``LocalExecutor.spawn(spec, on_message) -> TaskHandle``: messages arrive in order on an
-executor thread — progress and log lines, then exactly one ``{"type": "exit", "ok": ..., ...}``. This is the
-seam where a Dask executor plugs in later. The worker processes never touch the database: they report through
-their pipe and their workdir.
+The scheduler sees the executor seam (``base.Executor``): ``submit(spec, on_message) -> TaskHandle``. Here that
+means: a fresh workdir under ``work/``, input artifacts linked into it, a fork of the warm zygote, messages
+read from the worker's pipe on a thread of its own, and — after a successful exit — the output files taken
+into the artifact store and the workdir removed, all on that thread (never on the server's event loop).
+``spawn(run, on_message)`` is the lower level: one process in a given workdir. The worker processes never
+touch the database: they report through their pipe and their workdir.
 """
 from __future__ import annotations
 
 import contextlib
+import shutil
 import itertools
 import json
 import logging
@@ -23,19 +26,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from appliance.errors import one_line
 from appliance.runtime import sandbox
+from appliance.runtime.artifacts import Artifacts, safe_name
+from appliance.runtime.executors.base import OnMessage, TaskSpec
 from appliance.runtime.sandbox import Limits
 
-__all__ = ["Limits", "LocalExecutor", "TaskHandle", "TaskSpec"]
+__all__ = ["Limits", "LocalExecutor", "LocalRun", "TaskHandle", "TaskSpec"]
 
 log = logging.getLogger(__name__)
-OnMessage = Callable[[dict], None]
+# (renderer, task input, result files, workdir) -> a reason to refuse the result, or None
+Verifier = Callable[[str, dict, dict, Path], "str | None"]
 MAX_LINE = 16 << 20  # a worker that writes a larger message without a newline is broken or hostile
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class LocalRun:
+    """One process of the local executor: a task in a workdir on this machine."""
     task_id: str
     renderer: str
     input: dict
@@ -44,15 +52,10 @@ class TaskSpec:
     limits: Limits
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 class TaskHandle:
     """One running task. ``kill`` is safe from any thread and at any time; the first reason wins."""
 
-    def __init__(self, spec: TaskSpec, on_message: OnMessage) -> None:
+    def __init__(self, spec: LocalRun, on_message: OnMessage) -> None:
         self.task_id, self.pid, self.uid = spec.task_id, 0, None
         self._spec, self._on_message = spec, on_message
         self._lock = threading.Lock()
@@ -103,7 +106,7 @@ def _watch(handle: TaskHandle, pipe_r: int) -> None:
         message = _final_message(handle)
     except Exception as exc:  # never leave the caller without its exit message
         log.exception("reader of task %s failed", handle.task_id)
-        message = {"type": "exit", "ok": False, "error": f"executor error: {_one_line(exc)}"}
+        message = {"type": "exit", "ok": False, "error": f"executor error: {one_line(exc)}"}
     finally:
         os.close(pipe_r)
         handle._close_wake_pipe()
@@ -330,9 +333,14 @@ def _zygote_env() -> dict[str, str]:
 # ---- the executor ---------------------------------------------------------------------------------------------
 class LocalExecutor:
     def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
-                 extra_readonly: Sequence[Path] = ()) -> None:
+                 extra_readonly: Sequence[Path] = (), data_dir: Path | None = None,
+                 verify: Verifier | None = None) -> None:
         self._config = {"preload": list(preload), "sandbox": sandbox,
                         "extra_readonly": [str(p) for p in extra_readonly]}
+        self._root = data_dir
+        self.artifacts = Artifacts(data_dir / "artifacts") if data_dir else None
+        self._verify = verify
+        self._handles: dict[str, TaskHandle] = {}
         self._lock = threading.Lock()
         self._zygote: _Zygote | None = None
         self._mechanism: str | None = None
@@ -382,7 +390,62 @@ class LocalExecutor:
             handle.done.wait(5)
         zygote.close()
 
-    def spawn(self, spec: TaskSpec, on_message: OnMessage) -> TaskHandle:
+    # ---- the executor seam -----------------------------------------------------------------------------------
+    def submit(self, spec: TaskSpec, on_message: OnMessage) -> TaskHandle:
+        """Stage the inputs into a fresh workdir, run the task, stage its outputs out (see the module doc)."""
+        assert self._root is not None and self.artifacts is not None, "submit() needs data_dir"
+        workdir = self._root / "work" / spec.task_id
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        run = LocalRun(spec.task_id, spec.renderer, spec.input, workdir, self._root / "logs" / f"{spec.task_id}.log",
+                       spec.limits)
+
+        def relay(message: dict) -> None:
+            if message.get("type") == "exit":
+                message = self._stage_out(spec, workdir, message)
+                self._handles.pop(spec.task_id, None)
+            on_message(message)
+
+        try:
+            self.artifacts.stage_in(spec.inputs, workdir)
+            handle = self.spawn(run, relay)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        self._handles = {k: h for k, h in self._handles.items() if not h.done.is_set()}
+        self._handles[spec.task_id] = handle
+        return handle
+
+    def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+        handle = self._handles.get(task_id)
+        if handle is not None:
+            handle.kill(reason)
+
+    def _stage_out(self, spec: TaskSpec, workdir: Path, message: dict) -> dict:
+        """On the task's reader thread: verify and take in the claimed outputs, then drop the workdir."""
+        try:
+            if message.get("ok"):
+                message = {**message, "outputs": self._take_outputs(spec, workdir, message.get("result"))}
+        except (OSError, ValueError) as exc:
+            message = {"type": "exit", "ok": False, "error": str(exc) if isinstance(exc, ValueError)
+                       else f"renderer output missing: {one_line(exc)}"}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return message
+
+    def _take_outputs(self, spec: TaskSpec, workdir: Path, result: object) -> dict[str, str]:
+        files = result.get("files") if isinstance(result, dict) else None
+        if not isinstance(files, dict) or not all(isinstance(n, str) for n in files.values()):
+            raise ValueError("renderer returned no result files")
+        if self._verify is not None:
+            problem = self._verify(spec.renderer, spec.input, files, workdir)
+            if problem:
+                raise ValueError(problem)
+        assert self.artifacts is not None
+        return {name: self.artifacts.put(workdir / safe_name(name)) for name in files.values()}
+
+    # ---- one process ------------------------------------------------------------------------------------------
+    def spawn(self, spec: LocalRun, on_message: OnMessage) -> TaskHandle:
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = TaskHandle(spec, on_message)

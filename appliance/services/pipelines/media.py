@@ -3,23 +3,23 @@
 - ``http(s)://``: streamed with httpx, capped in size and time, cached in ``cache_dir`` by URL and revalidated
   with the ETag / Last-Modified the server gave; redirects are followed by hand so every hop is checked.
 - ``file://`` or a bare path: only inside ``assets_dir`` (symlinks resolved first, escapes refused).
-- Loopback and link-local hosts (and names resolving to them) are refused unless ``allow_loopback``; private
-  LAN ranges are allowed (DECISIONS.md, "Everything served").
+- Every URL and redirect hop passes the one network policy (``appliance.delivery.netpolicy``), and the
+  connection goes to the address that policy checked (no DNS rebinding between check and connect).
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import ipaddress
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
+
+from appliance.delivery import netpolicy
+from appliance.runtime.artifacts import file_digest  # noqa: F401 - re-exported for callers of this module
 
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
@@ -68,26 +68,12 @@ def _asset(path_text: str, source: str, assets_dir: Path, max_bytes: int) -> Pat
 
 # --- network --------------------------------------------------------------------------------------------------
 
-def _refused(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
-
-
-def check_host(url: str, allow_loopback: bool) -> None:
-    """Refuse URLs whose host is, or resolves to, a loopback or link-local address."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SourceError(f"source {url!r} is not an http(s) URL")
-    if allow_loopback:
-        return
+def check_host(url: str, allow_loopback: bool) -> netpolicy.Target:
+    """The address to connect to, checked by the one network policy (appliance.delivery.netpolicy)."""
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise SourceError(f"source {url!r}: cannot resolve host {parts.hostname!r}") from None
-    if any(_refused(info[4][0]) for info in infos):
-        raise SourceError(f"source {url!r}: loopback and link-local hosts are not allowed")
+        return netpolicy.resolve(url, allow_loopback=allow_loopback)
+    except netpolicy.RefusedURL as exc:
+        raise SourceError(f"source {url!r}: {exc}") from None
 
 
 def _cache_paths(url: str, cache_dir: Path) -> tuple[Path, Path]:
@@ -123,8 +109,8 @@ def _fetch(client: httpx.Client, url: str, headers: dict, data_path: Path, meta_
            max_bytes: int, allow_loopback: bool) -> Path:
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        check_host(current, allow_loopback)
-        with client.stream("GET", current, headers=headers) as response:
+        pinned_url, host_header, extensions = check_host(current, allow_loopback).pinned()
+        with client.stream("GET", pinned_url, headers={**headers, **host_header}, extensions=extensions) as response:
             if response.is_redirect and "location" in response.headers:
                 current = urljoin(current, response.headers["location"])
                 continue
@@ -170,20 +156,3 @@ def _save_meta(response: httpx.Response, meta_path: Path, url: str) -> None:
         meta_path.write_text(json.dumps(meta))
     else:  # nothing to revalidate with: the next fetch downloads again
         meta_path.unlink(missing_ok=True)
-
-
-# --- digests --------------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1024)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, remembered per (path, mtime, size)."""
-    stat = Path(path).stat()
-    return _digest(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)

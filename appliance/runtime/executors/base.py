@@ -1,0 +1,50 @@
+"""The executor seam: what the scheduler asks of any engine that runs tasks (local zygote today, Dask next).
+
+An executor gets a ``TaskSpec`` — the renderer, its JSON input, its input artifacts (file name -> digest) and
+its limits — and reports messages in order through ``on_message``: progress and log lines, then exactly one
+``{"type": "exit", "ok": ..., "result": {...}, "outputs": {name: digest}}``. Output files come back as
+artifacts already taken into the appliance's artifact store, so nothing on the scheduler's side depends on
+where the task ran. ``key`` is unique per attempt, so a remote engine never confuses a retry with the first try.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from appliance.runtime.sandbox import Limits
+
+OnMessage = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task_id: str
+    renderer: str
+    input: dict
+    limits: Limits
+    inputs: dict[str, str] = field(default_factory=dict)  # name in the workdir -> artifact digest
+    attempt: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.task_id}#{self.attempt}"
+
+
+class TaskHandle(Protocol):
+    task_id: str
+    pid: int
+
+    def kill(self, reason: str = "cancelled") -> None: ...
+
+
+class Executor(Protocol):
+    @property
+    def mechanism(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def submit(self, spec: TaskSpec, on_message: OnMessage) -> TaskHandle: ...
+
+    def cancel(self, task_id: str, reason: str = "cancelled") -> None: ...

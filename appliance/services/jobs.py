@@ -1,0 +1,154 @@
+"""The one door for jobs: submit, cancel, delete, retry, and what a job's owner may read of them.
+
+Every entry point — the three dialects, the admin API and CLI, later the dashboard and the hot folder — starts
+and stops work here and nowhere else. A dialect validates its request and says which pipeline plans it; the
+service creates the job (tasks, credit reserve and first event in one transaction) and wakes the scheduler.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlite_utils
+
+from appliance.delivery.outputs import Store
+from appliance.delivery.webhooks import Deliverer
+from appliance.errors import Conflict, NotFound, Unavailable, one_line
+from appliance.runtime.scheduler import JobListener, Scheduler
+from appliance.services.pipelines import Pipeline
+from appliance.settings import Settings
+from appliance.store import events, jobs
+
+log = logging.getLogger("appliance.jobs")
+TERMINAL = jobs.TERMINAL
+
+
+@dataclass
+class NewJob:
+    """What an entry point asks for. ``payload`` is the pipeline's validated input; ``request`` is what the
+    job shows back to its owner."""
+    job_id: str
+    dialect: str
+    user_id: str
+    kind: str  # the pipeline: manim | movie | tasks | …
+    payload: dict
+    request: dict
+    key_id: str | None = None
+    metadata: Any = None
+    webhook_url: str | None = None
+    credit_rate: float | None = None
+    reserve: int = 0
+    priority: int = 0
+    max_parallel: int | None = None
+
+
+class JobService:
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, scheduler: Scheduler, store: Store,
+                 webhooks: Deliverer, pipelines: dict[str, Pipeline]) -> None:
+        self.settings, self.db, self.scheduler, self.store = settings, db, scheduler, store
+        self.webhooks, self.pipelines = webhooks, pipelines
+        self.hub = scheduler.hub
+        self.capacity = scheduler.capacity
+        self._planning: set[asyncio.Task] = set()
+
+    # ---- starting work ---------------------------------------------------------------------------------------
+    def submit(self, new: NewJob) -> dict:
+        """Create the job (402 leaves nothing behind) and start it; a deferred pipeline plans in the background."""
+        self.check_disk()
+        pipeline = self.pipelines[new.kind]
+        tasks = [] if pipeline.deferred else pipeline.plan(new.payload)
+        job = jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
+                              key_id=new.key_id, kind=new.kind, request=new.request, tasks=tasks,
+                              metadata=new.metadata, webhook_url=new.webhook_url, credit_rate=new.credit_rate,
+                              reserve=new.reserve, priority=new.priority, max_parallel=new.max_parallel,
+                              phase="planning" if pipeline.deferred else "queued", payload=new.payload)
+        if pipeline.deferred:
+            self._plan_later(job["id"])
+        self.scheduler.wake()
+        return job
+
+    def retry(self, job_id: str, new_id: str) -> dict:
+        """A failed or cancelled job again, as a new job with the same tasks (the old one stays as it ended)."""
+        job = self.get(job_id)
+        if job["status"] not in ("failed", "cancelled"):
+            raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
+        copy = jobs.clone_job(self.db, job, new_id)
+        if not jobs.tasks_of(self.db, new_id):
+            self._plan_later(new_id)
+        self.scheduler.wake()
+        return copy
+
+    def check_disk(self) -> None:
+        free = self.store.free_disk_mb()
+        if free < self.settings.min_free_disk_mb:
+            raise Unavailable(f"Not enough free disk space to accept renders ({free} MB free, "
+                              f"{self.settings.min_free_disk_mb} MB required); free space or lower "
+                              "min_free_disk_mb (APPLIANCE_MIN_FREE_DISK_MB)")
+
+    # ---- stopping work ---------------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> bool:
+        """False when the job had already ended (terminal states are final)."""
+        return self.scheduler.cancel_job(job_id)
+
+    def fail(self, job_id: str, error: str) -> None:
+        self.scheduler.fail_job(job_id, error)
+
+    def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if job["status"] not in TERMINAL:
+            raise Conflict(f"Job {job_id} is still active: cancel it first")
+        jobs.mark_deleted(self.db, job_id)
+        self.store.remove_job(job_id)
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict:
+        job = jobs.get_job(self.db, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return job
+
+    def find(self, job_id: str, user_id: str | None = None, dialect: str | None = None) -> dict | None:
+        """The job if it exists (and belongs to that user and dialect), else None."""
+        job = jobs.get_job(self.db, job_id)
+        if job is None or (user_id and job["user_id"] != user_id) or (dialect and job["dialect"] != dialect):
+            return None
+        return job
+
+    def tasks(self, job_id: str) -> list[dict]:
+        return jobs.tasks_of(self.db, job_id)
+
+    def events_since(self, job_id: str, after: int) -> list[dict]:
+        return events.since(self.db, job_id, after)
+
+    def listen(self, dialect: str, listener: JobListener) -> None:
+        """The dialect hears each state change of its jobs (to send webhooks in its own shape)."""
+        self.scheduler.listeners[dialect] = listener
+
+    # ---- deferred planning -----------------------------------------------------------------------------------
+    def resume_planning(self) -> None:
+        """After a restart: jobs still planning (no tasks yet) plan again."""
+        for job in jobs.unfinished_jobs(self.db):
+            if job["phase"] == "planning" and not jobs.tasks_of(self.db, job["id"]):
+                self._plan_later(job["id"])
+
+    def _plan_later(self, job_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._plan(job_id))
+        self._planning.add(task)
+        task.add_done_callback(self._planning.discard)
+
+    async def _plan(self, job_id: str) -> None:
+        job = self.get(job_id)
+        payload = {**jobs.payload_of(job), "job_id": job_id}
+        try:
+            tasks = await asyncio.to_thread(self.pipelines[job["kind"]].plan, payload)
+        except Exception as exc:  # noqa: BLE001 - a bad source fails the job readably
+            self.fail(job_id, getattr(exc, "message", None) or str(exc) or one_line(exc))
+            return
+        if not jobs.add_tasks_unless_ended(self.db, job_id, tasks):
+            return  # cancelled while planning
+        self.scheduler.wake()
+
+
+Listener = Callable[[dict, str], None]

@@ -1,0 +1,35 @@
+"""The webhook outbox table: one row per delivery, durable across restarts, with its attempts and outcome."""
+from __future__ import annotations
+
+import time
+
+import sqlite_utils
+
+from appliance.store import ids
+from appliance.store.db import now_iso, rows, transaction
+
+
+def enqueue(db: sqlite_utils.Database, *, job_id: str, dialect: str, key_id: str | None, url: str, event: str,
+            body: bytes) -> str:
+    delivery_id = ids.delivery_id()
+    with transaction(db):
+        db["webhook_deliveries"].insert({
+            "id": delivery_id, "job_id": job_id, "dialect": dialect, "key_id": key_id, "url": url,
+            "event": event, "body": body.decode(), "status": "pending", "attempt": 0,
+            "next_attempt_at": time.time(), "created_at": now_iso(), "updated_at": now_iso()})
+    return delivery_id
+
+
+def due(db: sqlite_utils.Database, now: float) -> list[dict]:
+    return rows(db, "select * from webhook_deliveries where status = 'pending' and next_attempt_at <= ? "
+                    "order by next_attempt_at limit 20", (now,))
+
+
+def record(db: sqlite_utils.Database, delivery_id: str, values: dict) -> None:
+    with transaction(db):
+        db["webhook_deliveries"].update(delivery_id, {**values, "updated_at": now_iso()})
+
+
+def of_job(db: sqlite_utils.Database, job_id: str) -> list[dict]:
+    return rows(db, "select id, url, event, status, attempt, last_status, last_error, created_at, updated_at "
+                    "from webhook_deliveries where job_id = ? order by created_at", (job_id,))
