@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -136,9 +137,113 @@ def _exec(argv: list[str], timeout: float) -> dict:
     return {"returncode": proc.returncode, "stdout": proc.stdout[-8000:], "stderr": proc.stderr[-8000:]}
 
 
+def _childhog(children: int, mb: int, hold: float) -> dict:
+    """``children`` forked children each touch ``mb`` MiB and hold it ``hold`` seconds; their exit statuses."""
+    pids = []
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                block = bytearray(mb << 20)
+                block[::4096] = b"\x01" * len(range(0, len(block), 4096))
+                time.sleep(hold)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    return {"statuses": [os.waitpid(pid, 0)[1] for pid in pids]}
+
+
+def _fill(path: Path, mb: int, pause: float) -> dict:
+    """Writes ``mb`` MiB into ``path``, 1 MiB at a time, sleeping ``pause`` between writes."""
+    written, chunk = 0, b"x" * (1 << 20)
+    try:
+        with open(path, "wb") as f:
+            while written < mb:
+                f.write(chunk)
+                f.flush()
+                written += 1
+                time.sleep(pause)
+    except OSError as exc:
+        return {"written_mb": written, "error": f"{type(exc).__name__}: {exc}"}
+    return {"written_mb": written, "error": ""}
+
+
+def _spam(mb: int) -> dict:
+    """Writes ``mb`` MiB of numbered lines to stderr (the task's log)."""
+    line = "spam " * 20 + "\n"
+    for n in range((mb << 20) // (len(line) + 8)):
+        sys.stderr.write(f"{n:07d} {line}")
+    sys.stderr.flush()
+    return {"lines": n + 1}
+
+
+def _pipes(forge: bool) -> dict:
+    """Every pipe this task can reach: its own fds and those of every process it can see in /proc. With
+    ``forge``, writes a garbage line and a forged error line into each (what a scene would try)."""
+    found: dict[str, list[int]] = {}
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if target.startswith("pipe:"):
+                found.setdefault(target, []).append(int(pid))
+                if forge:
+                    _attempt(lambda p=f"/proc/{pid}/fd/{name}": _forge(p))
+    return {"pipes": sorted(found), "pids": sorted({int(p) for p in os.listdir("/proc") if p.isdigit()})}
+
+
+def _forge(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b'FORGED-RAW-LINE\n{"type": "error", "error": "FORGED-ERROR"}\n')
+    finally:
+        os.close(fd)
+
+
+def _syscalls() -> dict:
+    """What the kernel answers to namespace, mount, ptrace, keyring and bpf calls; and whether threads, fork
+    and subprocesses still work."""
+    import ctypes
+    import errno
+    import platform
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    x86 = platform.machine() == "x86_64"
+    numbers = {"clone3": 435, "ptrace": 101 if x86 else 117, "keyctl": 250 if x86 else 219,
+               "bpf": 321 if x86 else 280, "perf_event_open": 298 if x86 else 241,
+               "userfaultfd": 323 if x86 else 282, "setns": 308 if x86 else 268}
+
+    def call(ret: int) -> str:
+        return "ok" if ret >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+    outcome = {"unshare(NEWUSER)": call(libc.unshare(0x10000000)), "unshare(NEWNS)": call(libc.unshare(0x20000)),
+               "mount": call(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))}
+    outcome.update({name: call(libc.syscall(number, 0, 0, 0, 0, 0)) for name, number in numbers.items()})
+    outcome["clone(NEWUSER)"] = call(libc.syscall(56 if x86 else 220, 0x10000000 | 17, 0, 0, 0, 0))
+    threads = []
+    thread = threading.Thread(target=lambda: threads.append("ok"))
+    thread.start()
+    thread.join()
+    outcome["thread"] = threads[0] if threads else "failed"
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    outcome["fork"] = f"exit {os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}"
+    outcome["subprocess"] = subprocess.run(["sh", "-c", "echo ok | cat"], capture_output=True, text=True).stdout.strip()
+    return outcome
+
+
 def hostile(task_input: dict, workdir: Path, report: Reporter) -> dict:
     """``action``: connect (``port``), read/write/listdir (``path``), forkbomb (``limit``), membomb, exec
-    (``argv``, ``timeout``). The outcome is in ``meta.outcome``."""
+    (``argv``, ``timeout``), childhog (``children``, ``mb``, ``hold``), fill (``path``, ``mb``, ``pause``),
+    spam (``mb``), pipes (``forge``), syscalls. The outcome is in ``meta.outcome``."""
     action = task_input["action"]
     if action == "connect":
         targets = [("127.0.0.1", int(task_input.get("port", 80))), ("1.1.1.1", 443)]
@@ -155,6 +260,17 @@ def hostile(task_input: dict, workdir: Path, report: Reporter) -> dict:
         outcome = _membomb()
     elif action == "exec":
         outcome = _exec(list(task_input["argv"]), float(task_input.get("timeout", 120)))
+    elif action == "childhog":
+        outcome = _childhog(int(task_input["children"]), int(task_input["mb"]), float(task_input.get("hold", 3)))
+    elif action == "fill":
+        outcome = _fill(workdir / task_input.get("path", "fill.bin"), int(task_input["mb"]),
+                        float(task_input.get("pause", 0)))
+    elif action == "spam":
+        outcome = _spam(int(task_input["mb"]))
+    elif action == "pipes":
+        outcome = _pipes(bool(task_input.get("forge")))
+    elif action == "syscalls":
+        outcome = _syscalls()
     else:
         raise RenderError(f"unknown hostile action {action!r}")
     return _done(action=action, outcome=outcome)

@@ -39,6 +39,8 @@ def checks(settings: Settings) -> list[tuple[bool, str, str]]:
 
     mech = sandbox.probe()
     result.append(("rlimits only" not in mech, "sandbox", mech))
+    for name, active, detail in sandbox.layers():  # each layer active, or missing with its fix
+        result.append((active, f"- {name}:", detail))
     cap = measure(settings)
     result.append((True, "capacity", f"{cap.cpu:g} CPU slots, {cap.mem_mb} MB for tasks, {cap.gpu} GPU(s)"
                                      f"{' (' + ', '.join(g.name for g in cap.gpus) + ')' if cap.gpus else ''}"))

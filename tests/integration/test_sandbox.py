@@ -13,7 +13,8 @@ import pytest
 import appliance
 from appliance.runtime import sandbox
 from appliance.runtime.executors.local import LocalExecutor
-from tests.integration.test_executor import child_pid, gone, run, spawn
+from tests.integration.test_executor import gone, run, spawn
+from tests.integration.test_sandbox_hardening import host_pid, logged_child
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the namespace sandbox needs root (CI runs as root); as another user the executor "
@@ -135,7 +136,7 @@ def test_tasks_cannot_see_each_other(executor, tmp_path):
 
 def test_a_grandchild_that_left_the_process_group_dies_with_its_task(executor, tmp_path):
     handle, collector = spawn(executor, tmp_path / "w", "test.sleep", {"seconds": 30, "child": True, "escape": True})
-    grandchild = child_pid(collector)
+    grandchild = host_pid(handle.pid, logged_child(tmp_path / "w.log", collector))  # a pid in its PID namespace
     assert os.getpgid(grandchild) != handle.pid  # it really escaped the group
     handle.kill()
     assert collector.wait()["error"] == "cancelled"

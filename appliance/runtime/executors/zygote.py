@@ -1,17 +1,23 @@
 """The warm fork server: ``python -m appliance.runtime.executors.zygote CONFIG_JSON``, started by ``LocalExecutor.start()``.
 
 It imports the heavy libraries once, then forks one worker per spawn request received on a Unix SEQPACKET
-socket (request JSON + the task's pipe, log and input fds via SCM_RIGHTS). The worker enters the sandbox and runs
-the renderer; the zygote reaps it and reports ``{pid, status}`` so the executor can tell a signal death from a
-clean exit. A separate interpreter rather than a fork of the server: the server is multi-threaded.
+socket (request JSON + the task's pipe, log and input fds via SCM_RIGHTS). The worker sets up the task's cgroup
+and sandbox and runs the renderer in a child of its own (appliance/runtime/sandbox/__init__.py); the zygote reaps
+the worker and reports ``{pid, status}`` so the executor can tell a signal death from a clean exit. A separate
+interpreter rather than a fork of the server: the server is multi-threaded.
 
 Imports are limited to the sandbox and renderers: this process never opens the appliance database.
 
+Config keys: fd, preload, sandbox, extra_readonly, allow_unsandboxed (default false: with the sandbox requested
+but unavailable, every task fails with the reason instead of running as the server's user).
+
 Messages to the executor: ready {mechanism, preload_s, threads, preload_errors}; spawned {id, pid, uid};
-spawn_failed {id, error}; exited {pid, status, cpu_s, maxrss_kb}.
+spawn_failed {id, error}; exited {pid, status, cpu_s, maxrss_kb, killed_by?} where killed_by is "memory" when
+the task's memory cgroup recorded an OOM kill.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -27,7 +33,9 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from appliance.runtime import sandbox
-from appliance.runtime.sandbox import Limits
+from appliance.runtime.sandbox import Cgroups, Limits, seccomp
+from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
+from appliance.runtime.sandbox.relay import STATUS, Relay, write_line
 from renderers.base import JsonLinesReporter, RenderError
 from renderers.registry import RegistryError, default_registry
 
@@ -56,20 +64,13 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _write_line(out: BinaryIO | None, message: dict) -> None:
-    if out is None:
-        return
-    try:
-        out.write(json.dumps(message).encode() + b"\n")
-        out.flush()
-    except OSError:
-        pass  # the executor is gone; the exit status still tells the story
-
-
 class Zygote:
-    def __init__(self, sock: socket.socket, isolated: bool, sources: list[str]) -> None:
+    def __init__(self, sock: socket.socket, isolated: bool, sources: list[str], cgroups: Cgroups | None,
+                 refusal: str | None) -> None:
         self.sock, self.isolated, self.sources = sock, isolated, sources
+        self.cgroups, self.refusal = cgroups, refusal
         self.tasks: dict[int, int | None] = {}  # worker pid -> sandbox uid
+        self.unremoved: list[str] = []  # task cgroups a dying process still held when its worker was reaped
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
 
@@ -143,9 +144,16 @@ class Zygote:
         if tracked:
             self._kill_leftovers(pid, uid)
         _, status, usage = os.wait4(pid, 0)
-        if tracked:  # untracked: an orphaned grandchild re-parented to us (subreaper)
-            self._send({"type": "exited", "pid": pid, "status": status,
-                        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "maxrss_kb": usage.ru_maxrss})
+        if not tracked:  # an orphaned grandchild re-parented to us (subreaper)
+            return
+        report = {"type": "exited", "pid": pid, "status": status,
+                  "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "maxrss_kb": usage.ru_maxrss}
+        if self.cgroups is not None:
+            name = cgroup_name(self.pid, pid)
+            if self.cgroups.oom_kills(name):
+                report["killed_by"] = "memory"
+            self.unremoved = [n for n in [*self.unremoved, name] if not self.cgroups.remove(n)]
+        self._send(report)
 
     def _kill_leftovers(self, pid: int, uid: int | None) -> None:
         try:
@@ -154,6 +162,8 @@ class Zygote:
             pass
         if uid is not None:
             sandbox.kill_uid(uid)  # and any that left it with setsid()
+        if self.cgroups is not None:
+            self.cgroups.kill(cgroup_name(self.pid, pid))  # and any the task's namespace did not take along
 
     def _shutdown(self) -> None:
         for pid, uid in list(self.tasks.items()):
@@ -165,32 +175,35 @@ class Zygote:
 
 
 class Worker:
-    """The forked child: sandbox, limits, renderer, one final line, ``os._exit``. Never returns."""
+    """The forked child (see appliance/runtime/sandbox/__init__.py for the three processes of a task):
+    cgroup and sandbox as root, then the task's init and renderer, then the relay. ``os._exit``; never returns."""
 
     def __init__(self, zygote: Zygote, request: dict) -> None:
         self.zygote, self.request = zygote, request
         self.limits = Limits(**request["limits"])
         self.workdir = Path(request["workdir"])
+        self.uid = sandbox.task_uid(os.getpid()) if zygote.isolated else None
+        self.oom_fd: int | None = None
 
     def run(self, pipe_fd: int, log_fd: int, input_fd: int) -> NoReturn:
         code, out = 70, None
         try:
             self._detach(pipe_fd, log_fd, input_fd)
             out = os.fdopen(pipe_fd, "wb")
-            task_input = json.loads(_read_all(input_fd))
-            os.close(input_fd)
-            self._confine()
-            code = self._render(task_input, out)
+            if self.zygote.refusal:
+                write_line(out, {"type": "error", "error": self.zygote.refusal})
+                code = 78
+            else:
+                task_input = json.loads(_read_all(input_fd))
+                os.close(input_fd)
+                self._confine()
+                code = self._supervise(task_input, out)
         except BaseException as exc:
             traceback.print_exc()
-            _write_line(out, {"type": "error", "error": f"worker setup failed: {_one_line(exc)}"})
+            write_line(out, {"type": "error", "error": f"worker setup failed: {_one_line(exc)}"})
             code = 71
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
+            _flush_std()
             os._exit(code)
 
     def _detach(self, pipe_fd: int, log_fd: int, input_fd: int) -> None:
@@ -204,28 +217,123 @@ class Worker:
             os.dup2(src, dst)
         # Drops the zygote's socket above all: a task must never be able to ask for another spawn.
         _close_fds_except({0, 1, 2, pipe_fd, input_fd})
-        os.set_inheritable(pipe_fd, False)  # subprocesses (latex, ffmpeg) must not hold the pipe open
+        os.set_inheritable(pipe_fd, False)
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
 
     def _confine(self) -> None:
-        uid = sandbox.task_uid(os.getpid()) if self.zygote.isolated else None
+        """As root (when the zygote is): the task's cgroup, then the namespaces and the new root."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if uid is not None:
+        cgroups = self.zygote.cgroups
+        if cgroups is not None:
+            name = cgroup_name(self.zygote.pid, os.getpid())
+            cgroups.create(name, self.limits, sandbox.preloaded_mb())
+            self.oom_fd = os.open(cgroups.oom_counter(name), os.O_RDONLY | os.O_CLOEXEC)
+        try:  # the OOM killer picks from the task, never its supervisor (needs CAP_SYS_RESOURCE)
+            sandbox.set_oom_score_adj(-1000)
+        except OSError:
+            pass  # the renderer raises its own score instead
+        if self.uid is not None:
             tmp_mb = min(self.limits.fsize_mb, self.limits.mem_mb)
-            sandbox.enter(self.workdir, uid, self.zygote.sources, tmp_mb)
+            sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb)
         os.chdir(self.workdir)
-        sandbox.apply_limits(self.limits, own_uid=uid is not None)
-        if uid is not None:
-            sandbox.drop_privileges(uid)
+
+    def _supervise(self, task_input: dict, out: BinaryIO) -> int:
+        disk = DiskWatch(str(self.workdir), self.limits.disk_mb)
+        messages, output, status = os.pipe(), os.pipe(), os.pipe()
+        _flush_std()
+        init = os.fork()
+        if init == 0:
+            out.close()  # the server's pipe stays with the worker alone
+            self._init(task_input, messages[1], output[1], status[1])
+        for fd in (messages[1], output[1], status[1]):
+            os.close(fd)
+        if self.uid is not None:
+            sandbox.drop_privileges(self.uid)
+        sandbox.set_dumpable(False)  # the task's uid cannot open our /proc entries (fds, memory)
         sandbox.set_parent_death_signal()  # after the uid change, which clears it
         if os.getppid() != self.zygote.pid:
             raise RuntimeError("the zygote exited while the worker started")
-        os.environ.clear()
-        os.environ.update(sandbox.task_environment(self.workdir, uid is not None))
-        tempfile.tempdir = None  # the zygote may have cached its own; use TMPDIR from now on
-        print(f"[worker] task {self.request['task_id']} renderer {self.request['renderer']} pid {os.getpid()}"
-              f" uid {os.getuid()}", file=sys.stderr)
+        log = CappedLog(2, self.limits.log_mb)
+        log.write(f"[worker] task {self.request['task_id']} renderer {self.request['renderer']} pid {os.getpid()}"
+                  f" uid {os.getuid()}\n".encode())
+        relay = Relay(out, messages[0], output[0], status[0], log, disk, self.oom_fd, self.limits.mem_mb)
+        relay.run(lambda: _kill(init))
+        os.waitpid(init, 0)
+        return self._conclude(relay, out)
+
+    def _conclude(self, relay: Relay, out: BinaryIO) -> int:
+        """Pass on the renderer's outcome: its result or error line, and its exit code or death by signal."""
+        status = relay.status
+        if relay.reason is not None or status is None:
+            write_line(out, {"type": "error", "error": relay.reason or "the task's init process died"})
+            return 1
+        if os.WIFSIGNALED(status):  # die the same way, so the server tells a crash or a limit from an exit
+            sig = os.WTERMSIG(status)
+            _flush_std()
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            return 128 + sig
+        if relay.final is not None:
+            write_line(out, relay.final)
+        return os.WEXITSTATUS(status)
+
+    # ---- the task's init: pid 1 of its PID namespace -------------------------------------------------------------
+    def _init(self, task_input: dict, messages: int, output: int, status: int) -> NoReturn:
+        code = 1
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)  # pid 1 ignores default-action signals from its namespace
+            if self.uid is not None:
+                sandbox.mount_proc()
+            renderer = os.fork()
+            if renderer == 0:
+                os.close(status)
+                self._renderer(task_input, messages, output)
+            _close_fds_except({0, 1, 2, status})
+            if self.uid is not None:
+                sandbox.drop_privileges(self.uid)
+            sandbox.set_dumpable(False)
+            sandbox.set_parent_death_signal()
+            while True:  # orphans of the task re-parent to us: reap them until the renderer itself exits
+                pid, wait_status = os.wait()
+                if pid == renderer:
+                    break
+            os.write(status, STATUS.pack(wait_status))
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)  # and, as pid 1, takes whatever the task left running with it
+
+    # ---- the renderer: the untrusted code runs here ---------------------------------------------------------------
+    def _renderer(self, task_input: dict, messages: int, output: int) -> NoReturn:
+        code, out = 70, None
+        try:
+            os.dup2(output, 1)
+            os.dup2(output, 2)
+            _close_fds_except({0, 1, 2, messages})
+            os.set_inheritable(messages, False)  # subprocesses (latex, ffmpeg) must not hold it open
+            out = os.fdopen(messages, "wb")
+            sandbox.set_oom_score_adj(500)  # first in line for the OOM killer; raising needs no privilege
+            sandbox.apply_limits(self.limits, own_uid=self.uid is not None)
+            if self.uid is not None:
+                sandbox.drop_privileges(self.uid)
+            sandbox.set_parent_death_signal()
+            if seccomp.supported():
+                seccomp.install()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.environ.clear()
+            os.environ.update(sandbox.task_environment(self.workdir, self.uid is not None))
+            tempfile.tempdir = None  # the zygote may have cached its own; use TMPDIR from now on
+            code = self._render(task_input, out)
+        except BaseException as exc:
+            traceback.print_exc()
+            write_line(out, {"type": "error", "error": f"worker setup failed: {_one_line(exc)}"})
+            code = 71
+        finally:
+            _flush_std()
+            os._exit(code)
 
     def _render(self, task_input: dict, out: BinaryIO) -> int:
         reporter = JsonLinesReporter(out)
@@ -246,6 +354,25 @@ class Worker:
         return 0
 
 
+def cgroup_name(zygote_pid: int, worker_pid: int) -> str:
+    return f"appliance-{zygote_pid}-{worker_pid}"
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
 def _preload(modules: list[str]) -> list[str]:
     errors = []
     for name in modules:
@@ -263,6 +390,7 @@ def main(argv: list[str]) -> None:
     sandbox.set_child_subreaper()
     started = time.perf_counter()
     errors = _preload(list(config["preload"]))
+    gc.freeze()  # the preloaded objects are never collected, so a worker's GC does not copy their pages
     preload_s = time.perf_counter() - started
     if not config["sandbox"]:
         mechanism = sandbox.DISABLED
@@ -270,10 +398,15 @@ def main(argv: list[str]) -> None:
         mechanism = sandbox.probe_here(config["extra_readonly"])
     isolated = mechanism == sandbox.FULL
     sources = sandbox.readonly_sources(config["extra_readonly"]) if isolated else []
+    refusal = (sandbox.untrusted_allowed(mechanism, bool(config.get("allow_unsandboxed", False)))
+               if config["sandbox"] else None)
+    cgroups = Cgroups.find()
+    if cgroups is not None:
+        cgroups.sweep(os.getpid())
     threads = len(os.listdir("/proc/self/task"))  # forking is only safe while this stays 1
     sock.send(json.dumps({"type": "ready", "mechanism": mechanism, "preload_s": round(preload_s, 3),
                           "threads": threads, "preload_errors": errors}).encode())
-    Zygote(sock, isolated, sources).serve()
+    Zygote(sock, isolated, sources, cgroups, refusal).serve()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,177 @@
+"""The task's private view of the system: mount/pid/net/ipc/uts namespaces and a new root.
+
+The new root is a tmpfs holding read-only binds of an allowlist (system dirs, the Python prefix, the
+``appliance``/``renderers`` packages) at their own paths, the task workdir read-write, a private /tmp, a minimal
+/dev and a fresh /proc; then pivot_root. Everything else (the data dir, the database, other tasks' workdirs,
+the checkout) is simply not in the new root.
+
+The PID namespace applies to the caller's children only: the caller stays a host process (its pid is what the
+server and the zygote know), its first child becomes pid 1 of the task and mounts /proc (``mount_proc``), so
+the task sees only its own processes.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from appliance.runtime.sandbox.kernel import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS,
+                                              MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+                                              MS_RDONLY, MS_REC, MS_REMOUNT, check, libc, mount, pivot_root, unshare)
+
+# /etc is not bound whole: only what tools inside need (ld.so, fonts, TeX, alternatives, Python's
+# sitecustomize). passwd/group/hosts are written fresh so no host account or secret shows.
+ETC_ALLOW = ("alternatives", "fonts", "texmf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
+             "ca-certificates", "localtime", "timezone", "mime.types", "magic", "magic.mime", "papersize",
+             "libpaper.d", "ghostscript", "ImageMagick-6", "nsswitch.conf", "locale.alias", "python3",
+             f"python3.{sys.version_info.minor}")
+SYSTEM_ALLOW = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var/lib/texmf",
+                "/var/cache/fontconfig", "/var/lib/ghostscript")
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+
+
+# ---- the allowlist --------------------------------------------------------------------------------------------
+def readonly_sources(extra: Iterable[Path | str] = ()) -> list[str]:
+    """Absolute paths bound read-only at the same path, computed once by the zygote."""
+    import appliance
+    import renderers
+
+    packages = [os.path.dirname(os.path.abspath(m.__file__)) for m in (appliance, renderers)]
+    prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    wanted = [*SYSTEM_ALLOW, *(f"/etc/{name}" for name in ETC_ALLOW), *sorted(prefixes), *packages,
+              *(os.path.abspath(p) for p in extra)]
+    seen: list[str] = []
+    for path in wanted:
+        if os.path.lexists(path) and path not in seen:
+            seen.append(path)
+    return seen
+
+
+def _mount_plan(sources: Sequence[str], workdir: str) -> list[tuple[str, str, str]]:
+    """(path inside, kind, detail) sorted so a parent is mounted before anything below it."""
+    plan = [("/tmp", "tmpfs", "mode=1777"), ("/dev", "dev", ""), ("/proc", "dir", ""), (workdir, "rw", workdir)]
+    for path in sources:
+        if workdir.startswith(path.rstrip("/") + "/"):
+            raise ValueError(f"workdir {workdir} lies inside the read-only path {path}: its siblings would show")
+        if os.path.islink(path):  # e.g. /bin -> usr/bin on merged-/usr Debian
+            plan.append((path, "link", os.readlink(path)))
+        elif not any(path == p or path.startswith(p.rstrip("/") + "/") for p, kind, _ in plan if kind == "ro"):
+            plan.append((path, "ro", path))
+    return sorted(plan, key=lambda item: item[0].rstrip("/").count("/"))
+
+
+# ---- building the new root ------------------------------------------------------------------------------------
+def _mountpoint(target: str, is_dir: bool) -> None:
+    if os.path.lexists(target):
+        return
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if is_dir:
+        os.mkdir(target, 0o755)
+    else:
+        open(target, "w").close()
+
+
+def _bind(fd: int, target: str, is_dir: bool, flags: int) -> None:
+    """Bind through /proc/self/fd, so a source hidden by an earlier mount (e.g. under /tmp) still binds."""
+    _mountpoint(target, is_dir)
+    mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
+
+
+def _make_dev(root: str, fds: dict[str, int]) -> None:
+    dev = root + "/dev"
+    _mountpoint(dev, True)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m")
+    for name in DEV_NODES:
+        _bind(fds[f"/dev/{name}"], f"{dev}/{name}", False, MS_NOSUID | MS_NOEXEC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm", 0o1777)
+    mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m")
+
+
+def _write_etc(root: str, uid: int, home: str) -> None:
+    etc = root + "/etc"
+    os.makedirs(etc, 0o755, exist_ok=True)
+    files = {"passwd": f"root:x:0:0:root:/root:/bin/false\nrender:x:{uid}:{uid}:render:{home}:/bin/false\n",
+             "group": f"root:x:0:\nrender:x:{uid}:\n",
+             "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+             "hostname": "sandbox\n"}
+    for name, text in files.items():
+        with open(f"{etc}/{name}", "w") as f:
+            f.write(text)
+
+
+def _populate(root: str, plan: list[tuple[str, str, str]], fds: dict[str, int], tmp_mb: int) -> None:
+    ro = MS_RDONLY | MS_NOSUID | MS_NODEV
+    for path, kind, detail in plan:
+        target = root + path
+        if kind == "link":
+            _mountpoint(os.path.dirname(target), True)
+            os.symlink(detail, target)
+        elif kind in ("ro", "rw"):
+            is_dir = stat.S_ISDIR(os.fstat(fds[detail]).st_mode)  # the path itself may be shadowed by now
+            _bind(fds[detail], target, is_dir, ro if kind == "ro" else MS_NOSUID | MS_NODEV)
+        elif kind == "tmpfs":  # RAM-backed, so capped: its pages are charged to the task's memory cgroup too
+            _mountpoint(target, True)
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"{detail},size={tmp_mb}m")
+        elif kind == "dev":
+            _make_dev(root, fds)
+        elif kind == "dir":
+            _mountpoint(target, True)
+
+
+def _pivot(root: str) -> None:
+    os.chdir(root)
+    pivot_root(b".", b".")
+    # pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the new root.
+    check(libc.umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512) -> None:
+    """As root in a single-threaded, freshly forked child: switch to the sandboxed view of the filesystem.
+
+    /proc stays an empty mountpoint until the first child (pid 1 of the new PID namespace) calls mount_proc.
+    """
+    work = os.path.abspath(workdir)
+    plan = _mount_plan(sources, work)
+    unshare(NAMESPACES)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
+    # Opened after unshare: a bind source must be a mount of our own namespace.
+    paths = [d for _, kind, d in plan if kind in ("ro", "rw")] + [f"/dev/{n}" for n in DEV_NODES]
+    fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
+    root = "/tmp"  # any directory: it is only a mountpoint in our private namespace
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m")
+    _populate(root, plan, fds, tmp_mb)
+    _write_etc(root, uid, work)
+    for fd in fds.values():
+        os.close(fd)
+    check(libc.sethostname(b"sandbox", 7), "sethostname")
+    _pivot(root)
+    _chown_tree(work, uid)
+
+
+def mount_proc() -> None:
+    """In pid 1 of the task's PID namespace (a proc mount shows the namespace of the process that mounts it)."""
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+
+
+def _chown_tree(top: str, uid: int) -> None:
+    """Give the workdir and its contents (inputs, an earlier attempt's files) to this task's uid.
+
+    Hard-linked files are left as they are: the inode may be shared with a stored output, which the task must
+    not be able to alter. follow_symlinks=False: a planted link must not hand a host file to the task.
+    """
+    os.chown(top, uid, uid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            info = os.lstat(path)
+            if not (stat.S_ISREG(info.st_mode) and info.st_nlink > 1):
+                os.chown(path, uid, uid, follow_symlinks=False)
