@@ -39,6 +39,9 @@ class Settings:
     task_max_processes: int = 256
     task_max_open_files: int = 1024
     sandbox: bool = True
+    allow_unsandboxed: bool = False
+    task_disk_mb: int = 4096
+    task_log_mb: int = 16
     preload: tuple[str, ...] = ("numpy", "PIL", "manim", "renderers.manim_scene", "renderers.movie.compose",
                                 "renderers.movie.assemble")
     retention_days: int = 90
