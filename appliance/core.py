@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from appliance.delivery.outputs import Store
 from appliance.delivery.sse import Hub
@@ -17,8 +18,9 @@ from appliance.services.pipelines.manim import ManimPipeline
 from appliance.services.pipelines.movie import MoviePipeline
 from appliance.services.pipelines.tasks import TasksPipeline
 from appliance.settings import Settings
-from appliance.store import cache
-from appliance.store.db import open_db
+from appliance.store import cache, jobs
+from appliance.store.db import now_iso, open_db
+from appliance.store.lock import DataDirLock
 
 log = logging.getLogger("appliance")
 ARTIFACT_MIN_AGE_S = 3600  # an artifact younger than this may belong to a task being planned or staged
@@ -28,6 +30,8 @@ class Core:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirLock(settings.data_dir)
+        self.lock.acquire(f"the appliance server at {settings.base_url}")  # before the database is touched
         self.db = open_db(settings.db_path)
         self.store = Store(settings.data_dir)
         self.hub = Hub()
@@ -59,12 +63,25 @@ class Core:
         await self.deliverer.stop()
         await self.scheduler.stop()
         await asyncio.to_thread(self.executor.stop)
+        self.lock.release()
 
     async def _sweep_loop(self) -> None:
         while True:
-            removed = await asyncio.to_thread(self.store.sweep, self.settings.retention_days * 86400)
-            if removed:
-                log.info("retention sweep removed outputs of %d jobs", len(removed))
-            keep = cache.referenced_artifacts(self.db)
-            await asyncio.to_thread(self.artifacts.sweep, keep, ARTIFACT_MIN_AGE_S)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the next hour tries again
+                log.exception("retention sweep failed")
             await asyncio.sleep(3600)
+
+    async def sweep(self) -> None:
+        """Retention: outputs and logs past retention_days (their jobs say they expired), the history of jobs
+        that ended that long ago, and artifacts nothing refers to — all file work off the event loop."""
+        retention_s = self.settings.retention_days * 86400
+        removed = await asyncio.to_thread(self.store.sweep, retention_s)
+        jobs.mark_expired(self.db, removed)
+        pruned = jobs.prune_history(self.db, now_iso(time.time() - retention_s))
+        swept = await asyncio.to_thread(self.artifacts.sweep, cache.referenced_artifacts(self.db),
+                                        ARTIFACT_MIN_AGE_S)
+        if removed or pruned or swept:
+            log.info("retention sweep: outputs of %d jobs, %d history rows, %d artifacts", len(removed), pruned,
+                     swept)

@@ -53,6 +53,7 @@ class Settings:
     media_timeout_s: int = 120
     rate_limit_requests: int = 120
     rate_limit_window_s: int = 60
+    shared_cache: bool = False
 
     @property
     def base_url(self) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from appliance.runtime.artifacts import Artifacts, link_or_copy
 
+MEDIA_CACHE_S = 86400  # a downloaded media file is revalidated by ETag anyway: a day of reuse is plenty
 CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                  ".webp": "image/webp", ".gif": "image/gif", ".vtt": "text/vtt; charset=utf-8",
                  ".json": "application/json", ".txt": "text/plain; charset=utf-8"}
@@ -60,10 +61,22 @@ class Store:
         return shutil.disk_usage(self.root).free // (1024 * 1024)
 
     def sweep(self, max_age_s: float) -> list[str]:
-        """Delete job outputs older than max_age_s; returns the job ids removed."""
+        """Delete job outputs and task logs older than max_age_s, and media downloads unused for a day;
+        returns the ids of the jobs whose outputs were removed."""
         cutoff, removed = time.time() - max_age_s, []
         for entry in (self.root / "outputs").iterdir():
             if entry.stat().st_mtime < cutoff:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
+        _remove_older(self.root / "logs", cutoff)
+        _remove_older(self.root / "media-cache", time.time() - MEDIA_CACHE_S)
         return removed
+
+
+def _remove_older(folder: Path, cutoff: float) -> None:
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+        except OSError:
+            pass

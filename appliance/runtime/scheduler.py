@@ -92,6 +92,9 @@ class Scheduler:
                 log.exception("admission failed")
 
     def admit(self) -> None:
+        """Start what fits, in fair order. The first task that does not fit reserves what it needs: later
+        (smaller) tasks only start in what is left beside that reservation, so a large task cannot wait
+        forever behind a stream of small ones — capacity drains towards it as running tasks end."""
         ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
         used = self.used()
         per_user, per_job = defaultdict(int), defaultdict(int)
@@ -105,12 +108,12 @@ class Scheduler:
             if task["max_parallel"] and per_job[task["job_id"]] >= task["max_parallel"]:
                 continue
             if not self.fits(task, used):
+                _add(used, task)  # the reservation: nothing later may take this task's share
                 continue
             self.start_task(task)
             per_user[task["user_id"]] += 1
             per_job[task["job_id"]] += 1
-            for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", task["gpu"] or 0)):
-                used[key] += amount
+            _add(used, task)
 
     @staticmethod
     def fair_order(ready: list[dict], running_per_user: dict[str, int]) -> list[dict]:
@@ -148,12 +151,30 @@ class Scheduler:
             self._emit(job["id"], "running")
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
                         inputs=inputs, attempt=task["attempts"] + 1)
-        loop = self._loop
-        assert loop is not None
-        handle = self.executor.submit(
-            spec, lambda msg, tid=task["id"]: loop.call_soon_threadsafe(self._on_message, tid, msg))
-        self._running[task["id"]] = {"handle": handle, "task": task, "user_id": task["user_id"]}
-        jobs.update_task(self.db, task["id"], pid=handle.pid)
+        entry: dict = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None}
+        self._running[task["id"]] = entry  # counts against capacity from now on
+        asyncio.get_running_loop().create_task(self._launch(spec, entry))
+
+    async def _launch(self, spec: TaskSpec, entry: dict) -> None:
+        """Start the task off the event loop (a fork, or a remote submit); a start that fails fails the job
+        with a refund instead of leaving it running with its reserve held."""
+        loop = asyncio.get_running_loop()
+        on_message = lambda msg, tid=spec.task_id: loop.call_soon_threadsafe(self._on_message, tid, msg)  # noqa: E731
+        try:
+            handle = await asyncio.to_thread(self.executor.submit, spec, on_message)
+        except Exception as exc:  # noqa: BLE001 - the zygote down, a fork error, a start time-out
+            log.warning("could not start %s: %s", spec.task_id, exc)
+            if self._running.get(spec.task_id) is entry:
+                del self._running[spec.task_id]
+                task = jobs.get_task(self.db, spec.task_id)
+                if task and task["status"] == "running":
+                    self._task_failed(task, f"could not start the task: {one_line(exc)}")
+            return
+        entry["handle"] = handle
+        if entry["cancel"]:  # cancelled while it was starting
+            handle.kill(entry["cancel"])
+        elif self._running.get(spec.task_id) is entry:
+            jobs.update_task(self.db, spec.task_id, pid=handle.pid)
 
     def _limits(self, task: dict) -> Limits:
         s = self.settings
@@ -240,6 +261,8 @@ class Scheduler:
     # ---- job transitions -------------------------------------------------------------------------
     def complete_job(self, job_id: str, sink: dict, result: dict) -> None:
         job = jobs.get_job(self.db, job_id)
+        if job is None or job["status"] in jobs.TERMINAL:
+            return
         try:
             self.store.publish(self.artifacts, result, job_id)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -247,7 +270,8 @@ class Scheduler:
             return
         finished = time.time()
         duration_ms = int((finished - parse_iso(job["started_at"] or job["created_at"])) * 1000)
-        if job["credit_rate"] is not None:
+        if job["credit_rate"] is not None:  # billed: the attempts that produced the output, not the downtime
+            duration_ms = min(duration_ms, jobs.render_ms(jobs.tasks_of(self.db, job_id)))
             cost = ledger.cost_for(duration_ms, job["credit_rate"])
             if not ledger.settle(self.db, job["user_id"], job_id, cost):
                 self.store.remove_job(job_id)
@@ -270,6 +294,8 @@ class Scheduler:
 
     def _terminate(self, job_id: str, status: str, error: str) -> None:
         job = jobs.get_job(self.db, job_id)
+        if job is None or job["status"] in jobs.TERMINAL:
+            return  # terminal states are final: a cancelled job never turns failed (nor sends a second webhook)
         now = now_iso()
         with transaction(self.db):
             self.db.execute("update tasks set status = 'cancelled', finished_at = ? where job_id = ? "
@@ -280,7 +306,9 @@ class Scheduler:
                                             "duration_ms": int((time.time() - parse_iso(started)) * 1000)})
         for task_id, entry in list(self._running.items()):
             if entry["task"]["job_id"] == job_id:
-                self.executor.cancel(task_id, status)
+                entry["cancel"] = status
+                if entry["handle"] is not None:
+                    self.executor.cancel(task_id, status)
         ledger.refund(self.db, job["user_id"], job_id)
         self._end(job_id, status)
 
@@ -346,3 +374,8 @@ class Scheduler:
             job = jobs.get_job(self.db, job_id)
             if job is None or job["status"] in jobs.TERMINAL:
                 ledger.refund(self.db, job["user_id"] if job else "", job_id)
+
+
+def _add(used: dict, task: dict) -> None:
+    for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", task["gpu"] or 0)):
+        used[key] += amount

@@ -20,6 +20,7 @@ from appliance.runtime.scheduler import JobListener, Scheduler
 from appliance.services.pipelines import Pipeline
 from appliance.settings import Settings
 from appliance.store import events, jobs
+from appliance.store.jobs import TaskDef
 
 log = logging.getLogger("appliance.jobs")
 TERMINAL = jobs.TERMINAL
@@ -58,7 +59,7 @@ class JobService:
         """Create the job (402 leaves nothing behind) and start it; a deferred pipeline plans in the background."""
         self.check_disk()
         pipeline = self.pipelines[new.kind]
-        tasks = [] if pipeline.deferred else pipeline.plan(new.payload)
+        tasks = [] if pipeline.deferred else self._private(new.user_id, pipeline.plan(new.payload))
         job = jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
                               key_id=new.key_id, kind=new.kind, request=new.request, tasks=tasks,
                               metadata=new.metadata, webhook_url=new.webhook_url, credit_rate=new.credit_rate,
@@ -87,6 +88,15 @@ class JobService:
                               f"{self.settings.min_free_disk_mb} MB required); free space or lower "
                               "min_free_disk_mb (APPLIANCE_MIN_FREE_DISK_MB)")
 
+    def _private(self, user_id: str, tasks: list[TaskDef]) -> list[TaskDef]:
+        """Cache keys are per user unless the operator shares the cache: otherwise a response's timing would
+        tell one user that another rendered the same thing."""
+        if not self.settings.shared_cache:
+            for task in tasks:
+                if task.cache_key:
+                    task.cache_key = f"{user_id}/{task.cache_key}"
+        return tasks
+
     # ---- stopping work ---------------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
         """False when the job had already ended (terminal states are final)."""
@@ -99,8 +109,8 @@ class JobService:
         job = self.get(job_id)
         if job["status"] not in TERMINAL:
             raise Conflict(f"Job {job_id} is still active: cancel it first")
-        jobs.mark_deleted(self.db, job_id)
-        self.store.remove_job(job_id)
+        jobs.mark_deleted(self.db, job_id)  # gone for its owner now; the files go off the event loop
+        asyncio.get_running_loop().run_in_executor(None, self.store.remove_job, job_id)
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> dict:
@@ -146,7 +156,7 @@ class JobService:
         except Exception as exc:  # noqa: BLE001 - a bad source fails the job readably
             self.fail(job_id, getattr(exc, "message", None) or str(exc) or one_line(exc))
             return
-        if not jobs.add_tasks_unless_ended(self.db, job_id, tasks):
+        if not jobs.add_tasks_unless_ended(self.db, job_id, self._private(job["user_id"], tasks)):
             return  # cancelled while planning
         self.scheduler.wake()
 

@@ -12,7 +12,7 @@ import sqlite_utils
 from appliance.store import ids
 
 from appliance.store import ledger
-from appliance.store.db import dumps, loads, now_iso, one, rows, transaction
+from appliance.store.db import dumps, loads, now_iso, one, parse_iso, rows, transaction
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -171,9 +171,37 @@ def queue_counts(db: sqlite_utils.Database) -> dict[str, int]:
     return {"queued": got.get("queued", 0), "running": got.get("running", 0)}
 
 
+def render_ms(tasks: list[dict]) -> int:
+    """Time spent by the attempts that produced the tasks' results (each attempt resets started_at); a cached
+    task took no time."""
+    total = 0.0
+    for t in tasks:
+        if t["started_at"] and t["finished_at"] and not t["cached"]:
+            total += parse_iso(t["finished_at"]) - parse_iso(t["started_at"])
+    return int(total * 1000)
+
+
 def job_progress(tasks: list[dict]) -> float:
     return sum(t["progress"] or 0.0 for t in tasks) / max(1, len(tasks))
 
 
 def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:
     update_job(db, job_id, deleted_at=now_iso())
+
+
+def mark_expired(db: sqlite_utils.Database, job_ids: list[str]) -> None:
+    now = now_iso()
+    with transaction(db):
+        for job_id in job_ids:
+            db.execute("update jobs set expired_at = coalesce(expired_at, ?) where id = ?", (now, job_id))
+
+
+def prune_history(db: sqlite_utils.Database, before: str) -> int:
+    """Events and webhook deliveries of jobs that ended before ``before`` (an ISO time): the tables that would
+    otherwise grow with every job ever run. Returns the rows removed."""
+    with transaction(db):
+        ended = "select id from jobs where status in ('completed', 'failed', 'cancelled') and completed_at < ?"
+        removed = db.execute(f"delete from events where job_id in ({ended})", (before,)).rowcount
+        removed += db.execute(f"delete from webhook_deliveries where status != 'pending' and job_id in ({ended})",
+                              (before,)).rowcount
+    return removed

@@ -64,3 +64,11 @@ def m001_core(db) -> None:
 def m002_job_payload(db) -> None:
     """The pipeline input a job was submitted with (what retry and deferred planning re-read)."""
     db["jobs"].add_column("payload", str)
+
+
+@migrations()
+def m003_expiry(db) -> None:
+    """When the retention sweep removed a job's outputs (the job then says so instead of serving dead URLs)."""
+    db["jobs"].add_column("expired_at", str)
+    db["events"].create_index(["created_at"])
+    db["webhook_deliveries"].create_index(["job_id"])

@@ -37,6 +37,8 @@ __all__ = ["Limits", "LocalExecutor", "LocalRun", "TaskHandle", "TaskSpec"]
 log = logging.getLogger(__name__)
 # (renderer, task input, result files, workdir) -> a reason to refuse the result, or None
 Verifier = Callable[[str, dict, dict, Path], "str | None"]
+PROGRESS_EVERY_S = 0.1
+LOG_LINES_CAP = 1 << 20
 MAX_LINE = 16 << 20  # a worker that writes a larger message without a newline is broken or hostile
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
@@ -69,6 +71,9 @@ class TaskHandle:
         self._error: str | None = None
         self._wake_r, self._wake_w = os.pipe()
         self.done = threading.Event()  # set after the exit message was delivered
+        self._progress_at = 0.0  # when progress was last passed on
+        self._progress: dict | None = None  # the latest progress not yet passed on
+        self._log_bytes = 0
 
     def kill(self, reason: str = "cancelled") -> None:
         with self._lock:
@@ -111,6 +116,8 @@ def _watch(handle: TaskHandle, pipe_r: int) -> None:
         os.close(pipe_r)
         handle._close_wake_pipe()
     _note_in_log(handle, message)
+    if handle._progress is not None:
+        handle._deliver(handle._progress)
     handle._deliver(message)
     handle.done.set()
 
@@ -170,8 +177,36 @@ def _handle_line(handle: TaskHandle, raw: bytes) -> None:
         handle._result, handle._has_result = message.get("result"), True
     elif kind == "error":
         handle._error = str(message.get("error"))
-    elif kind in ("progress", "log"):
+    elif kind == "progress":
+        _progress(handle, message)
+    elif kind == "log":
+        _log_line(handle, str(message.get("text", ""))[:2000])
+
+
+def _progress(handle: TaskHandle, message: dict) -> None:
+    """Coalesced: at most PROGRESS_EVERY_S apart, the latest wins — 200,000 lines on the pipe become a few
+    callbacks on the server's event loop."""
+    now = time.monotonic()
+    if now - handle._progress_at >= PROGRESS_EVERY_S:
+        handle._progress_at, handle._progress = now, None
         handle._deliver(message)
+    else:
+        handle._progress = message
+
+
+def _log_line(handle: TaskHandle, text: str) -> None:
+    """Renderer log lines go to the task's log file, capped so a flood cannot fill the disk."""
+    if handle._log_bytes > LOG_LINES_CAP:
+        return
+    line = text.rstrip("\n") + "\n"
+    handle._log_bytes += len(line)
+    if handle._log_bytes > LOG_LINES_CAP:
+        line = "[executor] further log lines dropped (over 1 MB)\n"
+    try:
+        with open(handle._spec.log_path, "a") as f:
+            f.write(line)
+    except OSError:
+        pass
 
 
 def _final_message(handle: TaskHandle) -> dict:
