@@ -142,6 +142,14 @@ def test_hostile_scenes_fail_cleanly_while_a_normal_scene_completes(kodisc):
         "exit-3": ("os._exit(3)", ("worker exited with status 3 without a result",)),
         "segfault": ("ctypes.string_at(0)", ("worker crashed (SIGSEGV)",)),
         "forkbomb": ("while True:\n    os.fork()", ("Resource temporarily unavailable", "worker ")),
+        # seccomp: no new user namespace, so no uid 0 with full capabilities inside one
+        "unshare": ("import subprocess\n"
+                    "r = subprocess.run(['unshare', '-U', '-r', 'id'], capture_output=True, text=True)\n"
+                    "raise RuntimeError('unshare said: ' + (r.stdout + r.stderr).strip())",
+                    ("unshare said: unshare: unshare failed: Operation not permitted",)),
+        # the PID namespace: the renderer alone (its init is not dumpable, so hidden too), nothing of the host
+        "list-processes": ("pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+                           "raise RuntimeError('pids ' + repr(pids))", ("RuntimeError: pids [2] (scene line 7)",)),
     }
     submitted = {case: submit(server, request(scene(body), case)) for case, (body, _) in cases.items()}
     alongside = submit(server, normal("alongside"))
@@ -188,14 +196,21 @@ def test_an_infinite_loop_times_out_and_a_growing_memory_bomb_hits_the_limit(mak
     spin = submit(server, request(scene("while True:\n    pass"), "spin"))
     # touches every page it gets (bytearray zero-fills), so the limit is met by real memory, not one huge ask
     hog = submit(server, request(scene("hog = []\nwhile True:\n    hog.append(bytearray(1 << 20))"), "memhog"))
+    # children each under their own address-space limit, together far over the task's memory cgroup
+    children = submit(server, request(scene(
+        "import time\nfor _ in range(8):\n    if os.fork() == 0:\n        b = bytearray(100 << 20)\n"
+        "        b[::4096] = b'1' * 25600\n        time.sleep(20)\n        os._exit(0)\n"
+        "os.wait()\nraise RuntimeError('the children were not killed')"), "children"))
     hogged = poll(server, hog, server.auth, timeout=60)
-    assert_failed(hogged, "memhog", "MemoryError", "out of memory")
+    assert_failed(hogged, "memhog", "MemoryError", "out of memory", "memory limit exceeded (limit 256 MB)")
+    assert_failed(poll(server, children, server.auth, timeout=60), "children", "memory limit exceeded (limit 256 MB)")
     spun = poll(server, spin, server.auth, timeout=60)
     assert_failed(spun, "spin", "timed out after 5 s")
     assert 5 <= time.time() - started < 30
     assert spun["durationMs"] >= 5000
     assert me_total(server) == CREDITS
-    assert wait_no_uid({task_uid(server, spin), task_uid(server, hog)}, server, timeout=5) == []
+    assert wait_no_uid({task_uid(server, spin), task_uid(server, hog), task_uid(server, children)}, server,
+                       timeout=5) == []
     health = httpx.get(f"{server.url}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["queue"] == {"queued": 0, "running": 0}
 

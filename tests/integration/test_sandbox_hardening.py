@@ -98,7 +98,7 @@ def test_the_filter_assembles_for_both_architectures():
 def test_the_task_sees_only_its_own_processes(executor, tmp_path):
     procs = hostile(executor, tmp_path / "w", action="listdir", path="/proc")
     pids = {name for name in procs if name.isdigit()}
-    assert "2" in pids and pids <= {"1", "2"}, procs  # its init and itself; no server, zygote or worker
+    assert "2" in pids and pids <= {"1", "2"}, procs  # itself (and its init); no server, zygote or worker
 
 
 @root_only
