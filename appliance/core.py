@@ -9,6 +9,7 @@ import time
 from appliance.delivery.outputs import Store
 from appliance.delivery.sse import Hub
 from appliance.delivery.webhooks import Deliverer
+from appliance.runtime import sandbox
 from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.resources import measure
 from appliance.runtime.scheduler import Scheduler
@@ -37,7 +38,8 @@ class Core:
         self.hub = Hub()
         self.capacity = measure(settings)
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
-                                      verify=verify)
+                                      verify=verify, start_timeout_s=settings.task_start_timeout_s,
+                                      allow_unsandboxed=settings.allow_unsandboxed)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
         self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, self.capacity, self.store,
@@ -46,7 +48,8 @@ class Core:
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap
         self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
-            "manim": ManimPipeline(), "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline()})
+            "manim": ManimPipeline(), "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline()},
+            untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -54,6 +54,7 @@ class Settings:
     rate_limit_requests: int = 120
     rate_limit_window_s: int = 60
     shared_cache: bool = False
+    task_start_timeout_s: int = 60
 
     @property
     def base_url(self) -> str:

@@ -179,7 +179,8 @@ class Scheduler:
     def _limits(self, task: dict) -> Limits:
         s = self.settings
         return Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
-                      fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes)
+                      fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
+                      cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb)
 
     def _inputs(self, task_input: dict) -> dict[str, str]:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs

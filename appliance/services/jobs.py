@@ -47,8 +47,10 @@ class NewJob:
 
 class JobService:
     def __init__(self, settings: Settings, db: sqlite_utils.Database, scheduler: Scheduler, store: Store,
-                 webhooks: Deliverer, pipelines: dict[str, Pipeline]) -> None:
+                 webhooks: Deliverer, pipelines: dict[str, Pipeline],
+                 untrusted_refusal: Callable[[], str | None] = lambda: None) -> None:
         self.settings, self.db, self.scheduler, self.store = settings, db, scheduler, store
+        self._untrusted_refusal = untrusted_refusal
         self.webhooks, self.pipelines = webhooks, pipelines
         self.hub = scheduler.hub
         self.capacity = scheduler.capacity
@@ -59,6 +61,9 @@ class JobService:
         """Create the job (402 leaves nothing behind) and start it; a deferred pipeline plans in the background."""
         self.check_disk()
         pipeline = self.pipelines[new.kind]
+        refusal = self._untrusted_refusal() if getattr(pipeline, "untrusted", False) else None
+        if refusal:  # strangers' code never runs unsandboxed unless the operator said so
+            raise Unavailable(refusal)
         tasks = [] if pipeline.deferred else self._private(new.user_id, pipeline.plan(new.payload))
         job = jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
                               key_id=new.key_id, kind=new.kind, request=new.request, tasks=tasks,
@@ -160,5 +165,3 @@ class JobService:
             return  # cancelled while planning
         self.scheduler.wake()
 
-
-Listener = Callable[[dict, str], None]

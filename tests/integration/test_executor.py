@@ -104,7 +104,9 @@ def test_progress_arrives_in_order_before_the_single_exit(executor, tmp_path):
     assert handle.pid > 0 and handle.task_id == "w"
     assert collector.wait()["ok"] is True
     fractions = [m["fraction"] for m in collector.messages if m["type"] == "progress"]
-    assert len(fractions) == 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    # 5 steps 0.1 s apart; the executor coalesces progress (at most one per 0.1 s, the latest wins, the last
+    # one always arrives), so 2 to 5 of them reach the caller, in order
+    assert 2 <= len(fractions) <= 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert {m["phase"] for m in collector.messages if m["type"] == "progress"} == {"sleeping"}
 
 
@@ -144,8 +146,12 @@ def test_wall_clock_timeout_kills_the_process_group(executor, tmp_path):
 
 
 def test_kill_takes_the_grandchildren_with_it(executor, tmp_path):
+    from tests.integration.test_sandbox_hardening import host_pid, logged_child
+
     handle, collector = spawn(executor, tmp_path / "w", "test.sleep", {"seconds": 30, "child": True})
-    grandchild = child_pid(collector)
+    grandchild = logged_child(tmp_path / "w.log", collector)
+    if executor.mechanism == sandbox.FULL:  # the task logged its pid inside its own PID namespace
+        grandchild = host_pid(handle.pid, grandchild)
     handle.kill()
     assert collector.wait()["error"] == "cancelled"
     assert gone(grandchild) and gone(handle.pid, group=True)

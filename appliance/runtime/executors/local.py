@@ -227,6 +227,8 @@ def _final_message(handle: TaskHandle) -> dict:
 
 
 def _signal_error(sig: int, report: dict, limits: Limits) -> str:
+    if report.get("killed_by") == "memory":  # the task's memory cgroup recorded an OOM kill
+        return f"memory limit exceeded (limit {limits.mem_mb} MB)"
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report.get("cpu_s", 0) >= limits.cpu_seconds):
         return f"cpu time limit exceeded (limit {limits.cpu_seconds} s)"
     if sig == signal.SIGXFSZ:
@@ -300,9 +302,10 @@ class _Zygote:
             except OSError as exc:
                 self._pending.pop(request_id, None)
                 raise RuntimeError(f"the zygote is gone: {exc}") from exc
-        if not handle._spawned.wait(60):
+        if not handle._spawned.wait(self._config.get("start_timeout_s", 60)):
             self._pending.pop(request_id, None)
-            raise RuntimeError("spawn failed: no answer from the zygote")
+            self.proc.kill()  # hung: the next spawn starts a fresh zygote
+            raise RuntimeError("spawn failed: no answer from the zygote (it was restarted)")
         if handle._spawn_error:
             raise RuntimeError(f"spawn failed: {handle._spawn_error}")
 
@@ -369,9 +372,9 @@ def _zygote_env() -> dict[str, str]:
 class LocalExecutor:
     def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
                  extra_readonly: Sequence[Path] = (), data_dir: Path | None = None,
-                 verify: Verifier | None = None) -> None:
-        self._config = {"preload": list(preload), "sandbox": sandbox,
-                        "extra_readonly": [str(p) for p in extra_readonly]}
+                 verify: Verifier | None = None, start_timeout_s: float = 60, allow_unsandboxed: bool = False) -> None:
+        self._config = {"preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed,
+                        "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s}
         self._root = data_dir
         self.artifacts = Artifacts(data_dir / "artifacts") if data_dir else None
         self._verify = verify

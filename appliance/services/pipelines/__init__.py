@@ -12,6 +12,6 @@ from appliance.store.jobs import TaskDef
 
 
 class Pipeline(Protocol):
-    deferred: bool
+    deferred: bool  # planned after the job exists (in a worker thread), not at submit
 
     def plan(self, payload: dict) -> list[TaskDef]: ...

@@ -9,6 +9,7 @@ from appliance.store.jobs import TaskDef
 
 class ManimPipeline:
     deferred = False
+    untrusted = True  # the scene is a stranger's code: refused where the sandbox is missing
 
     def plan(self, payload: dict) -> list[TaskDef]:
         """payload: code, className, width, height, fps."""
