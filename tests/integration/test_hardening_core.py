@@ -1,0 +1,219 @@
+"""Hardening of the core, each against a real server: a second server on the same data dir, billing after a
+restart, a task that cannot start, a job cancelled while its media downloads, cache privacy, starvation-free
+admission, the retention sweep."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import PYTHON, ROOT, Server, free_port
+from tests.integration.test_durability import SLEEPY
+from tests.integration.test_kodisc_api import TINY, poll
+
+
+def _kodisc(server: Server, user: str = "ada", credits: str = "100") -> dict:
+    server.cli("users", "create", user, "--credits", credits)
+    return {"Authorization": f"Bearer {server.new_key(user, 'kodisc')['key']}"}
+
+
+def _credits(server: Server, auth: dict) -> int:
+    return httpx.get(f"{server.url}/api/v2/me", headers=auth).json()["credits"]["total"]
+
+
+def _db(server: Server) -> sqlite3.Connection:
+    conn = sqlite3.connect(server.data_dir / "appliance.db")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def test_a_second_server_on_the_same_data_dir_stops_before_touching_it(server):
+    server.cli("users", "create", "ada")
+    job_id = server.submit("ada", "test.sleep", {"seconds": 3})
+    server.wait(job_id, ("running",))
+    second = subprocess.run([PYTHON, "-m", "appliance.cli", "serve", "--data-dir", str(server.data_dir),
+                             "--port", str(free_port())], cwd=ROOT, env=server.env, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 2
+    assert f"in use by the appliance server at {server.url} (pid {server.proc.pid})" in second.stderr
+    job = server.wait(job_id)
+    assert job["status"] == "completed" and job["tasks"][0]["attempts"] == 1  # never re-queued by the second one
+
+
+@pytest.mark.slow
+def test_after_a_crash_the_attempt_that_rendered_is_billed_not_the_downtime(make_server):
+    server = make_server()
+    auth = _kodisc(server)
+    quick = {**SLEEPY, "code": SLEEPY["code"].replace("time.sleep(30)", "time.sleep(4)")}
+    job_id = httpx.post(f"{server.url}/api/v2/render", json=quick, headers=auth).json()["jobId"]
+    while httpx.get(f"{server.url}/api/v2/render/{job_id}", headers=auth).json()["status"] != "running":
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    time.sleep(8)  # downtime the user must not pay for
+    again = Server(server.data_dir, server.env).start()
+    try:
+        job = poll(again, job_id, auth)
+        assert job["status"] == "completed", job
+        # low quality = 1 credit per render-second; the render itself takes ~5 s, the downtime 8 s more
+        assert job["durationMs"] < 8000 and job["creditsCost"] == -(-job["durationMs"] // 1000)
+        assert _credits(again, auth) == 100 - job["creditsCost"]
+    finally:
+        again.stop(signal.SIGKILL)
+
+
+def _zygote(server: Server) -> psutil.Process:
+    for child in psutil.Process(server.proc.pid).children():
+        if "appliance.runtime.executors.zygote" in " ".join(child.cmdline()):
+            return child
+    raise AssertionError("no zygote")
+
+
+@pytest.mark.slow
+def test_a_task_that_cannot_start_fails_with_a_refund_and_the_worker_is_replaced(make_server):
+    server = make_server({"APPLIANCE_TASK_START_TIMEOUT_S": "2", "APPLIANCE_PRELOAD": "PIL"})
+    auth = _kodisc(server)
+    hung = _zygote(server)
+    hung.suspend()  # alive but not answering: the start times out
+    try:
+        job_id = httpx.post(f"{server.url}/api/v2/render", json=TINY, headers=auth).json()["jobId"]
+        job = poll(server, job_id, auth, timeout=60)
+        assert job["status"] == "failed" and "could not start the task" in job["error"], job
+        assert _credits(server, auth) == 100
+        assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"  # the event loop never blocked
+    finally:
+        if hung.is_running():
+            hung.resume()
+    job_id = httpx.post(f"{server.url}/api/v2/render", json=TINY, headers=auth).json()["jobId"]
+    assert poll(server, job_id, auth)["status"] == "completed"  # a fresh zygote took over
+    assert _zygote(server).pid != hung.pid
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Serves a PNG after a delay (a media download still running when the job is cancelled), and records
+    webhook posts."""
+    png = b""
+    delay = 0.0
+    hooks: list[dict] = []
+
+    def do_GET(self):
+        time.sleep(self.delay)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.png)))
+        self.end_headers()
+        self.wfile.write(self.png)
+
+    def do_POST(self):
+        self.hooks.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_http(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(path)
+    _Slow.png, _Slow.delay, _Slow.hooks = path.read_bytes(), 3.0, []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+def _movie(source: str, text: str = "hello") -> dict:
+    return {"kind": "movie", "projectId": "p", "movie": {"width": 640, "height": 360, "fps": 10, "scenes": [
+        {"id": "s0", "duration": 0.5, "layers": [
+            {"id": "img", "type": "image", "source": source, "startTime": 0, "duration": 0.5,
+             "position": {"x": 0, "y": 0}, "size": {"width": 64, "height": 64}},
+            {"id": "t", "type": "text", "text": text, "startTime": 0, "duration": 0.5,
+             "position": {"x": 80, "y": 20}, "size": {"width": 200, "height": 60}, "fontSize": 24}]}]}}
+
+
+@pytest.mark.slow
+def test_a_job_cancelled_while_its_media_downloads_stays_cancelled_with_one_webhook(make_server, slow_http):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2"})
+    server.cli("users", "create", "ada")
+    headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+    body = {**_movie(f"{slow_http}/red.png"), "callbackUrl": f"{slow_http}/hook"}
+    job_id = httpx.post(f"{server.url}/v1/render/jobs", json=body, headers=headers).json()["jobId"]
+    time.sleep(0.5)  # planning: the download is under way
+    cancelled = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    time.sleep(5)  # the download finishes meanwhile, and planning ends
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers).json()["status"] == "cancelled"
+    finals = [h for h in _Slow.hooks if h["status"] != "running"]
+    assert [h["status"] for h in finals] == ["cancelled"]
+    assert _db(server).execute("select count(*) from tasks where job_id = ?", (job_id,)).fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_scenes_render_the_bytes_their_cache_key_names_and_the_cache_is_per_user(make_server, slow_http):
+    _Slow.delay = 0.0
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2"})
+    keys = {}
+    for user in ("ada", "bob"):
+        server.cli("users", "create", user)
+        keys[user] = {"x-api-key": server.new_key(user, "viralsync")["key"]}
+    first = httpx.post(f"{server.url}/v1/render/jobs", json=_movie(f"{slow_http}/red.png"), headers=keys["ada"])
+    first_job = server.wait(first.json()["jobId"])
+    scene = first_job["tasks"][0]
+    task_input = json.loads(_db(server).execute("select input from tasks where id = ?", (scene["id"],)).fetchone()[0])
+    assert list(task_input["artifacts"].values()) == [hashlib.sha256(_Slow.png).hexdigest()]
+    same = httpx.post(f"{server.url}/v1/render/jobs", json=_movie(f"{slow_http}/red.png"), headers=keys["ada"])
+    assert server.wait(same.json()["jobId"])["tasks"][0]["cached"] is True
+    other = httpx.post(f"{server.url}/v1/render/jobs", json=_movie(f"{slow_http}/red.png"), headers=keys["bob"])
+    assert server.wait(other.json()["jobId"])["tasks"][0]["cached"] is False  # no timing side channel
+
+
+def test_a_large_task_is_not_starved_by_a_stream_of_small_ones(make_server):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "ada")
+    early = [server.submit("ada", "test.sleep", {"seconds": 1.5}) for _ in range(2)]
+    for job_id in early:
+        server.wait(job_id, ("running",))
+    big = server.submit("ada", tasks=[{"renderer": "test.sleep", "input": {"seconds": 0.2}, "cpu": 2}])
+    late = [server.submit("ada", "test.sleep", {"seconds": 1.0}) for _ in range(4)]
+    started = {job_id: server.wait(job_id)["tasks"][0]["startedAt"] for job_id in [big, *late]}
+    assert all(started[big] < started[job_id] for job_id in late), started
+
+
+def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
+    server = make_server({"APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "ada")
+    job_id = server.wait(server.submit("ada", "test.noop"))["id"]
+    assert (server.data_dir / "outputs" / job_id / "out.txt").is_file()
+    assert _db(server).execute("select count(*) from events where job_id = ?", (job_id,)).fetchone()[0] > 0
+    server.stop()
+    past = time.time() - 2 * 86400
+    os.utime(server.data_dir / "outputs" / job_id, (past, past))
+    for log in (server.data_dir / "logs").iterdir():
+        os.utime(log, (past, past))
+    with _db(server) as conn:
+        conn.execute("update jobs set completed_at = '2000-01-01T00:00:00.000Z' where id = ?", (job_id,))
+    again = Server(server.data_dir, {**server.env, "APPLIANCE_RETENTION_DAYS": "1"}).start()
+    try:
+        deadline = time.time() + 10
+        while (server.data_dir / "outputs" / job_id).exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not (server.data_dir / "outputs" / job_id).exists()
+        row = _db(again).execute("select expired_at from jobs where id = ?", (job_id,)).fetchone()
+        assert row["expired_at"] is not None
+        assert _db(again).execute("select count(*) from events where job_id = ?", (job_id,)).fetchone()[0] == 0
+        assert not list((server.data_dir / "logs").iterdir())
+    finally:
+        again.stop()
