@@ -1,25 +1,19 @@
 """create_app(): the Litestar application — dialect routers, health, public outputs, OpenAPI."""
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from importlib import metadata
 
 from litestar import Litestar, Request, Response, get
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
-from appliance.api import admin, kodisc, viralsync
-from appliance.api.common import as_appliance_error, json_response
+from appliance.api import admin, kodisc, openapi, viralsync
+from appliance.api.common import ErrorShape, http_error_response, internal_error, json_response
 from appliance.core import Core
 from appliance.delivery.httpfiles import serve_file
 from appliance.settings import Settings
 from appliance.store import jobs
-
-log = logging.getLogger("appliance")
 
 
 @get("/healthz", include_in_schema=True)
@@ -56,20 +50,28 @@ def _serve(request: Request, job_id: str, name: str) -> Response:
 ROUTERS = {"/api/v2": kodisc.error_response, "/v1": viralsync.error_response, "/admin": admin.error_response}
 
 
-def _http_error(request: Request, exc: HTTPException) -> Response:
-    """Litestar's own answers outside any router (no such path, wrong method) in the dialect's shape of the
-    path's prefix; elsewhere a plain JSON error."""
-    for prefix, shape in ROUTERS.items():
-        if request.url.path == prefix or request.url.path.startswith(prefix + "/"):
-            return shape(as_appliance_error(exc))
-    err = as_appliance_error(exc)
+def _plain(err) -> Response:
     return json_response({"error": err.code, "message": err.message}, err.status)
 
 
+def _shape_of(request: Request) -> ErrorShape:
+    """The error shape of the dialect whose prefix the path has, else a plain {error, message}."""
+    for prefix, shape in ROUTERS.items():
+        if request.url.path == prefix or request.url.path.startswith(prefix + "/"):
+            return shape
+    return _plain
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Litestar's own answers outside any router (no such path, wrong method) in the shape of the path's
+    dialect; a 500-class one is a bug and is logged as one."""
+    if exc.status_code >= 500:
+        return _internal_error(request, exc)
+    return http_error_response(_shape_of(request), exc)
+
+
 def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return json_response({"error": "internal_error", "message": "The appliance hit an internal error; "
-                                                                "see the server log"}, 500)
+    return _shape_of(request)(internal_error(request, exc))
 
 
 def create_app(settings: Settings, core: Core | None = None) -> Litestar:
@@ -86,14 +88,15 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     core.jobs.listen("kodisc", kodisc.listener(core.jobs))
     core.jobs.listen("viralsync", viralsync.Webhooks(core.jobs))
     app = Litestar(
-        route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router],
+        route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router,
+                        openapi.assets_router()],
         lifespan=[lifespan],
         exception_handlers={HTTPException: _http_error, 500: _internal_error},
         dependencies={"service": Provide(lambda: core.jobs, sync_to_thread=False)},
-        openapi_config=OpenAPIConfig(title="Render appliance", version=metadata.version("render-appliance"),
-                                     path="/schema", render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()]),
+        openapi_config=openapi.config(metadata.version("render-appliance")),
         request_max_body_size=1024 * 1024 * 1024,
     )
+    openapi.install(app)
     app.state.core = core
     admin.ensure_token(settings.data_dir)
     return app

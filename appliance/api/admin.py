@@ -10,6 +10,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
 from appliance.api.common import handlers_for, json_response
+from appliance.delivery import sse
 from appliance.errors import ApplianceError, NotFound, Unauthorized
 from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import movie as movie_pipeline
@@ -83,6 +84,9 @@ async def submit_job(request: Request, service: JobService, admin: str) -> Respo
         raise ApplianceError("body must be a JSON object") from None
     if not isinstance(data, dict):
         raise ApplianceError("body must be a JSON object")
+    priority = data.get("priority", 0)
+    if type(priority) is not int or not -1000 <= priority <= 1000:  # SQLite integers are 64-bit
+        raise ApplianceError("priority must be an integer from -1000 to 1000")
     user = users.get_user_by_name(service.db, str(data.get("user", "admin")))
     if not user:
         raise NotFound(f"no user {data.get('user')!r}")
@@ -105,13 +109,13 @@ def _tasks_job(user_id: str, data: dict) -> NewJob:
     specs = data.get("tasks") or [{"renderer": data.get("renderer"), "input": data.get("input", {})}]
     return NewJob(job_id=ids.viralsync_job_id(), dialect="admin", user_id=user_id,
                   kind="tasks", payload={"tasks": specs}, request=data,
-                  priority=int(data.get("priority", 0)))
+                  priority=data.get("priority", 0))
 
 
 @get("/jobs/{job_id:str}/events")
 async def job_events(request: Request, service: JobService, admin: str, job_id: str) -> Response:
     after = request.query_params.get("after", "0")
-    return json_response(service.events_since(job_id, int(after) if after.isdigit() else 0))
+    return json_response(service.events_since(job_id, sse.parse_last_event_id(after if after.isascii() else "")))
 
 
 router = Router(path="/admin", route_handlers=[show_job, cancel_job, retry_job, submit_job, job_events],

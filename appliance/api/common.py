@@ -1,5 +1,5 @@
-"""What every dialect router shares: JSON responses, the jobs service as a dependency, and the mapping of
-Litestar's own errors (404, 405, 413, 415, 400) onto each dialect's error shape."""
+"""What every dialect router shares: JSON responses and the mapping of Litestar's own errors (404, 405, 413, 415,
+400) and of unexpected exceptions (500, logged) onto each dialect's error shape."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +16,9 @@ ErrorShape = Callable[[ApplianceError], Response]
 # Litestar's own HTTP errors, as the core's error with a stable machine code and a readable message.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-              429: "rate_limited"}
+              429: "rate_limited", 500: "internal_error"}
+MESSAGES = {404: "No such endpoint", 405: "Method not allowed on this endpoint", 413: "Request body too large",
+            415: "Unsupported media type", 500: "The appliance hit an internal error; see the server log"}
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -25,20 +27,33 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
 
 def as_appliance_error(exc: HTTPException) -> ApplianceError:
     status = exc.status_code
-    message = {404: "No such endpoint", 405: "Method not allowed on this endpoint",
-               413: "Request body too large"}.get(status, str(exc.detail or "Bad request"))
+    message = MESSAGES.get(status) or str(exc.detail or "Bad request")
     return ApplianceError(message, status=status, code=HTTP_CODES.get(status, "error"))
 
 
+def http_error_response(shape: ErrorShape, exc: HTTPException) -> Response:
+    """Litestar's error in the dialect's shape, keeping its headers (a 405's Allow)."""
+    response = shape(as_appliance_error(exc))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def internal_error(request: Request, exc: Exception) -> ApplianceError:
+    """A bug: logged with its traceback; the client gets a 500 that names no internals."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ApplianceError(MESSAGES[500], status=500, code=HTTP_CODES[500])
+
+
 def handlers_for(shape: ErrorShape) -> dict:
-    """A router's exception handlers: its own errors and Litestar's, both in the dialect's shape."""
+    """A router's exception handlers: its own errors, Litestar's and unexpected ones (the 500 key: Litestar picks
+    it for exceptions without a status code), all in the dialect's shape."""
     def appliance_error(request: Request, exc: ApplianceError) -> Response:
         return shape(exc)
 
     def http_error(request: Request, exc: HTTPException) -> Response:
-        response = shape(as_appliance_error(exc))
-        if exc.status_code == 405 and getattr(exc, "headers", None):
-            response.headers.update(exc.headers or {})
-        return response
+        return http_error_response(shape, exc)
 
-    return {ApplianceError: appliance_error, HTTPException: http_error}
+    def unexpected(request: Request, exc: Exception) -> Response:
+        return shape(internal_error(request, exc))
+
+    return {ApplianceError: appliance_error, HTTPException: http_error, 500: unexpected}

@@ -10,6 +10,7 @@ import re
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
+from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer
 from appliance.api.common import handlers_for, json_response
 from appliance.delivery import netpolicy
@@ -27,15 +28,23 @@ ASPECTS = ("16:9", "9:16")
 CLASSNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STATUS = {"queued": "queued", "running": "running", "completed": "completed", "failed": "failed",
           "cancelled": "failed"}
+# The seven documented 400 messages, in the documented order: a 400's "error" is always one of them.
+MESSAGES = ("JSON body required", "code is required", "className must be a valid Python identifier",
+            "quality must be one of: low, medium, high, twok, fourk", "aspectRatio must be one of: 16:9, 9:16",
+            "fps must be a positive integer", "webhookUrl must be an https:// URL")
+TOO_LARGE = {"error": "Request body too large", "message": "Maximum request body is 200 KB"}
 
 class BadRequest(ApplianceError):
     status, code = 400, "bad_request"
-    hint: str | None = None
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint  # the optional "message": why, where the documented error is too coarse
 
 
 def error_response(exc: ApplianceError) -> Response:
     if exc.status == 413:
-        return json_response({"error": "Request body too large", "message": "Maximum request body is 200 KB"}, 413)
+        return json_response(TOO_LARGE, 413)
     if isinstance(exc, Unauthorized):
         body = {"error": "unauthorized", "message": f"{exc.message}. Send Authorization: Bearer kdsc_live_…"}
     elif isinstance(exc, InsufficientCredits):
@@ -59,7 +68,7 @@ def validate(body: bytes, allow_http: bool) -> dict:
         raise BadRequest("JSON body required")
     if not isinstance(data.get("code"), str) or not data["code"].strip():
         raise BadRequest("code is required")
-    if not isinstance(data.get("className"), str) or not CLASSNAME.match(data["className"]):
+    if not isinstance(data.get("className"), str) or not CLASSNAME.fullmatch(data["className"]):
         raise BadRequest("className must be a valid Python identifier")
     if data.get("quality", "medium") not in QUALITIES:
         raise BadRequest("quality must be one of: low, medium, high, twok, fourk")
@@ -68,8 +77,8 @@ def validate(body: bytes, allow_http: bool) -> dict:
     fps = data.get("fps")
     if fps is not None and (type(fps) is not int or fps < 1):
         raise BadRequest("fps must be a positive integer")
-    if fps is not None and fps > MAX_FPS:
-        raise BadRequest(f"fps must be at most {MAX_FPS}")
+    if fps is not None and fps > MAX_FPS:  # DECISIONS.md: 1-120, else the documented fps message
+        raise BadRequest("fps must be a positive integer", f"fps must be at most {MAX_FPS}")
     hook = data.get("webhookUrl", ...)
     if hook not in (None, ...):
         ok_scheme = isinstance(hook, str) and (hook.startswith("https://") or
@@ -105,7 +114,32 @@ async def api_key(request: Request, service: JobService) -> users.ApiKey:
     return authenticate(service.db, "kodisc", bearer(request))
 
 
-@post("/render", status_code=202)
+# ---- the OpenAPI description of each operation (appliance/api/openapi.py) ----------------------------
+def _error(values: tuple[str, ...], description: str):
+    return openapi.error_body(schemas.KodiscError, "error", values, description)
+
+
+DOC_ERRORS = {
+    400: _error(MESSAGES, "One of the seven documented messages, checked in this order; message gives details"),
+    401: _error(("unauthorized",), "Missing, malformed, revoked or unknown key (or a key of another dialect)"),
+    402: _error(("insufficient_credits",), "Balance below the reserve: no job was created"),
+    404: _error(("not_found",), "No such job for this key's user"),
+    413: _error((TOO_LARGE["error"],), "Body over 200 KB"),
+    503: _error(("unavailable",), "The appliance is short of disk space; retry later"),
+}
+
+
+def _doc(summary: str, status: int, struct: type, errors: tuple[int, ...], description: str, body=None):
+    return openapi.operation(
+        tag="Kodisc", summary=summary, description=description, security=openapi.KODISC_AUTH, body=body,
+        responses={status: openapi.json_body(openapi.ref(struct), summary), **{e: DOC_ERRORS[e] for e in errors}},
+        path_params={"job_id": "The jobId that POST /api/v2/render returned"})
+
+
+@post("/render", status_code=202, operation_class=_doc(
+    "Enqueue a render", 202, schemas.KodiscRenderAccepted, (400, 401, 402, 413, 503),
+    "Reserves credits and queues a Manim render; poll GET /api/v2/render/{jobId} or use a webhook.",
+    body=schemas.KodiscRenderRequest))
 async def enqueue_render(request: Request, service: JobService, key: users.ApiKey) -> Response:
     data = validate(await request.body(), service.settings.allow_http_webhooks)
     webhook_url = _webhook_url(service, key, data)
@@ -114,14 +148,16 @@ async def enqueue_render(request: Request, service: JobService, key: users.ApiKe
 
 
 def _webhook_url(service: JobService, key: users.ApiKey, data: dict) -> str | None:
-    url = key.webhook_url if "webhookUrl" not in data else data["webhookUrl"]
+    """The request's webhookUrl (null opts out), else the key's default; both pass the one URL policy."""
+    own = "webhookUrl" in data
+    url = data["webhookUrl"] if own else key.webhook_url
     if url:
         try:
-            netpolicy.parse(url, allow_loopback=service.settings.allow_loopback_targets)
+            netpolicy.parse(url, allow_http=service.settings.allow_http_webhooks,
+                            allow_loopback=service.settings.allow_loopback_targets)
         except netpolicy.RefusedURL as exc:
-            err = BadRequest("webhookUrl must be an https:// URL")
-            err.hint = str(exc)
-            raise err from None
+            reason = str(exc) if own else f"the key's default webhook URL is refused: {exc}"
+            raise BadRequest("webhookUrl must be an https:// URL", reason) from None
     return url or None
 
 
@@ -139,7 +175,9 @@ def _new_job(service: JobService, key: users.ApiKey, data: dict, webhook_url: st
                   credit_rate=RATES[data.get("quality", "medium")], reserve=reserve)
 
 
-@get("/render/{job_id:str}")
+@get("/render/{job_id:str}", operation_class=_doc(
+    "Get a render", 200, schemas.KodiscJob, (401, 404),
+    "The job object (also the webhook body). A failed scene is status failed with error, never a 5xx."))
 async def get_render(service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = service.find(job_id, key.user_id, "kodisc")
     if not job:
@@ -147,7 +185,8 @@ async def get_render(service: JobService, key: users.ApiKey, job_id: str) -> Res
     return json_response(job_object(service, job))
 
 
-@get("/me")
+@get("/me", operation_class=_doc("The key and its credits", 200, schemas.KodiscMe, (401,),
+                                "The authenticated key and the user's credit balance (paid, free, total)."))
 async def get_me(service: JobService, key: users.ApiKey) -> Response:
     return json_response({"userId": key.user_id, "keyId": key.id, "keyPrefix": key.prefix,
                           "credits": ledger.balance(service.db, key.user_id)})

@@ -12,8 +12,10 @@ import time
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse
 from litestar.response import Stream
 
+from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer
 from appliance.api.common import handlers_for, json_response
 from appliance.api.ratelimit import SlidingWindow
@@ -30,6 +32,7 @@ TERMINAL_EVENTS = {"completed": "done", "failed": "failed", "cancelled": "cancel
 PROGRESS_WEBHOOK_EVERY_S = 5.0
 KEEPALIVE_S = 15.0
 MAX_BODY = 10 * 1024 * 1024  # a Movie document names its media by URL: 10 MB of JSON is a generous ceiling
+STATUSES = ("queued", "running", "waiting", "done", "failed", "cancelled")
 
 
 class VsError(ApplianceError):
@@ -41,12 +44,15 @@ class VsError(ApplianceError):
 def error_response(exc: ApplianceError) -> Response:
     if exc.status == 413:
         return json_response({"error": f"Request body larger than {MAX_BODY // 2**20} MB", "code": "PAYLOAD_TOO_LARGE"}, 413)
-    if exc.status in (404, 405) and not isinstance(exc, VsError):
-        return json_response({"error": exc.message, "code": exc.code.upper()}, exc.status)
     if isinstance(exc, Unauthorized):
         code = "API_KEY_REVOKED" if exc.code == "revoked" else "UNAUTHORIZED"
         return json_response({"error": f"{exc.message}. Send x-api-key: vs_prod_…", "code": code}, 401)
-    return json_response({"error": exc.message, "code": exc.code}, exc.status, getattr(exc, "headers", None))
+    if isinstance(exc, VsError):
+        return json_response({"error": exc.message, "code": exc.code}, exc.status, exc.headers)
+    # The core's and Litestar's own errors (404, 405, 415, 500, 503): their code in ViralSync's upper case;
+    # any 400 is a request ViralSync calls INVALID_REQUEST.
+    code = "INVALID_REQUEST" if exc.status == 400 else exc.code.upper()
+    return json_response({"error": exc.message, "code": code}, exc.status)
 
 
 def _token(request: Request) -> str | None:
@@ -135,7 +141,9 @@ def event_body(service: JobService, job: dict, event_type: str) -> tuple[str, di
 
 
 # ---- submission ----------------------------------------------------------------------------------
-def parse_submission(body: bytes) -> dict:
+def parse_submission(body: bytes, allow_loopback: bool = False) -> dict:
+    """The request, validated in full before any plan or quota check (a malformed request is a 400 whatever
+    the plan); RecursionError: JSON nested deeper than the parser's limit."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -153,6 +161,11 @@ def parse_submission(body: bytes) -> dict:
     except movie_pipeline.SpecError as exc:
         raise VsError(400, "INVALID_MOVIE_JSON", f"movie.{exc}") from None
     data["renderOptions"] = _render_options(data.get("renderOptions"))
+    if data.get("callbackUrl") is not None:
+        try:
+            netpolicy.parse(data["callbackUrl"], allow_loopback=allow_loopback)
+        except netpolicy.RefusedURL as exc:
+            raise VsError(400, "INVALID_MOVIE_JSON", f"callbackUrl: {exc}") from None
     return data
 
 
@@ -199,13 +212,7 @@ def submit(service: JobService, key: users.ApiKey, data: dict) -> dict:
     if not plan.api:
         raise VsError(403, "FORBIDDEN", "Your plan does not include API access. Upgrade to Pro.")
     check_plan(service, user, plan, data["movie"])
-    callback = data.get("callbackUrl")
-    if callback is not None:
-        try:
-            netpolicy.parse(callback, allow_loopback=service.settings.allow_loopback_targets)
-        except netpolicy.RefusedURL as exc:
-            raise VsError(400, "INVALID_MOVIE_JSON", f"callbackUrl: {exc}") from None
-    return service.submit(new_movie_job(service, key.user_id, key.id, data, callback))
+    return service.submit(new_movie_job(service, key.user_id, key.id, data, data.get("callbackUrl")))
 
 
 def new_movie_job(service: JobService, user_id: str, key_id: str | None, data: dict,
@@ -240,6 +247,40 @@ class Webhooks:
                                       url=job["webhook_url"], event=name, body=dumps(body).encode())
 
 
+# ---- the OpenAPI description of each operation (appliance/api/openapi.py) ------------------------
+def _ok(struct: type, text: str) -> OpenAPIResponse:
+    return openapi.json_body(openapi.ref(struct), text)
+
+
+def _doc(summary: str, ok: dict, errors: dict, description: str, body: type | None = None, params=(),
+         security=openapi.VIRALSYNC_AUTH):
+    """ok: the success responses; errors: status -> the codes it may carry. Every operation may also answer
+    401 and 429."""
+    errors = {401: ("UNAUTHORIZED", "API_KEY_REVOKED"), **errors, 429: ("RATE_LIMITED",)}
+    responses = dict(ok)
+    for status, codes in errors.items():
+        responses[status] = openapi.error_body(
+            schemas.ViralSyncError, "code", codes, _ERROR_TEXT[status],
+            {"Retry-After": "Seconds until the window has room"} if status == 429 else None)
+    return openapi.operation(tag="ViralSync", summary=summary, description=description, security=security,
+                             body=body, params=params, responses=responses,
+                             path_params={"job_id": "The jobId that POST /v1/render/jobs returned"})
+
+
+_ERROR_TEXT = {400: "Invalid request", 401: "Missing, invalid or revoked key", 402: "Render quota reached",
+               403: "The plan has no API access", 404: "No such job for this key's user",
+               409: "Conflicts with the job's state or the plan's concurrency limit",
+               413: "Body over 10 MB", 429: "Over 120 requests per 60 s for this key",
+               503: "The appliance is short of disk space; retry later"}
+LIST_PARAMS = (
+    openapi.query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}, "Page size"),
+    openapi.query("cursor", {"type": "string"}, "nextCursor of the previous page"),
+    openapi.query("type", {"type": "string"}, "Job type; only render jobs exist here, others list nothing"),
+    openapi.query("status", {"type": "string", "enum": list(STATUSES)}, "Only jobs in this status"))
+SSE_PARAMS = (openapi.header("Last-Event-ID", {"type": "string"},
+                             "Resume after this event id; anything but a positive integer replays from the start"),)
+
+
 # ---- routes --------------------------------------------------------------------------------------
 def _job_for(service: JobService, key: users.ApiKey, job_id: str) -> dict:
     job = service.find(job_id, key.user_id, "viralsync")
@@ -248,19 +289,30 @@ def _job_for(service: JobService, key: users.ApiKey, job_id: str) -> dict:
     return job
 
 
-@post("/render/jobs", status_code=202)
+@post("/render/jobs", status_code=202, operation_class=_doc(
+    "Submit a Movie render", {202: _ok(schemas.ViralSyncAccepted, "Queued")},
+    {400: ("INVALID_MOVIE_JSON", "PLAN_RESOLUTION_EXCEEDED", "PLAN_DURATION_EXCEEDED"),
+     402: ("RENDER_QUOTA_EXCEEDED", "RENDER_QUOTA_DAILY_EXCEEDED"), 403: ("FORBIDDEN",),
+     409: ("CONCURRENCY_LIMIT_EXCEEDED",), 413: ("PAYLOAD_TOO_LARGE",), 503: ("UNAVAILABLE",)},
+    "Validates the Movie document and queues it: planning, one task per scene, then assembly.",
+    body=schemas.ViralSyncRenderRequest))
 async def submit_render(request: Request, service: JobService, key: users.ApiKey) -> Response:
-    job = submit(service, key, parse_submission(await request.body()))
+    data = parse_submission(await request.body(), service.settings.allow_loopback_targets)
+    job = submit(service, key, data)
     return json_response({"jobId": job["id"], "status": "queued"}, 202)
 
 
-@get("/jobs")
+@get("/jobs", operation_class=_doc(
+    "List jobs", {200: _ok(schemas.ViralSyncJobList, "Newest first; nextCursor null on the last page")},
+    {400: ("INVALID_REQUEST",)}, "Cursor pagination over this user's jobs.", params=LIST_PARAMS))
 async def list_jobs(request: Request, service: JobService, key: users.ApiKey) -> Response:
     q = request.query_params
     limit, before = _page(q.get("limit", "25"), q.get("cursor"))
+    wanted = q.get("status")
+    if wanted is not None and wanted not in STATUSES:
+        raise VsError(400, "INVALID_REQUEST", f"status must be one of: {', '.join(STATUSES)}")
     if q.get("type") not in (None, "render"):
         return json_response({"jobs": [], "nextCursor": None})
-    wanted = q.get("status")
     rows, out = jobs.list_jobs(service.db, user_id=key.user_id, dialect="viralsync", before=before,
                                limit=1000 if wanted else limit + 1), []
     for job in rows:
@@ -287,12 +339,17 @@ def _page(limit_text: str, cursor: str | None) -> tuple[int, tuple[str, str] | N
     return limit, (parts[0], parts[1]) if parts else None
 
 
-@get("/jobs/{job_id:str}")
+@get("/jobs/{job_id:str}", operation_class=_doc(
+    "Get a job", {200: _ok(schemas.ViralSyncJob, "The job")}, {404: ("JOB_NOT_FOUND",)},
+    "Status, phase, progress, children, outputUrl and mediaData of one job."))
 async def get_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
     return json_response(job_object(service, _job_for(service, key, job_id)))
 
 
-@post("/jobs/{job_id:str}/cancel", status_code=200)
+@post("/jobs/{job_id:str}/cancel", status_code=200, operation_class=_doc(
+    "Cancel a job", {200: _ok(schemas.ViralSyncJob, "The cancelled job")},
+    {404: ("JOB_NOT_FOUND",), 409: ("INVALID_STATE_TRANSITION",)},
+    "Stops every running task of a queued or running job; a finished job answers 409."))
 async def cancel_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)
     if not service.cancel(job["id"]):
@@ -301,7 +358,10 @@ async def cancel_job(service: JobService, key: users.ApiKey, job_id: str) -> Res
     return json_response(job_object(service, service.get(job_id)))
 
 
-@delete("/jobs/{job_id:str}", status_code=200)
+@delete("/jobs/{job_id:str}", status_code=200, operation_class=_doc(
+    "Delete a job", {204: OpenAPIResponse("Deleted, with its outputs")},
+    {404: ("JOB_NOT_FOUND",), 409: ("INVALID_STATE_TRANSITION",)},
+    "Removes a finished job and its outputs; an active job answers 409 (cancel it first)."))
 async def delete_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)
     if job["status"] not in jobs.TERMINAL:
@@ -310,13 +370,16 @@ async def delete_job(service: JobService, key: users.ApiKey, job_id: str) -> Res
     return Response(content=b"", status_code=204)
 
 
-@get("/me")
+@get("/me", operation_class=_doc("The key's user", {200: _ok(schemas.ViralSyncMe, "The user")}, {},
+                                "The user and plan behind the key."))
 async def me(service: JobService, key: users.ApiKey) -> Response:
     user, _ = _user_plan(service, key)
     return json_response({"userId": user["id"], "plan": user["plan"], "email": f"{user['name']}@appliance.local"})
 
 
-@get("/usage")
+@get("/usage", operation_class=_doc(
+    "Render minutes this month", {200: _ok(schemas.ViralSyncUsage, "Usage")}, {},
+    "Render minutes used in the current calendar month (UTC) and the plan's limit (null: unlimited)."))
 async def usage(service: JobService, key: users.ApiKey) -> Response:
     user, plan = _user_plan(service, key)
     start, end = plans.month_bounds()
@@ -325,7 +388,18 @@ async def usage(service: JobService, key: users.ApiKey) -> Response:
                           "periodEnd": plans.iso(end)})
 
 
-@get("/jobs/{job_id:str}/progress")
+def last_event_id(value: str | None) -> int:
+    """sse.parse_last_event_id trusts str.isdigit(), which "²" also passes (and int() then refuses): a header
+    is Latin-1, so such a value is not ours and replays from the start."""
+    return sse.parse_last_event_id(value if value and value.isascii() else None)
+
+
+@get("/jobs/{job_id:str}/progress", operation_class=_doc(
+    "Follow a job's progress", {200: OpenAPIResponse("Server-Sent Events", content={
+        "text/event-stream": OpenAPIMediaType(schema={"type": "string"})})}, {404: ("JOB_NOT_FOUND",)},
+    "event: progress|done|failed|cancelled, data: the webhook event JSON, id: increasing; `: keepalive` every "
+    "15 s; closes after the final event.", params=SSE_PARAMS,
+    security=[*openapi.VIRALSYNC_AUTH, {"viralsyncQueryKey": []}]))
 async def progress_stream(request: Request, service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)
 
@@ -336,7 +410,7 @@ async def progress_stream(request: Request, service: JobService, key: users.ApiK
 
     frames = sse.stream(service.hub, job["id"], lambda after: service.events_since(job["id"], after),
                         lambda: service.get(job_id)["status"] in jobs.TERMINAL, framer,
-                        sse.parse_last_event_id(request.headers.get("last-event-id")), KEEPALIVE_S)
+                        last_event_id(request.headers.get("last-event-id")), KEEPALIVE_S)
     return Stream(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -87,8 +87,16 @@ def cmd_credits_grant(args) -> int:
 
 
 def cmd_keys_create(args) -> int:
-    db = _db(args)
+    from appliance.delivery import netpolicy
+
+    s, db = _settings(args), _db(args)
     user = users.require_user(db, args.user)
+    if args.webhook_url is not None:  # refused now, or every later render of the key would be refused
+        try:  # the API's own rule: Kodisc webhooks are https:// unless allow_http_webhooks
+            netpolicy.parse(args.webhook_url, allow_http=s.allow_http_webhooks or args.dialect != "kodisc",
+                            allow_loopback=s.allow_loopback_targets)
+        except netpolicy.RefusedURL as exc:
+            raise ApplianceError(f"--webhook-url refused: {exc}") from None
     key, row = users.create_key(db, user["id"], args.dialect, scope=args.scope, name=args.name or "",
                                 webhook_url=args.webhook_url)
     if args.json:
