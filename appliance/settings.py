@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "appliance.toml"
 
@@ -65,7 +67,7 @@ class Settings:
         return self.data_dir / "appliance.db"
 
 
-def _coerce(name: str, kind: type, value: object) -> object:
+def _coerce(name: str, kind: type, value: Any) -> Any:
     if kind is bool and isinstance(value, str):
         if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise SettingsError(f"{name} must be true or false, got {value!r}")
@@ -81,9 +83,9 @@ def _coerce(name: str, kind: type, value: object) -> object:
 _KINDS = {"Path": Path, "str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
 
 
-def load(config: Path | None = None, environ: dict | None = None, **overrides: object) -> Settings:
+def load(config: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Defaults < TOML file < APPLIANCE_* environment < explicit overrides (CLI flags)."""
-    environ = os.environ if environ is None else environ
+    env_vars: Mapping[str, str] = os.environ if environ is None else environ
     path = Path(config) if config else DEFAULT_CONFIG
     values: dict = tomllib.loads(path.read_text()) if path.exists() else {}
     fields = {f.name: f for f in dataclasses.fields(Settings)}
@@ -91,9 +93,9 @@ def load(config: Path | None = None, environ: dict | None = None, **overrides: o
     if unknown:
         raise SettingsError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
     for name in fields:
-        env = environ.get(f"APPLIANCE_{name.upper()}")
+        env = env_vars.get(f"APPLIANCE_{name.upper()}")
         if env is not None:
             values[name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
-    coerced = {k: _coerce(k, _KINDS[str(fields[k].type)], v) for k, v in values.items()}
+    coerced: dict[str, Any] = {k: _coerce(k, _KINDS[str(fields[k].type)], v) for k, v in values.items()}
     return Settings(**coerced)

@@ -132,6 +132,7 @@ def run_with_progress(stream, total_seconds: float, on_progress: Callable[[float
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        assert proc.stdout is not None
         for line in proc.stdout:
             key, _, value = line.strip().partition("=")
             if key == "out_time_us" and value.isdigit() and total_seconds > 0:
@@ -180,7 +181,8 @@ def mean_volume(path: str | Path) -> float:
 
 
 def remux_faststart_av(src: Path, dst: Path) -> dict:
-    """Copy streams into an MP4 with the moov atom first, in-process with PyAV (libav, already loaded by Manim): no ffmpeg/ffprobe processes.
+    """Copy streams into an MP4 with the moov atom first, in-process with PyAV (libav, already loaded by Manim):
+    no ffmpeg/ffprobe processes.
 
     Returns the meta that video_meta would probe: duration, frames, width, height, fps.
     """

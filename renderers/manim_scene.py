@@ -151,7 +151,7 @@ class _Tracker:
         it is not a daemon thread, so the process could not exit."""
         writer = getattr(self.renderer, "file_writer", None)
         thread = getattr(writer, "writer_thread", None)
-        if thread is not None and thread.is_alive():
+        if writer is not None and thread is not None and thread.is_alive():
             writer.queue.put((-1, None))
             thread.join(timeout=30)
 
@@ -222,6 +222,7 @@ def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
     writer = scene.renderer.file_writer
     video = workdir / FILES["video"]
     meta = ffmpeg.remux_faststart_av(Path(writer.movie_file_path), video)
+    assert tracker.last_frame is not None  # checked by the caller: a scene that drew nothing fails earlier
     write_thumbnail(tracker.last_frame, workdir / FILES["thumbnail"])
     (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")
     shutil.rmtree(workdir / "media" / "videos", ignore_errors=True)  # a second copy of the video

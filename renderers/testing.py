@@ -101,7 +101,8 @@ def _connect(address: tuple[str, int]) -> None:
 
 def _forkbomb(limit: int) -> dict:
     """Forks sleeping children until the kernel refuses (or ``limit``), then kills and reaps them all."""
-    children, error = [], ""
+    children: list[int] = []
+    error = ""
     while len(children) < limit:
         try:
             pid = os.fork()
@@ -119,7 +120,8 @@ def _forkbomb(limit: int) -> dict:
 
 
 def _membomb() -> dict:
-    chunks, error = [], ""
+    chunks: list[bytearray] = []
+    error = ""
     try:
         while len(chunks) < 1 << 14:  # 1 TiB: a limit must stop us long before
             chunk = bytearray(64 << 20)

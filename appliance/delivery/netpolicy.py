@@ -72,7 +72,7 @@ def resolve(url: str, *, allow_http: bool = True, allow_loopback: bool = False) 
                                    proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         raise RefusedURL(f"cannot resolve host {host!r}") from None
-    addresses = [_unwrap(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos]
+    addresses = [_unwrap(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos]
     if not allow_loopback:
         for address in addresses:
             _check_address(address, host)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 MAX_QUEUE = 1000
 DROPPED = {"type": "_dropped"}
@@ -65,7 +65,7 @@ async def stream(hub: Hub, job_id: str, replay: Callable[[int], list[dict]], end
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=keepalive_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
             if event is DROPPED:

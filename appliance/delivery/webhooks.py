@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import sqlite_utils
@@ -86,7 +86,7 @@ class Deliverer:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.25)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             for delivery in deliveries.due(self.db, time.time()):

@@ -11,12 +11,11 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import sqlite_utils
 
-from appliance.store import cache, events, jobs, ledger
-from appliance.store.db import dumps, loads, now_iso, parse_iso, transaction
 from appliance.delivery.outputs import Store
 from appliance.delivery.sse import Hub
 from appliance.errors import one_line
@@ -25,6 +24,8 @@ from appliance.runtime.executors.base import Executor, TaskSpec
 from appliance.runtime.resources import Capacity
 from appliance.runtime.sandbox import Limits
 from appliance.settings import Settings
+from appliance.store import cache, events, jobs, ledger
+from appliance.store.db import dumps, loads, now_iso, parse_iso
 
 log = logging.getLogger("appliance.scheduler")
 
@@ -83,7 +84,7 @@ class Scheduler:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
@@ -97,7 +98,8 @@ class Scheduler:
         forever behind a stream of small ones — capacity drains towards it as running tasks end."""
         ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
         used = self.used()
-        per_user, per_job = defaultdict(int), defaultdict(int)
+        per_user: dict[str, int] = defaultdict(int)
+        per_job: dict[str, int] = defaultdict(int)
         for entry in self._running.values():
             per_user[entry["user_id"]] += 1
             per_job[entry["task"]["job_id"]] += 1
@@ -134,7 +136,7 @@ class Scheduler:
 
     # ---- starting a task -------------------------------------------------------------------------
     def start_task(self, task: dict) -> None:
-        job = jobs.get_job(self.db, task["job_id"])
+        job = jobs.require_job(self.db, task["job_id"])
         if self._try_cache(task, job):
             return
         task_input = loads(task["input"])
@@ -159,7 +161,10 @@ class Scheduler:
         """Start the task off the event loop (a fork, or a remote submit); a start that fails fails the job
         with a refund instead of leaving it running with its reserve held."""
         loop = asyncio.get_running_loop()
-        on_message = lambda msg, tid=spec.task_id: loop.call_soon_threadsafe(self._on_message, tid, msg)  # noqa: E731
+
+        def on_message(msg: dict) -> None:
+            loop.call_soon_threadsafe(self._on_message, spec.task_id, msg)
+
         try:
             handle = await asyncio.to_thread(self.executor.submit, spec, on_message)
         except Exception as exc:  # noqa: BLE001 - the zygote down, a fork error, a start time-out
@@ -187,7 +192,7 @@ class Scheduler:
         of its dependencies named in ``link_inputs`` ({task, file (the role), as, optional})."""
         inputs = dict(task_input.get("artifacts", {}))
         for link in task_input.get("link_inputs", []):
-            result = loads(jobs.get_task(self.db, link["task"])["result"], {})
+            result = loads(jobs.require_task(self.db, link["task"])["result"], {})
             name = result.get("files", {}).get(link["file"])
             if name is None and link.get("optional"):
                 continue
@@ -202,7 +207,7 @@ class Scheduler:
             jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
         jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
                          started_at=now_iso(), cached=1)
-        self._task_done(jobs.get_task(self.db, task["id"]), result)
+        self._task_done(jobs.require_task(self.db, task["id"]), result)
         return True
 
     # ---- messages from the executor ------------------------------------------------------------
@@ -254,7 +259,7 @@ class Scheduler:
 
     def _task_failed(self, task: dict, error: str) -> None:
         jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
-        job = jobs.get_job(self.db, task["job_id"])
+        job = jobs.require_job(self.db, task["job_id"])
         if job["status"] not in jobs.TERMINAL:
             multi = len(jobs.tasks_of(self.db, job["id"])) > 1
             self.fail_job(job["id"], f"{task['name']}: {error}" if multi else error)
@@ -297,14 +302,8 @@ class Scheduler:
         job = jobs.get_job(self.db, job_id)
         if job is None or job["status"] in jobs.TERMINAL:
             return  # terminal states are final: a cancelled job never turns failed (nor sends a second webhook)
-        now = now_iso()
-        with transaction(self.db):
-            self.db.execute("update tasks set status = 'cancelled', finished_at = ? where job_id = ? "
-                            "and status in ('queued', 'running')", (now, job_id))
-            started = job["started_at"] or job["created_at"]
-            self.db["jobs"].update(job_id, {"status": status, "phase": status, "error": error,
-                                            "completed_at": now, "updated_at": now,
-                                            "duration_ms": int((time.time() - parse_iso(started)) * 1000)})
+        started = job["started_at"] or job["created_at"]
+        jobs.end_job(self.db, job_id, status, error, int((time.time() - parse_iso(started)) * 1000))
         for task_id, entry in list(self._running.items()):
             if entry["task"]["job_id"] == job_id:
                 entry["cancel"] = status
@@ -318,7 +317,7 @@ class Scheduler:
         self.wake()
 
     def _emit(self, job_id: str, event_type: str) -> None:
-        job = jobs.get_job(self.db, job_id)
+        job = jobs.require_job(self.db, job_id)
         events.record(self.db, self.hub, job_id, event_type, {"status": job["status"], "phase": job["phase"],
                                                               "progress": job["progress"]})
         listener = self.listeners.get(job["dialect"])
@@ -341,12 +340,8 @@ class Scheduler:
         if not self._progress:
             return
         pending, self._progress = self._progress, {}
-        touched = set()
-        with transaction(self.db):
-            for task_id, (fraction, _phase) in pending.items():
-                self.db.execute("update tasks set progress = ? where id = ? and status = 'running'",
-                                (fraction, task_id))
-                touched.add(task_id.rsplit(".", 1)[0])
+        jobs.set_progress(self.db, {task_id: fraction for task_id, (fraction, _phase) in pending.items()})
+        touched = {task_id.rsplit(".", 1)[0] for task_id in pending}
         for job_id in touched:
             job = jobs.get_job(self.db, job_id)
             if job and job["status"] == "running":
@@ -372,9 +367,9 @@ class Scheduler:
             if job_tasks and all(t["status"] == "done" for t in job_tasks):
                 self.complete_job(job["id"], job_tasks[-1], loads(job_tasks[-1]["result"], {}))
         for job_id in ledger.open_reservations(self.db):
-            job = jobs.get_job(self.db, job_id)
-            if job is None or job["status"] in jobs.TERMINAL:
-                ledger.refund(self.db, job["user_id"] if job else "", job_id)
+            owner = jobs.get_job(self.db, job_id)
+            if owner is None or owner["status"] in jobs.TERMINAL:
+                ledger.refund(self.db, owner["user_id"] if owner else "", job_id)
 
 
 def _add(used: dict, task: dict) -> None:

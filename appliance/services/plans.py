@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlite_utils
 
-from appliance.store.db import now_iso, one
+from appliance.store import jobs
+from appliance.store.db import now_iso
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ PLANS = {
 
 
 def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
     return start, end
@@ -42,11 +43,8 @@ def iso(dt: datetime) -> str:
 
 def minutes_used(db: sqlite_utils.Database, user_id: str, since: datetime) -> float:
     """Render minutes = output duration / 60 of completed jobs; failed/cancelled jobs cost nothing."""
-    got = one(db, """select coalesce(sum(json_extract(result, '$.meta.duration')), 0) as seconds from jobs
-                     where user_id = ? and dialect = 'viralsync' and status = 'completed' and completed_at >= ?""",
-              (user_id, iso(since)))
-    return round(float(got["seconds"]) / 60, 4)
+    return jobs.render_minutes(db, user_id, iso(since))
 
 
 def today_start() -> datetime:
-    return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -13,7 +13,7 @@ def lookup(db: sqlite_utils.Database, key: str) -> dict | None:
 
 def store(db: sqlite_utils.Database, key: str, renderer: str, result: dict) -> None:
     with transaction(db):
-        db["cache"].upsert({"key": key, "renderer": renderer, "path": "", "result": dumps(result),
+        db.table("cache").upsert({"key": key, "renderer": renderer, "path": "", "result": dumps(result),
                             "created_at": now_iso()}, pk="key")
 
 

@@ -13,7 +13,7 @@ def enqueue(db: sqlite_utils.Database, *, job_id: str, dialect: str, key_id: str
             body: bytes) -> str:
     delivery_id = ids.delivery_id()
     with transaction(db):
-        db["webhook_deliveries"].insert({
+        db.table("webhook_deliveries").insert({
             "id": delivery_id, "job_id": job_id, "dialect": dialect, "key_id": key_id, "url": url,
             "event": event, "body": body.decode(), "status": "pending", "attempt": 0,
             "next_attempt_at": time.time(), "created_at": now_iso(), "updated_at": now_iso()})
@@ -27,7 +27,7 @@ def due(db: sqlite_utils.Database, now: float) -> list[dict]:
 
 def record(db: sqlite_utils.Database, delivery_id: str, values: dict) -> None:
     with transaction(db):
-        db["webhook_deliveries"].update(delivery_id, {**values, "updated_at": now_iso()})
+        db.table("webhook_deliveries").update(delivery_id, {**values, "updated_at": now_iso()})
 
 
 def of_job(db: sqlite_utils.Database, job_id: str) -> list[dict]:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def record(db: sqlite_utils.Database, hub: Hub | None, job_id: str, type_: str, data: dict) -> dict:
     with transaction(db):
-        event_id = db["events"].insert({"job_id": job_id, "type": type_, "data": dumps(data),
+        event_id = db.table("events").insert({"job_id": job_id, "type": type_, "data": dumps(data),
                                         "created_at": now_iso()}).last_pk
     event = {"id": event_id, "job_id": job_id, "type": type_, "data": data}
     if hub:

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from appliance.store import ids
-
-from appliance.store import ledger
+from appliance.store import ids, ledger
 from appliance.store.db import dumps, loads, now_iso, one, parse_iso, rows, transaction
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -42,14 +40,14 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
            "metadata": dumps(metadata), "webhook_url": webhook_url,
            "credit_rate": credit_rate, "created_at": now, "updated_at": now}
     with transaction(db):
-        db["jobs"].insert(job)
+        db.table("jobs").insert(job)
         for idx, t in enumerate(tasks):
-            db["tasks"].insert(_task_row(job_id, idx, t, now))
+            db.table("tasks").insert(_task_row(job_id, idx, t, now))
         if reserve:
             ledger.reserve(db, user_id, job_id, reserve)
-        db["events"].insert({"job_id": job_id, "type": "queued", "data": dumps({"status": "queued"}),
-                             "created_at": now})
-    return get_job(db, job_id)
+        db.table("events").insert({"job_id": job_id, "type": "queued", "data": dumps({"status": "queued"}),
+                                   "created_at": now})
+    return require_job(db, job_id)
 
 
 def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict:
@@ -69,8 +67,8 @@ def add_tasks_unless_ended(db: sqlite_utils.Database, job_id: str, tasks: list[T
         if job is None or job["status"] in TERMINAL:
             return False
         for idx, t in enumerate(tasks):
-            db["tasks"].insert(_task_row(job_id, idx, t, now))
-        db["jobs"].update(job_id, {"phase": "rendering", "updated_at": now})
+            db.table("tasks").insert(_task_row(job_id, idx, t, now))
+        db.table("jobs").update(job_id, {"phase": "rendering", "updated_at": now})
     return True
 
 
@@ -103,6 +101,21 @@ def _relink(tasks: list[TaskDef], old_id: str, new_id: str) -> None:
 
 def get_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
     return one(db, "select * from jobs where id = ? and deleted_at is null", (job_id,))
+
+
+def require_job(db: sqlite_utils.Database, job_id: str) -> dict:
+    """The job, which the caller knows exists (the scheduler, about its own jobs)."""
+    job = get_job(db, job_id)
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    return job
+
+
+def require_task(db: sqlite_utils.Database, task_id: str) -> dict:
+    task = get_task(db, task_id)
+    if task is None:
+        raise LookupError(f"no task {task_id}")
+    return task
 
 
 def get_user_job(db: sqlite_utils.Database, job_id: str, user_id: str, dialect: str | None = None) -> dict | None:
@@ -148,13 +161,13 @@ def ready_tasks(db: sqlite_utils.Database) -> list[dict]:
 
 def update_task(db: sqlite_utils.Database, task_id: str, **values) -> None:
     with transaction(db):
-        db["tasks"].update(task_id, values)
+        db.table("tasks").update(task_id, values)
 
 
 def update_job(db: sqlite_utils.Database, job_id: str, **values) -> None:
     values["updated_at"] = now_iso()
     with transaction(db):
-        db["jobs"].update(job_id, values)
+        db.table("jobs").update(job_id, values)
 
 
 def running_tasks(db: sqlite_utils.Database) -> list[dict]:
@@ -205,3 +218,27 @@ def prune_history(db: sqlite_utils.Database, before: str) -> int:
         removed += db.execute(f"delete from webhook_deliveries where status != 'pending' and job_id in ({ended})",
                               (before,)).rowcount
     return removed
+
+
+def render_minutes(db: sqlite_utils.Database, user_id: str, since_iso: str) -> float:
+    """ViralSync metering: output duration / 60 of the user's completed movie jobs since a time."""
+    got = one(db, """select coalesce(sum(json_extract(result, '$.meta.duration')), 0) as seconds from jobs
+                     where user_id = ? and dialect = 'viralsync' and status = 'completed' and completed_at >= ?""",
+              (user_id, since_iso))
+    return round(float(got["seconds"]) / 60, 4) if got else 0.0
+
+
+def end_job(db: sqlite_utils.Database, job_id: str, status: str, error: str, duration_ms: int) -> None:
+    """Failed or cancelled: the job and every task not yet finished, in one transaction."""
+    now = now_iso()
+    with transaction(db):
+        db.execute("update tasks set status = 'cancelled', finished_at = ? where job_id = ? "
+                   "and status in ('queued', 'running')", (now, job_id))
+        db.table("jobs").update(job_id, {"status": status, "phase": status, "error": error, "completed_at": now,
+                                   "updated_at": now, "duration_ms": duration_ms})
+
+
+def set_progress(db: sqlite_utils.Database, fractions: dict[str, float]) -> None:
+    with transaction(db):
+        for task_id, fraction in fractions.items():
+            db.execute("update tasks set progress = ? where id = ? and status = 'running'", (fraction, task_id))

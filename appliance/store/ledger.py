@@ -10,8 +10,8 @@ import math
 
 import sqlite_utils
 
-from appliance.store.db import now_iso, one, rows, transaction
 from appliance.errors import ApplianceError, InsufficientCredits
+from appliance.store.db import now_iso, one, rows, transaction
 
 BUCKETS = ("free", "paid")
 
@@ -27,7 +27,7 @@ def balance(db: sqlite_utils.Database, user_id: str) -> dict[str, int]:
 def _append(db: sqlite_utils.Database, user_id: str, job_id: str | None, kind: str, bucket: str,
             amount: int, note: str = "") -> None:
     if amount:
-        db["ledger"].insert({"user_id": user_id, "job_id": job_id, "kind": kind, "bucket": bucket,
+        db.table("ledger").insert({"user_id": user_id, "job_id": job_id, "kind": kind, "bucket": bucket,
                              "amount": amount, "note": note, "created_at": now_iso()})
 
 
@@ -59,7 +59,7 @@ def _release(db: sqlite_utils.Database, user_id: str, job_id: str) -> None:
     for r in rows(db, "select bucket, sum(amount) as total from ledger where job_id = ? and kind = 'reserve' "
                       "group by bucket", (job_id,)):
         _append(db, user_id, job_id, "release", r["bucket"], -int(r["total"]))
-    db["ledger"].insert({"user_id": user_id, "job_id": job_id, "kind": "release", "bucket": "free",
+    db.table("ledger").insert({"user_id": user_id, "job_id": job_id, "kind": "release", "bucket": "free",
                          "amount": 0, "note": "closed", "created_at": now_iso()})
 
 

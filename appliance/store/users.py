@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from appliance.errors import ApplianceError, NotFound
 from appliance.store import ids
 from appliance.store.db import now_iso, one, rows, transaction
-from appliance.errors import ApplianceError, NotFound
 
 DIALECTS = ("kodisc", "viralsync", "rendercad")
 SCOPES = ("read-only", "render-only", "full-access")
@@ -37,14 +37,15 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 def create_user(db: sqlite_utils.Database, name: str, plan: str = "studio") -> dict:
     if not NAME.match(name or ""):
-        raise ApplianceError("a user name is 1-64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit")
+        raise ApplianceError("a user name is 1-64 letters, digits, '_', '.', '@' or '-', "
+                             "starting with a letter or digit")
     if plan not in PLANS:
         raise ApplianceError(f"plan must be one of: {', '.join(PLANS)}")
     if get_user_by_name(db, name):
         raise ApplianceError(f"user {name!r} already exists")
     user = {"id": ids.user_id(), "name": name, "plan": plan, "created_at": now_iso()}
     with transaction(db):
-        db["users"].insert(user)
+        db.table("users").insert(user)
     return user
 
 
@@ -72,7 +73,7 @@ def set_plan(db: sqlite_utils.Database, name: str, plan: str) -> None:
         raise ApplianceError(f"plan must be one of: {', '.join(PLANS)}")
     user = require_user(db, name)
     with transaction(db):
-        db["users"].update(user["id"], {"plan": plan})
+        db.table("users").update(user["id"], {"plan": plan})
 
 
 def create_key(db: sqlite_utils.Database, user_id: str, dialect: str, *, scope: str = "full-access",
@@ -87,7 +88,7 @@ def create_key(db: sqlite_utils.Database, user_id: str, dialect: str, *, scope: 
            "prefix": plaintext[:14], "name": name, "scope": scope, "webhook_secret": ids.webhook_secret(),
            "webhook_url": webhook_url, "created_at": now_iso(), "revoked_at": None}
     with transaction(db):
-        db["api_keys"].insert(row)
+        db.table("api_keys").insert(row)
     return plaintext, row
 
 

@@ -16,15 +16,26 @@ import itertools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ffmpeg  # ffmpeg-python
 from PIL import Image
 
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
-from renderers.movie.layers import (AUDIO_RATE, Sprite, audio_chain, draw_order, fade_filters, make_sprite,
-                                    media_input_options, source_matrix, to_yuv, video_overlay_source,
-                                    window)
+from renderers.movie.layers import (
+    AUDIO_RATE,
+    Sprite,
+    audio_chain,
+    draw_order,
+    fade_filters,
+    make_sprite,
+    media_input_options,
+    source_matrix,
+    to_yuv,
+    video_overlay_source,
+    window,
+)
 from renderers.movie.spec import SpecError, normalize_scene
 
 X264_PRESET = "veryfast"
@@ -139,7 +150,7 @@ def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x26
 class Media:
     """A video or audio layer's input: the ffmpeg-python node, its audio channels, its video's YUV matrix."""
 
-    node: object
+    node: Any  # an ffmpeg-python input node
     channels: int
     matrix: str
 
@@ -200,7 +211,7 @@ def still_parts(sprites: list[Sprite], canvas: Canvas) -> list[Part]:
         if not runs or runs[-1][1] != key:
             runs.append((frame, key))
     ends = [first for first, _ in runs[1:]] + [canvas.frames]
-    return [(key, end - first) for (first, key), end in zip(runs, ends)]
+    return [(key, end - first) for (first, key), end in zip(runs, ends, strict=True)]
 
 
 def plan_blocks(parts: list[Part], block: int) -> tuple[list[list[Part]], list[int]]:

@@ -121,6 +121,8 @@ def finish(image: Image.Image, transform: dict) -> Image.Image:
 
 
 def open_image(layer: dict, source: Path | None) -> Image.Image:
+    if source is None:
+        raise RenderError(f"layer {layer['id']}: its source was not fetched")
     try:
         with Image.open(source) as image:
             image.seek(0)  # an animated GIF or WebP shows its first frame

@@ -232,11 +232,28 @@ def test_a_forged_result_on_the_worker_pipe_does_not_complete_the_job(kodisc):
                          "    os.write(fd, b'{\"type\": \"result\", \"result\": {\"files\": {}, \"meta\": {}}}\\n')\n"
                          "os._exit(0)")
     job = poll(kodisc, submit(kodisc, request(scene(forge), "forged-result")), kodisc.auth)
-    if job["status"] == "completed":  # acceptable only if what it promises is really there
-        assert httpx.get(job["result"]["video"], timeout=10).status_code == 200, job
-    else:
-        assert_failed(job, "forged-result", "")
-        assert me_total(kodisc) == CREDITS
+    assert_failed(job, "forged-result", "worker exited with status 0 without a result",
+                  "renderer result is missing its video output")
+    assert me_total(kodisc) == CREDITS
+
+
+def test_forged_files_are_not_published_as_a_video(kodisc):
+    """The scene writes files under the output names and claims them as its result: nothing is published,
+    billed or cached unless each file is what it claims (H.264 of the requested size, JPEG, WebVTT)."""
+    forge = FIND_PIPE + (
+        "for name in ('video.mp4', 'thumb.jpg', 'captions.vtt'):\n"
+        "    open(name, 'wb').write(b'NOT A VIDEO: forged by scene code')\n"
+        "line = json.dumps({'type': 'result', 'result': {'files': {'video': 'video.mp4', "
+        "'thumbnail': 'thumb.jpg', 'captions': 'captions.vtt'}, 'meta': {}}}) + '\\n'\n"
+        "for fd in pipes:\n"
+        "    os.write(fd, line.encode())\n"
+        "os._exit(0)")
+    job = poll(kodisc, submit(kodisc, request(scene(forge), "forged-files")), kodisc.auth)
+    assert_failed(job, "forged-files", "renderer output video.mp4 is not a valid h264 file",
+                  "worker exited with status 0 without a result")
+    assert me_total(kodisc) == CREDITS
+    again = poll(kodisc, submit(kodisc, request(scene(forge), "forged-files")), kodisc.auth)
+    assert again["status"] == "failed"  # and it was not cached as a success either
 
 
 def test_a_forged_progress_stays_between_0_and_1(kodisc):

@@ -8,8 +8,9 @@ where the task ran. ``key`` is unique per attempt, so a remote engine never conf
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from appliance.runtime.sandbox import Limits
 

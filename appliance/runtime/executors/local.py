@@ -10,21 +10,22 @@ touch the database: they report through their pipe and their workdir.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import itertools
 import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox
@@ -272,7 +273,8 @@ class _Zygote:
     def start(self, timeout: float = 300) -> dict:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = json.dumps({**self._config, "fd": theirs.fileno()})
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", config], pass_fds=[theirs.fileno()],
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", config],
+                                     pass_fds=[theirs.fileno()],
                                      env=_zygote_env(), cwd="/", stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         ours.settimeout(timeout)
@@ -373,8 +375,9 @@ class LocalExecutor:
     def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
                  extra_readonly: Sequence[Path] = (), data_dir: Path | None = None,
                  verify: Verifier | None = None, start_timeout_s: float = 60, allow_unsandboxed: bool = False) -> None:
-        self._config = {"preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed,
-                        "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s}
+        self._config: dict[str, Any] = {
+            "preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed,
+            "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s}
         self._root = data_dir
         self.artifacts = Artifacts(data_dir / "artifacts") if data_dir else None
         self._verify = verify

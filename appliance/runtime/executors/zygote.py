@@ -1,4 +1,5 @@
-"""The warm fork server: ``python -m appliance.runtime.executors.zygote CONFIG_JSON``, started by ``LocalExecutor.start()``.
+"""The warm fork server: ``python -m appliance.runtime.executors.zygote CONFIG_JSON``, started by
+``LocalExecutor.start()``.
 
 It imports the heavy libraries once, then forks one worker per spawn request received on a Unix SEQPACKET
 socket (request JSON + the task's pipe, log and input fds via SCM_RIGHTS). The worker sets up the task's cgroup

@@ -19,13 +19,33 @@ zygote refuses such tasks unless ``allow_unsandboxed`` (probe.untrusted_allowed)
 from __future__ import annotations
 
 from appliance.runtime.sandbox.cgroups import Cgroups
-from appliance.runtime.sandbox.kernel import (set_child_subreaper, set_dumpable, set_oom_score_adj,
-                                              set_parent_death_signal)
-from appliance.runtime.sandbox.limits import (UID_BASE, Limits, apply_limits, drop_privileges, kill_uid,
-                                              preloaded_mb, task_environment, task_uid)
+from appliance.runtime.sandbox.kernel import (
+                                              set_child_subreaper,
+                                              set_dumpable,
+                                              set_oom_score_adj,
+                                              set_parent_death_signal,
+)
+from appliance.runtime.sandbox.limits import (
+                                              UID_BASE,
+                                              Limits,
+                                              apply_limits,
+                                              drop_privileges,
+                                              kill_uid,
+                                              preloaded_mb,
+                                              task_environment,
+                                              task_uid,
+)
 from appliance.runtime.sandbox.namespaces import enter, mount_proc, readonly_sources
-from appliance.runtime.sandbox.probe import (DISABLED, FULL, NOT_ROOT, layers, layers_here, probe, probe_here,
-                                             untrusted_allowed)
+from appliance.runtime.sandbox.probe import (
+                                              DISABLED,
+                                              FULL,
+                                              NOT_ROOT,
+                                              layers,
+                                              layers_here,
+                                              probe,
+                                              probe_here,
+                                              untrusted_allowed,
+)
 
 __all__ = ["Cgroups", "DISABLED", "FULL", "Limits", "NOT_ROOT", "UID_BASE", "apply_limits", "drop_privileges",
            "enter", "kill_uid", "layers", "layers_here", "mount_proc", "preloaded_mb", "probe", "probe_here",

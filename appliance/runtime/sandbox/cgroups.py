@@ -37,7 +37,8 @@ def _write(path: str, value: str) -> None:
 
 def _mounts() -> tuple[str | None, dict[str, str]]:
     """(the cgroup2 mount point, {v1 controller: its mount point})."""
-    unified, v1 = None, {}
+    unified: str | None = None
+    v1: dict[str, str] = {}
     with open("/proc/self/mounts") as f:
         for line in f:
             _, point, fstype, options = line.split()[:4]
@@ -81,7 +82,7 @@ class Cgroups:
     parents: dict[str, str]  # v2: {"": directory}; v1: {controller: directory}
 
     @classmethod
-    def find(cls) -> "Cgroups | None":
+    def find(cls) -> Cgroups | None:
         if os.geteuid() != 0:
             return None
         try:

@@ -14,12 +14,30 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from appliance.runtime.sandbox.kernel import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS,
-                                              MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                                              MS_RDONLY, MS_REC, MS_REMOUNT, check, libc, mount, pivot_root, unshare)
+from appliance.runtime.sandbox.kernel import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    check,
+    libc,
+    mount,
+    pivot_root,
+    unshare,
+)
 
 # /etc is not bound whole: only what tools inside need (ld.so, fonts, TeX, alternatives, Python's
 # sitecustomize). passwd/group/hosts are written fresh so no host account or secret shows.
@@ -39,7 +57,7 @@ def readonly_sources(extra: Iterable[Path | str] = ()) -> list[str]:
     import appliance
     import renderers
 
-    packages = [os.path.dirname(os.path.abspath(m.__file__)) for m in (appliance, renderers)]
+    packages = [os.path.dirname(os.path.abspath(str(m.__file__))) for m in (appliance, renderers)]
     prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
     wanted = [*SYSTEM_ALLOW, *(f"/etc/{name}" for name in ETC_ALLOW), *sorted(prefixes), *packages,
               *(os.path.abspath(p) for p in extra)]

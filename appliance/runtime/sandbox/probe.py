@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from appliance.runtime.sandbox import seccomp
 from appliance.runtime.sandbox.cgroups import Cgroups
@@ -106,6 +106,11 @@ def _cgroup_trial(cgroups: Cgroups) -> None:
         cgroups.remove(name)
 
 
+def _seccomp_trial() -> None:
+    seccomp.install()
+    _denied_by_seccomp()
+
+
 def layers_here(extra: Iterable[Path | str] = ()) -> list[tuple[str, bool, str]]:
     mechanism = probe_here(extra)
     full = mechanism == FULL
@@ -115,16 +120,17 @@ def layers_here(extra: Iterable[Path | str] = ()) -> list[tuple[str, bool, str]]
     found.append(("mount/net namespaces", full, isolation))
     found.append(("PID namespace", full, "each task sees only its own processes" if full else ROOT_FIX))
     if seccomp.supported():
-        error = _in_child(lambda: (seccomp.install(), _denied_by_seccomp()))
+        error = _in_child(_seccomp_trial)
         found.append(("seccomp", not error, "namespace, mount, ptrace, bpf, keyring, module calls denied" if not error
                       else f"the filter failed here ({error}): needs a kernel with CONFIG_SECCOMP_FILTER"))
     else:
         found.append(("seccomp", False, f"no filter for {os.uname().machine}: only x86_64 and aarch64"))
     cgroups = Cgroups.find()
     error = _in_child(_cgroup_trial, cgroups) if cgroups else "no writable memory and pids controllers"
-    found.append(("cgroup limits", not error, cgroups.describe() + ": memory (with children and tmpfs), pids, cpu"
-                  if not error else f"missing ({error}): run as root with the memory and pids controllers"
-                  " (cgroup v2: delegate them to the appliance, e.g. systemd Delegate=yes)"))
+    active = f"{cgroups.describe() if cgroups else ''}: memory (with children and tmpfs), pids, cpu"
+    fix = (f"missing ({error}): run as root with the memory and pids controllers"
+           " (cgroup v2: delegate them to the appliance, e.g. systemd Delegate=yes)")
+    found.append(("cgroup limits", not error, fix if error else active))
     found.append(("disk quota", True, "workdir growth watched by the worker (task_disk_mb); log capped"
                                       " (task_log_mb)"))
     found.append(("unprivileged uid", full, "per-task uid 2000000000+pid, no capabilities, no_new_privs" if full

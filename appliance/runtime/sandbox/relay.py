@@ -14,7 +14,8 @@ import os
 import select
 import struct
 import time
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from appliance.runtime.sandbox.cgroups import parse_oom_kills
 from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
@@ -35,7 +36,7 @@ def sanitize(raw: bytes) -> dict | None:
     kind = message.get("type")
     if kind == "progress":
         try:
-            fraction = float(message.get("fraction"))
+            fraction = float(message.get("fraction"))  # type: ignore[arg-type]  # None: TypeError, refused
         except (TypeError, ValueError):
             return None
         phase = message.get("phase")

@@ -14,9 +14,20 @@ import errno
 import platform
 import struct
 
-from appliance.runtime.sandbox.kernel import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
-                                              CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, PR_SET_NO_NEW_PRIVS,
-                                              PR_SET_SECCOMP, check, libc, prctl)
+from appliance.runtime.sandbox.kernel import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    PR_SET_NO_NEW_PRIVS,
+    PR_SET_SECCOMP,
+    check,
+    libc,
+    prctl,
+)
 
 # name: (x86_64, aarch64), from asm/unistd_64.h and asm-generic/unistd.h
 DENIED = {
@@ -60,13 +71,15 @@ def program(machine: str | None = None) -> list[tuple[int, int, int, int]]:
     head.append((JEQ, "nosys", None, CLONE3[column]))
     head.append((JEQ, "clone", None, CLONE[column]))
     head += [(JEQ, "deny", None, numbers[column]) for numbers in DENIED.values()]
-    blocks = {"allow": [(RET, None, None, RET_ALLOW)],
-              "clone": [(LD_ABS_W, None, None, OFFSET_ARG0), (JSET, "deny", None, NAMESPACE_FLAGS),
-                        (RET, None, None, RET_ALLOW)],
-              "deny": [(RET, None, None, RET_ERRNO | errno.EPERM)],
-              "nosys": [(RET, None, None, RET_ERRNO | errno.ENOSYS)],
-              "kill": [(RET, None, None, RET_KILL_PROCESS)]}
-    code, labels = list(head), {}
+    blocks: dict[str, list[tuple]] = {
+        "allow": [(RET, None, None, RET_ALLOW)],
+        "clone": [(LD_ABS_W, None, None, OFFSET_ARG0), (JSET, "deny", None, NAMESPACE_FLAGS),
+                  (RET, None, None, RET_ALLOW)],
+        "deny": [(RET, None, None, RET_ERRNO | errno.EPERM)],
+        "nosys": [(RET, None, None, RET_ERRNO | errno.ENOSYS)],
+        "kill": [(RET, None, None, RET_KILL_PROCESS)]}
+    code: list[tuple] = list(head)
+    labels: dict[str, int] = {}
     for name, block in blocks.items():
         labels[name] = len(code)
         code += block
