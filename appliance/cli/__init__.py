@@ -160,6 +160,16 @@ def cmd_render(args) -> int:
     return AdminClient(_settings(args)).render_file(Path(args.file), user=args.user, class_name=args.class_name)
 
 
+def cmd_device_approve(args) -> int:
+    """Approve a RenderCAD device code for a user, as the verification page does for a signed-in person."""
+    from appliance.api.rendercad.auth import approve
+
+    db = _db(args)
+    approve(db, args.code, users.require_user(db, args.user)["id"])
+    print(f"approved {args.code.strip().upper()} for {args.user}; the app receives its token on its next poll")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default=None, help="data directory (default $APPLIANCE_DATA_DIR or ./var)")
@@ -214,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = j.add_parser("cancel", parents=[common, server])
     p.add_argument("job_id")
     p.set_defaults(func=cmd_jobs_cancel)
+
+    d = sub.add_parser("device", help="RenderCAD device-code sign-in").add_subparsers(dest="sub", required=True)
+    p = d.add_parser("approve", parents=[common], help="approve an app's device code for a user")
+    p.add_argument("code"), p.add_argument("--user", required=True)
+    p.set_defaults(func=cmd_device_approve)
 
     sub.add_parser("doctor", parents=[common], help="check dependencies and capacity").set_defaults(func=cmd_doctor)
     p = sub.add_parser("render", parents=[common, server],

@@ -72,3 +72,25 @@ def m003_expiry(db) -> None:
     db["jobs"].add_column("expired_at", str)
     db["events"].create_index(["created_at"])
     db["webhook_deliveries"].create_index(["job_id"])
+
+
+@migrations()
+def m004_rendercad(db) -> None:
+    """RenderCAD: integer token ids and usage, device-code sign-in, jobs while they collect uploads, uploads,
+    webhooks (appliance/store/rendercad.py)."""
+    db["rendercad_tokens"].create({"id": int, "key_id": str, "user_id": str, "token_name": str,
+                                   "last_used_at": str, "usage_count": int}, pk="id", defaults={"usage_count": 0})
+    db["rendercad_tokens"].create_index(["key_id"], unique=True)
+    db["rendercad_devices"].create({"code": str, "app_name": str, "app_type": str, "app_version": str,
+                                    "created_at": str, "expires_at": float, "user_id": str, "status": str},
+                                   pk="code")
+    db["rendercad_jobs"].create({"id": str, "user_id": str, "key_id": str, "kind": str, "params": str,
+                                 "status": str, "error_message": str, "cost": int, "created_at": str,
+                                 "finalized_at": str, "completed_at": str, "deleted_at": str}, pk="id")
+    db["rendercad_jobs"].create_index(["user_id", "created_at"])
+    db["rendercad_uploads"].create({"job_id": str, "slot": str, "content_type": str, "path": str, "size": int,
+                                    "uploaded_at": str}, pk=("job_id", "slot"))
+    db["rendercad_webhooks"].create({"id": int, "user_id": str, "key_id": str, "url": str, "events": str,
+                                     "secret": str, "created_at": str, "last_triggered_at": str,
+                                     "last_success_at": str, "failure_count": int, "deleted_at": str},
+                                    pk="id", defaults={"failure_count": 0})

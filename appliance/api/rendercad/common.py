@@ -1,0 +1,148 @@
+"""What every RenderCAD endpoint shares: the `{"error": "..."}` shape, token auth (Bearer or X-Auth-Token) with
+scopes, JSON-only POST bodies, and the `?action=` dispatch of the PHP-style endpoints."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from litestar import Request, Response
+
+from appliance.api.auth import authenticate
+from appliance.api.common import HTTP_CODES, json_response
+from appliance.errors import ApplianceError, Unauthorized
+from appliance.services.jobs import JobService
+from appliance.store import rendercad as store
+from appliance.store import users
+
+SCOPE_RANK = {"read-only": 0, "render-only": 1, "full-access": 2}
+SCOPE_WORDS = {"read-only": "read-only or higher", "render-only": "render-only or full-access",
+               "full-access": "full-access"}
+# Litestar's own errors (no such path, wrong method, body too large) in RenderCAD's words.
+HTTP_MESSAGES = {400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
+                 405: "Method not allowed", 413: "Request body too large",
+                 415: "Content-Type must be application/json", 429: "Too many requests",
+                 500: "Internal server error"}
+
+
+class RCError(ApplianceError):
+    """A RenderCAD error: status plus the display-safe text of its `error` field (and extra fields)."""
+
+    def __init__(self, status: int, message: str, **extra) -> None:
+        super().__init__(message, status=status, code="rendercad")
+        self.extra = extra
+
+
+def error_response(exc: ApplianceError) -> Response:
+    if isinstance(exc, RCError):
+        return json_response({**exc.extra, "error": exc.message}, exc.status)
+    if exc.code in HTTP_CODES.values():  # Litestar's own: its generic words, in RenderCAD's
+        return json_response({"error": HTTP_MESSAGES.get(exc.status, exc.message)}, exc.status)
+    return json_response({"error": exc.message}, exc.status)
+
+
+@dataclass
+class Ctx:
+    request: Request
+    service: JobService
+    key: users.ApiKey | None
+    body: dict = field(default_factory=dict)
+
+    @property
+    def db(self):
+        return self.service.db
+
+    @property
+    def base(self) -> str:
+        return self.service.settings.base_url
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        return self.request.query_params.get(name, default)
+
+    @property
+    def user_id(self) -> str:
+        assert self.key is not None
+        return self.key.user_id
+
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Action:
+    method: str  # GET | POST
+    scope: str | None  # None: no token needed; "optional": check's own rules; else the least scope
+    handler: Handler
+    json_body: bool = True
+
+
+def presented_token(request: Request) -> str | None:
+    """The token the client sent, "" when it sent an Authorization header that is not a bearer token."""
+    value = request.headers.get("authorization")
+    if value is not None:
+        scheme, _, token = value.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    return request.headers.get("x-auth-token")
+
+
+def authorize(request: Request, service: JobService, scope: str | None) -> users.ApiKey | None:
+    """The token's key, checked for the action's scope. A token that is sent but invalid is always a 401."""
+    token = presented_token(request)
+    if token is None:
+        if scope in (None, "optional"):
+            return None
+        raise RCError(401, "Authentication required")
+    try:
+        key = authenticate(service.db, "rendercad", token)
+    except Unauthorized:
+        flags = {"success": False, "authenticated": False, "token_valid": False} if scope == "optional" else {}
+        raise RCError(401, "Invalid or expired API token", **flags) from None
+    store.touch(service.db, key.id, key.user_id)
+    if scope in SCOPE_RANK and SCOPE_RANK[key.scope] < SCOPE_RANK[scope]:
+        raise RCError(403, f"Insufficient token scope: this action requires {SCOPE_WORDS[scope]}")
+    return key
+
+
+async def json_body(request: Request) -> dict:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise RCError(415, "Content-Type must be application/json")
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise RCError(400, "Invalid JSON body") from None
+    if not isinstance(data, dict):
+        raise RCError(400, "Invalid JSON body")
+    return data
+
+
+async def dispatch(request: Request, service: JobService, actions: dict[str, Action]) -> Response:
+    """?action= picks the handler; the checks run in the order a client can fix them: action, method, token,
+    scope, body."""
+    action = actions.get(request.query_params.get("action", ""))
+    if action is None:
+        raise RCError(404, "Unknown action")
+    if request.method != action.method:
+        response = json_response({"error": f"Method not allowed: use {action.method}"}, 405)
+        response.headers["Allow"] = action.method
+        return response
+    key = authorize(request, service, action.scope)
+    body = await json_body(request) if action.method == "POST" and action.json_body else {}
+    return await action.handler(Ctx(request, service, key, body))
+
+
+def ok(data: dict | None = None, status: int = 200) -> Response:
+    return json_response({"success": True, **(data or {})}, status)
+
+
+def text_field(body: dict, name: str, *, required: bool = False, max_len: int = 100) -> str | None:
+    value = body.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise RCError(400, f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise RCError(400, f"{name} must be a string")
+    if len(value) > max_len:
+        raise RCError(400, f"{name} must be at most {max_len} characters")
+    return value.strip()

@@ -1,0 +1,191 @@
+"""RenderCAD's own tables: token metadata (integer ids, usage), device-code sign-in, jobs while they collect
+their uploads (before the core job exists), uploads and webhooks. The keys themselves live in api_keys."""
+from __future__ import annotations
+
+import sqlite_utils
+
+from appliance.store import users
+from appliance.store.db import dumps, loads, now_iso, one, rows, transaction
+
+DIALECT = "rendercad"
+
+
+# ---- tokens ----------------------------------------------------------------------------------------------------
+def _ensure_tokens(db: sqlite_utils.Database, user_id: str) -> None:
+    """Keys made outside the API (CLI, first run) get their integer id the first time they are listed."""
+    missing = rows(db, "select k.id, k.name from api_keys k left join rendercad_tokens t on t.key_id = k.id "
+                       "where k.user_id = ? and k.dialect = ? and t.id is null order by k.created_at",
+                   (user_id, DIALECT))
+    if missing:
+        with transaction(db):
+            for key in missing:
+                db["rendercad_tokens"].insert({"key_id": key["id"], "user_id": user_id,
+                                               "token_name": key["name"] or "API token", "usage_count": 0})
+
+
+_TOKEN_SQL = ("select t.id, t.token_name, k.scope, k.created_at, t.last_used_at, t.usage_count, "
+              "k.revoked_at is null as is_active, k.id as key_id from rendercad_tokens t "
+              "join api_keys k on k.id = t.key_id where t.user_id = ?")
+
+
+def list_tokens(db: sqlite_utils.Database, user_id: str) -> list[dict]:
+    _ensure_tokens(db, user_id)
+    return rows(db, _TOKEN_SQL + " order by t.id", (user_id,))
+
+
+def find_token(db: sqlite_utils.Database, user_id: str, token_id: int) -> dict | None:
+    _ensure_tokens(db, user_id)
+    return one(db, _TOKEN_SQL + " and t.id = ?", (user_id, token_id))
+
+
+def active_count(db: sqlite_utils.Database, user_id: str) -> int:
+    return sum(1 for t in list_tokens(db, user_id) if t["is_active"])
+
+
+def create_token(db: sqlite_utils.Database, user_id: str, name: str, scope: str) -> tuple[str, dict]:
+    plaintext, key = users.create_key(db, user_id, DIALECT, scope=scope, name=name)
+    with transaction(db):
+        db["rendercad_tokens"].insert({"key_id": key["id"], "user_id": user_id, "token_name": name,
+                                       "usage_count": 0})
+    row = one(db, _TOKEN_SQL + " and t.key_id = ?", (user_id, key["id"]))
+    assert row is not None
+    return plaintext, row
+
+
+def rename_token(db: sqlite_utils.Database, token_id: int, name: str) -> None:
+    with transaction(db):
+        db.execute("update rendercad_tokens set token_name = ? where id = ?", (name, token_id))
+        db.execute("update api_keys set name = ? where id = (select key_id from rendercad_tokens where id = ?)",
+                   (name, token_id))
+
+
+def touch(db: sqlite_utils.Database, key_id: str, user_id: str) -> None:
+    """Usage of a token: counted per authenticated request."""
+    _ensure_tokens(db, user_id)
+    with transaction(db):
+        db.execute("update rendercad_tokens set usage_count = usage_count + 1, last_used_at = ? where key_id = ?",
+                   (now_iso(), key_id))
+
+
+# ---- device-code sign-in ---------------------------------------------------------------------------------------
+def create_device(db: sqlite_utils.Database, code: str, meta: dict, expires_at: float) -> None:
+    with transaction(db):
+        db["rendercad_devices"].insert({"code": code, "app_name": meta.get("app_name") or "",
+                                        "app_type": meta.get("app_type") or "",
+                                        "app_version": meta.get("app_version") or "", "created_at": now_iso(),
+                                        "expires_at": expires_at, "user_id": None, "status": "pending"})
+
+
+def get_device(db: sqlite_utils.Database, code: str) -> dict | None:
+    return one(db, "select * from rendercad_devices where code = ?", (code,))
+
+
+def approve_device(db: sqlite_utils.Database, code: str, user_id: str) -> bool:
+    """False when the code is not pending any more (already approved or used)."""
+    with transaction(db):
+        cur = db.execute("update rendercad_devices set status = 'approved', user_id = ? "
+                         "where code = ? and status = 'pending'", (user_id, code))
+    return cur.rowcount == 1
+
+
+def consume_device(db: sqlite_utils.Database, code: str) -> bool:
+    """The one poll that receives the token; a second poll finds the code used."""
+    with transaction(db):
+        cur = db.execute("update rendercad_devices set status = 'used' where code = ? and status = 'approved'",
+                         (code,))
+    return cur.rowcount == 1
+
+
+# ---- jobs and their uploads ------------------------------------------------------------------------------------
+def create_job(db: sqlite_utils.Database, job_id: str, user_id: str, key_id: str, kind: str, params: dict) -> dict:
+    row = {"id": job_id, "user_id": user_id, "key_id": key_id, "kind": kind, "params": dumps(params),
+           "status": "uploading", "error_message": None, "cost": 0, "created_at": now_iso()}
+    with transaction(db):
+        db["rendercad_jobs"].insert(row)
+    return get_job(db, job_id, user_id) or row
+
+
+def get_job(db: sqlite_utils.Database, job_id: str, user_id: str) -> dict | None:
+    row = one(db, "select * from rendercad_jobs where id = ? and user_id = ? and deleted_at is null",
+              (job_id, user_id))
+    if row:
+        row["params"] = loads(row["params"], {})
+    return row
+
+
+def update_job(db: sqlite_utils.Database, job_id: str, **fields) -> None:
+    with transaction(db):
+        db["rendercad_jobs"].update(job_id, fields)
+
+
+def set_status_if(db: sqlite_utils.Database, job_id: str, expected: str, **fields) -> bool:
+    """Compare-and-set on the status, so two finalize calls cannot both submit."""
+    sets = ", ".join(f"{name} = ?" for name in fields)
+    with transaction(db):
+        cur = db.execute(f"update rendercad_jobs set {sets} where id = ? and status = ?",
+                         (*fields.values(), job_id, expected))
+    return cur.rowcount == 1
+
+
+def list_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None, offset: int, limit: int) -> list[dict]:
+    where, params = _history_where(user_id, kind)
+    got = rows(db, f"select * from rendercad_jobs where {where} order by created_at desc, id desc limit ? offset ?",
+               (*params, limit, offset))
+    for row in got:
+        row["params"] = loads(row["params"], {})
+    return got
+
+
+def count_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None) -> int:
+    where, params = _history_where(user_id, kind)
+    return one(db, f"select count(*) as n from rendercad_jobs where {where}", params)["n"]
+
+
+def _history_where(user_id: str, kind: str | None) -> tuple[str, tuple]:
+    if kind:
+        return "user_id = ? and deleted_at is null and kind = ?", (user_id, kind)
+    return "user_id = ? and deleted_at is null", (user_id,)
+
+
+def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:
+    update_job(db, job_id, deleted_at=now_iso())
+
+
+def put_upload(db: sqlite_utils.Database, job_id: str, slot: str, content_type: str, path: str, size: int) -> None:
+    with transaction(db):
+        db["rendercad_uploads"].upsert({"job_id": job_id, "slot": slot, "content_type": content_type,
+                                        "path": path, "size": size, "uploaded_at": now_iso()},
+                                       pk=("job_id", "slot"))
+
+
+def uploads_of(db: sqlite_utils.Database, job_id: str) -> dict[str, dict]:
+    return {r["slot"]: r for r in rows(db, "select * from rendercad_uploads where job_id = ?", (job_id,))}
+
+
+def charged_since(db: sqlite_utils.Database, user_id: str, since: str) -> int:
+    """Tokens charged for this user's renders since a date (the billing cycle's usage)."""
+    got = one(db, "select coalesce(-sum(amount), 0) as n from ledger where user_id = ? and kind = 'charge' "
+                  "and created_at >= ?", (user_id, since))
+    return int(got["n"]) if got else 0
+
+
+def active_count_jobs(db: sqlite_utils.Database, user_id: str) -> int:
+    got = one(db, "select count(*) as n from jobs where user_id = ? and dialect = ? and deleted_at is null "
+                  "and status in ('queued', 'running')", (user_id, DIALECT))
+    return int(got["n"]) if got else 0
+
+
+def queue_ahead(db: sqlite_utils.Database, created_at: str | None) -> tuple[int, int]:
+    """(queued jobs in all, queued jobs created before this one): the queue depth and the job's position."""
+    depth = one(db, "select count(*) as n from jobs where status = 'queued' and deleted_at is null")["n"]
+    if created_at is None:
+        return depth, depth
+    ahead = one(db, "select count(*) as n from jobs where status = 'queued' and deleted_at is null "
+                    "and created_at < ?", (created_at,))["n"]
+    return depth, ahead
+
+
+def avg_seconds(db: sqlite_utils.Database, user_id: str, kind: str) -> int:
+    got = one(db, "select avg(duration_ms) as ms from jobs where user_id = ? and dialect = ? and kind = ? "
+                  "and status = 'completed'", (user_id, DIALECT, kind))
+    return round((got["ms"] or 0) / 1000) if got else 0
