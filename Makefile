@@ -6,14 +6,19 @@ SYSTEM_PYTHON := /usr/bin/python3
 STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
 
-.PHONY: run test bench install apt doctor clean
+.PHONY: run test lint bench install apt doctor clean
 
 run: install
 	@$(VENV)/bin/appliance init --data-dir $(DATA_DIR)
 	@$(VENV)/bin/appliance serve --data-dir $(DATA_DIR)
 
-test: install
+test: install lint
 	$(VENV)/bin/pytest
+
+# Static checks, part of `make test`: ruff (ruff.toml) and mypy with --check-untyped-defs (mypy.ini).
+lint: install
+	$(VENV)/bin/ruff check appliance renderers
+	$(VENV)/bin/mypy appliance renderers
 
 bench: install $(STAMPS)/bench
 	$(VENV)/bin/python -m tests.bench.run

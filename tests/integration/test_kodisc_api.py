@@ -14,11 +14,7 @@ import pytest
 from renderers.ffmpeg import probe, video_stream
 from tests.unit.test_kodisc_contract import _verify
 
-QUICKSTART = json.loads((Path(__file__).resolve().parents[3] / "shared/examples/kodisc-quickstart.json").read_text()) \
-    if (Path(__file__).resolve().parents[3] / "shared/examples/kodisc-quickstart.json").exists() else {
-        "code": "from manim import *\n\nclass HelloKodisc(Scene):\n    def construct(self):\n"
-                "        self.play(Write(Text(\"Hello, Kodisc\")))\n        self.wait(1)\n",
-        "className": "HelloKodisc", "quality": "medium", "aspectRatio": "16:9"}
+QUICKSTART = json.loads((Path(__file__).resolve().parents[2] / "examples" / "kodisc-quickstart.json").read_text())
 TINY = {"code": "from manim import *\n\nclass Dot1(Scene):\n    def construct(self):\n"
                 "        self.add(Dot())\n        self.wait(0.5)\n", "className": "Dot1", "quality": "low", "fps": 5}
 

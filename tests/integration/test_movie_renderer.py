@@ -25,7 +25,7 @@ from renderers.movie.compose import plan_blocks, render_scene
 from renderers.movie.spec import scene_cache_key, scene_sources, validate_and_normalize
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path("/work/shared/examples")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 W, H = 640, 360
 
 

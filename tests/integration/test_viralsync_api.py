@@ -16,7 +16,7 @@ import pytest
 
 from renderers.ffmpeg import probe, video_stream
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MINIMAL = {"kind": "movie", "projectId": "proj_abc123", "movie": {"width": 1920, "height": 1080, "fps": 30, "scenes": [
     {"id": "scene_1", "duration": 5, "bgColor": "#1a1a2e", "layers": [
         {"id": "headline", "type": "text", "text": "Hello from the API", "startTime": 0, "duration": 5, "zIndex": 1,

@@ -9,7 +9,7 @@ import pytest
 
 from renderers.movie.spec import SpecError, scene_cache_key, scene_sources, validate_and_normalize
 
-EXAMPLES = Path("/work/shared/examples")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def text_layer(**extra) -> dict:
