@@ -15,6 +15,7 @@ from appliance.runtime.resources import measure
 from appliance.runtime.scheduler import Scheduler
 from appliance.runtime.verify import verify
 from appliance.services.jobs import JobService
+from appliance.services.pipelines.image import ImagePipeline
 from appliance.services.pipelines.manim import ManimPipeline
 from appliance.services.pipelines.movie import MoviePipeline
 from appliance.services.pipelines.tasks import TasksPipeline
@@ -48,7 +49,8 @@ class Core:
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap
         self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
-            "manim": ManimPipeline(), "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline()},
+            "manim": ManimPipeline(), "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
+            "image": ImagePipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
         self._sweeper: asyncio.Task | None = None
 

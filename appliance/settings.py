@@ -45,7 +45,7 @@ class Settings:
     task_disk_mb: int = 4096
     task_log_mb: int = 16
     preload: tuple[str, ...] = ("numpy", "PIL", "manim", "renderers.manim_scene", "renderers.movie.compose",
-                                "renderers.movie.assemble")
+                                "renderers.movie.assemble", "cv2", "renderers.image.pipeline")
     retention_days: int = 90
     min_free_disk_mb: int = 1024
     reserve_credits: int = 10

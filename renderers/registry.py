@@ -11,6 +11,7 @@ _BUILTIN: dict[str, str] = {
     "manim": "renderers.manim_scene:render",
     "movie.scene": "renderers.movie.compose:render_scene",
     "movie.assemble": "renderers.movie.assemble:render_assemble",
+    "image.render": "renderers.image.pipeline:render",
     # Test renderers: the only fakes allowed, used to exercise the scheduler.
     "test.noop": "renderers.testing:noop",
     "test.sleep": "renderers.testing:sleep",
@@ -28,6 +29,7 @@ REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
     "manim": ("video", "thumbnail", "captions"),
     "movie.scene": ("scene",),
     "movie.assemble": ("video", "thumbnail"),
+    "image.render": ("render",),
 }
 
 

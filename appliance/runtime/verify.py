@@ -12,7 +12,7 @@ from pathlib import Path
 from appliance.runtime.artifacts import safe_name
 from renderers.registry import REQUIRED_OUTPUTS
 
-ROLE_KINDS = {"video": "h264", "scene": "h264", "thumbnail": "jpeg", "captions": "webvtt"}
+ROLE_KINDS = {"video": "h264", "scene": "h264", "thumbnail": "jpeg", "captions": "webvtt", "render": "raster"}
 
 
 def verify(renderer: str, task_input: dict, files: dict, workdir: Path) -> str | None:
@@ -74,4 +74,19 @@ def _webvtt(path: Path, task_input: dict) -> str | None:
     return None
 
 
-CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt}
+def _raster(path: Path, task_input: dict) -> str | None:
+    """A finished still (RenderCAD): a real JPEG or PNG of exactly the square size the task asked for."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.format not in ("JPEG", "PNG"):
+            return f"format {image.format}"
+        size = task_input.get("size")
+        if size and image.size != (size, size):
+            return f"{image.size[0]}x{image.size[1]}, expected {size}x{size}"
+        image.draft("RGB", (image.size[0] // 8, image.size[1] // 8))  # decodes every block, at 1/8 the cost
+        image.load()
+    return None
+
+
+CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt, "raster": _raster}

@@ -189,3 +189,8 @@ def avg_seconds(db: sqlite_utils.Database, user_id: str, kind: str) -> int:
     got = one(db, "select avg(duration_ms) as ms from jobs where user_id = ? and dialect = ? and kind = ? "
                   "and status = 'completed'", (user_id, DIALECT, kind))
     return round((got["ms"] or 0) / 1000) if got else 0
+
+
+def one_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
+    """A job by id alone (an upload URL is its own credential)."""
+    return one(db, "select * from rendercad_jobs where id = ? and deleted_at is null", (job_id,))

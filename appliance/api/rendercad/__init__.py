@@ -5,14 +5,21 @@ Contract: seed rendercad-api.txt; DECISIONS.md (RenderCAD). An image render is t
 PHP-style endpoints pick their handler with ``?action=`` (common.dispatch)."""
 from __future__ import annotations
 
-from litestar import Request, Response, Router, route
+from pathlib import Path
 
-from appliance.api.common import handlers_for
-from appliance.api.rendercad import auth, pages
-from appliance.api.rendercad.common import dispatch, error_response
+from litestar import Request, Response, Router, get, route
+
+from appliance.api.common import handlers_for, json_response
+from appliance.api.rendercad import auth, pages, render, uploads
+from appliance.api.rendercad.common import authorize, dispatch, error_response
+from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
+from appliance.store import ledger
+from appliance.store import rendercad as store
+from appliance.store.db import now_iso
 
 MAX_BODY = 1024 * 1024  # JSON bodies; uploads have their own limit
+OUTPUT = "render.jpg"
 
 
 @route("/auth.php", http_method=["GET", "POST"], include_in_schema=False)
@@ -20,8 +27,59 @@ async def auth_php(request: Request, service: JobService) -> Response:
     return await dispatch(request, service, auth.ACTIONS)
 
 
-backend = Router(path="/backend", route_handlers=[auth_php], exception_handlers=handlers_for(error_response),
-                 request_max_body_size=MAX_BODY)
-route_handlers = [backend, *pages.ROUTES]
+@route("/render.php", http_method=["GET", "POST"], include_in_schema=False)
+async def render_php(request: Request, service: JobService) -> Response:
+    return await dispatch(request, service, render.ACTIONS)
 
-__all__ = ["error_response", "route_handlers"]
+
+@route("/upload/{job_id:str}/{slot:str}", http_method=["PUT"], include_in_schema=False,
+       request_max_body_size=None)
+async def upload(request: Request, service: JobService, job_id: str, slot: str) -> Response:
+    return await uploads.receive(request, service, job_id, slot)
+
+
+@get("/serve_render.php", include_in_schema=False)
+async def serve_render(request: Request, service: JobService) -> Response:
+    """The authenticated proxy output_url: the owner's finished render."""
+    key = authorize(request, service, "read-only")
+    assert key is not None
+    job_id = request.query_params.get("id", "")
+    row = store.get_job(service.db, job_id, key.user_id)
+    path = service.store.file_path(job_id, OUTPUT) if row else None
+    if path is None:
+        return json_response({"error": "Render not found"}, 404)
+    return serve_file(request, path)
+
+
+@get("/renders/{name:str}", include_in_schema=False)
+async def asset(request: Request, service: JobService, name: str) -> Response:
+    """The public asset URLs: {job_id} is the render, {job_id}_input the uploaded image."""
+    job_id = name[:-len("_input")] if name.endswith("_input") else name
+    row = store.one_job(service.db, job_id)
+    path = None
+    if row and name.endswith("_input"):
+        got = store.uploads_of(service.db, job_id).get("input_main")
+        path = Path(got["path"]) if got and got["path"] else None
+    elif row:
+        path = service.store.file_path(job_id, OUTPUT)
+    if path is None or not path.is_file():
+        return json_response({"error": "Not found"}, 404)
+    return serve_file(request, path)
+
+
+def listener(service: JobService):
+    """On a job's end: the fixed token price is charged (the core reserved it), the end time is recorded."""
+    def on_event(job: dict, event_type: str) -> None:
+        if event_type not in ("completed", "failed", "cancelled"):
+            return
+        if event_type == "completed":
+            ledger.settle(service.db, job["user_id"], job["id"], ledger.reserved(service.db, job["id"]))
+        store.update_job(service.db, job["id"], completed_at=job["completed_at"] or now_iso())
+    return on_event
+
+
+backend = Router(path="/backend", route_handlers=[auth_php, render_php, upload, serve_render],
+                 exception_handlers=handlers_for(error_response), request_max_body_size=MAX_BODY)
+route_handlers = [backend, asset, *pages.ROUTES]
+
+__all__ = ["error_response", "listener", "route_handlers"]

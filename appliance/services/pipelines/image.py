@@ -1,0 +1,82 @@
+"""RenderCAD image job -> one ``image.render`` task (renderers/image): the upload, taken into the artifact store,
+finished into a square product shot. Also the request vocabulary the dialect validates against."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+from appliance.runtime.artifacts import Artifacts
+from appliance.store.jobs import TaskDef
+from renderers.image.conditions import CATALOG, CATEGORIES
+
+MODELS = ("classic", "pro")
+QUALITIES = {"standard": 1024, "4k": 4096}
+RENDER_MODES = ("preserve", "creative", "freeform")
+BACKGROUNDS = ("auto", "white", "grey", "black", "gradient")
+CUSTOM_BACKGROUND = re.compile(r"^custom:#[0-9A-Fa-f]{6}$")
+CONDITIONS = tuple(c["value"] for c in CATALOG)
+PIPELINE_VERSION = "1"  # part of the cache key: a change to the renderer's look bumps it
+
+__all__ = ["CATALOG", "CATEGORIES", "ImageError", "ImagePipeline", "cost", "validate"]
+
+
+class ImageError(ValueError):
+    """A request field the image pipeline cannot take; the message names the field and its values."""
+
+
+def cost(model: str, quality: str) -> int:
+    """Tokens: classic 1, pro 2, pro 4k 4 (the seed's table)."""
+    return (1 if model == "classic" else 2) + (2 if quality == "4k" else 0)
+
+
+def _choice(data: dict, name: str, allowed: tuple, default: str) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        return default
+    if value not in allowed:
+        raise ImageError(f"{name} must be one of: {', '.join(allowed)}")
+    return value
+
+
+def validate(data: dict) -> dict:
+    """The settings of an image job, defaults filled in; ImageError on the first bad field."""
+    model = _choice(data, "model", MODELS, "classic")
+    quality = _choice(data, "quality", tuple(QUALITIES), "standard")
+    render_mode = _choice(data, "render_mode", RENDER_MODES, "preserve")
+    background = data.get("background_style") or "auto"
+    if not isinstance(background, str) or not (background in BACKGROUNDS or CUSTOM_BACKGROUND.match(background)):
+        raise ImageError("background_style must be one of: auto, white, grey, black, gradient, custom:#RRGGBB")
+    condition = _choice(data, "condition", CONDITIONS, "auto")
+    instructions = data.get("custom_instructions")
+    if instructions is not None and (not isinstance(instructions, str) or len(instructions) > 1500):
+        raise ImageError("custom_instructions must be a string of at most 1500 characters")
+    return {"model": model, "quality": quality, "render_mode": render_mode, "background_style": background,
+            "condition": condition, "custom_instructions": instructions}
+
+
+class ImagePipeline:
+    deferred = False
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.artifacts = artifacts
+
+    def plan(self, payload: dict) -> list[TaskDef]:
+        """payload: settings (validate()), input_path, optional background_path (a library image)."""
+        settings = payload["settings"]
+        size = QUALITIES[settings["quality"]]
+        names, artifacts = {}, {}
+        for role, path in (("input", payload["input_path"]), ("background", payload.get("background_path"))):
+            if path:
+                names[role] = f"{role}{os.path.splitext(path)[1][:8]}"
+                artifacts[names[role]] = self.artifacts.put(path)
+        task_input = {**{k: settings[k] for k in ("model", "render_mode", "background_style", "condition")},
+                      "size": size, **names, "artifacts": artifacts}
+        return [TaskDef(renderer="image.render", name="render", cpu=1.0, mem_mb=700 if size <= 1024 else 3000,
+                        input=task_input, cache_key=cache_key(task_input))]
+
+
+def cache_key(task_input: dict) -> str:
+    parts = [PIPELINE_VERSION, *(f"{k}={task_input[k]}" for k in sorted(task_input) if k != "artifacts"),
+             *sorted(task_input["artifacts"].values())]
+    return "image-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
