@@ -182,7 +182,7 @@ def test_jobs_list_show_and_cancel(server):
     again = run_cli(d, "jobs", "cancel", sleeper, env=server_env(server))
     assert again.returncode == 2 and "has already ended" in again.stderr
     row = next(line for line in ok(d, "jobs", "list").splitlines() if line.startswith(sleeper))
-    assert row.split()[1:4] == ["admin", "test.sleep", "cancelled"], row
+    assert row.split()[1:4] == ["admin", "tasks", "cancelled"], row  # kind = the pipeline
 
 
 def test_jobs_cancel_without_a_server_says_so(tmp_path):
