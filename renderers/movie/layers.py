@@ -207,12 +207,38 @@ def _line_x(align: str, line_width: float, left: float, inner: float) -> float:
     return left + inner - line_width if align == "right" else left
 
 
+def _fits(text: str, font: ImageFont.FreeTypeFont, line_height: float, inner_w: float, inner_h: float) -> bool:
+    """Every word fits the width (no word broken) and every line fits the height (no glyph cut)."""
+    if any(font.getlength(word) > inner_w for word in text.split()):
+        return False
+    ascent, descent = font.getmetrics()
+    lines = wrap(text, font, inner_w)
+    return (len(lines) - 1) * line_height * font.size + ascent + descent <= inner_h
+
+
+def fitted_font(layer: dict, path: str, size: int, inner_w: float, inner_h: float) -> ImageFont.FreeTypeFont:
+    """``textFit: shrink`` (the default, as hosted editors do): the largest size up to fontSize at which the text
+    fits its box whole; ``none``: fontSize as given, wrapped and clipped."""
+    if layer.get("textFit", "shrink") == "none" or _fits(layer["text"], _font(path, size), layer["lineHeight"],
+                                                          inner_w, inner_h):
+        return _font(path, size)
+    low, high = 1, size - 1  # binary search for the largest size that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _fits(layer["text"], _font(path, middle), layer["lineHeight"], inner_w, inner_h):
+            low = middle
+        else:
+            high = middle - 1
+    return _font(path, low)
+
+
 def _text_mask(layer: dict, width: int, height: int) -> Image.Image:
     """Glyph coverage (L) of the wrapped text, vertically centred in the box and clipped to it."""
     scale = layer["transform"]["scale"]
-    font = _font(font_file(layer["fontFamily"], is_bold(layer["fontWeight"])), max(1, round(layer["fontSize"] * scale)))
     pad = layer["padding"] * scale
     inner_w, inner_h = max(1.0, width - 2 * pad), max(1.0, height - 2 * pad)
+    font = fitted_font(layer, font_file(layer["fontFamily"], is_bold(layer["fontWeight"])),
+                       max(1, round(layer["fontSize"] * scale)), inner_w, inner_h)
     lines = wrap(layer["text"], font, inner_w)
     ascent, descent = font.getmetrics()
     line_h = layer["lineHeight"] * font.size

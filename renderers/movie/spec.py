@@ -15,6 +15,7 @@ from typing import Any
 
 LAYER_TYPES = ("video", "image", "audio", "text")
 FITS = ("contain", "cover", "fill")
+TEXT_FITS = ("shrink", "none")  # shrink: fontSize is the largest size, reduced until the text fits its box
 TEXT_ALIGNS = ("left", "center", "right")
 FONT_WEIGHT_WORDS = ("normal", "bold", "bolder", "lighter")
 DEFAULT_FONT_FAMILY = "DejaVu Sans"
@@ -202,6 +203,7 @@ def _text(raw: dict, path: str) -> dict:
         "lineHeight": _number(raw, "lineHeight", path, 1.2, gt=0),
         "backgroundColor": _color(raw, "backgroundColor", path, None),
         "padding": _number(raw, "padding", path, 0, lo=0),
+        "textFit": _choice(raw, "textFit", path, TEXT_FITS, "shrink"),
     }
 
 

@@ -243,6 +243,11 @@ def test_full_example_pictures(full_movie):
     assert not np.array_equal(frames[60, 250:], frames[90, 250:])  # it moves
     title = frames[90, 134:199, 67:573]
     assert title.max() > 230
+    # The headline is shrunk to fit its box whole (textFit defaults to shrink): its glyphs end above the box's
+    # bottom edge instead of being cut flat there, and "Off" at its right end is drawn.
+    white_rows = np.flatnonzero((title.min(axis=2) > 200).any(axis=1))
+    assert white_rows.max() < title.shape[0] - 3, white_rows
+    assert (title[:, 380:].min(axis=2) > 200).any()
     assert near(frames[200, 5, 5], (0x0f, 0x17, 0x2a), 6)  # scene 2's bgColor
     cta = frames[200, 154:207, 120:520]
     assert cta[..., 2].max() > 220 and cta[..., 0].min() < 40  # #00d4ff text

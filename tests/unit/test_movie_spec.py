@@ -107,7 +107,7 @@ def test_text_layer_defaults():
         "position": {"x": 0, "y": 0}, "size": {"width": 1920, "height": 1080},
         "transform": {"opacity": 1, "rotation": 0, "scale": 1}, "fit": "contain",
         "text": "x", "fontSize": 48, "fontWeight": "normal", "fontFamily": "DejaVu Sans", "color": "#ffffff",
-        "textAlign": "left", "lineHeight": 1.2, "backgroundColor": None, "padding": 0,
+        "textAlign": "left", "lineHeight": 1.2, "backgroundColor": None, "padding": 0, "textFit": "shrink",
     }
 
 
