@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "test.memhog": "renderers.testing:memhog",
     "test.spin": "renderers.testing:spin",
     "test.hostile": "renderers.testing:hostile",
+    "test.flood": "renderers.testing:flood",
 }
 
 

@@ -276,3 +276,12 @@ def hostile(task_input: dict, workdir: Path, report: Reporter) -> dict:
     else:
         raise RenderError(f"unknown hostile action {action!r}")
     return _done(action=action, outcome=outcome)
+
+
+def flood(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """Floods the result channel: ``lines`` progress messages and as many log lines, as fast as it can."""
+    lines = int(task_input.get("lines", 200_000))
+    for n in range(lines):
+        report.progress(n / lines, "flooding")
+        report.log(f"flood line {n} " + "x" * 80)
+    return _done(lines=lines)

@@ -217,3 +217,21 @@ def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
         assert not list((server.data_dir / "logs").iterdir())
     finally:
         again.stop()
+
+
+@pytest.mark.slow
+def test_a_flood_on_the_result_channel_neither_starves_the_server_nor_fills_the_disk(make_server):
+    server = make_server({"APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "ada")
+    job_id = server.submit("ada", "test.flood", {"lines": 200_000})
+    server.wait(job_id, ("running", "completed"))
+    while server.job(job_id)["status"] == "running":
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200  # the event loop keeps serving
+        time.sleep(0.2)
+    job = server.wait(job_id)
+    assert job["status"] == "completed", job
+    progress_events = _db(server).execute("select count(*) from events where job_id = ? and type = 'progress'",
+                                          (job_id,)).fetchone()[0]
+    assert progress_events < 200  # coalesced: 200,000 lines became a few events
+    log = server.data_dir / "logs" / f"{job['tasks'][0]['id']}.log"
+    assert log.stat().st_size < 3 << 20  # capped, not 20 MB of flood
