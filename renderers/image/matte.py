@@ -65,6 +65,7 @@ def grabcut(rgb_small: np.ndarray, rough: np.ndarray) -> np.ndarray:
     gc[sure] = cv2.GC_FGD
     far = cv2.dilate(rough.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
     gc[far] = cv2.GC_BGD
+    cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global RNG: seeded, the same input cuts the same
     try:
         cv2.grabCut(rgb_small, gc, None, np.zeros((1, 65)), np.zeros((1, 65)), 2, cv2.GC_INIT_WITH_MASK)
     except cv2.error:

@@ -10,7 +10,7 @@ from pathlib import Path
 from litestar import Request, Response, Router, get, route
 
 from appliance.api.common import handlers_for, json_response
-from appliance.api.rendercad import auth, pages, render, uploads
+from appliance.api.rendercad import auth, discovery, pages, render, uploads
 from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
@@ -30,6 +30,11 @@ async def auth_php(request: Request, service: JobService) -> Response:
 @route("/render.php", http_method=["GET", "POST"], include_in_schema=False)
 async def render_php(request: Request, service: JobService) -> Response:
     return await dispatch(request, service, render.ACTIONS)
+
+
+@route("/api_discovery.php", http_method=["GET", "POST"], include_in_schema=False)
+async def discovery_php(request: Request, service: JobService) -> Response:
+    return await dispatch(request, service, discovery.ACTIONS)
 
 
 @route("/upload/{job_id:str}/{slot:str}", http_method=["PUT"], include_in_schema=False,
@@ -78,7 +83,8 @@ def listener(service: JobService):
     return on_event
 
 
-backend = Router(path="/backend", route_handlers=[auth_php, render_php, upload, serve_render],
+backend = Router(path="/backend", route_handlers=[auth_php, render_php, discovery_php, upload, serve_render,
+                                                       discovery.thumb],
                  exception_handlers=handlers_for(error_response), request_max_body_size=MAX_BODY)
 route_handlers = [backend, asset, *pages.ROUTES]
 
