@@ -235,3 +235,24 @@ def test_a_flood_on_the_result_channel_neither_starves_the_server_nor_fills_the_
     assert progress_events < 200  # coalesced: 200,000 lines became a few events
     log = server.data_dir / "logs" / f"{job['tasks'][0]['id']}.log"
     assert log.stat().st_size < 3 << 20  # capped, not 20 MB of flood
+
+
+@pytest.mark.slow
+def test_an_unresolvable_webhook_host_is_accepted_at_once_and_fails_in_bounded_attempts(make_server):
+    server = make_server({"APPLIANCE_WEBHOOK_RETRY_SCALE": "0.001"})
+    auth = _kodisc(server)
+    body = {**TINY, "code": "raise SystemExit('quick')", "webhookUrl": "http://no-such-host.invalid/hook"}
+    started = time.monotonic()
+    r = httpx.post(f"{server.url}/api/v2/render", json=body, headers=auth)
+    assert r.status_code == 202 and time.monotonic() - started < 5  # no DNS lookup on the request path
+    job_id = r.json()["jobId"]
+    poll(server, job_id, auth)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        row = _db(server).execute("select status, attempt, last_error from webhook_deliveries where job_id = ?",
+                                  (job_id,)).fetchone()
+        if row and row["status"] != "pending":
+            break
+        time.sleep(0.3)
+    assert row["status"] == "failed" and row["attempt"] == 4, dict(row)  # the first try + 3 retries, then stop
+    assert "cannot resolve host" in row["last_error"]
