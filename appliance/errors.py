@@ -36,6 +36,7 @@ class Conflict(ApplianceError):
 
 
 def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` — how an unexpected error is shown in a job or a log."""
+    """``Type: first line of the message`` (at most 500 characters) — how an unexpected error is shown in a job
+    or a log."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]

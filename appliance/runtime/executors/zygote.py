@@ -33,6 +33,7 @@ import traceback
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
+from appliance.errors import one_line  # stdlib-only, like everything the zygote imports
 from appliance.runtime import sandbox
 from appliance.runtime.sandbox import Cgroups, Limits, seccomp
 from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
@@ -41,11 +42,6 @@ from renderers.base import JsonLinesReporter, RenderError
 from renderers.registry import RegistryError, default_registry
 
 MAX_REQUEST = 1 << 16
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -121,7 +117,7 @@ class Zygote:
         try:
             pid = os.fork()
         except OSError as exc:
-            self._send({"type": "spawn_failed", "id": request["id"], "error": _one_line(exc)})
+            self._send({"type": "spawn_failed", "id": request["id"], "error": one_line(exc)})
             return
         if pid == 0:
             Worker(self, request).run(pipe_fd, log_fd, input_fd)
@@ -201,7 +197,7 @@ class Worker:
                 code = self._supervise(task_input, out)
         except BaseException as exc:
             traceback.print_exc()
-            write_line(out, {"type": "error", "error": f"worker setup failed: {_one_line(exc)}"})
+            write_line(out, {"type": "error", "error": f"worker setup failed: {one_line(exc)}"})
             code = 71
         finally:
             _flush_std()
@@ -330,7 +326,7 @@ class Worker:
             code = self._render(task_input, out)
         except BaseException as exc:
             traceback.print_exc()
-            write_line(out, {"type": "error", "error": f"worker setup failed: {_one_line(exc)}"})
+            write_line(out, {"type": "error", "error": f"worker setup failed: {one_line(exc)}"})
             code = 71
         finally:
             _flush_std()
@@ -349,7 +345,7 @@ class Worker:
             return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:
             traceback.print_exc()
-            line = json.dumps({"type": "error", "error": _one_line(exc)})
+            line = json.dumps({"type": "error", "error": one_line(exc)})
         out.write(line.encode() + b"\n")
         out.flush()
         return 0
@@ -380,7 +376,7 @@ def _preload(modules: list[str]) -> list[str]:
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing optional library fails its tasks later, not the zygote
-            errors.append(f"{name}: {_one_line(exc)}")
+            errors.append(f"{name}: {one_line(exc)}")
     return errors
 
 
