@@ -12,6 +12,7 @@ from appliance.api import admin, kodisc, openapi, rendercad, viralsync
 from appliance.api.common import ErrorShape, http_error_response, internal_error, json_response
 from appliance.core import Core
 from appliance.delivery.httpfiles import serve_file
+from appliance.observability import access, metrics
 from appliance.settings import Settings
 from appliance.store import jobs
 
@@ -91,7 +92,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     core.jobs.listen("rendercad", rendercad.listener(core.jobs))
     app = Litestar(
         route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router,
-                        openapi.assets_router(), *rendercad.route_handlers],
+                        openapi.assets_router(), *rendercad.route_handlers, metrics.metrics_endpoint],
         lifespan=[lifespan],
         exception_handlers={HTTPException: _http_error, 500: _internal_error},
         dependencies={"service": Provide(lambda: core.jobs, sync_to_thread=False)},
@@ -99,6 +100,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         request_max_body_size=1024 * 1024 * 1024,
     )
     openapi.install(app)
+    access.install(app, settings.access_log, core.metrics.refused)
     app.state.core = core
     admin.ensure_token(settings.data_dir)
     return app

@@ -9,6 +9,7 @@ import time
 from appliance.delivery.outputs import Store
 from appliance.delivery.sse import Hub
 from appliance.delivery.webhooks import Deliverer
+from appliance.observability.metrics import Metrics
 from appliance.runtime import sandbox
 from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.resources import measure
@@ -52,6 +53,7 @@ class Core:
             "manim": ManimPipeline(), "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
             "image": ImagePipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
+        self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:

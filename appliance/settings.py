@@ -57,6 +57,11 @@ class Settings:
     rate_limit_window_s: int = 60
     shared_cache: bool = False
     task_start_timeout_s: int = 60
+    hotfolder_dir: str = ""
+    hotfolder_outbox: str = ""
+    hotfolder_quality: str = "medium"
+    metrics_allow: tuple[str, ...] = ("127.0.0.1",)
+    access_log: bool = True
 
     @property
     def base_url(self) -> str:

@@ -62,6 +62,7 @@ class Deliverer:
         self._inflight: set[str] = set()
         self._task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
+        self.on_outcome: Callable[[dict, str], None] = lambda delivery, outcome: None  # metrics
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
@@ -130,6 +131,7 @@ class Deliverer:
             first = delivery["next_attempt_at"] if attempt == 1 else self._first_attempt(delivery)
             values["next_attempt_at"] = first + schedule[attempt - 1] * self.settings.webhook_retry_scale
         deliveries.record(self.db, delivery["id"], values)
+        self.on_outcome(delivery, values.get("status", "retrying"))
 
     def _first_attempt(self, delivery: dict) -> float:
         # delays are measured from the original attempt: recover it from the previous schedule step

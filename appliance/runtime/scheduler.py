@@ -43,6 +43,7 @@ class Scheduler:
         self.capacity, self.store, self.artifacts = capacity, store, artifacts
         self.listeners: dict[str, JobListener] = {}
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
+        self.on_task_end: Callable[[dict, str | None], None] = lambda task, error: None  # metrics
         self._running: dict[str, dict] = {}  # task_id -> {"handle", "task", "user_id"}
         self._progress: dict[str, tuple[float, str | None]] = {}
         self._wake = asyncio.Event()
@@ -246,6 +247,7 @@ class Scheduler:
     def _task_done(self, task: dict, result: dict) -> None:
         jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),
                          finished_at=now_iso())
+        self.on_task_end(task, None)
         if task["cache_key"] and not task["cached"]:
             self._store_cache(task, result)
         job_tasks = jobs.tasks_of(self.db, task["job_id"])
@@ -259,6 +261,7 @@ class Scheduler:
 
     def _task_failed(self, task: dict, error: str) -> None:
         jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
+        self.on_task_end(task, error)
         job = jobs.require_job(self.db, task["job_id"])
         if job["status"] not in jobs.TERMINAL:
             multi = len(jobs.tasks_of(self.db, job["id"])) > 1

@@ -1,0 +1,1 @@
+"""Operator observability: Prometheus metrics (/metrics) and the access log."""
