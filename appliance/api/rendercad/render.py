@@ -1,0 +1,218 @@
+"""/backend/render.php: create_job → presign_upload → (PUT) → finalize_job → status; history, cancel, delete.
+
+A job lives in rendercad_jobs while it collects its uploads ("uploading"); finalize submits the core job with
+the same id, and from then on its public status is the core job's, in RenderCAD's words."""
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+
+from litestar import Response
+
+from appliance.api.rendercad import uploads
+from appliance.api.rendercad.common import Action, Ctx, RCError, ok
+from appliance.errors import InsufficientCredits
+from appliance.services.jobs import NewJob
+from appliance.services.pipelines import image
+from appliance.store import ledger
+from appliance.store import rendercad as store
+from appliance.store.db import now_iso, parse_iso
+
+PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
+          "cancelled": "canceled"}
+DETAIL = {"uploading": "Waiting for upload", "pending": "Queued...", "processing": "Rendering...",
+          "completed": None, "failed": "Failed", "canceled": "Canceled"}
+SLOTS = ("input_main",)
+RETRY_LATER = {"timed out": "Rendering timed out. You were not charged. Please try again.",
+               "time limit": "Rendering timed out. You were not charged. Please try again.",
+               "could not start": "Render did not start. You were not charged. Please try again.",
+               "worker lost": "Render did not start. You were not charged. Please try again.",
+               "could not be read": uploads.UNREADABLE}
+GENERIC_FAILURE = "Render failed. You were not charged. Please try again."
+
+
+def new_job_id() -> str:
+    """render_ + 13 hex + . + 8 digits: the shape of PHP's uniqid('', true) that the hosted service uses."""
+    return f"render_{secrets.token_hex(7)[:13]}.{secrets.randbelow(10**8):08d}"
+
+
+def display_error(error: str | None) -> str:
+    """A core job's error as display-safe text: never a path, a traceback or an internal name."""
+    for needle, text in RETRY_LATER.items():
+        if needle in (error or ""):
+            return text
+    return GENERIC_FAILURE
+
+
+def _job(ctx: Ctx) -> dict:
+    job_id = ctx.body.get("job_id") if ctx.request.method == "POST" else ctx.query("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        raise RCError(400, "job_id is required")
+    row = store.get_job(ctx.db, job_id, ctx.user_id)
+    if row is None:
+        raise RCError(404, "Job not found")
+    return row
+
+
+def public_state(ctx: Ctx, row: dict) -> tuple[str, dict | None]:
+    """(RenderCAD status, core job or None)."""
+    if row["status"] != "submitted":
+        return row["status"], None
+    job = ctx.service.find(row["id"], ctx.user_id, "rendercad")
+    return (PUBLIC.get(job["status"], "failed"), job) if job else ("failed", None)
+
+
+def queue_figures(ctx: Ctx, job: dict | None) -> dict:
+    depth, ahead = store.queue_ahead(ctx.db, job["created_at"] if job else None)
+    per_job = max(1, store.avg_seconds(ctx.db, ctx.user_id, "image"))
+    return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}
+
+
+# ---- actions ---------------------------------------------------------------------------------------------------
+async def create_job(ctx: Ctx) -> Response:
+    try:
+        settings = image.validate(ctx.body)
+    except image.ImageError as exc:
+        raise RCError(400, str(exc)) from None
+    if settings["quality"] == "4k" and settings["model"] != "pro":
+        raise RCError(422, "4K quality requires the pro model")
+    row = store.create_job(ctx.db, new_job_id(), ctx.user_id, ctx.key.id if ctx.key else "", "image", settings)
+    return ok({"job_id": row["id"], "status": "uploading", "required_uploads": [{"slot": s} for s in SLOTS]})
+
+
+async def presign_upload(ctx: Ctx) -> Response:
+    row = _job(ctx)
+    if row["status"] != "uploading":
+        raise RCError(409, "This job is not accepting uploads")
+    slot, content_type = ctx.body.get("slot"), ctx.body.get("content_type")
+    if slot not in SLOTS:
+        raise RCError(400, "slot must be one of: " + ", ".join(SLOTS))
+    if content_type not in uploads.CONTENT_TYPES:
+        raise RCError(400, "content_type must be one of: " + ", ".join(uploads.CONTENT_TYPES))
+    return ok(uploads.presign(ctx.service, row["id"], slot, content_type))
+
+
+async def finalize_job(ctx: Ctx) -> Response:
+    row = _job(ctx)
+    if row["status"] != "uploading":
+        raise RCError(409, "This job was already finalized")
+    got = store.uploads_of(ctx.db, row["id"])
+    for slot in SLOTS:
+        if slot not in got:
+            raise RCError(400, f"Upload did not finish for slot {slot}. Upload the image, then finalize again.")
+        reason = await asyncio.to_thread(uploads.problem, got[slot])
+        if reason:
+            store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
+                                completed_at=now_iso())
+            raise RCError(422, reason)
+    job = _submit(ctx, row, got)
+    return ok({"job_id": row["id"], "status": "pending", **queue_figures(ctx, job)})
+
+
+def _submit(ctx: Ctx, row: dict, got: dict) -> dict:
+    settings = row["params"]
+    price = image.cost(settings["model"], settings["quality"])
+    if ledger.balance(ctx.db, ctx.user_id)["total"] < price:
+        raise RCError(429, f"Not enough tokens: this render needs {price}. Ask the appliance admin for credits.")
+    if not store.set_status_if(ctx.db, row["id"], "uploading", status="submitted", cost=price, finalized_at=now_iso()):
+        raise RCError(409, "This job was already finalized")
+    payload = {"settings": settings, "input_path": got["input_main"]["path"]}
+    try:
+        return ctx.service.submit(NewJob(job_id=row["id"], dialect="rendercad", user_id=ctx.user_id,
+                                         key_id=row["key_id"], kind="image", payload=payload, request=settings,
+                                         reserve=price))
+    except InsufficientCredits:
+        store.update_job(ctx.db, row["id"], status="uploading")
+        raise RCError(429, f"Not enough tokens: this render needs {price}.") from None
+    except Exception:
+        store.update_job(ctx.db, row["id"], status="uploading")  # the client may finalize again
+        raise
+
+
+async def status(ctx: Ctx) -> Response:
+    row = _job(ctx)
+    state, job = public_state(ctx, row)
+    data = {"job_id": row["id"], "status": state, "status_detail": DETAIL[state]}
+    if state in ("pending", "processing"):
+        data.update({k: v for k, v in queue_figures(ctx, job).items() if k != "queue_position"})
+    elif state == "completed":
+        data.update({"output_url": f"{ctx.base}/backend/serve_render.php?id={row['id']}",
+                     "asset_url": f"{ctx.base}/renders/{row['id']}",
+                     "input_url": f"{ctx.base}/renders/{row['id']}_input",
+                     "completed_at": job["completed_at"] if job else None})
+    elif state in ("failed", "canceled"):
+        if state == "failed":
+            data["error_message"] = row["error_message"] or display_error(job["error"] if job else None)
+        data["completed_at"] = (job or row)["completed_at"]
+    return ok(data)
+
+
+def _int(ctx: Ctx, name: str, default: int, low: int, high: int) -> int:
+    raw = ctx.query(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise RCError(400, f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+async def history(ctx: Ctx) -> Response:
+    page, limit = _int(ctx, "page", 1, 1, 10**6), _int(ctx, "limit", 50, 1, 100)
+    kind = {"all": None, "image": "image", "video": "video"}.get(ctx.query("filter") or "all", "bad")
+    if kind == "bad":
+        raise RCError(400, "filter must be one of: all, image, video")
+    total = store.count_jobs(ctx.db, ctx.user_id, kind)
+    renders = [_history_row(ctx, r) for r in store.list_jobs(ctx.db, ctx.user_id, kind, (page - 1) * limit, limit)]
+    pages = math.ceil(total / limit)
+    return ok({"renders": renders, "pagination": {"page": page, "limit": limit, "total_count": total,
+                                                  "total_pages": pages, "has_next": page < pages}})
+
+
+def _history_row(ctx: Ctx, row: dict) -> dict:
+    state, job = public_state(ctx, row)
+    settings, completed = row["params"], (job or row).get("completed_at")
+    days = ctx.service.settings.retention_days
+    if completed:
+        days = max(0, days - int((time.time() - parse_iso(completed)) // 86400))
+    return {"job_id": row["id"], "status": state, "render_mode": settings.get("render_mode"),
+            "model": settings.get("model"), "quality_tier": settings.get("quality"),
+            "background_style": settings.get("background_style"), "condition": settings.get("condition"),
+            "input_url": f"{ctx.base}/renders/{row['id']}_input",
+            "output_url": f"{ctx.base}/renders/{row['id']}" if state == "completed" else None,
+            "created_at": row["created_at"], "completed_at": completed, "days_to_deletion": days}
+
+
+async def cancel(ctx: Ctx) -> Response:
+    row = _job(ctx)
+    state, _ = public_state(ctx, row)
+    if state == "uploading" and store.set_status_if(ctx.db, row["id"], "uploading", status="canceled",
+                                                     completed_at=now_iso()):
+        return ok({"job_id": row["id"], "status": "canceled"})
+    if state != "pending" or not ctx.service.cancel(row["id"]):
+        raise RCError(409, f"Only pending jobs can be canceled; this job is {public_state(ctx, row)[0]}")
+    return ok({"job_id": row["id"], "status": "canceled"})
+
+
+async def delete(ctx: Ctx) -> Response:
+    row = _job(ctx)
+    state, job = public_state(ctx, row)
+    if state in ("uploading", "pending", "processing"):
+        raise RCError(409, f"This job is {state}: cancel it first or wait until processing finishes")
+    if job is not None:
+        ctx.service.delete(row["id"])
+    store.mark_deleted(ctx.db, row["id"])
+    asyncio.get_running_loop().run_in_executor(None, uploads.remove, ctx.service, row["id"])
+    return ok()
+
+
+ACTIONS = {
+    "create_job": Action("POST", "render-only", create_job),
+    "presign_upload": Action("POST", "render-only", presign_upload),
+    "finalize_job": Action("POST", "render-only", finalize_job),
+    "status": Action("GET", "read-only", status),
+    "history": Action("GET", "read-only", history),
+    "cancel": Action("POST", "render-only", cancel),
+    "delete": Action("POST", "full-access", delete),
+}

@@ -1,0 +1,123 @@
+"""Upload slots: presigned PUT URLs on the appliance itself (HMAC of job, slot, content type and expiry with a
+secret kept in the data dir), the PUT streamed to disk, and the check finalize_job makes of each upload."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from litestar import Request, Response
+
+from appliance.api.common import json_response
+from appliance.api.rendercad.common import RCError
+from appliance.services.jobs import JobService
+from appliance.store import rendercad as store
+
+CONTENT_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
+FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
+EXPIRES_IN = 300
+MAX_BYTES = 80 * 1024 * 1024
+MAX_PIXELS = 100_000_000  # a decompression bomb is refused before it is decoded
+TOO_LARGE = "The uploaded image is larger than 80 MB. You were not charged."
+UNREADABLE = "The uploaded image could not be read. Upload a JPEG, PNG, WebP or GIF image. You were not charged."
+TOO_MANY_PIXELS = "The uploaded image has too many pixels (at most 100 megapixels). You were not charged."
+
+
+@lru_cache(maxsize=8)
+def _secret(data_dir: str) -> bytes:
+    """One signing secret per appliance, made on first use; never leaves the data dir."""
+    path = Path(data_dir) / "rendercad-upload.key"
+    if not path.exists():
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_hex(32))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    return path.read_text().strip().encode()
+
+
+def signature(data_dir: Path, job_id: str, slot: str, content_type: str, expires: int) -> str:
+    message = f"{job_id}\n{slot}\n{content_type}\n{expires}".encode()
+    return hmac.new(_secret(str(data_dir.resolve())), message, hashlib.sha256).hexdigest()
+
+
+def presign(service: JobService, job_id: str, slot: str, content_type: str) -> dict:
+    expires = int(time.time()) + EXPIRES_IN
+    sig = signature(service.settings.data_dir, job_id, slot, content_type, expires)
+    base = service.settings.base_url
+    return {"presigned_url": f"{base}/backend/upload/{job_id}/{slot}?expires={expires}&sig={sig}",
+            "asset_url": f"{base}/renders/{job_id}_input", "slot": slot, "index": None, "expires_in": EXPIRES_IN,
+            "cache_control": "public, max-age=31536000, immutable"}
+
+
+def upload_dir(service: JobService, job_id: str) -> Path:
+    return service.settings.data_dir / "uploads" / job_id
+
+
+def _check_signature(request: Request, service: JobService, job_id: str, slot: str) -> str:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        raise RCError(403, "Invalid upload signature") from None
+    want = signature(service.settings.data_dir, job_id, slot, content_type, expires)
+    if not hmac.compare_digest(want, request.query_params.get("sig", "")):
+        raise RCError(403, "Invalid upload signature")
+    if time.time() > expires:
+        raise RCError(403, "Upload URL has expired")
+    return content_type
+
+
+async def receive(request: Request, service: JobService, job_id: str, slot: str) -> Response:
+    """PUT of one slot's bytes, written to disk as they arrive; past 80 MB the rest is refused."""
+    content_type = _check_signature(request, service, job_id, slot)
+    job = store.one_job(service.db, job_id)
+    if job is None or job["status"] != "uploading":
+        raise RCError(409, "This job is not accepting uploads")
+    folder = upload_dir(service, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, size = folder / f"{slot}{CONTENT_TYPES[content_type]}", 0
+    partial = path.with_suffix(f".part{secrets.token_hex(4)}")
+    with open(partial, "wb") as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BYTES:
+                break
+            out.write(chunk)
+    if size > MAX_BYTES:
+        partial.unlink(missing_ok=True)
+        store.put_upload(service.db, job_id, slot, content_type, "", size)
+        raise RCError(413, "Uploaded images must be 80MB or smaller")
+    os.replace(partial, path)
+    store.put_upload(service.db, job_id, slot, content_type, str(path), size)
+    return Response(content=b"", status_code=200, headers={"ETag": f'"{size:x}"'})
+
+
+def problem(upload: dict) -> str | None:
+    """None when the upload is a real JPEG/PNG/WebP/GIF of at most 80 MB and 100 MP, else the display-safe
+    reason. Blocking (decodes the image): run it in a worker thread."""
+    from PIL import Image
+
+    if upload["size"] > MAX_BYTES or not upload["path"]:
+        return TOO_LARGE
+    try:
+        with Image.open(upload["path"]) as img:
+            if img.format not in FORMATS:
+                return UNREADABLE
+            if img.size[0] * img.size[1] > MAX_PIXELS:
+                return TOO_MANY_PIXELS
+            img.draft("RGB", (img.size[0] // 8 or 1, img.size[1] // 8 or 1))
+            img.load()
+    except Image.DecompressionBombError:
+        return TOO_MANY_PIXELS
+    except Exception:  # noqa: BLE001 - any decoder error means "not an image we can render"
+        return UNREADABLE
+    return None
+
+
+def remove(service: JobService, job_id: str) -> None:
+    shutil.rmtree(upload_dir(service, job_id), ignore_errors=True)
