@@ -6,7 +6,7 @@ SYSTEM_PYTHON := /usr/bin/python3
 STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
 
-.PHONY: run test lint bench install apt doctor clean
+.PHONY: run test lint bench fuzz install apt doctor clean
 
 run: install
 	@$(VENV)/bin/appliance init --data-dir $(DATA_DIR)
@@ -22,6 +22,14 @@ lint: install
 
 bench: install $(STAMPS)/bench
 	$(VENV)/bin/python -m tests.bench.run
+
+# Schemathesis against a real server on a free port with a fresh data dir (scripts/fuzz.py); not part of `make test`.
+fuzz: install $(STAMPS)/fuzz
+	$(VENV)/bin/python scripts/fuzz.py
+
+$(STAMPS)/fuzz: $(STAMPS)/venv pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[test,fuzz]'
+	@touch $@
 
 doctor: install
 	$(VENV)/bin/appliance doctor --data-dir $(DATA_DIR)

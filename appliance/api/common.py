@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -23,6 +24,11 @@ MESSAGES = {404: "No such endpoint", 405: "Method not allowed on this endpoint",
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(content=data, status_code=status, headers=headers or {}, media_type="application/json")
+
+
+def integral(value: Any) -> Any:
+    """30.0 is the integer 30 in JSON (and to a JavaScript client); any other value is left as it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def as_appliance_error(exc: HTTPException) -> ApplianceError:

@@ -12,7 +12,7 @@ from litestar.di import Provide
 
 from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer
-from appliance.api.common import handlers_for, json_response
+from appliance.api.common import handlers_for, integral, json_response
 from appliance.delivery import netpolicy
 from appliance.errors import ApplianceError, InsufficientCredits, NotFound, Unauthorized
 from appliance.services.jobs import JobService, NewJob
@@ -70,11 +70,12 @@ def validate(body: bytes, allow_http: bool) -> dict:
         raise BadRequest("code is required")
     if not isinstance(data.get("className"), str) or not CLASSNAME.fullmatch(data["className"]):
         raise BadRequest("className must be a valid Python identifier")
-    if data.get("quality", "medium") not in QUALITIES:
+    # `in` on a dict or tuple hashes or compares the value: only a string can be one of the names
+    if not isinstance(data.get("quality", "medium"), str) or data.get("quality", "medium") not in QUALITIES:
         raise BadRequest("quality must be one of: low, medium, high, twok, fourk")
-    if data.get("aspectRatio", "16:9") not in ASPECTS:
+    if not isinstance(data.get("aspectRatio", "16:9"), str) or data.get("aspectRatio", "16:9") not in ASPECTS:
         raise BadRequest("aspectRatio must be one of: 16:9, 9:16")
-    fps = data.get("fps")
+    fps = data["fps"] = integral(data.get("fps"))
     if fps is not None and (type(fps) is not int or fps < 1):
         raise BadRequest("fps must be a positive integer")
     if fps is not None and fps > MAX_FPS:  # DECISIONS.md: 1-120, else the documented fps message
@@ -132,6 +133,7 @@ DOC_ERRORS = {
 def _doc(summary: str, status: int, struct: type, errors: tuple[int, ...], description: str, body=None):
     return openapi.operation(
         tag="Kodisc", summary=summary, description=description, security=openapi.KODISC_AUTH, body=body,
+        example=schemas.KODISC_EXAMPLE if body else None,
         responses={status: openapi.json_body(openapi.ref(struct), summary), **{e: DOC_ERRORS[e] for e in errors}},
         path_params={"job_id": "The jobId that POST /api/v2/render returned"})
 

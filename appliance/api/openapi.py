@@ -7,16 +7,29 @@ schemas.py, which ``install`` adds to the document's components.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import msgspec
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import (Components, OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, Operation, Parameter,
-                                   RequestBody, SecurityScheme, Tag)
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityRequirement,
+    SecurityScheme,
+    Tag,
+)
 from litestar.static_files import create_static_files_router
 
 from appliance.api import schemas
@@ -27,7 +40,7 @@ COMPONENT_SCHEMAS: dict[str, Any] = msgspec.json.schema_components(schemas.DOCUM
 ASSETS_URL = "/schema/static"
 ASSETS_DIR = Path(__file__).resolve().parent / "static" / "swagger-ui"
 
-SECURITY_SCHEMES = {
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "kodiscBearer": SecurityScheme(type="http", scheme="bearer", bearer_format="kdsc_live_<48 hex>",
                                    description="Kodisc: Authorization: Bearer kdsc_live_…"),
     "viralsyncApiKey": SecurityScheme(type="apiKey", name="x-api-key", security_scheme_in="header",
@@ -38,8 +51,8 @@ SECURITY_SCHEMES = {
                                         description="ViralSync progress stream only: browsers' EventSource "
                                                     "cannot send headers"),
 }
-KODISC_AUTH = [{"kodiscBearer": []}]
-VIRALSYNC_AUTH = [{"viralsyncApiKey": []}, {"viralsyncBearer": []}]
+KODISC_AUTH: list[SecurityRequirement] = [{"kodiscBearer": []}]
+VIRALSYNC_AUTH: list[SecurityRequirement] = [{"viralsyncApiKey": []}, {"viralsyncBearer": []}]
 TAGS = [Tag(name="Kodisc", description="Manim renders: the public Kodisc v2 API under /api/v2"),
         Tag(name="ViralSync", description="Movie JSON renders: the public ViralSync v1 API under /v1")]
 
@@ -48,11 +61,17 @@ def ref(struct: type) -> dict:
     return {"$ref": REF.format(name=struct.__name__)}
 
 
+def raw(schema: dict) -> Schema:
+    """A JSON Schema as a plain dict where Litestar's spec objects expect a Schema: they write a dict out as it
+    is, and the schemas here are msgspec's dicts (or small literals)."""
+    return cast(Schema, schema)
+
+
 def json_body(schema: dict, description: str, headers: dict[str, str] | None = None) -> OpenAPIResponse:
     """A response with a JSON body; ``headers``: name -> description (string-valued)."""
     return OpenAPIResponse(
-        description=description, content={"application/json": OpenAPIMediaType(schema=schema)},
-        headers={name: OpenAPIHeader(schema={"type": "string"}, description=text, required=True)
+        description=description, content={"application/json": OpenAPIMediaType(schema=raw(schema))},
+        headers={name: OpenAPIHeader(schema=raw({"type": "string"}), description=text, required=True)
                  for name, text in (headers or {}).items()} or None)
 
 
@@ -64,16 +83,16 @@ def error_body(struct: type, field: str, values: Sequence[str], description: str
 
 
 def query(name: str, schema: dict, description: str) -> Parameter:
-    return Parameter(name=name, param_in="query", schema=schema, description=description, required=False)
+    return Parameter(name=name, param_in="query", schema=raw(schema), description=description, required=False)
 
 
 def header(name: str, schema: dict, description: str) -> Parameter:
-    return Parameter(name=name, param_in="header", schema=schema, description=description, required=False)
+    return Parameter(name=name, param_in="header", schema=raw(schema), description=description, required=False)
 
 
-def operation(*, tag: str, summary: str, security: list[dict], responses: dict[int, OpenAPIResponse],
-              body: type | None = None, params: Sequence[Parameter] = (), description: str | None = None,
-              path_params: dict[str, str] | None = None) -> type[Operation]:
+def operation(*, tag: str, summary: str, security: list[SecurityRequirement], responses: dict[int, OpenAPIResponse],
+              body: type | None = None, example: dict | None = None, params: Sequence[Parameter] = (),
+              description: str | None = None, path_params: dict[str, str] | None = None) -> type[Operation]:
     """An Operation class for one handler (``operation_class=``): Litestar builds it with what it derived from
     the signature (operation id, path parameters), and ``__post_init__`` replaces the rest with the contract."""
 
@@ -84,7 +103,7 @@ def operation(*, tag: str, summary: str, security: list[dict], responses: dict[i
             self.description = description
             if body is not None:
                 self.request_body = RequestBody(required=True, content={
-                    "application/json": OpenAPIMediaType(schema=ref(body))})
+                    "application/json": OpenAPIMediaType(schema=raw(ref(body)), example=example)})
             for param in self.parameters or []:
                 if isinstance(param, Parameter) and param.name in (path_params or {}):
                     param.description = (path_params or {})[param.name]

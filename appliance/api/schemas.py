@@ -8,7 +8,7 @@ against them.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
@@ -16,23 +16,26 @@ Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, descr
 Number = float  # JSON Schema "number": integers are numbers too
 
 
-def one_of(*values: str) -> Any:
-    """A string enum in the documented order (msgspec would sort a Literal's values)."""
-    return Annotated[str, Meta(extra_json_schema={"enum": list(values)})]
+def one_of(*values: str) -> Meta:
+    """Annotated[str, one_of(...)]: a string enum in the documented order (msgspec sorts a Literal's values)."""
+    return Meta(extra_json_schema={"enum": list(values)})
 
 
 # ---- Kodisc -------------------------------------------------------------------------------------------------
+WebhookUrl = Annotated[str, Meta(pattern=r"^https://", description=(
+    "Overrides the key's default webhook URL; null sends no webhook. http:// only with allow_http_webhooks; "
+    "loopback and link-local hosts are refused"))]
+
+
 class KodiscRenderRequest(Struct, kw_only=True):
     """POST /api/v2/render. Only code and className are required; the whole body is at most 200 KB."""
 
     code: Annotated[str, Meta(min_length=1, pattern=r"\S", description="Manim source with the Scene subclass")]
     className: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The Scene subclass to render")]
-    quality: one_of("low", "medium", "high", "twok", "fourk") = "medium"
-    aspectRatio: one_of("16:9", "9:16") = "16:9"
-    fps: Optional[Annotated[int, Meta(ge=1, le=120, description="Overrides the preset's frame rate")]] = None
-    webhookUrl: Optional[Annotated[str, Meta(pattern=r"^https://", description=(
-        "Overrides the key's default webhook URL; null sends no webhook. http:// only with "
-        "allow_http_webhooks; loopback and link-local hosts are refused"))]] = None
+    quality: Annotated[str, one_of("low", "medium", "high", "twok", "fourk")] = "medium"
+    aspectRatio: Annotated[str, one_of("16:9", "9:16")] = "16:9"
+    fps: Annotated[int, Meta(ge=1, le=120, description="Overrides the preset's frame rate")] | None = None
+    webhookUrl: WebhookUrl | None = None
     metadata: Any = None
 
 
@@ -55,14 +58,14 @@ class KodiscJob(Struct):
 
     jobId: str
     endpoint: Literal["render"]
-    status: one_of("queued", "running", "completed", "failed")
+    status: Annotated[str, one_of("queued", "running", "completed", "failed")]
     createdAt: Timestamp
-    completedAt: Optional[Timestamp]
-    durationMs: Optional[int]
+    completedAt: Timestamp | None
+    durationMs: int | None
     creditsCost: Annotated[Number, Meta(description="0 until the job completes")]
     metadata: Any
-    result: Optional[KodiscResult]
-    error: Optional[str]
+    result: KodiscResult | None
+    error: str | None
 
 
 class KodiscCredits(Struct):
@@ -84,7 +87,7 @@ class KodiscError(Struct, kw_only=True):
     """Every Kodisc error: a 400's error is one of the seven documented messages."""
 
     error: str
-    message: Optional[str] = None
+    message: str | None = None
 
 
 # ---- ViralSync: the Movie document (loosely: renderers/movie/spec.py has every rule) ---------------------
@@ -94,8 +97,8 @@ class Point(Struct, kw_only=True):
 
 
 class Size(Struct, kw_only=True):
-    width: Optional[Annotated[Number, Meta(gt=0)]] = None
-    height: Optional[Annotated[Number, Meta(gt=0)]] = None
+    width: Annotated[Number, Meta(gt=0)] | None = None
+    height: Annotated[Number, Meta(gt=0)] | None = None
 
 
 class Transform(Struct, kw_only=True):
@@ -104,43 +107,66 @@ class Transform(Struct, kw_only=True):
     scale: Annotated[Number, Meta(gt=0)] = 1
 
 
-class Layer(Struct, kw_only=True):
-    """A video, image, audio or text layer; unknown fields are ignored. Media layers need source, text layers
-    text. Extensions (README): fit, trimStart, loop, fadeIn/fadeOut, fontFamily, lineHeight, backgroundColor,
-    padding."""
+Color = Annotated[str, Meta(pattern=r"^#([0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$", description="Hex colour")]
+Opaque = Annotated[str, Meta(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$", description="Hex colour, no alpha")]
+Id = Annotated[str, Meta(min_length=1, pattern=r"\S", description="Unique among its siblings")]
+FontWeight = (Annotated[str, one_of("normal", "bold", "bolder", "lighter")] | Annotated[Number, Meta(ge=100, le=900)]
+              | Annotated[str, Meta(pattern=r"^[1-9][0-9]{2}$", description="CSS weight: bold from 600")])
+Source = Annotated[str, Meta(min_length=1, description="http(s) URL, or a path under the appliance's assets_dir")]
 
-    id: Annotated[str, Meta(min_length=1)]
-    type: one_of("video", "image", "audio", "text")
-    role: Optional[str] = None
-    startTime: Annotated[Number, Meta(ge=0, description="Seconds from the scene's start")] = 0
-    duration: Optional[Annotated[Number, Meta(gt=0)]] = None
+
+class Layer(Struct, kw_only=True, tag_field="type"):
+    """What every layer has; unknown fields are ignored. Extensions (README): fit, fadeIn/fadeOut."""
+
+    id: Id
+    role: str | None = None
+    startTime: Annotated[Number, Meta(ge=0, description="Seconds from the scene's start; before its end")] = 0
+    duration: Annotated[Number, Meta(gt=0, description="Seconds; the rest of the scene if absent")] | None = None
     zIndex: int = 0
-    position: Optional[Point] = None
-    size: Optional[Size] = None
-    transform: Optional[Transform] = None
-    source: Optional[str] = None
-    mute: Optional[bool] = None
-    volume: Optional[Annotated[Number, Meta(ge=0, le=10)]] = None
-    text: Optional[str] = None
-    fontSize: Optional[Annotated[Number, Meta(gt=0)]] = None
-    fontWeight: Optional[str] = None
-    color: Optional[str] = None
-    textAlign: Optional[one_of("left", "center", "right")] = None
+    position: Point | None = None
+    size: Size | None = None
+    transform: Transform | None = None
+
+
+class TextLayer(Layer, tag="text"):
+    """Extensions: fontFamily, lineHeight, backgroundColor, padding."""
+
+    text: str
+    fontSize: Annotated[Number, Meta(gt=0)] | None = None
+    fontWeight: FontWeight | None = None
+    color: Color | None = None
+    textAlign: Annotated[str, one_of("left", "center", "right")] | None = None
+
+
+class ImageLayer(Layer, tag="image"):
+    source: Source
+
+
+class VideoLayer(Layer, tag="video"):
+    """Extensions: trimStart, loop, volume."""
+
+    source: Source
+    mute: bool | None = None
+
+
+class AudioLayer(Layer, tag="audio"):
+    source: Source
+    volume: Annotated[Number, Meta(ge=0, le=10)] | None = None
 
 
 class Scene(Struct, kw_only=True):
-    id: Annotated[str, Meta(min_length=1)]
-    name: Optional[str] = None
-    duration: Annotated[Number, Meta(gt=0, description="Seconds")]
-    bgColor: Optional[str] = None
-    layers: list[Layer] = []
+    id: Id
+    name: str | None = None
+    duration: Annotated[Number, Meta(gt=0, description="Seconds; at least one frame")]
+    bgColor: Opaque | None = None
+    layers: list[TextLayer | ImageLayer | VideoLayer | AudioLayer] = []
 
 
 class Movie(Struct, kw_only=True):
     """Width and height must be even; fps an integer (DECISIONS.md)."""
 
-    id: Optional[str] = None
-    title: Optional[str] = None
+    id: str | None = None
+    title: str | None = None
     width: Annotated[int, Meta(ge=360, le=3840, multiple_of=2)] = 1920
     height: Annotated[int, Meta(ge=360, le=2160, multiple_of=2)] = 1080
     fps: Annotated[int, Meta(ge=1, le=60)] = 30
@@ -148,8 +174,12 @@ class Movie(Struct, kw_only=True):
 
 
 class RenderOptions(Struct, kw_only=True):
-    qualityPreset: one_of("stable", "balanced", "fast", "turbo") = "balanced"
-    requestedConcurrency: Optional[Annotated[int, Meta(ge=1, le=32)]] = None
+    qualityPreset: Annotated[str, one_of("stable", "balanced", "fast", "turbo")] = "balanced"
+    requestedConcurrency: Annotated[int, Meta(ge=1, le=32)] | None = None
+
+
+CallbackUrl = Annotated[str, Meta(pattern=r"^https?://[^/?#]", description=(
+    "URL for progress/done/failed/cancelled events; loopback and link-local hosts are refused"))]
 
 
 class ViralSyncRenderRequest(Struct, kw_only=True):
@@ -158,8 +188,8 @@ class ViralSyncRenderRequest(Struct, kw_only=True):
     kind: Literal["movie"]
     projectId: Annotated[str, Meta(min_length=1)]
     movie: Movie
-    renderOptions: Optional[RenderOptions] = None
-    callbackUrl: Optional[Annotated[str, Meta(description="http(s) URL for progress/done/failed/cancelled events")]] = None
+    renderOptions: RenderOptions | None = None
+    callbackUrl: CallbackUrl | None = None
 
 
 # ---- ViralSync: answers ---------------------------------------------------------------------------------
@@ -177,10 +207,10 @@ class Children(Struct):
 
 
 class MediaData(Struct):
-    duration: Optional[Number]
-    width: Optional[int]
-    height: Optional[int]
-    fileSize: Optional[int]
+    duration: Number | None
+    width: int | None
+    height: int | None
+    fileSize: int | None
 
 
 class ViralSyncJob(Struct):
@@ -188,13 +218,13 @@ class ViralSyncJob(Struct):
 
     jobId: str
     type: Literal["render"]
-    status: one_of("queued", "running", "waiting", "done", "failed", "cancelled")
-    phase: Optional[one_of("planning", "dispatching", "waiting", "rendering", "assembling", "uploading")]
+    status: Annotated[str, one_of("queued", "running", "waiting", "done", "failed", "cancelled")]
+    phase: Annotated[str, one_of("planning", "dispatching", "waiting", "rendering", "assembling", "uploading")] | None
     progress: Annotated[Number, Meta(ge=0, le=1)]
-    parentJobId: Optional[str]
-    outputUrl: Optional[str]
-    error: Optional[str]
-    mediaData: Optional[MediaData]
+    parentJobId: str | None
+    outputUrl: str | None
+    error: str | None
+    mediaData: MediaData | None
     payload: dict[str, Any]
     children: Children
     createdAt: Timestamp
@@ -203,7 +233,7 @@ class ViralSyncJob(Struct):
 
 class ViralSyncJobList(Struct):
     jobs: list[ViralSyncJob]
-    nextCursor: Optional[str]
+    nextCursor: str | None
 
 
 class ViralSyncMe(Struct):
@@ -215,9 +245,32 @@ class ViralSyncMe(Struct):
 class ViralSyncUsage(Struct):
     plan: str
     renderMinutesUsed: Number
-    renderMinutesLimit: Optional[Number]
+    renderMinutesLimit: Number | None
     periodStart: Timestamp
     periodEnd: Timestamp
+
+
+class ViralSyncEvent(Struct, kw_only=True):
+    """The data of a progress stream event and the body of a callbackUrl webhook (api-research.md §2.8)."""
+
+    jobId: str
+    status: Annotated[str, one_of("running", "done", "failed", "cancelled")]
+    phase: str | None
+    progress: Annotated[Number, Meta(ge=0, le=1)]
+    outputUrl: str | None
+    timestamp: Timestamp
+    children: Children | None = None
+    mediaData: MediaData | None = None
+    error: str | None = None
+
+
+class ViralSyncStreamEvent(Struct, kw_only=True):
+    """One Server-Sent Event of GET /v1/jobs/{jobId}/progress; data is a ViralSyncEvent as JSON."""
+
+    id: Annotated[str, Meta(pattern=r"^[0-9]+$", description="Increasing; send it back as Last-Event-ID")]
+    event: Annotated[str, one_of("progress", "done", "failed", "cancelled")]
+    data: Annotated[str, Meta(extra_json_schema={
+        "contentMediaType": "application/json", "contentSchema": {"$ref": "#/components/schemas/ViralSyncEvent"}})]
 
 
 class ViralSyncError(Struct):
@@ -227,5 +280,19 @@ class ViralSyncError(Struct):
     code: str
 
 
+# The public docs' own requests (Kodisc quickstart, ViralSync minimal example): shown by the docs page, and
+# sent as they are by the fuzz run's examples phase.
+KODISC_EXAMPLE = {
+    "code": "from manim import *\n\nclass HelloKodisc(Scene):\n    def construct(self):\n"
+            "        self.play(Write(Text(\"Hello, Kodisc\")))\n        self.wait(1)\n",
+    "className": "HelloKodisc", "quality": "medium", "aspectRatio": "16:9"}
+VIRALSYNC_EXAMPLE = {"kind": "movie", "projectId": "proj_abc123", "movie": {
+    "width": 1920, "height": 1080, "fps": 30, "scenes": [{
+        "id": "scene_1", "duration": 5, "bgColor": "#1a1a2e", "layers": [{
+            "id": "headline", "type": "text", "text": "Hello from the API", "startTime": 0, "duration": 5,
+            "zIndex": 1, "position": {"x": 360, "y": 460}, "size": {"width": 1200, "height": 160}, "fontSize": 80,
+            "fontWeight": "bold", "color": "#ffffff", "textAlign": "center"}]}]}}
+
 DOCUMENTED = (KodiscRenderRequest, KodiscRenderAccepted, KodiscJob, KodiscMe, KodiscError, ViralSyncRenderRequest,
-              ViralSyncAccepted, ViralSyncJob, ViralSyncJobList, ViralSyncMe, ViralSyncUsage, ViralSyncError)
+              ViralSyncAccepted, ViralSyncJob, ViralSyncJobList, ViralSyncMe, ViralSyncUsage, ViralSyncError,
+              ViralSyncEvent, ViralSyncStreamEvent)

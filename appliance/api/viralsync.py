@@ -17,7 +17,7 @@ from litestar.response import Stream
 
 from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer
-from appliance.api.common import handlers_for, json_response
+from appliance.api.common import handlers_for, integral, json_response
 from appliance.api.ratelimit import SlidingWindow
 from appliance.delivery import netpolicy, sse
 from appliance.errors import ApplianceError, Unauthorized
@@ -43,7 +43,8 @@ class VsError(ApplianceError):
 
 def error_response(exc: ApplianceError) -> Response:
     if exc.status == 413:
-        return json_response({"error": f"Request body larger than {MAX_BODY // 2**20} MB", "code": "PAYLOAD_TOO_LARGE"}, 413)
+        return json_response({"error": f"Request body larger than {MAX_BODY // 2**20} MB",
+                              "code": "PAYLOAD_TOO_LARGE"}, 413)
     if isinstance(exc, Unauthorized):
         code = "API_KEY_REVOKED" if exc.code == "revoked" else "UNAUTHORIZED"
         return json_response({"error": f"{exc.message}. Send x-api-key: vs_prod_…", "code": code}, 401)
@@ -78,12 +79,16 @@ def _limiter(request: Request, service: JobService) -> SlidingWindow:
 
 def _user_plan(service: JobService, key: users.ApiKey) -> tuple[dict, plans.Plan]:
     user = users.get_user(service.db, key.user_id)
+    if user is None:  # a key outlived its user (deleted behind the server's back): the key is no good
+        raise Unauthorized("Unknown API key", code="unknown")
     return user, plans.PLANS[user["plan"]]
 
 
 # ---- the job object ------------------------------------------------------------------------------
 def children(tasks: list[dict]) -> dict:
-    count = lambda *states: sum(t["status"] in states for t in tasks)
+    def count(status: str) -> int:
+        return sum(t["status"] == status for t in tasks)
+
     return {"total": len(tasks), "succeeded": count("done"), "running": count("running"),
             "queued": count("queued"), "failed": count("failed")}
 
@@ -172,10 +177,10 @@ def parse_submission(body: bytes, allow_loopback: bool = False) -> dict:
 def _render_options(options) -> dict:
     options = options if isinstance(options, dict) else {}
     preset = options.get("qualityPreset", "balanced")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:  # `in` would hash an object or array: TypeError
         raise VsError(400, "INVALID_MOVIE_JSON", "renderOptions.qualityPreset must be one of: "
                                                  "stable, balanced, fast, turbo")
-    requested = options.get("requestedConcurrency")
+    requested = integral(options.get("requestedConcurrency"))
     if requested is not None and (type(requested) is not int or not 1 <= requested <= 32):
         raise VsError(400, "INVALID_MOVIE_JSON", "renderOptions.requestedConcurrency must be an integer 1-32")
     return {"qualityPreset": preset, "requestedConcurrency": requested}
@@ -185,15 +190,17 @@ def check_plan(service: JobService, user: dict, plan: plans.Plan, movie: dict) -
     if movie["width"] * movie["height"] > plan.max_pixels:
         raise VsError(400, "PLAN_RESOLUTION_EXCEEDED", f"{movie['width']}x{movie['height']} exceeds the "
                                                        f"{plan.name} plan's maximum resolution")
-    minutes = sum(s["duration"] for s in movie["scenes"]) / 60
+    # floats: durations are finite but may be integral 1e308s, whose int sum is beyond a float (OverflowError)
+    minutes = sum(float(s["duration"]) for s in movie["scenes"]) / 60
     if minutes > plan.max_job_minutes:
         raise VsError(400, "PLAN_DURATION_EXCEEDED", f"Total duration {minutes:.1f} min exceeds the {plan.name} "
                                                      f"plan's per-job limit of {plan.max_job_minutes:g} min")
     start, _ = plans.month_bounds()
-    if plan.minutes_per_month is not None and plans.minutes_used(service.db, user["id"], start) >= plan.minutes_per_month:
+    used = plans.minutes_used
+    if plan.minutes_per_month is not None and used(service.db, user["id"], start) >= plan.minutes_per_month:
         raise VsError(402, "RENDER_QUOTA_EXCEEDED", "Monthly render minute limit reached. Wait for the monthly "
                                                     "reset or ask the admin to upgrade the plan.")
-    if plan.daily_minutes is not None and plans.minutes_used(service.db, user["id"], plans.today_start()) >= plan.daily_minutes:
+    if plan.daily_minutes is not None and used(service.db, user["id"], plans.today_start()) >= plan.daily_minutes:
         raise VsError(402, "RENDER_QUOTA_DAILY_EXCEEDED", "Daily render cap reached. Resets at midnight UTC.")
     active = [j for j in jobs.list_jobs(service.db, user_id=user["id"], dialect="viralsync", limit=1000)
               if j["status"] in ("queued", "running")]
@@ -263,7 +270,8 @@ def _doc(summary: str, ok: dict, errors: dict, description: str, body: type | No
             schemas.ViralSyncError, "code", codes, _ERROR_TEXT[status],
             {"Retry-After": "Seconds until the window has room"} if status == 429 else None)
     return openapi.operation(tag="ViralSync", summary=summary, description=description, security=security,
-                             body=body, params=params, responses=responses,
+                             body=body, example=schemas.VIRALSYNC_EXAMPLE if body else None, params=params,
+                             responses=responses,
                              path_params={"job_id": "The jobId that POST /v1/render/jobs returned"})
 
 
@@ -395,8 +403,9 @@ def last_event_id(value: str | None) -> int:
 
 
 @get("/jobs/{job_id:str}/progress", operation_class=_doc(
-    "Follow a job's progress", {200: OpenAPIResponse("Server-Sent Events", content={
-        "text/event-stream": OpenAPIMediaType(schema={"type": "string"})})}, {404: ("JOB_NOT_FOUND",)},
+    "Follow a job's progress", {200: OpenAPIResponse("Server-Sent Events, each one as this schema", content={
+        "text/event-stream": OpenAPIMediaType(schema=openapi.raw(openapi.ref(schemas.ViralSyncStreamEvent)))})},
+    {404: ("JOB_NOT_FOUND",)},
     "event: progress|done|failed|cancelled, data: the webhook event JSON, id: increasing; `: keepalive` every "
     "15 s; closes after the final event.", params=SSE_PARAMS,
     security=[*openapi.VIRALSYNC_AUTH, {"viralsyncQueryKey": []}]))
@@ -411,7 +420,8 @@ async def progress_stream(request: Request, service: JobService, key: users.ApiK
     frames = sse.stream(service.hub, job["id"], lambda after: service.events_since(job["id"], after),
                         lambda: service.get(job_id)["status"] in jobs.TERMINAL, framer,
                         last_event_id(request.headers.get("last-event-id")), KEEPALIVE_S)
-    return Stream(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Stream(frames, media_type="text/event-stream",
+                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 router = Router(path="/v1", route_handlers=[submit_render, list_jobs, get_job, cancel_job, delete_job, me, usage,

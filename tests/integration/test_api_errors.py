@@ -149,12 +149,37 @@ def test_a_valid_movie_with_a_50_mb_extra_field_is_413_before_it_is_read(api):
 
 
 def test_kodisc_fps_above_120_and_a_classname_with_a_newline_are_documented_400s(api):
-    post = lambda body: httpx.post(f"{api.url}/api/v2/render", json=body, headers=api.kodisc)
+    def post(body: dict) -> httpx.Response:
+        return httpx.post(f"{api.url}/api/v2/render", json=body, headers=api.kodisc)
+
     r = post({**TINY, "fps": 121})
     assert (r.status_code, r.json()) == (400, {"error": "fps must be a positive integer",
                                                "message": "fps must be at most 120"})
     r = post({**TINY, "className": "A\n"})
     assert (r.status_code, r.json()) == (400, {"error": "className must be a valid Python identifier"})
+
+
+def test_objects_and_arrays_where_names_are_expected_are_400s(api):
+    """Found by `make fuzz`: `{} in QUALITIES` hashes the value (TypeError, a 500) instead of refusing it."""
+    for field, message in (("quality", "quality must be one of: low, medium, high, twok, fourk"),
+                           ("aspectRatio", "aspectRatio must be one of: 16:9, 9:16")):
+        for value in ({}, [], {"a": 1}):
+            r = httpx.post(f"{api.url}/api/v2/render", json={**TINY, field: value}, headers=api.kodisc)
+            assert (r.status_code, r.json()) == (400, {"error": message}), (field, value)
+    for value in ({}, [], 1):
+        r = httpx.post(f"{api.url}/v1/render/jobs", json={**MOVIE, "renderOptions": {"qualityPreset": value}},
+                       headers=api.vs)
+        assert (r.status_code, r.json()) == (400, {
+            "error": "renderOptions.qualityPreset must be one of: stable, balanced, fast, turbo",
+            "code": "INVALID_MOVIE_JSON"}), value
+    huge = {**MOVIE, "movie": {**MOVIE["movie"], "scenes": [{"id": "a", "duration": 1e308},
+                                                            {"id": "b", "duration": 1e308}]}}
+    r = httpx.post(f"{api.url}/v1/render/jobs", json=huge, headers=api.vs)  # found by `make fuzz`: int overflow
+    assert (r.status_code, r.json()) == (400, {
+        "error": "Total duration inf min exceeds the studio plan's per-job limit of 120 min",
+        "code": "PLAN_DURATION_EXCEEDED"})
+    r = httpx.post(f"{api.url}/api/v2/render", json={**TINY, "fps": 30.0}, headers=api.kodisc)
+    assert r.status_code == 202, r.text  # 30.0 is the JSON integer 30
 
 
 # ---- URLs -------------------------------------------------------------------------------------------

@@ -91,7 +91,10 @@ def test_every_operation_is_documented_with_its_security_and_errors(api):
 
 def test_request_bodies_and_parameters_are_the_documented_ones(api):
     doc, ops = api.doc, operations(api.doc)
-    body = lambda key: resolve(doc, ops[key]["requestBody"]["content"]["application/json"]["schema"])
+
+    def body(key: tuple[str, str]) -> dict:
+        return resolve(doc, ops[key]["requestBody"]["content"]["application/json"]["schema"])
+
     kodisc = body(("post", "/api/v2/render"))
     assert kodisc["required"] == ["code", "className"]
     assert list(kodisc["properties"]) == ["code", "className", "quality", "aspectRatio", "fps", "webhookUrl",
@@ -103,8 +106,9 @@ def test_request_bodies_and_parameters_are_the_documented_ones(api):
     assert vs["required"] == ["kind", "projectId", "movie"]
     assert set(vs["properties"]) == {"kind", "projectId", "movie", "renderOptions", "callbackUrl"}
     movie = resolve(doc, vs["properties"]["movie"])
-    layer = resolve(doc, resolve(doc, movie["properties"]["scenes"]["items"])["properties"]["layers"]["items"])
-    assert layer["properties"]["type"]["enum"] == ["video", "image", "audio", "text"]
+    layers = resolve(doc, movie["properties"]["scenes"]["items"])["properties"]["layers"]["items"]
+    assert set(layers["discriminator"]["mapping"]) == {"video", "image", "audio", "text"}
+    assert resolve(doc, {"$ref": layers["discriminator"]["mapping"]["text"]})["required"] == ["type", "text", "id"]
     listing = {p["name"]: p for p in ops[("get", "/v1/jobs")]["parameters"]}
     assert set(listing) == {"limit", "cursor", "type", "status"} and listing["limit"]["in"] == "query"
     assert (listing["limit"]["schema"]["minimum"], listing["limit"]["schema"]["maximum"]) == (1, 100)
@@ -135,7 +139,10 @@ def test_every_reference_resolves(api):
 
 def test_real_answers_match_the_documented_schemas(api):
     doc, url = api.doc, api.url
-    check = lambda method, path, r: check_answer(doc, method, path, r)
+
+    def check(method: str, path: str, r: httpx.Response) -> None:
+        check_answer(doc, method, path, r)
+
     queued = httpx.post(f"{url}/api/v2/render", json=TINY, headers=api.kodisc)
     check("post", "/api/v2/render", queued)
     check("get", "/api/v2/render/{job_id}", httpx.get(f"{url}/api/v2/render/{queued.json()['jobId']}",
