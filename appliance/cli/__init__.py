@@ -7,11 +7,11 @@ import signal
 import sys
 from pathlib import Path
 
-from appliance.store import ledger, users
-
 from appliance import settings as settings_mod
-from appliance.store.db import open_db
+from appliance.cli import backup
 from appliance.errors import ApplianceError
+from appliance.store import ledger, users
+from appliance.store.db import open_db
 
 
 def _settings(args) -> settings_mod.Settings:
@@ -130,8 +130,8 @@ def cmd_jobs_list(args) -> int:
 
 
 def cmd_jobs_show(args) -> int:
-    from appliance.store import jobs
     from appliance.api.admin import public_job
+    from appliance.store import jobs
 
     db = _db(args)
     job = jobs.get_job(db, args.job_id)
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="submit a scene (.py) or Movie JSON (.json) to the running server and follow it")
     p.add_argument("file"), p.add_argument("--user", default="admin"), p.add_argument("--class-name")
     p.set_defaults(func=cmd_render)
+    backup.add_commands(sub, common)
     return parser
 
 
