@@ -5,8 +5,8 @@ import re
 
 from litestar import Request
 
-from appliance.store import users
 from appliance.errors import Unauthorized
+from appliance.store import users
 
 KEY_PATTERNS = {
     "kodisc": re.compile(r"^kdsc_live_[0-9a-f]{48}$"),

@@ -281,7 +281,8 @@ class Scheduler:
         duration_ms = int((finished - parse_iso(job["started_at"] or job["created_at"])) * 1000)
         if job["credit_rate"] is not None:  # billed: the attempts that produced the output, not the downtime
             duration_ms = min(duration_ms, jobs.render_ms(jobs.tasks_of(self.db, job_id)))
-            cost = ledger.cost_for(duration_ms, job["credit_rate"])
+        cost = self._cost(job, duration_ms)
+        if cost is not None:
             if not ledger.settle(self.db, job["user_id"], job_id, cost):
                 self.store.remove_job(job_id)
                 self.fail_job(job_id, f"Insufficient credits to settle the render cost ({cost} credits); "
@@ -290,6 +291,13 @@ class Scheduler:
         jobs.update_job(self.db, job_id, status="completed", phase="done", progress=1.0, result=dumps(result),
                         duration_ms=duration_ms, completed_at=now_iso(finished))
         self._end(job_id, "completed")
+
+    @staticmethod
+    def _cost(job: dict, duration_ms: int) -> int | None:
+        """Per render-second (Kodisc), a fixed price (RenderCAD tokens), or nothing to settle."""
+        if job["credit_rate"] is not None:
+            return ledger.cost_for(duration_ms, job["credit_rate"])
+        return job.get("charge")
 
     def fail_job(self, job_id: str, error: str) -> None:
         self._terminate(job_id, "failed", error)

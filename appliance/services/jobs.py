@@ -40,7 +40,8 @@ class NewJob:
     key_id: str | None = None
     metadata: Any = None
     webhook_url: str | None = None
-    credit_rate: float | None = None
+    credit_rate: float | None = None  # credits per render-second, settled at the end
+    charge: int | None = None  # or a fixed price, settled at the end
     reserve: int = 0
     priority: int = 0
     max_parallel: int | None = None
@@ -69,6 +70,7 @@ class JobService:
         job = jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
                               key_id=new.key_id, kind=new.kind, request=new.request, tasks=tasks,
                               metadata=new.metadata, webhook_url=new.webhook_url, credit_rate=new.credit_rate,
+                              charge=new.charge,
                               reserve=new.reserve, priority=new.priority, max_parallel=new.max_parallel,
                               phase="planning" if pipeline.deferred else "queued", payload=new.payload)
         if pipeline.deferred:

@@ -30,7 +30,8 @@ class TaskDef:
 def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id: str, key_id: str | None,
                kind: str, request: dict, tasks: list[TaskDef], metadata=None, webhook_url: str | None = None,
                credit_rate: float | None = None, reserve: int = 0, priority: int = 0,
-               max_parallel: int | None = None, phase: str = "queued", payload: dict | None = None) -> dict:
+               max_parallel: int | None = None, phase: str = "queued", payload: dict | None = None,
+               charge: int | None = None) -> dict:
     """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing)."""
     now = now_iso()
     job = {"id": job_id, "dialect": dialect, "user_id": user_id, "key_id": key_id, "kind": kind,
@@ -38,7 +39,7 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
            "max_parallel": max_parallel,
            "request": dumps(request), "payload": dumps(payload) if payload is not None else None,
            "metadata": dumps(metadata), "webhook_url": webhook_url,
-           "credit_rate": credit_rate, "created_at": now, "updated_at": now}
+           "credit_rate": credit_rate, "charge": charge, "created_at": now, "updated_at": now}
     with transaction(db):
         db.table("jobs").insert(job)
         for idx, t in enumerate(tasks):
@@ -86,7 +87,7 @@ def clone_job(db: sqlite_utils.Database, job: dict, new_id: str) -> dict:
     _relink(tasks, job["id"], new_id)
     return create_job(db, job_id=new_id, dialect=job["dialect"], user_id=job["user_id"], key_id=job["key_id"],
                       kind=job["kind"], request=loads(job["request"]), tasks=tasks, metadata=loads(job["metadata"]),
-                      webhook_url=job["webhook_url"], credit_rate=job["credit_rate"],
+                      webhook_url=job["webhook_url"], credit_rate=job["credit_rate"], charge=job.get("charge"),
                       reserve=ledger.reserved(db, job["id"]), priority=job["priority"],
                       max_parallel=job["max_parallel"], phase="queued" if tasks else "planning",
                       payload=payload_of(job))

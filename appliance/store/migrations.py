@@ -94,3 +94,20 @@ def m004_rendercad(db) -> None:
                                      "secret": str, "created_at": str, "last_triggered_at": str,
                                      "last_success_at": str, "failure_count": int, "deleted_at": str},
                                     pk="id", defaults={"failure_count": 0})
+
+
+@migrations()
+def m005_hotfolder(db) -> None:
+    """Every file the hot folder picked up: what it was (path, size, mtime, sha256), its job and where it stands,
+    so a restart neither renders a file twice nor forgets one (appliance/store/hotfolder.py)."""
+    db["hotfolder_files"].create({"id": int, "path": str, "user_name": str, "size": int, "mtime_ns": int,
+                                  "sha256": str, "job_id": str, "state": str, "error": str, "created_at": str,
+                                  "updated_at": str}, pk="id")
+    db["hotfolder_files"].create_index(["path", "id"])
+    db["hotfolder_files"].create_index(["state"])
+
+
+@migrations()
+def m006_job_charge(db) -> None:
+    """A fixed price settled when the job completes (RenderCAD tokens), beside Kodisc's per-second rate."""
+    db["jobs"].add_column("charge", int)

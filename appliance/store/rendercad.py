@@ -19,7 +19,7 @@ def _ensure_tokens(db: sqlite_utils.Database, user_id: str) -> None:
     if missing:
         with transaction(db):
             for key in missing:
-                db["rendercad_tokens"].insert({"key_id": key["id"], "user_id": user_id,
+                db.table("rendercad_tokens").insert({"key_id": key["id"], "user_id": user_id,
                                                "token_name": key["name"] or "API token", "usage_count": 0})
 
 
@@ -45,7 +45,7 @@ def active_count(db: sqlite_utils.Database, user_id: str) -> int:
 def create_token(db: sqlite_utils.Database, user_id: str, name: str, scope: str) -> tuple[str, dict]:
     plaintext, key = users.create_key(db, user_id, DIALECT, scope=scope, name=name)
     with transaction(db):
-        db["rendercad_tokens"].insert({"key_id": key["id"], "user_id": user_id, "token_name": name,
+        db.table("rendercad_tokens").insert({"key_id": key["id"], "user_id": user_id, "token_name": name,
                                        "usage_count": 0})
     row = one(db, _TOKEN_SQL + " and t.key_id = ?", (user_id, key["id"]))
     assert row is not None
@@ -70,7 +70,7 @@ def touch(db: sqlite_utils.Database, key_id: str, user_id: str) -> None:
 # ---- device-code sign-in ---------------------------------------------------------------------------------------
 def create_device(db: sqlite_utils.Database, code: str, meta: dict, expires_at: float) -> None:
     with transaction(db):
-        db["rendercad_devices"].insert({"code": code, "app_name": meta.get("app_name") or "",
+        db.table("rendercad_devices").insert({"code": code, "app_name": meta.get("app_name") or "",
                                         "app_type": meta.get("app_type") or "",
                                         "app_version": meta.get("app_version") or "", "created_at": now_iso(),
                                         "expires_at": expires_at, "user_id": None, "status": "pending"})
@@ -101,7 +101,7 @@ def create_job(db: sqlite_utils.Database, job_id: str, user_id: str, key_id: str
     row = {"id": job_id, "user_id": user_id, "key_id": key_id, "kind": kind, "params": dumps(params),
            "status": "uploading", "error_message": None, "cost": 0, "created_at": now_iso()}
     with transaction(db):
-        db["rendercad_jobs"].insert(row)
+        db.table("rendercad_jobs").insert(row)
     return get_job(db, job_id, user_id) or row
 
 
@@ -115,7 +115,7 @@ def get_job(db: sqlite_utils.Database, job_id: str, user_id: str) -> dict | None
 
 def update_job(db: sqlite_utils.Database, job_id: str, **fields) -> None:
     with transaction(db):
-        db["rendercad_jobs"].update(job_id, fields)
+        db.table("rendercad_jobs").update(job_id, fields)
 
 
 def set_status_if(db: sqlite_utils.Database, job_id: str, expected: str, **fields) -> bool:
@@ -138,7 +138,7 @@ def list_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None, offset:
 
 def count_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None) -> int:
     where, params = _history_where(user_id, kind)
-    return one(db, f"select count(*) as n from rendercad_jobs where {where}", params)["n"]
+    return _count(db, f"select count(*) as n from rendercad_jobs where {where}", params)
 
 
 def _history_where(user_id: str, kind: str | None) -> tuple[str, tuple]:
@@ -153,7 +153,7 @@ def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:
 
 def put_upload(db: sqlite_utils.Database, job_id: str, slot: str, content_type: str, path: str, size: int) -> None:
     with transaction(db):
-        db["rendercad_uploads"].upsert({"job_id": job_id, "slot": slot, "content_type": content_type,
+        db.table("rendercad_uploads").upsert({"job_id": job_id, "slot": slot, "content_type": content_type,
                                         "path": path, "size": size, "uploaded_at": now_iso()},
                                        pk=("job_id", "slot"))
 
@@ -177,11 +177,11 @@ def active_count_jobs(db: sqlite_utils.Database, user_id: str) -> int:
 
 def queue_ahead(db: sqlite_utils.Database, created_at: str | None) -> tuple[int, int]:
     """(queued jobs in all, queued jobs created before this one): the queue depth and the job's position."""
-    depth = one(db, "select count(*) as n from jobs where status = 'queued' and deleted_at is null")["n"]
+    depth = _count(db, "select count(*) as n from jobs where status = 'queued' and deleted_at is null")
     if created_at is None:
         return depth, depth
-    ahead = one(db, "select count(*) as n from jobs where status = 'queued' and deleted_at is null "
-                    "and created_at < ?", (created_at,))["n"]
+    ahead = _count(db, "select count(*) as n from jobs where status = 'queued' and deleted_at is null "
+                          "and created_at < ?", (created_at,))
     return depth, ahead
 
 
@@ -194,3 +194,8 @@ def avg_seconds(db: sqlite_utils.Database, user_id: str, kind: str) -> int:
 def one_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
     """A job by id alone (an upload URL is its own credential)."""
     return one(db, "select * from rendercad_jobs where id = ? and deleted_at is null", (job_id,))
+
+
+def _count(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> int:
+    got = one(db, sql, params)
+    return int(got["n"]) if got else 0

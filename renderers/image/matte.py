@@ -67,7 +67,8 @@ def grabcut(rgb_small: np.ndarray, rough: np.ndarray) -> np.ndarray:
     gc[far] = cv2.GC_BGD
     cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global RNG: seeded, the same input cuts the same
     try:
-        cv2.grabCut(rgb_small, gc, None, np.zeros((1, 65)), np.zeros((1, 65)), 2, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(rgb_small, gc, None, np.zeros((1, 65)), np.zeros((1, 65)), 2,  # type: ignore[call-overload]
+                    cv2.GC_INIT_WITH_MASK)  # rect=None is how OpenCV's docs start from a mask
     except cv2.error:
         return rough
     refined = _largest_parts((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD))
@@ -81,7 +82,9 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     small = (max(1, w // step), max(1, h // step))
     g, p = (cv2.resize(x, small, interpolation=cv2.INTER_AREA) for x in (guide, src))
     ksize = (2 * max(1, radius // step) + 1,) * 2
-    mean = lambda x: cv2.boxFilter(x, -1, ksize)  # noqa: E731
+    def mean(x: np.ndarray) -> np.ndarray:
+        return np.asarray(cv2.boxFilter(x, -1, ksize))
+
     mg, mp = mean(g), mean(p)
     a = (mean(g * p) - mg * mp) / (mean(g * g) - mg * mg + eps)
     b = mp - a * mg

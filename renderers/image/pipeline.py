@@ -27,7 +27,8 @@ def load(path: Path, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
+            img: Image.Image = opened
             img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale straight away
             if img.getexif().get(0x0112, 1) != 1:  # only a rotated photo pays for the copy
                 img = ImageOps.exif_transpose(img)

@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from litestar import Request, Response, Router, get, route
+from litestar.handlers import HTTPRouteHandler
 
 from appliance.api.common import handlers_for, json_response
 from appliance.api.rendercad import auth, discovery, pages, render, uploads
 from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
-from appliance.store import ledger
 from appliance.store import rendercad as store
 from appliance.store.db import now_iso
 
@@ -73,12 +73,10 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
 
 
 def listener(service: JobService):
-    """On a job's end: the fixed token price is charged (the core reserved it), the end time is recorded."""
+    """On a job's end the end time is recorded (the core settled the fixed token price: NewJob.charge)."""
     def on_event(job: dict, event_type: str) -> None:
         if event_type not in ("completed", "failed", "cancelled"):
             return
-        if event_type == "completed":
-            ledger.settle(service.db, job["user_id"], job["id"], ledger.reserved(service.db, job["id"]))
         store.update_job(service.db, job["id"], completed_at=job["completed_at"] or now_iso())
     return on_event
 
@@ -86,6 +84,6 @@ def listener(service: JobService):
 backend = Router(path="/backend", route_handlers=[auth_php, render_php, discovery_php, upload, serve_render,
                                                        discovery.thumb],
                  exception_handlers=handlers_for(error_response), request_max_body_size=MAX_BODY)
-route_handlers = [backend, asset, *pages.ROUTES]
+route_handlers: list[Router | HTTPRouteHandler] = [backend, asset, *pages.ROUTES]
 
 __all__ = ["error_response", "listener", "route_handlers"]

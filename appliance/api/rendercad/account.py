@@ -3,7 +3,7 @@ billing cycle is the calendar month (UTC), grant tokens are the free bucket and 
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from appliance.store import ledger, users
 from appliance.store import rendercad as store
@@ -13,7 +13,7 @@ TOKEN_COSTS = {"classic": 1, "pro": 2, "4k_upgrade": 2}
 
 def cycle(now: datetime | None = None) -> tuple[str, str, str]:
     """(first day, last day, first day of the next cycle) of the current month, as YYYY-MM-DD."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     last = calendar.monthrange(now.year, now.month)[1]
     nxt = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
     return (f"{now.year:04d}-{now.month:02d}-01", f"{now.year:04d}-{now.month:02d}-{last:02d}",

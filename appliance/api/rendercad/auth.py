@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from litestar import Request, Response
 
+from appliance.api.common import json_response
 from appliance.api.rendercad import account
 from appliance.api.rendercad.common import Action, Ctx, RCError, authorize, ok, text_field
-from appliance.api.common import json_response
 from appliance.store import rendercad as store
 from appliance.store import users
 
@@ -54,7 +54,7 @@ def _check_room(db, user_id: str) -> None:
 
 
 async def create_api_token(ctx: Ctx) -> Response:
-    name = text_field(ctx.body, "token_name", required=True, max_len=100)
+    name = text_field(ctx.body, "token_name", required=True, max_len=100) or ""  # required: never None
     scope = ctx.body.get("scope", "full-access")
     if scope not in users.SCOPES:
         raise RCError(400, "scope must be one of: read-only, render-only, full-access")
@@ -125,7 +125,7 @@ async def request_device_code(ctx: Ctx) -> Response:
 
 def token_name(device: dict) -> str:
     """Token names derive from the app's metadata, as the hosted service names them."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
     if not device["app_name"]:
         return f"Device - {stamp}"
     version = f" v{device['app_version']}" if device["app_version"] else ""

@@ -3,8 +3,8 @@ scopes, JSON-only POST bodies, and the `?action=` dispatch of the PHP-style endp
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from litestar import Request, Response
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
+from typing import Any
 
 KINDS = ("backgrounds", "textures")
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
@@ -31,24 +32,31 @@ _lock = threading.Lock()
 _cache: dict[tuple, list[dict]] = {}
 
 
-def _generate(folder: Path, kind: str) -> None:
+def _sweep(top: tuple, bottom: tuple) -> Any:
+    from PIL import Image
+
+    mask = Image.linear_gradient("L").resize((512, 512))
+    return Image.composite(Image.new("RGB", (512, 512), bottom), Image.new("RGB", (512, 512), top), mask)
+
+
+def _grain(name: str, color: tuple, sigma: float) -> Any:
     from PIL import Image, ImageChops, ImageFilter
 
+    noise = Image.effect_noise((512, 512), sigma).filter(ImageFilter.GaussianBlur(1.2))
+    if name.startswith(("metal", "wood", "fabric")):  # grain runs one way
+        noise = noise.resize((512, 32)).resize((512, 512))
+    img = ImageChops.multiply(Image.new("RGB", (512, 512), color), Image.merge("RGB", [noise] * 3))
+    return ImageChops.add(img, Image.new("RGB", (512, 512), tuple(c // 3 for c in color)))
+
+
+def _generate(folder: Path, kind: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    table = DEFAULT_BACKGROUNDS if kind == "backgrounds" else DEFAULT_TEXTURES
+    table: dict[str, tuple[Any, Any]] = DEFAULT_BACKGROUNDS if kind == "backgrounds" else DEFAULT_TEXTURES
     for name, (first, second) in table.items():
         path = folder / f"{name}.webp"
         if path.exists():
             continue
-        if kind == "backgrounds":
-            mask = Image.linear_gradient("L").resize((512, 512))
-            img = Image.composite(Image.new("RGB", (512, 512), second), Image.new("RGB", (512, 512), first), mask)
-        else:
-            noise = Image.effect_noise((512, 512), second).filter(ImageFilter.GaussianBlur(1.2))
-            if name.startswith(("metal", "wood", "fabric")):  # grain runs one way
-                noise = noise.resize((512, 32)).resize((512, 512))
-            img = ImageChops.multiply(Image.new("RGB", (512, 512), first), Image.merge("RGB", [noise] * 3))
-            img = ImageChops.add(img, Image.new("RGB", (512, 512), tuple(c // 3 for c in first)))
+        img = _sweep(first, second) if kind == "backgrounds" else _grain(name, first, second)
         tmp = path.with_suffix(".tmp")
         img.save(tmp, "WEBP", quality=85)
         tmp.replace(path)
@@ -106,9 +114,9 @@ def thumbnail(settings, kind: str, asset_id: str) -> Path | None:
     if not out.exists() or out.stat().st_mtime < Path(asset["path"]).stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with Image.open(asset["path"]) as img:
-                img.draft("RGB", (THUMB, THUMB))
-                img = img.convert("RGB")
+            with Image.open(asset["path"]) as source:
+                source.draft("RGB", (THUMB, THUMB))
+                img = source.convert("RGB")
                 img.thumbnail((THUMB, THUMB))
                 tmp = out.with_suffix(".tmp")
                 img.save(tmp, "WEBP", quality=80)

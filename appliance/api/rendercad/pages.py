@@ -8,9 +8,9 @@ from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
+from appliance.api.auth import authenticate
 from appliance.api.rendercad.auth import approve
 from appliance.api.rendercad.common import SCOPE_RANK, RCError
-from appliance.api.auth import authenticate
 from appliance.errors import Unauthorized
 from appliance.services.jobs import JobService
 

@@ -122,7 +122,7 @@ def _submit(ctx: Ctx, row: dict, got: dict) -> dict:
     try:
         return ctx.service.submit(NewJob(job_id=row["id"], dialect="rendercad", user_id=ctx.user_id,
                                          key_id=row["key_id"], kind="image", payload=payload, request=settings,
-                                         reserve=price))
+                                         reserve=price, charge=price))
     except InsufficientCredits:
         store.update_job(ctx.db, row["id"], status="uploading")
         raise RCError(429, f"Not enough tokens: this render needs {price}.") from None

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from litestar import Request, Response
 
-from appliance.api.common import json_response
 from appliance.api.rendercad.common import RCError
 from appliance.services.jobs import JobService
 from appliance.store import rendercad as store
