@@ -133,6 +133,7 @@ def assets_router() -> Router:
 
 def install(app: Litestar) -> None:
     """Add the documented bodies to the built document. Litestar sets components.schemas to the models it
-    derived itself (none here: handlers return plain Responses), dropping any from the config, so they are
-    added once the document exists; it is built once and cached, so this is what every request serves."""
+    derived from handler signatures (the dialect handlers return plain Responses), dropping any given in the
+    config, so they are added once the document exists; it is built once and cached, so every request serves
+    this one."""
     app.openapi_schema.components.schemas.update(COMPONENT_SCHEMAS)
