@@ -9,6 +9,7 @@ import time
 from appliance.delivery.outputs import Store
 from appliance.delivery.sse import Hub
 from appliance.delivery.webhooks import Deliverer
+from appliance.ingest.hotfolder import HotFolder
 from appliance.observability.metrics import Metrics
 from appliance.runtime import sandbox
 from appliance.runtime.executors.local import LocalExecutor
@@ -54,6 +55,7 @@ class Core:
             "image": ImagePipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
         self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
+        self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -61,10 +63,14 @@ class Core:
         await self.scheduler.start()
         await self.deliverer.start()
         self.jobs.resume_planning()
+        if self.hotfolder:
+            await self.hotfolder.start()
         self._sweeper = asyncio.create_task(self._sweep_loop())
         log.info("appliance ready: capacity %s, sandbox %s", self.capacity.as_json(), self.executor.mechanism)
 
     async def stop(self) -> None:
+        if self.hotfolder:
+            await self.hotfolder.stop()
         if self._sweeper:
             self._sweeper.cancel()
         await self.deliverer.stop()

@@ -1,0 +1,1 @@
+"""Ways work enters the appliance besides HTTP: the hot folder."""
