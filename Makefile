@@ -5,6 +5,7 @@ VENV := .venv
 SYSTEM_PYTHON := /usr/bin/python3
 STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
+MANIM_KODISC := 1.1.5
 
 .PHONY: run test lint bench fuzz install apt doctor clean
 
@@ -39,11 +40,16 @@ install: apt $(STAMPS)/venv
 apt:
 	@scripts/install-apt.sh
 
+# Kodisc's Manim plugin: scenes written for the hosted service do `from manim_kodisc import *`. Its metadata pins
+# pillow<10 (the project uses 13), so it goes in without its dependencies, after the project and only if missing;
+# what it imports (manim, numpy, scipy, PIL, requests) comes from pyproject.toml.
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	@test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	@$(VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("manim-kodisc") != "$(MANIM_KODISC)")' \
+		2>/dev/null || $(VENV)/bin/pip install -q --no-deps 'manim-kodisc==$(MANIM_KODISC)'
 	@touch $@
 
 # The bench's MoviePy 2 reference gets a venv of its own: MoviePy pins pillow<12 and the project uses pillow 13, so

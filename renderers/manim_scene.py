@@ -1,16 +1,18 @@
 """The Manim renderer: run one Scene class from user code at a given size and fps.
 
 Runs in a fresh worker process (forked after ``import manim``), so it sets Manim's process-global
-``config`` freely; everything Manim writes goes under ``workdir/media``. Manim 0.19 already writes
-H.264 yuv420p (PyAV/libx264 partial files, concatenated by stream copy), so the only ffmpeg pass
+``config`` freely; everything Manim writes goes under ``workdir/media``. Manim 0.22 already writes
+H.264 yuv420p (PyAV/libx264 segment files, concatenated by stream copy), so the only ffmpeg pass
 is a ``-c copy`` remux that moves the moov atom first.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import linecache
 import re
 import shutil
+import socket
 import sys
 import traceback
 import types
@@ -61,10 +63,13 @@ def manim_settings(task_input: dict, workdir: Path) -> dict[str, Any]:
         "sections_dir": str(media / "videos" / "sections"), "assets_dir": str(workdir),
         "pixel_width": width, "pixel_height": height, "frame_rate": int(task_input["fps"]),
         "frame_height": FRAME_HEIGHT, "frame_width": FRAME_HEIGHT * width / height,
-        "renderer": "cairo", "transparent": False, "format": "mp4", "write_to_movie": True,
-        "save_last_frame": False, "save_sections": False, "save_pngs": False, "dry_run": False,
-        "write_all": False, "output_file": None, "preview": False, "show_in_file_browser": False,
-        "disable_caching": True, "flush_cache": True, "log_to_file": False,
+        # "auto" is MP4 for an opaque scene; unlike an explicit "mp4", a scene without play() then ends
+        # normally (with a PNG) and _render_scene names the mistake in the scene author's words.
+        "renderer": "cairo", "transparent": False, "format": "auto", "save_sections": False,
+        "dry_run": False, "write_all": False, "output_file": None, "preview": False,
+        "live_preview": False, "enable_gui": False, "show_in_file_browser": False,
+        "video_codec": "libx264", "pixel_format": "yuv420p",
+        "disable_caching": True, "log_to_file": False,
         "progress_bar": "none", "verbosity": "WARNING", "notify_outdated_version": False,
     }
 
@@ -80,7 +85,6 @@ def _configure(task_input: dict, workdir: Path) -> None:
 
 def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[Any, _Tracker]:
     _configure(task_input, workdir)
-    tracker: _Tracker | None = None
     try:
         scene_class = load_scene_class(task_input["code"], task_input["className"])
         _configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
@@ -90,8 +94,7 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
     except RenderError:
         raise
     except (Exception, SystemExit) as exc:
-        if tracker is not None:
-            tracker.stop_writer()
+        # Manim's Manager already aborted its encoder threads (non-daemon) on the way out.
         raise RenderError(describe_error(exc)) from None
     if not scene.renderer.num_plays or tracker.last_frame is None:
         raise RenderError("Scene played no animations: call self.play(...) or self.wait() in construct()")
@@ -146,15 +149,6 @@ class _Tracker:
             self.reported = fraction
             self.report.progress(fraction, "rendering")
 
-    def stop_writer(self) -> None:
-        """End Manim's frame-writer thread, left waiting on its queue when a play() raises;
-        it is not a daemon thread, so the process could not exit."""
-        writer = getattr(self.renderer, "file_writer", None)
-        thread = getattr(writer, "writer_thread", None)
-        if writer is not None and thread is not None and thread.is_alive():
-            writer.queue.put((-1, None))
-            thread.join(timeout=30)
-
     def play(self, scene: Any, *args: Any, **kwargs: Any) -> None:
         self._play(scene, *args, **kwargs)
         names = ", ".join(type(animation).__name__ for animation in scene.animations or [])
@@ -167,7 +161,7 @@ def describe_error(exc: BaseException) -> str:
     """One readable line: exception type and message, LaTeX's own error, and the scene line."""
     if isinstance(exc, SyntaxError) and exc.filename == SCENE_FILE:
         return f"{_one_line(f'{type(exc).__name__}: {exc.msg}')} (scene line {exc.lineno})"
-    text = latex_error(exc) or _exception_text(exc)
+    text = latex_error(exc) or network_error(exc) or _exception_text(exc)
     line = scene_line(exc)
     return _one_line(text) + (f" (scene line {line})" if line else "")
 
@@ -200,6 +194,24 @@ def latex_error(exc: BaseException) -> str | None:
     message = re.sub(r"^!\s*(LaTeX Error:\s*)?", "", log[first]).strip()
     near = _latex_context(log[first + 1:])
     return f"LaTeX error: {message}" + (f" near '{near}'" if near else "")
+
+
+def network_error(exc: BaseException) -> str | None:
+    """Renders have no network (e.g. manim_kodisc's WebImage/WebSVG fetch a URL): say so, instead of a resolver
+    error nested three exceptions deep in requests' retry message."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain and len(chain) < 10:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    if not any(isinstance(e, (socket.gaierror, ConnectionRefusedError))
+               or getattr(e, "errno", None) in (errno.ENETUNREACH, errno.EHOSTUNREACH) for e in chain):
+        return None
+    request = getattr(exc, "request", None)  # requests' exceptions carry the request they were making
+    url = getattr(request, "url", None)
+    target = f" to fetch {url}" if url else ""
+    return (f"{type(exc).__name__}: the scene tried to use the network{target}, but renders have no network "
+            "access; put the image or data in the scene code instead")
 
 
 def _latex_context(lines: list[str]) -> str | None:

@@ -1,8 +1,10 @@
 """The Manim renderer, run for real: each render is a fresh ``python -m renderers manim`` process."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,7 @@ import pytest
 from PIL import Image
 
 from renderers import ffmpeg
-from renderers.manim_scene import to_vtt, vtt_time
+from renderers.manim_scene import describe_error, to_vtt, vtt_time
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -272,3 +274,22 @@ def test_vtt_cues_are_sorted_and_cannot_break_the_file() -> None:
             Cue(timedelta(seconds=0), timedelta(seconds=1), "a")]
     assert to_vtt(cues) == ("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\na\n\n"
                             "00:00:02.000 --> 00:00:03.000\nb -&gt; c\nd\n")
+
+
+def test_network_failures_say_renders_have_no_network() -> None:
+    """A fetch in a scene (e.g. manim_kodisc's WebImage) fails inside the sandbox with a resolver or connect error,
+    wrapped by urllib3/requests; the message says what happened, not the wrapping."""
+    def wrapped(cause: OSError) -> OSError:
+        try:
+            try:
+                raise cause
+            except OSError as exc:
+                raise OSError("HTTPConnectionPool(host='x', port=80): Max retries exceeded") from exc
+        except OSError as outer:
+            return outer
+
+    for cause in (socket.gaierror(-3, "Temporary failure in name resolution"),
+                  OSError(errno.ENETUNREACH, "Network is unreachable")):
+        message = describe_error(wrapped(cause))
+        assert message.startswith("OSError: the scene tried to use the network, but renders have no network access")
+    assert describe_error(OSError(errno.ENOENT, "No such file")) == "FileNotFoundError: [Errno 2] No such file"
