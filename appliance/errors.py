@@ -23,6 +23,10 @@ class Unauthorized(ApplianceError):
     status, code = 401, "UNAUTHORIZED"
 
 
+class Forbidden(ApplianceError):
+    status, code = 403, "FORBIDDEN"
+
+
 class InsufficientCredits(ApplianceError):
     status, code = 402, "INSUFFICIENT_CREDITS"
 

@@ -5,7 +5,7 @@ import re
 
 from litestar import Request
 
-from appliance.errors import Unauthorized
+from appliance.errors import Forbidden, Unauthorized
 from appliance.store import users
 
 KEY_PATTERNS = {
@@ -13,6 +13,10 @@ KEY_PATTERNS = {
     "viralsync": re.compile(r"^vs_prod_[A-Za-z0-9]{32}$"),
     "rendercad": re.compile(r"^rendercad_[A-Za-z0-9]{32}$"),
 }
+
+
+SCOPE_RANK = {"read-only": 0, "render-only": 1, "full-access": 2}
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def bearer(request: Request) -> str | None:
@@ -33,3 +37,10 @@ def authenticate(db, dialect: str, token: str | None) -> users.ApiKey:
     if key.revoked:
         raise Unauthorized("This API key has been revoked", code="revoked")
     return key
+
+
+def require_scope(key: users.ApiKey, method: str) -> None:
+    """read-only keys read; render-only keys also start and stop renders; full-access keys do everything."""
+    needed = "read-only" if method in SAFE_METHODS else "render-only"
+    if SCOPE_RANK.get(key.scope, 0) < SCOPE_RANK[needed]:
+        raise Forbidden(f"This API key is {key.scope}: {method} requests need a {needed} or full-access key")

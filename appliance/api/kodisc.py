@@ -11,7 +11,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
 from appliance.api import openapi, schemas
-from appliance.api.auth import authenticate, bearer
+from appliance.api.auth import authenticate, bearer, require_scope
 from appliance.api.common import handlers_for, integral, json_response
 from appliance.delivery import netpolicy
 from appliance.errors import ApplianceError, InsufficientCredits, NotFound, Unauthorized
@@ -100,19 +100,23 @@ def job_object(service: JobService, job: dict) -> dict:
     """The GET object, in the field order of the docs' webhook example."""
     status = STATUS[job["status"]]
     base = f"{service.settings.base_url}/r/{job['id']}"
-    result = None
-    if status == "completed":
+    result, error = None, job["error"] if status == "failed" else None
+    if status == "completed" and not job["expired_at"]:
         result = {"video": f"{base}/video.mp4", "thumbnail": f"{base}/thumb.jpg", "captions": f"{base}/captions.vtt"}
+    elif status == "completed":  # the retention sweep removed the files: no dead URLs
+        error = service.expired_message(job)
     terminal = status in ("completed", "failed")
     return {"jobId": job["id"], "endpoint": "render", "status": status, "createdAt": job["created_at"],
             "completedAt": job["completed_at"] if terminal else None,
             "durationMs": job["duration_ms"] if terminal else None,
             "creditsCost": ledger.charged(service.db, job["id"]), "metadata": loads(job["metadata"]),
-            "result": result, "error": (job["error"] if status == "failed" else None)}
+            "result": result, "error": error}
 
 
 async def api_key(request: Request, service: JobService) -> users.ApiKey:
-    return authenticate(service.db, "kodisc", bearer(request))
+    key = authenticate(service.db, "kodisc", bearer(request))
+    require_scope(key, request.method)
+    return key
 
 
 # ---- the OpenAPI description of each operation (appliance/api/openapi.py) ----------------------------
@@ -124,9 +128,10 @@ DOC_ERRORS = {
     400: _error(MESSAGES, "One of the seven documented messages, checked in this order; message gives details"),
     401: _error(("unauthorized",), "Missing, malformed, revoked or unknown key (or a key of another dialect)"),
     402: _error(("insufficient_credits",), "Balance below the reserve: no job was created"),
+    403: _error(("forbidden",), "A read-only key cannot start renders"),
     404: _error(("not_found",), "No such job for this key's user"),
     413: _error((TOO_LARGE["error"],), "Body over 200 KB"),
-    503: _error(("unavailable",), "The appliance is short of disk space; retry later"),
+    503: _error(("unavailable",), "The appliance is short of disk space, or has no sandbox for scene code"),
 }
 
 
@@ -139,7 +144,7 @@ def _doc(summary: str, status: int, struct: type, errors: tuple[int, ...], descr
 
 
 @post("/render", status_code=202, operation_class=_doc(
-    "Enqueue a render", 202, schemas.KodiscRenderAccepted, (400, 401, 402, 413, 503),
+    "Enqueue a render", 202, schemas.KodiscRenderAccepted, (400, 401, 402, 403, 413, 503),
     "Reserves credits and queues a Manim render; poll GET /api/v2/render/{jobId} or use a webhook.",
     body=schemas.KodiscRenderRequest))
 async def enqueue_render(request: Request, service: JobService, key: users.ApiKey) -> Response:

@@ -16,7 +16,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse
 from litestar.response import Stream
 
 from appliance.api import openapi, schemas
-from appliance.api.auth import authenticate, bearer
+from appliance.api.auth import authenticate, bearer, require_scope
 from appliance.api.common import handlers_for, integral, json_response
 from appliance.api.ratelimit import SlidingWindow
 from appliance.delivery import netpolicy, sse
@@ -62,6 +62,7 @@ def _token(request: Request) -> str | None:
 
 async def api_key(request: Request, service: JobService) -> users.ApiKey:
     key = authenticate(service.db, "viralsync", _token(request))
+    require_scope(key, request.method)
     wait = _limiter(request, service).hit(key.id)
     if wait:
         raise VsError(429, "RATE_LIMITED", f"Rate limit exceeded. Retry after {wait} seconds.",
@@ -112,11 +113,14 @@ def job_object(service: JobService, job: dict) -> dict:
     status, phase = public_status(job, tasks)
     result = loads(job["result"]) or {}
     done = status == "done"
+    expired = done and bool(job["expired_at"])  # the retention sweep removed the files: no dead URLs
     meta = result.get("meta", {})
     return {"jobId": job["id"], "type": "render", "status": status, "phase": phase,
             "progress": 1.0 if done else round(job["progress"] or 0.0, 4), "parentJobId": None,
-            "outputUrl": f"{service.settings.base_url}/outputs/{job['id']}/output.mp4" if done else None,
-            "error": _error(job, tasks) if status == "failed" else None,
+            "outputUrl": f"{service.settings.base_url}/outputs/{job['id']}/output.mp4" if done and not expired
+            else None,
+            "error": _error(job, tasks) if status == "failed" else
+            f"OUTPUT_EXPIRED: {service.expired_message(job)}" if expired else None,
             "mediaData": {k: meta.get(k) for k in ("duration", "width", "height", "fileSize")} if done else None,
             "payload": {**loads(job["request"]), "movie": jobs.payload_of(job).get("movie")},
             "children": children(tasks), "createdAt": job["created_at"], "updatedAt": job["updated_at"]}
@@ -276,7 +280,7 @@ def _doc(summary: str, ok: dict, errors: dict, description: str, body: type | No
 
 
 _ERROR_TEXT = {400: "Invalid request", 401: "Missing, invalid or revoked key", 402: "Render quota reached",
-               403: "The plan has no API access", 404: "No such job for this key's user",
+               403: "The plan has no API access, or the key is read-only", 404: "No such job for this key's user",
                409: "Conflicts with the job's state or the plan's concurrency limit",
                413: "Body over 10 MB", 429: "Over 120 requests per 60 s for this key",
                503: "The appliance is short of disk space; retry later"}
@@ -356,7 +360,7 @@ async def get_job(service: JobService, key: users.ApiKey, job_id: str) -> Respon
 
 @post("/jobs/{job_id:str}/cancel", status_code=200, operation_class=_doc(
     "Cancel a job", {200: _ok(schemas.ViralSyncJob, "The cancelled job")},
-    {404: ("JOB_NOT_FOUND",), 409: ("INVALID_STATE_TRANSITION",)},
+    {403: ("FORBIDDEN",), 404: ("JOB_NOT_FOUND",), 409: ("INVALID_STATE_TRANSITION",)},
     "Stops every running task of a queued or running job; a finished job answers 409."))
 async def cancel_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)
@@ -368,7 +372,7 @@ async def cancel_job(service: JobService, key: users.ApiKey, job_id: str) -> Res
 
 @delete("/jobs/{job_id:str}", status_code=200, operation_class=_doc(
     "Delete a job", {204: OpenAPIResponse("Deleted, with its outputs")},
-    {404: ("JOB_NOT_FOUND",), 409: ("INVALID_STATE_TRANSITION",)},
+    {403: ("FORBIDDEN",), 404: ("JOB_NOT_FOUND",), 409: ("INVALID_STATE_TRANSITION",)},
     "Removes a finished job and its outputs; an active job answers 409 (cancel it first)."))
 async def delete_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)

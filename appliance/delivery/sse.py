@@ -45,7 +45,7 @@ Framer = Callable[[dict], tuple[bytes, bool]]
 def parse_last_event_id(value: str | None) -> int:
     """A client's Last-Event-ID: our ids are positive integers; anything else means "from the start"."""
     text = (value or "").strip()
-    return int(text) if text.isdigit() and len(text) <= 18 else 0
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
 
 
 async def stream(hub: Hub, job_id: str, replay: Callable[[int], list[dict]], ended: Callable[[], bool],

@@ -134,6 +134,10 @@ class JobService:
             return None
         return job
 
+    def expired_message(self, job: dict) -> str:
+        return (f"the outputs were removed on {job['expired_at']}, {self.settings.retention_days} days after the "
+                "render (retention_days)")
+
     def tasks(self, job_id: str) -> list[dict]:
         return jobs.tasks_of(self.db, job_id)
 

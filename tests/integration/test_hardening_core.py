@@ -193,14 +193,17 @@ def test_a_large_task_is_not_starved_by_a_stream_of_small_ones(make_server):
 
 
 def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
-    server = make_server({"APPLIANCE_PRELOAD": "PIL"})
-    server.cli("users", "create", "ada")
+    server = make_server()
+    auth = _kodisc(server)
     job_id = server.wait(server.submit("ada", "test.noop"))["id"]
     assert (server.data_dir / "outputs" / job_id / "out.txt").is_file()
+    render = httpx.post(f"{server.url}/api/v2/render", json=TINY, headers=auth).json()["jobId"]
+    assert poll(server, render, auth)["result"]["video"]
     assert _db(server).execute("select count(*) from events where job_id = ?", (job_id,)).fetchone()[0] > 0
     server.stop()
     past = time.time() - 2 * 86400
     os.utime(server.data_dir / "outputs" / job_id, (past, past))
+    os.utime(server.data_dir / "outputs" / render, (past, past))
     for log in (server.data_dir / "logs").iterdir():
         os.utime(log, (past, past))
     with _db(server) as conn:
@@ -215,6 +218,9 @@ def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
         assert row["expired_at"] is not None
         assert _db(again).execute("select count(*) from events where job_id = ?", (job_id,)).fetchone()[0] == 0
         assert not list((server.data_dir / "logs").iterdir())
+        expired = httpx.get(f"{again.url}/api/v2/render/{render}", headers=auth).json()
+        assert expired["status"] == "completed" and expired["result"] is None  # no dead URLs
+        assert "the outputs were removed" in expired["error"] and "retention_days" in expired["error"]
     finally:
         again.stop()
 
