@@ -12,8 +12,8 @@ from litestar.di import Provide
 from appliance.api.common import handlers_for, json_response
 from appliance.delivery import sse
 from appliance.errors import ApplianceError, NotFound, Unauthorized
+from appliance.services import submissions
 from appliance.services.jobs import JobService, NewJob
-from appliance.services.pipelines import movie as movie_pipeline
 from appliance.store import ids, users
 from appliance.store.db import loads
 
@@ -96,13 +96,9 @@ async def submit_job(request: Request, service: JobService, admin: str) -> Respo
 
 def _movie_job(service: JobService, user_id: str, data: dict) -> NewJob:
     """`appliance render movie.json`: the movie pipeline, shown as a ViralSync job of that user."""
-    try:
-        movie = movie_pipeline.validate(data["movie"])
-    except movie_pipeline.SpecError as exc:
-        raise ApplianceError(f"movie.{exc}", code="INVALID_MOVIE_JSON") from None
-    workers = max(1, min(3, movie_pipeline.scene_count(movie), int(service.capacity.cpu)))
-    return NewJob(job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id, kind="movie",
-                  payload={"movie": movie}, request={"projectId": "cli", "renderOptions": {}}, max_parallel=workers)
+    return submissions.movie_job(job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id,
+                                 movie=data["movie"], request={"projectId": "cli", "renderOptions": {}},
+                                 cpu_slots=service.capacity.cpu)
 
 
 def _tasks_job(user_id: str, data: dict) -> NewJob:
