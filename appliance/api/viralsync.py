@@ -226,12 +226,16 @@ def submit(service: JobService, key: users.ApiKey, data: dict) -> dict:
     return service.submit(new_movie_job(service, key.user_id, key.id, data, data.get("callbackUrl")))
 
 
+# What a job keeps of its submission besides the movie: the documented top-level fields, nothing a client adds.
+REQUEST_FIELDS = ("kind", "projectId", "renderOptions", "callbackUrl")
+
+
 def new_movie_job(service: JobService, user_id: str, key_id: str | None, data: dict,
                   callback: str | None = None) -> NewJob:
     """A validated movie request as a job of the movie pipeline (also what `appliance render movie.json` runs)."""
     movie = data["movie"]
     return NewJob(job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id, key_id=key_id, kind="movie",
-                  payload={"movie": movie}, request={k: v for k, v in data.items() if k != "movie"},
+                  payload={"movie": movie}, request={k: data[k] for k in REQUEST_FIELDS if k in data},
                   webhook_url=callback,
                   max_parallel=workers_for(service, data["renderOptions"], movie_pipeline.scene_count(movie)))
 

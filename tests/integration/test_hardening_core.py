@@ -262,3 +262,35 @@ def test_an_unresolvable_webhook_host_is_accepted_at_once_and_fails_in_bounded_a
         time.sleep(0.3)
     assert row["status"] == "failed" and row["attempt"] == 4, dict(row)  # the first try + 3 retries, then stop
     assert "cannot resolve host" in row["last_error"]
+
+
+def test_untrusted_code_is_refused_at_submit_without_a_sandbox_unless_the_operator_allows_it(make_server):
+    server = make_server({"APPLIANCE_SANDBOX": "false", "APPLIANCE_PRELOAD": "PIL"})
+    auth = _kodisc(server)
+    refused = httpx.post(f"{server.url}/api/v2/render", json=TINY, headers=auth)
+    assert refused.status_code == 503 and refused.json()["error"] == "unavailable"
+    assert "APPLIANCE_ALLOW_UNSANDBOXED=true" in refused.json()["message"]
+    assert _credits(server, auth) == 100  # nothing reserved, no job
+    assert _db(server).execute("select count(*) from jobs").fetchone()[0] == 0
+    server.stop()
+    allowed = Server(server.data_dir, {**server.env, "APPLIANCE_ALLOW_UNSANDBOXED": "true"}).start()
+    try:
+        assert httpx.post(f"{allowed.url}/api/v2/render", json=TINY, headers=auth).status_code == 202
+    finally:
+        allowed.stop()
+
+
+def test_a_viralsync_job_keeps_only_the_documented_fields_of_its_submission(make_server):
+    server = make_server({"APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "ada")
+    headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+    body = {**_movie("red.png"), "junk": "x" * 100_000, "nested": {"deep": [1, 2, 3]}}
+    body["movie"]["scenes"][0]["layers"].pop(0)  # no media: text only
+    body["movie"]["extra"] = "y" * 1000  # unknown movie fields are dropped by normalization
+    job_id = httpx.post(f"{server.url}/v1/render/jobs", json=body, headers=headers).json()["jobId"]
+    payload = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers).json()["payload"]
+    assert set(payload) <= {"kind", "projectId", "renderOptions", "callbackUrl", "movie"}
+    assert "extra" not in payload["movie"]
+    stored = _db(server).execute("select length(request) + length(payload) from jobs where id = ?",
+                                 (job_id,)).fetchone()[0]
+    assert stored < 5000
