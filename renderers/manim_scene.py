@@ -1,9 +1,9 @@
 """The Manim renderer: run one Scene class from user code at a given size and fps.
 
 Runs in a fresh worker process (forked after ``import manim``), so it sets Manim's process-global
-``config`` freely; everything Manim writes goes under ``workdir/media``. Manim 0.22 already writes
-H.264 yuv420p (PyAV/libx264 segment files, concatenated by stream copy), so the only ffmpeg pass
-is a ``-c copy`` remux that moves the moov atom first.
+``config`` freely; everything Manim writes goes under ``workdir/media``. The video is not Manim's
+(a file per play(), concatenated): ``_SceneEncoder`` writes one H.264 stream per scene straight to
+``video.mp4``, with Manim's own encoder settings.
 """
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ import sys
 import traceback
 import types
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
+from queue import Queue
+from threading import Thread
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from renderers import ffmpeg
 from renderers.base import RenderError, Reporter
 
 SCENE_FILE = "<scene>"
@@ -85,16 +87,19 @@ def _configure(task_input: dict, workdir: Path) -> None:
 
 def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[Any, _Tracker]:
     _configure(task_input, workdir)
+    encoder: _SceneEncoder | None = None
     try:
         scene_class = load_scene_class(task_input["code"], task_input["className"])
         _configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
         scene = scene_class()
         tracker = _Tracker(scene, report)
+        encoder = tracker.encoder = _SceneEncoder(scene.renderer.file_writer, workdir / FILES["video"])
         scene.render()
     except RenderError:
         raise
     except (Exception, SystemExit) as exc:
-        # Manim's Manager already aborted its encoder threads (non-daemon) on the way out.
+        if encoder is not None:  # Manim aborts it when construct() raises, not when tear_down() does
+            encoder.abort()
         raise RenderError(describe_error(exc)) from None
     if not scene.renderer.num_plays or tracker.last_frame is None:
         raise RenderError("Scene played no animations: call self.play(...) or self.wait() in construct()")
@@ -132,6 +137,7 @@ class _Tracker:
         self.report = report
         self.renderer = scene.renderer
         self.last_frame: np.ndarray | None = None
+        self.encoder: _SceneEncoder | None = None
         self.reported = 0.0
         self._add_frame = self.renderer.add_frame
         self._play = self.renderer.play
@@ -153,6 +159,88 @@ class _Tracker:
         self._play(scene, *args, **kwargs)
         names = ", ".join(type(animation).__name__ for animation in scene.animations or [])
         self.report.log(f"animation {self.renderer.num_plays}: {names} ({scene.duration:.2f}s)")
+
+
+class _SceneEncoder:
+    """One H.264 stream per scene, written straight to video.mp4 with the moov atom first.
+
+    Manim encodes a file per play(), waits at the end of each play() for its encoder to drain, then concatenates
+    the files, and the video was then remuxed for faststart: here the encoder thread keeps working across play()
+    boundaries and nothing is copied afterwards. Codec, pixel format and x264 options are Manim's resolved
+    segment settings (the CLI's), and a frame repeated by wait() is converted to YUV once, not per repeat.
+    """
+
+    def __init__(self, writer: Any, path: Path) -> None:
+        self.spec, self.path = writer.video_encoder, path
+        self.queue: Queue[tuple[np.ndarray, int] | None] = Queue(maxsize=writer.settings.encoder_queue_size)
+        self.thread: Thread | None = None
+        self.error: BaseException | None = None
+        self.writing = False
+        self.frames = 0
+        # Instance attributes shadow the methods: Manim's renderer and Manager call these instead.
+        writer.begin_animation, writer.end_animation = self.begin_animation, self.end_animation
+        writer.write_frame, writer.finish, writer.abort_encode_jobs = self.write_frame, self.finish, self.abort
+
+    def begin_animation(self, allow_write: bool = False, **_: Any) -> None:
+        self.writing = allow_write
+        if allow_write and self.thread is None:
+            self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
+            self.thread.start()
+
+    def end_animation(self, allow_write: bool = False) -> None:
+        self.writing = False
+
+    def write_frame(self, pixels: np.ndarray, *, repeat: int = 1) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.writing:  # frames outside a play() (skipped sections) are not part of the video, as in Manim
+            self.queue.put((pixels, repeat))
+            self.frames += repeat
+
+    def finish(self) -> None:
+        self._close()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self, reraise_encoder_failures: bool = False) -> None:
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
+
+    def _encode(self) -> None:
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        spec = self.spec
+        try:
+            with av.open(str(self.path), "w", format=spec.container_format,
+                         options={"movflags": "+faststart"}) as out:
+                stream = out.add_stream(spec.codec, rate=spec.frame_rate, options=dict(spec.options))
+                stream.pix_fmt, stream.width, stream.height = spec.pixel_format, spec.width, spec.height
+                to_yuv = VideoReformatter()  # one swscale context for the whole scene
+                pts = 0
+                while (item := self.queue.get()) is not None:
+                    # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
+                    rgba = av.VideoFrame.from_numpy_buffer(item[0], format="rgba")
+                    frame = to_yuv.reformat(rgba, format=spec.pixel_format)
+                    frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
+                    for _ in range(item[1]):
+                        frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
+                        out.mux(stream.encode(frame))
+                out.mux(stream.encode())
+        except BaseException as exc:  # noqa: BLE001 - handed to the render thread at its next frame or at finish
+            self.error = exc
+            while self.queue.get() is not None:  # keep draining, so the render thread never blocks on put()
+                pass
+
+    def meta(self, fps: int) -> dict:
+        return {"duration": round(self.frames / fps, 3), "frames": self.frames, "width": self.spec.width,
+                "height": self.spec.height, "fps": fps}
 
 
 # -- error messages ------------------------------------------------------------------------------
@@ -204,6 +292,8 @@ def network_error(exc: BaseException) -> str | None:
     while link is not None and link not in chain and len(chain) < 10:
         chain.append(link)
         link = link.__cause__ or link.__context__
+    if len(chain) == 1:  # a bare socket error ("[Errno 101] Network is unreachable") already says it
+        return None
     if not any(isinstance(e, (socket.gaierror, ConnectionRefusedError))
                or getattr(e, "errno", None) in (errno.ENETUNREACH, errno.EHOSTUNREACH) for e in chain):
         return None
@@ -232,8 +322,8 @@ def _one_line(text: str) -> str:
 
 def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
     writer = scene.renderer.file_writer
-    video = workdir / FILES["video"]
-    meta = ffmpeg.remux_faststart_av(Path(writer.movie_file_path), video)
+    assert tracker.encoder is not None
+    meta = tracker.encoder.meta(int(scene.camera.frame_rate))
     assert tracker.last_frame is not None  # checked by the caller: a scene that drew nothing fails earlier
     write_thumbnail(tracker.last_frame, workdir / FILES["thumbnail"])
     (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")

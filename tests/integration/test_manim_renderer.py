@@ -216,6 +216,16 @@ FAILURES = {
                 self.add(Dot().add_updater(explode))
                 self.play(FadeIn(Square()), run_time=0.5)
         """, "Demo", "ValueError: updater failed (scene line 4)"),
+    "exception in tear_down, after the last play": ("""\
+        from manim import *
+
+        class Demo(Scene):
+            def construct(self):
+                self.play(FadeIn(Dot()), run_time=0.5)
+
+            def tear_down(self):
+                raise RuntimeError("cleanup failed")
+        """, "Demo", "RuntimeError: cleanup failed (scene line 8)"),
     "missing class": ("""\
         from manim import *
 
@@ -293,3 +303,5 @@ def test_network_failures_say_renders_have_no_network() -> None:
         message = describe_error(wrapped(cause))
         assert message.startswith("OSError: the scene tried to use the network, but renders have no network access")
     assert describe_error(OSError(errno.ENOENT, "No such file")) == "FileNotFoundError: [Errno 2] No such file"
+    bare = OSError(errno.ENETUNREACH, "Network is unreachable")  # a scene's own socket call: already plain
+    assert describe_error(bare) == "OSError: [Errno 101] Network is unreachable"
