@@ -25,9 +25,11 @@ def verify(renderer: str, task_input: dict, files: dict, workdir: Path) -> str |
         if kind is None:
             continue
         try:
-            problem = CHECKS[kind](workdir / safe_name(name), task_input)
+            path = workdir / safe_name(name)
         except ValueError as exc:
             return str(exc)
+        try:
+            problem = CHECKS[kind](path, task_input)
         except Exception as exc:  # noqa: BLE001 - any decoder error means "not what it claims"
             problem = f"cannot be read ({type(exc).__name__})"
         if problem:
