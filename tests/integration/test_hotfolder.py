@@ -122,7 +122,11 @@ def test_restarts_never_render_twice_nor_lose_a_file(hot):
     (server.inbox / "alice").mkdir(parents=True)
     (server.inbox / "alice" / "first.json").write_text(json.dumps(movie("first")))
     wait_for(server.outbox / "alice" / "first.mp4")
-    (server.inbox / "alice" / "second.py").write_text(SCENE)
+    # a scene that takes a while, so the server surely dies while it renders
+    slow = SCENE.replace("from manim import *", "import time\nfrom manim import *").replace(
+        "def construct(self):", "def construct(self):\n        time.sleep(8)")
+    assert slow.count("time.sleep(8)") == 1
+    (server.inbox / "alice" / "second.py").write_text(slow)
     deadline = time.time() + 30
     while len(hot_jobs(server)) < 2:  # picked up: its job exists, it has not finished
         assert time.time() < deadline
