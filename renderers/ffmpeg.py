@@ -57,22 +57,28 @@ def _rate(text: str) -> float:
 
 
 def video_meta(path: str | Path) -> dict:
-    """Fast probe (no decoding) of the first video stream: duration, frames, width, height, fps.
+    """Probe (no decoding) of the first video stream: duration, frames, width, height, fps — in-process with PyAV
+    (libav, which the warm worker already loaded), not an ffprobe process (~0.1 s saved per call).
 
     ``frames`` is the container's frame count (exact for MP4, which stores one entry per sample).
     """
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-           "-select_streams", "v:0", str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FfmpegError(cmd, proc.stderr)
-    info = json.loads(proc.stdout)
-    stream = video_stream(info) or {}
-    fps = _rate(stream.get("avg_frame_rate", "0/1")) or _rate(stream.get("r_frame_rate", "0/1"))
-    duration = float(stream.get("duration") or info.get("format", {}).get("duration") or 0.0)
-    return {"duration": round(duration, 3), "frames": int(stream.get("nb_frames") or 0),
-            "width": int(stream.get("width", 0)), "height": int(stream.get("height", 0)),
-            "fps": round(fps)}
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FfmpegError(["pyav-probe", str(path)], "no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or 0
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = (container.duration or 0) / av.time_base
+            return {"duration": round(duration, 3), "frames": int(stream.frames or 0),
+                    "width": int(stream.codec_context.width), "height": int(stream.codec_context.height),
+                    "fps": round(float(rate))}
+    except av.error.FFmpegError as exc:
+        raise FfmpegError(["pyav-probe", str(path)], str(exc)) from None
 
 
 # --- movie scenes (renderers/movie) ---------------------------------------------------------------------------
@@ -181,23 +187,23 @@ def mean_volume(path: str | Path) -> float:
 
 
 def remux_faststart_av(src: Path, dst: Path) -> dict:
-    """Copy streams into an MP4 with the moov atom first, in-process with PyAV (libav, already loaded by Manim):
-    no ffmpeg/ffprobe processes.
+    """Copy the video and audio streams into an MP4 with the moov atom first, in-process with PyAV (libav, which
+    the warm worker already loaded): no ffmpeg/ffprobe processes. A one-scene movie is assembled this way.
 
     Returns the meta that video_meta would probe: duration, frames, width, height, fps.
     """
-    import av  # Manim's own dependency; only the Manim renderer calls this
+    import av
 
     frames = 0
     with av.open(str(src)) as inp, av.open(str(dst), mode="w", options={"movflags": "+faststart"}) as out:
         source = inp.streams.video[0]
-        stream = out.add_stream_from_template(template=source)
-        for packet in inp.demux(source):
+        copies = {s.index: out.add_stream_from_template(template=s) for s in (source, *inp.streams.audio[:1])}
+        for packet in inp.demux(*(s for s in inp.streams if s.index in copies)):
             if packet.dts is None:  # demux's flushing packets
                 continue
-            packet.stream = stream
+            frames += packet.stream.index == source.index
+            packet.stream = copies[packet.stream.index]
             out.mux(packet)
-            frames += 1
         fps = source.average_rate or source.guessed_rate
         width, height = source.codec_context.width, source.codec_context.height
     rate = float(fps) if fps else 0.0

@@ -40,14 +40,17 @@ def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
     report.progress(0.0, "assembling")
     output, thumbnail = workdir / OUTPUT_FILE, workdir / THUMBNAIL_FILE
     try:
-        ff.concat_copy(_write_list(files, workdir), output)
+        if len(files) == 1:  # nothing to concatenate: an in-process copy into a faststart MP4
+            meta = ff.remux_faststart_av(files[0], output)
+        else:
+            ff.concat_copy(_write_list(files, workdir), output)
+            meta = ff.video_meta(output)
         report.progress(0.8, "assembling")
         given = task_input.get("thumbnail")  # the last scene's last frame, when its renderer kept it
         if given and (workdir / str(given)).is_file() and (workdir / str(given)).parent == workdir:
             (workdir / str(given)).replace(thumbnail)
         else:
             ff.extract_last_frame(output, thumbnail)
-        meta = ff.video_meta(output)
     except ff.FfmpegError as exc:
         report.log(str(exc))
         raise RenderError(f"assembling {len(files)} scenes failed: {str(exc).splitlines()[-1][:300]}") from None
