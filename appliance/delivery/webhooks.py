@@ -78,9 +78,12 @@ class Deliverer:
     def wake(self) -> None:
         self._wake.set()
 
-    def enqueue(self, *, job_id: str, dialect: str, key_id: str | None, url: str, event: str, body: bytes) -> None:
-        """Write the delivery durably, then post it soon (a restart in between loses nothing)."""
-        deliveries.enqueue(self.db, job_id=job_id, dialect=dialect, key_id=key_id, url=url, event=event, body=body)
+    def enqueue(self, *, job_id: str, dialect: str, key_id: str | None, url: str, event: str, body: bytes,
+                secret: str | None = None, delivery_id: str | None = None) -> None:
+        """Write the delivery durably, then post it soon (a restart in between loses nothing). secret: a
+        per-webhook secret that overrides the key's."""
+        deliveries.enqueue(self.db, job_id=job_id, dialect=dialect, key_id=key_id, url=url, event=event, body=body,
+                           secret=secret, delivery_id=delivery_id)
         self.wake()
 
     async def _loop(self) -> None:
@@ -105,10 +108,13 @@ class Deliverer:
             self._inflight.discard(delivery["id"])
 
     async def _post(self, delivery: dict) -> tuple[int, str | None]:
-        key = users.get_key(self.db, delivery["key_id"]) if delivery["key_id"] else None
+        secret = delivery.get("secret")
+        if not secret:
+            key = users.get_key(self.db, delivery["key_id"]) if delivery["key_id"] else None
+            secret = key["webhook_secret"] if key else ""
         body = delivery["body"].encode()
         headers = {"content-type": "application/json"}
-        headers.update(SIGNERS[delivery["dialect"]](key["webhook_secret"] if key else "", body, delivery))
+        headers.update(SIGNERS[delivery["dialect"]](secret, body, delivery))
         try:  # resolved off the loop, and the connection goes to the address the policy checked
             target = await asyncio.to_thread(netpolicy.resolve, delivery["url"],
                                              allow_loopback=self.settings.allow_loopback_targets)

@@ -10,13 +10,15 @@ from appliance.store.db import now_iso, rows, transaction
 
 
 def enqueue(db: sqlite_utils.Database, *, job_id: str, dialect: str, key_id: str | None, url: str, event: str,
-            body: bytes) -> str:
-    delivery_id = ids.delivery_id()
+            body: bytes, secret: str | None = None, delivery_id: str | None = None) -> str:
+    """secret: the signing secret when it is not the key's (a RenderCAD registered webhook); delivery_id: when
+    the body must name its own delivery."""
+    delivery_id = delivery_id or ids.delivery_id()
     with transaction(db):
         db.table("webhook_deliveries").insert({
             "id": delivery_id, "job_id": job_id, "dialect": dialect, "key_id": key_id, "url": url,
             "event": event, "body": body.decode(), "status": "pending", "attempt": 0,
-            "next_attempt_at": time.time(), "created_at": now_iso(), "updated_at": now_iso()})
+            "next_attempt_at": time.time(), "created_at": now_iso(), "updated_at": now_iso(), "secret": secret})
     return delivery_id
 
 

@@ -111,3 +111,23 @@ def m005_hotfolder(db) -> None:
 def m006_job_charge(db) -> None:
     """A fixed price settled when the job completes (RenderCAD tokens), beside Kodisc's per-second rate."""
     db["jobs"].add_column("charge", int)
+
+
+@migrations()
+def m007_rendercad_webhooks_limits(db) -> None:
+    """RenderCAD: a delivery signed with its registered webhook's own secret (not the key's), and the per-token
+    rate-limit windows, kept in SQLite so a restart does not reset them."""
+    db["webhook_deliveries"].add_column("secret", str)
+    db["rendercad_ratelimits"].create({"subject": str, "bucket": str, "window_start": float, "count": int},
+                                      pk=("subject", "bucket"))
+
+
+@migrations()
+def m008_job_listing(db) -> None:
+    """A user's jobs of one dialect, newest first, paged by (created_at, id) and filtered by status, read from an
+    index (GET /v1/jobs over 100,000 jobs)."""
+    db.execute("create index if not exists idx_jobs_listing on jobs (user_id, dialect, created_at, id) "
+               "where deleted_at is null")
+    db.execute("create index if not exists idx_jobs_listing_status on jobs (user_id, dialect, status, created_at, id) "
+               "where deleted_at is null")
+    db.execute("create index if not exists idx_tasks_renderer on tasks (renderer, created_at, id)")

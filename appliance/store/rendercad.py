@@ -199,3 +199,56 @@ def one_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
 def _count(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> int:
     got = one(db, sql, params)
     return int(got["n"]) if got else 0
+
+
+# ---- webhooks --------------------------------------------------------------------------------------------------
+def create_webhook(db: sqlite_utils.Database, user_id: str, key_id: str, url: str, events: list[str],
+                   secret: str) -> dict:
+    with transaction(db):
+        wid = db.table("rendercad_webhooks").insert({"user_id": user_id, "key_id": key_id, "url": url,
+                                                     "events": dumps(events), "secret": secret,
+                                                     "created_at": now_iso(), "failure_count": 0}).last_pk
+    return {**(one(db, "select * from rendercad_webhooks where id = ?", (wid,)) or {}), "events": events}
+
+
+def webhooks_of(db: sqlite_utils.Database, user_id: str, event: str | None = None) -> list[dict]:
+    """The user's live webhooks (those subscribed to `event` when given), with their delivery figures."""
+    got = rows(db, "select * from rendercad_webhooks where user_id = ? and deleted_at is null order by id",
+               (user_id,))
+    for row in got:
+        row["events"] = loads(row["events"], [])
+        row.update(_delivery_figures(db, row["secret"]))
+    return [r for r in got if event is None or event in r["events"]]
+
+
+def _delivery_figures(db: sqlite_utils.Database, secret: str) -> dict:
+    """Derived from the outbox (each webhook's deliveries carry its unique secret): failure_count counts failed
+    attempts since the last success, which resets it."""
+    got = rows(db, "select status, attempt, updated_at from webhook_deliveries where secret = ? and attempt > 0 "
+                   "order by updated_at", (secret,))
+    success = [r["updated_at"] for r in got if r["status"] == "delivered"]
+    last_ok = success[-1] if success else None
+    failures = sum(r["attempt"] - (r["status"] == "delivered") for r in got if not last_ok or r["updated_at"] > last_ok)
+    return {"last_triggered_at": got[-1]["updated_at"] if got else None, "last_success_at": last_ok,
+            "failure_count": failures}
+
+
+def delete_webhook(db: sqlite_utils.Database, user_id: str, webhook_id: int) -> bool:
+    with transaction(db):
+        cur = db.execute("update rendercad_webhooks set deleted_at = ? where id = ? and user_id = ? "
+                         "and deleted_at is null", (now_iso(), webhook_id, user_id))
+    return cur.rowcount == 1
+
+
+# ---- rate limits -----------------------------------------------------------------------------------------------
+def hit(db: sqlite_utils.Database, subject: str, bucket: str, window: int, now: float) -> tuple[int, float]:
+    """Count one request in the subject's fixed window for this bucket: (count including this one, window start)."""
+    with transaction(db):
+        row = one(db, "select window_start, count from rendercad_ratelimits where subject = ? and bucket = ?",
+                  (subject, bucket))
+        if row is None or now >= row["window_start"] + window:
+            row = {"window_start": now, "count": 0}
+        count = row["count"] + 1
+        db.execute("insert or replace into rendercad_ratelimits (subject, bucket, window_start, count) "
+                   "values (?, ?, ?, ?)", (subject, bucket, row["window_start"], count))
+    return count, row["window_start"]

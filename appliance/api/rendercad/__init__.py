@@ -1,5 +1,5 @@
-"""RenderCAD dialect: /backend/auth.php, render.php, api_discovery.php, the upload URLs, serve_render.php; the
-public asset URLs /renders/{id}; the device sign-in page /auth_device.html.
+"""RenderCAD dialect: /backend/auth.php, render.php, webhooks.php, api_discovery.php, the upload URLs,
+serve_render.php; the public asset URLs /renders/{id}; the device sign-in page /auth_device.html.
 
 Contract: seed rendercad-api.txt; DECISIONS.md (RenderCAD). An image render is the ``image`` pipeline. The
 PHP-style endpoints pick their handler with ``?action=`` (common.dispatch)."""
@@ -11,7 +11,7 @@ from litestar import Request, Response, Router, get, route
 from litestar.handlers import HTTPRouteHandler
 
 from appliance.api.common import handlers_for, json_response
-from appliance.api.rendercad import auth, discovery, pages, render, uploads
+from appliance.api.rendercad import auth, discovery, pages, render, uploads, webhooks
 from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
@@ -30,6 +30,11 @@ async def auth_php(request: Request, service: JobService) -> Response:
 @route("/render.php", http_method=["GET", "POST"], include_in_schema=False)
 async def render_php(request: Request, service: JobService) -> Response:
     return await dispatch(request, service, render.ACTIONS)
+
+
+@route("/webhooks.php", http_method=["GET", "POST"], include_in_schema=False)
+async def webhooks_php(request: Request, service: JobService) -> Response:
+    return await dispatch(request, service, webhooks.ACTIONS)
 
 
 @route("/api_discovery.php", http_method=["GET", "POST"], include_in_schema=False)
@@ -73,16 +78,21 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
 
 
 def listener(service: JobService):
-    """On a job's end the end time is recorded (the core settled the fixed token price: NewJob.charge)."""
+    """On a job's end the end time is recorded (the core settled the fixed token price: NewJob.charge) and the
+    registered webhooks are told (cancelled is no webhook event)."""
     def on_event(job: dict, event_type: str) -> None:
         if event_type not in ("completed", "failed", "cancelled"):
             return
         store.update_job(service.db, job["id"], completed_at=job["completed_at"] or now_iso())
+        if event_type != "cancelled":
+            row = store.one_job(service.db, job["id"])
+            error = (row or {}).get("error_message") or render.display_error(job["error"])
+            webhooks.job_ended(service, job, None if event_type == "completed" else error)
     return on_event
 
 
-backend = Router(path="/backend", route_handlers=[auth_php, render_php, discovery_php, upload, serve_render,
-                                                       discovery.thumb],
+backend = Router(path="/backend", route_handlers=[auth_php, render_php, webhooks_php, discovery_php, upload,
+                                                       serve_render, discovery.thumb],
                  exception_handlers=handlers_for(error_response), request_max_body_size=MAX_BODY)
 route_handlers: list[Router | HTTPRouteHandler] = [backend, asset, *pages.ROUTES]
 

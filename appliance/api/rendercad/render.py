@@ -11,7 +11,7 @@ import time
 
 from litestar import Response
 
-from appliance.api.rendercad import uploads
+from appliance.api.rendercad import uploads, webhooks
 from appliance.api.rendercad.common import Action, Ctx, RCError, ok
 from appliance.errors import InsufficientCredits
 from appliance.services.jobs import NewJob
@@ -104,8 +104,9 @@ async def finalize_job(ctx: Ctx) -> Response:
             raise RCError(400, f"Upload did not finish for slot {slot}. Upload the image, then finalize again.")
         reason = await asyncio.to_thread(uploads.problem, got[slot])
         if reason:
-            store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
-                                completed_at=now_iso())
+            if store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
+                                   completed_at=now_iso()):
+                webhooks.upload_failed(ctx.service, row, reason)
             raise RCError(422, reason)
     job = _submit(ctx, row, got)
     return ok({"job_id": row["id"], "status": "pending", **queue_figures(ctx, job)})
