@@ -55,6 +55,7 @@ class Settings:
     media_timeout_s: int = 120
     rate_limit_requests: int = 120
     rate_limit_window_s: int = 60
+    sse_keepalive_s: float = 15.0
     shared_cache: bool = False
     task_start_timeout_s: int = 60
     hotfolder_dir: str = ""

@@ -19,18 +19,17 @@ from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer, require_scope
 from appliance.api.common import handlers_for, integral, json_response
 from appliance.api.ratelimit import SlidingWindow
+from appliance.api.viralsync_objects import child_object, event_body, find_child, job_object, list_page, parse_child_id
 from appliance.delivery import netpolicy, sse
 from appliance.errors import ApplianceError, Unauthorized
 from appliance.services import plans
 from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import movie as movie_pipeline
 from appliance.store import ids, jobs, users
-from appliance.store.db import dumps, loads, now_iso
+from appliance.store.db import dumps
 
 PRESETS = {"stable": 2, "balanced": 3, "fast": 4, "turbo": 6}
-TERMINAL_EVENTS = {"completed": "done", "failed": "failed", "cancelled": "cancelled"}
 PROGRESS_WEBHOOK_EVERY_S = 5.0
-KEEPALIVE_S = 15.0
 MAX_BODY = 10 * 1024 * 1024  # a Movie document names its media by URL: 10 MB of JSON is a generous ceiling
 STATUSES = ("queued", "running", "waiting", "done", "failed", "cancelled")
 
@@ -85,70 +84,6 @@ def _user_plan(service: JobService, key: users.ApiKey) -> tuple[dict, plans.Plan
     return user, plans.PLANS[user["plan"]]
 
 
-# ---- the job object ------------------------------------------------------------------------------
-def children(tasks: list[dict]) -> dict:
-    def count(status: str) -> int:
-        return sum(t["status"] == status for t in tasks)
-
-    return {"total": len(tasks), "succeeded": count("done"), "running": count("running"),
-            "queued": count("queued"), "failed": count("failed")}
-
-
-def public_status(job: dict, tasks: list[dict]) -> tuple[str, str | None]:
-    status = job["status"]
-    if status in TERMINAL_EVENTS:
-        return TERMINAL_EVENTS[status], None
-    if job["phase"] in ("planning", "dispatching"):
-        return "running", job["phase"]
-    scenes_left = any(t["renderer"] == "movie.scene" and t["status"] != "done" for t in tasks)
-    if status == "queued" and not any(t["status"] != "queued" for t in tasks):
-        return "queued", None
-    if scenes_left:
-        return "waiting", "rendering"
-    return "running", "assembling"
-
-
-def job_object(service: JobService, job: dict) -> dict:
-    tasks = service.tasks(job["id"])
-    status, phase = public_status(job, tasks)
-    result = loads(job["result"]) or {}
-    done = status == "done"
-    expired = done and bool(job["expired_at"])  # the retention sweep removed the files: no dead URLs
-    meta = result.get("meta", {})
-    return {"jobId": job["id"], "type": "render", "status": status, "phase": phase,
-            "progress": 1.0 if done else round(job["progress"] or 0.0, 4), "parentJobId": None,
-            "outputUrl": f"{service.settings.base_url}/outputs/{job['id']}/output.mp4" if done and not expired
-            else None,
-            "error": _error(job, tasks) if status == "failed" else
-            f"OUTPUT_EXPIRED: {service.expired_message(job)}" if expired else None,
-            "mediaData": {k: meta.get(k) for k in ("duration", "width", "height", "fileSize")} if done else None,
-            "payload": {**loads(job["request"]), "movie": jobs.payload_of(job).get("movie")},
-            "children": children(tasks), "createdAt": job["created_at"], "updatedAt": job["updated_at"]}
-
-
-def _error(job: dict, tasks: list[dict]) -> str:
-    failed = next((t for t in tasks if t["status"] == "failed" and t["renderer"] == "movie.scene"), None)
-    if failed:
-        return f"SCENE_RENDER_FAILED: {failed['error']} on {failed['name']}"
-    return job["error"]
-
-
-def event_body(service: JobService, job: dict, event_type: str) -> tuple[str, dict]:
-    """(event name, JSON) shared by SSE and webhooks (api-research.md §2.8)."""
-    obj = job_object(service, job)
-    name = TERMINAL_EVENTS.get(job["status"], "progress") if event_type != "progress" else "progress"
-    body = {"jobId": obj["jobId"], "status": obj["status"] if name != "progress" else "running",
-            "phase": obj["phase"], "progress": obj["progress"], "outputUrl": obj["outputUrl"],
-            "timestamp": now_iso()}
-    if name == "progress":
-        body["children"] = obj["children"]
-    if name == "done":
-        body["mediaData"] = obj["mediaData"]
-    if name == "failed":
-        body["error"] = obj["error"]
-    return name, body
-
-
 # ---- submission ----------------------------------------------------------------------------------
 def parse_submission(body: bytes, allow_loopback: bool = False) -> dict:
     """The request, validated in full before any plan or quota check (a malformed request is a 400 whatever
@@ -194,23 +129,30 @@ def check_plan(service: JobService, user: dict, plan: plans.Plan, movie: dict) -
     if movie["width"] * movie["height"] > plan.max_pixels:
         raise VsError(400, "PLAN_RESOLUTION_EXCEEDED", f"{movie['width']}x{movie['height']} exceeds the "
                                                        f"{plan.name} plan's maximum resolution")
-    # floats: durations are finite but may be integral 1e308s, whose int sum is beyond a float (OverflowError)
-    minutes = sum(float(s["duration"]) for s in movie["scenes"]) / 60
+    minutes = plans.movie_minutes(movie)
     if minutes > plan.max_job_minutes:
         raise VsError(400, "PLAN_DURATION_EXCEEDED", f"Total duration {minutes:.1f} min exceeds the {plan.name} "
                                                      f"plan's per-job limit of {plan.max_job_minutes:g} min")
     start, _ = plans.month_bounds()
-    used = plans.minutes_used
-    if plan.minutes_per_month is not None and used(service.db, user["id"], start) >= plan.minutes_per_month:
-        raise VsError(402, "RENDER_QUOTA_EXCEEDED", "Monthly render minute limit reached. Wait for the monthly "
-                                                    "reset or ask the admin to upgrade the plan.")
-    if plan.daily_minutes is not None and used(service.db, user["id"], plans.today_start()) >= plan.daily_minutes:
-        raise VsError(402, "RENDER_QUOTA_DAILY_EXCEEDED", "Daily render cap reached. Resets at midnight UTC.")
-    active = [j for j in jobs.list_jobs(service.db, user_id=user["id"], dialect="viralsync", limit=1000)
-              if j["status"] in ("queued", "running")]
-    if plan.concurrency is not None and len(active) >= plan.concurrency:
+    _check_quota(service, user["id"], plan.minutes_per_month, start, minutes, "RENDER_QUOTA_EXCEEDED",
+                 "Monthly render minute limit reached. Wait for the monthly reset or ask the admin to upgrade the "
+                 "plan.")
+    _check_quota(service, user["id"], plan.daily_minutes, plans.today_start(), minutes, "RENDER_QUOTA_DAILY_EXCEEDED",
+                 "Daily render cap reached. Resets at midnight UTC.")
+    if plan.concurrency is not None and jobs.count_active(service.db, user["id"], "viralsync") >= plan.concurrency:
         raise VsError(409, "CONCURRENCY_LIMIT_EXCEEDED",
                       "Concurrent job limit reached. Wait for a running job to complete.")
+
+
+def _check_quota(service: JobService, user_id: str, limit: float | None, since, minutes: float, code: str,
+                 message: str) -> None:
+    """Minutes metered (completed jobs) + minutes reserved by unfinished jobs + this job's must fit the limit:
+    concurrent jobs cannot together overshoot it (a failed or cancelled job releases its reservation)."""
+    if limit is None:
+        return
+    held = plans.minutes_used(service.db, user_id, since) + plans.minutes_reserved(service.db, user_id, since)
+    if held >= limit or held + minutes > limit + 1e-9:
+        raise VsError(402, code, message)
 
 
 def workers_for(service: JobService, options: dict, scene_count: int) -> int:
@@ -236,7 +178,7 @@ def new_movie_job(service: JobService, user_id: str, key_id: str | None, data: d
     movie = data["movie"]
     return NewJob(job_id=ids.viralsync_job_id(), dialect="viralsync", user_id=user_id, key_id=key_id, kind="movie",
                   payload={"movie": movie}, request={k: data[k] for k in REQUEST_FIELDS if k in data},
-                  webhook_url=callback,
+                  webhook_url=callback, metadata={"reserveMinutes": plans.movie_minutes(movie)},
                   max_parallel=workers_for(service, data["renderOptions"], movie_pipeline.scene_count(movie)))
 
 
@@ -327,18 +269,11 @@ async def list_jobs(request: Request, service: JobService, key: users.ApiKey) ->
     wanted = q.get("status")
     if wanted is not None and wanted not in STATUSES:
         raise VsError(400, "INVALID_REQUEST", f"status must be one of: {', '.join(STATUSES)}")
-    if q.get("type") not in (None, "render"):
-        return json_response({"jobs": [], "nextCursor": None})
-    rows, out = jobs.list_jobs(service.db, user_id=key.user_id, dialect="viralsync", before=before,
-                               limit=1000 if wanted else limit + 1), []
-    for job in rows:
-        obj = job_object(service, job)
-        if not wanted or obj["status"] == wanted:
-            out.append((job, obj))
-    page, more = out[:limit], len(out) > limit
-    cursor = (base64.urlsafe_b64encode(f"{page[-1][0]['created_at']}|{page[-1][0]['id']}".encode()).decode()
+    rows, objects = list_page(service, key.user_id, q.get("type"), wanted, before, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    cursor = (base64.urlsafe_b64encode(f"{page[-1]['created_at']}|{page[-1]['id']}".encode()).decode()
               if more and page else None)
-    return json_response({"jobs": [obj for _, obj in page], "nextCursor": cursor})
+    return json_response({"jobs": objects[:limit], "nextCursor": cursor})
 
 
 def _page(limit_text: str, cursor: str | None) -> tuple[int, tuple[str, str] | None]:
@@ -359,7 +294,14 @@ def _page(limit_text: str, cursor: str | None) -> tuple[int, tuple[str, str] | N
     "Get a job", {200: _ok(schemas.ViralSyncJob, "The job")}, {404: ("JOB_NOT_FOUND",)},
     "Status, phase, progress, children, outputUrl and mediaData of one job."))
 async def get_job(service: JobService, key: users.ApiKey, job_id: str) -> Response:
-    return json_response(job_object(service, _job_for(service, key, job_id)))
+    child = parse_child_id(job_id)
+    if child is None:
+        return json_response(job_object(service, _job_for(service, key, job_id)))
+    parent = _job_for(service, key, child[0])  # JOB_NOT_FOUND names the child id asked for
+    task = find_child(service.tasks(parent["id"]), child[1], child[2])
+    if task is None:
+        raise VsError(404, "JOB_NOT_FOUND", f"Job {job_id} not found")
+    return json_response(child_object(parent, task))
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200, operation_class=_doc(
@@ -410,6 +352,28 @@ def last_event_id(value: str | None) -> int:
     return sse.parse_last_event_id(value if value and value.isascii() else None)
 
 
+class _Framer:
+    """A stored event as an SSE frame with the state that event recorded (a replay tells the job's history, not
+    its present state over and over); an event that repeats the previous frame's state, or records none (a task
+    retried), sends nothing, so ids strictly increase and no two frames say the same."""
+
+    def __init__(self, service: JobService, job_id: str) -> None:
+        self.service, self.job_id = service, job_id
+        self._last: str | None = None
+
+    def __call__(self, event: dict) -> tuple[bytes, bool]:
+        recorded = event.get("data") or {}
+        if "status" not in recorded:
+            return b"", False
+        kind = event["type"] if event["type"] in ("progress", "completed", "failed", "cancelled") else "progress"
+        name, body = event_body(self.service, self.service.get(self.job_id), kind, recorded)
+        state = dumps({k: v for k, v in body.items() if k != "timestamp"})
+        if state == self._last and name == "progress":
+            return b"", False
+        self._last = state
+        return f"id: {event['id']}\nevent: {name}\ndata: {dumps(body)}\n\n".encode(), name != "progress"
+
+
 @get("/jobs/{job_id:str}/progress", operation_class=_doc(
     "Follow a job's progress", {200: OpenAPIResponse("Server-Sent Events, each one as this schema", content={
         "text/event-stream": OpenAPIMediaType(schema=openapi.raw(openapi.ref(schemas.ViralSyncStreamEvent)))})},
@@ -420,14 +384,11 @@ def last_event_id(value: str | None) -> int:
 async def progress_stream(request: Request, service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)
 
-    def framer(event: dict) -> tuple[bytes, bool]:
-        kind = event["type"] if event["type"] in ("progress", "completed", "failed", "cancelled") else "progress"
-        name, body = event_body(service, service.get(job_id), kind)
-        return f"id: {event['id']}\nevent: {name}\ndata: {dumps(body)}\n\n".encode(), name != "progress"
-
+    framer = _Framer(service, job_id)
     frames = sse.stream(service.hub, job["id"], lambda after: service.events_since(job["id"], after),
                         lambda: service.get(job_id)["status"] in jobs.TERMINAL, framer,
-                        last_event_id(request.headers.get("last-event-id")), KEEPALIVE_S)
+                        last_event_id(request.headers.get("last-event-id")),
+                        service.settings.sse_keepalive_s)
     return Stream(frames, media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -330,7 +330,8 @@ class Scheduler:
     def _emit(self, job_id: str, event_type: str) -> None:
         job = jobs.require_job(self.db, job_id)
         events.record(self.db, self.hub, job_id, event_type, {"status": job["status"], "phase": job["phase"],
-                                                              "progress": job["progress"]})
+                                                              "progress": job["progress"],
+                                                              "tasks": jobs.task_counts(self.db, job_id)})
         listener = self.listeners.get(job["dialect"])
         if listener:
             try:

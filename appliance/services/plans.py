@@ -46,5 +46,16 @@ def minutes_used(db: sqlite_utils.Database, user_id: str, since: datetime) -> fl
     return jobs.render_minutes(db, user_id, iso(since))
 
 
+def minutes_reserved(db: sqlite_utils.Database, user_id: str, since: datetime) -> float:
+    """Minutes held by unfinished jobs (reserved at submit, settled when they end)."""
+    return jobs.reserved_minutes(db, user_id, iso(since))
+
+
+def movie_minutes(movie: dict) -> float:
+    """A movie's render minutes before it renders: its total scene duration / 60 (floats: a duration may be an
+    integral 1e308, whose int sum is beyond a float)."""
+    return sum(float(s["duration"]) for s in movie["scenes"]) / 60
+
+
 def today_start() -> datetime:
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

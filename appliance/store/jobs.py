@@ -133,11 +133,76 @@ def list_jobs(db: sqlite_utils.Database, *, user_id: str | None = None, dialect:
         if val is not None:
             where.append(f"{col} = ?")
             params.append(val)
-    if before:  # keyset pagination: (created_at, id) strictly older than the cursor
-        where.append("(created_at < ? or (created_at = ? and id < ?))")
-        params += [before[0], before[0], before[1]]
+    if before:  # keyset pagination: (created_at, id) strictly older than the cursor (a row value: an index range)
+        where.append("(created_at, id) < (?, ?)")
+        params += [before[0], before[1]]
     sql = f"select * from jobs where {' and '.join(where)} order by created_at desc, id desc limit ?"
     return rows(db, sql, (*params, limit))
+
+
+# ViralSync's public statuses as conditions on a job row: queued/running/waiting depend on the job's phase and on
+# whether a scene task is still unfinished (api-research.md §2.7), all of it in SQL so a filtered page is one query.
+_EARLY = "phase in ('planning', 'dispatching')"
+_SCENES_LEFT = ("exists (select 1 from tasks t where t.job_id = jobs.id and t.renderer = 'movie.scene' "
+                "and t.status != 'done')")
+VIRALSYNC_STATUS_SQL = {
+    "done": "status = 'completed'", "failed": "status = 'failed'", "cancelled": "status = 'cancelled'",
+    "queued": f"status = 'queued' and not {_EARLY}",
+    "waiting": f"status = 'running' and not {_EARLY} and {_SCENES_LEFT}",
+    "running": f"status in ('queued', 'running') and ({_EARLY} or (status = 'running' and not {_SCENES_LEFT}))",
+}
+
+
+def list_viralsync(db: sqlite_utils.Database, user_id: str, public_status: str | None,
+                   before: tuple[str, str] | None, limit: int) -> list[dict]:
+    """A page of the user's ViralSync jobs, newest first, filtered by public status (indexes of m007)."""
+    where, params = ["deleted_at is null", "user_id = ?", "dialect = 'viralsync'"], [user_id]
+    if public_status:
+        where.append(f"({VIRALSYNC_STATUS_SQL[public_status]})")
+    if before:
+        where.append("(created_at, id) < (?, ?)")
+        params += [before[0], before[1]]
+    sql = f"select * from jobs where {' and '.join(where)} order by created_at desc, id desc limit ?"
+    return rows(db, sql, (*params, limit))
+
+
+def list_child_tasks(db: sqlite_utils.Database, user_id: str, dialect: str, renderer: str, task_status: str | None,
+                     before: tuple[str, str] | None, limit: int) -> list[dict]:
+    """A page of the user's tasks of one renderer (a dialect's child jobs), newest first."""
+    where = ["j.user_id = ?", "j.dialect = ?", "j.deleted_at is null", "t.renderer = ?"]
+    params: list = [user_id, dialect, renderer]
+    if task_status:
+        where.append("t.status = ?")
+        params.append(task_status)
+    if before:
+        where.append("(t.created_at, t.id) < (?, ?)")
+        params += [before[0], before[1]]
+    sql = (f"select t.* from tasks t join jobs j on j.id = t.job_id where {' and '.join(where)} "
+           "order by t.created_at desc, t.id desc limit ?")
+    return rows(db, sql, (*params, limit))
+
+
+def count_active(db: sqlite_utils.Database, user_id: str, dialect: str) -> int:
+    got = one(db, "select count(*) as n from jobs where user_id = ? and dialect = ? and deleted_at is null "
+                  "and status in ('queued', 'running')", (user_id, dialect))
+    return int(got["n"]) if got else 0
+
+
+def tasks_of_jobs(db: sqlite_utils.Database, job_ids: list[str]) -> dict[str, list[dict]]:
+    """The tasks of several jobs in one query (a listing's page), by job id."""
+    out: dict[str, list[dict]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        marks = ", ".join("?" * len(job_ids))
+        for t in rows(db, f"select * from tasks where job_id in ({marks}) order by job_id, idx", tuple(job_ids)):
+            out[t["job_id"]].append(t)
+    return out
+
+
+def task_counts(db: sqlite_utils.Database, job_id: str) -> dict[str, int]:
+    """How many of the job's tasks are in each state (what a job event records beside its status)."""
+    got = {r["status"]: r["n"] for r in rows(db, "select status, count(*) as n from tasks where job_id = ? "
+                                                 "group by status", (job_id,))}
+    return {"total": sum(got.values()), **{s: got.get(s, 0) for s in ("done", "running", "queued", "failed")}}
 
 
 def tasks_of(db: sqlite_utils.Database, job_id: str) -> list[dict]:
@@ -227,6 +292,15 @@ def render_minutes(db: sqlite_utils.Database, user_id: str, since_iso: str) -> f
                      where user_id = ? and dialect = 'viralsync' and status = 'completed' and completed_at >= ?""",
               (user_id, since_iso))
     return round(float(got["seconds"]) / 60, 4) if got else 0.0
+
+
+def reserved_minutes(db: sqlite_utils.Database, user_id: str, since_iso: str) -> float:
+    """ViralSync minutes held by the user's unfinished movie jobs created since a time (their total scene
+    duration, recorded at submit as metadata.reserveMinutes): released when the job ends."""
+    got = one(db, """select coalesce(sum(json_extract(metadata, '$.reserveMinutes')), 0) as minutes from jobs
+                     where user_id = ? and dialect = 'viralsync' and status in ('queued', 'running')
+                     and deleted_at is null and created_at >= ?""", (user_id, since_iso))
+    return float(got["minutes"]) if got else 0.0
 
 
 def end_job(db: sqlite_utils.Database, job_id: str, status: str, error: str, duration_ms: int) -> None:
