@@ -59,6 +59,7 @@ async def create_api_token(ctx: Ctx) -> Response:
     if scope not in users.SCOPES:
         raise RCError(400, "scope must be one of: read-only, render-only, full-access")
     _check_room(ctx.db, ctx.user_id)
+    ctx.admit()
     plaintext, row = store.create_token(ctx.db, ctx.user_id, name, scope)
     return ok({"message": "API token created successfully", "token": plaintext,
                "token_data": _token_object(row, active=False), "warning": WARNING})

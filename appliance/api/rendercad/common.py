@@ -10,6 +10,7 @@ from litestar import Request, Response
 
 from appliance.api.auth import authenticate
 from appliance.api.common import HTTP_CODES, json_response
+from appliance.api.rendercad import limits
 from appliance.errors import ApplianceError, Unauthorized
 from appliance.services.jobs import JobService
 from appliance.store import rendercad as store
@@ -41,12 +42,29 @@ def error_response(exc: ApplianceError) -> Response:
     return json_response({"error": exc.message}, exc.status)
 
 
+class RateLimited(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
 @dataclass
 class Ctx:
     request: Request
     service: JobService
     key: users.ApiKey | None
     body: dict = field(default_factory=dict)
+    limit: limits.Limit | None = None
+    rate_headers: dict[str, str] = field(default_factory=dict)
+    admitted: bool = False
+
+    def admit(self) -> None:
+        """Count this request against its rate limit (once); RateLimited when it is over."""
+        if self.limit is None or self.admitted:
+            return
+        self.admitted = True
+        self.rate_headers, refused = limits.check(self.db, self.limit, limits.subject(self.request, self.key))
+        if refused is not None:
+            raise RateLimited(refused)
 
     @property
     def db(self):
@@ -127,8 +145,19 @@ async def dispatch(request: Request, service: JobService, actions: dict[str, Act
         response.headers["Allow"] = action.method
         return response
     key = authorize(request, service, action.scope)
-    body = await json_body(request) if action.method == "POST" and action.json_body else {}
-    return await action.handler(Ctx(request, service, key, body))
+    name = request.query_params["action"]
+    ctx = Ctx(request, service, key, limit=limits.for_request(request, name))
+    try:
+        if not limits.counted_late(ctx.limit):  # counted once the caller is known, before the body is read
+            ctx.admit()
+        ctx.body = await json_body(request) if action.method == "POST" and action.json_body else {}
+        response = await action.handler(ctx)
+    except RateLimited as exc:
+        return exc.response
+    except ApplianceError as exc:  # an error of a limited endpoint carries the headers too
+        response = error_response(exc)
+    response.headers.update(ctx.rate_headers)
+    return response
 
 
 def ok(data: dict | None = None, status: int = 200) -> Response:

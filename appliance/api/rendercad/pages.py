@@ -9,6 +9,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from appliance.api.auth import authenticate
+from appliance.api.rendercad import limits
 from appliance.api.rendercad.auth import approve
 from appliance.api.rendercad.common import SCOPE_RANK, RCError
 from appliance.errors import Unauthorized
@@ -50,6 +51,9 @@ async def device_page(request: Request) -> Response:
 async def device_approve(request: Request, service: JobService,
                          data: dict = Body(media_type=RequestEncodingType.URL_ENCODED)) -> Response:
     code, token = str(data.get("code", "")).strip().upper(), str(data.get("token", "")).strip()
+    _, refused = limits.check(service.db, limits.DEVICE_AUTHORIZE, limits.subject(request, None))
+    if refused is not None:  # per client address: the form's token is what is being guessed
+        return _page("", _form({}, code, "Too many attempts. Try again later."), 429)
     try:
         key = authenticate(service.db, "rendercad", token)
         if SCOPE_RANK[key.scope] < SCOPE_RANK["full-access"]:

@@ -37,6 +37,7 @@ async def register(ctx: Ctx) -> Response:
     if len(store.webhooks_of(ctx.db, ctx.user_id)) >= MAX_PER_ACCOUNT:
         raise RCError(400, f"Maximum of {MAX_PER_ACCOUNT} webhooks per account: delete one first")
     assert ctx.key is not None and url is not None
+    ctx.admit()  # a register refused by the 5-webhook cap is not counted
     secret = "whsec_" + secrets.token_hex(24)
     row = store.create_webhook(ctx.db, ctx.user_id, ctx.key.id, url, list(dict.fromkeys(events)), secret)
     return ok({**_public(row), "secret": secret})  # the only time the secret is shown
