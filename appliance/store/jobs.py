@@ -162,7 +162,10 @@ def list_viralsync(db: sqlite_utils.Database, user_id: str, public_status: str |
     if before:
         where.append("(created_at, id) < (?, ?)")
         params += [before[0], before[1]]
-    sql = f"select * from jobs where {' and '.join(where)} order by created_at desc, id desc limit ?"
+    # a status filter reads the status index (few active jobs among 100,000 finished ones: no long scan)
+    index = "idx_jobs_listing_status" if public_status else "idx_jobs_listing"
+    sql = (f"select * from jobs indexed by {index} where {' and '.join(where)} "
+           "order by created_at desc, id desc limit ?")
     return rows(db, sql, (*params, limit))
 
 
@@ -220,8 +223,9 @@ def ready_tasks(db: sqlite_utils.Database) -> list[dict]:
         join jobs j on j.id = t.job_id
         where t.status = 'queued' and j.status in ('queued', 'running')
         order by j.priority desc, j.created_at, t.idx""")
-    done = {r["id"] for r in rows(db, """select t.id from tasks t join jobs j on j.id = t.job_id
-        where t.status = 'done' and j.status in ('queued', 'running')""")}
+    # from the few live jobs to their done tasks (cross join: that order), never a scan of every done task ever
+    done = {r["id"] for r in rows(db, """select t.id from jobs j cross join tasks t on t.job_id = j.id
+        where j.status in ('queued', 'running') and t.status = 'done'""")}
     return [t for t in candidates if all(d in done for d in loads(t["depends_on"], []))]
 
 

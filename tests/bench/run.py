@@ -1,7 +1,9 @@
 """`make bench`: measured, never asserted. Prints ratios against references measured in the same run."""
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from appliance.store.db import parse_iso
+from appliance.store.db import now_iso, parse_iso
 from tests.bench.movie import bench_movie
 from tests.conftest import Server
 
@@ -112,7 +114,70 @@ def _api_many(server: Server, auth: dict, codes: list[str]) -> None:
             time.sleep(0.01)  # the poll interval quantises the measured time
 
 
-SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie}
+LISTING_JOBS = 100_000
+LISTING_MOVIE = json.dumps({"movie": {"width": 1280, "height": 720, "fps": 30, "scenes": [
+    {"id": "s1", "duration": 5, "bgColor": "#000000", "layers": []}]}})
+
+
+def bench_listing(tmp: Path) -> None:
+    """GET /v1/jobs over 100,000 ViralSync jobs of one user, written into the SQLite before the server starts."""
+    (tmp / "listing").mkdir()
+    server = Server(tmp / "listing", {"APPLIANCE_CPU_SLOTS": "1", "APPLIANCE_RATE_LIMIT_REQUESTS": "1000000",
+                                      "APPLIANCE_ACCESS_LOG": "false", "APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "bench")  # creates and migrates the database
+    key = server.new_key("bench", "viralsync")["key"]
+    _insert_jobs(server.data_dir / "appliance.db", LISTING_JOBS)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"x-api-key": key}, timeout=30) as client:
+            for params in ({}, {"status": "done"}, {"status": "failed"}, {"status": "running"},
+                           {"type": "render.scene"}):
+                _bench_list(client, params)
+    finally:
+        server.stop()
+
+
+def _insert_jobs(db_path: Path, count: int) -> None:
+    db = sqlite3.connect(db_path)
+    user_id = db.execute("select id from users where name = 'bench'").fetchone()[0]
+    start = time.time() - count
+    jobs, tasks = [], []
+    for i in range(count):
+        job_id, at = f"job_{i:012x}", now_iso(start + i)
+        status = "failed" if i % 10 == 0 else "completed"
+        jobs.append((job_id, user_id, status, "done" if status == "completed" else "failed", LISTING_MOVIE,
+                     json.dumps({"meta": {"duration": 5.0, "width": 1280, "height": 720, "fileSize": 123456}}),
+                     at, at, at))
+        for idx, renderer in enumerate(("movie.scene", "movie.assemble")):
+            tasks.append((f"{job_id}.t{idx:03d}", job_id, idx, "s1" if idx == 0 else "assemble", renderer,
+                          "failed" if status == "failed" else "done", at))
+    with db:
+        db.executemany("insert into jobs (id, dialect, user_id, kind, status, phase, progress, request, payload, result, "
+                       "created_at, updated_at, completed_at) values (?, 'viralsync', ?, 'movie', ?, ?, 1.0, "
+                       "'{\"kind\":\"movie\",\"projectId\":\"bench\"}', ?, ?, ?, ?, ?)", jobs)
+        db.executemany("insert into tasks (id, job_id, idx, name, renderer, input, depends_on, status, progress, "
+                       "created_at) values (?, ?, ?, ?, ?, '{}', '[]', ?, 1.0, ?)", tasks)
+    db.close()
+
+
+def _bench_list(client: httpx.Client, params: dict) -> None:
+    for _ in range(20):  # warm up: connections, SQLite's page cache
+        client.get("/v1/jobs", params=params).raise_for_status()
+    times, cursor = [], None
+    for i in range(300):  # the first page, and pages deeper and deeper through the cursor
+        page = {**params, **({"cursor": cursor} if cursor and i % 2 else {})}
+        sent = time.perf_counter()
+        r = client.get("/v1/jobs", params=page)
+        times.append((time.perf_counter() - sent) * 1000)
+        r.raise_for_status()
+        cursor = r.json()["nextCursor"] or cursor
+    times.sort()
+    label = "&".join(f"{k}={v}" for k, v in params.items()) or "no filter"
+    line(f"GET /v1/jobs ({label}), {LISTING_JOBS:,} jobs, p99 (goal <= 20 ms)",
+         f"{times[int(len(times) * 0.99) - 1]:.1f} ms (p50 {statistics.median(times):.1f} ms)")
+
+
+SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie, "listing": bench_listing}
 
 
 def main(argv: list[str]) -> int:
