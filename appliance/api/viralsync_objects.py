@@ -52,8 +52,7 @@ def children(tasks: list[dict], job_id: str | None = None) -> dict:
 
 def child_object(job: dict, task: dict) -> dict:
     status = TASK_STATUS.get(task["status"], "queued")
-    payload = {"sceneId": task["name"]} if task["renderer"] == "movie.scene" else {"scenes": len(
-        loads(task["input"], {}).get("scenes", []))}
+    payload = {"sceneId": task["name"]} if task["renderer"] == "movie.scene" else {}
     return {"jobId": child_id(job["id"], task), "type": CHILD_TYPES[task["renderer"]], "status": status,
             "phase": None, "progress": 1.0 if status == "done" else round(task["progress"] or 0.0, 4),
             "parentJobId": job["id"], "outputUrl": None, "error": task["error"] if status == "failed" else None,

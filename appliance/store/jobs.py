@@ -169,6 +169,10 @@ def list_viralsync(db: sqlite_utils.Database, user_id: str, public_status: str |
     return rows(db, sql, (*params, limit))
 
 
+_TASK_STATE = ("id, job_id, idx, name, renderer, status, progress, error, cached, created_at, started_at, "
+               "finished_at")
+
+
 def list_child_tasks(db: sqlite_utils.Database, user_id: str, dialect: str, renderer: str, task_status: str | None,
                      before: tuple[str, str] | None, limit: int) -> list[dict]:
     """A page of the user's tasks of one renderer (a dialect's child jobs), newest first."""
@@ -180,7 +184,8 @@ def list_child_tasks(db: sqlite_utils.Database, user_id: str, dialect: str, rend
     if before:
         where.append("(t.created_at, t.id) < (?, ?)")
         params += [before[0], before[1]]
-    sql = (f"select t.* from tasks t join jobs j on j.id = t.job_id where {' and '.join(where)} "
+    columns = ", ".join(f"t.{c.strip()}" for c in _TASK_STATE.split(","))
+    sql = (f"select {columns} from tasks t join jobs j on j.id = t.job_id where {' and '.join(where)} "
            "order by t.created_at desc, t.id desc limit ?")
     return rows(db, sql, (*params, limit))
 
@@ -192,11 +197,13 @@ def count_active(db: sqlite_utils.Database, user_id: str, dialect: str) -> int:
 
 
 def tasks_of_jobs(db: sqlite_utils.Database, job_ids: list[str]) -> dict[str, list[dict]]:
-    """The tasks of several jobs in one query (a listing's page), by job id."""
+    """The tasks of several jobs in one query (a listing's page), by job id; their state, not their inputs (a
+    scene's input is its whole JSON)."""
     out: dict[str, list[dict]] = {job_id: [] for job_id in job_ids}
     if job_ids:
         marks = ", ".join("?" * len(job_ids))
-        for t in rows(db, f"select * from tasks where job_id in ({marks}) order by job_id, idx", tuple(job_ids)):
+        for t in rows(db, f"select {_TASK_STATE} from tasks where job_id in ({marks}) order by job_id, idx",
+                      tuple(job_ids)):
             out[t["job_id"]].append(t)
     return out
 
