@@ -11,7 +11,7 @@ from litestar import Request, Response, Router, get, route
 from litestar.handlers import HTTPRouteHandler
 
 from appliance.api.common import handlers_for, json_response
-from appliance.api.rendercad import auth, discovery, pages, render, uploads, webhooks
+from appliance.api.rendercad import auth, discovery, legacy, pages, render, uploads, webhooks
 from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
@@ -27,9 +27,10 @@ async def auth_php(request: Request, service: JobService) -> Response:
     return await dispatch(request, service, auth.ACTIONS)
 
 
-@route("/render.php", http_method=["GET", "POST"], include_in_schema=False)
+@route("/render.php", http_method=["GET", "POST"], include_in_schema=False, request_max_body_size=legacy.MAX_BODY)
 async def render_php(request: Request, service: JobService) -> Response:
-    return await dispatch(request, service, render.ACTIONS)
+    """The legacy action=render takes the image inline, hence the larger body limit here."""
+    return await dispatch(request, service, legacy.ACTIONS)
 
 
 @route("/webhooks.php", http_method=["GET", "POST"], include_in_schema=False)
