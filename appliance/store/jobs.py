@@ -46,8 +46,8 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
             db.table("tasks").insert(_task_row(job_id, idx, t, now))
         if reserve:
             ledger.reserve(db, user_id, job_id, reserve)
-        db.table("events").insert({"job_id": job_id, "type": "queued", "data": dumps({"status": "queued"}),
-                                   "created_at": now})
+        db.table("events").insert({"job_id": job_id, "type": "queued", "created_at": now,
+                                   "data": dumps({"status": "queued", "phase": phase, "progress": 0.0})})
     return require_job(db, job_id)
 
 
