@@ -233,7 +233,8 @@ _ERROR_TEXT = {400: "Invalid request", 401: "Missing, invalid or revoked key", 4
 LIST_PARAMS = (
     openapi.query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}, "Page size"),
     openapi.query("cursor", {"type": "string"}, "nextCursor of the previous page"),
-    openapi.query("type", {"type": "string"}, "Job type; only render jobs exist here, others list nothing"),
+    openapi.query("type", {"type": "string"},
+                  "render (default: movie jobs), render.scene or render.assemble (child jobs); others list nothing"),
     openapi.query("status", {"type": "string", "enum": list(STATUSES)}, "Only jobs in this status"))
 SSE_PARAMS = (openapi.header("Last-Event-ID", {"type": "string"},
                              "Resume after this event id; anything but a positive integer replays from the start"),)
@@ -378,8 +379,9 @@ class _Framer:
     "Follow a job's progress", {200: OpenAPIResponse("Server-Sent Events, each one as this schema", content={
         "text/event-stream": OpenAPIMediaType(schema=openapi.raw(openapi.ref(schemas.ViralSyncStreamEvent)))})},
     {404: ("JOB_NOT_FOUND",)},
-    "event: progress|done|failed|cancelled, data: the webhook event JSON, id: increasing; `: keepalive` every "
-    "15 s; closes after the final event.", params=SSE_PARAMS,
+    "event: progress|done|failed|cancelled, data: the webhook event JSON with the state that event recorded, id: "
+    "strictly increasing; `: keepalive` every sse_keepalive_s (15 s); closes after the final event.",
+    params=SSE_PARAMS,
     security=[*openapi.VIRALSYNC_AUTH, {"viralsyncQueryKey": []}]))
 async def progress_stream(request: Request, service: JobService, key: users.ApiKey, job_id: str) -> Response:
     job = _job_for(service, key, job_id)
