@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.integration.test_kodisc_api import Receiver
 from tests.integration.test_rendercad_render import act, photo, submit, upload, wait
 
@@ -55,7 +57,8 @@ def test_register_list_delete_and_their_limits(rc):
     assert hook(rc, "register", {"url": "ftp://x.example.com", "events": ["render.failed"]}).status_code == 400
     assert hook(rc, "register", {"events": ["render.failed"]}).status_code == 400
     for i in range(4):
-        assert hook(rc, "register", {"url": f"https://h{i}.example.com", "events": ["render.failed"]}).status_code == 200
+        r = hook(rc, "register", {"url": f"https://h{i}.example.com", "events": ["render.failed"]})
+        assert r.status_code == 200
     sixth = hook(rc, "register", {"url": "https://h9.example.com", "events": ["render.failed"]})
     assert sixth.status_code == 400 and "5" in sixth.json()["error"]
     assert hook(rc, "delete", {"id": got["id"]}).json() == {"success": True, "message": "Webhook deleted"}
@@ -117,5 +120,29 @@ def test_failed_render_is_delivered_and_failures_are_counted(rc):
         assert data["input_url"].endswith(f"{job_id}_input") and photo()
         listed = hook(rc, "list").json()["webhooks"][0]
         assert listed["failure_count"] == 4 and listed["last_success_at"] is None
+    finally:
+        receiver.close()
+
+
+def test_a_pending_delivery_survives_a_restart(make_server):
+    port = free_port()
+    server = make_server({"APPLIANCE_WEBHOOK_RETRY_SCALE": "0.1"})  # first retry 6 s after the first attempt
+    server.cli("users", "create", "cy", "--credits", "2")
+    server.auth = {"Authorization": f"Bearer {server.new_key('cy', 'rendercad')['key']}"}
+    secret = hook(server, "register", {"url": f"http://127.0.0.1:{port}/hook",
+                                       "events": ["render.failed"]}).json()["secret"]
+    job_id = act(server, "create_job", {"model": "classic"}).json()["job_id"]
+    assert upload(server, job_id, b"still not an image").status_code == 200
+    assert act(server, "finalize_job", {"job_id": job_id}).status_code == 422
+    time.sleep(1)  # the first attempt finds nobody listening
+    server.stop()
+    receiver = Receiver(port=port)
+    try:
+        server.start()
+        receiver.wait(1, timeout=30)
+        data = verify(secret, *receiver.calls[0][:2])
+        assert data["job_id"] == job_id and data["event_type"] == "render.failed"
+        listed = hook(server, "list").json()["webhooks"][0]
+        assert listed["failure_count"] == 0 and listed["last_success_at"]
     finally:
         receiver.close()
