@@ -86,3 +86,11 @@ def test_device_code_request_per_address(rc):
         assert r.status_code == 200 and r.headers["x-ratelimit-remaining"] == str(9 - n)
     r = httpx.post(f"{rc.url}{B}/auth.php?action=request_device_code", timeout=10)
     assert r.status_code == 429 and r.headers["x-ratelimit-endpoint"] == "device_code_request"
+
+
+def test_device_page_approval_is_5_an_hour_per_address(rc):
+    for _ in range(5):
+        r = httpx.post(f"{rc.url}/auth_device.html", data={"code": "NOPE-0000", "token": "rendercad_bad"}, timeout=10)
+        assert r.status_code == 401
+    r = httpx.post(f"{rc.url}/auth_device.html", data={"code": "NOPE-0000", "token": rc.key}, timeout=10)
+    assert r.status_code == 429 and "Too many attempts" in r.text
