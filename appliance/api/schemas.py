@@ -198,12 +198,13 @@ class ViralSyncAccepted(Struct):
     status: Literal["queued"]
 
 
-class Children(Struct):
+class Children(Struct, kw_only=True):
     total: int
     succeeded: int
     running: int
     queued: int
     failed: int
+    jobIds: list[str] | None = None  # the child jobs' ids (scene_<jobId>_NNN, assemble_<jobId>), on a parent
 
 
 class MediaData(Struct):
@@ -214,19 +215,21 @@ class MediaData(Struct):
 
 
 class ViralSyncJob(Struct):
-    """GET /v1/jobs/{jobId}; also the answer of cancel."""
+    """GET /v1/jobs/{jobId}; also the answer of cancel. A child job (a scene or the assembly) has the same shape,
+    with its parentJobId and no children."""
 
     jobId: str
-    type: Literal["render"]
+    type: Literal["render", "render.scene", "render.assemble"]
     status: Annotated[str, one_of("queued", "running", "waiting", "done", "failed", "cancelled")]
-    phase: Annotated[str, one_of("planning", "dispatching", "waiting", "rendering", "assembling", "uploading")] | None
+    phase: Annotated[str, one_of("planning", "dispatching", "waiting", "rendering", "assembling", "uploading",
+                                 "done")] | None
     progress: Annotated[Number, Meta(ge=0, le=1)]
     parentJobId: str | None
     outputUrl: str | None
     error: str | None
     mediaData: MediaData | None
     payload: dict[str, Any]
-    children: Children
+    children: Children | None
     createdAt: Timestamp
     updatedAt: Timestamp
 
