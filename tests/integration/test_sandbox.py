@@ -14,27 +14,13 @@ import appliance
 from appliance.runtime import sandbox
 from appliance.runtime.executors.local import LocalExecutor
 from tests.integration.test_executor import gone, run, spawn
-from tests.integration.test_sandbox_hardening import host_pid, logged_child
+from tests.integration.test_sandbox_hardening import executor, host_pid, hostile, logged_child  # noqa: F401 - executor is a fixture
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the namespace sandbox needs root (CI runs as root); as another user the executor "
                               "falls back to rlimits only, which test_executor.py covers")
 
 CHECKOUT = Path(appliance.__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def executor():
-    ex = LocalExecutor(preload=("numpy", "PIL"))
-    ex.start()
-    yield ex
-    ex.stop()
-
-
-def hostile(executor: LocalExecutor, workdir: Path, limits: dict | None = None, **task_input):
-    result = run(executor, workdir, "test.hostile", task_input, **(limits or {}))
-    assert result["ok"] is True, result
-    return result["result"]["meta"]["outcome"]
 
 
 def exec_in(executor: LocalExecutor, workdir: Path, *argv: str) -> dict:

@@ -44,6 +44,14 @@ from renderers.registry import RegistryError, default_registry
 MAX_REQUEST = 1 << 16
 
 
+def _setup_failed(out: BinaryIO | None, exc: BaseException) -> int:
+    """A worker or renderer that could not even start its task: the traceback to the log, one line to the
+    server, exit status 71."""
+    traceback.print_exc()
+    write_line(out, {"type": "error", "error": f"worker setup failed: {one_line(exc)}"})
+    return 71
+
+
 def _close_fds_except(keep: set[int]) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     top = hard if hard != resource.RLIM_INFINITY else 1 << 20
@@ -196,9 +204,7 @@ class Worker:
                 self._confine()
                 code = self._supervise(task_input, out)
         except BaseException as exc:
-            traceback.print_exc()
-            write_line(out, {"type": "error", "error": f"worker setup failed: {one_line(exc)}"})
-            code = 71
+            code = _setup_failed(out, exc)
         finally:
             _flush_std()
             os._exit(code)
@@ -325,9 +331,7 @@ class Worker:
             tempfile.tempdir = None  # the zygote may have cached its own; use TMPDIR from now on
             code = self._render(task_input, out)
         except BaseException as exc:
-            traceback.print_exc()
-            write_line(out, {"type": "error", "error": f"worker setup failed: {one_line(exc)}"})
-            code = 71
+            code = _setup_failed(out, exc)
         finally:
             _flush_std()
             os._exit(code)
