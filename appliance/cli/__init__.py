@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from appliance import settings as settings_mod
-from appliance.cli import backup
+from appliance.cli import backup, operator
 from appliance.errors import ApplianceError
 from appliance.store import ledger, users
 from appliance.store.db import open_db
@@ -50,6 +50,7 @@ def cmd_init(args) -> int:
     for dialect in users.DIALECTS:
         key, _ = users.create_key(db, admin["id"], dialect, name="first-run")
         print(f"  {dialect:<10} {key}")
+    print(f"Dashboard: {s.base_url}/ — {operator.HINT}")
     return 0
 
 
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file"), p.add_argument("--user", default="admin"), p.add_argument("--class-name")
     p.set_defaults(func=cmd_render)
     backup.add_commands(sub, common)
+    operator.add_commands(sub, common)  # the dashboard's operator accounts
     return parser
 
 

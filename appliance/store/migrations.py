@@ -131,3 +131,18 @@ def m008_job_listing(db) -> None:
     db.execute("create index if not exists idx_jobs_listing_status on jobs (user_id, dialect, status, created_at, id) "
                "where deleted_at is null")
     db.execute("create index if not exists idx_tasks_renderer on tasks (renderer, created_at, id)")
+
+
+@migrations()
+def m009_operators(db) -> None:
+    """The dashboard: operator accounts (scrypt hashes), their server-side sessions (a cookie's SHA-256, its CSRF
+    token, its expiry), and indexes that page every user's jobs newest first (appliance/store/operators.py)."""
+    db["operators"].create({"id": str, "name": str, "password_hash": str, "created_at": str, "last_login_at": str},
+                           pk="id")
+    db["operators"].create_index(["name"], unique=True)
+    db["operator_sessions"].create({"id": str, "operator_id": str, "csrf": str, "created_at": str,
+                                    "expires_at": float}, pk="id", foreign_keys=[("operator_id", "operators", "id")])
+    db["operator_sessions"].create_index(["expires_at"])
+    db.execute("create index if not exists idx_jobs_all on jobs (created_at, id) where deleted_at is null")
+    db.execute("create index if not exists idx_jobs_all_status on jobs (status, created_at, id) "
+               "where deleted_at is null")
