@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import sqlite_utils
@@ -166,6 +167,7 @@ class Scheduler:
         def on_message(msg: dict) -> None:
             loop.call_soon_threadsafe(self._on_message, spec.task_id, msg)
 
+        spec = self._with_thread_budget(spec)
         try:
             handle = await asyncio.to_thread(self.executor.submit, spec, on_message)
         except Exception as exc:  # noqa: BLE001 - the zygote down, a fork error, a start time-out
@@ -181,6 +183,17 @@ class Scheduler:
             handle.kill(entry["cancel"])
         elif self._running.get(spec.task_id) is entry:
             jobs.update_task(self.db, spec.task_id, pid=handle.pid)
+
+    def _with_thread_budget(self, spec: TaskSpec) -> TaskSpec:
+        """A movie scene task's ``threads`` (see scene_thread_budget), counted after the admission pass that
+        started it, so scenes admitted together see each other."""
+        if spec.renderer not in THREAD_SHARING_RENDERERS:
+            return spec
+        running = sum(e["task"]["renderer"] in THREAD_SHARING_RENDERERS for e in self._running.values())
+        waiting = sum(t["renderer"] in THREAD_SHARING_RENDERERS and t["id"] not in self._running
+                      for t in jobs.ready_tasks(self.db))
+        threads = scene_thread_budget(int(self.capacity.cpu), running, waiting)
+        return replace(spec, input={**spec.input, "threads": threads})
 
     def _limits(self, task: dict) -> Limits:
         s = self.settings
@@ -239,6 +252,8 @@ class Scheduler:
                 self._flush_progress()
                 if msg.get("ok"):
                     self._task_done(task, {**msg["result"], "outputs": msg["outputs"]})
+                elif msg.get("retry") and task["attempts"] < self.settings.max_attempts:
+                    self._retry(task, msg.get("error") or "worker lost")
                 else:
                     self._task_failed(task, msg.get("error") or "task failed")
             if entry:
@@ -255,6 +270,14 @@ class Scheduler:
             self.complete_job(task["job_id"], task, result)
         else:
             self.wake()
+
+    def _retry(self, task: dict, error: str) -> None:
+        """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
+        again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
+        jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
+        events.record(self.db, None, task["job_id"], "retrying",  # stored like recover()'s, not streamed
+                      {"task": task["id"], "attempt": task["attempts"], "error": error})
+        self.wake()
 
     def _store_cache(self, task: dict, result: dict) -> None:
         cache.store(self.db, task["cache_key"], task["renderer"], result)
@@ -382,6 +405,23 @@ class Scheduler:
             owner = jobs.get_job(self.db, job_id)
             if owner is None or owner["status"] in jobs.TERMINAL:
                 ledger.refund(self.db, owner["user_id"] if owner else "", job_id)
+
+
+THREAD_SHARING_RENDERERS = frozenset({"movie.scene"})
+
+
+def scene_thread_budget(cores: int, running: int, waiting: int) -> int:
+    """Threads for a movie scene task's ffmpeg (decoders, filters, x264); 0 means all cores (ffmpeg's choice).
+
+    Why: one scene's ffmpeg alone keeps about 3/4 of the cores busy, so scenes running side by side each
+    starting a thread pool per core oversubscribe the box; they share the cores instead. But a fixed share
+    made the seed's two unequal scenes 40 % slower (the heavy one kept one thread after the light one ended),
+    so the share only applies while more scene tasks wait to take a core that frees up; the last scenes of a
+    batch, and a scene alone, get every core.
+    """
+    if running <= 1 or waiting == 0:
+        return 0
+    return max(1, cores // running)
 
 
 def _add(used: dict, task: dict) -> None:

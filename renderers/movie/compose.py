@@ -58,6 +58,21 @@ class Canvas:
     fps: int
     frames: int
     bg: str
+    # Threads for every ffmpeg thread pool of this scene (decoders, filter graph, x264); 0 = ffmpeg's own choice,
+    # i.e. all cores. The scheduler sets it (``threads`` in the task input) when scene tasks share the cores.
+    threads: int = 0
+
+    def x264(self, params: str) -> str:
+        return ":".join(p for p in (params, f"threads={self.threads}" if self.threads else "") if p)
+
+    def threaded(self, stream):
+        """An output node with the filter graph's thread pool sized to the budget (decoders: ``input_options``)."""
+        if not self.threads:
+            return stream
+        return stream.global_args("-filter_complex_threads", str(self.threads), "-filter_threads", str(self.threads))
+
+    def input_options(self) -> dict:
+        return {"threads": self.threads} if self.threads else {}
 
     @property
     def duration(self) -> float:
@@ -81,7 +96,7 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     report.progress(1.0, "rendering")
     meta = {"duration": round(canvas.duration, 6), "frames": canvas.frames, "width": canvas.width,
-            "height": canvas.height}
+            "height": canvas.height, "threads": canvas.threads, **ff.encoder_meta()}
     files = {"scene": SCENE_FILE}
     if last_frame is not None:  # free on the stills path: the assemble step needs no decode for its thumbnail
         last_frame.save(workdir / LAST_FRAME_FILE, "JPEG", quality=90)
@@ -98,7 +113,10 @@ def _read_input(task_input: dict) -> tuple[Canvas, dict]:
     except SpecError as exc:
         raise RenderError(f"invalid scene: {exc}") from None
     frames = round(scene["duration"] * fps)
-    return Canvas(width, height, fps, frames, scene["bgColor"]), scene
+    threads = task_input.get("threads") or 0
+    if type(threads) is not int or not 0 <= threads <= 256:
+        raise RenderError("task input 'threads' must be an integer 0-256")
+    return Canvas(width, height, fps, frames, scene["bgColor"], threads), scene
 
 
 def _source_paths(scene: dict, names: dict, workdir: Path) -> dict[str, Path]:
@@ -124,7 +142,7 @@ def _reason(exc: ff.FfmpegError) -> str:
 def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, out: Path,
             report: Reporter) -> Image.Image | None:
     """Renders the scene into out; returns its last frame when it is already at hand (stills path)."""
-    inputs = _media_inputs(scene, sources)
+    inputs = _media_inputs(scene, sources, canvas)
     audio = _audio_mix(scene, inputs, canvas)
     if any(layer["type"] == "video" for layer in scene["layers"]):
         video = _layered_video(scene, canvas, sources, inputs, tmp)
@@ -140,8 +158,10 @@ def _progress(report: Reporter, low: float, high: float):
 
 def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x264_params: str = "") -> None:
     video = video.filter("trim", end_frame=canvas.frames)
-    stream = ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET, x264_params=x264_params)
-    ff.run_with_progress(stream, canvas.duration, on_progress, tmp / "ffmpeg.log")
+    def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
+        return canvas.threaded(ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET,
+                                                  x264_params=canvas.x264(x264_params), encoder=encoder))
+    ff.encode_with_fallback(build, canvas.duration, on_progress, tmp / "ffmpeg.log")
 
 
 # --- media inputs and audio -----------------------------------------------------------------------------------
@@ -155,7 +175,7 @@ class Media:
     matrix: str
 
 
-def _media_inputs(scene: dict, sources: dict[str, Path]) -> dict[str, Media]:
+def _media_inputs(scene: dict, sources: dict[str, Path], canvas: Canvas) -> dict[str, Media]:
     """layer id -> Media for video and audio layers.
 
     Unreadable media fail here, naming the layer, rather than as an ffmpeg error about the whole scene.
@@ -169,7 +189,7 @@ def _media_inputs(scene: dict, sources: dict[str, Path]) -> dict[str, Media]:
         if layer["type"] not in streams or (layer["type"] == "video" and not ff.decodes_first_frame(path)):
             raise RenderError(f"layer '{layer['id']}': cannot decode {layer['type']} from its source")
         channels = int(streams.get("audio", {}).get("channels") or 0)
-        node = ffmpeg.input(str(path), **media_input_options(layer))
+        node = ffmpeg.input(str(path), **media_input_options(layer), **canvas.input_options())
         inputs[layer["id"]] = Media(node, channels, source_matrix(streams.get("video", {})))
     return inputs
 
@@ -275,11 +295,13 @@ def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, on_
     """Encode all blocks in one x264 pass, cut into ``block_NNN.mp4`` at the block boundaries."""
     lengths = [sum(count for _, count in block) for block in blocks]
     video = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
-    fps = pictures.canvas.fps
-    stream = ff.h264_segments_output(video, tmp / "block_%03d.mp4", fps=fps, preset=X264_PRESET,
-                                     x264_params=STILL_X264_PARAMS,
-                                     split_frames=list(itertools.accumulate(lengths))[:-1])
-    ff.run_with_progress(stream, sum(lengths) / fps, on_progress, tmp / "blocks.log")
+    canvas = pictures.canvas
+    def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
+        return canvas.threaded(ff.h264_segments_output(
+            video, tmp / "block_%03d.mp4", fps=canvas.fps, preset=X264_PRESET,
+            x264_params=canvas.x264(STILL_X264_PARAMS), split_frames=list(itertools.accumulate(lengths))[:-1],
+            encoder=encoder))
+    ff.encode_with_fallback(build, sum(lengths) / canvas.fps, on_progress, tmp / "blocks.log")
 
 
 def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio, tmp: Path, out: Path,

@@ -1,0 +1,89 @@
+"""Movie scene tasks share the cores: the thread budget the scheduler hands each scene task, and what it did.
+
+Asserts on what each task received (its result's ``meta.threads``, read from the server's SQLite) and on the
+real output (the concatenated MP4 decodes in full), never on timing.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from appliance.runtime.scheduler import scene_thread_budget
+from renderers.base import RenderError
+from renderers.ffmpeg import probe, video_stream
+from renderers.movie.compose import render_scene
+
+FPS = 15
+
+
+def _movie(texts: list[str], concurrency: int) -> dict:
+    scenes = [{"id": f"s{i}", "duration": 1, "bgColor": "#203040", "layers": [
+        {"id": "t", "type": "text", "text": text, "startTime": 0, "duration": 1, "position": {"x": 10, "y": 10},
+         "size": {"width": 300, "height": 60}, "fontSize": 24}]} for i, text in enumerate(texts)]
+    return {"kind": "movie", "projectId": "p", "renderOptions": {"requestedConcurrency": concurrency},
+            "movie": {"width": 640, "height": 360, "fps": FPS, "scenes": scenes}}
+
+
+def _render(server, headers: dict, body: dict) -> dict:
+    r = httpx.post(f"{server.url}/v1/render/jobs", json=body, headers=headers, timeout=30)
+    assert r.status_code == 202, r.text
+    job_id, deadline = r.json()["jobId"], time.time() + 180
+    while time.time() < deadline:
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            assert job["status"] == "done", job
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def _scene_threads(data_dir: Path, job_id: str) -> list[int]:
+    """The ``threads`` each scene task of the job rendered with, in scene order (from its stored result)."""
+    db = sqlite3.connect(data_dir / "appliance.db")
+    try:
+        rows = db.execute("select result from tasks where job_id = ? and renderer = 'movie.scene' order by idx",
+                          (job_id,)).fetchall()
+    finally:
+        db.close()
+    return [json.loads(result)["meta"]["threads"] for (result,) in rows]
+
+
+def test_budget_rule():
+    assert scene_thread_budget(cores=2, running=1, waiting=5) == 0  # alone: every core (ffmpeg's own choice)
+    assert scene_thread_budget(cores=2, running=2, waiting=1) == 1  # beside another, more waiting: half
+    assert scene_thread_budget(cores=16, running=4, waiting=9) == 4
+    assert scene_thread_budget(cores=2, running=2, waiting=0) == 0  # the last scenes: nobody takes a freed core
+    assert scene_thread_budget(cores=2, running=3, waiting=2) == 1  # never rounded down to "all"
+
+
+@pytest.mark.slow
+def test_scene_tasks_receive_their_share(make_server):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy"})
+    server.cli("users", "create", "ada")
+    headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+
+    alone = _render(server, headers, _movie(["alone"], concurrency=1))
+    assert _scene_threads(server.data_dir, alone["jobId"]) == [0]
+
+    # 4 scenes, 2 at a time: the first two start together while two more wait -> half the cores each;
+    # the last one starts when nothing waits -> every core. (The third depends on when the first two end.)
+    job = _render(server, headers, _movie([f"scene {i}" for i in range(4)], concurrency=2))
+    threads = _scene_threads(server.data_dir, job["jobId"])
+    assert threads[:2] == [1, 1] and threads[3] == 0 and threads[2] in (0, 1)
+
+    # clips encoded with different thread counts still concatenate by stream copy into one whole movie
+    out = server.data_dir / "outputs" / job["jobId"] / "output.mp4"
+    stream = video_stream(probe(out))
+    assert stream is not None and int(stream["nb_read_frames"]) == 4 * FPS
+
+
+def test_threads_input_is_checked(tmp_path):
+    scene = {"id": "s", "duration": 1, "layers": []}
+    for bad in ("2", -1, 1.5, True, 10**6):
+        with pytest.raises(RenderError, match="threads"):
+            render_scene({"scene": scene, "width": 64, "height": 64, "fps": FPS, "threads": bad}, tmp_path, None)
