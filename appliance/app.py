@@ -8,7 +8,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
-from appliance.api import admin, kodisc, openapi, rendercad, viralsync
+from appliance.api import admin, dashboard, kodisc, openapi, rendercad, viralsync
 from appliance.api.common import ErrorShape, http_error_response, internal_error, json_response
 from appliance.core import Core
 from appliance.delivery.httpfiles import serve_file
@@ -49,7 +49,9 @@ def _serve(request: Request, job_id: str, name: str) -> Response:
 
 
 ROUTERS = {"/api/v2": kodisc.error_response, "/v1": viralsync.error_response, "/admin": admin.error_response,
-           "/backend": rendercad.error_response}
+           "/backend": rendercad.error_response,
+           # the dashboard: its JSON API in JSON, any other /dashboard/… path as an HTML page (not found, …)
+           "/dashboard/api": dashboard.api_error, "/dashboard": dashboard.html_error}
 
 
 def _plain(err) -> Response:
@@ -92,7 +94,8 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     core.jobs.listen("rendercad", rendercad.listener(core.jobs))
     app = Litestar(
         route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router,
-                        openapi.assets_router(), *rendercad.route_handlers, metrics.metrics_endpoint],
+                        openapi.assets_router(), *rendercad.route_handlers, metrics.metrics_endpoint,
+                        *dashboard.route_handlers],
         lifespan=[lifespan],
         exception_handlers={HTTPException: _http_error, 500: _internal_error},
         dependencies={"service": Provide(lambda: core.jobs, sync_to_thread=False)},

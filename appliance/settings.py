@@ -32,8 +32,15 @@ class Settings:
     memory_mb: int = 0
     memory_reserve_mb: int = 1024
     gpus: int = -1
+    gpu_compute_slots: int = 1
+    nvenc_sessions: int = -1
+    nvenc_probe_max: int = 3
+    gpu_overrides: str = ""
+    encoder_probe: str = ""
     max_tasks_per_user: int = 0
     max_attempts: int = 2
+    executor: str = "local"
+    dask_scheduler: str = ""
     render_timeout_s: int = 600
     task_cpu_seconds: int = 3600
     task_memory_mb: int = 4096
@@ -42,6 +49,7 @@ class Settings:
     task_max_open_files: int = 1024
     sandbox: bool = True
     allow_unsandboxed: bool = False
+    launcher_socket: str = ""
     task_disk_mb: int = 4096
     task_log_mb: int = 16
     preload: tuple[str, ...] = ("numpy", "PIL", "manim", "renderers.manim_scene", "renderers.movie.compose",
@@ -57,12 +65,15 @@ class Settings:
     rate_limit_window_s: int = 60
     sse_keepalive_s: float = 15.0
     shared_cache: bool = False
+    manim_split_min_animations: int = 12
+    manim_split_max_workers: int = 0
     task_start_timeout_s: int = 60
     hotfolder_dir: str = ""
     hotfolder_outbox: str = ""
     hotfolder_quality: str = "medium"
     metrics_allow: tuple[str, ...] = ("127.0.0.1",)
     access_log: bool = True
+    dashboard_session_hours: int = 12
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,203 @@
+"""The dashboard's JSON API (/dashboard/api/…), for its own script only: a signed-in operator's session cookie
+and, on every change, the session's CSRF token. Jobs change only through JobService."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from litestar import Request, Response, Router, delete, get, post
+from litestar.di import Provide
+from litestar.response import Stream
+
+from appliance.api.common import handlers_for, json_response
+from appliance.api.dashboard import session, views
+from appliance.delivery.httpfiles import serve_file
+from appliance.delivery.sse import DROPPED
+from appliance.errors import ApplianceError, Conflict, NotFound
+from appliance.services.jobs import JobService
+from appliance.store import ids, jobs, ledger, users
+
+MAX_LIVE = 100  # jobs one live stream follows (a page of the list)
+
+
+def error_response(exc: ApplianceError) -> Response:
+    return json_response({"error": exc.code.lower(), "message": exc.message}, exc.status)
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------------
+@get("/jobs")
+async def list_jobs(request: Request, service: JobService, op: dict) -> Response:
+    return json_response(views.job_list(service, dict(request.query_params)))
+
+
+@get("/filters")
+async def filters(service: JobService, op: dict) -> Response:
+    return json_response(views.filter_options(service))
+
+
+@get("/jobs/{job_id:str}")
+async def job(service: JobService, op: dict, job_id: str) -> Response:
+    return json_response(views.job_detail(service, job_id))
+
+
+@get("/jobs/{job_id:str}/files/{name:str}")
+async def job_file(request: Request, service: JobService, op: dict, job_id: str, name: str) -> Response:
+    path = service.store.file_path(service.get(job_id)["id"], name)
+    if path is None:
+        raise NotFound(f"no output {name} for job {job_id}")
+    response = serve_file(request, path)
+    response.headers["Cache-Control"] = "private, max-age=60"  # behind a sign-in: never in a shared cache
+    return response
+
+
+@get("/jobs/{job_id:str}/preview.jpg")
+async def job_preview(service: JobService, op: dict, job_id: str) -> Response:
+    data = await asyncio.to_thread(views.read_preview, service, job_id)
+    if data is None:
+        return Response(b"", status_code=204, headers={"Cache-Control": "no-store"})
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store",
+                                                            "X-Content-Type-Options": "nosniff"})
+
+
+@post("/jobs/{job_id:str}/cancel", status_code=200)
+async def cancel(service: JobService, op: dict, job_id: str) -> Response:
+    service.get(job_id)
+    if not service.cancel(job_id):
+        raise Conflict(f"job {job_id} has already ended")
+    return json_response(views.job_detail(service, job_id))
+
+
+@post("/jobs/{job_id:str}/retry", status_code=202)
+async def retry(service: JobService, op: dict, job_id: str) -> Response:
+    new_id = ids.kodisc_job_id() if service.get(job_id)["dialect"] == "kodisc" else ids.viralsync_job_id()
+    return json_response({"id": service.retry(job_id, new_id)["id"]}, 202)
+
+
+@delete("/jobs/{job_id:str}", status_code=200)
+async def remove(service: JobService, op: dict, job_id: str) -> Response:
+    service.delete(job_id)
+    return json_response({"deleted": job_id})
+
+
+def _frame(event: dict) -> bytes:
+    data = {"job": event["job_id"], "type": event["type"], **event["data"]}
+    return f"id: {event['id']}\nevent: job\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[bytes]:
+    """Live events of several jobs (the hub's per-job queues, merged) until each has ended."""
+    queues = {job_id: service.hub.subscribe(job_id) for job_id in job_ids}
+    waiting: dict[asyncio.Future, str] = {}
+    try:
+        yield b"retry: 3000\n\n"
+        waiting = {asyncio.ensure_future(q.get()): job_id for job_id, q in queues.items()}
+        while waiting:
+            done, _ = await asyncio.wait(waiting, timeout=service.settings.sse_keepalive_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                yield b": keepalive\n\n"
+            for future in done:
+                job_id = waiting.pop(future)
+                event = future.result()
+                if event is DROPPED:  # too slow a reader: the page reconnects and reloads
+                    return
+                yield _frame(event)
+                if event["data"].get("status") not in jobs.TERMINAL:
+                    waiting[asyncio.ensure_future(queues[job_id].get())] = job_id
+    finally:
+        for future in waiting:
+            future.cancel()
+        for job_id, queue in queues.items():
+            service.hub.unsubscribe(job_id, queue)
+
+
+@get("/live")
+async def live(request: Request, service: JobService, op: dict) -> Response:
+    """Server-sent events for the jobs named in ?ids=a,b,c that are still active (a list page, or one job)."""
+    wanted = [i for i in (request.query_params.get("ids") or "").split(",") if i][:MAX_LIVE]
+    active = [i for i in wanted if (j := jobs.get_job(service.db, i)) and j["status"] not in jobs.TERMINAL]
+    return Stream(_merged(service, active), media_type="text/event-stream",
+                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# ---- capacity -------------------------------------------------------------------------------------------------
+@get("/capacity")
+async def capacity(request: Request, op: dict) -> Response:
+    return json_response(await views.capacity(request.app.state.core))
+
+
+# ---- users, credits, keys -------------------------------------------------------------------------------------
+@get("/users")
+async def list_users(service: JobService, op: dict) -> Response:
+    return json_response(views.user_list(service))
+
+
+def _text(data: dict, name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ApplianceError(f"{name} is required")
+    return value.strip()
+
+
+@post("/users", status_code=201)
+async def create_user(request: Request, service: JobService, op: dict) -> Response:
+    data = views.loads_body(await request.body())
+    user = users.create_user(service.db, _text(data, "name"), plan=data.get("plan") or "studio")
+    return json_response({"id": user["id"], "name": user["name"]}, 201)
+
+
+@post("/users/{name:str}/plan", status_code=200)
+async def set_plan(request: Request, service: JobService, op: dict, name: str) -> Response:
+    users.set_plan(service.db, name, _text(views.loads_body(await request.body()), "plan"))
+    return json_response({"name": name})
+
+
+@post("/users/{name:str}/credits", status_code=200)
+async def grant(request: Request, service: JobService, op: dict, name: str) -> Response:
+    data = views.loads_body(await request.body())
+    amount, bucket = data.get("amount"), data.get("bucket") or "paid"
+    if type(amount) is not int or not 0 < amount <= 10 ** 9 or bucket not in ledger.BUCKETS:
+        raise ApplianceError("amount must be a whole number from 1 to 1,000,000,000; bucket free or paid")
+    user = users.require_user(service.db, name)
+    ledger.grant(service.db, user["id"], amount, bucket=bucket, note=f"dashboard ({op['operator']})")
+    return json_response(ledger.balance(service.db, user["id"]))
+
+
+@post("/users/{name:str}/keys", status_code=201)
+async def create_key(request: Request, service: JobService, op: dict, name: str) -> Response:
+    """The plaintext key is in this answer only; the store keeps its SHA-256."""
+    data = views.loads_body(await request.body())
+    user = users.require_user(service.db, name)
+    key, row = users.create_key(service.db, user["id"], _text(data, "dialect"),
+                                scope=data.get("scope") or "full-access", name=str(data.get("name") or "")[:100])
+    return json_response({"key": key, "keyId": row["id"], "prefix": row["prefix"]}, 201)
+
+
+@post("/keys/{key_id:str}/revoke", status_code=200)
+async def revoke_key(service: JobService, op: dict, key_id: str) -> Response:
+    users.revoke_key(service.db, key_id)
+    return json_response({"revoked": key_id})
+
+
+# ---- RenderCAD device codes -----------------------------------------------------------------------------------
+@post("/device/approve", status_code=200)
+async def approve_device(request: Request, service: JobService, op: dict) -> Response:
+    """An app's device code approved for a chosen user (the rule of `appliance device approve`)."""
+    from appliance.api.rendercad.auth import approve
+
+    data = views.loads_body(await request.body())
+    user = users.require_user(service.db, _text(data, "user"))
+    code = _text(data, "code").upper()
+    try:
+        approve(service.db, code, user["id"])
+    except ApplianceError as exc:  # RenderCAD's own error: shown in the dashboard's shape
+        raise ApplianceError(exc.message, status=exc.status, code="device") from None
+    return json_response({"approved": code, "user": user["name"]})
+
+
+router = Router(path="/dashboard/api", route_handlers=[
+    list_jobs, filters, job, job_file, job_preview, cancel, retry, remove, live, capacity, list_users, create_user,
+    set_plan, grant, create_key, revoke_key, approve_device],
+    dependencies={"op": Provide(session.operator_session)}, exception_handlers=handlers_for(error_response),
+    request_max_body_size=64 * 1024, include_in_schema=False)

@@ -1,0 +1,211 @@
+"""What the dashboard's pages show, as JSON: job pages and lists, a job's detail, capacity, users and keys.
+
+Read-only assembly from the store and the running core; every change of a job goes through JobService.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from appliance.errors import ApplianceError
+from appliance.services.jobs import JobService
+from appliance.store import deliveries, jobs, ledger, operators, users
+from appliance.store.db import loads, rows
+
+DIALECTS = ("kodisc", "viralsync", "rendercad", "admin")
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+PAGE = 50
+LOG_TAIL = 8 * 1024
+REQUEST_SHOWN = 4 * 1024
+PREVIEW_NAME = "preview.jpg"  # what renderers drop in their workdir while they render (renderers/preview.py)
+PREVIEW_MAX = 2 * 1024 * 1024
+VIDEO, IMAGES = (".mp4",), (".jpg", ".jpeg", ".png", ".webp", ".gif")
+
+
+def _cursor(text: str | None) -> tuple[str, str] | None:
+    """The keyset cursor "<created_at>|<id>" of the last job of the previous page."""
+    if not text:
+        return None
+    created, sep, job_id = text.partition("|")
+    if not sep or not created or not job_id or len(text) > 200:
+        raise ApplianceError("cursor is malformed: pass back a nextCursor as it was given")
+    return created, job_id
+
+
+def job_row(job: dict, names: dict[str, str]) -> dict:
+    return {"id": job["id"], "dialect": job["dialect"], "kind": job["kind"], "user": names.get(job["user_id"], ""),
+            "status": job["status"], "phase": job["phase"], "progress": job["progress"] or 0.0,
+            "error": job["error"], "createdAt": job["created_at"], "startedAt": job["started_at"],
+            "completedAt": job["completed_at"], "durationMs": job["duration_ms"]}
+
+
+def job_list(service: JobService, query: dict) -> dict:
+    """A page of every user's jobs, filtered by dialect, user (name), status and kind."""
+    filters = {k: (query.get(k) or "").strip() or None for k in ("dialect", "user", "status", "kind")}
+    if filters["status"] and filters["status"] not in STATUSES:
+        raise ApplianceError(f"status must be one of: {', '.join(STATUSES)}")
+    user_id = None
+    if filters["user"]:
+        user = users.get_user_by_name(service.db, filters["user"])
+        if user is None:
+            return {"jobs": [], "nextCursor": None}
+        user_id = user["id"]
+    try:
+        limit = max(1, min(200, int(query.get("limit") or PAGE)))
+    except ValueError:
+        raise ApplianceError("limit must be a number from 1 to 200") from None
+    page = operators.list_all_jobs(service.db, dialect=filters["dialect"], user_id=user_id,
+                                   status=filters["status"], kind=filters["kind"],
+                                   before=_cursor(query.get("cursor")), limit=limit + 1)
+    more, page = len(page) > limit, page[:limit]
+    names = operators.user_names(service.db, {j["user_id"] for j in page})
+    last = page[-1] if page else None
+    return {"jobs": [job_row(j, names) for j in page],
+            "nextCursor": f"{last['created_at']}|{last['id']}" if more and last else None}
+
+
+def filter_options(service: JobService) -> dict:
+    return {"dialects": list(DIALECTS), "statuses": list(STATUSES), "kinds": sorted(service.pipelines),
+            "users": [u["name"] for u in users.list_users(service.db)]}
+
+
+# ---- one job --------------------------------------------------------------------------------------------------
+def _tail(path: Path, size: int = LOG_TAIL) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - size))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _files(service: JobService, job: dict) -> list[dict]:
+    folder = service.store.job_dir(job["id"])
+    if job["status"] != "completed" or not folder.is_dir():
+        return []
+    return [{"name": p.name, "size": p.stat().st_size, "url": f"/dashboard/api/jobs/{job['id']}/files/{p.name}"}
+            for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+
+
+def _media(files: list[dict]) -> dict:
+    """The preview a job page plays: its video with a poster image, or its image."""
+    videos = [f["url"] for f in files if f["name"].lower().endswith(VIDEO)]
+    images = [f["url"] for f in files if f["name"].lower().endswith(IMAGES)]
+    if videos:
+        return {"video": videos[0], "poster": images[0] if images else None}
+    return {"image": images[0]} if images else {}
+
+
+def _task(t: dict) -> dict:
+    return {"id": t["id"], "name": t["name"], "renderer": t["renderer"], "status": t["status"],
+            "progress": t["progress"] or 0.0, "attempts": t["attempts"], "error": t["error"],
+            "cached": bool(t["cached"]), "startedAt": t["started_at"], "finishedAt": t["finished_at"],
+            "cpu": t["cpu"], "memMb": t["mem_mb"], "gpu": t["gpu"] or 0}
+
+
+def job_detail(service: JobService, job_id: str) -> dict:
+    job = service.get(job_id)
+    tasks = service.tasks(job_id)
+    names = operators.user_names(service.db, {job["user_id"]})
+    shown = next((t for t in tasks if t["status"] == "running"), None) or next(
+        (t for t in reversed(tasks) if t["started_at"]), None)
+    request = job["request"] or ""
+    files = _files(service, job)
+    active = job["status"] not in jobs.TERMINAL
+    return {
+        "job": {**job_row(job, names), "expiredAt": job["expired_at"],
+                "request": request if len(request) <= REQUEST_SHOWN else request[:REQUEST_SHOWN] + "…",
+                "tasks": jobs.task_counts(service.db, job_id)},
+        "tasks": [_task(t) for t in tasks],
+        "log": {"task": shown["id"], "text": _tail(service.store.log_path(shown["id"]))} if shown else None,
+        "deliveries": [{"id": d["id"], "url": d["url"], "event": d["event"], "status": d["status"],
+                        "attempts": d["attempt"], "lastStatus": d["last_status"], "lastError": d["last_error"],
+                        "createdAt": d["created_at"], "updatedAt": d["updated_at"]}
+                       for d in deliveries.of_job(service.db, job_id)],
+        "files": files, "media": _media(files),
+        "preview": f"/dashboard/api/jobs/{job_id}/preview.jpg" if active else None,
+        "actions": {"cancel": active, "retry": job["status"] in ("failed", "cancelled"), "delete": not active},
+    }
+
+
+def read_preview(service: JobService, job_id: str) -> bytes | None:
+    """The newest preview.jpg a running task of the job wrote in its workdir (data_dir/work/<task>/). The
+    workdir belongs to untrusted code: the file is opened without following links, must be a small regular
+    file and a JPEG, or it is not served."""
+    newest: tuple[float, bytes] | None = None
+    for task in service.tasks(service.get(job_id)["id"]):
+        if task["status"] != "running":
+            continue
+        path = service.settings.data_dir / "work" / task["id"] / PREVIEW_NAME
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > PREVIEW_MAX:
+                continue
+            data = fh.read(PREVIEW_MAX + 1)
+        if data[:3] == b"\xff\xd8\xff" and len(data) <= PREVIEW_MAX and (newest is None or st.st_mtime > newest[0]):
+            newest = (st.st_mtime, data)
+    return newest[1] if newest else None
+
+
+# ---- capacity -------------------------------------------------------------------------------------------------
+_layers: list | None = None
+
+
+async def sandbox_layers(core) -> list[dict]:
+    """Each sandbox layer, probed once per server (a fresh interpreter: off the event loop)."""
+    global _layers
+    if _layers is None:
+        from appliance.runtime import sandbox  # the probe only; the dashboard starts nothing in runtime
+
+        found = await asyncio.to_thread(sandbox.layers)
+        _layers = [{"name": name, "active": active, "detail": detail} for name, active, detail in found]
+    return _layers
+
+
+async def capacity(core) -> dict:
+    used = core.scheduler.used()
+    disk = shutil.disk_usage(core.settings.data_dir)
+    by_status = {r["status"]: r["n"] for r in rows(core.db, "select status, count(*) as n from jobs indexed by "
+                                                   "idx_jobs_all_status where deleted_at is null group by status")}
+    cap = core.capacity.as_json()
+    return {"capacity": cap,
+            "used": {"cpu": used["cpu"], "memMb": used["mem_mb"], "gpu": used["gpu"],
+                     # an NVENC session per GPU task at most: the encoder slots those tasks may hold
+                     "nvencSessions": min(int(used["gpu"]), cap["nvencSessions"])},
+            "jobs": {s: by_status.get(s, 0) for s in STATUSES}, "tasks": jobs.queue_counts(core.db),
+            "disk": {"freeMb": disk.free // 2 ** 20, "totalMb": disk.total // 2 ** 20,
+                     "minFreeMb": core.settings.min_free_disk_mb},
+            "sandbox": {"mechanism": core.executor.mechanism, "layers": await sandbox_layers(core)}}
+
+
+# ---- users ----------------------------------------------------------------------------------------------------
+def _key(k: dict) -> dict:
+    return {"id": k["id"], "dialect": k["dialect"], "prefix": k["prefix"], "name": k["name"], "scope": k["scope"],
+            "createdAt": k["created_at"], "revokedAt": k["revoked_at"]}
+
+
+def user_list(service: JobService) -> dict:
+    everyone = users.list_users(service.db)
+    keys: dict[str, list] = {u["id"]: [] for u in everyone}
+    for k in users.list_keys(service.db):
+        keys.setdefault(k["user_id"], []).append(_key(k))
+    return {"users": [{"id": u["id"], "name": u["name"], "plan": u["plan"], "createdAt": u["created_at"],
+                       "credits": ledger.balance(service.db, u["id"]), "keys": keys[u["id"]]} for u in everyone],
+            "plans": list(users.PLANS), "dialects": list(users.DIALECTS), "scopes": list(users.SCOPES)}
+
+
+def loads_body(raw: bytes) -> dict:
+    try:
+        data = loads(raw.decode() or "{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApplianceError("body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApplianceError("body must be a JSON object")
+    return data
