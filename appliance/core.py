@@ -12,6 +12,7 @@ from appliance.delivery.webhooks import Deliverer
 from appliance.ingest.hotfolder import HotFolder
 from appliance.observability.metrics import Metrics
 from appliance.runtime import sandbox
+from appliance.runtime.executors.dask import DaskExecutor, follow_capacity
 from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.resources import measure
 from appliance.runtime.scheduler import Scheduler
@@ -40,9 +41,12 @@ class Core:
         self.store = Store(settings.data_dir)
         self.hub = Hub()
         self.capacity = measure(settings)
+        self.executor: LocalExecutor | DaskExecutor
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
                                       verify=verify, start_timeout_s=settings.task_start_timeout_s,
                                       allow_unsandboxed=settings.allow_unsandboxed)
+        if settings.executor == "dask":  # tasks run on a Dask cluster's workers instead (runtime/executors/dask.py)
+            self.executor = DaskExecutor.from_settings(settings, verify)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
         self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, self.capacity, self.store,
@@ -59,6 +63,8 @@ class Core:
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:
+        if isinstance(self.executor, DaskExecutor):  # capacity is the cluster's, as workers join and leave
+            self.executor.on_capacity = follow_capacity(self, asyncio.get_running_loop())
         await asyncio.to_thread(self.executor.start)  # the warm worker preloads Manim: seconds, off the loop
         await self.scheduler.start()
         await self.deliverer.start()

@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
     backup.add_commands(sub, common)
     operator.add_commands(sub, common)  # the dashboard's operator accounts
+    from appliance.cli import worker  # appliance worker: a Dask worker for executor = "dask"
+
+    worker.add_commands(sub, common)
     return parser
 
 

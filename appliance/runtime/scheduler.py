@@ -154,7 +154,7 @@ class Scheduler:
             jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
             self._emit(job["id"], "running")
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
-                        inputs=inputs, attempt=task["attempts"] + 1)
+                        inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]))
         entry: dict = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None}
         self._running[task["id"]] = entry  # counts against capacity from now on
         asyncio.get_running_loop().create_task(self._launch(spec, entry))
@@ -270,6 +270,14 @@ class Scheduler:
             self.complete_job(task["job_id"], task, result)
         else:
             self.wake()
+
+    def _retry(self, task: dict, error: str) -> None:
+        """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
+        again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
+        jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
+        events.record(self.db, None, task["job_id"], "retrying",  # stored like recover()'s, not streamed
+                      {"task": task["id"], "attempt": task["attempts"], "error": error})
+        self.wake()
 
     def _retry(self, task: dict, error: str) -> None:
         """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued

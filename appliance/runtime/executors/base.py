@@ -25,6 +25,7 @@ class TaskSpec:
     limits: Limits
     inputs: dict[str, str] = field(default_factory=dict)  # name in the workdir -> artifact digest
     attempt: int = 1
+    mem_mb: int = 0  # the task's memory request, as admitted (a remote engine asks its workers for it)
 
     @property
     def key(self) -> str:

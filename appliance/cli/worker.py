@@ -1,0 +1,90 @@
+"""``appliance worker --scheduler ADDR``: this machine joins a Dask cluster and renders the appliance's tasks.
+
+It becomes ``dask worker ADDR --preload appliance.runtime.executors.dask_worker`` (exec'd: signals and exit
+status are the worker's own) with the resources the appliance asks for — ``CPU`` (physical cores or
+cpu_slots), ``MEM`` (MB: memory_mb, or total memory minus memory_reserve_mb), ``GPU`` and ``NVENC`` when there
+are any — measured here unless ``--resources`` says otherwise. Tasks run in this machine's sandbox, with this
+machine's config (``--config``); the worker never sees the appliance's database.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from appliance import settings as settings_mod
+
+PRELOAD = "appliance.runtime.executors.dask_worker"
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("worker", parents=[common], help="join a Dask cluster as a worker that renders the "
+                       "appliance's tasks (executor = \"dask\")")
+    p.add_argument("--scheduler", required=True, help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 or tls://…")
+    p.add_argument("--resources", help='what this worker offers, e.g. "CPU=8,MEM=30000,GPU=1,NVENC=2" '
+                   "(default: measured here)")
+    p.add_argument("--nthreads", type=int, help="tasks this worker may run at once (default: its CPU resource)")
+    p.add_argument("--name", help="the worker's name in the cluster (default: its address)")
+    p.add_argument("--worker-dir", help="where task workdirs, logs and staged artifacts live "
+                   "(default: inside the Dask worker's local directory)")
+    p.add_argument("--host", help="the address other machines reach this worker at (default: Dask's choice)")
+    p.add_argument("--no-nanny", action="store_true", help="no nanny process (it restarts a worker that died)")
+    for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+        p.add_argument(flag, help="PEM file for TLS to the scheduler (or set it in Dask's configuration)")
+    p.set_defaults(func=cmd_worker)
+
+
+def measured_resources(s: settings_mod.Settings) -> dict[str, float]:
+    from appliance.runtime.resources import measure
+
+    capacity = measure(s)
+    offered: dict[str, float] = {"CPU": capacity.cpu, "MEM": capacity.mem_mb}
+    if capacity.gpu:
+        offered["GPU"] = capacity.gpu
+    if capacity.nvenc:
+        offered["NVENC"] = capacity.nvenc
+    return offered
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    offered = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, amount = part.partition("=")
+        try:
+            offered[name.strip()] = float(amount)
+        except ValueError:
+            raise SystemExit(f"appliance worker: bad --resources entry {part!r} (want NAME=NUMBER)") from None
+        if not sep or not name.strip():
+            raise SystemExit(f"appliance worker: bad --resources entry {part!r} (want NAME=NUMBER)")
+    return offered
+
+
+def worker_argv(args: argparse.Namespace, offered: dict[str, float]) -> list[str]:
+    threads = args.nthreads or max(1, int(offered.get("CPU", 1)))
+    argv = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler, "--preload", PRELOAD,
+            "--resources", ",".join(f"{k}={v:g}" for k, v in offered.items()), "--nthreads", str(threads),
+            "--no-dashboard"]
+    for flag, value in (("--name", args.name), ("--host", args.host), ("--tls-ca-file", args.tls_ca_file),
+                        ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if value:
+            argv += [flag, value]
+    if args.no_nanny:
+        argv.append("--no-nanny")
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = settings_mod.load(args.config)
+    offered = parse_resources(args.resources) if args.resources else measured_resources(s)
+    if "CPU" not in offered or "MEM" not in offered:
+        raise SystemExit("appliance worker: --resources must offer CPU and MEM (every task asks for both)")
+    env = dict(os.environ)
+    if args.config:
+        env["APPLIANCE_WORKER_CONFIG"] = str(Path(args.config).resolve())
+    if args.worker_dir:
+        env["APPLIANCE_WORKER_DIR"] = str(Path(args.worker_dir).resolve())
+    argv = worker_argv(args, offered)
+    print(f"appliance worker: {' '.join(argv[1:])}", flush=True)
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached

@@ -1,0 +1,349 @@
+"""The Dask executor: each task attempt runs on a worker of a Dask cluster, in that worker's own sandbox.
+
+``executor = "dask"`` and ``dask_scheduler = "tcp://host:8786"`` in config. The appliance stays what it is —
+the only writer of SQLite, the queue, the credits, the API — and this executor is its client of the cluster:
+
+- ``submit`` ships the task's input artifacts as bytes (``Client.scatter``: no shared filesystem) and submits
+  ``dask_worker.run_task`` under the attempt's key (``TaskSpec.key``) with a resource request (``CPU``, ``MEM``
+  and, when asked, ``GPU``/``NVENC``) that Dask matches against what each worker declared (``--resources``).
+- The worker runs it through its own ``LocalExecutor`` (zygote + sandbox) and streams progress back as events on
+  ``dask_worker.TOPIC`` (see that module for why events); they reach ``on_message`` as local progress does.
+- The result comes back as bytes; the files are written into a workdir here and taken in by the local
+  executor's own stage-out (``LocalExecutor._stage_out``: verified by content, then content-addressed), so a
+  remote output is checked exactly as a local one. The task's log is appended to the appliance's log file.
+- ``cancel`` cancels the future and runs ``dask_worker.kill`` on every worker (a running function ignores
+  ``Future.cancel``); the exit message follows once every worker has answered.
+- A worker that leaves the cluster while one of our attempts runs there (the scheduler's ``remove-worker``
+  event) ends that attempt with ``{"ok": false, "retry": true}``: the scheduler re-queues the task under a new
+  attempt and key while ``max_attempts`` allows, as after a crash of the appliance itself.
+- Capacity follows the cluster: the sum of the workers' CPU and MEM, refreshed as workers join and leave.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.errors import one_line
+from appliance.runtime import sandbox
+from appliance.runtime.artifacts import safe_name
+from appliance.runtime.executors import dask_worker
+from appliance.runtime.executors.base import OnMessage, TaskSpec
+from appliance.runtime.executors.local import LocalExecutor, Verifier
+from appliance.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from appliance.core import Core
+
+log = logging.getLogger(__name__)
+CAPACITY_REFRESH_S = 10.0
+INLINE_INPUTS_MAX = 8 << 20  # bytes of input that travel inside the task itself
+
+
+class DaskHandle:
+    """One attempt on the cluster. ``pid`` is the task's process on its worker (0 until it started there)."""
+
+    def __init__(self, executor: DaskExecutor, spec: TaskSpec, on_message: OnMessage) -> None:
+        self.task_id, self.pid = spec.task_id, 0
+        self.spec, self.on_message = spec, on_message
+        self.worker: str | None = None  # the worker's address, once it reported the start
+        self.future: Any = None
+        self.reason: str | None = None  # why it was killed, when it was
+        self.ended = False  # the exit message was delivered: nothing more is passed on
+        self.lock = threading.Lock()
+        self._executor = executor
+
+    def kill(self, reason: str = "cancelled") -> None:
+        self._executor.kill(self, reason)
+
+
+class DaskExecutor:
+    def __init__(self, address: str, *, data_dir: Path, verify: Verifier | None = None,
+                 connect_timeout_s: float = 30, cpu_slots: int = 0, memory_mb: int = 0) -> None:
+        self.address = address
+        self._root = data_dir
+        # Never started: only its stage-out (verify, take in, remove the workdir) is used, so remote outputs are
+        # checked by the very code that checks local ones.
+        self._stager = LocalExecutor(data_dir=data_dir, verify=verify, preload=())
+        self.artifacts = self._stager.artifacts
+        self._timeout = connect_timeout_s
+        self._overrides = (cpu_slots, memory_mb)
+        # Which appliance submitted an attempt: after a restart this one kills the orphans of its previous run.
+        self.owner = f"{socket.gethostname()}:{data_dir.resolve()}"
+        self.client: Any = None
+        self._handles: dict[str, DaskHandle] = {}  # key -> handle
+        self._lock = threading.Lock()
+        self._mechanism = sandbox.FULL
+        self.on_capacity: Callable[[float, int], None] | None = None  # (cpu, mem_mb) of the cluster
+        self._refresh = threading.Event()
+        self._stopping = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, verify: Verifier | None) -> DaskExecutor:
+        if not settings.dask_scheduler:
+            raise SettingsError('executor = "dask" needs dask_scheduler, e.g. "tcp://10.0.0.5:8786"')
+        return cls(settings.dask_scheduler, data_dir=settings.data_dir, verify=verify,
+                   cpu_slots=settings.cpu_slots, memory_mb=settings.memory_mb)
+
+    @property
+    def mechanism(self) -> str:
+        """The workers' sandbox. Each worker also refuses to run tasks unsandboxed unless *it* allows it."""
+        return self._mechanism
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        from distributed import Client
+
+        self.client = Client(self.address, timeout=self._timeout, set_as_default=False,
+                             name=f"appliance {self.owner}")
+        self.client.subscribe_topic(dask_worker.TOPIC, self._on_task_event)
+        self.client.subscribe_topic("all", self._on_cluster_event)
+        self.client.run(dask_worker.kill_owned_by, self.owner, on_error="ignore")
+        mechanisms = set(self.client.run(dask_worker.mechanism, on_error="ignore").values())
+        if mechanisms:
+            self._mechanism = mechanisms.pop() if len(mechanisms) == 1 else (
+                f"mixed across workers: {'; '.join(sorted(str(m) for m in mechanisms))}")
+        threading.Thread(target=self._capacity_loop, name="dask-capacity", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._refresh.set()
+        with self._lock:
+            handles = list(self._handles.values())
+        for handle in handles:
+            self._cancel_remote(handle, "executor stopped")
+        if self.client is not None:
+            self.client.close()
+
+    # ---- the executor seam ----------------------------------------------------------------------------------
+    def submit(self, spec: TaskSpec, on_message: OnMessage) -> DaskHandle:
+        assert self.client is not None and self.artifacts is not None, "start() first"
+        handle = DaskHandle(self, spec, on_message)
+        payload = {"key": spec.key, "owner": self.owner, "task_id": spec.task_id, "renderer": spec.renderer,
+                   "input": spec.input, "limits": asdict(spec.limits), "attempt": spec.attempt}
+        inputs = self._ship(spec)
+        with self._lock:
+            self._handles[spec.key] = handle
+        handle.future = self.client.submit(dask_worker.run_task, payload, inputs, key=spec.key, pure=False,
+                                           resources=resources_for(spec))
+        handle.future.add_done_callback(lambda future: self._on_done(handle, future))
+        return handle
+
+    def _ship(self, spec: TaskSpec) -> dict[str, Any]:
+        """The input files as bytes. Small inputs travel inside the task (held by the scheduler, so no worker's
+        death can lose them); larger ones are scattered to a worker and fetched from there by the task's."""
+        assert self.artifacts is not None
+        paths = {name: self.artifacts.path(digest) for name, digest in spec.inputs.items()}
+        if sum(path.stat().st_size for path in paths.values()) <= INLINE_INPUTS_MAX:
+            return {name: path.read_bytes() for name, path in paths.items()}
+        return {name: self.client.scatter(path.read_bytes(), hash=False) for name, path in paths.items()}
+
+    def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+        with self._lock:
+            handles = [h for h in self._handles.values() if h.task_id == task_id]
+        for handle in handles:
+            handle.kill(reason)
+
+    def kill(self, handle: DaskHandle, reason: str) -> None:
+        """Safe on the event loop: the remote kill runs on a thread of its own."""
+        with handle.lock:
+            if handle.ended or handle.reason is not None:
+                return
+            handle.reason = reason
+        threading.Thread(target=self._cancel_then_exit, args=(handle, reason), daemon=True,
+                         name=f"dask-cancel-{handle.task_id}").start()
+
+    def _cancel_then_exit(self, handle: DaskHandle, reason: str) -> None:
+        """Where the attempt runs, its worker kills it and the future completes once the process is reaped:
+        ``_finish`` then delivers the exit, so an exit after a cancel means the remote process is gone. An
+        attempt that runs nowhere yet is cancelled on the scheduler and ends here."""
+        if not self._kill_remote(handle, reason):
+            self._cancel_future(handle)
+            self._exit(handle, {"type": "exit", "ok": False, "error": reason})
+
+    def _cancel_remote(self, handle: DaskHandle, reason: str) -> None:
+        self._cancel_future(handle)  # first: once cancelled on the scheduler, it can start nowhere new
+        self._kill_remote(handle, reason)
+
+    def _cancel_future(self, handle: DaskHandle) -> None:
+        future = handle.future
+        try:
+            if future is not None:
+                future.cancel()
+        except Exception as exc:  # noqa: BLE001 - the scheduler unreachable: nothing more can be done from here
+            log.warning("could not cancel %s on the cluster: %s", handle.spec.key, one_line(exc))
+
+    def _kill_remote(self, handle: DaskHandle, reason: str) -> bool:
+        """``dask_worker.kill`` on every worker, which also keeps the attempt from starting there later;
+        True when one of them was running it."""
+        try:
+            answers = self.client.run(dask_worker.kill, handle.spec.key, reason, on_error="ignore")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not kill %s on the cluster: %s", handle.spec.key, one_line(exc))
+            return False
+        return any(answer is True for answer in answers.values())
+
+    # ---- what comes back ------------------------------------------------------------------------------------
+    def _on_task_event(self, event: tuple[float, dict]) -> None:
+        """On the client's event loop: progress and start reports of our attempts (events of an attempt that
+        ended, or of another appliance, are dropped)."""
+        msg = event[1]
+        with self._lock:
+            handle = self._handles.get(msg.get("key", ""))
+        if handle is None:
+            return
+        if msg.get("type") == "started":
+            handle.worker, handle.pid = msg.get("worker"), int(msg.get("pid") or 0)
+        elif msg.get("type") == "message" and isinstance(msg.get("message"), dict):
+            with handle.lock:
+                if not handle.ended:
+                    _deliver(handle, msg["message"])
+
+    def _on_cluster_event(self, event: tuple[float, dict]) -> None:
+        msg = event[1]
+        if not isinstance(msg, dict) or msg.get("action") not in ("add-worker", "remove-worker"):
+            return
+        self._refresh.set()
+        if msg["action"] == "remove-worker":
+            gone = msg.get("worker")
+            with self._lock:
+                lost = [h for h in self._handles.values() if h.worker == gone]
+            for handle in lost:
+                threading.Thread(target=self._lost, args=(handle, gone), daemon=True).start()
+
+    def _lost(self, handle: DaskHandle, worker: str) -> None:
+        """The worker died (or left) mid-task: this attempt is over; the scheduler decides on a retry."""
+        with handle.lock:
+            if handle.ended:
+                return
+            reason, handle.reason = handle.reason, handle.reason or "worker lost"
+        if reason is not None:  # it was being cancelled: that is over now, and no retry is wanted
+            self._exit(handle, {"type": "exit", "ok": False, "error": reason})
+            return
+        self._cancel_remote(handle, "worker lost")  # Dask would otherwise re-run the same key elsewhere
+        self._exit(handle, {"type": "exit", "ok": False, "retry": True,
+                            "error": f"worker lost: {worker} left the cluster while the task ran there"})
+
+    def _on_done(self, handle: DaskHandle, future: Any) -> None:
+        # Dask runs done-callbacks one at a time on a single thread: fetching and verifying happen on our own.
+        threading.Thread(target=self._finish, args=(handle, future), daemon=True,
+                         name=f"dask-done-{handle.task_id}").start()
+
+    def _finish(self, handle: DaskHandle, future: Any) -> None:
+        if handle.ended:
+            return
+        try:
+            if handle.reason is not None:  # killed: the process is gone now, whatever the worker reported
+                message = {"type": "exit", "ok": False, "error": handle.reason}
+            elif future.status == "cancelled":
+                message = {"type": "exit", "ok": False, "retry": True, "error": "the Dask scheduler lost the task"}
+            elif future.status == "error":
+                message = {"type": "exit", "ok": False, "error": f"dask: {one_line(future.exception())}"}
+            else:
+                message = self._take_in(handle, future.result())
+        except Exception as exc:  # never leave the scheduler without its exit message
+            log.exception("finishing %s failed", handle.spec.key)
+            message = {"type": "exit", "ok": False, "error": f"executor error: {one_line(exc)}"}
+        self._exit(handle, message)
+
+    def _take_in(self, handle: DaskHandle, out: dict) -> dict:
+        """The worker's files into a workdir here, then the local stage-out: verify, take in, drop the workdir."""
+        spec = handle.spec
+        handle.worker = out.get("worker") or handle.worker
+        self._append_log(spec.task_id, out.get("log") or b"")
+        message = dict(out["exit"])
+        message.pop("outputs", None)  # the worker's digests are not trusted; ours are computed from the bytes
+        if not message.get("ok"):
+            return message
+        workdir = self._root / "work" / spec.task_id
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        try:
+            for name, data in (out.get("files") or {}).items():
+                (workdir / safe_name(name)).write_bytes(data)
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return {"type": "exit", "ok": False, "error": f"renderer output unusable: {one_line(exc)}"}
+        if isinstance(message.get("result"), dict):
+            message["result"] = {**message["result"], "worker": handle.worker}
+        return self._stager._stage_out(spec, workdir, message)
+
+    def _append_log(self, task_id: str, data: bytes) -> None:
+        path = self._root / "logs" / f"{task_id}.log"
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as f:
+                f.write(data)
+
+    def _exit(self, handle: DaskHandle, message: dict) -> None:
+        with handle.lock:
+            if handle.ended:
+                return
+            handle.ended = True
+            with self._lock:
+                self._handles.pop(handle.spec.key, None)
+            handle.future = None  # releases the scattered inputs and the result on the cluster
+            _deliver(handle, message)
+
+    # ---- capacity -------------------------------------------------------------------------------------------
+    def _capacity_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                cpu, mem = self.cluster_resources()
+                if self.on_capacity is not None:
+                    self.on_capacity(float(self._overrides[0] or cpu), int(self._overrides[1] or mem))
+            except Exception as exc:  # noqa: BLE001 - the next refresh tries again
+                log.warning("could not read the cluster's capacity: %s", one_line(exc))
+            self._refresh.wait(CAPACITY_REFRESH_S)
+            self._refresh.clear()
+
+    def cluster_resources(self) -> tuple[float, int]:
+        """Sum of CPU and MEM the workers declared."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        cpu = sum(float(w.get("resources", {}).get("CPU", 0)) for w in workers.values())
+        mem = sum(int(w.get("resources", {}).get("MEM", 0)) for w in workers.values())
+        return cpu, mem
+
+
+def resources_for(spec: TaskSpec) -> dict[str, float]:
+    """What the attempt asks of a worker: its CPU share and memory, and a GPU / an NVENC session when the
+    scheduler granted one. (In dask mode the appliance counts no GPUs, so it grants none: see follow_capacity.)"""
+    wanted = {"CPU": spec.limits.cpu, "MEM": float(spec.mem_mb or spec.limits.mem_mb)}
+    if getattr(spec, "gpu", None) is not None:
+        wanted["GPU"] = 1.0
+        if getattr(spec, "nvenc", False):
+            wanted["NVENC"] = 1.0
+    return wanted
+
+
+def _deliver(handle: DaskHandle, message: dict) -> None:
+    try:
+        handle.on_message(message)
+    except Exception:  # a broken callback must not break the client's event loop
+        log.exception("on_message failed for task %s", handle.task_id)
+
+
+def follow_capacity(core: Core, loop: asyncio.AbstractEventLoop) -> Callable[[float, int], None]:
+    """A callback for ``on_capacity``: the appliance admits tasks against the cluster's CPU and MEM (config's
+    cpu_slots/memory_mb still override), swapped in on the event loop where the scheduler reads it. GPUs are not
+    counted across the cluster: GPU tasks need the GPU grant model on the workers (not built)."""
+    def swap(cpu: float, mem_mb: int) -> None:
+        capacity = dataclasses.replace(core.capacity, cpu=cpu, mem_mb=mem_mb, gpus=())
+        if capacity != core.capacity:
+            log.info("cluster capacity: %s CPU, %s MB", cpu, mem_mb)
+        core.capacity = core.scheduler.capacity = core.jobs.capacity = capacity
+        core.scheduler.wake()
+
+    def on_capacity(cpu: float, mem_mb: int) -> None:
+        if cpu > 0 and mem_mb > 0:  # a cluster without workers (yet) keeps the last figures
+            loop.call_soon_threadsafe(swap, cpu, mem_mb)
+
+    return on_capacity
