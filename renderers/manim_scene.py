@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from renderers.base import RenderError, Reporter
+from renderers.preview import Preview
 
 SCENE_FILE = "<scene>"
 SCENE_MODULE = "user_scene"
@@ -93,6 +94,7 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
         _configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
         scene = scene_class()
         tracker = _Tracker(scene, report)
+        tracker.preview = Preview(workdir)  # the dashboard's live frame (renderers/preview.py)
         encoder = tracker.encoder = _SceneEncoder(scene.renderer.file_writer, workdir / FILES["video"])
         scene.render()
     except RenderError:
@@ -138,6 +140,7 @@ class _Tracker:
         self.renderer = scene.renderer
         self.last_frame: np.ndarray | None = None
         self.encoder: _SceneEncoder | None = None
+        self.preview: Preview | None = None
         self.reported = 0.0
         self._add_frame = self.renderer.add_frame
         self._play = self.renderer.play
@@ -150,6 +153,8 @@ class _Tracker:
         if self.renderer.skip_animations:
             return
         self.last_frame = frame
+        if self.preview is not None:  # at most once a second, shrunk to 320 px: a few ms
+            self.preview.offer(lambda: Image.fromarray(frame))
         fraction = RENDER_SHARE * self.renderer.time / (self.renderer.time + ESTIMATE_HORIZON_S)
         if fraction - self.reported >= 0.01:
             self.reported = fraction

@@ -37,6 +37,7 @@ from renderers.movie.layers import (
     window,
 )
 from renderers.movie.spec import SpecError, normalize_scene
+from renderers.preview import Preview
 
 X264_PRESET = "veryfast"
 SCENE_FILE = "scene.mp4"
@@ -265,12 +266,15 @@ class _Pictures:
     def __init__(self, sprites: list[Sprite], canvas: Canvas) -> None:
         self.sprites, self.canvas = sprites, canvas
         self.rgb = functools.lru_cache(maxsize=4)(self._composite)
+        self.preview: Preview | None = None
 
     def _composite(self, key: tuple) -> bytes:
         image = Image.new("RGB", (self.canvas.width, self.canvas.height), self.canvas.bg)
         for index, level in key:
             sprite = self.sprites[index]
             image.paste(sprite.rgb, (sprite.x, sprite.y), sprite.faded_mask(level))
+        if self.preview is not None:  # the dashboard's live frame: at most once a second, shrunk to 320 px
+            self.preview.offer(lambda: image)
         return image.tobytes()
 
 
@@ -309,6 +313,7 @@ def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio,
     sprites = [make_sprite(layer, sources.get(layer["id"]), window(layer, canvas.fps, canvas.frames))
                for layer in draw_order(scene["layers"])]
     pictures = _Pictures(sprites, canvas)
+    pictures.preview = Preview(out.parent)  # out is in the workdir (renderers/preview.py)
     parts = still_parts(sprites, canvas)
     last = Image.frombytes("RGB", (canvas.width, canvas.height), pictures.rgb(parts[-1][0]))
     blocks, playlist = plan_blocks(parts, canvas.fps * BLOCK_SECONDS)
