@@ -44,7 +44,8 @@ class Core:
         self.executor: LocalExecutor | DaskExecutor
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
                                       verify=verify, start_timeout_s=settings.task_start_timeout_s,
-                                      allow_unsandboxed=settings.allow_unsandboxed)
+                                      allow_unsandboxed=settings.allow_unsandboxed,
+                                      launcher_socket=settings.launcher_socket)
         if settings.executor == "dask":  # tasks run on a Dask cluster's workers instead (runtime/executors/dask.py)
             self.executor = DaskExecutor.from_settings(settings, verify)
         assert self.executor.artifacts is not None

@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file"), p.add_argument("--user", default="admin"), p.add_argument("--class-name")
     p.set_defaults(func=cmd_render)
     backup.add_commands(sub, common)
+    from appliance.cli import install  # the service: appliance install, appliance launcher
+
+    install.add_commands(sub, common)
     operator.add_commands(sub, common)  # the dashboard's operator accounts
     from appliance.cli import worker  # appliance worker: a Dask worker for executor = "dask"
 

@@ -56,6 +56,7 @@ class TaskHandle:
 
     def __init__(self, spec: LocalRun, on_message: OnMessage) -> None:
         self.task_id, self.pid, self.uid = spec.task_id, 0, None
+        self.remote_kill: Callable[[int], None] | None = None  # via the launcher's zygote (another uid's worker)
         self._spec, self._on_message = spec, on_message
         self._lock = threading.Lock()
         self._started = time.monotonic()
@@ -77,6 +78,9 @@ class TaskHandle:
             if self._exit is not None or self._reason is not None or not self.pid:
                 return
             self._reason = reason
+            if self.remote_kill is not None:
+                self.remote_kill(self.pid)
+                return
             # The pid itself too: a worker killed before its setsid() has no group yet (and no children).
             for kill in (os.killpg, os.kill):
                 with contextlib.suppress(ProcessLookupError):  # exited meanwhile: its report is on the way
@@ -260,10 +264,12 @@ def _note_in_log(handle: TaskHandle, message: dict) -> None:
 class LocalExecutor:
     def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
                  extra_readonly: Sequence[Path] = (), data_dir: Path | None = None,
-                 verify: Verifier | None = None, start_timeout_s: float = 60, allow_unsandboxed: bool = False) -> None:
+                 verify: Verifier | None = None, start_timeout_s: float = 60, allow_unsandboxed: bool = False,
+                 launcher_socket: str = "") -> None:
         self._config: dict[str, Any] = {
             "preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed,
-            "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s}
+            "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s,
+            "launcher_socket": launcher_socket}  # set: the zygote is the privileged launcher's (launcher.py)
         self._root = data_dir
         self.artifacts = Artifacts(data_dir / "artifacts") if data_dir else None
         self._verify = verify
@@ -281,6 +287,8 @@ class LocalExecutor:
     @property
     def mechanism(self) -> str:
         """The active sandbox; before start() what a start would get."""
+        if self._mechanism is None and self._config["launcher_socket"]:
+            return "unknown until the launcher answers"  # probing here, as another uid, would say NOT_ROOT
         if self._mechanism is None:
             enabled = self._config["sandbox"]
             self._mechanism = sandbox.probe(self._config["extra_readonly"]) if enabled else sandbox.DISABLED

@@ -10,9 +10,13 @@ interpreter rather than a fork of the server: the server is multi-threaded.
 Imports are limited to the sandbox and renderers: this process never opens the appliance database.
 
 Config keys: fd, preload, sandbox, extra_readonly, allow_unsandboxed (default false: with the sandbox requested
-but unavailable, every task fails with the reason instead of running as the server's user).
+but unavailable, every task fails with the reason instead of running as the server's user); from the launcher
+(appliance/runtime/launcher.py) also work_root and owner_uid: the server is another, unprivileged uid, so each
+workdir is checked before root acts on it and given back to that uid when the task ends.
 
-Messages to the executor: ready {mechanism, preload_s, threads, preload_errors}; spawned {id, pid, uid};
+Requests: spawn {id, task_id, renderer, workdir, limits} with three fds; kill {pid} (a tracked worker only).
+
+Messages to the executor: ready {mechanism, preload_s, threads, preload_errors, pid}; spawned {id, pid, uid};
 spawn_failed {id, error}; exited {pid, status, cpu_s, maxrss_kb, killed_by?} where killed_by is "memory" when
 the task's memory cgroup recorded an OOM kill.
 """
@@ -35,6 +39,7 @@ from typing import BinaryIO, NoReturn
 
 from appliance.errors import one_line  # stdlib-only, like everything the zygote imports
 from appliance.runtime import sandbox
+from appliance.runtime.launcher import check_workdir, give_back
 from appliance.runtime.sandbox import Cgroups, Limits, seccomp
 from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
 from appliance.runtime.sandbox.relay import STATUS, Relay, write_line
@@ -71,10 +76,12 @@ def _read_all(fd: int) -> bytes:
 
 class Zygote:
     def __init__(self, sock: socket.socket, isolated: bool, sources: list[str], cgroups: Cgroups | None,
-                 refusal: str | None) -> None:
+                 refusal: str | None, work_root: str | None = None, owner_uid: int | None = None) -> None:
         self.sock, self.isolated, self.sources = sock, isolated, sources
         self.cgroups, self.refusal = cgroups, refusal
+        self.work_root, self.owner_uid = work_root, owner_uid  # set when the server is another uid
         self.tasks: dict[int, int | None] = {}  # worker pid -> sandbox uid
+        self.workdirs: dict[int, tuple[str, tuple[int, int]]] = {}  # worker pid -> checked workdir (launcher)
         self.unremoved: list[str] = []  # task cgroups a dying process still held when its worker was reaped
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
@@ -112,6 +119,8 @@ class Zygote:
         try:
             if request.get("op") == "spawn" and len(fds) == 3:
                 self._spawn(request, *fds)
+            elif request.get("op") == "kill" and not fds:
+                self._kill(request.get("pid"))
             else:
                 self._send({"type": "spawn_failed", "id": request.get("id"), "error": "bad request"})
         finally:
@@ -119,7 +128,23 @@ class Zygote:
                 os.close(fd)
         return True
 
+    def _kill(self, pid: object) -> None:
+        if isinstance(pid, int) and pid in self.tasks:  # never any other process of root's
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def _spawn(self, request: dict, pipe_fd: int, log_fd: int, input_fd: int) -> None:
+        expect = None
+        if self.work_root is not None and self.owner_uid is not None:
+            try:  # the server is not root: root acts only on a workdir it has checked
+                expect = check_workdir(str(request.get("workdir")), self.work_root, self.owner_uid)
+            except ValueError as exc:
+                self._send({"type": "spawn_failed", "id": request["id"], "error": str(exc)})
+                return
+            request = {**request, "expect": list(expect)}
         sys.stdout.flush()
         sys.stderr.flush()
         try:
@@ -131,6 +156,8 @@ class Zygote:
             Worker(self, request).run(pipe_fd, log_fd, input_fd)
         uid = sandbox.task_uid(pid) if self.isolated else None
         self.tasks[pid] = uid
+        if expect is not None:
+            self.workdirs[pid] = (request["workdir"], expect)
         self._send({"type": "spawned", "id": request["id"], "pid": pid, "uid": uid})
 
     def _reap(self) -> None:
@@ -148,6 +175,9 @@ class Zygote:
         uid = self.tasks.pop(pid, None)
         if tracked:
             self._kill_leftovers(pid, uid)
+        workdir = self.workdirs.pop(pid, None)
+        if workdir is not None and self.owner_uid is not None:  # the server takes the outputs and removes it
+            give_back(workdir[0], workdir[1], self.owner_uid)
         _, status, usage = os.wait4(pid, 0)
         if not tracked:  # an orphaned grandchild re-parented to us (subreaper)
             return
@@ -238,7 +268,9 @@ class Worker:
             pass  # the renderer raises its own score instead
         if self.uid is not None:
             tmp_mb = min(self.limits.fsize_mb, self.limits.mem_mb)
-            sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb)
+            expect = self.request.get("expect")
+            sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb,
+                          expect=(expect[0], expect[1]) if expect else None)
         os.chdir(self.workdir)
 
     def _supervise(self, task_input: dict, out: BinaryIO) -> int:
@@ -406,8 +438,8 @@ def main(argv: list[str]) -> None:
         cgroups.sweep(os.getpid())
     threads = len(os.listdir("/proc/self/task"))  # forking is only safe while this stays 1
     sock.send(json.dumps({"type": "ready", "mechanism": mechanism, "preload_s": round(preload_s, 3),
-                          "threads": threads, "preload_errors": errors}).encode())
-    Zygote(sock, isolated, sources, cgroups, refusal).serve()
+                          "threads": threads, "preload_errors": errors, "pid": os.getpid()}).encode())
+    Zygote(sock, isolated, sources, cgroups, refusal, config.get("work_root"), config.get("owner_uid")).serve()
 
 
 if __name__ == "__main__":

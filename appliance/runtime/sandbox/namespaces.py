@@ -152,10 +152,13 @@ def _pivot(root: str) -> None:
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512) -> None:
+def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
+          expect: tuple[int, int] | None = None) -> None:
     """As root in a single-threaded, freshly forked child: switch to the sandboxed view of the filesystem.
 
     /proc stays an empty mountpoint until the first child (pid 1 of the new PID namespace) calls mount_proc.
+    ``expect``: the workdir's (st_dev, st_ino) as the launcher checked it; the bind (and the chown) use exactly
+    that directory, so a server that swaps the path meanwhile gets an error, not root acting elsewhere.
     """
     work = os.path.abspath(workdir)
     plan = _mount_plan(sources, work)
@@ -164,6 +167,8 @@ def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512) ->
     # Opened after unshare: a bind source must be a mount of our own namespace.
     paths = [d for _, kind, d in plan if kind in ("ro", "rw")] + [f"/dev/{n}" for n in DEV_NODES]
     fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
+    if expect is not None and (os.fstat(fds[work]).st_dev, os.fstat(fds[work]).st_ino) != expect:
+        raise RuntimeError(f"the workdir {work} changed after it was checked")
     root = "/tmp"  # any directory: it is only a mountpoint in our private namespace
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m")
     _populate(root, plan, fds, tmp_mb)
