@@ -56,7 +56,8 @@ class Core:
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap
         self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
-            "manim": ManimPipeline(), "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
+            "manim": ManimPipeline.from_settings(settings, self.capacity.cpu),
+            "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
             "image": ImagePipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
         self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox

@@ -9,6 +9,10 @@ Renderer = Callable[[dict, Any, Any], dict]
 
 _BUILTIN: dict[str, str] = {
     "manim": "renderers.manim_scene:render",
+    # A long scene split into animation ranges drawn in parallel (renderers/manim_split.py).
+    "manim.plan": "renderers.manim_split:plan",
+    "manim.range": "renderers.manim_split:render_range",
+    "manim.assemble": "renderers.manim_split:assemble",
     "movie.scene": "renderers.movie.compose:render_scene",
     "movie.assemble": "renderers.movie.assemble:render_assemble",
     "image.render": "renderers.image.pipeline:render",
@@ -28,6 +32,9 @@ _BUILTIN: dict[str, str] = {
 # untrusted code a renderer runs, so the core verifies a claimed result instead of trusting it.
 REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
     "manim": ("video", "thumbnail", "captions"),
+    "manim.plan": ("plan", "captions"),
+    "manim.range": (),  # a range the plan did not use returns no files; a segment returned is still checked
+    "manim.assemble": ("video", "thumbnail", "captions"),
     "movie.scene": ("scene",),
     "movie.assemble": ("video", "thumbnail"),
     "image.render": ("render",),

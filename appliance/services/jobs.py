@@ -66,7 +66,9 @@ class JobService:
         refusal = self._untrusted_refusal() if getattr(pipeline, "untrusted", False) else None
         if refusal:  # strangers' code never runs unsandboxed unless the operator said so
             raise Unavailable(refusal)
-        tasks = [] if pipeline.deferred else self._private(new.user_id, pipeline.plan(new.payload))
+        # the job id, as deferred planning gets it: a DAG's tasks name each other's outputs (a split Manim scene)
+        planned = [] if pipeline.deferred else pipeline.plan({**new.payload, "job_id": new.job_id})
+        tasks = self._private(new.user_id, planned)
         job = jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
                               key_id=new.key_id, kind=new.kind, request=new.request, tasks=tasks,
                               metadata=new.metadata, webhook_url=new.webhook_url, credit_rate=new.credit_rate,

@@ -1,21 +1,82 @@
-"""Manim code scene -> one ``manim`` task (Kodisc's render endpoint; later the hot folder's ``*.py``)."""
+"""Manim code scene -> one ``manim`` task, or for a long scene a split DAG (Kodisc's render endpoint; the hot
+folder's ``*.py``).
+
+Split (renderers/manim_split.py): ``manim.plan`` counts the animations and cuts them into ranges, ``workers``
+``manim.range`` tasks draw one range each in parallel, ``manim.assemble`` joins the segments by stream copy and
+publishes the same three outputs as the single task. A scene is planned split only when its source allows it
+(``split_refusal``: no wall clock, no unseeded randomness, no per-frame state) and it may play at least
+``manim_split_min_animations`` animations (counted from its ``play``/``wait`` calls; a call in a loop counts as
+many, and the plan task then counts them by running the scene).
+"""
 from __future__ import annotations
 
 import hashlib
 from importlib import metadata
 
+from appliance.settings import Settings
+from appliance.store import ids
 from appliance.store.jobs import TaskDef
+from renderers import manim_split
+
+FIELDS = ("code", "className", "width", "height", "fps")
+MAX_WORKERS = 16  # the default never plans more range tasks than this, however many cores the box has
 
 
 class ManimPipeline:
     deferred = False
     untrusted = True  # the scene is a stranger's code: refused where the sandbox is missing
 
+    def __init__(self, min_animations: int = 12, max_workers: int = 1) -> None:
+        self.min_animations, self.max_workers = min_animations, max_workers
+
+    @classmethod
+    def from_settings(cls, settings: Settings, cpu_slots: float) -> ManimPipeline:
+        """``manim_split_max_workers`` = 0 means one range task per CPU slot (at most MAX_WORKERS)."""
+        workers = settings.manim_split_max_workers or min(MAX_WORKERS, int(cpu_slots))
+        return cls(settings.manim_split_min_animations, max(1, workers))
+
     def plan(self, payload: dict) -> list[TaskDef]:
-        """payload: code, className, width, height, fps."""
-        task_input = {k: payload[k] for k in ("code", "className", "width", "height", "fps")}
-        return [TaskDef(renderer="manim", name="render", cpu=1.0, mem_mb=1024, input=task_input,
-                        cache_key=cache_key(task_input))]
+        """payload: code, className, width, height, fps; job_id (a split DAG's tasks name each other)."""
+        task_input = {k: payload[k] for k in FIELDS}
+        workers = self.workers_for(task_input["code"])
+        if workers < 2 or "job_id" not in payload:
+            return [TaskDef(renderer="manim", name="render", cpu=1.0, mem_mb=1024, input=task_input,
+                            cache_key=cache_key(task_input))]
+        return split_tasks(payload["job_id"], task_input, workers, self.min_animations)
+
+    def workers_for(self, code: str) -> int:
+        """The range tasks to plan: 1 (one ordinary task) unless the scene may be split."""
+        if self.max_workers < 2 or manim_split.split_refusal(code):
+            return 1
+        estimate = manim_split.animation_estimate(code)
+        if estimate is not None and estimate < max(2, self.min_animations):
+            return 1
+        return self.max_workers if estimate is None else min(self.max_workers, estimate)
+
+
+def split_tasks(job_id: str, task_input: dict, workers: int, min_animations: int) -> list[TaskDef]:
+    """plan (task 0) -> ``workers`` ranges (tasks 1..workers) -> assemble (the last task, the job's result)."""
+    # the plan, and so each range, depends on the split code's format, the worker count and the threshold
+    key = f"{cache_key(task_input)}-split{manim_split.PLAN_FORMAT}w{workers}m{min_animations}"
+    plan_link: dict[str, object] = {"task": ids.task_id(job_id, 0), "file": "plan", "as": manim_split.PLAN_FILE}
+    tasks = [TaskDef(renderer="manim.plan", name="render", cpu=1.0, mem_mb=1024, cache_key=f"{key}-plan",
+                     input={**task_input, "split": {"workers": workers, "minAnimations": min_animations}})]
+    for index in range(workers):
+        tasks.append(TaskDef(renderer="manim.range", name=f"range {index + 1}/{workers}", cpu=1.0, mem_mb=1024,
+                             depends_on=[0], cache_key=f"{key}-range{index}",
+                             input={**task_input, "split": {"index": index, "workers": workers},
+                                    "link_inputs": [plan_link]}))
+    captions: dict[str, object] = {"task": ids.task_id(job_id, 0), "file": "captions", "as": "captions.vtt"}
+    links: list[dict[str, object]] = [plan_link, captions]
+    for index in range(workers):  # optional: a range the plan did not use returns no files
+        task = ids.task_id(job_id, index + 1)
+        links += [{"task": task, "file": "video", "as": manim_split.segment_name(index), "optional": True},
+                  {"task": task, "file": "thumbnail", "as": manim_split.thumbnail_name(index), "optional": True}]
+    tasks.append(TaskDef(renderer="manim.assemble", name="assemble", cpu=0.5, mem_mb=300,
+                         depends_on=list(range(workers + 1)), cache_key=f"{key}-assemble",
+                         input={"width": task_input["width"], "height": task_input["height"],
+                                "fps": task_input["fps"], "link_inputs": links}))
+    return tasks
 
 
 def cache_key(task_input: dict) -> str:
