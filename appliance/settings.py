@@ -41,8 +41,6 @@ class Settings:
     max_attempts: int = 2
     executor: str = "local"
     dask_scheduler: str = ""
-    executor: str = "local"
-    dask_scheduler: str = ""
     render_timeout_s: int = 600
     task_cpu_seconds: int = 3600
     task_memory_mb: int = 4096
@@ -67,8 +65,6 @@ class Settings:
     rate_limit_window_s: int = 60
     sse_keepalive_s: float = 15.0
     shared_cache: bool = False
-    manim_split_min_animations: int = 12
-    manim_split_max_workers: int = 0
     manim_split_min_animations: int = 12
     manim_split_max_workers: int = 0
     task_start_timeout_s: int = 60

@@ -11,8 +11,14 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ffmpeg  # ffmpeg-python
+
+from renderers import encoder as enc
+
+# video_codec_args: the codec part of a hand-built command line for this task's grant; encoder_meta: what it used
+from renderers.encoder import encoder_meta, video_codec_args  # noqa: F401
 
 
 class FfmpegError(Exception):
@@ -90,24 +96,28 @@ _SCENE_AUDIO = {"c:a": "aac", "b:a": "192k", "ar": 48000, "ac": 2}
 SCENE_COLOR = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
 
 
-def _h264_options(fps: int, preset: str, x264_params: str) -> dict:
+def _h264_options(fps: int, preset: str, x264_params: str, encoder: str = enc.X264) -> dict:
+    if encoder == enc.NVENC:  # same profile, pixel format and colour tags: see renderers/encoder.py
+        return {**enc.output_options(encoder, preset=preset), "r": fps}
     options = {"vcodec": "libx264", "preset": preset, "pix_fmt": "yuv420p", "r": fps, "profile:v": "high",
                **SCENE_COLOR}
     return {**options, "x264-params": x264_params} if x264_params else options
 
 
-def h264_aac_output(video, audio, path: str | Path, *, fps: int, preset: str, x264_params: str = ""):
+def h264_aac_output(video, audio, path: str | Path, *, fps: int, preset: str, x264_params: str = "",
+                    encoder: str = enc.X264):
     """An ffmpeg-python output node for a scene clip: H.264 yuv420p at a constant ``fps``, AAC 48 kHz stereo.
 
     Every clip gets the same codec settings so clips concat with ``-c copy``; ``x264_params`` may only hold
     options that leave the SPS/PPS unchanged (analysis and rate control, not refs, B-frames or entropy coding).
     Cut the streams to length in the filter graph: ``-frames:v`` would end the file and clip the audio's tail.
     """
-    return ffmpeg.output(video, audio, str(path), **_h264_options(fps, preset, x264_params), **_SCENE_AUDIO)
+    return ffmpeg.output(video, audio, str(path), **_h264_options(fps, preset, x264_params, encoder),
+                         **_SCENE_AUDIO)
 
 
 def h264_segments_output(video, pattern: str | Path, *, fps: int, preset: str, x264_params: str = "",
-                         split_frames: list[int]):
+                         split_frames: list[int], encoder: str = enc.X264):
     """Encode once (one x264 instance) and cut into MP4 files starting at ``split_frames`` (IDR frames there).
 
     Without edit lists every piece starts at the same B-frame delay, so the concat demuxer joins them without
@@ -115,7 +125,7 @@ def h264_segments_output(video, pattern: str | Path, *, fps: int, preset: str, x
     """
     split = {"segment_frames": ",".join(map(str, split_frames)),
              "force_key_frames": "expr:" + "+".join(f"eq(n,{frame})" for frame in split_frames)}
-    return ffmpeg.output(video, str(pattern), **_h264_options(fps, preset, x264_params), f="segment",
+    return ffmpeg.output(video, str(pattern), **_h264_options(fps, preset, x264_params, encoder), f="segment",
                          reset_timestamps=1, segment_format_options="use_editlist=0",
                          **(split if split_frames else {"segment_time": 10**9}))
 
@@ -148,6 +158,29 @@ def run_with_progress(stream, total_seconds: float, on_progress: Callable[[float
         raise FfmpegError(cmd, Path(log_path).read_text(errors="replace"))
 
 
+def encode_with_fallback(build: Callable[[str], Any], total_seconds: float, on_progress: Callable[[float], None],
+                         log_path: str | Path, grant: enc.EncoderGrant | None = None) -> str:
+    """Run the graph ``build(encoder)`` with this task's encoder (renderers/encoder.py); when h264_nvenc fails
+    (no encoder on the chip, sessions taken, a driver error), run ``build("libx264")``. Returns the encoder used."""
+    encoder = enc.preferred(grant)
+    if encoder == enc.NVENC:
+        try:
+            run_with_progress(build(encoder), total_seconds, on_progress, log_path)
+            enc.used(encoder)
+            return encoder
+        except FfmpegError as exc:
+            enc.nvenc_failed(f"{enc.NVENC} failed: {_nvenc_reason(exc.stderr)}")
+    run_with_progress(build(enc.X264), total_seconds, on_progress, log_path)
+    enc.used(enc.X264)
+    return enc.X264
+
+
+def _nvenc_reason(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    named = [line for line in lines if "nvenc" in line.lower() or "cuda" in line.lower()]
+    return (named or lines or ["unknown error"])[0][:200]
+
+
 def media_streams(path: str | Path) -> list[dict]:
     """A media file's streams (codec_type, channels, height, color_space), without decoding; [] if unreadable."""
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_entries",
@@ -170,9 +203,42 @@ def concat_copy(list_file: Path, dst: Path) -> None:
 
     ``-copyts`` keeps the AAC priming of the first file below zero (an edit list hides it) instead of shifting
     every stream, so the video still starts at 0 and the output is exactly as long as its parts.
+    Clips from different encoders (a scene on NVENC, another on libx264) carry different SPS/PPS, which one
+    MP4 track cannot hold: those are joined by the concat filter and encoded once more with libx264.
     """
+    files = _listed_files(list_file)
+    if len({_parameter_sets(path) for path in files}) > 1:
+        _concat_reencode(files, dst)
+        return
     run(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-f", "concat", "-i", str(list_file), "-c", "copy",
          "-copyts", "-movflags", "+faststart", str(dst)])
+
+
+def _listed_files(list_file: Path) -> list[Path]:
+    """The files of a concat list written as ``file 'name'`` lines (the list's own quoting undone)."""
+    names = [line[len("file "):].strip() for line in Path(list_file).read_text().splitlines()
+             if line.startswith("file ")]
+    return [Path(list_file).parent / name[1:-1].replace("'\\''", "'") for name in names]
+
+
+def _parameter_sets(path: Path) -> bytes:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bytes(container.streams.video[0].codec_context.extradata or b"")
+    except (av.error.FFmpegError, IndexError):
+        return b""  # unreadable here: the concat itself will say why
+
+
+def _concat_reencode(files: list[Path], dst: Path) -> None:
+    inputs = [arg for path in files for arg in ("-i", str(path))]
+    graph = "".join(f"[{i}:v:0][{i}:a:0]" for i in range(len(files))) + f"concat=n={len(files)}:v=1:a=1[v][a]"
+    codec = [arg for key, value in {**_h264_options(0, "veryfast", ""), "r": None}.items() if value is not None
+             for arg in ("-c:v" if key == "vcodec" else f"-{key}", str(value))]
+    audio = [arg for key, value in _SCENE_AUDIO.items() for arg in (f"-{key}", str(value))]
+    run(["ffmpeg", "-hide_banner", "-nostdin", "-y", *inputs, "-filter_complex", graph, "-map", "[v]",
+         "-map", "[a]", *codec, *audio, "-movflags", "+faststart", str(dst)])
 
 
 def mean_volume(path: str | Path) -> float:

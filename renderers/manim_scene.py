@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from renderers.base import RenderError, Reporter
+from renderers.encoder import pyav_settings
 from renderers.preview import Preview
 
 SCENE_FILE = "<scene>"
@@ -71,7 +72,7 @@ def manim_settings(task_input: dict, workdir: Path) -> dict[str, Any]:
         "renderer": "cairo", "transparent": False, "format": "auto", "save_sections": False,
         "dry_run": False, "write_all": False, "output_file": None, "preview": False,
         "live_preview": False, "enable_gui": False, "show_in_file_browser": False,
-        "video_codec": "libx264", "pixel_format": "yuv420p",
+        **pyav_settings(),  # libx264, or h264_nvenc when this task holds an NVENC session that opens
         "disable_caching": True, "log_to_file": False,
         "progress_bar": "none", "verbosity": "WARNING", "notify_outdated_version": False,
     }

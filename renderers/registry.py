@@ -19,6 +19,7 @@ _BUILTIN: dict[str, str] = {
     # Test renderers: the only fakes allowed, used to exercise the scheduler.
     "test.noop": "renderers.testing:noop",
     "test.sleep": "renderers.testing:sleep",
+    "test.encode": "renderers.testing:encode",
     "test.fail": "renderers.testing:fail",
     "test.crash": "renderers.testing:crash",
     "test.memhog": "renderers.testing:memhog",
@@ -39,6 +40,12 @@ REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
     "movie.assemble": ("video", "thumbnail"),
     "image.render": ("render",),
 }
+
+
+# Renderers that encode H.264 through renderers/encoder.py: they get an NVENC session when one is free (else
+# libx264). Renderers that run faster on a GPU: they get a GPU's compute when a slot is free. Neither waits.
+ENCODES_VIDEO = frozenset({"manim", "movie.scene", "image.video", "test.encode"})
+GPU_OPTIONAL = frozenset({"image.render"})
 
 
 class RegistryError(Exception):

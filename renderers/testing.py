@@ -51,6 +51,34 @@ def sleep(task_input: dict, workdir: Path, report: Reporter) -> dict:
     return _done(slept=seconds)
 
 
+def encode(task_input: dict, workdir: Path, report: Reporter) -> dict:
+    """Holds its encoder grant ``hold`` seconds and records what it saw: its GPU (CUDA_VISIBLE_DEVICES), whether
+    it holds an NVENC session, the GPU device nodes in its sandbox, and when it ran (wall clock, so tests can
+    count overlaps). With ``frames`` it encodes ``video.mp4`` (128x96, 10 fps) as the movie compositor does:
+    h264_nvenc when granted, libx264 when not or when NVENC fails."""
+    import ffmpeg
+
+    from renderers import ffmpeg as ff
+
+    started = time.time()
+    time.sleep(float(task_input.get("hold", 0)))
+    files = {}
+    frames = int(task_input.get("frames", 0))
+    if frames:
+        video = ffmpeg.input("testsrc=size=128x96:rate=10", f="lavfi").video.filter("trim", end_frame=frames)
+        audio = ffmpeg.input("anullsrc=r=48000:cl=stereo", f="lavfi", t=frames / 10).audio
+
+        def build(encoder: str):
+            return ff.h264_aac_output(video, audio, workdir / "video.mp4", fps=10, preset="veryfast", encoder=encoder)
+        ff.encode_with_fallback(build, frames / 10, lambda fraction: report.progress(fraction, "encoding"),
+                                workdir / "ffmpeg.log")
+        files["video"] = "video.mp4"
+    devices = sorted(name for name in os.listdir("/dev") if name.startswith("nvidia"))
+    return {"files": files, "meta": {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "devices": devices,
+                                     "nvenc": os.environ.get("RENDER_NVENC") == "1", "start": started,
+                                     "end": time.time(), **ff.encoder_meta()}}
+
+
 def fail(task_input: dict, workdir: Path, report: Reporter) -> dict:
     raise RenderError(task_input.get("message", "the test renderer failed"))
 

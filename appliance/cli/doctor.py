@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from appliance.runtime.resources import measure
+from appliance.runtime.resources import Gpu, measure
 from appliance.settings import Settings
 
 APT = "apt-get install -y"
@@ -44,12 +44,22 @@ def checks(settings: Settings) -> list[tuple[bool, str, str]]:
     cap = measure(settings)
     result.append((True, "capacity", f"{cap.cpu:g} CPU slots, {cap.mem_mb} MB for tasks, {cap.gpu} GPU(s)"
                                      f"{' (' + ', '.join(g.name for g in cap.gpus) + ')' if cap.gpus else ''}"))
+    result.extend(gpu_lines(cap.gpus))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(settings.data_dir).free // (1024 * 1024)
     ok = free >= settings.min_free_disk_mb
     result.append((ok, "free disk", f"{free} MB in {settings.data_dir}" + ("" if ok else
                    f" — below min_free_disk_mb={settings.min_free_disk_mb}: free space")))
     return result
+
+
+def gpu_lines(gpus: tuple[Gpu, ...]) -> list[tuple[bool, str, str]]:
+    """What was probed on each GPU and why, e.g. "GPU 0 NVIDIA H200: … NVENC 0 (h264_nvenc failed: …)".
+    A GPU without NVENC is not a fault: its encoding tasks use libx264."""
+    if not gpus:
+        return [(True, "- GPU:", "none found (nvidia-smi missing, failing or listing none): video is encoded "
+                                 "with libx264")]
+    return [(True, "- GPU:", g.describe()) for g in gpus]
 
 
 def run_checks(settings: Settings) -> int:

@@ -22,11 +22,12 @@ from appliance.delivery.sse import Hub
 from appliance.errors import one_line
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import Executor, TaskSpec
-from appliance.runtime.resources import Capacity
+from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs, ledger
 from appliance.store.db import dumps, loads, now_iso, parse_iso
+from renderers.registry import ENCODES_VIDEO, GPU_OPTIONAL
 
 log = logging.getLogger("appliance.scheduler")
 
@@ -42,6 +43,7 @@ class Scheduler:
                  capacity: Capacity, store: Store, artifacts: Artifacts) -> None:
         self.settings, self.db, self.hub, self.executor = settings, db, hub, executor
         self.capacity, self.store, self.artifacts = capacity, store, artifacts
+        self.gpu_pool = GpuPool(capacity.gpus)  # which GPU and NVENC session each running task holds
         self.listeners: dict[str, JobListener] = {}
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
         self.on_task_end: Callable[[dict, str | None], None] = lambda task, error: None  # metrics
@@ -72,14 +74,14 @@ class Scheduler:
             task = entry["task"]
             used["cpu"] += task["cpu"]
             used["mem_mb"] += task["mem_mb"]
-            used["gpu"] += task["gpu"] or 0
+            used["gpu"] += entry.get("gpu_slots", 0)  # compute slots granted (resources.GpuPool)
         return used
 
     def fits(self, task: dict, used: dict) -> bool:
         cpu = min(task["cpu"], self.capacity.cpu)  # a task larger than the box still runs, alone
         mem = min(task["mem_mb"], self.capacity.mem_mb)
         return (used["cpu"] + cpu <= self.capacity.cpu + 1e-9 and used["mem_mb"] + mem <= self.capacity.mem_mb
-                and used["gpu"] + (task["gpu"] or 0) <= self.capacity.gpu)
+                and used["gpu"] + _gpu_need(task) <= self.capacity.gpu_slots)
 
     # ---- admission -------------------------------------------------------------------------------
     async def _admit_loop(self) -> None:
@@ -153,9 +155,13 @@ class Scheduler:
         if job["status"] == "queued":
             jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
             self._emit(job["id"], "running")
+        grant = self.gpu_pool.grant(task["id"], compute=bool(task["gpu"]), nvenc=task["renderer"] in ENCODES_VIDEO,
+                                    optional_compute=task["renderer"] in GPU_OPTIONAL)
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
-                        inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]))
-        entry: dict = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None}
+                        inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]),
+                        gpu=grant.gpu, nvenc=grant.nvenc)
+        entry: dict = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None,
+                       "gpu_slots": int(grant.compute)}
         self._running[task["id"]] = entry  # counts against capacity from now on
         asyncio.get_running_loop().create_task(self._launch(spec, entry))
 
@@ -174,6 +180,7 @@ class Scheduler:
             log.warning("could not start %s: %s", spec.task_id, exc)
             if self._running.get(spec.task_id) is entry:
                 del self._running[spec.task_id]
+                self.gpu_pool.release(spec.task_id)
                 task = jobs.get_task(self.db, spec.task_id)
                 if task and task["status"] == "running":
                     self._task_failed(task, f"could not start the task: {one_line(exc)}")
@@ -247,6 +254,8 @@ class Scheduler:
                 self._progress[task_id] = (min(1.0, max(0.0, fraction)), None)
         elif kind == "exit":
             entry = self._running.pop(task_id, None)
+            if entry:
+                self.gpu_pool.release(task_id)
             task = jobs.get_task(self.db, task_id)
             if task and task["status"] == "running":
                 self._flush_progress()
@@ -270,14 +279,6 @@ class Scheduler:
             self.complete_job(task["job_id"], task, result)
         else:
             self.wake()
-
-    def _retry(self, task: dict, error: str) -> None:
-        """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
-        again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
-        jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
-        events.record(self.db, None, task["job_id"], "retrying",  # stored like recover()'s, not streamed
-                      {"task": task["id"], "attempt": task["attempts"], "error": error})
-        self.wake()
 
     def _retry(self, task: dict, error: str) -> None:
         """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
@@ -433,5 +434,10 @@ def scene_thread_budget(cores: int, running: int, waiting: int) -> int:
 
 
 def _add(used: dict, task: dict) -> None:
-    for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", task["gpu"] or 0)):
+    for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", _gpu_need(task))):
         used[key] += amount
+
+
+def _gpu_need(task: dict) -> int:
+    """A task that asks for a GPU gets one GPU's compute slot (CUDA_VISIBLE_DEVICES names exactly one)."""
+    return 1 if task["gpu"] else 0

@@ -26,10 +26,18 @@ class TaskSpec:
     inputs: dict[str, str] = field(default_factory=dict)  # name in the workdir -> artifact digest
     attempt: int = 1
     mem_mb: int = 0  # the task's memory request, as admitted (a remote engine asks its workers for it)
+    gpu: int | None = None  # the GPU granted by the scheduler (its nvidia-smi index); None: no GPU
+    nvenc: bool = False  # one NVENC session on that GPU is this task's
 
     @property
     def key(self) -> str:
         return f"{self.task_id}#{self.attempt}"
+
+    def device_env(self) -> dict[str, str]:
+        """The grant as the task's environment (renderers/encoder.py reads it): only its GPU is visible, by the
+        index nvidia-smi shows (PCI bus order); RENDER_NVENC=1 when it holds an NVENC session."""
+        env = {"CUDA_VISIBLE_DEVICES": "" if self.gpu is None else str(self.gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        return {**env, "RENDER_NVENC": "1"} if self.nvenc and self.gpu is not None else env
 
 
 class TaskHandle(Protocol):

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class LocalRun:
     workdir: Path
     log_path: Path
     limits: Limits
+    env: dict[str, str] = field(default_factory=dict)  # added to the sandbox's environment (TaskSpec.device_env)
+    gpu: int | None = None  # its device nodes are bound into the sandbox only when granted
 
 
 class TaskHandle:
@@ -333,7 +335,7 @@ class LocalExecutor:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         run = LocalRun(spec.task_id, spec.renderer, spec.input, workdir, self._root / "logs" / f"{spec.task_id}.log",
-                       spec.limits)
+                       spec.limits, env=spec.device_env(), gpu=spec.gpu)
 
         def relay(message: dict) -> None:
             if message.get("type") == "exit":
@@ -388,7 +390,8 @@ class LocalExecutor:
         sent = [pipe_w, os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644),
                 _input_fd(spec.input)]
         request = {"op": "spawn", "task_id": spec.task_id, "renderer": spec.renderer,
-                   "workdir": str(spec.workdir.absolute()), "limits": asdict(spec.limits)}
+                   "workdir": str(spec.workdir.absolute()), "limits": asdict(spec.limits), "env": spec.env,
+                   "gpu": spec.gpu}
         try:
             with self._lock:
                 zygote = self._ensure_zygote()  # restarts a zygote that died

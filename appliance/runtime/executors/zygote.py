@@ -270,7 +270,7 @@ class Worker:
             tmp_mb = min(self.limits.fsize_mb, self.limits.mem_mb)
             expect = self.request.get("expect")
             sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb,
-                          expect=(expect[0], expect[1]) if expect else None)
+                          expect=(expect[0], expect[1]) if expect else None, gpu=_granted_gpu(self.request))
         os.chdir(self.workdir)
 
     def _supervise(self, task_input: dict, out: BinaryIO) -> int:
@@ -360,6 +360,7 @@ class Worker:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.environ.clear()
             os.environ.update(sandbox.task_environment(self.workdir, self.uid is not None))
+            os.environ.update(_device_env(self.request))  # the GPU grant: CUDA_VISIBLE_DEVICES, RENDER_NVENC
             tempfile.tempdir = None  # the zygote may have cached its own; use TMPDIR from now on
             code = self._render(task_input, out)
         except BaseException as exc:
@@ -385,6 +386,18 @@ class Worker:
         out.write(line.encode() + b"\n")
         out.flush()
         return 0
+
+
+def _granted_gpu(request: dict) -> int | None:
+    gpu = request.get("gpu")
+    return gpu if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0 else None
+
+
+def _device_env(request: dict) -> dict[str, str]:
+    """Only the grant's own variables pass: a request cannot set anything else in the task's environment."""
+    env = request.get("env")
+    allowed = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "RENDER_NVENC")
+    return {k: str(env[k]) for k in allowed if isinstance(env, dict) and k in env}
 
 
 def cgroup_name(zygote_pid: int, worker_pid: int) -> str:

@@ -48,6 +48,7 @@ ETC_ALLOW = ("alternatives", "fonts", "texmf", "ld.so.cache", "ld.so.conf", "ld.
 SYSTEM_ALLOW = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var/lib/texmf",
                 "/var/cache/fontconfig", "/var/lib/ghostscript")
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
+GPU_SHARED_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")  # with /dev/nvidiaN
 NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
 
 
@@ -105,6 +106,9 @@ def _make_dev(root: str, fds: dict[str, int]) -> None:
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m")
     for name in DEV_NODES:
         _bind(fds[f"/dev/{name}"], f"{dev}/{name}", False, MS_NOSUID | MS_NOEXEC)
+    for path in fds:  # a granted GPU's nodes (gpu_nodes); there are none in fds without a grant
+        if path.startswith("/dev/nvidia"):
+            _bind(fds[path], root + path, False, MS_NOSUID | MS_NOEXEC)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{dev}/{name}")
@@ -152,8 +156,16 @@ def _pivot(root: str) -> None:
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
+def gpu_nodes(gpu: int | None) -> list[str]:
+    """The device nodes of a task granted GPU ``gpu`` (those that exist); none without a grant. The driver
+    numbers /dev/nvidiaN in PCI bus order, as nvidia-smi numbers its index."""
+    if gpu is None:
+        return []
+    return [p for p in (f"/dev/nvidia{gpu}", *(f"/dev/{n}" for n in GPU_SHARED_NODES)) if os.path.exists(p)]
+
+
 def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
-          expect: tuple[int, int] | None = None) -> None:
+          expect: tuple[int, int] | None = None, gpu: int | None = None) -> None:
     """As root in a single-threaded, freshly forked child: switch to the sandboxed view of the filesystem.
 
     /proc stays an empty mountpoint until the first child (pid 1 of the new PID namespace) calls mount_proc.
@@ -165,7 +177,7 @@ def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
     unshare(NAMESPACES)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
     # Opened after unshare: a bind source must be a mount of our own namespace.
-    paths = [d for _, kind, d in plan if kind in ("ro", "rw")] + [f"/dev/{n}" for n in DEV_NODES]
+    paths = [d for _, kind, d in plan if kind in ("ro", "rw")] + [f"/dev/{n}" for n in DEV_NODES] + gpu_nodes(gpu)
     fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
     if expect is not None and (os.fstat(fds[work]).st_dev, os.fstat(fds[work]).st_ino) != expect:
         raise RuntimeError(f"the workdir {work} changed after it was checked")
