@@ -35,7 +35,8 @@ def _vertical(size: int, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 def backdrop(style: str, size: int, subject_mean: np.ndarray, strength: float) -> np.ndarray:
     """uint8 RGB. Solid styles are exact colours (a client asked for that colour); auto is a soft
-    studio sweep tinted towards the subject's complement so it stands out; gradient is a vertical fade."""
+    studio sweep tinted towards the subject's complement so it stands out; gradient is a vertical fade.
+    `size` may be the quarter-size canvas that the shadows are drawn on (see `canvas`)."""
     solid = parse_color(style)
     if solid is not None:
         return np.full((size, size, 3), solid, np.uint8)
@@ -45,6 +46,21 @@ def backdrop(style: str, size: int, subject_mean: np.ndarray, strength: float) -
         return _vertical(size, top, top * 0.62)
     inner = np.array([243, 243, 241], np.float32) * (1 - 0.08 * strength) + 0.08 * strength * tint
     return _radial(size, inner, inner * 0.80)
+
+
+def canvas(style: str, size: int, subject_mean: np.ndarray, strength: float, bg: np.ndarray | None,
+           shade: np.ndarray | None) -> np.ndarray:
+    """The full-size backdrop with its shadows. A generated backdrop is smooth, so it and the quarter-size
+    shadow multiplier are combined small and scaled up once; a library image keeps its detail and takes the
+    scaled-up multiplier."""
+    if shade is None:
+        return bg if bg is not None else backdrop(style, size, subject_mean, strength)
+    if bg is None:
+        small = backdrop(style, shade.shape[0], subject_mean, strength)
+        small = cv2.multiply(small, cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), scale=1 / 255)
+        return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+    mult = cv2.resize(shade, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.multiply(bg, cv2.cvtColor(mult, cv2.COLOR_GRAY2RGB), scale=1 / 255)
 
 
 def from_image(path: str, size: int) -> np.ndarray:
@@ -62,10 +78,15 @@ def from_image(path: str, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def shadow(alpha: np.ndarray, at: tuple[int, int], size: int, strength: float) -> np.ndarray:
-    """Multiplier (uint8 RGB, 255 = no shadow) with a contact shadow under the subject and a soft drop shadow
-    cast down and to the right, both drawn on a quarter-size canvas."""
-    q = max(16, size // 4)
+SHADOW_SIDE = 320  # shadows are soft: drawn at most this large (blurs cost the square of the size), scaled up
+SHADOW_KINDS = {None: (1.0, 1.0, 1.0), "soft": (1.8, 1.5, 0.7), "hard": (0.45, 0.7, 1.35)}  # blur, contact, opacity
+
+
+def shadow(alpha: np.ndarray, at: tuple[int, int], size: int, strength: float, kind: str | None = None) -> np.ndarray:
+    """Small (quarter-size, at most SHADOW_SIDE) multiplier (uint8 grey, 255 = no shadow) with a contact
+    shadow under the subject and a soft drop shadow cast down and to the right. kind: None, soft or hard."""
+    blur, contact_blur, opacity = SHADOW_KINDS.get(kind, SHADOW_KINDS[None])
+    q = max(16, min(size // 4, SHADOW_SIDE))
     k = q / size
     h, w = alpha.shape
     x0, y0 = int(at[0] * k), int(at[1] * k)
@@ -75,11 +96,10 @@ def shadow(alpha: np.ndarray, at: tuple[int, int], size: int, strength: float) -
     drop = np.zeros_like(small)
     shift_x, shift_y = int(q * 0.015), int(q * 0.02)
     drop[shift_y:, shift_x:] = small[:q - shift_y, :q - shift_x]
-    drop = cv2.GaussianBlur(drop, (0, 0), q * 0.02) * 0.28
+    drop = cv2.GaussianBlur(drop, (0, 0), q * 0.02 * blur) * 0.28
     contact = np.zeros_like(small)
     axes = (max(1, int(sw * 0.48)), max(1, int(sh * 0.035)))
     cv2.ellipse(contact, (x0 + sw // 2, y0 + sh), axes, 0, 0, 360, 1.0, -1)
-    contact = cv2.GaussianBlur(contact, (0, 0), max(1.0, axes[1] * 1.2)) * 0.55
-    total = np.clip((drop + contact) * (0.6 + 0.4 * strength), 0, 0.8)
-    mult = ((1.0 - total) * 255 + 0.5).astype(np.uint8)
-    return cv2.cvtColor(cv2.resize(mult, (size, size), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2RGB)
+    contact = cv2.GaussianBlur(contact, (0, 0), max(1.0, axes[1] * 1.2 * contact_blur)) * 0.55
+    total = np.clip((drop + contact) * (0.6 + 0.4 * strength) * opacity, 0, 0.85)
+    return ((1.0 - total) * 255 + 0.5).astype(np.uint8)

@@ -5,7 +5,11 @@ preset and the image size, so the same request renders the same picture. `streng
 every effect."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+GEOMETRIC = {"warp", "melt"}  # steps that move pixels: a difference image cannot carry them
+DETAIL_SIDE = 1280  # larger subjects (4K renders) get the preset computed this large and its effect upsampled
 
 CATEGORIES = ["Clean", "Surface", "Damage", "Age", "Wear", "Structural", "Moisture & Temperature",
               "Extreme States", "Environmental Coverage"]
@@ -87,6 +91,30 @@ CATALOG = [{"value": "auto", "label": "Auto (no condition)", "category": None}] 
     {"value": value, "label": label, "category": category} for value, (label, category, _) in PRESETS.items()]
 assert len(CATALOG) == 43 and {c["category"] for c in CATALOG[1:]} == set(CATEGORIES)
 
+
+def apply_u8(value: str, rgb: np.ndarray, alpha: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """The preset on uint8 RGB. Up to DETAIL_SIDE it runs at full size in float; above, on a smaller copy whose
+    change (not whose pixels) is scaled up and added, so the subject keeps its own full-resolution detail while
+    rust, dust or droplets cost what they cost at 1280 pixels."""
+    if value not in PRESETS:
+        return rgb, alpha
+    h, w = alpha.shape
+    if max(h, w) <= DETAIL_SIDE or any(name in GEOMETRIC for name, _ in PRESETS[value][2]):
+        f, alpha = apply(value, rgb.astype(np.float32) * np.float32(1 / 255), alpha, strength)
+        return (f * 255 + 0.5).astype(np.uint8), alpha
+    scale = DETAIL_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # linear, not area: aliasing in the small copy cancels out of the difference that is carried back
+    small, small_alpha = (cv2.resize(x, size, interpolation=cv2.INTER_LINEAR) for x in (rgb, alpha))
+    f, treated_alpha = apply(value, small.astype(np.float32) * np.float32(1 / 255), small_alpha.copy(), strength)
+    # the change as one 8-bit image offset by 128 (±127 is far more than any preset moves a pixel): one
+    # upsampling and one saturating add (addWeighted rounds once, in float) instead of float images at 4K
+    delta = np.clip(f * 255 - small + 128.5, 0, 255).astype(np.uint8)
+    rgb = cv2.addWeighted(rgb, 1.0, cv2.resize(delta, (w, h), interpolation=cv2.INTER_LINEAR), 1.0, -128.0)
+    if not np.array_equal(treated_alpha, small_alpha):
+        change = cv2.resize(treated_alpha - small_alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+        alpha = np.clip(alpha + change, 0, 1)
+    return rgb, alpha
 
 
 def apply(value: str, rgb: np.ndarray, alpha: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,16 @@ SEED_SIDE = 128  # GrabCut's size: its cost grows with pixels, the matte's detai
 BORDER = 0.04
 
 
+def shrink(img: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average by a whole factor. OpenCV's INTER_AREA has a fast path only for exact whole ratios, so the
+    few edge pixels that do not fill a box are dropped (5x faster than a fractional area resize at 4K)."""
+    if factor <= 1:
+        return img
+    h, w = img.shape[:2]
+    nh, nw = max(1, h // factor), max(1, w // factor)
+    return cv2.resize(img[:nh * factor, :nw * factor], (nw, nh), interpolation=cv2.INTER_AREA)
+
+
 def _surface_terms(h: int, w: int) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     xs, ys = xs / max(w - 1, 1) - 0.5, ys / max(h - 1, 1) - 0.5
@@ -79,8 +89,7 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     """He et al.'s fast guided filter (grey guide): the linear coefficients are fitted on a 1/step copy, where
     they are smooth anyway, and applied to the full-resolution guide, so the matte takes the guide's edges."""
     h, w = guide.shape
-    small = (max(1, w // step), max(1, h // step))
-    g, p = (cv2.resize(x, small, interpolation=cv2.INTER_AREA) for x in (guide, src))
+    g, p = shrink(guide, step), shrink(src, step)
     ksize = (2 * max(1, radius // step) + 1,) * 2
     def mean(x: np.ndarray) -> np.ndarray:
         return np.asarray(cv2.boxFilter(x, -1, ksize))
@@ -92,16 +101,51 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     return a * guide + b
 
 
-def extract(rgb: np.ndarray) -> np.ndarray:
-    """Alpha (float32 0..1, same size as rgb) of the subject of an RGB uint8 image."""
+def extract_box(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Alpha (float32 0..1) of the subject of an RGB uint8 image, computed only inside the box around the rough
+    mask (plus a margin): (alpha of the box, (x0, y0) of the box). Outside it the alpha is 0. The guided filter
+    is the costly full-resolution step, so a small product in a large photo costs little."""
     h, w = rgb.shape[:2]
     scale = SEED_SIDE / max(h, w)
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    mask = grabcut(small, rough_mask(small)).astype(np.float32)
-    alpha = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) * np.float32(1 / 255)
+    coarse = shrink(rgb, max(1, int(1 / scale) // 2))  # most of the way with the fast whole-factor path
+    small = cv2.resize(coarse, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    mask = grabcut(small, rough_mask(small))
+    sh, sw = mask.shape
+    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8)) if mask.any() else (0, 0, sw, sh)
+    pad = 3  # small pixels: covers the guided filter's reach and the upsampling's blur
+    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(sw, x + bw + pad), min(sh, y + bh + pad)
+    fx, fy = w / sw, h / sh
+    X0, Y0, X1, Y1 = int(x0 * fx), int(y0 * fy), min(w, int(np.ceil(x1 * fx))), min(h, int(np.ceil(y1 * fy)))
+    alpha = _upsample_box(mask.astype(np.float32), (x0, y0, x1, y1), (X1 - X0, Y1 - Y0))
+    guide = _contrast_guide(rgb[Y0:Y1, X0:X1], small, (x0, y0, x1, y1))
     radius = max(4, round(max(h, w) / SEED_SIDE * 2))
-    return np.clip(guided_filter(grey, alpha, radius, 1e-3), 0.0, 1.0)
+    out = np.clip(guided_filter(guide, np.ascontiguousarray(alpha), radius, 1e-3), 0.0, 1.0)
+    return out, (X0, Y0)
+
+
+def _contrast_guide(crop: np.ndarray, small: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The guided filter's guide: how far each pixel is from the fitted background colour (the largest of the
+    three channel differences, 0..1), not plain grey, so a subject of the backdrop's brightness but another
+    colour (a yellow cap on grey) still gets a crisp edge."""
+    fitted, _ = background_model(small.astype(np.float32))
+    backdrop = _upsample_box(np.clip(fitted, 0, 255).astype(np.uint8), box, (crop.shape[1], crop.shape[0]))
+    diff = cv2.absdiff(crop, backdrop)
+    channels = cv2.split(diff)
+    return cv2.max(cv2.max(channels[0], channels[1]), channels[2]).astype(np.float32) * np.float32(1 / 255)
+
+
+def _upsample_box(mask: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """The small mask's box scaled to `size` (w, h) without making the whole full-size mask first."""
+    x0, y0, x1, y1 = box
+    return cv2.resize(np.ascontiguousarray(mask[y0:y1, x0:x1]), size, interpolation=cv2.INTER_LINEAR)
+
+
+def extract(rgb: np.ndarray) -> np.ndarray:
+    """Alpha (float32 0..1, same size as rgb) of the subject of an RGB uint8 image."""
+    box, (x0, y0) = extract_box(rgb)
+    alpha = np.zeros(rgb.shape[:2], np.float32)
+    alpha[y0:y0 + box.shape[0], x0:x0 + box.shape[1]] = box
+    return alpha
 
 
 def from_alpha_channel(alpha: np.ndarray) -> np.ndarray | None:
