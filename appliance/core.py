@@ -19,6 +19,7 @@ from appliance.runtime.scheduler import Scheduler
 from appliance.runtime.verify import verify
 from appliance.services.jobs import JobService
 from appliance.services.pipelines.image import ImagePipeline
+from appliance.services.pipelines.image_video import GifPipeline, VideoPipeline
 from appliance.services.pipelines.manim import ManimPipeline
 from appliance.services.pipelines.movie import MoviePipeline
 from appliance.services.pipelines.tasks import TasksPipeline
@@ -58,7 +59,8 @@ class Core:
         self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
             "manim": ManimPipeline.from_settings(settings, self.capacity.cpu),
             "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
-            "image": ImagePipeline(self.artifacts)},
+            "image": ImagePipeline(self.artifacts), "video": VideoPipeline(self.artifacts),
+            "video_convert": GifPipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
         self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
         self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None

@@ -275,3 +275,23 @@ def remux_faststart_av(src: Path, dst: Path) -> dict:
     rate = float(fps) if fps else 0.0
     return {"duration": round(frames / rate, 3) if rate else 0.0, "frames": frames, "width": width,
             "height": height, "fps": round(rate, 3) if rate % 1 else int(rate)}
+
+
+# --- RenderCAD video and GIF (renderers/image/video.py, gif.py) ------------------------------------------------
+
+def raw_h264_command(path: str | Path, width: int, height: int, fps: int, preset: str = "veryfast") -> list[str]:
+    """ffmpeg reading raw BGR frames on stdin and writing H.264 yuv420p (BT.709, limited range) with the moov
+    atom first: the movie compositor's codec settings, one encode for the whole clip."""
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+            "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
+            "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-c:v", "libx264",
+            "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p", "-r", str(fps),
+            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
+            "-movflags", "+faststart", str(path)]
+
+
+def gif_command(src: str | Path, dst: str | Path, width: int, fps: int) -> list[str]:
+    """A GIF from a video with a palette generated for it (palettegen/paletteuse in one graph), looping."""
+    graph = (f"fps={fps},scale={width}:-2:flags=lanczos,split[a][b];[a]palettegen=stats_mode=diff[p];"
+             "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle")
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-i", str(src), "-vf", graph, "-loop", "0", str(dst)]

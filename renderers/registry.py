@@ -16,6 +16,8 @@ _BUILTIN: dict[str, str] = {
     "movie.scene": "renderers.movie.compose:render_scene",
     "movie.assemble": "renderers.movie.assemble:render_assemble",
     "image.render": "renderers.image.pipeline:render",
+    "image.video": "renderers.image.video:render",
+    "image.gif": "renderers.image.gif:render",
     # Test renderers: the only fakes allowed, used to exercise the scheduler.
     "test.noop": "renderers.testing:noop",
     "test.sleep": "renderers.testing:sleep",
@@ -39,6 +41,8 @@ REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
     "movie.scene": ("scene",),
     "movie.assemble": ("video", "thumbnail"),
     "image.render": ("render",),
+    "image.video": ("video",),
+    "image.gif": ("gif",),
 }
 
 

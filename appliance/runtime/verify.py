@@ -12,7 +12,8 @@ from pathlib import Path
 from appliance.runtime.artifacts import safe_name
 from renderers.registry import REQUIRED_OUTPUTS
 
-ROLE_KINDS = {"video": "h264", "scene": "h264", "thumbnail": "jpeg", "captions": "webvtt", "render": "raster"}
+ROLE_KINDS = {"video": "h264", "scene": "h264", "thumbnail": "jpeg", "captions": "webvtt", "render": "raster",
+              "gif": "gif"}
 
 
 def verify(renderer: str, task_input: dict, files: dict, workdir: Path) -> str | None:
@@ -91,4 +92,19 @@ def _raster(path: Path, task_input: dict) -> str | None:
     return None
 
 
-CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt, "raster": _raster}
+def _gif(path: Path, task_input: dict) -> str | None:
+    """A converted video (RenderCAD): a real GIF of the width the task asked for, every frame decodable."""
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as image:
+        if image.format != "GIF":
+            return f"format {image.format}"
+        width = task_input.get("width")
+        if width and image.size[0] != width:
+            return f"{image.size[0]} pixels wide, expected {width}"
+        for _ in ImageSequence.Iterator(image):
+            pass
+    return None
+
+
+CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt, "raster": _raster, "gif": _gif}

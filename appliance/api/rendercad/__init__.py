@@ -11,7 +11,7 @@ from litestar import Request, Response, Router, get, route
 from litestar.handlers import HTTPRouteHandler
 
 from appliance.api.common import handlers_for, json_response
-from appliance.api.rendercad import auth, discovery, legacy, pages, render, uploads, webhooks
+from appliance.api.rendercad import auth, discovery, legacy, pages, render, uploads, video, webhooks
 from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
@@ -38,6 +38,11 @@ async def webhooks_php(request: Request, service: JobService) -> Response:
     return await dispatch(request, service, webhooks.ACTIONS)
 
 
+@route("/video.php", http_method=["GET", "POST"], include_in_schema=False)
+async def video_php(request: Request, service: JobService) -> Response:
+    return await dispatch(request, service, video.ACTIONS)
+
+
 @route("/api_discovery.php", http_method=["GET", "POST"], include_in_schema=False)
 async def discovery_php(request: Request, service: JobService) -> Response:
     return await dispatch(request, service, discovery.ACTIONS)
@@ -56,7 +61,7 @@ async def serve_render(request: Request, service: JobService) -> Response:
     assert key is not None
     job_id = request.query_params.get("id", "")
     row = store.get_job(service.db, job_id, key.user_id)
-    path = service.store.file_path(job_id, OUTPUT) if row else None
+    path = service.store.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT)) if row else None
     if path is None:
         return json_response({"error": "Render not found"}, 404)
     return serve_file(request, path)
@@ -65,14 +70,14 @@ async def serve_render(request: Request, service: JobService) -> Response:
 @get("/renders/{name:str}", include_in_schema=False)
 async def asset(request: Request, service: JobService, name: str) -> Response:
     """The public asset URLs: {job_id} is the render, {job_id}_input the uploaded image."""
-    job_id = name[:-len("_input")] if name.endswith("_input") else name
+    job_id = name[:-len("_input")] if name.endswith("_input") else video.asset_job_id(name)
     row = store.one_job(service.db, job_id)
     path = None
     if row and name.endswith("_input"):
         got = store.uploads_of(service.db, job_id).get("input_main")
         path = Path(got["path"]) if got and got["path"] else None
     elif row:
-        path = service.store.file_path(job_id, OUTPUT)
+        path = service.store.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT))
     if path is None or not path.is_file():
         return json_response({"error": "Not found"}, 404)
     return serve_file(request, path)
@@ -85,14 +90,15 @@ def listener(service: JobService):
         if event_type not in ("completed", "failed", "cancelled"):
             return
         store.update_job(service.db, job["id"], completed_at=job["completed_at"] or now_iso())
-        if event_type != "cancelled":
+        if event_type != "cancelled" and job.get("kind") != "video_convert":  # a GIF conversion sends none
             row = store.one_job(service.db, job["id"])
-            error = (row or {}).get("error_message") or render.display_error(job["error"])
+            shown = video.display_error if job.get("kind") == "video" else render.display_error
+            error = (row or {}).get("error_message") or shown(job["error"])
             webhooks.job_ended(service, job, None if event_type == "completed" else error)
     return on_event
 
 
-backend = Router(path="/backend", route_handlers=[auth_php, render_php, webhooks_php, discovery_php, upload,
+backend = Router(path="/backend", route_handlers=[auth_php, render_php, webhooks_php, discovery_php, video_php, upload,
                                                        serve_render, discovery.thumb],
                  exception_handlers=handlers_for(error_response), request_max_body_size=MAX_BODY)
 route_handlers: list[Router | HTTPRouteHandler] = [backend, asset, *pages.ROUTES]

@@ -31,6 +31,10 @@ DEVICE_AUTHORIZE = Limit("device_code_authorize", 5, HOUR)
 
 TABLE: dict[tuple[str, str], Limit] = {
     ("render.php", "status"): STATUS,
+    ("video.php", "status"): STATUS,
+    # counted once the request is valid (Ctx.admit), so a rejected field does not use up the allowance
+    ("video.php", "create_job"): Limit("video_generate", 10, 300, late=True),
+    ("video.php", "convert"): Limit("video_convert", 20, 300, late=True),
     ("auth.php", "request_device_code"): Limit("device_code_request", 10, HOUR),
     ("auth.php", "poll_device_code"): Limit("device_code_poll", 60, 600),
     ("auth.php", "get_api_tokens"): Limit("api_token_list", 120, HOUR),

@@ -91,7 +91,9 @@ def job_ended(service: JobService, job: dict, error: str | None) -> None:
     done = job["status"] == "completed"
     data = {"job_id": job["id"], "status": "completed" if done else "failed",
             "completed_at": job["completed_at"] or now_iso()}
-    if done:
+    if done and kind == "video":  # the seed's video.completed names the clip video_url
+        data = {**data, "video_url": f"{base}/renders/{job['id']}.mp4", "processing_time_ms": job.get("duration_ms")}
+    elif done:
         data = {**data, "output_url": f"{base}/renders/{job['id']}", "processing_time_ms": job.get("duration_ms")}
     else:
         data = {**data, "error": error, "input_url": f"{base}/renders/{job['id']}_input"}

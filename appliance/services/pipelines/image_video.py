@@ -1,0 +1,126 @@
+"""RenderCAD video jobs: a still (or two) → one ``image.video`` task (renderers/image/video.py), and a finished
+video → one ``image.gif`` task (renderers/image/gif.py). Also the video request vocabulary the dialect
+validates against (the seed's video.php table, DECISIONS.md's presets)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from appliance.runtime.artifacts import Artifacts
+from appliance.store.jobs import TaskDef
+
+MODES = ("single", "transition", "loop")
+CAMERAS = ("auto", "orbit", "zoom-in", "zoom-out", "pan-left", "pan-right", "dolly")
+MOTIONS = ("auto", "hero-spin", "float", "none")
+STYLES = ("preserve", "creative")
+DURATIONS = (4, 6, 8)
+RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+FPS = 30
+MAX_CROSSFADE = 2.0
+DEFAULT_CROSSFADE = 0.5
+MAX_PROMPT = 1500
+GIF_WIDTH, GIF_FPS = 480, 15
+PIPELINE_VERSION = "1"  # part of the cache key: a change to the renderer's look bumps it
+
+
+class VideoError(ValueError):
+    """A request field the video pipeline cannot take; the message names the field and its values."""
+
+
+def cost(duration: int, resolution: str) -> int:
+    """Tokens: the clip's seconds, one more at 1080p (the seed: duration + (resolution === '1080p' ? 1 : 0))."""
+    return duration + (1 if resolution == "1080p" else 0)
+
+
+def _choice(data: dict, name: str, allowed: tuple, default):
+    value = data.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or value not in allowed:
+        raise VideoError(f"{name} must be one of: {', '.join(map(str, allowed))}")
+    return value
+
+
+def _duration(data: dict) -> int:
+    value = data.get("duration")
+    if value is None or value == "":
+        return 8
+    if isinstance(value, str) and value.strip().isdigit():  # form-minded clients send "8"
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in DURATIONS:
+        raise VideoError("duration must be one of: 4, 6, 8")
+    return int(value)
+
+
+def _crossfade(data: dict) -> float:
+    value = data.get("crossfade_duration")
+    if value is None or value == "":
+        return DEFAULT_CROSSFADE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_CROSSFADE:
+        raise VideoError("crossfade_duration must be a number from 0.0 to 2.0")
+    return float(value)
+
+
+def validate(data: dict) -> dict:
+    """The settings of a video job, defaults filled in (the source URLs are the dialect's to resolve)."""
+    style = data.get("style")
+    if style in ("exact", "enhance"):
+        raise VideoError("style exact and enhance are not supported for video: use preserve or creative")
+    prompt = data.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT):
+        raise VideoError(f"prompt must be a string of at most {MAX_PROMPT} characters")
+    mode = _choice(data, "video_mode", MODES, "single")
+    crossfade = _crossfade(data)  # checked in every mode, used in a loop
+    return {"video_mode": mode, "camera": _choice(data, "camera", CAMERAS, "auto"),
+            "motion": _choice(data, "motion", MOTIONS, "auto"), "style": _choice(data, "style", STYLES, "preserve"),
+            "prompt": prompt or None, "duration": _duration(data),
+            "resolution": _choice(data, "resolution", tuple(RESOLUTIONS), "720p"),
+            "crossfade_duration": crossfade if mode == "loop" else None}
+
+
+def _put(artifacts: Artifacts, role: str, path: str) -> tuple[str, str]:
+    return f"{role}{os.path.splitext(path)[1][:8]}", artifacts.put(Path(path))
+
+
+def _cache_key(prefix: str, task_input: dict) -> str:
+    parts = [PIPELINE_VERSION, *(f"{k}={task_input[k]}" for k in sorted(task_input) if k != "artifacts"),
+             *sorted(task_input["artifacts"].values())]
+    return prefix + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class VideoPipeline:
+    """payload: settings (validate()), first_path, optional last_path (transition)."""
+    deferred = False
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.artifacts = artifacts
+
+    def plan(self, payload: dict) -> list[TaskDef]:
+        settings = payload["settings"]
+        width, height = RESOLUTIONS[settings["resolution"]]
+        names, artifacts = {}, {}
+        for role in ("first", "last"):
+            path = payload.get(f"{role}_path")
+            if path:
+                names[role], artifacts[names[role]] = _put(self.artifacts, role, path)
+        task_input = {"mode": settings["video_mode"], "camera": settings["camera"], "motion": settings["motion"],
+                      "style": settings["style"], "crossfade": settings.get("crossfade_duration") or 0.0,
+                      "width": width, "height": height, "fps": FPS, "frames": settings["duration"] * FPS,
+                      **names, "artifacts": artifacts}
+        return [TaskDef(renderer="image.video", name="video", cpu=1.0, mem_mb=1200 if height <= 720 else 1800,
+                        input=task_input, cache_key=_cache_key("video-", task_input))]
+
+
+class GifPipeline:
+    """payload: video_path (a finished video.php output)."""
+    deferred = False
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.artifacts = artifacts
+
+    def plan(self, payload: dict) -> list[TaskDef]:
+        name, digest = _put(self.artifacts, "video", payload["video_path"])
+        task_input = {"video": name, "width": GIF_WIDTH, "fps": GIF_FPS, "artifacts": {name: digest}}
+        return [TaskDef(renderer="image.gif", name="gif", cpu=1.0, mem_mb=800, input=task_input,
+                        cache_key=_cache_key("gif-", task_input))]

@@ -1,0 +1,288 @@
+"""The image → video renderer (RenderCAD video.php): a still becomes an H.264 clip with an eased camera move.
+
+Every frame is one or two affine warps (OpenCV warpAffine, INTER_LINEAR) of a prepared "plate" with float
+offsets and scales, so motion is sub-pixel smooth (ffmpeg's zoompan rounds to whole pixels and jitters). The
+frames go raw into one ffmpeg encode (renderers/ffmpeg.py). Presets that need depth (`orbit`, `dolly`,
+`hero-spin`, `float`) split the plate into a subject layer (the image pipeline's matte) and a background layer
+whose hole behind the subject is inpainted, and move the two differently: 2.5D parallax.
+
+Modes: `single` plays the move once; `transition` crossfades the first image into the last one under the same
+move; `loop` takes a there-and-back path (zero speed at both ends) and crossfades its last
+``crossfade_duration`` seconds into the first frame, so the clip ends where it starts."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from renderers import ffmpeg as ff
+from renderers.base import RenderError
+from renderers.image import matte
+from renderers.image.pipeline import load
+
+OUTPUT = "video.mp4"
+MARGIN = 1.2  # the plate is this much larger than the frame: room to pan and zoom without showing an edge
+MATTE_SIDE = 640  # the subject matte is found at this size (the guided filter follows the edges at plate size)
+FAILED = "Generation failed"
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Where the view looks at a moment: zoom (1 = the whole plate), centre as a fraction of the plate."""
+    zoom: float = 1.0
+    cx: float = 0.5
+    cy: float = 0.5
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The subject layer's own move, in plate pixels about the subject's centre (applied before the camera)."""
+    dx: float = 0.0
+    dy: float = 0.0
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+    shear: float = 0.0
+
+
+@dataclass
+class Plate:
+    rgb: np.ndarray  # uint8, the still contained in the plate, sides filled with a blurred copy
+    subject: np.ndarray | None = None  # uint8 RGBA: the still with the subject's alpha (None: no subject found)
+    background: np.ndarray | None = None  # uint8 RGB: the plate with the hole behind the subject filled
+    centre: tuple[float, float] = (0.0, 0.0)  # the subject's centre, plate pixels
+
+
+def smoother(t: float) -> float:
+    """Ken Perlin's smootherstep: zero speed and acceleration at both ends (no jerk when the move starts)."""
+    t = min(1.0, max(0.0, t))
+    return t * t * t * (t * (t * 6 - 15) + 10)
+
+
+# ---- the plate -------------------------------------------------------------------------------------------------
+def make_plate(path: Path, width: int, height: int, layered: bool) -> Plate:
+    pw, ph = round(width * MARGIN), round(height * MARGIN)
+    rgb, own_alpha = load(path, max_side=max(pw, ph))
+    h, w = rgb.shape[:2]
+    scale = min(pw / w, ph / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    x0, y0 = (pw - nw) // 2, (ph - nh) // 2
+    contained = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if (nw, nh) == (pw, ph):
+        canvas = contained
+    else:  # a still of another shape: its blurred, enlarged copy fills the sides
+        cover = max(pw / w, ph / h)
+        small = cv2.resize(rgb, (max(1, round(w * cover / 16)), max(1, round(h * cover / 16))),
+                           interpolation=cv2.INTER_AREA)
+        blurred = cv2.resize(cv2.GaussianBlur(small, (0, 0), 3), (round(w * cover), round(h * cover)),
+                             interpolation=cv2.INTER_LINEAR)
+        bx, by = (blurred.shape[1] - pw) // 2, (blurred.shape[0] - ph) // 2
+        canvas = np.ascontiguousarray(blurred[by:by + ph, bx:bx + pw])
+        canvas[y0:y0 + nh, x0:x0 + nw] = contained
+    plate = Plate(rgb=np.ascontiguousarray(canvas))
+    if layered:
+        alpha = _subject_alpha(rgb, own_alpha, (nw, nh))
+        if alpha is not None:
+            full = np.zeros((ph, pw), np.uint8)
+            full[y0:y0 + nh, x0:x0 + nw] = alpha
+            _split(plate, full)
+    return plate
+
+
+def _subject_alpha(rgb: np.ndarray, own_alpha: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """The subject's alpha (uint8) at the contained size, or None when no clear subject stands out."""
+    if own_alpha is not None and own_alpha.min() < 250:
+        alpha = own_alpha.astype(np.float32) / 255
+    else:
+        h, w = rgb.shape[:2]
+        scale = min(1.0, MATTE_SIDE / max(h, w))
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        alpha = matte.extract(small)
+    share = float((alpha > 0.5).mean())
+    if not 0.01 <= share <= 0.85:  # nothing found, or a full-bleed photo: parallax would tear it apart
+        return None
+    return (cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR) * 255 + 0.5).astype(np.uint8)
+
+
+def _split(plate: Plate, alpha: np.ndarray) -> None:
+    """Subject layer = the plate with the alpha; background = the plate with the subject's hole inpainted at a
+    quarter of the size (the fill is soft anyway) and blurred, so nothing sharp shows when the subject moves."""
+    ph, pw = alpha.shape
+    grow = max(3, round(max(ph, pw) * 0.015)) | 1
+    hole = cv2.dilate((alpha > 12).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    q = (max(1, pw // 4), max(1, ph // 4))
+    small = cv2.resize(plate.rgb, q, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole, q, interpolation=cv2.INTER_NEAREST)
+    filled = cv2.GaussianBlur(cv2.inpaint(small, small_hole, 3, cv2.INPAINT_TELEA), (0, 0), 2)
+    filled = cv2.resize(filled, (pw, ph), interpolation=cv2.INTER_LINEAR)
+    soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
+    plate.background = (plate.rgb * (1 - soft) + filled * soft + 0.5).astype(np.uint8)
+    plate.subject = np.dstack([plate.rgb, alpha])
+    m = cv2.moments(alpha, binaryImage=False)
+    plate.centre = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] else (pw / 2, ph / 2)
+
+
+# ---- the moves -------------------------------------------------------------------------------------------------
+def camera_at(preset: str, u: float, amp: float) -> Camera:
+    """The camera of a preset at progress u (0..1, already eased)."""
+    if preset == "zoom-in":
+        return Camera(1 + 0.22 * amp * u)
+    if preset == "zoom-out":
+        return Camera(1 + 0.22 * amp * (1 - u))
+    if preset in ("pan-left", "pan-right"):
+        zoom = 1.16
+        reach = (1 - 1 / zoom) / 2 * 0.9 * min(1.0, amp)  # the most the centre may move, as a plate fraction
+        sign = 1 if preset == "pan-right" else -1
+        return Camera(zoom, 0.5 + sign * reach * (2 * u - 1))
+    if preset == "orbit":  # the background slides past (the subject layer holds it back, see layer_at)
+        zoom = 1.14
+        reach = (1 - 1 / zoom) / 2 * 0.9
+        return Camera(zoom + 0.03 * amp * math.sin(math.pi * u), 0.5 + reach * (2 * u - 1))
+    if preset == "dolly":
+        return Camera(1 + 0.08 * amp * u, 0.5, 0.5 - 0.01 * amp * u)
+    return Camera()
+
+
+def layer_at(camera: str, motion: str, u: float, t: float, amp: float, plate: Plate, cam: Camera) -> Layer:
+    """The subject's own move on top of the camera's: what makes the parallax."""
+    pw, ph = plate.rgb.shape[1], plate.rgb.shape[0]
+    dx = dy = shear = 0.0
+    sx = sy = 1.0
+    if camera == "orbit":  # the subject travels with the view, the background does not: it seems to turn
+        dx += (cam.cx - 0.5) * pw * 0.8
+        shear += -0.04 * amp * (2 * u - 1)
+    elif camera == "dolly":  # the nearer subject grows faster than the far background
+        sx = sy = 1 + 0.12 * amp * u
+    if motion == "hero-spin":  # a turn about the vertical axis: the width follows cos, the near edge leads
+        angle = math.radians(28 * amp) * (2 * u - 1)
+        sx *= 0.82 + 0.18 * math.cos(angle)
+        shear += 0.08 * math.sin(angle)
+        dx += 0.02 * pw * math.sin(angle)
+    elif motion == "float":  # a gentle bob, one period over the clip (loops seamlessly)
+        dy += -0.012 * amp * ph * math.sin(2 * math.pi * t)
+    return Layer(dx, dy, sx, sy, shear)
+
+
+def view_matrix(cam: Camera, size: tuple[int, int], plate_size: tuple[int, int]) -> np.ndarray:
+    """Plate pixels → frame pixels: scale k = zoom / MARGIN about the camera's centre, in floats (sub-pixel)."""
+    (w, h), (pw, ph) = size, plate_size
+    k = cam.zoom * min(w / pw, h / ph)
+    return np.array([[k, 0, w / 2 - k * cam.cx * pw], [0, k, h / 2 - k * cam.cy * ph]], np.float64)
+
+
+def layer_matrix(layer: Layer, centre: tuple[float, float]) -> np.ndarray:
+    """The subject's move in plate pixels: scale and shear about its centre (feet-anchored shear), then shift."""
+    cx, cy = centre
+    a = np.array([[layer.scale_x, layer.shear, 0], [0, layer.scale_y, 0], [0, 0, 1]], np.float64)
+    a[0, 2] = cx - layer.scale_x * cx - layer.shear * cy + layer.dx
+    a[1, 2] = cy - layer.scale_y * cy + layer.dy
+    return a
+
+
+def frame(plate: Plate, cam: Camera, layer: Layer | None, size: tuple[int, int]) -> np.ndarray:
+    pw, ph = plate.rgb.shape[1], plate.rgb.shape[0]
+    view = view_matrix(cam, size, (pw, ph))
+    if layer is None or plate.subject is None or plate.background is None:
+        return cv2.warpAffine(plate.rgb, view, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    back = cv2.warpAffine(plate.background, view, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    m = view @ layer_matrix(layer, plate.centre)
+    front = cv2.warpAffine(plate.subject, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    alpha = front[..., 3].astype(np.float32) * np.float32(1 / 255)
+    return cv2.blendLinear(np.ascontiguousarray(front[..., :3]), back, alpha, 1 - alpha)
+
+
+# ---- the clip --------------------------------------------------------------------------------------------------
+LAYERED_CAMERAS = ("orbit", "dolly")
+LAYERED_MOTIONS = ("hero-spin", "float")
+
+
+def resolve(task_input: dict) -> tuple[str, str]:
+    """`auto` made concrete: a single still gets a dolly (with the subject's parallax when it has one) and a
+    hero-spin under an orbit; a transition a gentle zoom; a loop a dolly there and back."""
+    mode, camera, motion = task_input.get("mode", "single"), task_input["camera"], task_input["motion"]
+    if camera == "auto":
+        camera = "zoom-in" if mode == "transition" else "dolly"
+    if motion == "auto":
+        motion = "hero-spin" if camera == "orbit" else "none"
+    if mode == "transition":  # two different stills have no one subject: the move is the camera's alone
+        camera = {"orbit": "pan-right", "dolly": "zoom-in"}.get(camera, camera)
+        motion = "none"
+    return camera, motion
+
+
+def frames(task_input: dict, workdir: Path):
+    """Yield the clip's frames (BGR uint8), in order."""
+    size = (int(task_input["width"]), int(task_input["height"]))
+    fps, count = int(task_input["fps"]), int(task_input["frames"])
+    mode = task_input.get("mode", "single")
+    camera, motion = resolve(task_input)
+    amp = 1.5 if task_input.get("style") == "creative" else 1.0
+    layered = camera in LAYERED_CAMERAS or motion in LAYERED_MOTIONS
+    first = make_plate(workdir / task_input["first"], *size, layered=layered)
+    last = make_plate(workdir / task_input["last"], *size, layered=False) if task_input.get("last") else None
+    if first.subject is None:  # no subject found: the whole picture moves as one
+        camera = {"orbit": "pan-right", "dolly": "zoom-in"}.get(camera, camera)
+        motion = "none"
+    fade = max(0, min(count - 1, round(float(task_input.get("crossfade", 0)) * fps))) if mode == "loop" else 0
+    start = None
+    for i in range(count):
+        t = i / count if mode == "loop" else i / max(1, count - 1)
+        u = (1 - math.cos(2 * math.pi * t)) / 2 if mode == "loop" else smoother(t)
+        cam = camera_at(camera, u, amp)
+        layer = layer_at(camera, motion, u, t, amp, first, cam) if first.subject is not None else None
+        out = frame(first, cam, layer, size)
+        if last is not None:  # hold, crossfade through the middle, hold
+            w = smoother((t - 0.2) / 0.6)
+            if w > 0:
+                out = cv2.addWeighted(out, 1 - w, frame(last, cam, None, size), w, 0)
+        if start is None:
+            start = out
+        if fade and i >= count - fade:  # the tail dissolves into the first frame: the loop closes
+            w = (i - (count - fade) + 1) / fade
+            out = cv2.addWeighted(out, 1 - w, start, w, 0)
+        yield cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+
+
+def render(task_input: dict, workdir, report) -> dict:
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    width, height, fps, count = (int(task_input[k]) for k in ("width", "height", "fps", "frames"))
+    cmd = ff.raw_h264_command(workdir / OUTPUT, width, height, fps)
+    log_path = workdir / "ffmpeg.log"
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # see ff.run_with_progress: fewer arenas under RLIMIT_AS
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        assert proc.stdin is not None
+        try:
+            for i, image in enumerate(frames(task_input, workdir)):
+                proc.stdin.write(image.data)
+                if i % 15 == 0:
+                    report.progress(0.95 * i / count, "rendering")
+        except BrokenPipeError:
+            pass  # ffmpeg died: its log says why, below
+        except Exception:
+            proc.kill()
+            raise
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            proc.wait()
+    if proc.returncode != 0:
+        raise ff.FfmpegError(cmd, log_path.read_text(errors="replace"))
+    camera, motion = resolve(task_input)
+    report.log(f"image.video {width}x{height} {count} frames ({camera}/{motion}) in "
+               f"{time.perf_counter() - started:.2f} s")
+    report.progress(1.0, "done")
+    return {"files": {"video": OUTPUT}, "meta": {"width": width, "height": height, "fps": fps, "frames": count,
+                                                 "duration": round(count / fps, 3), "camera": camera,
+                                                 "motion": motion}}
+
+
+__all__ = ["FAILED", "RenderError", "render"]
