@@ -4,7 +4,7 @@ Two paths:
 - no video layers ("stills"): the picture only changes where a layer appears, disappears or fades, so each
   distinct picture is composited ONCE with Pillow and ffmpeg holds it for its frames (``setpts`` + ``fps``).
   A picture held for two seconds or more is encoded for one second only and that clip is repeated by stream
-  copy (concat demuxer), so x264 never sees most of the identical frames;
+  copy (in-process, ``mux.join_blocks``), so x264 never sees most of the identical frames;
 - with video layers ("layered"): one filter graph on a ``color`` background; text/image layers are Pillow
   sprites (PNG, decoded once) overlaid with ``enable``; video layers are trimmed/looped/fitted by ffmpeg.
 Every clip has the same codec settings and an audio track (silence if need be), so clips concat with ``-c copy``.
@@ -36,6 +36,7 @@ from renderers.movie.layers import (
     video_overlay_source,
     window,
 )
+from renderers.movie.mux import join_blocks
 from renderers.movie.spec import SpecError, normalize_scene
 from renderers.preview import Preview
 
@@ -47,6 +48,7 @@ LAST_FRAME_FILE = "last.jpg"  # the scene's last frame, when the renderer has it
 STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0"
 BLOCK_SECONDS = 1  # a picture held for >= 2 blocks is encoded for one block, then repeated (one IDR per block)
 _TMP_DIR = "scene_tmp"
+BLOCK_AUDIO = "audio.m4a"  # the stills path's audio, encoded beside its blocks
 _PREPARE_SHARE = 0.1  # of the progress bar, for drawing sprites before ffmpeg starts
 
 Part = tuple[tuple, int]  # (picture key, frame count); a key lists (sprite index, alpha 0..255) bottom to top
@@ -295,16 +297,18 @@ def _parts_video(parts: list[Part], pictures: _Pictures, path: Path):
     return video.filter("trim", end_frame=sum(count for _, count in parts)).filter("setsar", "1")
 
 
-def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, on_progress) -> None:
-    """Encode all blocks in one x264 pass, cut into ``block_NNN.mp4`` at the block boundaries."""
+def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, audio, tmp: Path, on_progress) -> None:
+    """Encode all blocks in one x264 pass, cut into ``block_NNN.mp4`` at the block boundaries; the same ffmpeg
+    process encodes the scene's audio into ``audio.m4a`` (one process start, not two)."""
     lengths = [sum(count for _, count in block) for block in blocks]
     video = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
     canvas = pictures.canvas
+    sound = ffmpeg.output(audio, str(tmp / BLOCK_AUDIO), **ff._SCENE_AUDIO)  # the codec settings of every clip
     def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
-        return canvas.threaded(ff.h264_segments_output(
+        return canvas.threaded(ffmpeg.merge_outputs(ff.h264_segments_output(
             video, tmp / "block_%03d.mp4", fps=canvas.fps, preset=X264_PRESET,
             x264_params=canvas.x264(STILL_X264_PARAMS), split_frames=list(itertools.accumulate(lengths))[:-1],
-            encoder=encoder))
+            encoder=encoder), sound))
     ff.encode_with_fallback(build, sum(lengths) / canvas.fps, on_progress, tmp / "blocks.log")
 
 
@@ -321,12 +325,9 @@ def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio,
         video = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
         _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS)
         return last
-    _encode_blocks(blocks, pictures, tmp, _progress(report, _PREPARE_SHARE, 0.9))
-    listing = tmp / "blocks.txt"
-    listing.write_text("".join(f"file 'block_{index:03d}.mp4'\n" for index in playlist))
-    video = ffmpeg.input(str(listing), f="concat").video
-    ff.run_with_progress(ff.copy_video_aac_output(video, audio, out), canvas.duration,
-                         _progress(report, 0.9, 1.0), tmp / "ffmpeg.log")
+    _encode_blocks(blocks, pictures, audio, tmp, _progress(report, _PREPARE_SHARE, 0.95))
+    lengths = [sum(count for _, count in blocks[index]) for index in playlist]
+    join_blocks([tmp / f"block_{index:03d}.mp4" for index in playlist], lengths, canvas.fps, tmp / BLOCK_AUDIO, out)
     return last
 
 

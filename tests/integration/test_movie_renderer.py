@@ -151,7 +151,8 @@ def test_minimal_example_through_the_command_line(tmp_path, media):
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     messages = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert messages[-1]["outputs"]["meta"] == {"duration": 5.0, "frames": 150, "width": W, "height": H}
+    assert messages[-1]["outputs"]["meta"].items() >= {"duration": 5.0, "frames": 150, "width": W, "height": H,
+                                                       "threads": 0}.items()  # threads 0: no budget given, all cores
     assert [m["fraction"] for m in messages if m["type"] == "progress"][-1] == 1.0
     scene_file = tmp_path / "scene" / "scene.mp4"
     streams = probe_streams(scene_file)
@@ -164,7 +165,8 @@ def test_minimal_example_through_the_command_line(tmp_path, media):
     assert near(frames[75, 5, 5], (0x1a, 0x1a, 0x2e), 6)
     box = frames[75, 154:207, 120:520]  # the headline's box
     assert box.max() > 230 and frames[75, 215:, :].max() < 80  # white text inside the box, none below it
-    assert list(sorted(p.name for p in (tmp_path / "scene").iterdir())) == ["last.jpg", "scene.mp4"]
+    left = sorted(p.name for p in (tmp_path / "scene").iterdir() if p.name != "preview.jpg")  # the live frame
+    assert left == ["last.jpg", "scene.mp4"]  # nothing else: scene_tmp (blocks, audio.m4a) is removed
     assert messages[-1]["outputs"]["files"] == {"scene": "scene.mp4", "thumbnail": "last.jpg"}
     last = np.asarray(Image.open(tmp_path / "scene" / "last.jpg").convert("RGB"), dtype=np.int16)
     assert last.shape == frames[-1].shape and np.abs(last - frames[-1].astype(np.int16)).mean() < 4  # the last frame
@@ -208,12 +210,18 @@ def test_full_example_assembles_by_stream_copy(full_movie):
     assert (streams["audio"]["codec_name"], streams["audio"]["sample_rate"], streams["audio"]["channels"]) == \
         ("aac", "48000", 2)
     assert abs(float(streams["audio"]["duration"]) - 10) <= 1 / 30
-    # Copied, not re-encoded: the output's video packets are the scenes' packets, in order (the very first one
-    # also carries the parameter sets in-band after the concat demuxer, a few dozen bytes).
+    # Copied, not re-encoded: the output's video packets are the scenes' packets, in order (an IDR frame also
+    # carries the parameter sets in-band after the concat demuxer, a few dozen bytes; a stills scene has one IDR
+    # per block of a second).
     first, second = full_movie["scenes"]  # one from the "layered" path, one from the "stills" path
     assert extradata(first) == extradata(second) == extradata(output)
-    copied, scenes = packet_sizes(output), [size for scene in full_movie["scenes"] for size in packet_sizes(scene)]
-    assert copied[1:] == scenes[1:] and 0 <= copied[0] - scenes[0] < 100
+    copied, at = packet_sizes(output), 0
+    for scene in full_movie["scenes"]:
+        sizes = packet_sizes(scene)
+        part, at = copied[at:at + len(sizes)], at + len(sizes)
+        grown = [c - s for c, s in zip(part, sizes, strict=True) if c != s]
+        assert all(0 < extra < 100 for extra in grown) and len(grown) <= len(sizes) // 30 + 1
+    assert at == len(copied)
     with Image.open(full_movie["root"] / "assemble" / "thumb.jpg") as thumb:
         assert (thumb.format, thumb.size) == ("JPEG", (W, H))
 
@@ -230,8 +238,9 @@ def test_full_example_audio_levels(full_movie, media):
 @pytest.mark.slow
 def test_full_example_pictures(full_movie):
     meta = [result["meta"] for result in full_movie["results"]]
-    assert meta == [{"duration": 6.0, "frames": 180, "width": W, "height": H},
-                    {"duration": 4.0, "frames": 120, "width": W, "height": H}]
+    assert [{k: m[k] for k in ("duration", "frames", "width", "height")} for m in meta] == \
+        [{"duration": 6.0, "frames": 180, "width": W, "height": H},
+         {"duration": 4.0, "frames": 120, "width": W, "height": H}]
     frames = decode(full_movie["output"])
     assert len(frames) == 300
     logo = (slice(22, 38), slice(30, 90))  # the logo box is (26.7, 20) 66.7x20
@@ -309,7 +318,7 @@ def static_render(media, tmp_path_factory):
 @pytest.mark.slow
 def test_static_scene_timing_and_format(static_render):
     result, frames, report, _ = static_render
-    assert result["meta"] == {"duration": 4.0, "frames": 80, "width": W, "height": H}
+    assert result["meta"].items() >= {"duration": 4.0, "frames": 80, "width": W, "height": H}.items()
     assert len(frames) == 80
     assert report.fractions[-1] == 1.0
 
