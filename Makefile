@@ -7,7 +7,7 @@ STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
 MANIM_KODISC := 1.1.5
 
-.PHONY: run test lint bench fuzz install apt doctor clean
+.PHONY: run test lint bench fuzz install apt doctor clean install-service
 
 run: install
 	@$(VENV)/bin/appliance init --data-dir $(DATA_DIR)
@@ -36,6 +36,11 @@ doctor: install
 	$(VENV)/bin/appliance doctor --data-dir $(DATA_DIR)
 
 install: apt $(STAMPS)/venv
+
+# As root: the appliance as two hardened systemd services (a system user `appliance`, /var/lib/appliance, the
+# unprivileged server and the root sandbox launcher; README "Install as a service"). `install` above is the deps.
+install-service: install
+	$(VENV)/bin/appliance install
 
 apt:
 	@scripts/install-apt.sh

@@ -41,15 +41,22 @@ def cmd_serve(args) -> int:
 
 def cmd_init(args) -> int:
     """First run only: create the admin user, grant starter credits, print one key per dialect."""
+    from appliance.cli import install  # under systemd the keys go to a root-only file, never the journal
+
     s, db = _settings(args), _db(args)
+    install.hand_over_db(s.data_dir)  # run as root by the unit: the database stays the server user's
     if users.list_users(db):
         return 0
     admin = users.create_user(db, "admin", plan="studio")
     ledger.grant(db, admin["id"], s.initial_free_credits, bucket="free", note="first run")
-    print("Created user 'admin'. Its API keys (shown once; store them now):")
-    for dialect in users.DIALECTS:
-        key, _ = users.create_key(db, admin["id"], dialect, name="first-run")
-        print(f"  {dialect:<10} {key}")
+    keys = [f"  {dialect:<10} {users.create_key(db, admin['id'], dialect, name='first-run')[0]}"
+            for dialect in users.DIALECTS]
+    keys_file = install.first_run_keys_file(args.keys_file, s.data_dir)
+    if keys_file is not None:
+        install.write_first_run_keys(keys_file, keys)
+        print(f"Created user 'admin'. Its API keys are in {keys_file} (mode 0600; shown nowhere else)")
+    else:
+        print("Created user 'admin'. Its API keys (shown once; store them now):", *keys, sep="\n")
     print(f"Dashboard: {s.base_url}/ — {operator.HINT}")
     return 0
 
@@ -184,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="run the server in the foreground")
     p.add_argument("--host"), p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
-    sub.add_parser("init", parents=[common], help="first run: create admin and its keys").set_defaults(func=cmd_init)
+    p = sub.add_parser("init", parents=[common], help="first run: create admin and its keys")
+    p.add_argument("--keys-file", help="write the first-run keys to this file (0600) instead of printing them; "
+                   "the default under systemd without a TTY: DATA_DIR/first-run-keys.txt")
+    p.set_defaults(func=cmd_init)
 
     u = sub.add_parser("users", help="manage users").add_subparsers(dest="sub", required=True)
     p = u.add_parser("create", parents=[common])

@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from appliance.errors import ApplianceError
@@ -96,3 +97,33 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--socket", default=DEFAULT_SOCKET)
     p.add_argument("--user", default="appliance", help="the only user (name or uid) allowed to connect")
     p.set_defaults(func=cmd_launcher)
+
+
+# ---- first-run keys: a root-only file under systemd, the terminal otherwise ------------------------------------
+def first_run_keys_file(explicit: str | None, data_dir: Path) -> Path | None:
+    """Where `appliance init` puts the first-run keys: ``--keys-file``; under systemd without a TTY (the journal
+    would keep them) DATA_DIR/first-run-keys.txt; else None (printed, as on a TTY or with `make run`)."""
+    if explicit:
+        return Path(explicit)
+    under_systemd = "INVOCATION_ID" in os.environ or "JOURNAL_STREAM" in os.environ
+    if under_systemd and not sys.stdout.isatty():
+        return data_dir / "first-run-keys.txt"
+    return None
+
+
+def write_first_run_keys(path: Path, lines: list[str]) -> None:
+    """0600, created that way (never briefly readable); run as root (the unit's ``+``), the file is root's."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write("API keys of the user 'admin', one per dialect (created by appliance init):\n")
+        f.write("\n".join(lines) + "\n")
+
+
+def hand_over_db(data_dir: Path) -> None:
+    """Run as root on a state dir another user owns: the database files root just opened or created go to that
+    user, the one the server runs as (SQLite creates its -wal and -shm files with the opener's uid)."""
+    owner = os.stat(data_dir)
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        for db_file in data_dir.glob("appliance.db*"):
+            os.chown(db_file, owner.st_uid, owner.st_gid, follow_symlinks=False)

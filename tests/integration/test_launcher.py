@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher builds s
 NOBODY, NOGROUP, STRANGER = 65534, 65534, 12345
 SCENE = {"code": "from manim import *\n\nclass Dot1(Scene):\n    def construct(self):\n        self.add(Dot())\n"
                  "        self.wait(0.2)\n", "className": "Dot1", "quality": "low", "fps": 5}
-# A client of the launcher's protocol, run as some uid: connect, say hello, then ask for one spawn in WORKDIR.
+# A client of the launcher's protocol, run as some uid: connect, say hello, ask for one test.noop in WORKDIR,
+# print every report up to spawn_failed or exited, then what the task wrote on its pipe.
 CLIENT = textwrap.dedent("""\
     import json, os, socket, sys
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -32,10 +33,18 @@ CLIENT = textwrap.dedent("""\
     r, w = os.pipe()
     memfd = os.memfd_create("in")
     os.write(memfd, b"{}")
+    os.lseek(memfd, 0, os.SEEK_SET)
     request = {"op": "spawn", "id": 1, "task_id": "t", "renderer": "test.noop", "workdir": sys.argv[2],
                "limits": {}}
     socket.send_fds(sock, [json.dumps(request).encode()], [w, os.open("/dev/null", os.O_WRONLY), memfd])
-    print(sock.recv(65536).decode(), flush=True)
+    os.close(w)
+    while True:
+        report = json.loads(sock.recv(65536))
+        print(json.dumps(report), flush=True)
+        if report["type"] in ("spawn_failed", "exited"):
+            break
+    with os.fdopen(r, "rb") as pipe:
+        print(json.dumps({"type": "pipe", "lines": pipe.read().decode().splitlines()}), flush=True)
     """)
 
 
@@ -158,7 +167,7 @@ def test_only_the_appliance_uid_may_connect_and_workdirs_are_checked(split):
                             (f"{work}/x/../../var", "is not directly under"), (f"{work}/roots", "not owned by")):
         proc = run_as(NOBODY, PYTHON, "-c", CLIENT, str(sock), workdir)
         assert proc.returncode == 0, stderr_tail(proc)
-        ready, answer = (json.loads(line) for line in proc.stdout.splitlines())
+        ready, answer, _pipe = (json.loads(line) for line in proc.stdout.splitlines())
         assert ready["type"] == "ready" and ready["mechanism"].startswith("namespaces("), ready
         assert answer["type"] == "spawn_failed" and reason in answer["error"], (workdir, answer)
     assert os.stat("/etc").st_uid == etc_before.st_uid == 0 and os.stat("/etc").st_mode == etc_before.st_mode
