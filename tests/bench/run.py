@@ -16,6 +16,7 @@ import psutil
 
 from appliance.store.db import now_iso, parse_iso
 from tests.bench.movie import bench_movie
+from tests.bench.split import bench_split
 from tests.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,13 +74,14 @@ def bench_kodisc(tmp: Path) -> None:
     try:
         server.cli("users", "create", "bench", "--credits", "100000")
         auth = {"Authorization": f"Bearer {server.new_key('bench', 'kodisc')['key']}"}
-        clis = [_cli_render(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(3)]
+        clis = [_cli_render(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(5)]  # medians of 5 (issue: Speed)
         cli_s = statistics.median(clis)
         line("manim CLI render, HelloKodisc medium (reference)", f"{cli_s:.2f} s (runs {_runs(clis)})")
         # a comment per run defeats the content cache without changing what is rendered
-        apis = [_api_render(server, auth, HELLO + f"# run {i}\n") for i in range(3)]
+        apis = [_api_render(server, auth, HELLO + f"# run {i}\n") for i in range(5)]
         api_s = statistics.median(apis)
-        line("API submit->completed / CLI (goal <= 0.6)", f"{api_s:.2f} s -> {api_s / cli_s:.2f} (runs {_runs(apis)})")
+        line("API submit->completed / CLI, median of 5 (goal <= 0.5)",
+             f"{api_s:.2f} s -> {api_s / cli_s:.2f} (runs {_runs(apis)})")
         cached_s = _api_render(server, auth, HELLO + "# run 0\n")
         line("cached resubmit / CLI (goal <= 0.1)", f"{cached_s:.2f} s -> {cached_s / cli_s:.3f}")
         started = time.time()
@@ -177,7 +179,8 @@ def _bench_list(client: httpx.Client, params: dict) -> None:
          f"{times[int(len(times) * 0.99) - 1]:.1f} ms (p50 {statistics.median(times):.1f} ms)")
 
 
-SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie, "listing": bench_listing}
+SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie, "listing": bench_listing,
+            "split": bench_split}
 
 
 def main(argv: list[str]) -> int:
