@@ -58,6 +58,7 @@ class DaskHandle:
         self.future: Any = None
         self.reason: str | None = None  # why it was killed, when it was
         self.ended = False  # the exit message was delivered: nothing more is passed on
+        self.lost = False  # its worker left mid-task: ``_lost`` delivers the exit (with retry)
         self.lock = threading.Lock()
         self._executor = executor
 
@@ -213,9 +214,11 @@ class DaskExecutor:
             return
         self._refresh.set()
         if msg["action"] == "remove-worker":
-            gone = msg.get("worker")
+            # Ours that ran there, or were handed to it (the start report may have died with the worker; with
+            # Dask's queuing a task reaches a worker only when a thread there is free to run it).
+            gone, assigned = msg.get("worker"), set(msg.get("processing-tasks") or ())
             with self._lock:
-                lost = [h for h in self._handles.values() if h.worker == gone]
+                lost = [h for h in self._handles.values() if h.worker == gone or h.spec.key in assigned]
             for handle in lost:
                 threading.Thread(target=self._lost, args=(handle, gone), daemon=True).start()
 
@@ -225,6 +228,7 @@ class DaskExecutor:
             if handle.ended:
                 return
             reason, handle.reason = handle.reason, handle.reason or "worker lost"
+            handle.lost = reason is None
         if reason is not None:  # it was being cancelled: that is over now, and no retry is wanted
             self._exit(handle, {"type": "exit", "ok": False, "error": reason})
             return
@@ -238,7 +242,7 @@ class DaskExecutor:
                          name=f"dask-done-{handle.task_id}").start()
 
     def _finish(self, handle: DaskHandle, future: Any) -> None:
-        if handle.ended:
+        if handle.ended or handle.lost:
             return
         try:
             if handle.reason is not None:  # killed: the process is gone now, whatever the worker reported
