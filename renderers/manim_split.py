@@ -238,6 +238,9 @@ def _run(task_input: dict, workdir: Path, report: Reporter, *, start: int, stop:
          segment: Path | None = None) -> tuple[Any, _RangeTracker]:
     from manim import config
 
+    # Segments are joined by stream copy, so every range must come from the same encoder: libx264, never an
+    # NVENC session that one range holds and another does not (renderers/encoder.py reads this variable).
+    os.environ.pop("RENDER_NVENC", None)
     single._configure(task_input, workdir)
     encoder: single._SceneEncoder | None = None
     try:
