@@ -13,7 +13,6 @@ from appliance.ingest.hotfolder import HotFolder
 from appliance.observability.metrics import Metrics
 from appliance.runtime import sandbox
 from appliance.runtime.executors.dask import DaskExecutor, follow_capacity
-from appliance.runtime.executors.dask import DaskExecutor, follow_capacity
 from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.resources import measure
 from appliance.runtime.scheduler import Scheduler
@@ -48,8 +47,6 @@ class Core:
                                       verify=verify, start_timeout_s=settings.task_start_timeout_s,
                                       allow_unsandboxed=settings.allow_unsandboxed,
                                       launcher_socket=settings.launcher_socket)
-        if settings.executor == "dask":  # tasks run on a Dask cluster's workers instead (runtime/executors/dask.py)
-            self.executor = DaskExecutor.from_settings(settings, verify)
         if settings.executor == "dask":  # tasks run on a Dask cluster's workers instead (runtime/executors/dask.py)
             self.executor = DaskExecutor.from_settings(settings, verify)
         assert self.executor.artifacts is not None

@@ -41,8 +41,6 @@ class Settings:
     max_attempts: int = 2
     executor: str = "local"
     dask_scheduler: str = ""
-    executor: str = "local"
-    dask_scheduler: str = ""
     render_timeout_s: int = 600
     task_cpu_seconds: int = 3600
     task_memory_mb: int = 4096

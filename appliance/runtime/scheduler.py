@@ -288,14 +288,6 @@ class Scheduler:
                       {"task": task["id"], "attempt": task["attempts"], "error": error})
         self.wake()
 
-    def _retry(self, task: dict, error: str) -> None:
-        """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
-        again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
-        jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
-        events.record(self.db, None, task["job_id"], "retrying",  # stored like recover()'s, not streamed
-                      {"task": task["id"], "attempt": task["attempts"], "error": error})
-        self.wake()
-
     def _store_cache(self, task: dict, result: dict) -> None:
         cache.store(self.db, task["cache_key"], task["renderer"], result)
 

@@ -26,7 +26,6 @@ class TaskSpec:
     inputs: dict[str, str] = field(default_factory=dict)  # name in the workdir -> artifact digest
     attempt: int = 1
     mem_mb: int = 0  # the task's memory request, as admitted (a remote engine asks its workers for it)
-    mem_mb: int = 0  # the task's memory request, as admitted (a remote engine asks its workers for it)
     gpu: int | None = None  # the GPU granted by the scheduler (its nvidia-smi index); None: no GPU
     nvenc: bool = False  # one NVENC session on that GPU is this task's
 
