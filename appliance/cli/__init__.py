@@ -254,9 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.cli import worker  # appliance worker: a Dask worker for executor = "dask"
 
     worker.add_commands(sub, common)
-    from appliance.cli import worker  # appliance worker: a Dask worker for executor = "dask"
-
-    worker.add_commands(sub, common)
     return parser
 
 
