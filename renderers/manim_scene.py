@@ -163,6 +163,9 @@ class _Tracker:
 
     def play(self, scene: Any, *args: Any, **kwargs: Any) -> None:
         self._play(scene, *args, **kwargs)
+        frame = self.last_frame
+        if self.preview is not None and frame is not None:  # the frame the animation ends on, for the dashboard
+            self.preview.offer(lambda: Image.fromarray(frame), settled=True)
         names = ", ".join(type(animation).__name__ for animation in scene.animations or [])
         self.report.log(f"animation {self.renderer.num_plays}: {names} ({scene.duration:.2f}s)")
 

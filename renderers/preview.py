@@ -28,18 +28,20 @@ class Preview:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
-    def offer(self, frame: Callable[[], Image.Image]) -> None:
-        """``frame`` builds the picture; it is called only when a preview is due."""
-        if not self.due():
+    def offer(self, frame: Callable[[], Image.Image], settled: bool = False) -> None:
+        """``frame`` builds the picture; it is called only when a preview is due. ``settled``: the picture the
+        render rests on (the end of an animation, maybe before a long pause), written whatever the clock says: one
+        small JPEG per animation costs a few ms beside the animation's own frames."""
+        if not settled and not self.due():
             return
         self._last = time.monotonic()
         try:
-            image = frame()
+            image = frame().convert("RGB")  # before the resize: an RGBA resize weighs colour by alpha
             if image.width > MAX_WIDTH:
                 image = image.resize((MAX_WIDTH, max(1, round(image.height * MAX_WIDTH / image.width))),
                                      Image.Resampling.BILINEAR)
             tmp = self.path.with_name(NAME + ".tmp")
-            image.convert("RGB").save(tmp, "JPEG", quality=70)
+            image.save(tmp, "JPEG", quality=70)
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             pass

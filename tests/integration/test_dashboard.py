@@ -17,7 +17,8 @@ from tests.conftest import PYTHON, ROOT, Server
 PASSWORD = "correct horse battery staple"
 # A real Manim task that renders a frame, then holds the task open: its live frame can be watched, then cancelled.
 HOLDING_SCENE = ("import time\nfrom manim import *\n\nclass Hold(Scene):\n    def construct(self):\n"
-                 "        self.play(FadeIn(Square(color=RED)), run_time=0.3)\n        time.sleep(300)\n")
+                 "        self.play(FadeIn(Square(color=RED, fill_opacity=1)), run_time=0.3)\n"
+                 "        time.sleep(300)\n")
 TINY_SCENE = ("from manim import *\n\nclass Tiny(Scene):\n    def construct(self):\n"
               "        self.play(Create(Circle()), run_time=1)\n")
 
@@ -168,6 +169,10 @@ def test_in_chromium(server, browser):
     frame = wait_for(d, lambda d: d.find_element(By.ID, "live-frame"), what="live frame element")
     wait_for(d, lambda d: d.execute_script("return arguments[0].naturalWidth", frame) == 320, 120, "live frame")
     assert d.execute_script("return arguments[0].naturalHeight", frame) == 180
+    cookie = {"appliance_session": d.get_cookie("appliance_session")["value"]}
+    shot = httpx.get(f"{base}/dashboard/api/jobs/{hold_id}/preview.jpg", cookies=cookie, timeout=10)
+    red, green, blue = Image.open(io.BytesIO(shot.content)).convert("RGB").getpixel((160, 90))
+    assert red > 150 and green < 120 and blue < 120  # the square the animation ended on, not its first frame
     d.find_element(By.ID, "cancel").click()
     wait_for(d, lambda d: text_of(d, ".jobhead .badge") == "cancelled", 30, "cancelled")
     assert server.job(hold_id)["status"] == "cancelled"
