@@ -3,15 +3,14 @@ import time
 
 import pytest
 
+from appliance import settings
+from appliance.delivery.outputs import Store
 from appliance.runtime import resources
 from appliance.runtime.executors.base import TaskSpec
 from appliance.runtime.sandbox import Limits
 from appliance.runtime.sandbox.namespaces import gpu_nodes
-from renderers import encoder
-
-from appliance import settings
-from appliance.delivery.outputs import Store
 from appliance.runtime.scheduler import Scheduler
+from renderers import encoder
 
 FAKE_SMI = """#!/bin/sh
 # stands in for nvidia-smi on a machine without a GPU
