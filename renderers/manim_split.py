@@ -58,7 +58,8 @@ PER_FRAME_METHODS = frozenset({"tear_down", "interpolate", "interpolate_mobject"
                                "update_to_time", "update_mobjects", "begin", "finish", "clean_up_from_scene"})
 CLOCK = frozenset({"perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "process_time", "time_ns",
                    "datetime", "now", "today", "utcnow", "urandom", "uuid1", "uuid4", "getrandbits", "token_hex",
-                   "token_bytes", "SystemRandom", "getpid", "secrets", "uuid"})
+                   "token_bytes", "SystemRandom", "getpid", "secrets", "uuid",
+                   "id", "hash"})  # object addresses and salted hashes differ from one process to the next
 CLOCK_MODULES = frozenset({"time", "datetime", "secrets", "uuid"})
 DYNAMIC = frozenset({"exec", "eval", "compile", "__import__", "getattr", "setattr", "globals", "vars",
                      "import_module"})
@@ -101,7 +102,8 @@ def _seeded(tree: ast.AST) -> bool:
 def split_refusal(code: str) -> str | None:
     """Why this scene must render on one worker, or None when it may be split. Conservative, on the source:
 
-    - wall-clock time or OS entropy (``time``, ``datetime``, ``uuid``, ``secrets``, ``os.urandom``, ...);
+    - wall-clock time or per-process entropy (``time``, ``datetime``, ``uuid``, ``secrets``, ``os.urandom``,
+      ``id()``, ``hash()``, ...);
     - randomness (any name containing ``random``: ``random``, ``np.random``, ``random_color``, ...) unless the
       code fixes a seed (``random.seed(3)``, ``np.random.seed(3)``, ``default_rng(3)``, ``config.seed = 3``);
     - per-frame state: updaters (``add_updater``, ``UpdateFromFunc``, ``TracedPath``, camera rotation, ...),
