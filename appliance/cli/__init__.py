@@ -74,7 +74,10 @@ def cmd_users_create(args) -> int:
 
 def cmd_users_list(args) -> int:
     db = _db(args)
-    for user in users.list_users(db):
+    rows = users.list_users(db)
+    if rows:  # a header over the rows; nothing at all when there are none
+        print(f"{'NAME':<16} {'ID':<24} {'PLAN':<15} CREDITS")
+    for user in rows:
         bal = ledger.balance(db, user["id"])
         print(f"{user['name']:<16} {user['id']:<24} plan={user['plan']:<10} credits={bal['total']} "
               f"(free {bal['free']}, paid {bal['paid']})")
@@ -117,7 +120,10 @@ def cmd_keys_create(args) -> int:
 def cmd_keys_list(args) -> int:
     db = _db(args)
     user_id = users.require_user(db, args.user)["id"] if args.user else None
-    for k in users.list_keys(db, user_id):
+    rows = users.list_keys(db, user_id)
+    if rows:
+        print(f"{'ID':<20}  {'DIALECT':<10} {'PREFIX':<15}  {'SCOPE':<12} {'NAME':<16} STATE")
+    for k in rows:
         state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "live"
         print(f"{k['id']}  {k['dialect']:<10} {k['prefix']}…  {k['scope']:<12} {k['name'] or '-':<16} {state}")
     return 0
@@ -131,9 +137,12 @@ def cmd_keys_revoke(args) -> int:
 def cmd_jobs_list(args) -> int:
     from appliance.store import jobs
 
-    for job in jobs.list_jobs(_db(args), status=args.status, limit=args.limit):
+    rows = jobs.list_jobs(_db(args), status=args.status, limit=args.limit)
+    if rows:
+        print(f"{'ID':<26} {'DIALECT':<9} {'KIND':<10} {'STATUS':<10} {'DONE':>4}  {'CREATED':<24}  ERROR")
+    for job in rows:
         print(f"{job['id']:<26} {job['dialect']:<9} {job['kind']:<10} {job['status']:<10} "
-              f"{job['progress']:.0%}  {job['created_at']}  {job['error'] or ''}")
+              f"{job['progress']:>4.0%}  {job['created_at']:<24}  {job['error'] or ''}")
     return 0
 
 
@@ -165,7 +174,8 @@ def cmd_doctor(args) -> int:
 def cmd_render(args) -> int:
     from appliance.cli.client import AdminClient
 
-    return AdminClient(_settings(args)).render_file(Path(args.file), user=args.user, class_name=args.class_name)
+    return AdminClient(_settings(args)).render_file(Path(args.file), user=args.user, class_name=args.class_name,
+                                                    quality=args.quality)
 
 
 def cmd_device_approve(args) -> int:
@@ -244,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", parents=[common], help="check dependencies and capacity").set_defaults(func=cmd_doctor)
     p = sub.add_parser("render", parents=[common, server],
                        help="submit a scene (.py) or Movie JSON (.json) to the running server and follow it")
-    p.add_argument("file"), p.add_argument("--user", default="admin"), p.add_argument("--class-name")
+    p.add_argument("file"), p.add_argument("--user", default="admin")
+    p.add_argument("--scene", "--class-name", dest="class_name", help="the scene class, when the file holds several")
+    p.add_argument("--quality", default="medium", choices=("low", "medium", "high", "twok", "fourk"),
+                   help="Kodisc's presets: low 854x480@15 … fourk 3840x2160@30 (default medium, 1280x720@30)")
     p.set_defaults(func=cmd_render)
     backup.add_commands(sub, common)
     from appliance.cli import install  # the service: appliance install, appliance launcher

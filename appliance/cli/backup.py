@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -31,12 +31,17 @@ IMMUTABLE = ("artifacts", "outputs")
 MANIFEST = "manifest.json"
 
 
-def backup(data_dir: Path, dest: Path) -> dict:
+def backup(data_dir: Path, dest: Path, progress: Callable[[float], None] | None = None) -> dict:
     if not (data_dir / DB).is_file():
         raise ApplianceError(f"no database in {data_dir}: is --data-dir the appliance's data dir?")
     _require_empty(dest, "backup destination")
     db_backup.snapshot(data_dir / DB, dest / DB)  # first: every output the copy names exists already
-    files = [_entry(dest, rel) for rel in _walk(data_dir) if _place(data_dir / rel, dest / rel, rel)]
+    rels, files = list(_walk(data_dir)), []
+    for done, rel in enumerate(rels, 1):
+        if _place(data_dir / rel, dest / rel, rel):
+            files.append(_entry(dest, rel))
+        if progress is not None:
+            progress(done / len(rels))
     manifest = {"version": 1, "createdAt": now_iso(), "appVersion": metadata.version("render-appliance"),
                 "dataDir": str(data_dir), "dataDirResolved": str(data_dir.resolve()),
                 "database": {"path": DB, "size": (dest / DB).stat().st_size, "sha256": _sha256(dest / DB)},
@@ -147,7 +152,11 @@ def _sha256(path: Path) -> str:
 def cmd_backup(args: argparse.Namespace) -> int:
     s = settings_mod.load(args.config, data_dir=args.data_dir)
     started = time.monotonic()
-    manifest = backup(s.data_dir, Path(args.dest))
+    from appliance.cli.client import Progress  # a percentage line on a terminal
+
+    line = Progress(f"backup to {args.dest}")
+    manifest = backup(s.data_dir, Path(args.dest), lambda fraction: line.show(fraction))
+    line.show(1.0, "done", final=True)
     size = sum(f["size"] for f in manifest["files"]) + manifest["database"]["size"]
     print(f"backed up {s.data_dir} to {args.dest}: the database and {len(manifest['files'])} files "
           f"({size / 2**20:.1f} MB) in {time.monotonic() - started:.1f} s")

@@ -6,10 +6,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 
 from appliance.api.admin import token_path
+from appliance.api.kodisc import QUALITIES
 from appliance.errors import ApplianceError
 from appliance.settings import Settings
 
@@ -36,7 +38,7 @@ class AdminClient:
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 
-    def render_file(self, path: Path, *, user: str, class_name: str | None) -> int:
+    def render_file(self, path: Path, *, user: str, class_name: str | None, quality: str = "medium") -> int:
         if not path.is_file():
             raise ApplianceError(f"no such file: {path}")
         if path.suffix == ".json":
@@ -44,8 +46,9 @@ class AdminClient:
         if path.suffix != ".py":
             raise ApplianceError("appliance render takes a Manim scene (.py) or a Movie JSON document (.json)")
         code = path.read_text()
-        class_name = class_name or _first_scene_class(code)
-        task_input = {"code": code, "className": class_name, "width": 1280, "height": 720, "fps": 30}
+        class_name = pick_scene(path.name, code, class_name)
+        width, height, fps = QUALITIES[quality]
+        task_input = {"code": code, "className": class_name, "width": width, "height": height, "fps": fps}
         job = self._call("POST", "/jobs", json={"user": user, "renderer": "manim", "input": task_input})
         return self.follow(job["id"])
 
@@ -59,31 +62,64 @@ class AdminClient:
         return self.follow(job["id"])
 
     def follow(self, job_id: str) -> int:
+        """Wait for the job, a progress line on stderr meanwhile (on a terminal); then its output URLs."""
+        progress = Progress(job_id)
         while True:
             job = self._call("GET", f"/jobs/{job_id}")
-            bar = "#" * int(job["progress"] * 30)
-            progress = min(1.0, max(0.0, float(job["progress"] or 0.0)))
-            bar = "#" * int(progress * 30)
-            print(f"\r{job_id} [{bar:<30}] {progress:4.0%} {job['status']:<10}", end="", file=sys.stderr)
-            if job["status"] in ("completed", "failed", "cancelled"):
-                print(file=sys.stderr)
+            done = job["status"] in ("completed", "failed", "cancelled")
+            progress.show(float(job["progress"] or 0.0), job["status"], final=done)
+            if done:
                 break
             time.sleep(0.5)
         if job["status"] != "completed":
             print(f"{job['status']}: {job['error']}", file=sys.stderr)
             return 1
-        out = self.settings.data_dir / "outputs" / job_id
+        base = self.settings.base_url
         for name in (job["result"] or {}).get("files", {}).values():
-            print(out / name)
+            print(f"{base}/r/{job_id}/{name}")
         return 0
 
 
-def _first_scene_class(code: str) -> str:
+class Progress:
+    """One percentage line on stderr, rewritten in place on a terminal; elsewhere (a log, a pipe) only the final
+    state, so logs do not fill with carriage returns."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label, self.stream = label, stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def show(self, fraction: float, status: str = "", *, final: bool = False) -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        line = f"{self.label} {fraction:4.0%} {status}".rstrip()
+        if self.tty:
+            print(f"\r{line:<60}", end="\n" if final else "", file=self.stream, flush=True)
+        elif final:
+            print(line, file=self.stream, flush=True)
+
+
+def scene_classes(code: str) -> list[str]:
+    """The classes of a scene file that look like scenes (a base named *Scene); all classes if none does."""
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
         raise ApplianceError(f"the scene file does not parse: {exc}") from None
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef):
-            return node.name
-    raise ApplianceError("no class in the scene file; pass --class-name")
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+    scenes = [c.name for c in classes if any(ast.unparse(b).split(".")[-1].endswith("Scene") for b in c.bases)]
+    return scenes or [c.name for c in classes]
+
+
+def pick_scene(filename: str, code: str, wanted: str | None) -> str:
+    found = scene_classes(code)
+    if wanted:
+        if wanted not in found and wanted not in _all_classes(code):
+            raise ApplianceError(f"{filename} has no scene {wanted!r}; its scenes: {', '.join(found) or 'none'}")
+        return wanted
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ApplianceError(f"no scene class in {filename}")
+    raise ApplianceError(f"{filename} holds {len(found)} scenes: {', '.join(found)}; pick one with --scene NAME")
+
+
+def _all_classes(code: str) -> list[str]:
+    return [node.name for node in ast.parse(code).body if isinstance(node, ast.ClassDef)]

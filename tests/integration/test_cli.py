@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import subprocess
 import textwrap
@@ -52,8 +53,8 @@ def test_users_credits_and_keys(server):
     assert re.fullmatch(r"usr_[A-Za-z0-9]{18}\n", out), out
     user_id = out.strip()
     ok(d, "users", "create", "bob")
-    listing = ok(d, "users", "list").splitlines()
-    assert len(listing) == 2
+    header, *listing = ok(d, "users", "list").splitlines()
+    assert header.split() == ["NAME", "ID", "PLAN", "CREDITS"] and len(listing) == 2, (header, listing)
     ada = next(line for line in listing if line.startswith("ada "))
     assert user_id in ada and "plan=pro" in ada and "credits=25 (free 0, paid 25)" in ada, ada
     bob = next(line for line in listing if line.startswith("bob "))
@@ -74,11 +75,12 @@ def test_users_credits_and_keys(server):
     assert re.fullmatch(r"whsec_[0-9a-f]+", created["webhookSecret"]), created
 
     listed = ok(d, "keys", "list")
-    assert len(listed.splitlines()) == 4
+    assert listed.splitlines()[0].split() == ["ID", "DIALECT", "PREFIX", "SCOPE", "NAME", "STATE"]
+    assert len(listed.splitlines()) == 1 + 4
     for key in [*keys.values(), created["key"]]:
         assert key[:14] in listed and key not in listed and key[14:] not in listed
     assert created["keyId"] in listed and " ci " in listed and "live" in listed
-    assert ok(d, "keys", "list", "--user", "bob") == ""
+    assert ok(d, "keys", "list", "--user", "bob") == ""  # no rows: no header either
 
     body = me(server, created["key"]).json()
     assert body["keyId"] == created["keyId"] and body["credits"] == {"paid": 25, "free": 0, "total": 25}
@@ -117,22 +119,19 @@ def test_init_creates_admin_once_and_prints_one_key_per_dialect(tmp_path):
     d = tmp_path / "fresh"
     first = ok(d, "init")
     lines = first.splitlines()
-    assert lines[0].startswith("Created user 'admin'") and len(lines) == 4, first
-    printed = {}
-    for line in lines[1:]:
-        dialect, key = line.split()
-        printed[dialect] = key
+    assert lines[0].startswith("Created user 'admin'"), first
+    printed = dict(line.split() for line in lines[1:] if line.startswith("  "))
     assert set(printed) == set(KEY_FORMATS)
     for dialect, key in printed.items():
         assert re.match(KEY_FORMATS[dialect], key), (dialect, key)
-    users = ok(d, "users", "list").splitlines()
+    users = ok(d, "users", "list").splitlines()[1:]
     assert len(users) == 1 and users[0].startswith("admin ") and "plan=studio" in users[0]
     assert "credits=1000 (free 1000, paid 0)" in users[0], users
-    assert len(ok(d, "keys", "list").splitlines()) == 3
+    assert len(ok(d, "keys", "list").splitlines()) == 1 + 3
 
     assert ok(d, "init") == ""  # a second init prints nothing and creates nothing
-    assert ok(d, "users", "list").splitlines() == users
-    assert len(ok(d, "keys", "list").splitlines()) == 3
+    assert ok(d, "users", "list").splitlines()[1:] == users
+    assert len(ok(d, "keys", "list").splitlines()) == 1 + 3
 
 
 def test_the_data_dir_comes_from_the_environment(tmp_path):
@@ -159,7 +158,9 @@ def test_jobs_list_show_and_cancel(server):
     failed = server.wait(job_id)
     assert failed["status"] == "failed"
 
-    row = next(line for line in ok(d, "jobs", "list").splitlines() if line.startswith(job_id))
+    header, *rows = ok(d, "jobs", "list").splitlines()
+    assert header.split() == ["ID", "DIALECT", "KIND", "STATUS", "DONE", "CREATED", "ERROR"], header
+    row = next(line for line in rows if line.startswith(job_id))
     assert row.split()[1:4] == ["kodisc", "manim", "failed"], row
     assert "ZeroDivisionError: division by zero (scene line 5)" in row
     shown = json.loads(ok(d, "jobs", "show", job_id))
@@ -236,19 +237,34 @@ def test_render_a_scene_file_against_the_running_server(server, tmp_path):
             def construct(self):
                 self.add(Dot(color=RED))
                 self.wait(0.2)
+
+
+        class Helper:
+            pass
+
+
+        class Other(MovingCameraScene):
+            def construct(self):
+                self.wait(0.2)
         """))
-    proc = run_cli(d, "render", str(scene), env=server_env(server))
+    several = run_cli(d, "render", str(scene), env=server_env(server))  # two scenes: which one?
+    assert several.returncode == 2 and several.stdout == "", several
+    assert several.stderr.strip() == ("appliance: tiny_scene.py holds 2 scenes: TinyDot, Other; pick one with "
+                                      "--scene NAME"), several.stderr
+    missing = run_cli(d, "render", str(scene), "--scene", "Nope", env=server_env(server))
+    assert missing.returncode == 2 and "has no scene 'Nope'; its scenes: TinyDot, Other" in missing.stderr
+    proc = run_cli(d, "render", str(scene), "--scene", "TinyDot", "--quality", "low", env=server_env(server))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    paths = [Path(line) for line in proc.stdout.splitlines()]
-    assert {p.name for p in paths} == {"video.mp4", "thumb.jpg", "captions.vtt"}, proc.stdout
-    assert all(p.is_file() for p in paths), paths
-    job_id = paths[0].parent.name
-    assert all(p.parent == d / "outputs" / job_id for p in paths)
-    assert "completed" in proc.stderr and "100%" in proc.stderr
-    video = next(p for p in paths if p.name == "video.mp4")
+    urls = proc.stdout.splitlines()  # the output URLs, one a line
+    job_id = urls[0].split("/")[-2]
+    assert sorted(urls) == [f"http://127.0.0.1:{server.port}/r/{job_id}/{name}"
+                            for name in ("captions.vtt", "thumb.jpg", "video.mp4")], urls
+    assert "completed" in proc.stderr and "100%" in proc.stderr and "\r" not in proc.stderr  # no terminal
+    video = tmp_path / "video.mp4"
+    video.write_bytes(httpx.get(next(u for u in urls if u.endswith(".mp4")), timeout=30).content)
     stream = video_stream(probe(video))
     assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p"), stream
-    assert (stream["width"], stream["height"]) == (1280, 720)
+    assert (stream["width"], stream["height"], stream["r_frame_rate"]) == (854, 480, "15/1")  # --quality low
     assert server.job(job_id)["status"] == "completed"
 
     bad = tmp_path / "bad_scene.py"
@@ -258,7 +274,7 @@ def test_render_a_scene_file_against_the_running_server(server, tmp_path):
     assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
     assert "failed: ValueError: no circles today (scene line 6)" in proc.stderr, proc.stderr
 
-    ghost = run_cli(d, "render", str(scene), "--user", "ghost", env=server_env(server))
+    ghost = run_cli(d, "render", str(scene), "--scene", "TinyDot", "--user", "ghost", env=server_env(server))
     assert ghost.returncode == 2 and ghost.stdout == "" and "Traceback" not in ghost.stderr
     assert ghost.stderr.strip() == "appliance: no user 'ghost'", ghost.stderr
     not_py = tmp_path / "scene.txt"
@@ -293,3 +309,28 @@ def test_bad_names_and_credit_amounts_are_refused(server):
                                amount, "--data-dir", str(server.data_dir)], capture_output=True, text=True,
                               env=server.env)
         assert proc.returncode == 2 and "positive" in proc.stderr, proc.stderr
+
+
+def test_backup_shows_a_percentage_line_on_a_terminal(tmp_path):
+    d = tmp_path / "var"
+    ok(d, "users", "create", "u")
+    main, child = pty.openpty()
+    try:
+        argv = [PYTHON, "-m", "appliance.cli", "backup", str(tmp_path / "bk"), "--data-dir", str(d)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=child, text=True, timeout=120)
+        os.close(child)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO once the other side is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+    assert proc.returncode == 0 and proc.stdout.startswith("backed up "), proc
+    text = seen.decode()
+    assert text.startswith("\r") and "100% done" in text, text  # rewritten in place, ends at 100 %
