@@ -67,6 +67,7 @@ class Settings:
     shared_cache: bool = False
     manim_split_min_animations: int = 12
     manim_split_max_workers: int = 0
+    movie_scene_thread_sharing: bool = True
     task_start_timeout_s: int = 60
     hotfolder_dir: str = ""
     hotfolder_outbox: str = ""

@@ -194,7 +194,7 @@ class Scheduler:
     def _with_thread_budget(self, spec: TaskSpec) -> TaskSpec:
         """A movie scene task's ``threads`` (see scene_thread_budget), counted after the admission pass that
         started it, so scenes admitted together see each other."""
-        if spec.renderer not in THREAD_SHARING_RENDERERS:
+        if spec.renderer not in THREAD_SHARING_RENDERERS or not self.settings.movie_scene_thread_sharing:
             return spec
         running = sum(e["task"]["renderer"] in THREAD_SHARING_RENDERERS for e in self._running.values())
         waiting = sum(t["renderer"] in THREAD_SHARING_RENDERERS and t["id"] not in self._running

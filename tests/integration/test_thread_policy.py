@@ -87,3 +87,13 @@ def test_threads_input_is_checked(tmp_path):
     for bad in ("2", -1, 1.5, True, 10**6):
         with pytest.raises(RenderError, match="threads"):
             render_scene({"scene": scene, "width": 64, "height": 64, "fps": FPS, "threads": bad}, tmp_path, None)
+
+
+@pytest.mark.slow
+def test_sharing_off_gives_every_scene_all_cores(make_server):
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy",
+                          "APPLIANCE_MOVIE_SCENE_THREAD_SHARING": "false"})
+    server.cli("users", "create", "ada")
+    headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+    job = _render(server, headers, _movie([f"scene {i}" for i in range(3)], concurrency=2))
+    assert _scene_threads(server.data_dir, job["jobId"]) == [0, 0, 0]
