@@ -58,3 +58,32 @@ def test_validation_and_costs():
             image.validate(bad)
     assert (image.cost("classic", "standard"), image.cost("pro", "standard"), image.cost("pro", "4k")) == (1, 2, 4)
     assert len(image.CATALOG) == 43
+
+
+def test_instruction_vocabulary():
+    from renderers.image import instructions
+
+    got = instructions.parse("Warmer please, HIGH CONTRAST, no vignette, soft shadows and a bit darker. Modern!")
+    assert got.applied == ["soft shadow", "no vignette", "high contrast", "warm", "dark"]
+    assert got.params() == {"temperature": 1, "exposure": -1, "contrast": 1, "vignette": False, "shadow": "soft"}
+    assert instructions.parse("black and white, vivid").saturation == -3  # black and white stays so
+    assert instructions.parse("make it pop").params() == {} and instructions.parse(None).applied == []
+    assert instructions.Adjust.from_params({"fit": 1, "bogus": 3}).fit == 1
+
+
+def test_warm_cool_and_texture_change_the_subject_only(tmp_path):
+    from renderers.image import instructions
+
+    def subject_rb(**settings) -> tuple[float, np.ndarray]:
+        img = run(tmp_path, photo(size=(320, 240)), background_style="white", **settings).astype(int)
+        centre = img[140:160, 118:138].reshape(-1, 3).mean(axis=0)
+        return centre[0] - centre[2], img
+
+    plain, plain_img = subject_rb()
+    warm, _ = subject_rb(adjust=instructions.parse("warm").params())
+    cool, _ = subject_rb(adjust=instructions.parse("cool").params())
+    assert warm > plain + 8 and cool < plain - 8
+    Image.new("RGB", (40, 40), (30, 60, 200)).save(tmp_path / "tex.png")
+    blue, img = subject_rb(textures=["tex.png"], model="classic")
+    assert blue < plain - 60  # the red subject in a blue material
+    assert np.abs(img[:20, :20] - plain_img[:20, :20]).max() <= 1  # the backdrop is untouched

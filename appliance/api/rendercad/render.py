@@ -8,10 +8,11 @@ import asyncio
 import math
 import secrets
 import time
+from pathlib import Path
 
 from litestar import Response
 
-from appliance.api.rendercad import uploads, webhooks
+from appliance.api.rendercad import library, references, uploads, webhooks
 from appliance.api.rendercad.common import Action, Ctx, RCError, ok
 from appliance.errors import InsufficientCredits
 from appliance.services.jobs import NewJob
@@ -19,6 +20,7 @@ from appliance.services.pipelines import image
 from appliance.store import ledger
 from appliance.store import rendercad as store
 from appliance.store.db import now_iso, parse_iso
+from renderers.image import instructions
 
 PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
           "cancelled": "canceled"}
@@ -78,20 +80,58 @@ async def create_job(ctx: Ctx) -> Response:
         raise RCError(400, str(exc)) from None
     if settings["quality"] == "4k" and settings["model"] != "pro":
         raise RCError(422, "4K quality requires the pro model")
-    row = store.create_job(ctx.db, new_job_id(), ctx.user_id, ctx.key.id if ctx.key else "", "image", settings)
-    return ok({"job_id": row["id"], "status": "uploading", "required_uploads": [{"slot": s} for s in SLOTS]})
+    refs, copies = await asyncio.to_thread(references.parse, ctx.service, ctx.user_id, settings["model"],
+                                           ctx.body.get("references"))
+    source = ctx.body.get("source_url")
+    source_file = None
+    if source not in (None, ""):
+        source_file = await asyncio.to_thread(uploads.asset_file, ctx.service, ctx.user_id, source, "source_url")
+    slots = ([] if source_file else [SLOTS[0]]) + [r["slot"] for r in refs if r["source"] == "upload"]
+    params = {**settings, **({"references": refs} if refs else {}), "slots": slots}
+    row = store.create_job(ctx.db, new_job_id(), ctx.user_id, ctx.key.id if ctx.key else "", "image", params)
+    for slot, path in [*(((SLOTS[0], source_file),) if source_file else ()), *copies.items()]:
+        await asyncio.to_thread(uploads.copy_in, ctx.service, row["id"], slot, path)
+    data = {"job_id": row["id"], "status": "uploading", "required_uploads": [public_slot(s, refs) for s in slots]}
+    if settings.get("custom_instructions"):
+        data["instructions_applied"] = instructions.parse(settings["custom_instructions"]).applied
+    return ok(data)
+
+
+def job_slots(row: dict) -> list[str]:
+    """The upload slots a job waits for (jobs made before references and source_url: input_main)."""
+    return row["params"].get("slots", list(SLOTS))
+
+
+def public_slot(slot: str, refs: list[dict]) -> dict:
+    """An upload slot as the client names it: {"slot": "input_main"} or {"slot": "reference", "index": i,
+    "type": "background"|"material"}."""
+    if slot in SLOTS:
+        return {"slot": slot}
+    index = int(slot.rpartition("_")[2])
+    return {"slot": "reference", "index": index, "type": refs[index]["type"]}
 
 
 async def presign_upload(ctx: Ctx) -> Response:
     row = _job(ctx)
     if row["status"] != "uploading":
         raise RCError(409, "This job is not accepting uploads")
-    slot, content_type = ctx.body.get("slot"), ctx.body.get("content_type")
-    if slot not in SLOTS:
-        raise RCError(400, "slot must be one of: " + ", ".join(SLOTS))
+    slot, content_type, index = ctx.body.get("slot"), ctx.body.get("content_type"), ctx.body.get("index")
+    wanted = job_slots(row)
+    internal = slot
+    if slot == "reference":
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise RCError(400, "index is required for the reference slot (see required_uploads)")
+        internal = f"reference_{index}"
+    if internal not in wanted:
+        names = sorted({s if s in SLOTS else "reference" for s in wanted})
+        raise RCError(400, "slot must be one of: " + (", ".join(names) or "(none: this job needs no uploads)")
+                      + ("" if slot != "reference" or "reference" not in names else " with an index it listed"))
     if content_type not in uploads.CONTENT_TYPES:
         raise RCError(400, "content_type must be one of: " + ", ".join(uploads.CONTENT_TYPES))
-    return ok(uploads.presign(ctx.service, row["id"], slot, content_type))
+    signed = uploads.presign(ctx.service, row["id"], internal, content_type)
+    if internal != slot:
+        signed.update(slot="reference", index=index, asset_url=None)  # a reference is no public asset
+    return ok(signed)
 
 
 async def finalize_job(ctx: Ctx) -> Response:
@@ -99,27 +139,49 @@ async def finalize_job(ctx: Ctx) -> Response:
     if row["status"] != "uploading":
         raise RCError(409, "This job was already finalized")
     got = store.uploads_of(ctx.db, row["id"])
-    for slot in SLOTS:
+    for slot in job_slots(row):
         if slot not in got:
-            raise RCError(400, f"Upload did not finish for slot {slot}. Upload the image, then finalize again.")
+            name = slot if slot in SLOTS else f"reference (index {slot.rpartition('_')[2]})"
+            raise RCError(400, f"Upload did not finish for slot {name}. Upload the image, then finalize again.")
+    for slot in [s for s in got if s in SLOTS or s.startswith("reference_")]:
         reason = await asyncio.to_thread(uploads.problem, got[slot])
         if reason:
             if store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
                                    completed_at=now_iso()):
                 webhooks.upload_failed(ctx.service, row, reason)
             raise RCError(422, reason)
-    job = _submit(ctx, row, got)
+    job = _submit(ctx, row, got, await asyncio.to_thread(_reference_paths, ctx, row, got))
     return ok({"job_id": row["id"], "status": "pending", **queue_figures(ctx, job)})
 
 
-def _submit(ctx: Ctx, row: dict, got: dict) -> dict:
+def _reference_paths(ctx: Ctx, row: dict, got: dict) -> dict:
+    """background_path and texture_paths for the pipeline: library files (looked up now: the operator may have
+    removed one since create_job) or the job's own uploads and copies."""
+    background, textures = None, []
+    for i, ref in enumerate(row["params"].get("references", [])):
+        if ref["source"] == "library":
+            kind = "backgrounds" if ref["type"] == "background" else "textures"
+            asset = library.find(ctx.service.settings, kind, ref["asset_id"])
+            if asset is None or not Path(asset["path"]).is_file():
+                raise RCError(422, f"references[{i}]: that {kind[:-1]} is no longer in the asset library")
+            path = asset["path"]
+        else:
+            path = got[ref["slot"]]["path"]
+        if ref["type"] == "background":
+            background = path
+        else:
+            textures.append(path)
+    return {"background_path": background, "texture_paths": textures}
+
+
+def _submit(ctx: Ctx, row: dict, got: dict, extra: dict | None = None) -> dict:
     settings = row["params"]
     price = image.cost(settings["model"], settings["quality"])
     if ledger.balance(ctx.db, ctx.user_id)["total"] < price:
         raise RCError(429, f"Not enough tokens: this render needs {price}. Ask the appliance admin for credits.")
     if not store.set_status_if(ctx.db, row["id"], "uploading", status="submitted", cost=price, finalized_at=now_iso()):
         raise RCError(409, "This job was already finalized")
-    payload = {"settings": settings, "input_path": got["input_main"]["path"]}
+    payload = {"settings": settings, "input_path": got["input_main"]["path"], **(extra or {})}
     try:
         return ctx.service.submit(NewJob(job_id=row["id"], dialect="rendercad", user_id=ctx.user_id,
                                          key_id=row["key_id"], kind="image", payload=payload, request=settings,

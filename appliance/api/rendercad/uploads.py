@@ -10,6 +10,7 @@ import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from litestar import Request, Response
 
@@ -116,6 +117,45 @@ def problem(upload: dict) -> str | None:
     except Exception:  # noqa: BLE001 - any decoder error means "not an image we can render"
         return UNREADABLE
     return None
+
+
+def asset_file(service: JobService, user_id: str, url: object, field: str) -> Path:
+    """The file behind one of this user's RenderCAD asset URLs (`…/renders/{job_id}` — the finished image —
+    or `…/renders/{job_id}_input`, the uploaded one). Nothing is fetched: a URL that is not an asset URL is a
+    400, an asset of another user's (or of nobody's) a 404."""
+    path = urlsplit(url).path if isinstance(url, str) and len(url) <= 2048 else ""
+    head, _, name = path.rpartition("/")
+    if not head.endswith("/renders") or not name:
+        raise RCError(400, f"{field} must be a RENDERCAD asset URL ({service.settings.base_url}/renders/…)")
+    job_id = name[:-len("_input")] if name.endswith("_input") else name
+    if job_id.lower().endswith((".jpg", ".jpeg")):
+        job_id = job_id.rsplit(".", 1)[0]
+    row = store.get_job(service.db, job_id, user_id)
+    if row is None:
+        raise RCError(404, f"{field}: asset not found")
+    if name.endswith("_input"):
+        got = store.uploads_of(service.db, job_id).get("input_main")
+        file = Path(got["path"]) if got and got["path"] else None
+    else:
+        file = service.store.file_path(job_id, "render.jpg") if row["kind"] == "image" else None
+    if file is None or not file.is_file():
+        raise RCError(404, f"{field}: asset not found")
+    return file
+
+
+def copy_in(service: JobService, job_id: str, slot: str, source: Path) -> None:
+    """An existing asset copied into a job's uploads as if it had been uploaded to `slot` (blocking: a copy
+    of up to 80 MB; run it in a worker thread). The copy is the job's own: deleting the source breaks
+    nothing."""
+    folder = upload_dir(service, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = source.suffix.lower() if source.suffix.lower() in (*CONTENT_TYPES.values(), ".jpeg") else ".jpg"
+    target = folder / f"{slot}{suffix}"
+    partial = target.with_suffix(f".part{secrets.token_hex(4)}")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+    content_type = {v: k for k, v in CONTENT_TYPES.items()}.get(suffix, "image/jpeg")
+    store.put_upload(service.db, job_id, slot, content_type, str(target), target.stat().st_size)
 
 
 def remove(service: JobService, job_id: str) -> None:

@@ -9,6 +9,7 @@ import re
 from appliance.runtime.artifacts import Artifacts
 from appliance.store.jobs import TaskDef
 from renderers.image.conditions import CATALOG, CATEGORIES
+from renderers.image.instructions import parse as parse_instructions
 
 MODELS = ("classic", "pro")
 QUALITIES = {"standard": 1024, "4k": 4096}
@@ -16,7 +17,7 @@ RENDER_MODES = ("preserve", "creative", "freeform")
 BACKGROUNDS = ("auto", "white", "grey", "black", "gradient")
 CUSTOM_BACKGROUND = re.compile(r"^custom:#[0-9A-Fa-f]{6}$")
 CONDITIONS = tuple(c["value"] for c in CATALOG)
-PIPELINE_VERSION = "1"  # part of the cache key: a change to the renderer's look bumps it
+PIPELINE_VERSION = "2"  # part of the cache key: a change to the renderer's look bumps it
 
 __all__ = ["CATALOG", "CATEGORIES", "ImageError", "ImagePipeline", "cost", "validate"]
 
@@ -62,7 +63,8 @@ class ImagePipeline:
         self.artifacts = artifacts
 
     def plan(self, payload: dict) -> list[TaskDef]:
-        """payload: settings (validate()), input_path, optional background_path (a library image)."""
+        """payload: settings (validate()), input_path, optional background_path (a library image or a reference)
+        and texture_paths (material references)."""
         settings = payload["settings"]
         size = QUALITIES[settings["quality"]]
         names, artifacts = {}, {}
@@ -70,8 +72,14 @@ class ImagePipeline:
             if path:
                 names[role] = f"{role}{os.path.splitext(path)[1][:8]}"
                 artifacts[names[role]] = self.artifacts.put(path)
+        textures = []
+        for i, path in enumerate(payload.get("texture_paths") or []):
+            textures.append(f"texture{i}{os.path.splitext(path)[1][:8]}")
+            artifacts[textures[-1]] = self.artifacts.put(path)
+        adjust = parse_instructions(settings.get("custom_instructions")).params()
         task_input = {**{k: settings[k] for k in ("model", "render_mode", "background_style", "condition")},
-                      "size": size, **names, "artifacts": artifacts}
+                      "size": size, **names, "artifacts": artifacts, **({"textures": textures} if textures else {}),
+                      **({"adjust": adjust} if adjust else {})}
         return [TaskDef(renderer="image.render", name="render", cpu=1.0, mem_mb=700 if size <= 1024 else 3000,
                         input=task_input, cache_key=cache_key(task_input))]
 
