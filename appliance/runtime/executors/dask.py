@@ -3,7 +3,8 @@
 ``executor = "dask"`` and ``dask_scheduler = "tcp://host:8786"`` in config. The appliance stays what it is —
 the only writer of SQLite, the queue, the credits, the API — and this executor is its client of the cluster:
 
-- ``submit`` ships the task's input artifacts as bytes (``Client.scatter``: no shared filesystem) and submits
+- ``submit`` ships the task's input artifacts as bytes (inside the task up to 8 MB, else ``Client.scatter``: no
+  shared filesystem either way) and submits
   ``dask_worker.run_task`` under the attempt's key (``TaskSpec.key``) with a resource request (``CPU``, ``MEM``
   and, when asked, ``GPU``/``NVENC``) that Dask matches against what each worker declared (``--resources``).
 - The worker runs it through its own ``LocalExecutor`` (zygote + sandbox) and streams progress back as events on
@@ -11,8 +12,9 @@ the only writer of SQLite, the queue, the credits, the API — and this executor
 - The result comes back as bytes; the files are written into a workdir here and taken in by the local
   executor's own stage-out (``LocalExecutor._stage_out``: verified by content, then content-addressed), so a
   remote output is checked exactly as a local one. The task's log is appended to the appliance's log file.
-- ``cancel`` cancels the future and runs ``dask_worker.kill`` on every worker (a running function ignores
-  ``Future.cancel``); the exit message follows once every worker has answered.
+- ``cancel`` runs ``dask_worker.kill`` on every worker (a running function ignores ``Future.cancel``): where the
+  attempt runs, the exit message follows its result, i.e. once the remote process was reaped; where it runs
+  nowhere yet, the future is cancelled and the exit message follows at once.
 - A worker that leaves the cluster while one of our attempts runs there (the scheduler's ``remove-worker``
   event) ends that attempt with ``{"ok": false, "retry": true}``: the scheduler re-queues the task under a new
   attempt and key while ``max_attempts`` allows, as after a crash of the appliance itself.
@@ -247,7 +249,8 @@ class DaskExecutor:
         try:
             if handle.reason is not None:  # killed: the process is gone now, whatever the worker reported
                 message = {"type": "exit", "ok": False, "error": handle.reason}
-            elif future.status == "cancelled":
+            elif future.status == "cancelled":  # not by us: the client lost the scheduler (and its futures)
+                self._kill_remote(handle, "the Dask scheduler lost the task")  # it may still run somewhere
                 message = {"type": "exit", "ok": False, "retry": True, "error": "the Dask scheduler lost the task"}
             elif future.status == "error":
                 message = {"type": "exit", "ok": False, "error": f"dask: {one_line(future.exception())}"}
