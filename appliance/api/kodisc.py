@@ -84,8 +84,11 @@ def validate(body: bytes, allow_http: bool) -> dict:
     if hook not in (None, ...):
         ok_scheme = isinstance(hook, str) and (hook.startswith("https://") or
                                                (allow_http and hook.startswith("http://")))
-        if not ok_scheme:
-            raise BadRequest("webhookUrl must be an https:// URL")
+        if not ok_scheme:  # the documented error, and in "message" the setting that would allow plain http
+            raise BadRequest("webhookUrl must be an https:// URL",
+                             "plain http:// webhooks only with allow_http_webhooks = true "
+                             "(APPLIANCE_ALLOW_HTTP_WEBHOOKS=true)" if isinstance(hook, str)
+                             and hook.startswith("http://") else None)
     return data
 
 

@@ -51,7 +51,8 @@ def parse(url: object, *, allow_http: bool = True, allow_loopback: bool = False)
     except ValueError as exc:
         raise RefusedURL(f"URL is malformed ({exc})") from None
     if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not allow_http):
-        raise RefusedURL("URL must be https://" if not allow_http else "URL must be http(s)://")
+        raise RefusedURL("URL must be https:// (plain http:// only with allow_http_webhooks = true, "
+                         "APPLIANCE_ALLOW_HTTP_WEBHOOKS=true)" if not allow_http else "URL must be http(s)://")
     if not parts.hostname:
         raise RefusedURL("URL has no host")
     literal = _literal(parts.hostname)

@@ -31,8 +31,8 @@ def untrusted_allowed(mechanism: str, allow_unsandboxed: bool) -> str | None:
         return None
     why = "the sandbox is disabled (sandbox = false)" if mechanism == DISABLED else f"no sandbox here: {mechanism}"
     fix = "set sandbox = true" if mechanism == DISABLED else ROOT_FIX.split(" (")[0]
-    return (f"refusing to run untrusted code unsandboxed ({why}); {fix}, or set APPLIANCE_ALLOW_UNSANDBOXED=true"
-            " to accept the risk")
+    return (f"refusing to run untrusted code unsandboxed ({why}); {fix}, or set allow_unsandboxed = true"
+            " (APPLIANCE_ALLOW_UNSANDBOXED=true) to accept the risk")
 
 
 # ---- the trial, in a forked child of a single-threaded process ------------------------------------------------

@@ -56,13 +56,13 @@ def _asset(path_text: str, source: str, assets_dir: Path, max_bytes: int) -> Pat
     try:
         path = (root / path_text).resolve(strict=True)  # an absolute path_text replaces root
     except (OSError, RuntimeError):
-        raise SourceError(f"source {source!r}: no such asset") from None
+        raise SourceError(f"source {source!r}: no such asset in assets_dir") from None
     if not path.is_relative_to(root):
-        raise SourceError(f"source {source!r} is outside the assets directory")
+        raise SourceError(f"source {source!r} is outside the assets directory (assets_dir)")
     if not path.is_file():
         raise SourceError(f"source {source!r} is not a file")
     if path.stat().st_size > max_bytes:
-        raise SourceError(f"source {source!r} is larger than {max_bytes} bytes")
+        raise SourceError(f"source {source!r} is larger than {max_bytes} bytes (media_max_mb)")
     return path
 
 
@@ -73,7 +73,9 @@ def check_host(url: str, allow_loopback: bool) -> netpolicy.Target:
     try:
         return netpolicy.resolve(url, allow_loopback=allow_loopback)
     except netpolicy.RefusedURL as exc:
-        raise SourceError(f"source {url!r}: {exc}") from None
+        local = "; for a file on this machine, put it under assets_dir and name it by path" if "loopback" in str(
+            exc) else ""
+        raise SourceError(f"source {url!r}: {exc}{local}") from None
 
 
 def _cache_paths(url: str, cache_dir: Path) -> tuple[Path, Path]:
@@ -101,6 +103,9 @@ def _download(url: str, cache_dir: Path, max_bytes: int, timeout_s: float, allow
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
             return _fetch(client, url, headers, data_path, meta_path, deadline, max_bytes, allow_loopback)
+    except httpx.TimeoutException:
+        raise SourceError(f"source {url!r}: download failed (no answer within media_timeout_s = {timeout_s:g} s)"
+                          ) from None
     except httpx.HTTPError as exc:
         raise SourceError(f"source {url!r}: download failed ({type(exc).__name__})") from None
 
@@ -127,7 +132,7 @@ def _fetch(client: httpx.Client, url: str, headers: dict, data_path: Path, meta_
 def _save(response: httpx.Response, data_path: Path, deadline: float, max_bytes: int, url: str) -> None:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise SourceError(f"source {url!r} is larger than {max_bytes} bytes")
+        raise SourceError(f"source {url!r} is larger than {max_bytes} bytes (media_max_mb)")
     handle, temp_name = tempfile.mkstemp(dir=data_path.parent, suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -143,7 +148,7 @@ def _copy_capped(response: httpx.Response, out, deadline: float, max_bytes: int,
     for chunk in response.iter_bytes(_CHUNK):
         received += len(chunk)
         if received > max_bytes:
-            raise SourceError(f"source {url!r} is larger than {max_bytes} bytes")
+            raise SourceError(f"source {url!r} is larger than {max_bytes} bytes (media_max_mb)")
         if time.monotonic() > deadline:
             raise SourceError(f"source {url!r}: download took longer than the time limit")
         out.write(chunk)
