@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -103,6 +104,17 @@ def test_session_cookie_csrf_and_hostile_input(server):
     Image.new("RGB", (32, 18), "red").save(frame, "JPEG")
     got = client.get(f"/dashboard/api/jobs/{job_id}/preview.jpg")
     assert got.status_code == 200 and Image.open(io.BytesIO(got.content)).size == (32, 18)
+    # live progress: the job's state now, then its events from the hub
+    seen = []
+    with client.stream("GET", f"/dashboard/api/live?ids={job_id},nope") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["type"] == "progress":
+                    break
+    assert seen[0] == {"job": job_id, "type": "state", "status": "running", "phase": seen[0]["phase"],
+                       "progress": seen[0]["progress"]} and 0 < seen[-1]["progress"] < 1
     assert client.post(f"/dashboard/api/jobs/{job_id}/cancel", headers=ok).json()["job"]["status"] == "cancelled"
     assert client.post(f"/dashboard/api/jobs/{job_id}/cancel", headers=ok).status_code == 409
     assert client.post("/dashboard/logout", data={"csrf": csrf}).status_code == 303

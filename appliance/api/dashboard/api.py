@@ -19,6 +19,7 @@ from appliance.services.jobs import JobService
 from appliance.store import ids, jobs, ledger, users
 
 MAX_LIVE = 100  # jobs one live stream follows (a page of the list)
+LIVE_MAX_S = 15.0  # the longest one live stream stays open (see _merged)
 
 
 def error_response(exc: ApplianceError) -> Response:
@@ -80,31 +81,45 @@ async def remove(service: JobService, op: dict, job_id: str) -> Response:
     return json_response({"deleted": job_id})
 
 
-def _frame(event: dict) -> bytes:
-    data = {"job": event["job_id"], "type": event["type"], **event["data"]}
-    return f"id: {event['id']}\nevent: job\ndata: {json.dumps(data)}\n\n".encode()
+def _frame(job_id: str, type_: str, data: dict, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: job\ndata: {json.dumps({'job': job_id, 'type': type_, **data})}\n\n".encode()
 
 
 async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[bytes]:
-    """Live events of several jobs (the hub's per-job queues, merged) until each has ended."""
-    queues = {job_id: service.hub.subscribe(job_id) for job_id in job_ids}
-    waiting: dict[asyncio.Future, str] = {}
+    """Each job's state now, then live events of the active ones (the hub's per-job queues, merged) until each
+    has ended — or until LIVE_MAX_S: an open dashboard must not hold up a graceful stop (the server waits for
+    open responses), so a stream ends by itself and the browser reconnects, starting from the state again."""
+    queues, waiting = {}, {}
+    deadline = asyncio.get_running_loop().time() + LIVE_MAX_S
     try:
-        yield b"retry: 3000\n\n"
+        yield b"retry: 2000\n\n"
+        for job_id in job_ids:
+            job = jobs.get_job(service.db, job_id)
+            if job is None:
+                continue
+            yield _frame(job_id, "state", {"status": job["status"], "phase": job["phase"],
+                                           "progress": job["progress"] or 0.0})
+            if job["status"] not in jobs.TERMINAL:
+                queues[job_id] = service.hub.subscribe(job_id)
         waiting = {asyncio.ensure_future(q.get()): job_id for job_id, q in queues.items()}
         while waiting:
-            done, _ = await asyncio.wait(waiting, timeout=service.settings.sse_keepalive_s,
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return  # not "end": the browser reconnects
+            done, _ = await asyncio.wait(waiting, timeout=min(left, service.settings.sse_keepalive_s),
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 yield b": keepalive\n\n"
             for future in done:
                 job_id = waiting.pop(future)
                 event = future.result()
-                if event is DROPPED:  # too slow a reader: the page reconnects and reloads
+                if event is DROPPED:  # too slow a reader: it reconnects and starts from the state again
                     return
-                yield _frame(event)
+                yield _frame(job_id, event["type"], event["data"], event["id"])
                 if event["data"].get("status") not in jobs.TERMINAL:
                     waiting[asyncio.ensure_future(queues[job_id].get())] = job_id
+        yield b"event: end\ndata: {}\n\n"  # nothing left to follow: the page closes the stream (no reconnect)
     finally:
         for future in waiting:
             future.cancel()
@@ -114,10 +129,9 @@ async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[byte
 
 @get("/live")
 async def live(request: Request, service: JobService, op: dict) -> Response:
-    """Server-sent events for the jobs named in ?ids=a,b,c that are still active (a list page, or one job)."""
+    """Server-sent events for the jobs named in ?ids=a,b,c (a list page, or one job): state, then progress."""
     wanted = [i for i in (request.query_params.get("ids") or "").split(",") if i][:MAX_LIVE]
-    active = [i for i in wanted if (j := jobs.get_job(service.db, i)) and j["status"] not in jobs.TERMINAL]
-    return Stream(_merged(service, active), media_type="text/event-stream",
+    return Stream(_merged(service, wanted), media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -90,6 +90,7 @@ function follow(ids, onEvent) {  // server-sent events of these jobs until each 
   if (!ids.length) return null;
   const es = new EventSource("/dashboard/api/live?ids=" + encodeURIComponent(ids.join(",")));
   es.addEventListener("job", (ev) => onEvent(JSON.parse(ev.data)));
+  es.addEventListener("end", () => es.close());
   cleanups.push(() => es.close());
   return es;
 }
