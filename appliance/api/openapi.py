@@ -32,10 +32,11 @@ from litestar.openapi.spec import (
 )
 from litestar.static_files import create_static_files_router
 
-from appliance.api import schemas
+from appliance.api import openapi_rendercad, schemas, schemas_rendercad
 
 REF = "#/components/schemas/{name}"
-COMPONENT_SCHEMAS: dict[str, Any] = msgspec.json.schema_components(schemas.DOCUMENTED, ref_template=REF)[1]
+COMPONENT_SCHEMAS: dict[str, Any] = msgspec.json.schema_components(
+    (*schemas.DOCUMENTED, *schemas_rendercad.DOCUMENTED), ref_template=REF)[1]
 
 ASSETS_URL = "/schema/static"
 ASSETS_DIR = Path(__file__).resolve().parent / "static" / "swagger-ui"
@@ -50,11 +51,14 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "viralsyncQueryKey": SecurityScheme(type="apiKey", name="api_key", security_scheme_in="query",
                                         description="ViralSync progress stream only: browsers' EventSource "
                                                     "cannot send headers"),
+    **openapi_rendercad.SECURITY_SCHEMES,
 }
 KODISC_AUTH: list[SecurityRequirement] = [{"kodiscBearer": []}]
 VIRALSYNC_AUTH: list[SecurityRequirement] = [{"viralsyncApiKey": []}, {"viralsyncBearer": []}]
 TAGS = [Tag(name="Kodisc", description="Manim renders: the public Kodisc v2 API under /api/v2"),
-        Tag(name="ViralSync", description="Movie JSON renders: the public ViralSync v1 API under /v1")]
+        Tag(name="ViralSync", description="Movie JSON renders: the public ViralSync v1 API under /v1"),
+        Tag(name="RenderCAD", description="Image and video jobs: the RenderCAD API under /backend (one path per "
+                                          "?action=) and its asset URLs")]
 
 
 def ref(struct: type) -> dict:
@@ -121,8 +125,9 @@ def config(version: str) -> OpenAPIConfig:
         favicon=f"<link rel='icon' type='image/png' href='{ASSETS_URL}/favicon-32x32.png'>", path="/swagger")
     return OpenAPIConfig(
         title="Render appliance", version=version, path="/schema", render_plugins=[swagger], tags=TAGS,
-        description="The Kodisc (/api/v2) and ViralSync (/v1) APIs of a self-hosted render appliance. Errors keep "
-                    "each dialect's shape: Kodisc {error, message?}, ViralSync {error, code}.",
+        description="The Kodisc (/api/v2), ViralSync (/v1) and RenderCAD (/backend) APIs of a self-hosted render "
+                    "appliance. Errors keep each dialect's shape: Kodisc {error, message?}, ViralSync {error, "
+                    "code}, RenderCAD {error}.",
         components=Components(security_schemes=SECURITY_SCHEMES))
 
 
@@ -137,3 +142,4 @@ def install(app: Litestar) -> None:
     config, so they are added once the document exists; it is built once and cached, so every request serves
     this one."""
     app.openapi_schema.components.schemas.update(COMPONENT_SCHEMAS)
+    app.openapi_schema.paths = {**(app.openapi_schema.paths or {}), **openapi_rendercad.paths()}

@@ -163,6 +163,55 @@ def test_real_answers_match_the_documented_schemas(api):
     check("post", "/v1/jobs/{job_id}/cancel", httpx.post(f"{url}/v1/jobs/job_000000000000/cancel", headers=api.vs))
 
 
+RENDERCAD = {("auth.php", a) for a in ("request_device_code", "poll_device_code", "check", "usage", "plan_info",
+                                       "get_api_tokens", "create_api_token", "revoke_api_token", "rename_api_token")} \
+    | {("api_discovery.php", a) for a in ("models", "conditions", "backgrounds", "textures", "video_options")} \
+    | {("render.php", a) for a in ("create_job", "presign_upload", "finalize_job", "status", "history", "cancel",
+                                   "delete", "render")} \
+    | {("video.php", a) for a in ("create_job", "finalize_job", "convert", "status", "cancel")} \
+    | {("webhooks.php", a) for a in ("register", "list", "delete")}
+
+
+def test_rendercad_operations_are_documented_and_answers_match(api):
+    doc, ops = api.doc, operations(api.doc)
+    documented = {(path.split("/")[2].split("?")[0], path.split("action=")[1]) for _, path in ops
+                  if path.startswith("/backend/") and "?action=" in path}
+    assert documented == RENDERCAD
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["rendercadBearer"]["scheme"] == "bearer"
+    assert (schemes["rendercadToken"]["in"], schemes["rendercadToken"]["name"]) == ("header", "X-Auth-Token")
+    create = ops[("post", "/backend/render.php?action=create_job")]
+    assert create["security"] == [{"rendercadBearer": []}, {"rendercadToken": []}] and create["tags"] == ["RenderCAD"]
+    assert {"200", "400", "401", "403", "415", "422"} <= set(create["responses"])
+    body = resolve(doc, create["requestBody"]["content"]["application/json"]["schema"])
+    assert {"source_url", "model", "quality", "references", "custom_instructions"} <= set(body["properties"])
+    assert len(body["properties"]["condition"]["enum"]) == 43
+    assert ops[("post", "/backend/auth.php?action=request_device_code")]["security"] == []
+    assert {} in ops[("get", "/backend/auth.php?action=check")]["security"]
+    status = ops[("get", "/backend/render.php?action=status")]
+    assert "X-RateLimit-Remaining" in status["responses"]["429"]["headers"]
+    assert {p["name"] for p in status["parameters"]} == {"job_id"}
+    assert ("put", "/backend/upload/{job_id}/{slot}") in ops and ("get", "/backend/serve_render.php") in ops
+    # real answers, with the RenderCAD token as Bearer and as X-Auth-Token
+    api.cli("users", "create", "rc", "--credits", "5")
+    token = api.new_key("rc", "rendercad")["key"]
+    for headers in ({"Authorization": f"Bearer {token}"}, {"X-Auth-Token": token}):
+        def call(method: str, path: str, headers: dict = headers, **kwargs) -> None:
+            r = httpx.request(method.upper(), api.url + path, headers=headers, timeout=30, **kwargs)
+            check_answer(doc, method, path, r)
+
+        call("post", "/backend/render.php?action=create_job", json={"model": "pro", "custom_instructions": "warm"})
+        call("post", "/backend/render.php?action=create_job", json={"model": "turbo"})
+        call("post", "/backend/render.php?action=create_job", json={"quality": "4k"})
+        call("get", "/backend/api_discovery.php?action=conditions")
+        call("get", "/backend/auth.php?action=usage")
+        call("get", "/backend/webhooks.php?action=list")
+        call("post", "/backend/video.php?action=create_job", json={"duration": 5})
+    r = httpx.get(api.url + "/backend/render.php?action=status&job_id=render_nope")
+    check_answer(doc, "get", "/backend/render.php?action=status", r)
+    assert r.status_code == 401
+
+
 class Assets(HTMLParser):
     """Every URL a page loads by itself: script src, link href, img src."""
 

@@ -1,0 +1,227 @@
+"""The RenderCAD API's documented request and response bodies, as msgspec Structs for the OpenAPI document
+(openapi_rendercad.py places them on the /backend/*.php operations). As for the other dialects, the handlers
+read raw bodies themselves; keep these in step with api/rendercad/* and services/pipelines/image*.py.
+
+Response bodies list the documented fields as optional (an answer leaves out what does not apply, e.g.
+output_url before completion) and keep `success` required: every RenderCAD answer has it but errors."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
+
+from appliance.services.pipelines import image, image_video
+
+Timestamp = Annotated[str, Meta(description="ISO 8601 UTC")]
+
+
+def one_of(*values: str) -> Meta:
+    return Meta(extra_json_schema={"enum": list(values)})
+
+
+Background = Annotated[str, Meta(pattern=r"^(auto|white|grey|black|gradient|custom:#[0-9A-Fa-f]{6})$",
+                                 description="A preset, or custom:#RRGGBB")]
+AssetUrl = Annotated[str, Meta(max_length=2048, description="One of this user's RenderCAD asset URLs "
+                                                             "({public_url}/renders/{job_id} or …_input)")]
+JobId = Annotated[str, Meta(min_length=1, max_length=100)]
+
+
+# ---- requests ----------------------------------------------------------------------------------------------
+class RenderCADReference(Struct, kw_only=True):
+    """A background or material for the pro model: asset_id (library), url (copied at once) or neither (an
+    upload slot {slot: reference, index} in required_uploads)."""
+
+    type: Annotated[str, one_of("background", "material")]
+    asset_kind: Annotated[str, one_of("texture", "background")] | None = None
+    asset_id: Annotated[str, Meta(description="From api_discovery.php?action=backgrounds|textures")] | None = None
+    url: AssetUrl | None = None
+    file_name: str | None = None
+
+
+class RenderCADCreateJob(Struct, kw_only=True):
+    """render.php?action=create_job. 4k needs the pro model (422); references need the pro model (422)."""
+
+    source_url: AssetUrl | None = None
+    model: Annotated[str, one_of(*image.MODELS)] = "classic"
+    quality: Annotated[str, one_of(*image.QUALITIES)] = "standard"
+    render_mode: Annotated[str, one_of(*image.RENDER_MODES)] = "preserve"
+    background_style: Background = "auto"
+    condition: Annotated[str, one_of(*image.CONDITIONS)] = "auto"
+    custom_instructions: Annotated[str, Meta(max_length=1500, description=(
+        "Read for a fixed vocabulary of photographic words (README); the rest is ignored"))] | None = None
+    references: Annotated[list[RenderCADReference], Meta(max_length=6)] | None = None
+
+
+class RenderCADPresign(Struct, kw_only=True):
+    """render.php?action=presign_upload. Without job_id (the legacy flow) a job is made for the upload and
+    r2_input_url names it for action=render."""
+
+    content_type: Annotated[str, one_of("image/jpeg", "image/png", "image/webp", "image/gif")]
+    job_id: JobId | None = None
+    slot: Annotated[str, one_of("input_main", "reference", "last_frame")] | None = None
+    index: Annotated[int, Meta(ge=0, le=5, description="The reference's index (slot reference)")] | None = None
+
+
+class RenderCADJobRef(Struct, kw_only=True):
+    job_id: JobId
+
+
+class RenderCADLegacyRender(Struct, kw_only=True):
+    """render.php?action=render (legacy): the image inline as a data URL (≤ 10 MB), or the r2_input_url of a
+    jobless presign_upload; multipart form data with an `image` file is accepted too."""
+
+    image: Annotated[str, Meta(pattern=r"^data:image/", description="data:image/…;base64,…")] | None = None
+    r2_input_url: str | None = None
+    model: Annotated[str, one_of(*image.MODELS)] | None = None
+    quality: Annotated[str, one_of(*image.QUALITIES)] | None = None
+    render_mode: Annotated[str, one_of(*image.RENDER_MODES)] | None = None
+    background_style: Background | None = None
+    condition: Annotated[str, one_of(*image.CONDITIONS)] | None = None
+    custom_instructions: Annotated[str, Meta(max_length=1500)] | None = None
+
+
+class RenderCADDeviceRequest(Struct, kw_only=True):
+    """auth.php?action=request_device_code: JSON, form data, or the same names as query parameters."""
+
+    app_name: Annotated[str, Meta(max_length=100)] | None = None
+    app_type: Annotated[str, one_of("browser-extension", "desktop-app", "mobile-app", "cli-tool")] | None = None
+    app_version: Annotated[str, Meta(max_length=100)] | None = None
+
+
+class RenderCADCreateToken(Struct, kw_only=True):
+    token_name: Annotated[str, Meta(min_length=1, max_length=100)]
+    scope: Annotated[str, one_of("read-only", "render-only", "full-access")] = "full-access"
+
+
+class RenderCADTokenRef(Struct, kw_only=True):
+    token_id: int
+
+
+class RenderCADRenameToken(Struct, kw_only=True):
+    token_id: int
+    new_name: Annotated[str, Meta(min_length=1, max_length=100)]
+
+
+class RenderCADWebhookRegister(Struct, kw_only=True):
+    """https only unless the appliance allows http; at most 5 per account."""
+
+    url: Annotated[str, Meta(max_length=2048)]
+    events: Annotated[list[Annotated[str, one_of("render.completed", "render.failed", "video.completed",
+                                                  "video.failed", "credits.exhausted")]], Meta(min_length=1)]
+
+
+class RenderCADWebhookRef(Struct, kw_only=True):
+    id: int
+
+
+class RenderCADVideoCreate(Struct, kw_only=True):
+    """video.php?action=create_job: image_url (single, loop) or first_frame_url + last_frame_url (transition);
+    without them the job asks for upload slots. Cost: duration, plus 1 at 1080p."""
+
+    image_url: AssetUrl | None = None
+    video_mode: Annotated[str, one_of(*image_video.MODES)] = "single"
+    first_frame_url: AssetUrl | None = None
+    last_frame_url: AssetUrl | None = None
+    camera: Annotated[str, one_of(*image_video.CAMERAS)] = "auto"
+    motion: Annotated[str, one_of(*image_video.MOTIONS)] = "auto"
+    style: Annotated[str, one_of(*image_video.STYLES)] = "preserve"
+    prompt: Annotated[str, Meta(max_length=image_video.MAX_PROMPT)] | None = None
+    duration: Annotated[int, Meta(extra_json_schema={"enum": [4, 6, 8]})] = 8
+    resolution: Annotated[str, one_of(*image_video.RESOLUTIONS)] = "720p"
+    crossfade_duration: Annotated[float, Meta(ge=0, le=2)] | None = None
+
+
+class RenderCADConvert(Struct, kw_only=True):
+    video_url: AssetUrl
+    format: Annotated[str, one_of("gif")] = "gif"
+
+
+# ---- answers -----------------------------------------------------------------------------------------------
+class RenderCADError(Struct, kw_only=True):
+    """Every RenderCAD error: display-safe text in `error` (auth.php?action=check adds its flags)."""
+
+    error: str
+    success: bool | None = None
+    authenticated: bool | None = None
+    token_valid: bool | None = None
+
+
+class RenderCADOk(Struct, kw_only=True):
+    """A plain success (delete, revoke, rename); `message` where the action has one."""
+
+    success: bool
+    message: str | None = None
+
+
+class RenderCADUploadSlot(Struct, kw_only=True):
+    slot: str
+    index: int | None = None
+    type: str | None = None
+
+
+class RenderCADJobCreated(Struct, kw_only=True):
+    success: bool
+    job_id: str
+    status: Annotated[str, one_of("uploading", "pending")]
+    required_uploads: list[RenderCADUploadSlot] | None = None
+    instructions_applied: Annotated[list[str], Meta(description="The custom_instructions phrases recognised")] \
+        | None = None
+    format: str | None = None
+
+
+class RenderCADPresigned(Struct, kw_only=True):
+    success: bool
+    presigned_url: str
+    asset_url: str | None
+    slot: str
+    index: int | None
+    expires_in: int
+    cache_control: str
+    r2_input_url: str | None = None
+
+
+class RenderCADQueued(Struct, kw_only=True):
+    success: bool
+    job_id: str
+    status: str
+    queue_depth: int | None = None
+    queue_position: int | None = None
+    estimated_wait_seconds: int | None = None
+    tokens_used: int | None = None
+
+
+class RenderCADStatus(Struct, kw_only=True):
+    """render.php / video.php ?action=status (and cancel's answer)."""
+
+    success: bool
+    job_id: str
+    status: Annotated[str, one_of("uploading", "pending", "processing", "completed", "failed", "canceled")]
+    status_detail: str | None = None
+    queue_depth: int | None = None
+    estimated_wait_seconds: int | None = None
+    output_url: str | None = None
+    asset_url: str | None = None
+    input_url: str | None = None
+    video_url: str | None = None
+    error_message: str | None = None
+    error: str | None = None
+    completed_at: Timestamp | None = None
+
+
+class RenderCADHistory(Struct, kw_only=True):
+    success: bool
+    renders: list[dict[str, Any]]
+    pagination: dict[str, Any]
+
+
+class RenderCADObject(Struct, kw_only=True):
+    """An answer whose fields the seed lists (auth.php and api_discovery.php figures, tokens, webhooks)."""
+
+    success: bool
+
+
+DOCUMENTED = (RenderCADCreateJob, RenderCADPresign, RenderCADJobRef, RenderCADLegacyRender, RenderCADDeviceRequest,
+              RenderCADCreateToken, RenderCADTokenRef, RenderCADRenameToken, RenderCADWebhookRegister,
+              RenderCADWebhookRef, RenderCADVideoCreate, RenderCADConvert, RenderCADError, RenderCADOk,
+              RenderCADJobCreated, RenderCADPresigned, RenderCADQueued, RenderCADStatus, RenderCADHistory,
+              RenderCADObject)
