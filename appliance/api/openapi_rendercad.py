@@ -209,5 +209,6 @@ def _files() -> dict[str, PathItem]:
 def paths() -> dict[str, PathItem]:
     items: dict[str, Any] = {}
     for a in ACTIONS:
-        items[f"/backend/{a.file}?action={a.action}"] = PathItem(**{a.method.lower(): _operation(a)})
+        op = _operation(a)
+        items[f"/backend/{a.file}?action={a.action}"] = PathItem(get=op) if a.method == "GET" else PathItem(post=op)
     return {**items, **_files()}
