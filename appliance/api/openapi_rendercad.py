@@ -18,6 +18,7 @@ from litestar.openapi.spec import (
     Operation,
     Parameter,
     PathItem,
+    Reference,
     RequestBody,
     Schema,
     SecurityRequirement,
@@ -88,7 +89,7 @@ def _operation(a: Action) -> Operation:
     codes |= {403} if a.scope in ("render-only", "full-access") else set()
     codes |= {400, 413, 415} if a.method == "POST" else set()
     codes |= {429} if limit else set()
-    responses = {"200": _json(ref(a.ok), "OK", rate)}
+    responses: dict[str, OpenAPIResponse | Reference] = {"200": _json(ref(a.ok), "OK", rate)}
     for code in sorted(codes):
         responses[str(code)] = _json(ref(s.RenderCADError), WHY.get(code, "Error"), rate)
     body = None
@@ -101,7 +102,8 @@ def _operation(a: Action) -> Operation:
     limited = f" Rate limit: {limit.limit} per {limit.window} s ({limit.endpoint})." if limit else ""
     scope = {None: "No token.", "optional": "Token optional."}.get(a.scope, f"Scope: {a.scope} or higher.")
     return Operation(tags=[TAG], summary=a.summary, description=f"{scope}{limited}",
-                     operation_id=f"rendercad_{a.file.split('.')[0]}_{a.action}", parameters=a.params or None,
+                     operation_id=f"rendercad_{a.file.split('.')[0]}_{a.action}",
+                     parameters=list[Parameter | Reference](a.params) or None,
                      request_body=body, responses=responses,
                      security=TOKEN + [{}] if a.scope == "optional" else (TOKEN if a.scope else []))
 
@@ -190,13 +192,15 @@ def _files() -> dict[str, PathItem]:
                       parameters=[Parameter(name="name", param_in="path", required=True,
                                             schema=raw({"type": "string"}), description="Asset name")],
                       responses={"200": _binary((*IMAGE_TYPES, "video/mp4"), "The file"), "404": error})
+    upload_params: list[Parameter | Reference] = [
+        Parameter(name=n, param_in="path", required=True, schema=raw({"type": "string"}), description=d)
+        for n, d in (("job_id", "The job"), ("slot", "The slot"))]
+    upload_params += [_query("expires", {"type": "integer"}, "From presigned_url", True),
+                      _query("sig", {"type": "string"}, "From presigned_url", True)]
     upload = Operation(
         tags=[TAG], summary="The presigned PUT of one upload slot (streamed to disk; ≤ 80 MB)",
         operation_id="rendercad_upload", security=[],
-        parameters=[Parameter(name=n, param_in="path", required=True, schema=raw({"type": "string"}),
-                              description=d) for n, d in (("job_id", "The job"), ("slot", "The slot"))]
-        + [_query("expires", {"type": "integer"}, "From presigned_url", True),
-           _query("sig", {"type": "string"}, "From presigned_url", True)],
+        parameters=upload_params,
         request_body=RequestBody(required=True, content={t: OpenAPIMediaType(schema=raw(
             {"type": "string", "format": "binary"})) for t in IMAGE_TYPES}),
         responses={"200": OpenAPIResponse(description="Stored (empty body, ETag)"),
