@@ -131,26 +131,55 @@ def split_refusal(code: str) -> str | None:
 
 
 def animation_estimate(code: str) -> int | None:
-    """How many animations the scene plays, counted from its ``play``/``wait`` calls; None when a call sits in
-    a loop or outside ``construct`` (then it may be many: the plan task counts them by running the scene)."""
+    """How many animations the scene plays (at most), counted from its ``play``/``wait`` calls: a ``for`` loop
+    over ``range(<constants>)`` or a literal list multiplies its body's count. None when that cannot be told
+    from the source (a call in another loop, a comprehension or outside ``construct``): it may be many, and the
+    plan task counts them by running the scene."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return 0
-    count = 0
+    return _count(tree, None)
 
-    def visit(node: ast.AST, in_loop: bool, function: str | None) -> bool:
-        nonlocal count
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            function = getattr(node, "name", "<lambda>")
-        loop = in_loop or isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.comprehension))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ANIMATION_CALLS:
-            if loop or function != "construct":
-                return False
-            count += 1
-        return all(visit(child, loop, function) for child in ast.iter_child_nodes(node))
 
-    return count if visit(tree, False, None) else None
+def _iterations(loop: ast.For | ast.AsyncFor) -> int | None:
+    """The number of iterations of ``for _ in range(<int constants>)`` or of a literal list/tuple, else None."""
+    target = loop.iter
+    if isinstance(target, (ast.List, ast.Tuple)):
+        return len(target.elts)
+    if isinstance(target, ast.Call) and isinstance(target.func, ast.Name) and target.func.id == "range" \
+            and not target.keywords:
+        try:
+            return len(range(*(ast.literal_eval(arg) for arg in target.args)))  # ints only, else TypeError
+        except (TypeError, ValueError, SyntaxError):
+            return None
+    return None
+
+
+def _count(node: ast.AST, function: str | None) -> int | None:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        function = getattr(node, "name", "<lambda>")
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ANIMATION_CALLS \
+            and function != "construct":
+        return None  # a helper: called how many times?
+    own = 1 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+        and node.func.attr in ANIMATION_CALLS else 0
+    if isinstance(node, (ast.For, ast.AsyncFor)):
+        body = _sum([_count(child, function) for child in node.body])
+        rest = _sum([_count(child, function) for child in (node.target, node.iter, *node.orelse)])
+        times = _iterations(node)
+        if body is None or rest is None or (body and times is None):
+            return None
+        return body * (times or 0) + rest
+    counts = [_count(child, function) for child in ast.iter_child_nodes(node)]
+    total = _sum(counts)
+    if total and isinstance(node, (ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        return None
+    return None if total is None else own + total
+
+
+def _sum(counts: list[int | None]) -> int | None:
+    return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
 
 # -- the plan ------------------------------------------------------------------------------------------------

@@ -36,7 +36,19 @@ class Eight(Scene):
 '''
 RANDOM = EIGHT.replace("class Eight", "import random\n\nclass Eight").replace(
     "RIGHT * 0.3", "RIGHT * random.random()")
-SHORT_LOOP = EIGHT.replace("range(6)", "range(1)")  # a loop: the plan counts 3 animations, below the threshold
+SHORT_LOOP = EIGHT.replace("range(6)", "range(1)")  # 3 animations, counted from the source: below the threshold
+HELPER = '''from manim import *
+
+class Eight(Scene):
+    def step(self, square):
+        self.play(square.animate.shift(RIGHT * 0.3), run_time=0.3)
+
+    def construct(self):
+        square = Square()
+        self.play(Create(square), run_time=0.3)
+        self.step(square)
+        self.wait(0.3)
+'''  # play() in a helper: how often is unknown from the source, so the plan task counts (3: one range)
 SPLIT_ENV = {"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_MANIM_SPLIT_MIN_ANIMATIONS": "4",
              "APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "2"}
 FPS = 10
@@ -98,9 +110,10 @@ def split_server(make_server):
 def test_a_kodisc_job_renders_split_and_matches_the_single_render(split_server, tmp_path):
     server = split_server
     job_ids = {name: submit(server, code) for name, code in
-               (("split", EIGHT), ("random", RANDOM), ("short", SHORT_LOOP))}
+               (("split", EIGHT), ("random", RANDOM), ("helper", HELPER))}
     jobs = {name: finish(server, job_id) for name, job_id in job_ids.items()}
     assert all(job["status"] == "completed" for job in jobs.values()), jobs
+    assert all(job["creditsCost"] >= 1 for job in jobs.values())  # billed like any Kodisc render
 
     tasks = task_rows(server, job_ids["split"])
     assert [t["renderer"] for t in tasks] == ["manim.plan", "manim.range", "manim.range", "manim.assemble"]
@@ -127,9 +140,9 @@ def test_a_kodisc_job_renders_split_and_matches_the_single_render(split_server, 
     assert "step 5" in (split_dir / "captions.vtt").read_text()
     assert (split_dir / "thumb.jpg").read_bytes() == (single / "thumb.jpg").read_bytes()  # the same last frame
 
-    # unseeded randomness: one ordinary task; a loop of too few animations: planned split, drawn on one worker
+    # unseeded randomness: one ordinary task; too few animations found by the plan: drawn on one worker
     assert [t["renderer"] for t in task_rows(server, job_ids["random"])] == ["manim"]
-    short = task_rows(server, job_ids["short"])
+    short = task_rows(server, job_ids["helper"])
     assert short[0]["result"]["meta"]["ranges"] == 1 and short[2]["result"]["files"] == {}
 
     # the same request again is answered from the cache, every task of the split plan
@@ -154,7 +167,10 @@ def test_the_rule_refuses_what_fast_forwarding_cannot_reproduce():
 
 
 def test_the_plan_counts_and_cuts_animations():
-    assert animation_estimate(EIGHT) is None  # a play() in a loop: counted by the plan task
+    assert animation_estimate(EIGHT) == 8  # for ... in range(6) multiplies
+    assert animation_estimate(SHORT_LOOP) == 3 and animation_estimate(HELPER) is None
+    assert animation_estimate(EIGHT.replace("for i in range(6)", "for i in steps")) is None
+    assert animation_estimate(EIGHT.replace("for i in range(6)", "i = 0\n        while i < 6")) is None
     assert animation_estimate("class A:\n    def construct(self):\n        self.play(x)\n        self.wait()\n") == 2
     assert choose_ranges([1.0] * 8, 2, 4) == [(0, 4), (4, 8)]
     assert choose_ranges([1.0] * 3, 2, 4) == [(0, 3)]  # below the threshold: one range
@@ -165,4 +181,5 @@ def test_the_plan_counts_and_cuts_animations():
     assert [t.renderer for t in pipeline.plan(payload)] == ["manim.plan", "manim.range", "manim.range",
                                                            "manim.assemble"]
     assert [t.renderer for t in pipeline.plan({**payload, "code": RANDOM})] == ["manim"]
+    assert [t.renderer for t in pipeline.plan({**payload, "code": SHORT_LOOP})] == ["manim"]
     assert [t.renderer for t in ManimPipeline(4, 1).plan(payload)] == ["manim"]  # max_workers 1: never split

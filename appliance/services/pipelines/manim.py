@@ -5,8 +5,9 @@ Split (renderers/manim_split.py): ``manim.plan`` counts the animations and cuts 
 ``manim.range`` tasks draw one range each in parallel, ``manim.assemble`` joins the segments by stream copy and
 publishes the same three outputs as the single task. A scene is planned split only when its source allows it
 (``split_refusal``: no wall clock, no unseeded randomness, no per-frame state) and it may play at least
-``manim_split_min_animations`` animations (counted from its ``play``/``wait`` calls; a call in a loop counts as
-many, and the plan task then counts them by running the scene).
+``manim_split_min_animations`` animations (counted from its ``play``/``wait`` calls, ``for`` loops over
+``range(N)`` multiplied; where the source cannot tell, e.g. a call in a helper or a ``while`` loop, the plan task
+counts them by running the scene, and draws on one worker if they are too few).
 """
 from __future__ import annotations
 
