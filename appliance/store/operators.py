@@ -153,3 +153,10 @@ def user_names(db: sqlite_utils.Database, user_ids: set[str]) -> dict[str, str]:
     marks = ", ".join("?" * len(user_ids))
     return {r["id"]: r["name"] for r in rows(db, f"select id, name from users where id in ({marks})",
                                              tuple(user_ids))}
+
+
+def pending_devices(db: sqlite_utils.Database, limit: int = 50) -> list[dict]:
+    """RenderCAD device codes still waiting for someone's approval (store/rendercad.py owns the table)."""
+    return rows(db, "select code, app_name, app_type, app_version, created_at, expires_at from rendercad_devices "
+                    "where status = 'pending' and expires_at > ? order by created_at desc limit ?",
+                (time.time(), limit))

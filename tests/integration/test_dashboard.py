@@ -247,6 +247,7 @@ def _device_code(d, server: Server) -> None:
     assert got["code"] in d.page_source
     d.get(f"{server.url}/dashboard/device?code={got['code']}")
     form = wait_for(d, lambda d: d.find_element(By.ID, "device"), 30, "device page")
+    assert got["code"] in text_of(d, "#pending") and "Desk" in text_of(d, "#pending")  # waiting codes are listed
     Select(form.find_element(By.NAME, "user")).select_by_visible_text("admin")
     form.find_element(By.TAG_NAME, "button").click()
     wait_for(d, lambda d: text_of(d, "#device-result").startswith("Approved"), 30, "approved")

@@ -77,3 +77,12 @@ def test_every_filter_reads_an_index(db, monkeypatch, filters):
     operators.list_all_jobs(db, **filters)
     plan = " | ".join(plans[0])
     assert "USING INDEX" in plan and "USE TEMP B-TREE FOR ORDER BY" not in plan, plan  # ties only: RIGHT PART
+
+
+def test_failed_sign_ins_are_throttled_per_address():
+    from appliance.api.dashboard import session
+
+    for _ in range(session.FAILURES_MAX):
+        assert not session.throttled("198.51.100.7")
+        session.failed("198.51.100.7")
+    assert session.throttled("198.51.100.7") and not session.throttled("198.51.100.8")

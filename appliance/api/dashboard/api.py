@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 from litestar import Request, Response, Router, delete, get, post
@@ -16,7 +17,7 @@ from appliance.delivery.httpfiles import serve_file
 from appliance.delivery.sse import DROPPED
 from appliance.errors import ApplianceError, Conflict, NotFound
 from appliance.services.jobs import JobService
-from appliance.store import ids, jobs, ledger, users
+from appliance.store import ids, jobs, ledger, operators, users
 
 MAX_LIVE = 100  # jobs one live stream follows (a page of the list)
 LIVE_MAX_S = 15.0  # the longest one live stream stays open (see _merged)
@@ -195,6 +196,15 @@ async def revoke_key(service: JobService, op: dict, key_id: str) -> Response:
 
 
 # ---- RenderCAD device codes -----------------------------------------------------------------------------------
+@get("/device")
+async def pending_devices(service: JobService, op: dict) -> Response:
+    now = time.time()
+    return json_response({"pending": [{"code": d["code"], "appName": d["app_name"], "appType": d["app_type"],
+                                       "appVersion": d["app_version"], "createdAt": d["created_at"],
+                                       "expiresIn": int(d["expires_at"] - now)}
+                                      for d in operators.pending_devices(service.db)]})
+
+
 @post("/device/approve", status_code=200)
 async def approve_device(request: Request, service: JobService, op: dict) -> Response:
     """An app's device code approved for a chosen user (the rule of `appliance device approve`)."""
@@ -212,6 +222,6 @@ async def approve_device(request: Request, service: JobService, op: dict) -> Res
 
 router = Router(path="/dashboard/api", route_handlers=[
     list_jobs, filters, job, job_file, job_preview, cancel, retry, remove, live, capacity, list_users, create_user,
-    set_plan, grant, create_key, revoke_key, approve_device],
+    set_plan, grant, create_key, revoke_key, pending_devices, approve_device],
     dependencies={"op": Provide(session.operator_session)}, exception_handlers=handlers_for(error_response),
     request_max_body_size=64 * 1024, include_in_schema=False)

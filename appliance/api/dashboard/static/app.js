@@ -341,6 +341,7 @@ async function usersPage(main) {
 // ---- RenderCAD device codes ------------------------------------------------------------------------------------
 async function devicePage(main) {
   const data = await api("GET", "/users");
+  const waiting = await api("GET", "/device");
   const code = new URLSearchParams(location.search).get("code") || "";
   const result = h("p", {id: "device-result"});
   const form = h("form", {class: "stack", id: "device"},
@@ -356,7 +357,13 @@ async function devicePage(main) {
     h("p", {class: "muted"}, "An app signing in shows a six-letter code and opens the appliance's ",
       h("a", {href: "/auth_device.html?code=" + encodeURIComponent(code || "")}, "approval page"),
       ", where a person approves it with one of their full-access tokens. Here an operator approves it for any user."),
-    form, result);
+    form, result,
+    h("h2", {}, "Waiting for approval"),
+    waiting.pending.length ? table(["Code", "App", "Type", "Version", "Requested", "Expires in"],
+      waiting.pending.map((p) => h("tr", {}, h("td", {}, h("a", {href: "?code=" + encodeURIComponent(p.code)},
+        h("code", {}, p.code))), h("td", {}, p.appName || "–"), h("td", {}, p.appType || "–"),
+        h("td", {}, p.appVersion || "–"), h("td", {}, when(p.createdAt)), h("td", {}, p.expiresIn + " s"))),
+      {id: "pending"}) : h("p", {class: "muted"}, "No code is waiting."));
 }
 
 // ---- routing ---------------------------------------------------------------------------------------------------
