@@ -94,7 +94,7 @@ def start_as_nobody(server: Server, timeout: float = 120) -> None:
     log = open(server.data_dir / "server.log", "ab")
     server.proc = subprocess.Popen([PYTHON, "-m", "appliance.cli", "serve", "--data-dir", str(server.data_dir),
                                     "--port", str(server.port)], cwd=ROOT, env=server.env, stdout=log, stderr=log,
-                                   user=NOBODY, group=NOGROUP, extra_groups=[])
+                                   user=NOBODY, group=NOGROUP, extra_groups=[], umask=0o027)  # as the unit
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert server.proc.poll() is None, (server.data_dir / "server.log").read_text()[-3000:]

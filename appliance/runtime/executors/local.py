@@ -334,6 +334,7 @@ class LocalExecutor:
         workdir = self._root / "work" / spec.task_id
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
+        workdir.chmod(0o755)  # whatever the umask: the server reads the live preview once the task's uid owns it
         run = LocalRun(spec.task_id, spec.renderer, spec.input, workdir, self._root / "logs" / f"{spec.task_id}.log",
                        spec.limits, env=spec.device_env(), gpu=spec.gpu)
 
