@@ -23,6 +23,7 @@ from PIL import Image
 
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
+from renderers.movie.feed import PictureFeed
 from renderers.movie.layers import (
     AUDIO_RATE,
     Sprite,
@@ -159,12 +160,19 @@ def _progress(report: Reporter, low: float, high: float):
     return lambda fraction: report.progress(low + (high - low) * fraction, "rendering")
 
 
-def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x264_params: str = "") -> None:
+def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x264_params: str = "",
+            feed: PictureFeed | None = None) -> None:
     video = video.filter("trim", end_frame=canvas.frames)
     def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
+        if feed is not None:
+            feed.start()  # the pictures for this run of ffmpeg
         return canvas.threaded(ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET,
                                                   x264_params=canvas.x264(x264_params), encoder=encoder))
-    ff.encode_with_fallback(build, canvas.duration, on_progress, tmp / "ffmpeg.log")
+    try:
+        ff.encode_with_fallback(build, canvas.duration, on_progress, tmp / "ffmpeg.log")
+    finally:
+        if feed is not None:
+            feed.stop()
 
 
 # --- media inputs and audio -----------------------------------------------------------------------------------
@@ -280,36 +288,38 @@ class _Pictures:
         return image.tobytes()
 
 
-def _parts_video(parts: list[Part], pictures: _Pictures, path: Path):
-    """Frames for consecutive parts: each part's picture written once (raw RGB); ffmpeg holds it for its frames."""
-    delays = []  # input frame N is output frame N plus the extra frames of every longer part before it
-    with open(path, "wb") as out:
-        for index, (picture, count) in enumerate(parts):
-            out.write(pictures.rgb(picture))
-            if count > 1:
-                delays.append(f"{count - 1}*gt(N,{index})")
-        out.write(pictures.rgb(parts[-1][0]))  # a closing copy, so that ``fps`` emits the last part in full
+def _parts_video(parts: list[Part], pictures: _Pictures, path: Path) -> tuple[Any, PictureFeed]:
+    """Frames for consecutive parts: each part's picture sent once (raw RGB, through the FIFO ``path`` that the
+    returned feed writes while ffmpeg runs); ffmpeg holds it for its frames."""
+    # input frame N is output frame N plus the extra frames of every longer part before it
+    delays = [f"{count - 1}*gt(N,{index})" for index, (_, count) in enumerate(parts) if count > 1]
+    # ... and a closing copy of the last picture, so that ``fps`` emits the last part in full
+    feed = PictureFeed(path, lambda: (pictures.rgb(picture) for picture, _ in [*parts, parts[-1]]))
     canvas = pictures.canvas
     video = ffmpeg.input(str(path), f="rawvideo", pix_fmt="rgb24", s=f"{canvas.width}x{canvas.height}",
                          framerate=canvas.fps)
     # The time base is 1/fps, so a PTS is a frame number; ``fps`` then repeats each picture until the next.
     video = to_yuv(video).filter("setpts", "+".join(["N", *delays])).filter("fps", fps=canvas.fps)
-    return video.filter("trim", end_frame=sum(count for _, count in parts)).filter("setsar", "1")
+    return video.filter("trim", end_frame=sum(count for _, count in parts)).filter("setsar", "1"), feed
 
 
 def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, audio, tmp: Path, on_progress) -> None:
     """Encode all blocks in one x264 pass, cut into ``block_NNN.mp4`` at the block boundaries; the same ffmpeg
     process encodes the scene's audio into ``audio.m4a`` (one process start, not two)."""
     lengths = [sum(count for _, count in block) for block in blocks]
-    video = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
+    video, feed = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
     canvas = pictures.canvas
     sound = ffmpeg.output(audio, str(tmp / BLOCK_AUDIO), **ff._SCENE_AUDIO)  # the codec settings of every clip
     def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
+        feed.start()  # the pictures for this run of ffmpeg
         return canvas.threaded(ffmpeg.merge_outputs(ff.h264_segments_output(
             video, tmp / "block_%03d.mp4", fps=canvas.fps, preset=X264_PRESET,
             x264_params=canvas.x264(STILL_X264_PARAMS), split_frames=list(itertools.accumulate(lengths))[:-1],
             encoder=encoder), sound))
-    ff.encode_with_fallback(build, sum(lengths) / canvas.fps, on_progress, tmp / "blocks.log")
+    try:
+        ff.encode_with_fallback(build, sum(lengths) / canvas.fps, on_progress, tmp / "blocks.log")
+    finally:
+        feed.stop()
 
 
 def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio, tmp: Path, out: Path,
@@ -319,16 +329,16 @@ def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio,
     pictures = _Pictures(sprites, canvas)
     pictures.preview = Preview(out.parent)  # out is in the workdir (renderers/preview.py)
     parts = still_parts(sprites, canvas)
-    last = Image.frombytes("RGB", (canvas.width, canvas.height), pictures.rgb(parts[-1][0]))
     blocks, playlist = plan_blocks(parts, canvas.fps * BLOCK_SECONDS)
     if len(playlist) == 1:  # nothing repeats: one pass, straight into the scene file
-        video = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
-        _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS)
-        return last
-    _encode_blocks(blocks, pictures, audio, tmp, _progress(report, _PREPARE_SHARE, 0.95))
-    lengths = [sum(count for _, count in blocks[index]) for index in playlist]
-    join_blocks([tmp / f"block_{index:03d}.mp4" for index in playlist], lengths, canvas.fps, tmp / BLOCK_AUDIO, out)
-    return last
+        video, feed = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
+        _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS, feed)
+    else:
+        _encode_blocks(blocks, pictures, audio, tmp, _progress(report, _PREPARE_SHARE, 0.95))
+        lengths = [sum(count for _, count in blocks[index]) for index in playlist]
+        join_blocks([tmp / f"block_{index:03d}.mp4" for index in playlist], lengths, canvas.fps, tmp / BLOCK_AUDIO,
+                    out)
+    return Image.frombytes("RGB", (canvas.width, canvas.height), pictures.rgb(parts[-1][0]))  # sent last: cached
 
 
 # --- the "layered" path: video layers, composited by ffmpeg ---------------------------------------------------
