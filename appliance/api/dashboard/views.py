@@ -175,10 +175,13 @@ async def capacity(core) -> dict:
     by_status = {r["status"]: r["n"] for r in rows(core.db, "select status, count(*) as n from jobs indexed by "
                                                    "idx_jobs_all_status where deleted_at is null group by status")}
     cap = core.capacity.as_json()
-    return {"capacity": cap,
+    pool = getattr(core.scheduler, "gpu_pool", None)  # which GPU and NVENC session each running task holds
+    per_gpu = pool.in_use() if pool is not None else {}
+    gpus = [{**g, "computeUsed": per_gpu.get(g["index"], {}).get("compute", 0),
+             "nvencUsed": per_gpu.get(g["index"], {}).get("nvenc", 0)} for g in cap["gpus"]]
+    return {"capacity": {**cap, "gpus": gpus, "gpuSlots": cap.get("gpuSlots", cap["gpu"])},
             "used": {"cpu": used["cpu"], "memMb": used["mem_mb"], "gpu": used["gpu"],
-                     # an NVENC session per GPU task at most: the encoder slots those tasks may hold
-                     "nvencSessions": min(int(used["gpu"]), cap["nvencSessions"])},
+                     "nvencSessions": sum(g["nvencUsed"] for g in gpus)},
             "jobs": {s: by_status.get(s, 0) for s in STATUSES}, "tasks": jobs.queue_counts(core.db),
             "disk": {"freeMb": disk.free // 2 ** 20, "totalMb": disk.total // 2 ** 20,
                      "minFreeMb": core.settings.min_free_disk_mb},
