@@ -2,6 +2,7 @@
 HTTP server runs as an unprivileged uid and gets its sandboxed workers from it. Real processes, real uids."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ from tests.conftest import PYTHON, ROOT, Server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher builds sandboxes: needs root")
 NOBODY, NOGROUP, STRANGER = 65534, 65534, 12345
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+WX_MAPPING = "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_WRITE | mmap.PROT_EXEC); print('mapped')"
 SCENE = {"code": "from manim import *\n\nclass Dot1(Scene):\n    def construct(self):\n        self.add(Dot())\n"
                  "        self.wait(0.2)\n", "className": "Dot1", "quality": "low", "fps": 5}
 # A client of the launcher's protocol, run as some uid: connect, say hello, ask for one test.noop in WORKDIR,
@@ -90,11 +93,18 @@ def split(tmp_path_factory):
         shutil.rmtree(top, ignore_errors=True)
 
 
+def deny_write_execute() -> None:
+    """The kernel's counterpart of the unit's MemoryDenyWriteExecute= (PR_SET_MDWE, Linux 6.3+; a no-op on
+    older kernels): no memory both writable and executable, for this process and what it executes."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0)
+
+
 def start_as_nobody(server: Server, timeout: float = 120) -> None:
     log = open(server.data_dir / "server.log", "ab")
     server.proc = subprocess.Popen([PYTHON, "-m", "appliance.cli", "serve", "--data-dir", str(server.data_dir),
                                     "--port", str(server.port)], cwd=ROOT, env=server.env, stdout=log, stderr=log,
-                                   user=NOBODY, group=NOGROUP, extra_groups=[], umask=0o027)  # as the unit
+                                   user=NOBODY, group=NOGROUP, extra_groups=[], umask=0o027,  # as the unit
+                                   preexec_fn=deny_write_execute)
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert server.proc.poll() is None, (server.data_dir / "server.log").read_text()[-3000:]
@@ -120,6 +130,9 @@ def test_an_unprivileged_server_renders_through_the_launcher(split):
     assert ids["Uid"] == [str(NOBODY)] * 4 and ids["Gid"] == [str(NOGROUP)] * 4, ids
     assert ids["CapEff"] == ["0000000000000000"] and ids["CapPrm"] == ["0000000000000000"], ids
     assert status_ids(launcher.pid)["Uid"][0] == "0"
+    wx = subprocess.run([PYTHON, "-c", WX_MAPPING], capture_output=True, text=True, preexec_fn=deny_write_execute)
+    mdwe = wx.returncode != 0 and "PermissionError" in wx.stderr  # the server below runs under it too
+    print(f"server under PR_SET_MDWE (MemoryDenyWriteExecute): {mdwe}")
     health = httpx.get(server.url + "/healthz", timeout=10).json()
     assert health["sandbox"].startswith("namespaces("), health  # the launcher's full sandbox, not "rlimits only"
 
