@@ -84,6 +84,10 @@ def test_session_cookie_csrf_and_hostile_input(server):
         assert client.post("/dashboard/logout", headers=headers).status_code == 403
     assert server.job(job_id)["status"] in ("queued", "running")
     ok = {"X-CSRF-Token": csrf}
+    elsewhere = {**ok, "Origin": "https://evil.example"}  # another site's page, even holding the token
+    assert client.post(f"/dashboard/api/jobs/{job_id}/cancel", headers=elsewhere).status_code == 403
+    assert httpx.post(server.url + "/dashboard/login", data={"name": "ops", "password": PASSWORD},
+                      headers={"Origin": "https://evil.example"}, timeout=10).status_code == 403
     for path, status in (("/dashboard/api/jobs?cursor=nonsense", 400), ("/dashboard/api/jobs?status=bogus", 400),
                          ("/dashboard/api/jobs?limit=x", 400), ("/dashboard/api/jobs/nope", 404),
                          ("/dashboard/api/jobs/nope/files/video.mp4", 404), ("/dashboard/api/nothing", 404)):

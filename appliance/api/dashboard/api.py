@@ -50,6 +50,7 @@ async def job_file(request: Request, service: JobService, op: dict, job_id: str,
         raise NotFound(f"no output {name} for job {job_id}")
     response = serve_file(request, path)
     response.headers["Cache-Control"] = "private, max-age=60"  # behind a sign-in: never in a shared cache
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

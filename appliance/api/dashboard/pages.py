@@ -72,6 +72,7 @@ async def login_form(request: Request, service: JobService) -> Response:
 
 @post("/login", status_code=303)
 async def login(request: Request, service: JobService) -> Response:
+    session.check_origin(request, service)
     address = request.client.host if request.client else "?"
     if session.throttled(address):
         return login_page(service, "Too many failed sign-ins from this address. Wait a few minutes.", 429)

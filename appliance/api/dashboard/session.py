@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections import defaultdict, deque
+from urllib.parse import urlsplit
 
 from litestar import Request, Response
 
@@ -40,11 +41,23 @@ def current(request: Request, service: JobService) -> dict | None:
     return operators.session(service.db, request.cookies.get(COOKIE, ""))
 
 
+def check_origin(request: Request, service: JobService) -> None:
+    """A state change sent by a page of another site is refused even before the token is looked at (and the
+    sign-in form, which has no session yet, gets this check alone)."""
+    origin = request.headers.get("origin")
+    if request.method in SAFE or not origin:
+        return
+    allowed = {request.headers.get("host", ""), urlsplit(service.settings.base_url).netloc}
+    if urlsplit(origin).netloc not in allowed:
+        raise Forbidden("Cross-site request refused")
+
+
 async def operator_session(request: Request, service: JobService) -> dict:
     """The signed-in operator's session, or SignInRequired; and the CSRF token on every state change."""
     found = current(request, service)
     if found is None:
         raise SignInRequired("Sign in to the dashboard first")
+    check_origin(request, service)
     if request.method not in SAFE:
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
