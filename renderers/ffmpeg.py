@@ -279,10 +279,11 @@ def remux_faststart_av(src: Path, dst: Path) -> dict:
 
 # --- RenderCAD video and GIF (renderers/image/video.py, gif.py) ------------------------------------------------
 
-def raw_h264_command(path: str | Path, width: int, height: int, fps: int, preset: str = "veryfast") -> list[str]:
-    """ffmpeg reading raw BGR frames on stdin and writing H.264 yuv420p (BT.709, limited range) with the moov
-    atom first: the movie compositor's codec settings, one encode for the whole clip."""
-    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+def raw_h264_command(path: str | Path, width: int, height: int, fps: int, preset: str = "veryfast",
+                     pix_fmt: str = "bgr24") -> list[str]:
+    """ffmpeg reading raw frames (bgr24, bgra, …) on stdin and writing H.264 yuv420p (BT.709, limited range)
+    with the moov atom first: the movie compositor's codec settings, one encode for the whole clip."""
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
             "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
             "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-c:v", "libx264",
             "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p", "-r", str(fps),
@@ -291,7 +292,11 @@ def raw_h264_command(path: str | Path, width: int, height: int, fps: int, preset
 
 
 def gif_command(src: str | Path, dst: str | Path, width: int, fps: int) -> list[str]:
-    """A GIF from a video with a palette generated for it (palettegen/paletteuse in one graph), looping."""
-    graph = (f"fps={fps},scale={width}:-2:flags=lanczos,split[a][b];[a]palettegen=stats_mode=diff[p];"
+    """A GIF from a video with a palette generated for it (palettegen/paletteuse in one graph), looping.
+
+    Decoding the source is most of the cost: its deblocking is skipped (invisible once shrunk 4x) and the
+    shrink is an area average (sharper than Lanczos at this ratio, a third cheaper, a smaller GIF)."""
+    graph = (f"fps={fps},scale={width}:-2:flags=area,split[a][b];[a]palettegen=stats_mode=diff[p];"
              "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle")
-    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-i", str(src), "-vf", graph, "-loop", "0", str(dst)]
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-skip_loop_filter", "all", "-i", str(src), "-vf", graph,
+            "-loop", "0", str(dst)]

@@ -52,9 +52,12 @@ class Layer:
 
 @dataclass
 class Plate:
+    """Every layer is 4-channel BGRA once prepared: OpenCV's warpAffine has a vector path for 4 channels that
+    makes it twice as fast as on 3, and BGR is what goes to ffmpeg."""
     rgb: np.ndarray  # uint8, the still contained in the plate, sides filled with a blurred copy
-    subject: np.ndarray | None = None  # uint8 RGBA: the still with the subject's alpha (None: no subject found)
-    background: np.ndarray | None = None  # uint8 RGB: the plate with the hole behind the subject filled
+    subject: np.ndarray | None = None  # uint8: the subject's box of the still, with its alpha (None: none)
+    box: tuple[int, int] = (0, 0)  # where that box starts in the plate
+    background: np.ndarray | None = None  # uint8: the plate with the hole behind the subject filled
     centre: tuple[float, float] = (0.0, 0.0)  # the subject's centre, plate pixels
 
 
@@ -91,6 +94,10 @@ def make_plate(path: Path, width: int, height: int, layered: bool) -> Plate:
             full = np.zeros((ph, pw), np.uint8)
             full[y0:y0 + nh, x0:x0 + nw] = alpha
             _split(plate, full)
+    plate.rgb = cv2.cvtColor(plate.rgb, cv2.COLOR_RGB2BGRA)
+    if plate.subject is not None and plate.background is not None:
+        plate.subject = cv2.cvtColor(plate.subject, cv2.COLOR_RGBA2BGRA)
+        plate.background = cv2.cvtColor(plate.background, cv2.COLOR_RGB2BGRA)
     return plate
 
 
@@ -122,7 +129,8 @@ def _split(plate: Plate, alpha: np.ndarray) -> None:
     filled = cv2.resize(filled, (pw, ph), interpolation=cv2.INTER_LINEAR)
     soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
     plate.background = (plate.rgb * (1 - soft) + filled * soft + 0.5).astype(np.uint8)
-    plate.subject = np.dstack([plate.rgb, alpha])
+    x, y, w, h = cv2.boundingRect((alpha > 0).astype(np.uint8))
+    plate.subject, plate.box = np.ascontiguousarray(np.dstack([plate.rgb, alpha])[y:y + h, x:x + w]), (x, y)
     m = cv2.moments(alpha, binaryImage=False)
     plate.centre = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] else (pw / 2, ph / 2)
 
@@ -190,10 +198,22 @@ def frame(plate: Plate, cam: Camera, layer: Layer | None, size: tuple[int, int])
     if layer is None or plate.subject is None or plate.background is None:
         return cv2.warpAffine(plate.rgb, view, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     back = cv2.warpAffine(plate.background, view, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    m = view @ layer_matrix(layer, plate.centre)
-    front = cv2.warpAffine(plate.subject, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    alpha = front[..., 3].astype(np.float32) * np.float32(1 / 255)
-    return cv2.blendLinear(np.ascontiguousarray(front[..., :3]), back, alpha, 1 - alpha)
+    shift = np.array([[1, 0, plate.box[0]], [0, 1, plate.box[1]], [0, 0, 1]], np.float64)
+    m = view @ layer_matrix(layer, plate.centre) @ shift  # subject-box pixels → frame pixels
+    sh, sw = plate.subject.shape[:2]
+    corners = m @ np.array([[0, sw, 0, sw], [0, 0, sh, sh], [1, 1, 1, 1]], np.float64)
+    x0, y0 = (max(0, math.floor(v.min()) - 1) for v in corners)
+    x1, y1 = min(size[0], math.ceil(corners[0].max()) + 1), min(size[1], math.ceil(corners[1].max()) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return back
+    m[:, 2] -= (x0, y0)  # only the subject's box of the frame is warped and blended: a third of the work
+    front = cv2.warpAffine(plate.subject, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.cvtColor(np.ascontiguousarray(front[..., 3]), cv2.COLOR_GRAY2BGRA)
+    region = back[y0:y1, x0:x1]
+    fg = cv2.multiply(front, alpha, scale=1 / 255)  # 8-bit SIMD, off by <= 1
+    region[:] = cv2.add(fg, cv2.multiply(region, cv2.bitwise_not(alpha), scale=1 / 255))
+    return back
 
 
 # ---- the clip --------------------------------------------------------------------------------------------------
@@ -216,7 +236,7 @@ def resolve(task_input: dict) -> tuple[str, str]:
 
 
 def frames(task_input: dict, workdir: Path):
-    """Yield the clip's frames (BGR uint8), in order."""
+    """Yield the clip's frames (BGRA uint8), in order."""
     size = (int(task_input["width"]), int(task_input["height"]))
     fps, count = int(task_input["fps"]), int(task_input["frames"])
     mode = task_input.get("mode", "single")
@@ -245,14 +265,14 @@ def frames(task_input: dict, workdir: Path):
         if fade and i >= count - fade:  # the tail dissolves into the first frame: the loop closes
             w = (i - (count - fade) + 1) / fade
             out = cv2.addWeighted(out, 1 - w, start, w, 0)
-        yield cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+        yield out
 
 
 def render(task_input: dict, workdir, report) -> dict:
     started = time.perf_counter()
     workdir = Path(workdir)
     width, height, fps, count = (int(task_input[k]) for k in ("width", "height", "fps", "frames"))
-    cmd = ff.raw_h264_command(workdir / OUTPUT, width, height, fps)
+    cmd = ff.raw_h264_command(workdir / OUTPUT, width, height, fps, pix_fmt="bgra")
     log_path = workdir / "ffmpeg.log"
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # see ff.run_with_progress: fewer arenas under RLIMIT_AS
     with open(log_path, "w") as log:
