@@ -62,7 +62,7 @@ class AdminClient:
         return self.follow(job["id"])
 
     def follow(self, job_id: str) -> int:
-        """Wait for the job, a progress line on stderr meanwhile (on a terminal); then its output URLs."""
+        """Wait for the job, a progress line on stderr meanwhile (on a terminal); then its outputs."""
         progress = Progress(job_id)
         while True:
             job = self._call("GET", f"/jobs/{job_id}")
@@ -74,9 +74,12 @@ class AdminClient:
         if job["status"] != "completed":
             print(f"{job['status']}: {job['error']}", file=sys.stderr)
             return 1
-        base = self.settings.base_url
+        # stdout: the local paths, one a line, for scripts on this machine (as before); stderr: the URLs a person
+        # opens or shares on the LAN (public_url when set).
+        out, base = self.settings.data_dir / "outputs" / job_id, self.settings.base_url
         for name in (job["result"] or {}).get("files", {}).values():
-            print(f"{base}/r/{job_id}/{name}")
+            print(out / name)
+            print(f"  {base}/r/{job_id}/{name}", file=sys.stderr)
         return 0
 
 

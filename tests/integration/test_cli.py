@@ -255,13 +255,17 @@ def test_render_a_scene_file_against_the_running_server(server, tmp_path):
     assert missing.returncode == 2 and "has no scene 'Nope'; its scenes: TinyDot, Other" in missing.stderr
     proc = run_cli(d, "render", str(scene), "--scene", "TinyDot", "--quality", "low", env=server_env(server))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    urls = proc.stdout.splitlines()  # the output URLs, one a line
-    job_id = urls[0].split("/")[-2]
+    paths = [Path(line) for line in proc.stdout.splitlines()]  # stdout: the local paths, one a line
+    assert {p.name for p in paths} == {"video.mp4", "thumb.jpg", "captions.vtt"}, proc.stdout
+    job_id = paths[0].parent.name
+    assert all(p.parent == d / "outputs" / job_id and p.is_file() for p in paths), paths
+    urls = [line.strip() for line in proc.stderr.splitlines() if "/r/" in line]  # stderr: the URLs
     assert sorted(urls) == [f"http://127.0.0.1:{server.port}/r/{job_id}/{name}"
-                            for name in ("captions.vtt", "thumb.jpg", "video.mp4")], urls
+                            for name in ("captions.vtt", "thumb.jpg", "video.mp4")], proc.stderr
     assert "completed" in proc.stderr and "100%" in proc.stderr and "\r" not in proc.stderr  # no terminal
     video = tmp_path / "video.mp4"
     video.write_bytes(httpx.get(next(u for u in urls if u.endswith(".mp4")), timeout=30).content)
+    assert video.read_bytes() == next(p for p in paths if p.name == "video.mp4").read_bytes()
     stream = video_stream(probe(video))
     assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p"), stream
     assert (stream["width"], stream["height"], stream["r_frame_rate"]) == (854, 480, "15/1")  # --quality low
