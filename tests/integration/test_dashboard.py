@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT, Server
+from tests.conftest import PYTHON, ROOT, Server, free_port
 
 PASSWORD = "correct horse battery staple"
 # A real Manim task that renders a frame, then holds the task open: its live frame can be watched, then cancelled.
@@ -121,6 +121,22 @@ def test_session_cookie_csrf_and_hostile_input(server):
                        "progress": seen[0]["progress"]} and 0 < seen[-1]["progress"] < 1
     assert client.post(f"/dashboard/api/jobs/{job_id}/cancel", headers=ok).json()["job"]["status"] == "cancelled"
     assert client.post(f"/dashboard/api/jobs/{job_id}/cancel", headers=ok).status_code == 409
+    # retry makes a new job; delete removes an ended one (409 while active); all through JobService
+    again = client.post(f"/dashboard/api/jobs/{job_id}/retry", headers=ok).json()["id"]
+    assert again != job_id and server.wait(again, ("running",))["status"] == "running"
+    assert client.delete(f"/dashboard/api/jobs/{again}", headers=ok).status_code == 409
+    assert client.post(f"/dashboard/api/jobs/{again}/cancel", headers=ok).status_code == 200
+    assert client.delete(f"/dashboard/api/jobs/{job_id}", headers=ok).status_code == 200
+    assert client.get(f"/dashboard/api/jobs/{job_id}").status_code == 404
+    # users, plans and credits
+    assert client.post("/dashboard/api/users", json={"name": "newcomer", "plan": "pro"}, headers=ok).status_code == 201
+    assert client.post("/dashboard/api/users", json={"name": "newcomer"}, headers=ok).status_code == 400
+    assert client.post("/dashboard/api/users/newcomer/plan", json={"plan": "gold"}, headers=ok).status_code == 400
+    assert client.post("/dashboard/api/users/newcomer/plan", json={"plan": "free"}, headers=ok).status_code == 200
+    got = client.post("/dashboard/api/users/newcomer/credits", json={"amount": 25}, headers=ok).json()
+    assert got == {"paid": 25, "free": 0, "total": 25}
+    newcomer = next(u for u in client.get("/dashboard/api/users").json()["users"] if u["name"] == "newcomer")
+    assert newcomer["plan"] == "free" and newcomer["credits"]["total"] == 25
     assert client.post("/dashboard/logout", data={"csrf": csrf}).status_code == 303
     assert client.get("/dashboard/api/jobs").status_code == 401  # the session is gone server-side
 
@@ -160,7 +176,11 @@ def test_in_chromium(server, browser):
     from selenium.webdriver.common.by import By
 
     d, base = browser, server.url
-    done_id = manim_job(server, TINY_SCENE, "Tiny", 320, 180)
+    hook = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: the delivery fails and is retried
+    auth = {"Authorization": f"Bearer {server.new_key('admin', 'kodisc')['key']}"}
+    r = httpx.post(base + "/api/v2/render", headers=auth, timeout=30,
+                   json={"code": TINY_SCENE, "className": "Tiny", "quality": "low", "webhookUrl": hook})
+    done_id = r.json()["jobId"]
     # sign in at /
     d.get(base + "/")
     d.find_element(By.NAME, "name").send_keys("ops")
@@ -179,6 +199,7 @@ def test_in_chromium(server, browser):
                                   "v.play().then(() => setTimeout(() => done(v.currentTime), 400),"
                                   " (e) => done(String(e)))", video) > 0
     assert "manim" in text_of(d, "#tasks") and "done" in text_of(d, "#tasks")
+    assert hook in wait_for(d, lambda d: text_of(d, "#deliveries"), 30, "webhook deliveries")
     # a running job: its latest frame shows (shrunk to 320 px wide), then it is cancelled from its page
     hold_id = manim_job(server, HOLDING_SCENE, "Hold", 480, 270)
     d.get(f"{base}/dashboard/jobs/{hold_id}")
