@@ -47,7 +47,7 @@ class Core:
                                       verify=verify, start_timeout_s=settings.task_start_timeout_s,
                                       allow_unsandboxed=settings.allow_unsandboxed,
                                       launcher_socket=settings.launcher_socket)
-        if settings.executor == "dask":  # tasks run on a Dask cluster's workers instead (runtime/executors/dask.py)
+        if settings.executor != "local":  # "dask": tasks run on a Dask cluster's workers (runtime/executors/dask.py)
             self.executor = DaskExecutor.from_settings(settings, verify)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts

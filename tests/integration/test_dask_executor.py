@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from renderers.ffmpeg import probe, video_stream
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, Server, free_port
 
 distributed = pytest.importorskip("distributed")
 from appliance.runtime.executors import dask_worker  # noqa: E402
@@ -101,13 +101,24 @@ def cluster(tmp_path_factory):
         c.close()
 
 
-@pytest.fixture
-def app(cluster, make_server):
-    cluster.ensure_two()
-    server = make_server({"APPLIANCE_EXECUTOR": "dask", "APPLIANCE_DASK_SCHEDULER": cluster.address,
-                          "APPLIANCE_PRELOAD": "numpy", "APPLIANCE_MAX_ATTEMPTS": "2"})
+@pytest.fixture(scope="module")
+def dask_server(cluster, tmp_path_factory):
+    """One appliance for the module (starting one costs more than any test here); the restart test runs last."""
+    server = Server(tmp_path_factory.mktemp("appliance"), {
+        "APPLIANCE_EXECUTOR": "dask", "APPLIANCE_DASK_SCHEDULER": cluster.address, "APPLIANCE_PRELOAD": "numpy",
+        "APPLIANCE_MAX_ATTEMPTS": "2"})
+    server.start()
     server.cli("users", "create", "ada")
-    return server
+    try:
+        yield server
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def app(cluster, dask_server):
+    cluster.ensure_two()  # the test before may have killed one
+    return dask_server
 
 
 def tasks_of(server, job_id: str) -> list[dict]:
@@ -150,6 +161,9 @@ def test_movie_renders_across_both_workers(app, cluster):
     assert int(stream["nb_read_frames"]) == 60
     log = (app.data_dir / "logs" / f"{tasks[0]['id']}.log").read_text()
     assert "exit: ok" in log  # the worker's task log came back with the result
+    # Progress from the workers reached the job's events, which SSE streams and webhooks are made of.
+    events = httpx.get(f"{app.url}/admin/jobs/{job['id']}/events", headers=app.admin_headers()).json()
+    assert any(e["type"] == "progress" and 0 < e["data"]["progress"] < 1 for e in events)
 
 
 @pytest.mark.slow
@@ -203,3 +217,39 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+# ---- configuration and the worker command line (no cluster) ----------------------------------------------------
+def test_worker_command_line_offers_resources():
+    from appliance.cli import build_parser, worker
+
+    args = build_parser().parse_args(["worker", "--scheduler", "tls://10.0.0.5:8786", "--resources",
+                                      "CPU=8, MEM=30000,GPU=1", "--tls-ca-file", "ca.pem", "--no-nanny"])
+    offered = worker.parse_resources(args.resources)
+    assert offered == {"CPU": 8.0, "MEM": 30000.0, "GPU": 1.0}
+    argv = worker.worker_argv(args, offered)
+    assert argv[1:4] == ["-m", "distributed.cli.dask_worker", "tls://10.0.0.5:8786"]
+    flags = {flag: value for flag, value in zip(argv, argv[1:], strict=False)
+             if flag.startswith("--") and not value.startswith("--")}
+    assert flags["--preload"] == "appliance.runtime.executors.dask_worker"
+    assert flags["--resources"] == "CPU=8,MEM=30000,GPU=1" and flags["--nthreads"] == "8"
+    assert flags["--tls-ca-file"] == "ca.pem" and {"--no-nanny", "--no-dashboard"} <= set(argv)
+
+
+@pytest.mark.parametrize("resources, message", [("CPU=two,MEM=1", "bad --resources entry 'CPU=two'"),
+                                                ("CPU", "bad --resources entry 'CPU'"),
+                                                ("GPU=1", "must offer CPU and MEM")])
+def test_worker_refuses_bad_resources(tmp_path, resources, message):
+    proc = subprocess.run([PYTHON, "-m", "appliance.cli", "worker", "--scheduler", "tcp://127.0.0.1:1",
+                           "--resources", resources], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and message in proc.stderr
+
+
+@pytest.mark.parametrize("values, message", [({"executor": "dsak"}, 'executor must be "local" or "dask"'),
+                                             ({"executor": "dask"}, "needs dask_scheduler")])
+def test_executor_settings_are_checked_when_the_core_is_built(tmp_path, values, message):
+    from appliance.core import Core
+    from appliance.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        Core(Settings(data_dir=tmp_path, **values))

@@ -91,6 +91,8 @@ class DaskExecutor:
 
     @classmethod
     def from_settings(cls, settings: Settings, verify: Verifier | None) -> DaskExecutor:
+        if settings.executor != "dask":
+            raise SettingsError(f'executor must be "local" or "dask", got {settings.executor!r}')
         if not settings.dask_scheduler:
             raise SettingsError('executor = "dask" needs dask_scheduler, e.g. "tcp://10.0.0.5:8786"')
         return cls(settings.dask_scheduler, data_dir=settings.data_dir, verify=verify,
@@ -105,8 +107,12 @@ class DaskExecutor:
     def start(self) -> None:
         from distributed import Client
 
-        self.client = Client(self.address, timeout=self._timeout, set_as_default=False,
-                             name=f"appliance {self.owner}")
+        try:
+            self.client = Client(self.address, timeout=self._timeout, set_as_default=False,
+                                 name=f"appliance {self.owner}")
+        except (OSError, TypeError, ValueError) as exc:  # TypeError: a tls:// address without TLS configured
+            raise RuntimeError(f"cannot reach the Dask scheduler at {self.address} (dask_scheduler): "
+                               f"{one_line(exc)}") from None
         self.client.subscribe_topic(dask_worker.TOPIC, self._on_task_event)
         self.client.subscribe_topic("all", self._on_cluster_event)
         self.client.run(dask_worker.kill_owned_by, self.owner, on_error="ignore")
