@@ -49,8 +49,6 @@ class Core:
                                       launcher_socket=settings.launcher_socket)
         if settings.executor != "local":  # "dask": tasks run on a Dask cluster's workers (runtime/executors/dask.py)
             self.executor = DaskExecutor.from_settings(settings, verify)
-        if settings.executor == "dask":  # tasks run on a Dask cluster's workers instead (runtime/executors/dask.py)
-            self.executor = DaskExecutor.from_settings(settings, verify)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
         self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, self.capacity, self.store,
