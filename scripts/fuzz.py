@@ -1,6 +1,6 @@
 """`make fuzz`: Schemathesis against a real server, checking every answer against the OpenAPI document.
 
-A fresh data dir and a free port; a user with a Kodisc key and a ViralSync key made through the CLI; then
+A fresh data dir and a free port; a user with a Kodisc, a ViralSync and a RenderCAD key made through the CLI; then
 Schemathesis generates requests for every documented operation (valid and invalid ones) and checks that no
 answer is a 5xx and that every answer has a documented status, content type and body schema. Bounded in
 examples per operation and in time; prints a summary and exits non-zero on any failure.
@@ -66,23 +66,29 @@ def start_server(data_dir: Path, port: int, env: dict) -> subprocess.Popen:
     sys.exit("fuzz: the server did not become healthy")
 
 
-def keys(data_dir: Path, env: dict) -> tuple[str, str]:
-    """(Kodisc key, ViralSync key) of a user on the pro plan (its limits apply) with credits for ~100 renders."""
+def keys(data_dir: Path, env: dict) -> tuple[str, str, str]:
+    """(Kodisc, ViralSync, RenderCAD key) of a user on the pro plan (its limits apply) with credits for ~100
+    renders."""
     cli(data_dir, env, "init")
     cli(data_dir, env, "users", "create", "fuzz", "--plan", "pro", "--credits", "1000")
     made = [json.loads(cli(data_dir, env, "keys", "create", "--user", "fuzz", "--dialect", d, "--json"))["key"]
-            for d in ("kodisc", "viralsync")]
-    return made[0], made[1]
+            for d in ("kodisc", "viralsync", "rendercad")]
+    return made[0], made[1], made[2]
 
 
-def schemathesis(url: str, kodisc_key: str, vs_key: str, args, workdir: Path) -> int:
+# RenderCAD sends its token as Authorization: Bearer too, so it gets a pass of its own. revoke_api_token is left
+# out: a generated token_id may be the fuzz token's own, and every later request would then be a 401.
+PASSES = [("^/(api/v2|v1)/", None), ("^/(backend|renders)/", "revoke_api_token")]
+
+
+def schemathesis(url: str, headers: list[str], include: str, exclude: str | None, args, workdir: Path):
     command = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/schema/openapi.json",
                "--checks", CHECKS, "--max-examples", str(args.max_examples), "--seed", str(args.seed),
                "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1", "--request-timeout", "30",
                "--generation-with-security-parameters", "false", "--generation-database", "none",
-               "--include-path-regex", "^/(api/v2|v1)/", "--suppress-health-check", "all",
-               "-H", f"Authorization: Bearer {kodisc_key}", "-H", f"x-api-key: {vs_key}",
-               "--no-color"]
+               "--include-path-regex", include, "--suppress-health-check", "all",
+               *[arg for h in headers for arg in ("-H", h)], "--no-color",
+               *(["--exclude-path-regex", exclude] if exclude else [])]
     # cwd: Schemathesis' own files (reports, caches) go to the scratch dir, never into the repo
     proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     timer = threading.Timer(args.time_limit, proc.kill)
@@ -108,6 +114,19 @@ def summary(output: str) -> dict:
             "failures": failures}
 
 
+def combine(results: list[dict]) -> dict:
+    failures: dict[str, int] = {}
+    for r in results:
+        for kind, n in r["failures"].items():
+            failures[kind] = failures.get(kind, 0) + n
+
+    def total(key: str) -> int | str:
+        values = [r[key] for r in results]
+        return sum(values) if all(isinstance(v, int) for v in values) else "?"
+
+    return {"operations": total("operations"), "cases": total("cases"), "failures": failures}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=100, help="test cases per operation and phase")
@@ -119,15 +138,19 @@ def main() -> int:
     data_dir, port = workdir / "var", free_port()
     data_dir.mkdir()
     env = {**os.environ, **SERVER_ENV, "APPLIANCE_PORT": str(port)}
-    kodisc_key, vs_key = keys(data_dir, env)
+    kodisc_key, vs_key, rc_key = keys(data_dir, env)
     server = start_server(data_dir, port, env)
     started = time.monotonic()
+    headers = [[f"Authorization: Bearer {kodisc_key}", f"x-api-key: {vs_key}"], [f"Authorization: Bearer {rc_key}"]]
+    results, code = [], 0
     try:
-        code, output = schemathesis(f"http://127.0.0.1:{port}", kodisc_key, vs_key, args, workdir)
+        for (include, exclude), sent in zip(PASSES, headers, strict=True):
+            one_code, output = schemathesis(f"http://127.0.0.1:{port}", sent, include, exclude, args, workdir)
+            code, results = code or one_code, [*results, summary(output)]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-    result = summary(output)
+    result = combine(results)
     server_errors = result["failures"].get("Server error", 0)
     violations = sum(n for kind, n in result["failures"].items() if kind != "Server error")
     print(f"\nfuzz summary: {result['operations']} operations, {result['cases']} test cases in "

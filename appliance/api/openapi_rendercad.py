@@ -153,7 +153,7 @@ ACTIONS = [
     Action("render.php", "delete", "POST", "Delete a finished job and its files (409 while active)",
            "full-access", s.RenderCADOk, s.RenderCADJobRef, errors=(404, 409)),
     Action("render.php", "render", "POST", "Legacy: render an inline image (data URL or multipart) or an "
-           "r2_input_url", "render-only", s.RenderCADJobCreated, s.RenderCADLegacyRender,
+           "r2_input_url", "render-only", s.RenderCADLegacyAccepted, s.RenderCADLegacyRender,
            errors=(404, 409, 413, 422), forms=True),
     Action("video.php", "create_job", "POST", "Create an image-to-video job", "render-only", s.RenderCADJobCreated,
            s.RenderCADVideoCreate, errors=(404, 409, 422)),

@@ -169,6 +169,13 @@ class RenderCADJobCreated(Struct, kw_only=True):
     format: str | None = None
 
 
+class RenderCADLegacyAccepted(Struct, kw_only=True):
+    """render.php?action=render (legacy): the job is created, uploaded and finalized in one call."""
+
+    success: bool
+    job_id: str
+
+
 class RenderCADPresigned(Struct, kw_only=True):
     success: bool
     presigned_url: str
@@ -223,5 +230,5 @@ class RenderCADObject(Struct, kw_only=True):
 DOCUMENTED = (RenderCADCreateJob, RenderCADPresign, RenderCADJobRef, RenderCADLegacyRender, RenderCADDeviceRequest,
               RenderCADCreateToken, RenderCADTokenRef, RenderCADRenameToken, RenderCADWebhookRegister,
               RenderCADWebhookRef, RenderCADVideoCreate, RenderCADConvert, RenderCADError, RenderCADOk,
-              RenderCADJobCreated, RenderCADPresigned, RenderCADQueued, RenderCADStatus, RenderCADHistory,
-              RenderCADObject)
+              RenderCADJobCreated, RenderCADLegacyAccepted, RenderCADPresigned, RenderCADQueued, RenderCADStatus,
+              RenderCADHistory, RenderCADObject)

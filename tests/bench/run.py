@@ -16,6 +16,7 @@ import psutil
 
 from appliance.store.db import now_iso, parse_iso
 from tests.bench.movie import bench_movie
+from tests.bench.rendercad_image import bench_image
 from tests.bench.rendercad_video import bench_video
 from tests.bench.scale import bench_scale
 from tests.bench.split import bench_split
@@ -182,7 +183,8 @@ def _bench_list(client: httpx.Client, params: dict) -> None:
 
 
 SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie, "listing": bench_listing,
-            "split": bench_split, "scale": bench_scale, "video": lambda tmp: bench_video(tmp, line)}
+            "split": bench_split, "scale": bench_scale, "video": lambda tmp: bench_video(tmp, line),
+            "image": lambda tmp: bench_image(tmp, line)}
 
 
 def main(argv: list[str]) -> int:

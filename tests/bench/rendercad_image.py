@@ -1,0 +1,96 @@
+"""`make bench` section `image`: RenderCAD image jobs through a real server.
+
+finalize_job → status completed (polled every 5 ms) for 1024² jobs (classic, 8 distinct uploads, median) and a
+4096² pro job, against a plain Pillow open + resize + JPEG save of the same upload in the same run; the peak
+RSS of the 4K task's processes is sampled every 10 ms with psutil (the renderer's RSS includes the pages it
+shares with the warm worker it was forked from)."""
+from __future__ import annotations
+
+import io
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from PIL import Image
+
+from tests.conftest import Server
+from tests.integration.test_rendercad_render import photo
+
+R = "/backend/render.php"
+
+
+def _post(server: Server, auth: dict, action: str, body: dict) -> dict:
+    r = httpx.post(f"{server.url}{R}?action={action}", json=body, headers=auth, timeout=60)
+    r.raise_for_status()
+    return r.json()
+
+
+def _job(server: Server, auth: dict, data: bytes, **settings) -> float:
+    """Seconds from finalize_job to the status poll that says completed."""
+    job_id = _post(server, auth, "create_job", settings)["job_id"]
+    url = _post(server, auth, "presign_upload", {"job_id": job_id, "slot": "input_main",
+                                                 "content_type": "image/jpeg"})["presigned_url"]
+    httpx.put(url, content=data, headers={"Content-Type": "image/jpeg"}, timeout=60).raise_for_status()
+    started = time.perf_counter()
+    _post(server, auth, "finalize_job", {"job_id": job_id})
+    while True:
+        got = httpx.get(f"{server.url}{R}", params={"action": "status", "job_id": job_id}, headers=auth).json()
+        if got["status"] not in ("pending", "processing"):
+            assert got["status"] == "completed", got
+            return time.perf_counter() - started
+        time.sleep(0.005)
+
+
+def _pillow(data: bytes, side: int) -> float:
+    started = time.perf_counter()
+    img = Image.open(io.BytesIO(data)).convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+    img.save(io.BytesIO(), "JPEG", quality=92)
+    return time.perf_counter() - started
+
+
+class PeakRSS(threading.Thread):
+    """The largest RSS of any process that was not running under the server when sampling began."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root, self.peak, self.stop = psutil.Process(pid), 0, threading.Event()
+        self.before = {p.pid for p in self.root.children(recursive=True)}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for p in self.root.children(recursive=True):
+                if p.pid not in self.before:
+                    try:
+                        self.peak = max(self.peak, p.memory_info().rss)
+                    except psutil.Error:
+                        pass
+            time.sleep(0.01)
+
+
+def bench_image(tmp: Path, line) -> None:
+    server = Server(tmp / "image", {"APPLIANCE_CPU_SLOTS": "2"})
+    (tmp / "image").mkdir()
+    server.start()
+    try:
+        server.cli("users", "create", "bench", "--credits", "100")
+        auth = {"Authorization": f"Bearer {server.new_key('bench', 'rendercad')['key']}"}
+        uploads = [photo(size=(960 + 16 * i, 720 + 8 * i)) for i in range(8)]
+        _job(server, auth, uploads[0], model="classic")  # the first job pays for the library and caches
+        took = [_job(server, auth, data, model="classic") for data in uploads]
+        pillow = statistics.median(_pillow(d, 1024) for d in uploads)
+        line("RenderCAD 1024² job, finalize -> completed, median of 8 (goal <= 0.3 s)",
+             f"{statistics.median(took):.2f} s (min {min(took):.2f}; Pillow resize+save {pillow * 1000:.0f} ms)")
+        big = photo(size=(4800, 3600))
+        sampler = PeakRSS(server.proc.pid)
+        sampler.start()
+        four_k = _job(server, auth, big, model="pro", quality="4k", condition="rusty")
+        sampler.stop.set()
+        sampler.join()
+        line("RenderCAD 4096² pro job (rusty), finalize -> completed (goal <= 3 s)",
+             f"{four_k:.2f} s (Pillow resize+save {_pillow(big, 4096):.2f} s)")
+        line("RenderCAD 4096² task, peak renderer RSS (goal <= 1 GB)", f"{sampler.peak / 2**20:.0f} MB")
+    finally:
+        server.stop()
