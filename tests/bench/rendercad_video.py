@@ -32,7 +32,8 @@ def _floor(src: Path, dst: Path) -> float:
     started = time.perf_counter()
     decode = subprocess.Popen(["ffmpeg", "-v", "error", "-nostdin", "-i", str(src), "-f", "rawvideo",
                                "-pix_fmt", "bgra", "pipe:1"], stdout=subprocess.PIPE)
-    encode = subprocess.run(ff.raw_h264_command(dst, 1920, 1080, 30, pix_fmt="bgra"), stdin=decode.stdout, capture_output=True)
+    encode = subprocess.run(ff.raw_h264_command(dst, 1920, 1080, 30, pix_fmt="bgra"), stdin=decode.stdout,
+                            capture_output=True)
     decode.wait()
     assert encode.returncode == 0 and decode.returncode == 0, encode.stderr[-500:]
     return time.perf_counter() - started
