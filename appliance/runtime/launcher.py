@@ -32,6 +32,7 @@ from appliance.runtime.executors.forkserver import zygote_env
 
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 HELLO_TIMEOUT_S = 10
+MAX_ZYGOTES = 8  # one per server connection; a server restarts its zygote now and then, never runs eight
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -137,6 +138,11 @@ class Launcher:
         if uid != self.allowed_uid:
             _log(f"refused a connection from uid {uid} (only uid {self.allowed_uid} may connect)")
             _send(conn, {"type": "refused", "error": f"uid {uid} may not use this launcher"})
+            return
+        self.children = [c for c in self.children if c.poll() is None]
+        if len(self.children) >= MAX_ZYGOTES:  # each preloads Manim: a runaway client must not exhaust memory
+            _log(f"refused uid {uid}: {MAX_ZYGOTES} zygotes are running already")
+            _send(conn, {"type": "refused", "error": f"{MAX_ZYGOTES} zygotes are running already"})
             return
         conn.settimeout(HELLO_TIMEOUT_S)
         try:
