@@ -166,10 +166,12 @@ def test_transition_and_loop(rc, tmp_path):
 
 
 def test_1080p_from_a_finished_render_with_signed_webhooks(rc, tmp_path):
+    rc.cli("users", "create", "cy", "--credits", "6")  # a render (1) and a 4 s 1080p clip (5): then none left
+    rc.auth = {"Authorization": f"Bearer {rc.new_key('cy', 'rendercad')['key']}"}
     receiver = Receiver()
     try:
-        secret = hook(rc, "register", {"url": receiver.url,
-                                       "events": ["video.completed", "video.failed"]}).json()["secret"]
+        secret = hook(rc, "register", {"url": receiver.url, "events": ["video.completed", "video.failed",
+                                                                       "credits.exhausted"]}).json()["secret"]
         render_id = submit(rc)
         rc.wait(render_id)
         source = f"{rc.url}/renders/{render_id}"  # the finished 1024x1024 render itself
@@ -181,14 +183,17 @@ def test_1080p_from_a_finished_render_with_signed_webhooks(rc, tmp_path):
         assert upload(rc, bad, b"not an image").status_code == 200
         refused = act(rc, "finalize_job", {"job_id": bad})
         assert refused.status_code == 422
-        receiver.wait(2)
+        receiver.wait(3)
         events = {d["event_type"]: d for d in (verify(secret, h, b) for h, b, _ in receiver.calls)}
+        assert events["credits.exhausted"]["credits_used"] == 6 and events["credits.exhausted"]["credits_limit"] == 6
         assert events["video.completed"]["job_id"] == job_id
         assert events["video.completed"]["video_url"] == f"{rc.url}/renders/{job_id}.mp4"
         assert isinstance(events["video.completed"]["processing_time_ms"], int)
         assert events["video.failed"]["job_id"] == bad and events["video.failed"]["error"] == refused.json()["error"]
         assert act(rc, "status", job_id=bad).json()["status"] == "failed"
         assert usage(rc)["monthly_used"] == 1 + 5  # the render and the 1080p clip; the refused one costs nothing
+        short = act(rc, "create_job", {"image_url": source, "duration": 4}).json()["job_id"]
+        assert act(rc, "finalize_job", {"job_id": short}).status_code == 429  # no tokens left
     finally:
         receiver.close()
 
