@@ -65,7 +65,8 @@ def _check_signature(request: Request, service: JobService, job_id: str, slot: s
     except ValueError:
         raise RCError(403, "Invalid upload signature") from None
     want = signature(service.settings.data_dir, job_id, slot, content_type, expires)
-    if not hmac.compare_digest(want, request.query_params.get("sig", "")):
+    # bytes, not str: compare_digest refuses a str with non-ASCII characters (a forged sig must be a 403)
+    if not hmac.compare_digest(want.encode(), request.query_params.get("sig", "").encode("utf-8", "replace")):
         raise RCError(403, "Invalid upload signature")
     if time.time() > expires:
         raise RCError(403, "Upload URL has expired")
