@@ -81,9 +81,12 @@ def clear_cookie(response: Response) -> Response:
 
 def throttled(address: str) -> bool:
     """True when this address failed to sign in FAILURES_MAX times within the window."""
-    window = _failures[address]
+    window = _failures.get(address)
     while window and window[0] < time.monotonic() - FAILURES_WINDOW_S:
         window.popleft()
+    if not window:
+        _failures.pop(address, None)  # addresses that stopped failing take no memory
+        return False
     return len(window) >= FAILURES_MAX
 
 
