@@ -26,7 +26,10 @@ def run_cli(data_dir: Path | None, *args: str, env: dict | None = None, cwd: Pat
             timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m appliance.cli ARGS [--data-dir D]`; never raises on a non-zero exit."""
     argv = [PYTHON, "-m", "appliance.cli", *args, *(["--data-dir", str(data_dir)] if data_dir else [])]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    # Not APPLIANCE_* settings, nor systemd's markers (a CI runner that is itself a service): `init` would then
+    # write its keys to a file instead of printing them.
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("APPLIANCE_") and k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env={**full_env, **ENV, **(env or {})},
                           timeout=timeout)
 
