@@ -14,6 +14,12 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A CI runner may itself be a systemd service; `appliance init` would then write the first-run keys to a file
+# instead of printing them (appliance/cli/install.py). Tests read them from stdout, so the suite is never "under
+# systemd"; test_service_units sets INVOCATION_ID itself where it checks that behaviour.
+for _var in ("INVOCATION_ID", "JOURNAL_STREAM"):
+    os.environ.pop(_var, None)
 PYTHON = sys.executable
 
 
