@@ -86,12 +86,12 @@ function select(name, options, value, blank) {
 
 function later(fn, ms) { const t = setInterval(fn, ms); cleanups.push(() => clearInterval(t)); }
 
-function follow(ids, onEvent) {  // server-sent events of these jobs until each has ended
+function follow(ids, onEvent, owned) {  // server-sent events of these jobs until each has ended
   if (!ids.length) return null;
   const es = new EventSource("/dashboard/api/live?ids=" + encodeURIComponent(ids.join(",")));
   es.addEventListener("job", (ev) => onEvent(JSON.parse(ev.data)));
   es.addEventListener("end", () => es.close());
-  cleanups.push(() => es.close());
+  if (!owned) cleanups.push(() => es.close());  // owned: the caller closes it
   return es;
 }
 
@@ -120,6 +120,7 @@ async function jobsPage(main) {
                                                            "Created", "Took"].map((t) => h("th", {}, t)))), body),
     pager);
   let stream = null;
+  cleanups.push(() => { if (stream) stream.close(); });
   const load = async () => {
     const page = await api("GET", "/jobs?" + params.toString());
     body.replaceChildren(...page.jobs.map((j) => h("tr", {"data-job": j.id},
@@ -138,7 +139,7 @@ async function jobsPage(main) {
       if (!row) return;
       setBar(row.querySelector(".bar"), ev.progress);
       row.querySelector(".status").replaceChildren(badge(ev.status));
-    });
+    }, true);
   };
   await load();
   if (!params.get("cursor")) later(() => load().catch(() => {}), 5000);  // new jobs appear on the first page
