@@ -145,6 +145,9 @@ def test_session_cookie_csrf_and_hostile_input(server):
 @pytest.fixture(scope="module")
 def browser():
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for (or download) a browser
+    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        if not os.path.exists(path):
+            pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver (scripts/install-apt.sh)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
