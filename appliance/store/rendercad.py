@@ -144,7 +144,8 @@ def count_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None) -> int
 def _history_where(user_id: str, kind: str | None) -> tuple[str, tuple]:
     if kind:
         return "user_id = ? and deleted_at is null and kind = ?", (user_id, kind)
-    return "user_id = ? and deleted_at is null", (user_id,)
+    # a video's GIF conversion (video.php convert) is no render of its own: history lists images and videos
+    return "user_id = ? and deleted_at is null and kind != 'convert'", (user_id,)
 
 
 def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:

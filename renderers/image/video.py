@@ -71,6 +71,9 @@ def smoother(t: float) -> float:
 def make_plate(path: Path, width: int, height: int, layered: bool) -> Plate:
     pw, ph = round(width * MARGIN), round(height * MARGIN)
     rgb, own_alpha = load(path, max_side=max(pw, ph))
+    if own_alpha is not None:  # a cut-out: it stands on a light studio grey, not on whatever its clear pixels hold
+        a = own_alpha.astype(np.float32)[..., None] * np.float32(1 / 255)
+        rgb = (rgb * a + np.float32(236) * (1 - a) + 0.5).astype(np.uint8)
     h, w = rgb.shape[:2]
     scale = min(pw / w, ph / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
