@@ -1,9 +1,12 @@
 """The image renderer: upload in, a finished 1024x1024 (or 4096x4096) product shot out.
 
 Steps: decode (at most the output size), matte (the upload's own transparency, else subject extraction),
-condition preset and tone on the subject alone, placement on the square canvas, backdrop + shadows,
-composite, pro finishing (local contrast, vignette, grain), one JPEG. Deterministic: the same input and
-settings give the same bytes."""
+placement on the square canvas, material overlays (textures.py), condition preset and tone on the subject
+alone (local contrast for pro), backdrop + shadows, composite, vignette and grain, one JPEG. The
+custom_instructions vocabulary (instructions.py) moves the tone, shadow, vignette, grain and placement
+parameters. All 8-bit; smooth things are computed small. Deterministic: the same input and settings give the
+same bytes. The filters of finish_subject (tone_lut, saturation, sharpen) and compose are the seam where a GPU
+variant (gpu.py) can take over."""
 from __future__ import annotations
 
 import time
