@@ -3,7 +3,8 @@ and memory. Measured, never asserted; every figure is taken in the same run on t
 
 - encode floor: ffmpeg encoding N frames of ``testsrc2`` at the movie's size and fps with libx264 at the
   compositor's preset (``compose.X264_PRESET``), yuv420p, muxed into an .mp4 file (not ``-f null``: our renders
-  pay for muxing too). Median of ``REPEAT`` runs;
+  pay for muxing too). ``REPEAT`` runs, each right after the API run it is paired with (``_paired``): the
+  ratios are given per pair too, as the load of a shared machine changes from minute to minute;
 - API times: submit (``POST /v1/render/jobs``) → the ``done`` event on the job's SSE stream, on a real server
   (tests.conftest.Server) with its media served from a loopback HTTP server. Repeats defeat the scene cache by
   renaming the scenes (the name is part of the cache key and draws nothing), so every run renders every scene;
@@ -183,12 +184,28 @@ def _six_scenes(width: int, height: int, run: int) -> dict:
 
 # --- measurements ---------------------------------------------------------------------------------------------
 
-def encode_floor(frames: int, width: int, height: int, out: Path) -> tuple[float, float, list[float]]:
+def encode_floor(frames: int, width: int, height: int, out: Path) -> None:
     """ffmpeg: ``frames`` testsrc2 frames → libx264 at X264_PRESET, yuv420p, into an mp4 file."""
-    def once(_: int) -> None:
-        _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS}", "-frames:v", str(frames),
-                "-c:v", "libx264", "-preset", X264_PRESET, "-pix_fmt", "yuv420p", str(out))
-    return _median_runs(once)
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS}", "-frames:v", str(frames),
+            "-c:v", "libx264", "-preset", X264_PRESET, "-pix_fmt", "yuv420p", str(out))
+
+
+def _paired(measured, floor, label: str, frames: int) -> tuple[float, float, float, list[float]]:
+    """``REPEAT`` pairs of (measured(run), one floor encode): on a machine shared with other work the load changes
+    from minute to minute, and the two runs of a pair see about the same load. Prints the floor's line; returns
+    (median measured wall, its median CPU, median floor wall, the ratio of each pair)."""
+    pairs = [(_timed(functools.partial(measured, run)), _timed(floor)) for run in range(REPEAT)]
+    floors = [f for _, (f, _) in pairs]
+    _line(f"encode floor: testsrc2 {frames} frames -> x264 .mp4",
+          f"{statistics.median(floors):.2f} s (cpu {statistics.median(c for _, (_, c) in pairs):.2f} s; "
+          f"{_runs(floors)}; each run right after the {label} run it is paired with)")
+    ratios = [m / f for (m, _), (f, _) in pairs]
+    return (statistics.median(m for (m, _), _ in pairs), statistics.median(c for (_, c), _ in pairs),
+            statistics.median(floors), ratios)
+
+
+def _ratios(ratios: list[float]) -> str:
+    return f"paired ratios {', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f}"
 
 
 class _Api:
@@ -356,14 +373,7 @@ def bench_movie(tmp: Path) -> None:
     full_frames = round(sum(scene["duration"] for scene in full["scenes"]) * FPS)
     _line(f"movie bench at {size}, x264 preset", f"{X264_PRESET}; medians of {REPEAT} runs unless noted")
 
-    floor_full, floor_full_cpu, walls = encode_floor(full_frames, width, height, tmp / "floor_full.mp4")
-    _line(f"encode floor: testsrc2 {full_frames} frames -> x264 .mp4",
-          f"{floor_full:.2f} s (cpu {floor_full_cpu:.2f} s; {_runs(walls)})")
     still_frames = 6 * FPS
-    floor_still, floor_still_cpu, walls = encode_floor(still_frames, width, height, tmp / "floor_still.mp4")
-    _line(f"encode floor: testsrc2 {still_frames} frames -> x264 .mp4",
-          f"{floor_still:.2f} s (cpu {floor_still_cpu:.2f} s; {_runs(walls)})")
-
     (tmp / "server").mkdir()
     server = Server(tmp / "server", {"APPLIANCE_CPU_SLOTS": "2"})
     servers = [server.start()]
@@ -377,10 +387,12 @@ def bench_movie(tmp: Path) -> None:
 
         # 1. the seed's full example through the API
         jobs: list[dict] = []
-        ours, ours_cpu, walls = _median_runs(lambda run: jobs.append(api.render(_renamed(full, run))))
+        ours, ours_cpu, floor_full, ratios = _paired(
+            lambda run: jobs.append(api.render(_renamed(full, run))),
+            lambda: encode_floor(full_frames, width, height, tmp / "floor_full.mp4"), "full example", full_frames)
         media_data = jobs[-1]["mediaData"]
         _line("full example via API, submit->done / floor (goal <= 1.0)",
-              f"{ours:.2f} s / {floor_full:.2f} s -> {ours / floor_full:.2f} (cpu {ours_cpu:.2f} s; {_runs(walls)}; "
+              f"{ours:.2f} s / {floor_full:.2f} s -> {ours / floor_full:.2f} (cpu {ours_cpu:.2f} s; {_ratios(ratios)}; "
               f"output {media_data['width']}x{media_data['height']} {media_data['duration']:.2f} s)")
 
         # 2. a text-and-image-only scene: through the API, and the renderer alone
@@ -388,9 +400,11 @@ def bench_movie(tmp: Path) -> None:
                  "scenes": [_text_image_scene(width, height)]}
         still = _local_sources(still, media_url)
         api.phases.clear()
-        still_api, _, walls = _median_runs(lambda run: api.render(_renamed(still, run)))
+        still_api, _, floor_still, ratios = _paired(
+            lambda run: api.render(_renamed(still, run)),
+            lambda: encode_floor(still_frames, width, height, tmp / "floor_still.mp4"), "text+image", still_frames)
         _line("text+image 6 s scene via API / floor (goal <= 0.4)",
-              f"{still_api:.2f} s / {floor_still:.2f} s -> {still_api / floor_still:.2f} ({_runs(walls)})")
+              f"{still_api:.2f} s / {floor_still:.2f} s -> {still_api / floor_still:.2f} ({_ratios(ratios)})")
         _line("  where the time went, s (medians)", _phase_line(api.phases))
         still_files = _files(still, media)
         direct, direct_cpu, walls = _median_runs(lambda run: _run_checked(_direct_scene(
