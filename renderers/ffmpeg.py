@@ -280,15 +280,14 @@ def remux_faststart_av(src: Path, dst: Path) -> dict:
 # --- RenderCAD video and GIF (renderers/image/video.py, gif.py) ------------------------------------------------
 
 def raw_h264_command(path: str | Path, width: int, height: int, fps: int, preset: str = "veryfast",
-                     pix_fmt: str = "bgr24") -> list[str]:
+                     pix_fmt: str = "bgr24", grant: enc.EncoderGrant | None = None) -> list[str]:
     """ffmpeg reading raw frames (bgr24, bgra, …) on stdin and writing H.264 yuv420p (BT.709, limited range)
-    with the moov atom first: the movie compositor's codec settings, one encode for the whole clip."""
+    with the moov atom first, one encode for the whole clip: h264_nvenc when the task holds an NVENC session,
+    else libx264 with the movie compositor's settings (renderers/encoder.py)."""
     return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
             "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
-            "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-c:v", "libx264",
-            "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p", "-r", str(fps),
-            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
-            "-movflags", "+faststart", str(path)]
+            "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+            *enc.video_codec_args(grant, preset=preset), "-r", str(fps), "-movflags", "+faststart", str(path)]
 
 
 def gif_command(src: str | Path, dst: str | Path, width: int, fps: int) -> list[str]:

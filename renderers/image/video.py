@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from renderers import encoder as enc
 from renderers import ffmpeg as ff
 from renderers.base import RenderError
 from renderers.image import matte
@@ -274,9 +275,8 @@ def frames(task_input: dict, workdir: Path):
         yield out
 
 
-def render(task_input: dict, workdir, report) -> dict:
-    started = time.perf_counter()
-    workdir = Path(workdir)
+def encode(task_input: dict, workdir: Path, report) -> None:
+    """Synthesise the frames straight into one ffmpeg encode (FfmpegError when it fails)."""
     width, height, fps, count = (int(task_input[k]) for k in ("width", "height", "fps", "frames"))
     cmd = ff.raw_h264_command(workdir / OUTPUT, width, height, fps, pix_fmt="bgra")
     log_path = workdir / "ffmpeg.log"
@@ -302,13 +302,31 @@ def render(task_input: dict, workdir, report) -> dict:
             proc.wait()
     if proc.returncode != 0:
         raise ff.FfmpegError(cmd, log_path.read_text(errors="replace"))
+
+
+def render(task_input: dict, workdir, report) -> dict:
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    width, height, fps, count = (int(task_input[k]) for k in ("width", "height", "fps", "frames"))
+    encoder = enc.preferred()
+    try:
+        encode(task_input, workdir, report)
+    except ff.FfmpegError as exc:
+        if encoder != enc.NVENC:
+            raise
+        lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
+        named = [line for line in lines if line.startswith("[h264_nvenc") or "cuda" in line.lower()]
+        enc.nvenc_failed(f"{enc.NVENC} failed: {(named or lines or ['unknown error'])[0][:200]}")
+        encoder = enc.X264  # the whole clip again, with libx264
+        encode(task_input, workdir, report)
+    enc.used(encoder)
     camera, motion = resolve(task_input)
     report.log(f"image.video {width}x{height} {count} frames ({camera}/{motion}) in "
                f"{time.perf_counter() - started:.2f} s")
     report.progress(1.0, "done")
     return {"files": {"video": OUTPUT}, "meta": {"width": width, "height": height, "fps": fps, "frames": count,
                                                  "duration": round(count / fps, 3), "camera": camera,
-                                                 "motion": motion}}
+                                                 "motion": motion, **enc.encoder_meta()}}
 
 
 __all__ = ["FAILED", "RenderError", "render"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -95,12 +97,12 @@ def frames_of(path: Path, *indexes: int) -> list[np.ndarray]:
     return [got[last if i == -1 else i] for i in indexes]
 
 
-def check_mp4(path: Path, size: tuple[int, int], seconds: int) -> None:
+def check_mp4(path: Path, size: tuple[int, int], seconds: float) -> None:
     info = probe(path)
     stream = info["streams"][0]
     assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p")
     assert (stream["width"], stream["height"]) == size
-    assert int(stream["nb_read_frames"]) == seconds * 30 and stream["r_frame_rate"] == "30/1"
+    assert int(stream["nb_read_frames"]) == round(seconds * 30) and stream["r_frame_rate"] == "30/1"
     assert abs(float(info["format"]["duration"]) - seconds) < 0.05
     assert moov_first(path)  # faststart: playable while it downloads
 
@@ -258,3 +260,21 @@ def test_tokens_reserved_at_finalize_and_refunded_on_cancel(make_server):
     assert act(server, "cancel", {"job_id": job_id}).status_code == 409
     assert act(server, "status", job_id=job_id).json()["status"] == "canceled"
     assert usage(server)["monthly_remaining"] == 10  # refunded
+
+
+def test_an_nvenc_grant_that_fails_falls_back_to_x264(tmp_path):
+    """The renderer in its own process, told it holds an NVENC session (as the executor says so): where
+    h264_nvenc cannot open, the clip is encoded again with libx264 and the meta says why."""
+    (tmp_path / "in.png").write_bytes(solid((90, 160, 60)))
+    code = ("import json, sys; from pathlib import Path; from renderers.base import NullReporter; "
+            "from renderers.image import video; print(json.dumps(video.render({'width': 320, 'height': 180, "
+            "'fps': 30, 'frames': 15, 'first': 'in.png', 'camera': 'zoom-in', 'motion': 'none'}, "
+            "Path(sys.argv[1]), NullReporter())['meta']))")
+    env = {**os.environ, "RENDER_NVENC": "1", "CUDA_VISIBLE_DEVICES": "0"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[2], check=True).stdout
+    meta = json.loads(out.strip().splitlines()[-1])
+    assert meta["encoder"] in ("h264_nvenc", "libx264")
+    if meta["encoder"] == "libx264":  # no NVENC here: the reason is kept
+        assert meta["nvencFallback"].startswith("h264_nvenc failed")
+    check_mp4(tmp_path / "video.mp4", (320, 180), 0.5)
