@@ -39,8 +39,8 @@ def _list(value: object) -> list:
 
 
 def parse(service: JobService, user_id: str, model: str, value: object) -> tuple[list[dict], dict[str, Path]]:
-    """(the references as stored with the job, {upload slot: asset file to copy in}). Blocking (the library
-    listing reads folders): run it in a worker thread."""
+    """(the references as stored with the job, {upload slot: asset file to copy in}). It reads the database:
+    call it on the event loop, after the library listings were read once off it (they are cached)."""
     if value is None or value == []:
         return [], {}
     items = _list(value)

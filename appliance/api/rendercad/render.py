@@ -80,17 +80,21 @@ async def create_job(ctx: Ctx) -> Response:
         raise RCError(400, str(exc)) from None
     if settings["quality"] == "4k" and settings["model"] != "pro":
         raise RCError(422, "4K quality requires the pro model")
-    refs, copies = await asyncio.to_thread(references.parse, ctx.service, ctx.user_id, settings["model"],
-                                           ctx.body.get("references"))
+    if ctx.body.get("references"):  # the listings are read (and made, the first time) off the event loop
+        for kind in library.KINDS:
+            await asyncio.to_thread(library.listing, ctx.service.settings, kind)
+    # the database is read on the event loop only; the library lookups are cached by now
+    refs, copies = references.parse(ctx.service, ctx.user_id, settings["model"], ctx.body.get("references"))
     source = ctx.body.get("source_url")
     source_file = None
     if source not in (None, ""):
-        source_file = await asyncio.to_thread(uploads.asset_file, ctx.service, ctx.user_id, source, "source_url")
+        source_file = uploads.asset_file(ctx.service, ctx.user_id, source, "source_url")
     slots = ([] if source_file else [SLOTS[0]]) + [r["slot"] for r in refs if r["source"] == "upload"]
     params = {**settings, **({"references": refs} if refs else {}), "slots": slots}
     row = store.create_job(ctx.db, new_job_id(), ctx.user_id, ctx.key.id if ctx.key else "", "image", params)
     for slot, path in [*(((SLOTS[0], source_file),) if source_file else ()), *copies.items()]:
-        await asyncio.to_thread(uploads.copy_in, ctx.service, row["id"], slot, path)
+        content_type, copy = await asyncio.to_thread(uploads.copy_in, ctx.service, row["id"], slot, path)
+        store.put_upload(ctx.db, row["id"], slot, content_type, str(copy), copy.stat().st_size)
     data = {"job_id": row["id"], "status": "uploading", "required_uploads": [public_slot(s, refs) for s in slots]}
     if settings.get("custom_instructions"):
         data["instructions_applied"] = instructions.parse(settings["custom_instructions"]).applied

@@ -144,10 +144,10 @@ def asset_file(service: JobService, user_id: str, url: object, field: str) -> Pa
     return file
 
 
-def copy_in(service: JobService, job_id: str, slot: str, source: Path) -> None:
-    """An existing asset copied into a job's uploads as if it had been uploaded to `slot` (blocking: a copy
-    of up to 80 MB; run it in a worker thread). The copy is the job's own: deleting the source breaks
-    nothing."""
+def copy_in(service: JobService, job_id: str, slot: str, source: Path) -> tuple[str, Path]:
+    """An existing asset copied into a job's uploads as if it had been uploaded to `slot`: (content type, the
+    copy). Blocking (a copy of up to 80 MB): run it in a worker thread, then record it with
+    store.put_upload on the event loop. The copy is the job's own: deleting the source breaks nothing."""
     folder = upload_dir(service, job_id)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = source.suffix.lower() if source.suffix.lower() in (*CONTENT_TYPES.values(), ".jpeg") else ".jpg"
@@ -155,8 +155,7 @@ def copy_in(service: JobService, job_id: str, slot: str, source: Path) -> None:
     partial = target.with_suffix(f".part{secrets.token_hex(4)}")
     shutil.copyfile(source, partial)
     os.replace(partial, target)
-    content_type = {v: k for k, v in CONTENT_TYPES.items()}.get(suffix, "image/jpeg")
-    store.put_upload(service.db, job_id, slot, content_type, str(target), target.stat().st_size)
+    return {v: k for k, v in CONTENT_TYPES.items()}.get(suffix, "image/jpeg"), target
 
 
 def remove(service: JobService, job_id: str) -> None:
