@@ -191,7 +191,7 @@ def view_matrix(cam: Camera, size: tuple[int, int], plate_size: tuple[int, int])
 
 
 def layer_matrix(layer: Layer, centre: tuple[float, float]) -> np.ndarray:
-    """The subject's move in plate pixels: scale and shear about its centre (feet-anchored shear), then shift."""
+    """The subject's move in plate pixels: scale and shear about its centre, then a shift."""
     cx, cy = centre
     a = np.array([[layer.scale_x, layer.shear, 0], [0, layer.scale_y, 0], [0, 0, 1]], np.float64)
     a[0, 2] = cx - layer.scale_x * cx - layer.shear * cy + layer.dx
