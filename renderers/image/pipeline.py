@@ -84,8 +84,7 @@ def _load_jpeg(path: Path, max_side: int) -> np.ndarray | None:
         return None
     if max(bgr.shape[:2]) > max_side * 1.25:
         scale = max_side / max(bgr.shape[:2])
-        bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)),
-                         interpolation=cv2.INTER_AREA)
+        bgr = matte.downscale(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -107,9 +106,11 @@ def place(rgb: np.ndarray, alpha: np.ndarray, size: int, fit: float = FIT):
     h, w = alpha.shape
     scale = fit * size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    rgb = cv2.resize(rgb, (nw, nh), interpolation=interp)
-    alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    if scale < 1:
+        rgb, alpha = matte.downscale(rgb, (nw, nh)), matte.downscale(alpha, (nw, nh))
+    else:
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_CUBIC)
+        alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_LINEAR)
     x0 = (size - nw) // 2
     y0 = max(int(size * 0.04), int(size * FLOOR) - nh)
     return rgb, alpha, (x0, y0)
