@@ -16,10 +16,21 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+from renderers.ffmpeg import FfmpegError
+
 
 def join_blocks(playlist: list[Path], frames: list[int], fps: int, audio: Path, dst: Path) -> None:
     """Write ``dst``: the video of ``playlist[i]`` (``frames[i]`` frames each) back to back, and ``audio``'s
-    first audio stream, both copied. Packets are interleaved by decoding time."""
+    first audio stream, both copied. Packets are interleaved by decoding time. Fails with FfmpegError."""
+    import av
+
+    try:
+        _join(playlist, frames, fps, audio, dst)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise FfmpegError(["pyav-join", *map(str, playlist[:1]), str(dst)], str(exc)) from None
+
+
+def _join(playlist: list[Path], frames: list[int], fps: int, audio: Path, dst: Path) -> None:
     import av
 
     with av.open(str(playlist[0])) as first, av.open(str(audio)) as sound, av.open(str(dst), mode="w") as out:
@@ -39,11 +50,13 @@ def _video_packets(playlist: list[Path], frames: list[int], fps: int) -> Iterato
     for path, count in zip(playlist, frames, strict=True):
         with av.open(str(path)) as block:
             stream = block.streams.video[0]
-            packets = [p for p in block.demux(stream) if p.dts is not None]
-            delay = min(p.pts for p in packets)
+            packets = [p for p in block.demux(stream) if p.dts is not None and p.pts is not None]
+            if not packets or stream.time_base is None:
+                raise ValueError(f"{path.name} holds no video packets")
+            delay = min(int(p.pts or 0) for p in packets)
             shift = round(played / stream.time_base) - delay
             for packet in packets:
-                packet.pts += shift
-                packet.dts += shift
+                packet.pts = int(packet.pts or 0) + shift
+                packet.dts = int(packet.dts or 0) + shift
                 yield packet
         played += Fraction(count, fps)
