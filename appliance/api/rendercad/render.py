@@ -20,7 +20,6 @@ from appliance.services.pipelines import image
 from appliance.store import ledger
 from appliance.store import rendercad as store
 from appliance.store.db import now_iso, parse_iso
-from renderers.image import instructions
 
 PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
           "cancelled": "canceled"}
@@ -97,7 +96,7 @@ async def create_job(ctx: Ctx) -> Response:
         store.put_upload(ctx.db, row["id"], slot, content_type, str(copy), copy.stat().st_size)
     data = {"job_id": row["id"], "status": "uploading", "required_uploads": [public_slot(s, refs) for s in slots]}
     if settings.get("custom_instructions"):
-        data["instructions_applied"] = instructions.parse(settings["custom_instructions"]).applied
+        data["instructions_applied"] = image.parse_instructions(settings["custom_instructions"]).applied
     return ok(data)
 
 
