@@ -132,6 +132,9 @@ def test_orbit_from_the_upload_slot_then_gif(rc, tmp_path):
     assert np.abs(first - middle).mean() > 2  # the camera moved
     assert usage(rc)["monthly_used"] == 4
     assert act(rc, "cancel", {"job_id": job_id}).status_code == 409  # finished: nothing to cancel
+    row = render_act(rc, "history", filter="video").json()["renders"][0]  # the seed: video_settings is canonical
+    assert row["job_id"] == job_id and row["background_style"] is None and row["video_settings"]["camera"] == "orbit"
+    assert row["output_url"] == got["video_url"]
 
     conv = act(rc, "convert", {"video_url": got["video_url"], "format": "gif"})
     assert conv.status_code == 200 and conv.headers["X-RateLimit-Endpoint"] == "video_convert"
@@ -234,6 +237,8 @@ def test_hostile_requests_and_scopes(rc):
     assert act(rc, "convert", {"video_url": f"{rc.url}/renders/{job_id}.mp4", "format": "mp4"}).status_code == 400
     assert act(rc, "cancel", {"job_id": job_id}).json() == {"success": True, "job_id": job_id, "status": "canceled"}
     assert act(rc, "finalize_job", {"job_id": job_id}).status_code == 409
+    wrong = render_act(rc, "finalize_job", {"job_id": job_id})  # a video job finalized at render.php: no 500
+    assert wrong.status_code == 422 and "video.php" in wrong.json()["error"]
     for _ in range(9):  # 10 per 5 minutes, counted only when valid: one was used above
         assert act(rc, "create_job", {"duration": 4}).status_code == 200
     over = act(rc, "create_job", {"duration": 4})

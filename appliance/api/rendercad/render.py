@@ -14,6 +14,7 @@ from litestar import Response
 
 from appliance.api.rendercad import library, references, uploads, webhooks
 from appliance.api.rendercad.common import Action, Ctx, RCError, ok
+from appliance.api.rendercad.video import video_settings
 from appliance.errors import InsufficientCredits
 from appliance.services.jobs import NewJob
 from appliance.services.pipelines import image
@@ -139,6 +140,8 @@ async def presign_upload(ctx: Ctx) -> Response:
 
 async def finalize_job(ctx: Ctx) -> Response:
     row = _job(ctx)
+    if row["kind"] != "image":  # a video job's uploads go through render.php, its finalize through video.php
+        raise RCError(422, "This is a video job: finalize it with video.php?action=finalize_job")
     if row["status"] != "uploading":
         raise RCError(409, "This job was already finalized")
     got = store.uploads_of(ctx.db, row["id"])
@@ -242,12 +245,16 @@ def _history_row(ctx: Ctx, row: dict) -> dict:
     days = ctx.service.settings.retention_days
     if completed:
         days = max(0, days - int((time.time() - parse_iso(completed)) // 86400))
-    return {"job_id": row["id"], "status": state, "render_mode": settings.get("render_mode"),
+    video = row["kind"] == "video"
+    data = {"job_id": row["id"], "status": state, "render_mode": settings.get("render_mode"),
             "model": settings.get("model"), "quality_tier": settings.get("quality"),
-            "background_style": settings.get("background_style"), "condition": settings.get("condition"),
-            "input_url": f"{ctx.base}/renders/{row['id']}_input",
-            "output_url": f"{ctx.base}/renders/{row['id']}" if state == "completed" else None,
+            "background_style": None if video else settings.get("background_style"),
+            "condition": settings.get("condition"), "input_url": f"{ctx.base}/renders/{row['id']}_input",
+            "output_url": f"{ctx.base}/renders/{row['id']}{'.mp4' if video else ''}" if state == "completed" else None,
             "created_at": row["created_at"], "completed_at": completed, "days_to_deletion": days}
+    if video:  # the seed: video rows carry video_settings as the canonical settings; background_style is null
+        data["video_settings"] = video_settings(settings)
+    return data
 
 
 async def cancel(ctx: Ctx) -> Response:

@@ -246,10 +246,10 @@ def _finished(ctx: Ctx, row: dict, job: dict | None) -> dict:
                 "size_bytes": path.stat().st_size if path else meta.get("size_bytes"), **done}
     return {"video_url": url, "input_url": f"{ctx.base}/renders/{row['id']}_input",
             "duration": row["params"].get("duration"), "resolution": row["params"].get("resolution"),
-            "video_settings": _settings(row["params"]), **done}
+            "video_settings": video_settings(row["params"]), **done}
 
 
-def _settings(params: dict) -> dict:
+def video_settings(params: dict) -> dict:
     keys = ("video_mode", "camera", "motion", "style", "prompt", "duration", "resolution", "crossfade_duration")
     return {k: params.get(k) for k in keys}
 
