@@ -48,10 +48,8 @@ REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
 
 # Renderers that encode H.264 through renderers/encoder.py: they get an NVENC session when one is free (else
 # libx264). Renderers that run faster on a GPU: they get a GPU's compute when a slot is free. Neither waits.
-# (image.video joins once it encodes through ffmpeg.video_codec_args with the libx264 retry.)
-ENCODES_VIDEO = frozenset({"manim", "movie.scene", "test.encode"})
-# (image.render joins once renderers/image/pipeline.py calls renderers/image/gpu.finish_subject.)
-GPU_OPTIONAL: frozenset[str] = frozenset()
+ENCODES_VIDEO = frozenset({"manim", "movie.scene", "image.video", "test.encode"})
+GPU_OPTIONAL: frozenset[str] = frozenset({"image.render"})  # tone and sharpening on CuPy (renderers/image/gpu.py)
 
 
 class RegistryError(Exception):

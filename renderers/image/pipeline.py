@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from renderers.base import RenderError
-from renderers.image import backgrounds, conditions, instructions, matte, textures
+from renderers.image import backgrounds, conditions, gpu, instructions, matte, textures
 
 STRENGTH = {"preserve": 0.55, "creative": 0.8, "freeform": 1.0}
 FIT = 0.78  # the subject's longest side, as a fraction of the canvas
@@ -154,12 +154,17 @@ def finish_subject(rgb: np.ndarray, alpha: np.ndarray, settings: dict, strength:
         ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
         ycc[..., 0] = cv2.createCLAHE(clipLimit=1.6, tileGridSize=(8, 8)).apply(np.ascontiguousarray(ycc[..., 0]))
         rgb = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
-    rgb = cv2.LUT(rgb, tone_lut(strength, adjust))
+    lut = tone_lut(strength, adjust)
     saturation = 0.0 if adjust.saturation <= -3 else 1 + 0.1 * strength + 0.25 * adjust.saturation
+    amount = 0.5 * strength * (1 + 0.8 * adjust.sharpen)
+    on_gpu = gpu.finish_subject(rgb, lut, saturation, amount)  # None unless this task holds a GPU and CuPy
+    if on_gpu is not None:
+        return on_gpu, alpha
+    rgb = cv2.LUT(rgb, lut)
     if saturation != 1:
         grey = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         rgb = cv2.addWeighted(rgb, saturation, grey, 1 - saturation, 0)
-    return sharpen(rgb, 0.5 * strength * (1 + 0.8 * adjust.sharpen)), alpha
+    return sharpen(rgb, amount), alpha
 
 
 def compose(canvas: np.ndarray, fg: np.ndarray, alpha: np.ndarray, at: tuple[int, int]) -> np.ndarray:

@@ -53,3 +53,16 @@ def test_without_a_granted_gpu_or_cupy_the_cpu_path_runs(monkeypatch):
         import cupy  # type: ignore[import-not-found]  # noqa: F401
     except ImportError:
         assert gpu.backend() is None and gpu.finish_subject(_photo(64), lut, 1.0, 0.3) is None
+
+
+def test_the_pipeline_hands_its_subject_to_the_gpu_path_when_one_is_granted(monkeypatch):
+    """pipeline.finish_subject with a GPU backend (NumPy standing in for CuPy) gives the CPU path's picture."""
+    rgb, alpha = _photo(600), np.full((600, 600), 255, np.uint8)
+    settings, adjust = {"model": "classic", "condition": "auto"}, instructions.Adjust(temperature=1, sharpen=1)
+    cpu_rgb, _ = pipeline.finish_subject(rgb, alpha, settings, 0.8, adjust)
+    calls = []
+    monkeypatch.setattr(np, "asnumpy", np.asarray, raising=False)  # CuPy's download; NumPy has none
+    monkeypatch.setattr(gpu, "backend", lambda: calls.append(1) or np)
+    gpu_rgb, _ = pipeline.finish_subject(rgb, alpha, settings, 0.8, adjust)
+    diff = np.abs(gpu_rgb.astype(np.int16) - cpu_rgb.astype(np.int16))
+    assert calls and diff.max() <= 2 and diff.mean() <= 0.1, (diff.max(), diff.mean())
