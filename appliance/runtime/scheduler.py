@@ -113,6 +113,10 @@ class Scheduler:
                 continue
             if task["max_parallel"] and per_job[task["job_id"]] >= task["max_parallel"]:
                 continue
+            if _gpu_need(task) > self.capacity.gpu_slots:  # would wait forever, and its reservation stall all
+                self._task_failed(task, "this task needs a GPU and the appliance has none to grant (no GPU "
+                                        "found, or the gpus / gpu_compute_slots settings allow none)")
+                continue
             if not self.fits(task, used):
                 _add(used, task)  # the reservation: nothing later may take this task's share
                 continue

@@ -150,3 +150,12 @@ def test_per_user_cap_limits_running_tasks(make_server):
     assert [server.job(i)["status"] for i in a] == ["running", "queued"]
     assert server.job(b)["status"] == "running"
     assert all(server.wait(i)["status"] == "completed" for i in [*a, b])
+
+
+def test_a_task_needing_a_gpu_on_a_box_without_one_fails_and_blocks_nothing(make_server):
+    """It can never fit: waiting would hold its reservation and stall every later task."""
+    server = make_server({"APPLIANCE_GPUS": "0", "APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "alice")
+    gpu_job = server.wait(server.submit("alice", tasks=[{"renderer": "test.noop", "input": {}, "gpu": 1, "cpu": 2}]))
+    assert gpu_job["status"] == "failed" and "needs a GPU" in gpu_job["error"] and "gpus" in gpu_job["error"]
+    assert server.wait(server.submit("alice", "test.noop"))["status"] == "completed"
