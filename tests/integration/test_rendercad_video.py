@@ -154,8 +154,19 @@ def test_transition_and_loop(rc, tmp_path):
     first, last = asset(rc, red), asset(rc, blue)
     r = act(rc, "create_job", {"video_mode": "transition", "first_frame_url": first, "last_frame_url": last,
                                "duration": 4, "camera": "pan-left"})
-    assert r.json()["required_uploads"] == [], r.text
+    assert r.json()["required_uploads"] == [], r.text  # asset URLs: copied at once, nothing to upload
+    # without URLs, both frames are uploaded to the slots the job lists (render.php's presign_upload)
+    r = act(rc, "create_job", {"video_mode": "transition", "duration": 4, "camera": "pan-left"})
     job_id = r.json()["job_id"]
+    assert r.json()["required_uploads"] == [{"slot": "input_main"}, {"slot": "last_frame"}], r.text
+    put = {"job_id": job_id, "content_type": "image/png"}
+    for slot, colour in (("input_main", red), ("last_frame", blue)):
+        url = render_act(rc, "presign_upload", {**put, "slot": slot}).json()["presigned_url"]
+        assert httpx.put(url, content=solid(colour), headers={"Content-Type": "image/png"}).status_code == 200
+        if slot == "input_main":  # the last frame is still missing
+            missing = act(rc, "finalize_job", {"job_id": job_id})
+            assert missing.status_code == 400 and "last_frame" in missing.json()["error"]
+    assert render_act(rc, "presign_upload", {**put, "slot": "reference", "index": 0}).status_code == 400
     assert act(rc, "finalize_job", {"job_id": job_id}).status_code == 200
     loop_id = act(rc, "create_job", {"video_mode": "loop", "image_url": asset(rc), "duration": 4,
                                      "camera": "dolly", "motion": "float", "crossfade_duration": 1.0}).json()["job_id"]

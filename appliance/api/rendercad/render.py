@@ -109,7 +109,7 @@ def job_slots(row: dict) -> list[str]:
 def public_slot(slot: str, refs: list[dict]) -> dict:
     """An upload slot as the client names it: {"slot": "input_main"} or {"slot": "reference", "index": i,
     "type": "background"|"material"}."""
-    if slot in SLOTS:
+    if not slot.startswith("reference_"):  # input_main, or a transition video's last_frame
         return {"slot": slot}
     index = int(slot.rpartition("_")[2])
     return {"slot": "reference", "index": index, "type": refs[index]["type"]}
@@ -127,7 +127,7 @@ async def presign_upload(ctx: Ctx) -> Response:
             raise RCError(400, "index is required for the reference slot (see required_uploads)")
         internal = f"reference_{index}"
     if internal not in wanted:
-        names = sorted({s if s in SLOTS else "reference" for s in wanted})
+        names = sorted({"reference" if s.startswith("reference_") else s for s in wanted})
         raise RCError(400, "slot must be one of: " + (", ".join(names) or "(none: this job needs no uploads)")
                       + ("" if slot != "reference" or "reference" not in names else " with an index it listed"))
     if content_type not in uploads.CONTENT_TYPES:

@@ -113,20 +113,21 @@ async def create_job(ctx: Ctx) -> Response:
         raise RCError(400, str(exc)) from None
     if settings["video_mode"] == "transition":
         urls = {"first": ctx.body.get("first_frame_url"), "last": ctx.body.get("last_frame_url")}
-        if not urls["first"] or not urls["last"]:
-            raise RCError(400, "first_frame_url and last_frame_url are required for video_mode=transition")
+        if bool(urls["first"]) != bool(urls["last"]):  # both asset URLs, or neither and both uploaded
+            raise RCError(400, "first_frame_url and last_frame_url are required for video_mode=transition "
+                               "(or send neither and upload both frames to the slots the job lists)")
         fields = {"first": "first_frame_url", "last": "last_frame_url"}
     else:
         urls, fields = {"first": ctx.body.get("image_url")}, {"first": "image_url"}
     sources = {role: _source_path(ctx, url, fields[role]) for role, url in urls.items() if url}
     ctx.admit()  # counted once the request is valid: a typo does not use up the 10 per 5 minutes
     job_id = str(uuid.uuid4())
+    slots = [] if sources else [SOURCE_SLOTS[role] for role in urls]  # render.php's presign_upload reads these
     store.create_job(ctx.db, job_id, ctx.user_id, ctx.key.id if ctx.key else "", "video",
-                     {**settings, **{fields[r]: urls[r] for r in sources}})
+                     {**settings, **{fields[r]: urls[r] for r in sources}, "slots": slots})
     for role, path in sources.items():
         await asyncio.to_thread(_copy_source, ctx.service, job_id, SOURCE_SLOTS[role], path)
-    required = [] if sources else [{"slot": "input_main"}]
-    return ok({"job_id": job_id, "status": "uploading", "required_uploads": required})
+    return ok({"job_id": job_id, "status": "uploading", "required_uploads": [{"slot": s} for s in slots]})
 
 
 def _job(ctx: Ctx, kinds: tuple[str, ...] = ("video", "convert")) -> dict:
@@ -157,8 +158,9 @@ async def finalize_job(ctx: Ctx) -> Response:
     if row["status"] != "uploading":
         raise RCError(409, "This job was already finalized")
     got = store.uploads_of(ctx.db, row["id"])
-    if "input_main" not in got:
-        raise RCError(400, "Upload did not finish for slot input_main. Upload the image, then finalize again.")
+    roles = ("first", "last") if row["params"]["video_mode"] == "transition" else ("first",)
+    for slot in [SOURCE_SLOTS[role] for role in roles if SOURCE_SLOTS[role] not in got]:
+        raise RCError(400, f"Upload did not finish for slot {slot}. Upload the image, then finalize again.")
     for slot in got:
         reason = await asyncio.to_thread(uploads.problem, got[slot])
         if reason:
