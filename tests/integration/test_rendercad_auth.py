@@ -110,6 +110,7 @@ def test_device_code_flow_with_the_page(rc):
     assert poll(got["code"]).json() == {"status": "pending", "message": "Waiting for user authorization"}
     page = httpx.get(got["verification_url"], timeout=10)
     assert page.status_code == 200 and got["code"] in page.text and "RENDERCAD Browser Extension" in page.text
+    assert 'href="/dashboard/device"' in page.text  # an operator approves from the dashboard (test_dashboard)
     bad = httpx.post(f"{rc.url}/auth_device.html", data={"code": got["code"], "token": "rendercad_nope"}, timeout=10)
     assert bad.status_code == 401 and poll(got["code"]).json()["status"] == "pending"
     good = httpx.post(f"{rc.url}/auth_device.html", data={"code": got["code"], "token": rc.key}, timeout=10)

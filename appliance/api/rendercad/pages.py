@@ -1,5 +1,6 @@
 """The device-code verification page (`verification_url`): a person approves an app's code by signing in with
-one of their existing full-access RenderCAD tokens. Plain HTML, no scripts, no external resources."""
+one of their existing full-access RenderCAD tokens, or links an operator to the dashboard's device page (operator
+sign-in). Plain HTML, no scripts, no external resources."""
 from __future__ import annotations
 
 import html
@@ -24,7 +25,9 @@ FORM = """<p>{app} ({kind}) asks for access to your RENDERCAD account with the c
 <p>Sign in with one of your full-access API tokens to approve it.</p>{error}
 <form method="post" action="/auth_device.html"><input type="hidden" name="code" value="{code}">
 <label>API token<input type="password" name="token" autocomplete="current-password" required></label>
-<button type="submit">Authorize</button></form>"""
+<button type="submit">Authorize</button></form>
+<p>Operator of this appliance? <a href="/dashboard/device">Sign in to the dashboard</a> to approve the code for
+any user.</p>"""
 
 
 def _page(app: str, body: str, status: int = 200) -> Response:
