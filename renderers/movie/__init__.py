@@ -2,8 +2,9 @@
 
 Stages (STYLE.md: spec → validate → normalize → render):
 - ``spec``: validate a movie, fill every default, scene cache keys;
-- ``sources``: server-side media fetching (the renderers themselves never touch the network);
+- media fetching is the server's (``appliance/services/pipelines/media.py``): renderers have no network;
 - ``layers``: per-layer-type drawing (text and images with Pillow, video/audio filter chains);
-- ``compose``: ``render_scene`` (one ``scene.mp4`` per scene task);
+- ``compose``: ``render_scene`` (one ``scene.mp4`` per scene task); its stills path sends pictures to ffmpeg
+  through a FIFO (``feed``) and joins the encoded blocks in-process with PyAV (``mux``);
 - ``assemble``: ``render_assemble`` (stream-copy concat of the scene files).
 """
