@@ -32,7 +32,10 @@ def cmd_serve(args) -> int:
     app = create_app(s)
     print(f"appliance serving on {s.base_url} (data dir {s.data_dir.resolve()}); health: {s.base_url}/healthz",
           flush=True)
-    config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="on")
+    # A progress stream that follows a job stays open until the job ends, and uvicorn waits for open responses
+    # before it stops the scheduler: give them 5 s, then close them (clients resume with Last-Event-ID).
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))  # graceful stop
     server.run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -156,3 +157,36 @@ def test_status_filter_pages_in_sql(vs):
 
     assert listed("done") == ids[0::2][::-1]
     assert listed("queued") == listed("running") == listed("waiting") == []
+
+
+def test_an_open_progress_stream_does_not_hold_up_a_graceful_stop(make_server):
+    """uvicorn waits for open responses before it shuts down; a stream that follows a queued job never ends on its
+    own, so `serve` gives them a few seconds (timeout_graceful_shutdown) and then closes them."""
+    server = make_server({"APPLIANCE_CPU_SLOTS": "1", "APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "ada")
+    headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+    server.submit("ada", "test.sleep", {"seconds": 300})  # holds the only slot: the movie below stays queued
+    job_id = submit(server, small_movie(1), headers).json()["jobId"]
+    opened = []
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/progress", headers=headers, timeout=120) as r:
+            for _ in r.iter_lines():
+                opened.append(1)
+
+    with ThreadPoolExecutor(1) as pool:
+        reader = pool.submit(follow)
+        deadline = time.time() + 30
+        while not opened and time.time() < deadline:
+            time.sleep(0.05)
+        assert opened, "the stream did not open"
+        server.proc.send_signal(15)
+        try:
+            server.proc.wait(timeout=45)  # it used to wait for the job, which could not run: forever
+        except subprocess.TimeoutExpired:
+            server.proc.kill()  # ends the stream too, so the reader thread can finish
+            pytest.fail("SIGTERM did not stop a server with an open progress stream")
+        try:
+            reader.result(timeout=10)
+        except httpx.HTTPError:
+            pass  # the server closed the stream under it: what a client reconnects from with Last-Event-ID
