@@ -3,6 +3,7 @@ scopes, JSON-only POST bodies, and the `?action=` dispatch of the PHP-style endp
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -175,3 +176,35 @@ def text_field(body: dict, name: str, *, required: bool = False, max_len: int = 
     if len(value) > max_len:
         raise RCError(400, f"{name} must be at most {max_len} characters")
     return value.strip()
+
+
+# ---- jobs as render.php and video.php show them -----------------------------------------------------------------
+# A core job's status in RenderCAD's words (its statuses spell "canceled" with one l).
+PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
+          "cancelled": "canceled"}
+
+
+def job_row(ctx: Ctx, kinds: tuple[str, ...] | None = None) -> dict:
+    """The caller's own RenderCAD job named by job_id (body on POST, query on GET), of one of `kinds`."""
+    job_id = ctx.body.get("job_id") if ctx.request.method == "POST" else ctx.query("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        raise RCError(400, "job_id is required")
+    row = store.get_job(ctx.db, job_id, ctx.user_id)
+    if row is None or (kinds is not None and row["kind"] not in kinds):
+        raise RCError(404, "Job not found")
+    return row
+
+
+def public_state(ctx: Ctx, row: dict) -> tuple[str, dict | None]:
+    """(RenderCAD status, core job or None): before finalize the row's own status, after it the core job's."""
+    if row["status"] != "submitted":
+        return row["status"], None
+    job = ctx.service.find(row["id"], ctx.user_id, "rendercad")
+    return (PUBLIC.get(job["status"], "failed"), job) if job else ("failed", None)
+
+
+def queue_figures(ctx: Ctx, job: dict | None, kind: str) -> dict:
+    """queue_depth, queue_position and a wait estimated from this user's measured average for the kind."""
+    depth, ahead = store.queue_ahead(ctx.db, job["created_at"] if job else None)
+    per_job = max(1, store.avg_seconds(ctx.db, ctx.user_id, kind))
+    return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}

@@ -13,7 +13,7 @@ from pathlib import Path
 from litestar import Response
 
 from appliance.api.rendercad import library, references, uploads, webhooks
-from appliance.api.rendercad.common import Action, Ctx, RCError, ok
+from appliance.api.rendercad.common import Action, Ctx, RCError, job_row, ok, public_state, queue_figures
 from appliance.api.rendercad.video import video_settings
 from appliance.errors import InsufficientCredits
 from appliance.services.jobs import NewJob
@@ -22,8 +22,6 @@ from appliance.store import ledger
 from appliance.store import rendercad as store
 from appliance.store.db import now_iso, parse_iso
 
-PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
-          "cancelled": "canceled"}
 DETAIL = {"uploading": "Waiting for upload", "pending": "Queued...", "processing": "Rendering...",
           "completed": None, "failed": "Failed", "canceled": "Canceled"}
 SLOTS = ("input_main",)
@@ -48,28 +46,10 @@ def display_error(error: str | None) -> str:
     return GENERIC_FAILURE
 
 
-def _job(ctx: Ctx) -> dict:
-    job_id = ctx.body.get("job_id") if ctx.request.method == "POST" else ctx.query("job_id")
-    if not isinstance(job_id, str) or not job_id:
-        raise RCError(400, "job_id is required")
-    row = store.get_job(ctx.db, job_id, ctx.user_id)
-    if row is None:
-        raise RCError(404, "Job not found")
-    return row
 
 
-def public_state(ctx: Ctx, row: dict) -> tuple[str, dict | None]:
-    """(RenderCAD status, core job or None)."""
-    if row["status"] != "submitted":
-        return row["status"], None
-    job = ctx.service.find(row["id"], ctx.user_id, "rendercad")
-    return (PUBLIC.get(job["status"], "failed"), job) if job else ("failed", None)
 
 
-def queue_figures(ctx: Ctx, job: dict | None) -> dict:
-    depth, ahead = store.queue_ahead(ctx.db, job["created_at"] if job else None)
-    per_job = max(1, store.avg_seconds(ctx.db, ctx.user_id, "image"))
-    return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}
 
 
 # ---- actions ---------------------------------------------------------------------------------------------------
@@ -116,7 +96,7 @@ def public_slot(slot: str, refs: list[dict]) -> dict:
 
 
 async def presign_upload(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx)
     if row["status"] != "uploading":
         raise RCError(409, "This job is not accepting uploads")
     slot, content_type, index = ctx.body.get("slot"), ctx.body.get("content_type"), ctx.body.get("index")
@@ -139,7 +119,7 @@ async def presign_upload(ctx: Ctx) -> Response:
 
 
 async def finalize_job(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx)
     if row["kind"] != "image":  # a video job's uploads go through render.php, its finalize through video.php
         raise RCError(422, "This is a video job: finalize it with video.php?action=finalize_job")
     if row["status"] != "uploading":
@@ -157,7 +137,7 @@ async def finalize_job(ctx: Ctx) -> Response:
                 webhooks.upload_failed(ctx.service, row, reason)
             raise RCError(422, reason)
     job = _submit(ctx, row, got, await asyncio.to_thread(_reference_paths, ctx, row, got))
-    return ok({"job_id": row["id"], "status": "pending", **queue_figures(ctx, job)})
+    return ok({"job_id": row["id"], "status": "pending", **queue_figures(ctx, job, "image")})
 
 
 def _reference_paths(ctx: Ctx, row: dict, got: dict) -> dict:
@@ -201,11 +181,11 @@ def _submit(ctx: Ctx, row: dict, got: dict, extra: dict | None = None) -> dict:
 
 
 async def status(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx)
     state, job = public_state(ctx, row)
     data = {"job_id": row["id"], "status": state, "status_detail": DETAIL[state]}
     if state in ("pending", "processing"):
-        data.update({k: v for k, v in queue_figures(ctx, job).items() if k != "queue_position"})
+        data.update({k: v for k, v in queue_figures(ctx, job, "image").items() if k != "queue_position"})
     elif state == "completed":
         data.update({"output_url": f"{ctx.base}/backend/serve_render.php?id={row['id']}",
                      "asset_url": f"{ctx.base}/renders/{row['id']}",
@@ -258,7 +238,7 @@ def _history_row(ctx: Ctx, row: dict) -> dict:
 
 
 async def cancel(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx)
     state, _ = public_state(ctx, row)
     if state == "uploading" and store.set_status_if(ctx.db, row["id"], "uploading", status="canceled",
                                                      completed_at=now_iso()):
@@ -269,7 +249,7 @@ async def cancel(ctx: Ctx) -> Response:
 
 
 async def delete(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx)
     state, job = public_state(ctx, row)
     if state in ("uploading", "pending", "processing"):
         raise RCError(409, f"This job is {state}: cancel it first or wait until processing finishes")

@@ -9,7 +9,6 @@ once: it costs no tokens and sends no webhook."""
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 import shutil
 import uuid
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 from litestar import Response
 
 from appliance.api.rendercad import uploads, webhooks
-from appliance.api.rendercad.common import Action, Ctx, RCError, ok
+from appliance.api.rendercad.common import Action, Ctx, RCError, job_row, ok, public_state, queue_figures
 from appliance.errors import InsufficientCredits
 from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import image_video
@@ -27,8 +26,6 @@ from appliance.store import ledger
 from appliance.store import rendercad as store
 from appliance.store.db import loads, now_iso
 
-PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
-          "cancelled": "canceled"}
 DETAIL = {"uploading": "Waiting for upload", "pending": "Queued...", "processing": "Generating video...",
           "completed": None, "failed": "Failed", "canceled": "Canceled"}
 # The files a finished job serves, by rendercad_jobs kind (an image render's is render.jpg), and the
@@ -130,31 +127,14 @@ async def create_job(ctx: Ctx) -> Response:
     return ok({"job_id": job_id, "status": "uploading", "required_uploads": [{"slot": s} for s in slots]})
 
 
-def _job(ctx: Ctx, kinds: tuple[str, ...] = ("video", "convert")) -> dict:
-    job_id = ctx.body.get("job_id") if ctx.request.method == "POST" else ctx.query("job_id")
-    if not isinstance(job_id, str) or not job_id:
-        raise RCError(400, "job_id is required")
-    row = store.get_job(ctx.db, job_id, ctx.user_id)
-    if row is None or row["kind"] not in kinds:
-        raise RCError(404, "Job not found")
-    return row
 
 
-def public_state(ctx: Ctx, row: dict) -> tuple[str, dict | None]:
-    if row["status"] != "submitted":
-        return row["status"], None
-    job = ctx.service.find(row["id"], ctx.user_id, "rendercad")
-    return (PUBLIC.get(job["status"], "failed"), job) if job else ("failed", None)
 
 
-def queue_figures(ctx: Ctx, job: dict | None) -> dict:
-    depth, ahead = store.queue_ahead(ctx.db, job["created_at"] if job else None)
-    per_job = max(1, store.avg_seconds(ctx.db, ctx.user_id, "video"))
-    return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}
 
 
 async def finalize_job(ctx: Ctx) -> Response:
-    row = _job(ctx, ("video",))
+    row = job_row(ctx, ("video",))
     if row["status"] != "uploading":
         raise RCError(409, "This job was already finalized")
     got = store.uploads_of(ctx.db, row["id"])
@@ -174,7 +154,7 @@ async def finalize_job(ctx: Ctx) -> Response:
                                    kind="video", request=settings, reserve=price, charge=price,
                                    payload={"settings": settings, "first_path": got["input_main"]["path"],
                                             "last_path": (got.get("last_frame") or {}).get("path")}), price)
-    return ok({"job_id": row["id"], "status": "pending", "tokens_used": price, **queue_figures(ctx, job)})
+    return ok({"job_id": row["id"], "status": "pending", "tokens_used": price, **queue_figures(ctx, job, "video")})
 
 
 def _submit(ctx: Ctx, row: dict, new: NewJob, price: int) -> dict:
@@ -219,13 +199,13 @@ async def convert(ctx: Ctx) -> Response:
 
 
 async def status(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx, ("video", "convert"))
     state, job = public_state(ctx, row)
     data: dict = {"job_id": row["id"], "status": state, "status_detail": DETAIL[state]}
     if row["kind"] == "convert":
         data["format"] = row["params"].get("format", "gif")
     if state in ("pending", "processing"):
-        data.update({k: v for k, v in queue_figures(ctx, job).items() if k != "queue_position"})
+        data.update({k: v for k, v in queue_figures(ctx, job, "video").items() if k != "queue_position"})
         if job and state == "processing":
             data["progress"] = round(float(job.get("progress") or 0) * 100)
     elif state == "completed":
@@ -257,7 +237,7 @@ def video_settings(params: dict) -> dict:
 
 
 async def cancel(ctx: Ctx) -> Response:
-    row = _job(ctx)
+    row = job_row(ctx, ("video", "convert"))
     state, _ = public_state(ctx, row)
     if state == "uploading" and store.set_status_if(ctx.db, row["id"], "uploading", status="canceled",
                                                      completed_at=now_iso()):
