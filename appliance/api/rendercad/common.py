@@ -16,6 +16,7 @@ from appliance.errors import ApplianceError, Unauthorized
 from appliance.services.jobs import JobService
 from appliance.store import rendercad as store
 from appliance.store import users
+from appliance.store.db import now_iso
 
 SCOPE_RANK = {"read-only": 0, "render-only": 1, "full-access": 2}
 SCOPE_WORDS = {"read-only": "read-only or higher", "render-only": "render-only or full-access",
@@ -208,3 +209,15 @@ def queue_figures(ctx: Ctx, job: dict | None, kind: str) -> dict:
     depth, ahead = store.queue_ahead(ctx.db, job["created_at"] if job else None)
     per_job = max(1, store.avg_seconds(ctx.db, ctx.user_id, kind))
     return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}
+
+
+def cancel_row(ctx: Ctx, row: dict) -> Response:
+    """Cancel as both render.php and video.php define it: an uploading job at once, a pending one through the
+    core (refunded there); anything later is a 409 with no refund."""
+    state, _ = public_state(ctx, row)
+    if state == "uploading" and store.set_status_if(ctx.db, row["id"], "uploading", status="canceled",
+                                                     completed_at=now_iso()):
+        return ok({"job_id": row["id"], "status": "canceled"})
+    if state != "pending" or not ctx.service.cancel(row["id"]):
+        raise RCError(409, f"Only pending jobs can be canceled; this job is {public_state(ctx, row)[0]}")
+    return ok({"job_id": row["id"], "status": "canceled"})

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from litestar import Response
 
 from appliance.api.rendercad import uploads, webhooks
-from appliance.api.rendercad.common import Action, Ctx, RCError, job_row, ok, public_state, queue_figures
+from appliance.api.rendercad.common import Action, Ctx, RCError, cancel_row, job_row, ok, public_state, queue_figures
 from appliance.errors import InsufficientCredits
 from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import image_video
@@ -237,14 +237,7 @@ def video_settings(params: dict) -> dict:
 
 
 async def cancel(ctx: Ctx) -> Response:
-    row = job_row(ctx, ("video", "convert"))
-    state, _ = public_state(ctx, row)
-    if state == "uploading" and store.set_status_if(ctx.db, row["id"], "uploading", status="canceled",
-                                                     completed_at=now_iso()):
-        return ok({"job_id": row["id"], "status": "canceled"})
-    if state != "pending" or not ctx.service.cancel(row["id"]):
-        raise RCError(409, f"Only pending jobs can be canceled; this job is {public_state(ctx, row)[0]}")
-    return ok({"job_id": row["id"], "status": "canceled"})
+    return cancel_row(ctx, job_row(ctx, ("video", "convert")))
 
 
 ACTIONS = {
