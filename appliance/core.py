@@ -41,7 +41,7 @@ class Core:
         self.db = open_db(settings.db_path)
         self.store = Store(settings.data_dir)
         self.hub = Hub()
-        self.capacity = measure(settings)
+        self.capacity = measure(settings, gpus=settings.executor == "local")  # dask: the workers' GPUs
         self.executor: LocalExecutor | DaskExecutor
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
                                       verify=verify, start_timeout_s=settings.task_start_timeout_s,

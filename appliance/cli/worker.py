@@ -2,13 +2,17 @@
 
 It becomes ``dask worker ADDR --preload appliance.runtime.executors.dask_worker`` (exec'd: signals and exit
 status are the worker's own) with the resources the appliance asks for — ``CPU`` (physical cores or
-cpu_slots), ``MEM`` (MB: memory_mb, or total memory minus memory_reserve_mb), ``GPU`` and ``NVENC`` when there
-are any — measured here unless ``--resources`` says otherwise. Tasks run in this machine's sandbox, with this
-machine's config (``--config``); the worker never sees the appliance's database.
+cpu_slots), ``MEM`` (MB: memory_mb, or total memory minus memory_reserve_mb), ``GPU`` (compute slots over this
+machine's GPUs) and ``NVENC`` (probed encoder sessions) when there are any — measured here unless
+``--resources`` says otherwise. The GPUs measured are handed to the worker (``$APPLIANCE_WORKER_GPUS``), which
+tells the appliance, so the probe runs once. Tasks run in this machine's sandbox, with this machine's config
+(``--config``; ``launcher_socket`` for a worker that runs unprivileged); the worker never sees the appliance's
+database.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,16 +39,17 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(func=cmd_worker)
 
 
-def measured_resources(s: settings_mod.Settings) -> dict[str, float]:
+def measured_resources(s: settings_mod.Settings) -> tuple[dict[str, float], list[dict]]:
+    """(what the worker offers, its GPUs as measured)."""
     from appliance.runtime.resources import measure
 
     capacity = measure(s)
     offered: dict[str, float] = {"CPU": capacity.cpu, "MEM": capacity.mem_mb}
-    if capacity.gpu:
-        offered["GPU"] = capacity.gpu
+    if capacity.gpu_slots:
+        offered["GPU"] = capacity.gpu_slots
     if capacity.nvenc:
         offered["NVENC"] = capacity.nvenc
-    return offered
+    return offered, [g.as_json() for g in capacity.gpus]
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -75,11 +80,20 @@ def worker_argv(args: argparse.Namespace, offered: dict[str, float]) -> list[str
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from appliance.runtime.executors.dask_worker import GPUS_ENV
+
     s = settings_mod.load(args.config)
-    offered = parse_resources(args.resources) if args.resources else measured_resources(s)
+    env = dict(os.environ)
+    if args.resources:
+        offered = parse_resources(args.resources)  # the worker measures its GPUs if the appliance asks
+    else:
+        offered, gpus = measured_resources(s)
+        env[GPUS_ENV] = json.dumps(gpus)
+        for gpu in gpus:
+            print(f"appliance worker: GPU {gpu['index']} {gpu['name']}: {gpu['computeSlots']} compute slot(s), "
+                  f"NVENC {gpu['nvencSessions']} ({gpu['nvencReason']})", flush=True)
     if "CPU" not in offered or "MEM" not in offered:
         raise SystemExit("appliance worker: --resources must offer CPU and MEM (every task asks for both)")
-    env = dict(os.environ)
     if args.config:
         env["APPLIANCE_WORKER_CONFIG"] = str(Path(args.config).resolve())
     if args.worker_dir:

@@ -35,17 +35,36 @@ class Gpu:
     # How each figure was found: "probed", "probe failed: <first stderr line>", "config", …
     nvenc_reason: str = "not probed"
     nvdec_reason: str = "not probed"
+    # A GPU of a Dask worker (executor = "dask"): the worker's address and the GPU's index there. ``index`` is
+    # then the appliance's own number for it, unique across the cluster; "" / None: a GPU of this machine.
+    worker: str = ""
+    local_index: int | None = None
+
+    @property
+    def device(self) -> int:
+        """The index the GPU has on the machine it is in (what CUDA_VISIBLE_DEVICES and /dev/nvidiaN name)."""
+        return self.index if self.local_index is None else self.local_index
 
     def describe(self) -> str:
         """One line for `appliance doctor`, e.g. "GPU 0 NVIDIA H200: NVENC 0 (h264_nvenc failed: …)"."""
-        return (f"GPU {self.index} {self.name}: {self.memory_mb} MB, {self.compute_slots} compute slot(s), "
+        where = f" (GPU {self.device} of worker {self.worker})" if self.worker else ""
+        return (f"GPU {self.index}{where} {self.name}: {self.memory_mb} MB, {self.compute_slots} compute slot(s), "
                 f"NVENC {self.nvenc_sessions} ({self.nvenc_reason}), NVDEC {'yes' if self.nvdec else 'no'} "
                 f"({self.nvdec_reason})")
 
     def as_json(self) -> dict:
-        return {"index": self.index, "name": self.name, "memoryMb": self.memory_mb,
-                "computeSlots": self.compute_slots, "nvencSessions": self.nvenc_sessions,
-                "nvencReason": self.nvenc_reason, "nvdec": self.nvdec, "nvdecReason": self.nvdec_reason}
+        found = {"index": self.index, "name": self.name, "memoryMb": self.memory_mb,
+                 "computeSlots": self.compute_slots, "nvencSessions": self.nvenc_sessions,
+                 "nvencReason": self.nvenc_reason, "nvdec": self.nvdec, "nvdecReason": self.nvdec_reason}
+        return {**found, "worker": self.worker, "localIndex": self.device} if self.worker else found
+
+    @classmethod
+    def from_json(cls, data: dict) -> Gpu:
+        """A GPU as ``as_json`` wrote it (a Dask worker's inventory, sent to the appliance)."""
+        return cls(index=int(data["index"]), name=str(data["name"]), memory_mb=int(data["memoryMb"]),
+                   nvenc_sessions=int(data["nvencSessions"]), nvdec=bool(data["nvdec"]),
+                   compute_slots=int(data["computeSlots"]), nvenc_reason=str(data["nvencReason"]),
+                   nvdec_reason=str(data["nvdecReason"]))
 
 
 @dataclass(frozen=True)
@@ -196,17 +215,23 @@ def _override(gpu: Gpu, values: dict[str, int]) -> Gpu:
     return replace(gpu, **changes)
 
 
-def measure(settings: Settings) -> Capacity:
+def measure(settings: Settings, *, gpus: bool = True) -> Capacity:
+    """This machine's capacity; ``gpus=False`` skips GPU detection (an appliance whose tasks run on a Dask
+    cluster grants the workers' GPUs, never its own)."""
     cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
     cpu = float(settings.cpu_slots or cores)
     total_mb = psutil.virtual_memory().total // (1024 * 1024)
     mem = settings.memory_mb or max(256, total_mb - settings.memory_reserve_mb)
+    return Capacity(cpu=cpu, mem_mb=int(mem), gpus=measure_gpus(settings) if gpus else ())
+
+
+def measure_gpus(settings: Settings) -> tuple[Gpu, ...]:
+    """The GPUs nvidia-smi lists, probed (NVENC, NVDEC), limited by ``gpus`` and overridden by ``gpu_overrides``."""
     gpus = detect_gpus()
     if settings.gpus >= 0:
         gpus = gpus[: settings.gpus]
     overrides = parse_overrides(settings.gpu_overrides)
-    gpus = tuple(_override(probe_gpu(g, settings), overrides.get(g.index, {})) for g in gpus)
-    return Capacity(cpu=cpu, mem_mb=int(mem), gpus=gpus)
+    return tuple(_override(probe_gpu(g, settings), overrides.get(g.index, {})) for g in gpus)
 
 
 # ---- handing out GPU slots ------------------------------------------------------------------------------------
@@ -232,6 +257,14 @@ class GpuPool:
         self._nvenc = {g.index: 0 for g in gpus}
         self._grants: dict[str, Grant] = {}
         self._lock = threading.Lock()
+
+    def update(self, gpus: tuple[Gpu, ...]) -> None:
+        """The GPUs changed (Dask workers joined or left): what running tasks hold on the GPUs that remain stays
+        counted; a GPU that left takes its counts along (its tasks are lost with their worker)."""
+        with self._lock:
+            self.gpus = {g.index: g for g in gpus}
+            self._compute = {i: self._compute.get(i, 0) for i in self.gpus}
+            self._nvenc = {i: self._nvenc.get(i, 0) for i in self.gpus}
 
     def free_compute(self) -> int:
         return sum(self.gpus[i].compute_slots - used for i, used in self._compute.items())
@@ -267,7 +300,7 @@ class GpuPool:
     def release(self, task_id: str) -> None:
         with self._lock:
             grant = self._grants.pop(task_id, None)
-            if grant is None or grant.gpu is None:
+            if grant is None or grant.gpu not in self.gpus:  # no GPU, or one that has left since
                 return
             if grant.compute:
                 self._compute[grant.gpu] -= 1

@@ -114,8 +114,7 @@ class Scheduler:
             if task["max_parallel"] and per_job[task["job_id"]] >= task["max_parallel"]:
                 continue
             if _gpu_need(task) > self.capacity.gpu_slots:  # would wait forever, and its reservation stall all
-                self._task_failed(task, "this task needs a GPU and the appliance has none to grant (no GPU "
-                                        "found, or the gpus / gpu_compute_slots settings allow none)")
+                self._task_failed(task, NO_GPU_DASK if self.settings.executor == "dask" else NO_GPU)
                 continue
             if not self.fits(task, used):
                 _add(used, task)  # the reservation: nothing later may take this task's share
@@ -163,7 +162,7 @@ class Scheduler:
                                     optional_compute=task["renderer"] in GPU_OPTIONAL)
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
                         inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]),
-                        gpu=grant.gpu, nvenc=grant.nvenc)
+                        gpu=grant.gpu, nvenc=grant.nvenc, gpu_compute=grant.compute)
         entry: dict = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None,
                        "gpu_slots": int(grant.compute)}
         self._running[task["id"]] = entry  # counts against capacity from now on
@@ -421,6 +420,10 @@ class Scheduler:
 
 
 THREAD_SHARING_RENDERERS = frozenset({"movie.scene"})
+NO_GPU = ("this task needs a GPU and the appliance has none to grant (no GPU found, or the gpus / "
+          "gpu_compute_slots settings allow none)")
+NO_GPU_DASK = ("this task needs a GPU and no worker of the Dask cluster offers one (start a worker on a GPU "
+               "machine with `appliance worker`, which declares the GPU resource it measured)")
 
 
 def scene_thread_budget(cores: int, running: int, waiting: int) -> int:

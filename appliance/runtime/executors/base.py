@@ -28,6 +28,7 @@ class TaskSpec:
     mem_mb: int = 0  # the task's memory request, as admitted (a remote engine asks its workers for it)
     gpu: int | None = None  # the GPU granted by the scheduler (its nvidia-smi index); None: no GPU
     nvenc: bool = False  # one NVENC session on that GPU is this task's
+    gpu_compute: bool = False  # one compute slot of that GPU is this task's (else the grant is for NVENC only)
 
     @property
     def key(self) -> str:

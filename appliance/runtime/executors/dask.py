@@ -18,7 +18,12 @@ the only writer of SQLite, the queue, the credits, the API — and this executor
 - A worker that leaves the cluster while one of our attempts runs there (the scheduler's ``remove-worker``
   event) ends that attempt with ``{"ok": false, "retry": true}``: the scheduler re-queues the task under a new
   attempt and key while ``max_attempts`` allows, as after a crash of the appliance itself.
-- Capacity follows the cluster: the sum of the workers' CPU and MEM, refreshed as workers join and leave.
+- Capacity follows the cluster: the sum of the workers' CPU and MEM, refreshed as workers join and leave, and
+  the GPUs of the workers that offer ``GPU``/``NVENC`` (each worker's own inventory, ``dask_worker.gpus``,
+  trimmed to what it declared). The appliance grants those GPUs with the same ``GpuPool`` as its own, each
+  under a cluster-wide number; an attempt granted one is pinned to that GPU's worker (``workers=[address]``)
+  and carries the GPU's index there, so the worker needs no pool of its own and a grant never lands on a
+  machine without that GPU.
 """
 from __future__ import annotations
 
@@ -40,7 +45,9 @@ from appliance.runtime.artifacts import safe_name
 from appliance.runtime.executors import dask_worker
 from appliance.runtime.executors.base import OnMessage, TaskSpec
 from appliance.runtime.executors.local import LocalExecutor, Verifier
+from appliance.runtime.resources import Gpu
 from appliance.settings import Settings, SettingsError
+from renderers.registry import GPU_OPTIONAL
 
 if TYPE_CHECKING:
     from appliance.core import Core
@@ -57,6 +64,7 @@ class DaskHandle:
         self.task_id, self.pid = spec.task_id, 0
         self.spec, self.on_message = spec, on_message
         self.worker: str | None = None  # the worker's address, once it reported the start
+        self.pinned: str | None = None  # the worker whose GPU it was granted: it runs there or nowhere
         self.future: Any = None
         self.reason: str | None = None  # why it was killed, when it was
         self.ended = False  # the exit message was delivered: nothing more is passed on
@@ -85,7 +93,10 @@ class DaskExecutor:
         self._handles: dict[str, DaskHandle] = {}  # key -> handle
         self._lock = threading.Lock()
         self._mechanism = sandbox.FULL
-        self.on_capacity: Callable[[float, int], None] | None = None  # (cpu, mem_mb) of the cluster
+        self.on_capacity: Callable[[float, int, tuple[Gpu, ...]], None] | None = None  # (cpu, mem_mb, gpus)
+        self.gpus: dict[int, Gpu] = {}  # the cluster's GPUs by the appliance's number for them
+        self._gpu_numbers: dict[tuple[str, int], int] = {}  # (worker, its GPU index) -> number; never reused
+        self._inventories: dict[str, tuple[Gpu, ...]] = {}  # worker -> its GPUs as it reported them
         self._refresh = threading.Event()
         self._stopping = threading.Event()
 
@@ -120,6 +131,7 @@ class DaskExecutor:
         if mechanisms:
             self._mechanism = mechanisms.pop() if len(mechanisms) == 1 else (
                 f"mixed across workers: {'; '.join(sorted(str(m) for m in mechanisms))}")
+        self._read_capacity()  # before the scheduler admits anything: a queued GPU task must see the GPUs
         threading.Thread(target=self._capacity_loop, name="dask-capacity", daemon=True).start()
 
     def stop(self) -> None:
@@ -138,13 +150,29 @@ class DaskExecutor:
         handle = DaskHandle(self, spec, on_message)
         payload = {"key": spec.key, "owner": self.owner, "task_id": spec.task_id, "renderer": spec.renderer,
                    "input": spec.input, "limits": asdict(spec.limits), "attempt": spec.attempt}
+        spec, placement = self._place(spec, payload)
+        handle.pinned = placement.get("workers", [None])[0]
         inputs = self._ship(spec)
         with self._lock:
             self._handles[spec.key] = handle
         handle.future = self.client.submit(dask_worker.run_task, payload, inputs, key=spec.key, pure=False,
-                                           resources=resources_for(spec))
+                                           resources=resources_for(spec), **placement)
         handle.future.add_done_callback(lambda future: self._on_done(handle, future))
         return handle
+
+    def _place(self, spec: TaskSpec, payload: dict) -> tuple[TaskSpec, dict]:
+        """A GPU grant names a cluster GPU: the attempt goes to its worker, with the GPU's index there in the
+        payload. A GPU that has left since the grant: a task that needs one cannot start; one that could only
+        use one (NVENC, an optional GPU path) runs without."""
+        if spec.gpu is None:
+            return spec, {}
+        gpu = self.gpus.get(spec.gpu)
+        if gpu is None:
+            if spec.gpu_compute and spec.renderer not in GPU_OPTIONAL:
+                raise RuntimeError(f"the GPU granted (cluster GPU {spec.gpu}) left the cluster with its worker")
+            return dataclasses.replace(spec, gpu=None, nvenc=False, gpu_compute=False), {}
+        payload.update(gpu=gpu.device, nvenc=spec.nvenc, gpu_compute=spec.gpu_compute)
+        return spec, {"workers": [gpu.worker], "allow_other_workers": False}
 
     def _ship(self, spec: TaskSpec) -> dict[str, Any]:
         """The input files as bytes. Small inputs travel inside the task (held by the scheduler, so no worker's
@@ -225,8 +253,9 @@ class DaskExecutor:
             # Ours that ran there, or were handed to it (the start report may have died with the worker; with
             # Dask's queuing a task reaches a worker only when a thread there is free to run it).
             gone, assigned = msg.get("worker"), set(msg.get("processing-tasks") or ())
-            with self._lock:
-                lost = [h for h in self._handles.values() if h.worker == gone or h.spec.key in assigned]
+            with self._lock:  # and those pinned to it (a GPU grant), which could now run nowhere
+                lost = [h for h in self._handles.values()
+                        if gone in (h.worker, h.pinned) or h.spec.key in assigned]
             for handle in lost:
                 threading.Thread(target=self._lost, args=(handle, gone), daemon=True).start()
 
@@ -309,32 +338,65 @@ class DaskExecutor:
     # ---- capacity -------------------------------------------------------------------------------------------
     def _capacity_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                cpu, mem = self.cluster_resources()
-                if self.on_capacity is not None:
-                    self.on_capacity(float(self._overrides[0] or cpu), int(self._overrides[1] or mem))
-            except Exception as exc:  # noqa: BLE001 - the next refresh tries again
-                log.warning("could not read the cluster's capacity: %s", one_line(exc))
             self._refresh.wait(CAPACITY_REFRESH_S)
             self._refresh.clear()
+            self._read_capacity()
 
-    def cluster_resources(self) -> tuple[float, int]:
-        """Sum of CPU and MEM the workers declared."""
+    def _read_capacity(self) -> None:
+        try:
+            cpu, mem, gpus = self.cluster_resources()
+            if self.on_capacity is not None:
+                self.on_capacity(float(self._overrides[0] or cpu), int(self._overrides[1] or mem), gpus)
+        except Exception as exc:  # noqa: BLE001 - the next refresh tries again
+            log.warning("could not read the cluster's capacity: %s", one_line(exc))
+
+    def cluster_resources(self) -> tuple[float, int, tuple[Gpu, ...]]:
+        """Sum of CPU and MEM the workers declared, and the GPUs of those that declared GPU or NVENC."""
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        cpu = sum(float(w.get("resources", {}).get("CPU", 0)) for w in workers.values())
-        mem = sum(int(w.get("resources", {}).get("MEM", 0)) for w in workers.values())
-        return cpu, mem
+        declared = {address: w.get("resources", {}) for address, w in workers.items()}
+        cpu = sum(float(r.get("CPU", 0)) for r in declared.values())
+        mem = sum(int(r.get("MEM", 0)) for r in declared.values())
+        with_gpus = sorted(a for a, r in declared.items() if r.get("GPU", 0) > 0 or r.get("NVENC", 0) > 0)
+        unknown = [a for a in with_gpus if a not in self._inventories]
+        if unknown:
+            answers = self.client.run(dask_worker.gpus, workers=unknown, on_error="return")
+            for address, listed in answers.items():
+                if isinstance(listed, list):  # else: the worker failed to say; asked again on the next refresh
+                    self._inventories[address] = tuple(Gpu.from_json(g) for g in listed)
+        for address in set(self._inventories) - set(with_gpus):
+            del self._inventories[address]
+        gpus = cluster_gpus({a: declared[a] for a in with_gpus if a in self._inventories}, self._inventories,
+                            self._gpu_numbers)
+        self.gpus = {g.index: g for g in gpus}
+        return cpu, mem, gpus
 
 
 def resources_for(spec: TaskSpec) -> dict[str, float]:
-    """What the attempt asks of a worker: its CPU share and memory, and a GPU / an NVENC session when the
-    scheduler granted one. (In dask mode the appliance counts no GPUs, so it grants none: see follow_capacity.)"""
+    """What the attempt asks of a worker: its CPU share and memory, and a GPU compute slot / an NVENC session
+    when the scheduler granted one (Dask then also holds the worker to what it declared)."""
     wanted = {"CPU": spec.limits.cpu, "MEM": float(spec.mem_mb or spec.limits.mem_mb)}
-    if getattr(spec, "gpu", None) is not None:
+    if spec.gpu is not None and spec.gpu_compute:
         wanted["GPU"] = 1.0
-        if getattr(spec, "nvenc", False):
-            wanted["NVENC"] = 1.0
+    if spec.gpu is not None and spec.nvenc:
+        wanted["NVENC"] = 1.0
     return wanted
+
+
+def cluster_gpus(declared: dict[str, dict], inventories: dict[str, tuple[Gpu, ...]],
+                 numbers: dict[tuple[str, int], int]) -> tuple[Gpu, ...]:
+    """The workers' GPUs under the appliance's numbers, each worker's trimmed to the ``GPU`` (compute slots)
+    and ``NVENC`` (sessions) it declared: a worker offers no more than it said, and nothing it did not say.
+    ``numbers`` keeps each (worker, GPU) its number for as long as the appliance runs, new ones counting on."""
+    gpus = []
+    for address in sorted(declared):
+        compute, sessions = int(declared[address].get("GPU", 0)), int(declared[address].get("NVENC", 0))
+        for gpu in inventories.get(address, ()):
+            number = numbers.setdefault((address, gpu.index), len(numbers))
+            slots, nvenc = min(gpu.compute_slots, compute), min(gpu.nvenc_sessions, sessions)
+            compute, sessions = compute - slots, sessions - nvenc
+            gpus.append(dataclasses.replace(gpu, index=number, worker=address, local_index=gpu.index,
+                                            compute_slots=slots, nvenc_sessions=nvenc))
+    return tuple(gpus)
 
 
 def _deliver(handle: DaskHandle, message: dict) -> None:
@@ -344,19 +406,20 @@ def _deliver(handle: DaskHandle, message: dict) -> None:
         log.exception("on_message failed for task %s", handle.task_id)
 
 
-def follow_capacity(core: Core, loop: asyncio.AbstractEventLoop) -> Callable[[float, int], None]:
-    """A callback for ``on_capacity``: the appliance admits tasks against the cluster's CPU and MEM (config's
-    cpu_slots/memory_mb still override), swapped in on the event loop where the scheduler reads it. GPUs are not
-    counted across the cluster: GPU tasks need the GPU grant model on the workers (not built)."""
-    def swap(cpu: float, mem_mb: int) -> None:
-        capacity = dataclasses.replace(core.capacity, cpu=cpu, mem_mb=mem_mb, gpus=())
+def follow_capacity(core: Core, loop: asyncio.AbstractEventLoop) -> Callable[[float, int, tuple[Gpu, ...]], None]:
+    """A callback for ``on_capacity``: the appliance admits tasks against the cluster's CPU, MEM (config's
+    cpu_slots/memory_mb still override) and GPUs, swapped in on the event loop where the scheduler reads them."""
+    def swap(cpu: float, mem_mb: int, gpus: tuple[Gpu, ...]) -> None:
+        if cpu <= 0 or mem_mb <= 0:  # a cluster without workers (yet) keeps the last CPU and MEM figures
+            cpu, mem_mb = core.capacity.cpu, core.capacity.mem_mb
+        capacity = dataclasses.replace(core.capacity, cpu=cpu, mem_mb=mem_mb, gpus=gpus)
         if capacity != core.capacity:
-            log.info("cluster capacity: %s CPU, %s MB", cpu, mem_mb)
+            log.info("cluster capacity: %s CPU, %s MB, %d GPU(s)", cpu, mem_mb, len(gpus))
+            core.scheduler.gpu_pool.update(gpus)
         core.capacity = core.scheduler.capacity = core.jobs.capacity = capacity
         core.scheduler.wake()
 
-    def on_capacity(cpu: float, mem_mb: int) -> None:
-        if cpu > 0 and mem_mb > 0:  # a cluster without workers (yet) keeps the last figures
-            loop.call_soon_threadsafe(swap, cpu, mem_mb)
+    def on_capacity(cpu: float, mem_mb: int, gpus: tuple[Gpu, ...]) -> None:
+        loop.call_soon_threadsafe(swap, cpu, mem_mb, gpus)
 
     return on_capacity
