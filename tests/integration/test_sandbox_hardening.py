@@ -292,3 +292,30 @@ def test_every_layer_is_listed_and_active_here():
                          capture_output=True, text=True, cwd=ROOT).stdout
     for name, _, _ in layers:
         assert any(line.startswith("OK") and name in line for line in out.splitlines()), out
+
+
+@root_only
+def test_the_uid_killer_kills_only_task_uids():
+    """The zygote's small helper that kills what a task's uid left running (zygote.UidKiller): every process of
+    a task uid dies, a uid below UID_BASE is refused (kill(-1) as nobody, let alone root, would reach others),
+    and with the helper gone the zygote still kills, the slow way."""
+    from appliance.runtime.executors.zygote import UidKiller
+
+    task_uid, nobody = sandbox.UID_BASE + 4242, 65534
+    procs = {uid: subprocess.Popen(["sleep", "600"], user=uid, group=65534, extra_groups=[], start_new_session=True)
+             for uid in (task_uid, nobody)}
+    killer = UidKiller()
+    try:
+        killer.kill_uid(nobody)
+        killer.kill_uid(task_uid)
+        assert procs[task_uid].wait(10) == -9
+        assert procs[nobody].poll() is None  # refused: not a task uid
+        again = subprocess.Popen(["sleep", "600"], user=task_uid, group=65534, extra_groups=[])
+        os.kill(killer.pid, 9)
+        os.waitpid(killer.pid, 0)
+        killer.kill_uid(task_uid)  # the helper is dead: the zygote's own kill_uid
+        assert again.wait(10) == -9
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
