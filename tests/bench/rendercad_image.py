@@ -1,6 +1,7 @@
 """`make bench` section `image`: RenderCAD image jobs through a real server.
 
-finalize_job → status completed (polled every 5 ms) for 1024² jobs (classic, 8 distinct uploads, median) and a
+finalize_job → completed (the job polled every 5 ms through the admin API: RenderCAD's own status endpoint
+allows 120 polls a minute) for 1024² jobs (classic, 8 distinct uploads, median) and a
 4096² pro job, against a plain Pillow open + resize + JPEG save of the same upload in the same run; the peak
 RSS of the 4K task's processes is sampled every 10 ms with psutil (the renderer's RSS includes the pages it
 shares with the warm worker it was forked from)."""
@@ -36,10 +37,10 @@ def _job(server: Server, auth: dict, data: bytes, **settings) -> float:
     httpx.put(url, content=data, headers={"Content-Type": "image/jpeg"}, timeout=60).raise_for_status()
     started = time.perf_counter()
     _post(server, auth, "finalize_job", {"job_id": job_id})
-    while True:
-        got = httpx.get(f"{server.url}{R}", params={"action": "status", "job_id": job_id}, headers=auth).json()
-        if got["status"] not in ("pending", "processing"):
-            assert got["status"] == "completed", got
+    while True:  # the admin API (no rate limit; RenderCAD's status allows 120 polls a minute): the same job
+        job = server.job(job_id)
+        if job["status"] not in ("queued", "running"):
+            assert job["status"] == "completed", job
             return time.perf_counter() - started
         time.sleep(0.005)
 
@@ -78,7 +79,8 @@ def bench_image(tmp: Path, line) -> None:
         server.cli("users", "create", "bench", "--credits", "100")
         auth = {"Authorization": f"Bearer {server.new_key('bench', 'rendercad')['key']}"}
         uploads = [photo(size=(960 + 16 * i, 720 + 8 * i)) for i in range(8)]
-        _job(server, auth, uploads[0], model="classic")  # the first job pays for the library and caches
+        # the first job pays for the library and caches; an upload of its own, so no measured job is a cache hit
+        _job(server, auth, photo(size=(800, 600)), model="classic")
         took = [_job(server, auth, data, model="classic") for data in uploads]
         pillow = statistics.median(_pillow(d, 1024) for d in uploads)
         line("RenderCAD 1024² job, finalize -> completed, median of 8 (goal <= 0.3 s)",
