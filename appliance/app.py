@@ -92,6 +92,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     core.jobs.listen("kodisc", kodisc.listener(core.jobs))
     core.jobs.listen("viralsync", viralsync.Webhooks(core.jobs))
     core.jobs.listen("rendercad", rendercad.listener(core.jobs))
+    core.jobs.on_retry("rendercad", rendercad.Retried(core.jobs))
     app = Litestar(
         route_handlers=[healthz, kodisc_output, viralsync_output, kodisc.router, viralsync.router, admin.router,
                         openapi.assets_router(), *rendercad.route_handlers, metrics.metrics_endpoint,

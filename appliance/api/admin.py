@@ -69,8 +69,7 @@ async def cancel_job(service: JobService, admin: str, job_id: str) -> Response:
 
 @post("/jobs/{job_id:str}/retry", status_code=202)
 async def retry_job(service: JobService, admin: str, job_id: str) -> Response:
-    job = service.retry(job_id, ids.viralsync_job_id() if service.get(job_id)["dialect"] != "kodisc"
-                        else ids.kodisc_job_id())
+    job = service.retry(job_id)
     return json_response({"id": job["id"], "status": job["status"]}, 202)
 
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlite_utils
 
@@ -20,11 +20,19 @@ from appliance.errors import Conflict, NotFound, Unavailable, one_line
 from appliance.runtime.scheduler import JobListener, Scheduler
 from appliance.services.pipelines import Pipeline
 from appliance.settings import Settings
-from appliance.store import events, jobs
+from appliance.store import events, ids, jobs
 from appliance.store.jobs import TaskDef
 
 log = logging.getLogger("appliance.jobs")
 TERMINAL = jobs.TERMINAL
+
+
+class RetryHook(Protocol):
+    """What a dialect with job records of its own does when the operator retries one of its jobs."""
+
+    def new_id(self, job: dict) -> str: ...
+
+    def cloned(self, old: dict, new: dict) -> None: ...
 
 
 @dataclass
@@ -57,6 +65,7 @@ class JobService:
         self.hub = scheduler.hub
         self.capacity = scheduler.capacity
         self._planning: set[asyncio.Task] = set()
+        self._retry_hooks: dict[str, RetryHook] = {}
 
     # ---- starting work ---------------------------------------------------------------------------------------
     def submit(self, new: NewJob) -> dict:
@@ -80,12 +89,19 @@ class JobService:
         self.scheduler.wake()
         return job
 
-    def retry(self, job_id: str, new_id: str) -> dict:
-        """A failed or cancelled job again, as a new job with the same tasks (the old one stays as it ended)."""
+    def retry(self, job_id: str) -> dict:
+        """A failed or cancelled job again, as a new job with the same tasks (the old one stays as it ended),
+        under an id of its dialect's shape; a dialect that keeps jobs of its own (RenderCAD) records the copy
+        there too (``on_retry``), so the job's owner sees it through their API."""
         job = self.get(job_id)
         if job["status"] not in ("failed", "cancelled"):
             raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
+        hook = self._retry_hooks.get(job["dialect"])
+        new_id = hook.new_id(job) if hook else ids.kodisc_job_id() if job["dialect"] == "kodisc" \
+            else ids.viralsync_job_id()
         copy = jobs.clone_job(self.db, job, new_id)
+        if hook:
+            hook.cloned(job, copy)
         if not jobs.tasks_of(self.db, new_id):
             self._plan_later(new_id)
         self.scheduler.wake()
@@ -145,6 +161,10 @@ class JobService:
 
     def events_since(self, job_id: str, after: int) -> list[dict]:
         return events.since(self.db, job_id, after)
+
+    def on_retry(self, dialect: str, hook: RetryHook) -> None:
+        """The dialect names a retried job and records it in its own tables (see ``retry``)."""
+        self._retry_hooks[dialect] = hook
 
     def listen(self, dialect: str, listener: JobListener) -> None:
         """The dialect hears each state change of its jobs (to send webhooks in its own shape)."""

@@ -105,6 +105,22 @@ def create_job(db: sqlite_utils.Database, job_id: str, user_id: str, key_id: str
     return get_job(db, job_id, user_id) or row
 
 
+def copy_job(db: sqlite_utils.Database, old_id: str, new_id: str, uploads: dict[str, str]) -> None:
+    """A retried job (the operator's retry of a failed or cancelled one): the same owner, key, kind, settings
+    and price, submitted now; ``uploads``: slot -> the copy's path (made by the caller)."""
+    row = one(db, "select * from rendercad_jobs where id = ?", (old_id,))
+    if row is None:
+        return
+    now = now_iso()
+    with transaction(db):
+        db.table("rendercad_jobs").insert({**row, "id": new_id, "status": "submitted", "error_message": None,
+                                           "created_at": now, "finalized_at": now, "completed_at": None,
+                                           "deleted_at": None})
+        for slot, got in uploads_of(db, old_id).items():
+            if slot in uploads:
+                db.table("rendercad_uploads").insert({**got, "job_id": new_id, "path": uploads[slot]})
+
+
 def get_job(db: sqlite_utils.Database, job_id: str, user_id: str) -> dict | None:
     row = one(db, "select * from rendercad_jobs where id = ? and user_id = ? and deleted_at is null",
               (job_id, user_id))

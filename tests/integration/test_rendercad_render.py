@@ -188,3 +188,18 @@ def test_cancel_a_pending_job_refunds(make_server):
     assert act(server, "status", job_id=job_id).json()["status"] == "canceled"
     usage = httpx.get(f"{server.url}/backend/auth.php?action=usage", headers=server.auth).json()
     assert usage["monthly_remaining"] == 10
+    # The operator retries it (admin API; the dashboard's retry is the same call): the copy is a RenderCAD job
+    # of its own, with a RenderCAD id, that the owner sees render and pays for once.
+    httpx.post(f"{server.url}/admin/jobs/{blocker}/cancel", headers=server.admin_headers(), timeout=10)
+    r = httpx.post(f"{server.url}/admin/jobs/{job_id}/retry", headers=server.admin_headers(), timeout=10)
+    assert r.status_code == 202, r.text
+    again = r.json()["id"]
+    assert again.startswith("render_") and len(again) == len(job_id) and again != job_id
+    done = wait(server, again)
+    assert done["status"] == "completed", done
+    assert fetch_image(server, done["output_url"]).shape == (1024, 1024, 3)
+    assert httpx.get(done["input_url"], timeout=10).content == photo()  # its own link to the upload
+    history = {row["job_id"]: row["status"] for row in act(server, "history", page="1", limit="10").json()["renders"]}
+    assert history == {job_id: "canceled", again: "completed"}, history
+    usage = httpx.get(f"{server.url}/backend/auth.php?action=usage", headers=server.auth).json()
+    assert usage["monthly_remaining"] == 10 - 2  # pro costs 2 tokens: charged once, for the copy

@@ -17,7 +17,7 @@ from appliance.delivery.httpfiles import serve_file
 from appliance.delivery.sse import DROPPED
 from appliance.errors import ApplianceError, Conflict, NotFound
 from appliance.services.jobs import JobService
-from appliance.store import ids, jobs, ledger, operators, users
+from appliance.store import jobs, ledger, operators, users
 
 MAX_LIVE = 100  # jobs one live stream follows (a page of the list)
 LIVE_MAX_S = 15.0  # the longest one live stream stays open (see _merged)
@@ -73,8 +73,7 @@ async def cancel(service: JobService, op: dict, job_id: str) -> Response:
 
 @post("/jobs/{job_id:str}/retry", status_code=202)
 async def retry(service: JobService, op: dict, job_id: str) -> Response:
-    new_id = ids.kodisc_job_id() if service.get(job_id)["dialect"] == "kodisc" else ids.viralsync_job_id()
-    return json_response({"id": service.retry(job_id, new_id)["id"]}, 202)
+    return json_response({"id": service.retry(job_id)["id"]}, 202)
 
 
 @delete("/jobs/{job_id:str}", status_code=200)

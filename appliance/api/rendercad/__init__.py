@@ -5,6 +5,7 @@ Contract: seed rendercad-api.txt; DECISIONS.md (RenderCAD). An image render is t
 PHP-style endpoints pick their handler with ``?action=`` (common.dispatch)."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from litestar import Request, Response, Router, get, route
@@ -98,9 +99,24 @@ def listener(service: JobService):
     return on_event
 
 
+class Retried:
+    """The operator retried a RenderCAD job (dashboard or admin API): the copy gets an id of RenderCAD's shape
+    for its kind and a rendercad_jobs row of its own (with its uploads), so the owner sees it in history and
+    status like any job they finalized. Without the row it ran unseen, and its price was charged all the same."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def new_id(self, job: dict) -> str:
+        return render.new_job_id() if job["id"].startswith("render_") else str(uuid.uuid4())
+
+    def cloned(self, old: dict, new: dict) -> None:
+        store.copy_job(self.service.db, old["id"], new["id"], uploads.link_all(self.service, old["id"], new["id"]))
+
+
 backend = Router(path="/backend", route_handlers=[auth_php, render_php, webhooks_php, discovery_php, video_php, upload,
                                                        serve_render, discovery.thumb],
                  exception_handlers=handlers_for(error_response), request_max_body_size=MAX_BODY)
 route_handlers: list[Router | HTTPRouteHandler] = [backend, asset, *pages.ROUTES]
 
-__all__ = ["error_response", "listener", "route_handlers"]
+__all__ = ["Retried", "error_response", "listener", "route_handlers"]

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from litestar import Request, Response
 
 from appliance.api.rendercad.common import RCError
+from appliance.runtime.artifacts import link_or_copy
 from appliance.services.jobs import JobService
 from appliance.store import rendercad as store
 
@@ -156,6 +157,21 @@ def copy_in(service: JobService, job_id: str, slot: str, source: Path) -> tuple[
     shutil.copyfile(source, partial)
     os.replace(partial, target)
     return {v: k for k, v in CONTENT_TYPES.items()}.get(suffix, "image/jpeg"), target
+
+
+def link_all(service: JobService, old_id: str, new_id: str) -> dict[str, str]:
+    """A retried job's uploads: hard links of the old job's files in a folder of its own (an upload is never
+    changed in place, and deleting either job leaves the other's intact); slot -> the new path."""
+    folder = upload_dir(service, new_id)
+    linked = {}
+    for slot, got in store.uploads_of(service.db, old_id).items():
+        source = Path(got["path"]) if got["path"] else None
+        if source is None or not source.is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        link_or_copy(source, folder / source.name)
+        linked[slot] = str(folder / source.name)
+    return linked
 
 
 def remove(service: JobService, job_id: str) -> None:
