@@ -35,12 +35,7 @@ def checks(settings: Settings) -> list[tuple[bool, str, str]]:
         result.append((True, "Manim", manim.__version__))
     except Exception as exc:  # noqa: BLE001 - any import failure is a doctor finding
         result.append((False, "Manim", f"cannot import ({exc}); run `make run` to install the venv"))
-    from appliance.runtime import sandbox
-
-    mech = sandbox.probe()
-    result.append(("rlimits only" not in mech, "sandbox", mech))
-    for name, active, detail in sandbox.layers():  # each layer active, or missing with its fix
-        result.append((active, f"- {name}:", detail))
+    result.extend(sandbox_lines(settings))
     cap = measure(settings)
     result.append((True, "capacity", f"{cap.cpu:g} CPU slots, {cap.mem_mb} MB for tasks, {cap.gpu} GPU(s)"
                                      f"{' (' + ', '.join(g.name for g in cap.gpus) + ')' if cap.gpus else ''}"))
@@ -51,6 +46,31 @@ def checks(settings: Settings) -> list[tuple[bool, str, str]]:
     result.append((ok, "free disk", f"{free} MB in {settings.data_dir}" + ("" if ok else
                    f" — below min_free_disk_mb={settings.min_free_disk_mb}: free space")))
     return result
+
+
+def sandbox_lines(settings: Settings) -> list[tuple[bool, str, str]]:
+    """The sandbox tasks get, and each layer. With ``launcher_socket`` (the service) tasks start in the root
+    launcher's zygote, so that is asked: probed here, as the unprivileged user, every layer would look missing."""
+    from appliance.runtime import sandbox
+
+    if not settings.launcher_socket:
+        mech, layers = sandbox.probe(), sandbox.layers()
+    else:
+        from appliance.runtime.executors.local import LocalExecutor
+
+        launcher = LocalExecutor(preload=(), launcher_socket=settings.launcher_socket)
+        try:
+            launcher.start()
+            mech, layers = launcher.mechanism, launcher.layers() or []
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused, or no zygote: the finding
+            return [(False, "sandbox", f"the launcher at {settings.launcher_socket} did not start a worker: {exc} "
+                     "(is appliance-launcher.service running, and is this the user it serves? "
+                     "run `sudo -u appliance appliance doctor`)")]
+        finally:
+            launcher.stop()
+        mech = f"{mech} (via the launcher at {settings.launcher_socket})"
+    lines = [("rlimits only" not in mech, "sandbox", mech)]
+    return lines + [(active, f"- {name}:", detail) for name, active, detail in layers]  # active, or missing + fix
 
 
 def gpu_lines(gpus: tuple[Gpu, ...]) -> list[tuple[bool, str, str]]:

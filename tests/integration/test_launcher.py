@@ -186,5 +186,23 @@ def test_only_the_appliance_uid_may_connect_and_workdirs_are_checked(split):
     assert os.stat("/etc").st_uid == etc_before.st_uid == 0 and os.stat("/etc").st_mode == etc_before.st_mode
 
 
+def test_doctor_asks_the_launcher_for_the_sandbox(split):
+    """Run as the service's user, doctor reports the sandbox the launcher gives tasks, layer by layer (probed
+    as that unprivileged user, every layer would look missing); a user the launcher refuses is told why."""
+    server, _launcher, sock, _log = split
+    env = {"HOME": str(server.data_dir), "APPLIANCE_MIN_FREE_DISK_MB": "1", "APPLIANCE_LAUNCHER_SOCKET": str(sock)}
+    doctor = run_as(NOBODY, PYTHON, "-m", "appliance.cli", "doctor", "--data-dir", str(server.data_dir), env=env)
+    lines = doctor.stdout.splitlines()
+    sandbox_line = next(line for line in lines if line.split()[1:2] == ["sandbox"])
+    assert sandbox_line.startswith("OK   sandbox    namespaces(") and f"via the launcher at {sock}" in sandbox_line
+    layers = [line for line in lines if line.split()[1:2] and line.split()[1] == "-"
+              and not line.split()[2].startswith("GPU")]
+    assert len(layers) >= 4 and all(line.startswith("OK ") for line in layers), doctor.stdout
+    refused = run_as(STRANGER, PYTHON, "-m", "appliance.cli", "doctor", "--data-dir", str(server.data_dir),
+                     env={**env, "HOME": "/tmp"})
+    assert f"refused: uid {STRANGER} may not use this launcher" in refused.stdout and refused.returncode == 1, \
+        refused.stdout + refused.stderr
+
+
 def stderr_tail(proc: subprocess.CompletedProcess) -> str:
     return proc.stderr[-2000:]

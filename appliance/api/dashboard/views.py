@@ -159,8 +159,12 @@ _layers: list | None = None
 
 
 async def sandbox_layers(core) -> list[dict]:
-    """Each sandbox layer, probed once per server (a fresh interpreter: off the event loop)."""
+    """Each sandbox layer: as the zygote probed it where tasks start (the root launcher's, under the service),
+    else (Dask: tasks start on the workers) probed once here in a fresh interpreter, off the event loop."""
     global _layers
+    probed = core.executor.layers() if hasattr(core.executor, "layers") else None
+    if probed is not None:
+        return [{"name": name, "active": active, "detail": detail} for name, active, detail in probed]
     if _layers is None:
         from appliance.runtime import sandbox  # the probe only; the dashboard starts nothing in runtime
 

@@ -286,6 +286,11 @@ class LocalExecutor:
         zygote = self._zygote
         return zygote.proc.pid if zygote is not None else None
 
+    def layers(self) -> list[tuple[str, bool, str]] | None:
+        """Each sandbox layer as the zygote probed it where tasks start (None before start())."""
+        found = self.ready.get("layers")
+        return None if found is None else [(str(name), bool(active), str(detail)) for name, active, detail in found]
+
     @property
     def mechanism(self) -> str:
         """The active sandbox; before start() what a start would get."""

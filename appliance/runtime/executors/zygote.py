@@ -16,7 +16,7 @@ workdir is checked before root acts on it and given back to that uid when the ta
 
 Requests: spawn {id, task_id, renderer, workdir, limits} with three fds; kill {pid} (a tracked worker only).
 
-Messages to the executor: ready {mechanism, preload_s, threads, preload_errors, pid}; spawned {id, pid, uid};
+Messages to the executor: ready {mechanism, preload_s, threads, preload_errors, pid, layers}; spawned {id, pid, uid};
 spawn_failed {id, error}; exited {pid, status, cpu_s, maxrss_kb, killed_by?} where killed_by is "memory" when
 the task's memory cgroup recorded an OOM kill.
 """
@@ -503,8 +503,12 @@ def main(argv: list[str]) -> None:
     if cgroups is not None:
         cgroups.sweep(os.getpid())
     threads = len(os.listdir("/proc/self/task"))  # forking is only safe while this stays 1
+    # each layer as probed here, where tasks start: under the service this is the root launcher's zygote, whereas
+    # a probe in the server (another, unprivileged uid) would find every layer missing
+    layers = sandbox.layers_here(config["extra_readonly"]) if config["sandbox"] else []
     sock.send(json.dumps({"type": "ready", "mechanism": mechanism, "preload_s": round(preload_s, 3),
-                          "threads": threads, "preload_errors": errors, "pid": os.getpid()}).encode())
+                          "threads": threads, "preload_errors": errors, "pid": os.getpid(),
+                          "layers": layers}).encode())
     if killer is not None and not isolated:  # no task uids to kill
         killer.close()
         killer = None
