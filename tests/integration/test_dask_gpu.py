@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from appliance.runtime import sandbox
+from appliance.runtime.executors.dask_worker import GPUS_ENV
 from tests.conftest import PYTHON, ROOT, Server
 from tests.integration.test_dask_executor import Cluster, tasks_of, until
 from tests.integration.test_gpu_scheduling import FAKE_SMI, X264_SEI, _codec, _most_at_once
@@ -124,6 +125,24 @@ def test_the_cluster_gpus_are_granted_on_their_own_worker(server, gpu_cluster):
         video = server.data_dir / "artifacts" / task["result"]["outputs"]["video.mp4"][:2] / \
             task["result"]["outputs"]["video.mp4"]
         assert _codec(video) == "h264/yuv420p" and X264_SEI in video.read_bytes()
+
+
+def test_a_worker_with_a_malformed_gpu_list_adds_its_cpu_and_no_gpu(server, gpu_cluster):
+    """A worker that declares a GPU but cannot list it (here: nonsense handed down by hand) is asked again on each
+    refresh; the cluster's other figures still follow the workers (before: one bad list froze them all)."""
+    before = httpx.get(server.url + "/healthz").json()["capacity"]
+    env = {**os.environ, GPUS_ENV: '[{"index": "zero"}]', "APPLIANCE_PRELOAD": "PIL"}
+    start_worker(gpu_cluster, "odd", gpu_cluster.root / "odd", env, resources="CPU=1,MEM=1000,GPU=1")
+    try:
+        until(lambda: httpx.get(server.url + "/healthz").json()["capacity"]["cpu"] == before["cpu"] + 1,
+              "the odd worker's CPU in the capacity", 60)
+        assert _gpus(server) == before["gpus"]
+        assert "did not list its GPUs" in (server.data_dir / "server.log").read_text()
+    finally:
+        proc, _ = gpu_cluster.workers.pop("odd")
+        proc.kill()
+        proc.wait()
+    until(lambda: httpx.get(server.url + "/healthz").json()["capacity"]["cpu"] == before["cpu"], "odd gone", 60)
 
 
 @pytest.mark.slow

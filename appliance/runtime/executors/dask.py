@@ -361,8 +361,10 @@ class DaskExecutor:
         if unknown:
             answers = self.client.run(dask_worker.gpus, workers=unknown, on_error="return")
             for address, listed in answers.items():
-                if isinstance(listed, list):  # else: the worker failed to say; asked again on the next refresh
+                try:  # a worker that fails to say (or says nonsense) is asked again on the next refresh
                     self._inventories[address] = tuple(Gpu.from_json(g) for g in listed)
+                except (TypeError, KeyError, ValueError) as exc:
+                    log.warning("worker %s did not list its GPUs: %s", address, one_line(exc))
         for address in set(self._inventories) - set(with_gpus):
             del self._inventories[address]
         gpus = cluster_gpus({a: declared[a] for a in with_gpus if a in self._inventories}, self._inventories,
