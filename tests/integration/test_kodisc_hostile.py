@@ -229,8 +229,11 @@ assert pipes, 'no pipe'
 
 
 def test_a_forged_result_on_the_worker_pipe_does_not_complete_the_job(kodisc):
+    # a result, and the worker's word that the task is over ("ended": the server would take in the outputs at
+    # once): on the renderer's side of the relay both are dropped, never passed on
     forge = FIND_PIPE + ("for fd in pipes:\n"
                          "    os.write(fd, b'{\"type\": \"result\", \"result\": {\"files\": {}, \"meta\": {}}}\\n')\n"
+                         "    os.write(fd, b'{\"type\": \"ended\", \"cpu_s\": 0, \"maxrss_kb\": 0}\\n')\n"
                          "os._exit(0)")
     job = poll(kodisc, submit(kodisc, request(scene(forge), "forged-result")), kodisc.auth)
     assert_failed(job, "forged-result", "worker exited with status 0 without a result",

@@ -66,6 +66,7 @@ class TaskHandle:
         self._spawn_error: str | None = None
         self._reason: str | None = None
         self._exit: dict | None = None  # the zygote's "exited" report, or {"lost": True}
+        self._ended: dict | None = None  # the worker's word that the task's processes are gone, with a result
         self._result: dict | None = None
         self._has_result = False
         self._error: str | None = None
@@ -77,8 +78,8 @@ class TaskHandle:
 
     def kill(self, reason: str = "cancelled") -> None:
         with self._lock:
-            if self._exit is not None or self._reason is not None or not self.pid:
-                return
+            if self._exit is not None or self._ended is not None or self._reason is not None or not self.pid:
+                return  # (after "ended" the worker may be reaped any moment: its pid is no longer ours to kill)
             self._reason = reason
             if self.remote_kill is not None:
                 self.remote_kill(self.pid)
@@ -133,7 +134,7 @@ def _pump(handle: TaskHandle, pipe_r: int) -> None:
     poller.register(handle._wake_r, select.POLLIN)
     wall = handle._spec.limits.wall_seconds
     deadline, buf, pipe_open = handle._started + wall, bytearray(), True
-    while handle._exit is None:
+    while handle._exit is None and handle._ended is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0 and handle._reason is None:
             handle.kill(f"timed out after {wall:g} s")
@@ -184,6 +185,19 @@ def _handle_line(handle: TaskHandle, raw: bytes) -> None:
         _progress(handle, message)
     elif kind == "log":
         _log_line(handle, str(message.get("text", ""))[:2000])
+    elif kind == "ended" and handle.remote_kill is None:
+        _ended(handle, message)
+
+
+def _ended(handle: TaskHandle, message: dict) -> None:
+    """The worker reaped the task's init after a result (zygote.Worker._all_gone_with_a_result): finish now."""
+    try:
+        report = {"status": 0, "cpu_s": float(message["cpu_s"]), "maxrss_kb": int(message["maxrss_kb"])}
+    except (KeyError, TypeError, ValueError):
+        return  # not the worker's word after all: wait for the zygote's report
+    with handle._lock:
+        if handle._exit is None:
+            handle._ended = report
 
 
 def _progress(handle: TaskHandle, message: dict) -> None:
@@ -213,7 +227,7 @@ def _log_line(handle: TaskHandle, text: str) -> None:
 
 
 def _final_message(handle: TaskHandle) -> dict:
-    report = handle._exit or {"lost": True}
+    report = handle._exit or handle._ended or {"lost": True}
     if handle._reason is not None:
         return _failure(handle._reason, report)
     if report.get("lost"):
