@@ -130,8 +130,8 @@ def test_each_task_gets_its_own_cgroup_with_its_limits_and_it_is_removed(executo
     handle, collector = spawn(executor, tmp_path / "w", "test.sleep", {"seconds": 2}, mem_mb=300, nproc=40, cpu=2.0)
     dirs = cgroups.dirs(f"appliance-{executor.zygote_pid}-{handle.pid}")
     procs = Path(dirs["" if cgroups.version == 2 else "memory"], "cgroup.procs")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not (procs.exists() and str(handle.pid) in procs.read_text().split()):
+    deadline = time.monotonic() + 5  # the task runs (its first progress): its limits were written before it
+    while time.monotonic() < deadline and not any(m["type"] == "progress" for m in collector.messages):
         time.sleep(0.01)
     assert str(handle.pid) in procs.read_text().split()  # the worker, and so everything the task starts
     if cgroups.version == 2:

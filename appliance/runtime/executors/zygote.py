@@ -137,6 +137,7 @@ class Zygote:
         self.unremoved: list[str] = []  # task cgroups a dying process still held when its worker was reaped
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
+        self.spare: Spare | None = None  # the next task's worker, forked and waiting (see Spare)
 
     # ---- serving ------------------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -146,6 +147,7 @@ class Zygote:
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ, "request")
         selector.register(self._wake_r, selectors.EVENT_READ, "child")
+        self._refill()
         while True:
             for key, _ in selector.select():
                 if key.data == "child":
@@ -197,20 +199,30 @@ class Zygote:
                 self._send({"type": "spawn_failed", "id": request["id"], "error": str(exc)})
                 return
             request = {**request, "expect": list(expect)}
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            self._send({"type": "spawn_failed", "id": request["id"], "error": one_line(exc)})
-            return
-        if pid == 0:
-            Worker(self, request).run(pipe_fd, log_fd, input_fd)
+        spare, self.spare = self.spare, None
+        pid = spare.pid if spare is not None and spare.hand_over(request, [pipe_fd, log_fd, input_fd]) else None
+        if pid is None:  # no spare (or it died): fork one now
+            _flush_std()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                self._send({"type": "spawn_failed", "id": request["id"], "error": one_line(exc)})
+                return
+            if pid == 0:
+                Worker(self, request).run(pipe_fd, log_fd, input_fd)
         uid = sandbox.task_uid(pid) if self.isolated else None
         self.tasks[pid] = uid
         if expect is not None:
             self.workdirs[pid] = (request["workdir"], expect)
         self._send({"type": "spawned", "id": request["id"], "pid": pid, "uid": uid})
+        self._refill()  # while the task starts on another core
+
+    def _refill(self) -> None:
+        if self.spare is None:
+            try:
+                self.spare = Spare(self)
+            except OSError:  # out of processes or memory: the next spawn forks for itself
+                self.spare = None
 
     def _reap(self) -> None:
         while True:
@@ -225,6 +237,11 @@ class Zygote:
     def _finish(self, pid: int) -> None:
         tracked = pid in self.tasks
         uid = self.tasks.pop(pid, None)
+        if not tracked and self.spare is not None and self.spare.pid == pid:  # a spare that died unused
+            self.spare.close()
+            self.spare = None
+            if self.cgroups is not None:
+                self.cgroups.remove(cgroup_name(self.pid, pid))
         if tracked:
             self._kill_leftovers(pid, uid)
         workdir = self.workdirs.pop(pid, None)
@@ -253,6 +270,15 @@ class Zygote:
             self.cgroups.kill(cgroup_name(self.pid, pid))  # and any the task's namespace did not take along
 
     def _shutdown(self) -> None:
+        if self.spare is not None:  # it sees end of file and exits at once
+            spare, self.spare = self.spare, None
+            spare.close()
+            try:
+                os.waitpid(spare.pid, 0)
+            except ChildProcessError:
+                pass
+            if self.cgroups is not None:
+                self.cgroups.remove(cgroup_name(self.pid, spare.pid))
         for pid, uid in list(self.tasks.items()):
             self._kill_leftovers(pid, uid)
         deadline = time.monotonic() + 5
@@ -265,8 +291,9 @@ class Worker:
     """The forked child (see appliance/runtime/sandbox/__init__.py for the three processes of a task):
     cgroup and sandbox as root, then the task's init and renderer, then the relay. ``os._exit``; never returns."""
 
-    def __init__(self, zygote: Zygote, request: dict) -> None:
+    def __init__(self, zygote: Zygote, request: dict, spare: bool = False, in_cgroup: bool = False) -> None:
         self.zygote, self.request = zygote, request
+        self.spare, self.in_cgroup = spare, in_cgroup  # what a spare did while it waited (see Spare)
         self.limits = Limits(**request["limits"])
         self.workdir = Path(request["workdir"])
         self.uid = sandbox.task_uid(os.getpid()) if zygote.isolated else None
@@ -292,11 +319,8 @@ class Worker:
             os._exit(code)
 
     def _detach(self, pipe_fd: int, log_fd: int, input_fd: int) -> None:
-        os.setsid()  # own process group: cancel and timeout kill the whole group
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not self.spare:  # a spare did this while it waited
+            own_session()
         devnull = os.open("/dev/null", os.O_RDONLY)
         for src, dst in ((devnull, 0), (log_fd, 1), (log_fd, 2)):
             os.dup2(src, dst)
@@ -312,12 +336,13 @@ class Worker:
         cgroups = self.zygote.cgroups
         if cgroups is not None:
             name = cgroup_name(self.zygote.pid, os.getpid())
-            cgroups.create(name, self.limits, sandbox.preloaded_mb())
+            if self.in_cgroup:  # a spare made and joined it while it waited: the limits, before anything runs
+                cgroups.limit(name, self.limits, sandbox.preloaded_mb())
+            else:
+                cgroups.create(name, self.limits, sandbox.preloaded_mb())
             self.oom_fd = os.open(cgroups.oom_counter(name), os.O_RDONLY | os.O_CLOEXEC)
-        try:  # the OOM killer picks from the task, never its supervisor (needs CAP_SYS_RESOURCE)
-            sandbox.set_oom_score_adj(-1000)
-        except OSError:
-            pass  # the renderer raises its own score instead
+        if not self.spare:
+            protect_from_oom_killer()
         if self.uid is not None:
             tmp_mb = min(self.limits.fsize_mb, self.limits.mem_mb)
             expect = self.request.get("expect")
@@ -463,6 +488,94 @@ def _device_env(request: dict) -> dict[str, str]:
     env = request.get("env")
     allowed = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "RENDER_NVENC")
     return {k: str(env[k]) for k in allowed if isinstance(env, dict) and k in env}
+
+
+class Spare:
+    """The next task's worker, forked ahead and waiting for its request on a socket of its own.
+
+    A task's start used to pay for the fork of the preloaded zygote (~6 ms) and for joining its cgroup (0.2 ms,
+    or ~14 ms when the kernel's cgroup lock waits for an RCU grace period); a spare does both while nothing
+    waits for it, and the zygote forks the next spare once it has handed a request over. While it waits it
+    holds nothing of the server's (the zygote's socket closed, no task fds) and dies with the zygote; its
+    limits are written on its cgroup when the request arrives, before any of the task's code runs.
+    """
+
+    def __init__(self, zygote: Zygote) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _flush_std()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        if self.pid == 0:
+            ours.close()
+            self._wait(zygote, theirs)
+        theirs.close()
+        self.sock = ours
+
+    @staticmethod
+    def _wait(zygote: Zygote, sock: socket.socket) -> NoReturn:
+        code = 0
+        try:
+            sandbox.set_parent_death_signal()  # a spare never outlives its zygote
+            own_session()
+            _close_fds_except({0, 1, 2, sock.fileno()})  # the zygote's socket above all
+            in_cgroup = Spare._prepare_cgroup(zygote)
+            protect_from_oom_killer()
+            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
+            sock.close()
+            if data and len(fds) == 3:
+                Worker(zygote, json.loads(data), spare=True, in_cgroup=in_cgroup).run(*fds)
+        except BaseException:
+            traceback.print_exc()
+            code = 70
+        finally:
+            os._exit(code)  # end of file (the zygote stops) or a broken handover: the zygote reaps us
+
+    @staticmethod
+    def _prepare_cgroup(zygote: Zygote) -> bool:
+        """Make and join the cgroup now; on failure the worker tries again for the task and reports why."""
+        if zygote.cgroups is None:
+            return False
+        name = cgroup_name(zygote.pid, os.getpid())
+        try:
+            zygote.cgroups.prepare(name)
+            return True
+        except OSError:
+            zygote.cgroups.remove(name)
+            return False
+
+    def hand_over(self, request: dict, fds: list[int]) -> bool:
+        """The request and the task's fds to the spare; False when it is gone (the caller forks instead)."""
+        try:
+            return socket.send_fds(self.sock, [json.dumps(request).encode()], fds) > 0
+        except OSError:
+            return False
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def own_session() -> None:
+    """Its own session and process group (cancel and timeout kill the whole group), the zygote's signal
+    handling undone."""
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def protect_from_oom_killer() -> None:
+    """The OOM killer picks from the task, never its supervisor (needs CAP_SYS_RESOURCE)."""
+    try:
+        sandbox.set_oom_score_adj(-1000)
+    except OSError:
+        pass  # the renderer raises its own score instead
 
 
 def cgroup_name(zygote_pid: int, worker_pid: int) -> str:

@@ -13,9 +13,11 @@ A task is three processes, all forked from the zygote (executors/zygote.py):
 - the renderer: rlimits, per-task uid, no capabilities, no_new_privs, a seccomp filter (seccomp.py); it runs
   the untrusted code and reaches the worker only through its own pipes.
 
-When the worker has been reaped, the zygote kills whatever still runs as the task uid (``kill_uid``) through a
-small helper it forked before preloading (zygote.UidKiller): a fork of the preloaded zygote per task end cost
-about 14 ms.
+The worker is forked ahead of its task (zygote.Spare): it takes its own session and joins its cgroup while it
+waits, and gets the task's limits when the request arrives, before any of the task's code runs. When the
+worker has been reaped, the zygote kills whatever still runs as the task uid (``kill_uid``) through a small
+helper it forked before preloading (zygote.UidKiller): a fork of the preloaded zygote per task end cost about
+14 ms.
 
 Fallback (not root, or namespaces refused): rlimits and seccomp only, and the mechanism string says so; the
 zygote refuses such tasks unless ``allow_unsandboxed`` (probe.untrusted_allowed).

@@ -115,11 +115,29 @@ class Cgroups:
     # ---- in the worker, as root ------------------------------------------------------------------------------
     def create(self, name: str, limits: Limits, preloaded_mb: int, join: bool = True) -> None:
         """Create the task's cgroup with its limits and move the calling process into it."""
+        for directory in self.dirs(name).values():
+            os.mkdir(directory, 0o755)
+        self.limit(name, limits, preloaded_mb)
+        if join:
+            self.join(name)
+
+    def prepare(self, name: str) -> None:
+        """Create the cgroup and move the calling process into it, limits to follow (``limit``) before the task
+        runs: a spare worker does this while it waits, because the move costs up to ~14 ms (an RCU grace
+        period of the kernel's cgroup lock) when it happens on a task's start."""
+        for directory in self.dirs(name).values():
+            os.mkdir(directory, 0o755)
+        self.join(name)
+
+    def join(self, name: str) -> None:
+        for directory in self.dirs(name).values():
+            _write(f"{directory}/cgroup.procs", str(os.getpid()))
+
+    def limit(self, name: str, limits: Limits, preloaded_mb: int) -> None:
+        """The task's limits on its cgroup: memory (children and tmpfs pages), pids, CPU weight."""
         memory = (limits.mem_mb + preloaded_mb + SLACK_MB) << 20
         pids = limits.nproc + 2  # the worker and the namespace's init come on top of the task's own
         dirs = self.dirs(name)
-        for directory in dirs.values():
-            os.mkdir(directory, 0o755)
         if self.version == 2:
             d = dirs[""]
             settings = [("memory.max", memory), ("pids.max", pids), ("memory.swap.max", 0),
@@ -138,8 +156,6 @@ class Cgroups:
                 if file in ("memory.max", "memory.limit_in_bytes") or file.endswith("pids.max"):
                     raise
                 # optional knobs (swap, oom.group, cpu) exist only where the kernel and its settings have them
-        for directory in dirs.values() if join else ():
-            _write(f"{directory}/cgroup.procs", str(os.getpid()))
 
     def oom_counter(self, name: str) -> str:
         """The file whose ``oom_kill N`` line counts the task's OOM kills."""
