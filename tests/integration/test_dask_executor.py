@@ -6,6 +6,7 @@ appears in the task's workdir on its worker: the tests decide when a task ends, 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,18 +102,24 @@ def cluster(tmp_path_factory):
         c.close()
 
 
-@pytest.fixture(scope="module")
-def dask_server(cluster, tmp_path_factory):
-    """One appliance for the module (starting one costs more than any test here); the restart test runs last."""
-    server = Server(tmp_path_factory.mktemp("appliance"), {
-        "APPLIANCE_EXECUTOR": "dask", "APPLIANCE_DASK_SCHEDULER": cluster.address, "APPLIANCE_PRELOAD": "numpy",
-        "APPLIANCE_MAX_ATTEMPTS": "2"})
+@contextlib.contextmanager
+def appliance_on(address: str, data_dir: Path, env: dict):
+    """A real appliance server with executor = "dask" on the cluster at ``address``, and a user ada."""
+    server = Server(data_dir, {"APPLIANCE_EXECUTOR": "dask", "APPLIANCE_DASK_SCHEDULER": address, **env})
     server.start()
     server.cli("users", "create", "ada")
     try:
         yield server
     finally:
         server.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def dask_server(cluster, tmp_path_factory):
+    """One appliance for the module (starting one costs more than any test here); the restart test runs last."""
+    with appliance_on(cluster.address, tmp_path_factory.mktemp("appliance"),
+                      {"APPLIANCE_PRELOAD": "numpy", "APPLIANCE_MAX_ATTEMPTS": "2"}) as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 
 from appliance.runtime import sandbox
 from appliance.runtime.executors.dask_worker import GPUS_ENV
-from tests.conftest import PYTHON, ROOT, Server
-from tests.integration.test_dask_executor import Cluster, tasks_of, until
+from tests.conftest import PYTHON, ROOT
+from tests.integration.test_dask_executor import Cluster, appliance_on, tasks_of, until
 from tests.integration.test_gpu_scheduling import FAKE_SMI, X264_SEI, _codec, _most_at_once
 from tests.integration.test_launcher import NOBODY, NOGROUP, status_ids
 from tests.unit.test_resources import FAKE_PROBE
@@ -82,14 +81,8 @@ def start_worker(cluster: Cluster, name: str, wdir: Path, env: dict, resources: 
 
 @pytest.fixture(scope="module")
 def server(gpu_cluster, tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("appliance"), {
-        "APPLIANCE_EXECUTOR": "dask", "APPLIANCE_DASK_SCHEDULER": gpu_cluster.address, "APPLIANCE_PRELOAD": "PIL"})
-    server.start()
-    server.cli("users", "create", "ada")
-    try:
-        yield server
-    finally:
-        server.stop(signal.SIGKILL)
+    with appliance_on(gpu_cluster.address, tmp_path_factory.mktemp("appliance"), {"APPLIANCE_PRELOAD": "PIL"}) as s:
+        yield s
 
 
 def _gpus(server) -> list[dict]:
