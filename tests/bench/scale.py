@@ -61,7 +61,11 @@ class _Cluster:
         for proc in reversed(self.procs):
             proc.terminate()
         for proc in self.procs:
-            proc.wait()
+            try:  # a Dask worker stopping as its scheduler does once hung in distributed's close (CancelledError)
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _run(root: Path, env: dict) -> dict:

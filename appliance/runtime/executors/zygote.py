@@ -240,8 +240,8 @@ class Zygote:
         if not tracked and self.spare is not None and self.spare.pid == pid:  # a spare that died unused
             self.spare.close()
             self.spare = None
-            if self.cgroups is not None:
-                self.cgroups.remove(cgroup_name(self.pid, pid))
+        if not tracked and self.cgroups is not None:  # a spare's (one that died unused, or at its handover)
+            self.cgroups.remove(cgroup_name(self.pid, pid))
         if tracked:
             self._kill_leftovers(pid, uid)
         workdir = self.workdirs.pop(pid, None)
