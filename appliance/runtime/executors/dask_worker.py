@@ -115,12 +115,13 @@ def local_executor() -> LocalExecutor:
 def local_gpus() -> tuple[Gpu, ...]:
     """This worker's GPUs: as ``appliance worker`` measured them, else measured here (once per process)."""
     global _gpus
-    with _lock:
-        if _gpus is None:
-            listed = os.environ.get(GPUS_ENV)
-            _gpus = (tuple(Gpu.from_json(g) for g in json.loads(listed)) if listed is not None
-                     else measure_gpus(worker_settings()))
-        return _gpus
+    if _gpus is None:  # measured outside _lock: a probe takes seconds, and cancels and stage-outs take _lock
+        listed = os.environ.get(GPUS_ENV)
+        found = (tuple(Gpu.from_json(g) for g in json.loads(listed)) if listed is not None
+                 else measure_gpus(worker_settings()))
+        with _lock:
+            _gpus = _gpus if _gpus is not None else found
+    return _gpus
 
 
 def granted(payload: dict) -> dict[str, Any]:
