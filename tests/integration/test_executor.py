@@ -110,6 +110,18 @@ def test_progress_arrives_in_order_before_the_single_exit(executor, tmp_path):
     assert {m["phase"] for m in collector.messages if m["type"] == "progress"} == {"sleeping"}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the early finish needs the task's PID namespace: root only")
+def test_a_result_finishes_on_the_workers_word_a_failure_on_the_zygotes_report(executor, tmp_path):
+    """After a result the worker says the task's processes are gone ("ended") and the handle finishes on that,
+    without waiting for the worker's reaping; a crash always waits for the zygote's report (the signal's cause)."""
+    handle, collector = spawn(executor, tmp_path / "ok", "test.noop")
+    assert collector.wait()["ok"] is True
+    assert handle._ended is not None and handle._ended["status"] == 0
+    handle, collector = spawn(executor, tmp_path / "crash", "test.crash", {"signal": "SIGSEGV"})
+    assert collector.wait()["error"] == "worker crashed (SIGSEGV)"
+    assert handle._ended is None and handle._exit is not None
+
+
 def test_death_by_signal_is_a_readable_crash(executor, tmp_path):
     result = run(executor, tmp_path / "w", "test.crash", {"signal": "SIGSEGV"})
     assert result == {"type": "exit", "ok": False, "error": "worker crashed (SIGSEGV)", "usage": result["usage"]}
