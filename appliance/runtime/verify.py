@@ -1,47 +1,64 @@
 """Nothing is published until it is what it claims to be.
 
-A renderer runs code that strangers send, so its result is a claim. Before an output becomes an artifact it is
-checked by content: every output its renderer must make is there; a video is decodable H.264 of the size and
-frame rate the task asked for; a thumbnail is a real JPEG; captions are WebVTT.
+A renderer runs code that strangers send, so its result is a claim. Each renderer declares the roles it makes and
+what each one is (``OUTPUTS``); a role it does not declare is dropped, never published. The outputs reach this
+module as the server's own copies (``runtime/intake.py`` took them by descriptor, never following a link), and
+each is checked by content, read through a file object with its container format forced: a video is decodable
+H.264 in MP4 of the size and frame rate the task asked for; a thumbnail is a real JPEG; captions are WebVTT. A
+forced format and a file object mean no protocol is ever opened: a playlist, a ``concat`` list or an external
+reference named ``video.mp4`` is not MP4 and fails.
 """
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
-from appliance.runtime.artifacts import safe_name
 from renderers.registry import REQUIRED_OUTPUTS
 
-ROLE_KINDS = {"video": "h264", "scene": "h264", "thumbnail": "jpeg", "captions": "webvtt", "render": "raster",
-              "gif": "gif"}
+# renderer -> role -> kind. Renderers not listed (the test renderers) keep every role, unchecked.
+OUTPUTS: dict[str, dict[str, str]] = {
+    "manim": {"video": "h264", "thumbnail": "jpeg", "captions": "webvtt", "image": "png"},
+    "manim.plan": {"plan": "json", "captions": "webvtt"},
+    "manim.range": {"video": "h264", "thumbnail": "jpeg"},
+    "manim.assemble": {"video": "h264", "thumbnail": "jpeg", "captions": "webvtt", "image": "png"},
+    "movie.scene": {"scene": "h264", "thumbnail": "jpeg"},
+    "movie.assemble": {"video": "h264", "thumbnail": "jpeg"},
+    "image.render": {"render": "raster"},
+    "image.video": {"video": "h264"},
+    "image.gif": {"gif": "gif"},
+}
+MAX_JSON = 1 << 20
 
 
-def verify(renderer: str, task_input: dict, files: dict, workdir: Path) -> str | None:
-    """None when every output is what it claims, else the reason (one line, shown on the failed job)."""
+def declared(renderer: str, files: dict[str, str]) -> dict[str, str]:
+    """The result's files under the roles its renderer makes; the rest are dropped (never taken or published)."""
+    roles = OUTPUTS.get(renderer)
+    return dict(files) if roles is None else {role: name for role, name in files.items() if role in roles}
+
+
+def verify(renderer: str, task_input: dict, files: dict[str, Path]) -> str | None:
+    """None when every output (role -> the server's copy) is what it claims, else the reason (one line)."""
     for role in REQUIRED_OUTPUTS.get(renderer, ()):
         if role not in files:
             return f"renderer result is missing its {role} output"
-    for role, name in files.items():
-        kind = ROLE_KINDS.get(role) if renderer in REQUIRED_OUTPUTS else None
+    for role, path in files.items():
+        kind = OUTPUTS.get(renderer, {}).get(role)
         if kind is None:
             continue
-        try:
-            path = workdir / safe_name(name)
-        except ValueError as exc:
-            return str(exc)
         try:
             problem = CHECKS[kind](path, task_input)
         except Exception as exc:  # noqa: BLE001 - any decoder error means "not what it claims"
             problem = f"cannot be read ({type(exc).__name__})"
         if problem:
-            return f"renderer output {name} is not a valid {kind} file: {problem}"
+            return f"renderer output {path.name} is not a valid {kind} file: {problem}"
     return None
 
 
 def _h264(path: Path, task_input: dict) -> str | None:
     import av  # imported on first use: the web app does not pay for it at start
 
-    with av.open(str(path)) as container:
+    with open(path, "rb") as handle, av.open(handle, format="mp4") as container:
         if not container.streams.video:
             return "no video stream"
         stream = container.streams.video[0]
@@ -62,7 +79,7 @@ def _h264(path: Path, task_input: dict) -> str | None:
 def _jpeg(path: Path, task_input: dict) -> str | None:
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(path, formats=["JPEG"]) as image:
         if image.format != "JPEG":
             return f"format {image.format}"
         image.load()
@@ -81,7 +98,7 @@ def _raster(path: Path, task_input: dict) -> str | None:
     """A finished still (RenderCAD): a real JPEG or PNG of exactly the square size the task asked for."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(path, formats=["JPEG", "PNG"]) as image:
         if image.format not in ("JPEG", "PNG"):
             return f"format {image.format}"
         size = task_input.get("size")
@@ -96,7 +113,7 @@ def _gif(path: Path, task_input: dict) -> str | None:
     """A converted video (RenderCAD): a real GIF of the width the task asked for, every frame decodable."""
     from PIL import Image, ImageSequence
 
-    with Image.open(path) as image:
+    with Image.open(path, formats=["GIF"]) as image:
         if image.format != "GIF":
             return f"format {image.format}"
         width = task_input.get("width")
@@ -107,4 +124,24 @@ def _gif(path: Path, task_input: dict) -> str | None:
     return None
 
 
-CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt, "raster": _raster, "gif": _gif}
+def _png(path: Path, task_input: dict) -> str | None:
+    """A lossless still (a Manim scene's last frame): a real PNG of the task's size."""
+    from PIL import Image
+
+    with Image.open(path, formats=["PNG"]) as image:
+        want = (task_input.get("width"), task_input.get("height"))
+        if all(want) and image.size != want:
+            return f"{image.size[0]}x{image.size[1]}, expected {want[0]}x{want[1]}"
+        image.load()
+    return None
+
+
+def _json(path: Path, task_input: dict) -> str | None:
+    if path.stat().st_size > MAX_JSON:
+        return "over 1 MB"
+    json.loads(path.read_bytes())
+    return None
+
+
+CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt, "raster": _raster, "gif": _gif, "png": _png,
+          "json": _json}

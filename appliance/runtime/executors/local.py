@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import one_line
-from appliance.runtime import sandbox
-from appliance.runtime.artifacts import Artifacts, safe_name
+from appliance.runtime import intake, sandbox
+from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import OnMessage, TaskSpec
 from appliance.runtime.executors.forkserver import ZygoteClient
 from appliance.runtime.sandbox import Limits
+from appliance.runtime.verify import declared
 
 __all__ = ["Limits", "LocalExecutor", "LocalRun", "TaskHandle", "TaskSpec"]
 
 log = logging.getLogger(__name__)
-# (renderer, task input, result files, workdir) -> a reason to refuse the result, or None
-Verifier = Callable[[str, dict, dict, Path], "str | None"]
+# (renderer, task input, role -> the server's copy of the output) -> a reason to refuse the result, or None
+Verifier = Callable[[str, dict, dict[str, Path]], "str | None"]
 PROGRESS_EVERY_S = 0.1
 LOG_LINES_CAP = 1 << 20
 MAX_LINE = 16 << 20  # a worker that writes a larger message without a newline is broken or hostile
@@ -382,7 +383,8 @@ class LocalExecutor:
         """On the task's reader thread: verify and take in the claimed outputs, then drop the workdir."""
         try:
             if message.get("ok"):
-                message = {**message, "outputs": self._take_outputs(spec, workdir, message.get("result"))}
+                files, outputs = self._take_outputs(spec, workdir, message.get("result"))
+                message = {**message, "result": {**message["result"], "files": files}, "outputs": outputs}
         except (OSError, ValueError) as exc:
             message = {"type": "exit", "ok": False, "error": str(exc) if isinstance(exc, ValueError)
                        else f"renderer output missing: {one_line(exc)}"}
@@ -390,16 +392,25 @@ class LocalExecutor:
             shutil.rmtree(workdir, ignore_errors=True)
         return message
 
-    def _take_outputs(self, spec: TaskSpec, workdir: Path, result: object) -> dict[str, str]:
+    def _take_outputs(self, spec: TaskSpec, workdir: Path, result: object) -> tuple[dict[str, str], dict[str, str]]:
+        """The declared outputs (role -> name), copied by descriptor (runtime/intake.py) and verified; returns
+        them with each name's artifact digest. Undeclared roles are dropped here, before anything reads them."""
         files = result.get("files") if isinstance(result, dict) else None
         if not isinstance(files, dict) or not all(isinstance(n, str) for n in files.values()):
             raise ValueError("renderer returned no result files")
-        if self._verify is not None:
-            problem = self._verify(spec.renderer, spec.input, files, workdir)
-            if problem:
-                raise ValueError(problem)
-        assert self.artifacts is not None
-        return {name: self.artifacts.put(workdir / safe_name(name)) for name in files.values()}
+        files = declared(spec.renderer, files)
+        staging = workdir.parent / f".{spec.task_id}.taken"
+        intake.discard(staging)  # a leftover of a crash mid-take
+        try:
+            taken = intake.take(workdir, files, staging)
+            if self._verify is not None:
+                problem = self._verify(spec.renderer, spec.input, taken)
+                if problem:
+                    raise ValueError(problem)
+            assert self.artifacts is not None
+            return files, {files[role]: self.artifacts.put(path) for role, path in taken.items()}
+        finally:
+            intake.discard(staging)
 
     # ---- one process ------------------------------------------------------------------------------------------
     def spawn(self, spec: LocalRun, on_message: OnMessage) -> TaskHandle:
