@@ -90,15 +90,21 @@ def _load_jpeg(path: Path, max_side: int) -> np.ndarray | None:
 
 def subject(rgb: np.ndarray, own_alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The subject's pixels and alpha, cropped to its bounding box (the whole image when nothing stands out)."""
+    cut, alpha, _ = cutout(rgb, own_alpha)
+    return cut, alpha
+
+
+def cutout(rgb: np.ndarray, own_alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """subject(), and where its box starts in the photo (x, y)."""
     alpha = matte.from_alpha_channel(own_alpha) if own_alpha is not None else None
     x0 = y0 = 0
     if alpha is None:
         alpha, (x0, y0) = matte.extract_box(rgb)
     seen = (alpha > 0.05).astype(np.uint8)
     if cv2.countNonZero(seen) < 0.002 * rgb.shape[0] * rgb.shape[1]:
-        return rgb, np.ones(rgb.shape[:2], np.float32)
+        return rgb, np.ones(rgb.shape[:2], np.float32), (0, 0)
     x, y, w, h = cv2.boundingRect(seen)
-    return rgb[y0 + y:y0 + y + h, x0 + x:x0 + x + w], alpha[y:y + h, x:x + w]
+    return rgb[y0 + y:y0 + y + h, x0 + x:x0 + x + w], alpha[y:y + h, x:x + w], (x0 + x, y0 + y)
 
 
 def place(rgb: np.ndarray, alpha: np.ndarray, size: int, fit: float = FIT):
