@@ -4,6 +4,10 @@ Runs in a fresh worker process (forked after ``import manim``), so it sets Manim
 ``config`` freely; everything Manim writes goes under ``workdir/media``. The video is not Manim's
 (a file per play(), concatenated): ``_SceneEncoder`` writes one H.264 stream per scene straight to
 ``video.mp4``, with Manim's own encoder settings.
+
+Outputs: ``video.mp4``, ``thumb.jpg`` (the last frame), ``captions.vtt`` and ``image.png`` (the last frame,
+lossless, full size). A still scene (no play() or wait(): the manim CLI saves its frame as a PNG) is a video that
+holds its final frame for STILL_SECONDS, with the same outputs.
 """
 from __future__ import annotations
 
@@ -26,14 +30,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from renderers import manim_compat
 from renderers.base import RenderError, Reporter
 from renderers.encoder import pyav_settings
 from renderers.preview import Preview
 
 SCENE_FILE = "<scene>"
 SCENE_MODULE = "user_scene"
-FILES = {"video": "video.mp4", "thumbnail": "thumb.jpg", "captions": "captions.vtt"}
+FILES = {"video": "video.mp4", "thumbnail": "thumb.jpg", "captions": "captions.vtt", "image": "image.png"}
 FRAME_HEIGHT = 8.0  # Manim's default scene height in units; the width follows the aspect ratio
+STILL_SECONDS = 1.0  # a scene without play()/wait() holds its frame this long: Manim's DEFAULT_WAIT_TIME
+PNG_LEVEL = 3  # zlib level of image.png: lossless at every level; 3 is several times faster than 6 on a 4K frame
 # Manim cannot know how many play() calls are still to come, so rendering progress is an estimate
 # that approaches RENDER_SHARE as rendered seconds grow: half way after ESTIMATE_HORIZON_S seconds.
 RENDER_SHARE = 0.95
@@ -68,7 +75,7 @@ def manim_settings(task_input: dict, workdir: Path) -> dict[str, Any]:
         "pixel_width": width, "pixel_height": height, "frame_rate": int(task_input["fps"]),
         "frame_height": FRAME_HEIGHT, "frame_width": FRAME_HEIGHT * width / height,
         # "auto" is MP4 for an opaque scene; unlike an explicit "mp4", a scene without play() then ends
-        # normally (with a PNG) and _render_scene names the mistake in the scene author's words.
+        # normally, as in the CLI, with its final frame drawn: _render_scene makes it a still (write_still).
         "renderer": "cairo", "transparent": False, "format": "auto", "save_sections": False,
         "dry_run": False, "write_all": False, "output_file": None, "preview": False,
         "live_preview": False, "enable_gui": False, "show_in_file_browser": False,
@@ -98,21 +105,35 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
         tracker.preview = Preview(workdir)  # the dashboard's live frame (renderers/preview.py)
         encoder = tracker.encoder = _SceneEncoder(scene.renderer.file_writer, workdir / FILES["video"])
         scene.render()
+        if not scene.renderer.num_plays:  # a still: Manim drew the final frame (the CLI saves it as a PNG)
+            frame = tracker.last_frame = write_still(scene, encoder)
+            tracker.preview.offer(lambda: Image.fromarray(frame), settled=True)
     except RenderError:
         raise
     except (Exception, SystemExit) as exc:
         if encoder is not None:  # Manim aborts it when construct() raises, not when tear_down() does
             encoder.abort()
         raise RenderError(describe_error(exc)) from None
-    if not scene.renderer.num_plays or tracker.last_frame is None:
-        raise RenderError("Scene played no animations: call self.play(...) or self.wait() in construct()")
+    if tracker.last_frame is None:  # every animation was skipped (sections): there is nothing to show
+        raise RenderError("Scene drew no frames: every animation was skipped")
     return scene, tracker
+
+
+def write_still(scene: Any, encoder: _SceneEncoder) -> np.ndarray:
+    """A scene that never called play()/wait(): its final frame, held STILL_SECONDS, through the same encoder."""
+    frame = np.array(scene.renderer.get_frame())  # an owned copy, as the renderer hands over each frame
+    encoder.begin_animation(allow_write=True)
+    encoder.write_frame(frame, repeat=max(1, round(STILL_SECONDS * scene.camera.frame_rate)))
+    encoder.end_animation()
+    encoder.finish()
+    return frame
 
 
 def load_scene_class(code: str, class_name: str) -> type:
     """Execute the code as a module named SCENE_MODULE and return its Scene subclass ``class_name``."""
     from manim import Scene
 
+    manim_compat.apply()  # before any scene code runs (renderers/manim_compat.py)
     module = _exec_scene_code(code)
     scene_class = vars(module).get(class_name)
     if scene_class is None:
@@ -335,6 +356,7 @@ def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
     meta = tracker.encoder.meta(int(scene.camera.frame_rate))
     assert tracker.last_frame is not None  # checked by the caller: a scene that drew nothing fails earlier
     write_thumbnail(tracker.last_frame, workdir / FILES["thumbnail"])
+    write_image(tracker.last_frame, workdir / FILES["image"])
     (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")
     shutil.rmtree(workdir / "media" / "videos", ignore_errors=True)  # a second copy of the video
     return {"files": dict(FILES), "meta": meta}
@@ -343,6 +365,11 @@ def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
 def write_thumbnail(frame: np.ndarray, path: Path) -> None:
     """The last frame written to the video, straight from Manim's RGBA pixel array."""
     Image.fromarray(frame).convert("RGB").save(path, "JPEG", quality=90)
+
+
+def write_image(frame: np.ndarray, path: Path) -> None:
+    """The last frame, lossless at full size (RGB: the video has no alpha either)."""
+    Image.fromarray(frame).convert("RGB").save(path, "PNG", compress_level=PNG_LEVEL)
 
 
 def to_vtt(subcaptions: list[Any]) -> str:

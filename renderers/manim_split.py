@@ -11,7 +11,11 @@ rendered as a DAG instead of one task:
   the single render's encoder settings (a new stream: the segment starts with a keyframe) and stops at the
   range's end (``upto_animation_number``); a task whose index the plan did not use returns no files;
 - ``manim.assemble`` concatenates the segments by stream copy (ffmpeg's concat demuxer) and publishes the
-  usual outputs: ``video.mp4``, ``thumb.jpg`` (the last range's last frame) and ``captions.vtt``.
+  usual outputs: ``video.mp4``, ``thumb.jpg`` and ``image.png`` (the last range's last frame) and
+  ``captions.vtt``.
+
+A still scene (no animations: the plan counts none) is planned as one range, ``[0, 1)``, of the still's frames:
+range 0 renders it as the single task does (``manim_scene.write_still``).
 
 Fast-forwarding reaches the same state as drawing only for scenes whose animations are a function of the scene
 code alone. ``split_refusal`` is the conservative rule, applied to the source before a job is planned (the
@@ -213,6 +217,8 @@ def plan(task_input: dict, workdir: Path, report: Reporter) -> dict:
     weights = [frames * (FROZEN_WEIGHT if frozen else 1.0) for frames, frozen in tracker.plays]
     ranges = choose_ranges(weights, int(split["workers"]), int(split["minAnimations"]))
     frames = [sum(f for f, _ in tracker.plays[a:b]) for a, b in ranges]
+    if not tracker.plays:  # a still: one range, drawn by range 0 as the single task would
+        ranges, frames = [(0, 1)], [still_frames(task_input)]
     document = {"format": PLAN_FORMAT, "animations": len(tracker.plays), "workers": int(split["workers"]),
                 "ranges": [[a, b, n] for (a, b), n in zip(ranges, frames, strict=True)]}
     (workdir / PLAN_FILE).write_text(json.dumps(document), encoding="utf-8")
@@ -253,13 +259,23 @@ def render_range(task_input: dict, workdir: Path, report: Reporter) -> dict:
     with contextlib.redirect_stdout(sys.stderr):
         _scene, tracker = _run(task_input, workdir, report, start=start, stop=None if last else stop,
                                expected=frames, segment=workdir / SEGMENT_FILE)
+    if not tracker.plays and ranges == [(0, 1, still_frames(task_input))]:  # the plan's still
+        assert tracker.encoder is not None
+        try:
+            tracker.last_frame = single.write_still(_scene, tracker.encoder)
+        except Exception as exc:  # noqa: BLE001 - the encoder's failure, in one line like the scene's own
+            tracker.encoder.abort()
+            raise RenderError(single.describe_error(exc)) from None
+        tracker.drawn = tracker.encoder.frames
     if tracker.drawn != frames or tracker.last_frame is None:
         raise RenderError(f"animations {start}-{stop - 1} drew {tracker.drawn} frames where the plan counted "
                           f"{frames}: the scene does not render the same way twice; set manim_split_max_workers "
                           "= 1 to render such scenes on one worker")
     single.write_thumbnail(tracker.last_frame, workdir / single.FILES["thumbnail"])
+    single.write_image(tracker.last_frame, workdir / single.FILES["image"])
     report.progress(1.0, "rendering")
-    return {"files": {"video": SEGMENT_FILE, "thumbnail": single.FILES["thumbnail"]},
+    return {"files": {"video": SEGMENT_FILE, "thumbnail": single.FILES["thumbnail"],
+                      "image": single.FILES["image"]},
             "meta": {"frames": frames, "range": [start, stop]}}
 
 
@@ -281,7 +297,8 @@ def _run(task_input: dict, workdir: Path, report: Reporter, *, start: int, stop:
         config.upto_animation_number = stop - 1 if stop is not None else -1
         scene = scene_class()
         tracker = _RangeTracker(scene, report, expected)
-        encoder = single._SceneEncoder(scene.renderer.file_writer, segment or workdir / "unused.mp4")
+        encoder = tracker.encoder = single._SceneEncoder(scene.renderer.file_writer,
+                                                         segment or workdir / "unused.mp4")
         scene.render()
     except RenderError:
         raise
@@ -289,9 +306,12 @@ def _run(task_input: dict, workdir: Path, report: Reporter, *, start: int, stop:
         if encoder is not None:
             encoder.abort()
         raise RenderError(single.describe_error(exc)) from None
-    if not tracker.plays:
-        raise RenderError("Scene played no animations: call self.play(...) or self.wait() in construct()")
     return scene, tracker
+
+
+def still_frames(task_input: dict) -> int:
+    """The frames of a still scene's video (manim_scene.write_still)."""
+    return max(1, round(single.STILL_SECONDS * int(task_input["fps"])))
 
 
 class _RangeTracker:
@@ -304,6 +324,7 @@ class _RangeTracker:
         self.plays: list[tuple[int, bool]] = []  # per animation: frames it draws, frozen frame (a static wait)
         self.drawn = 0
         self.last_frame: np.ndarray | None = None
+        self.encoder: single._SceneEncoder | None = None
         self._reported = 0.0
         originals = {name: getattr(self.renderer, name)
                      for name in ("play", "add_frame", "update_frame", "save_static_frame_data")}
@@ -365,6 +386,10 @@ def thumbnail_name(index: int) -> str:
     return f"thumb_{index:03d}.jpg"
 
 
+def image_name(index: int) -> str:
+    return f"image_{index:03d}.png"
+
+
 def assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
     from renderers import ffmpeg as ff
 
@@ -390,7 +415,12 @@ def assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
     frames = sum(n for _, _, n in ranges)
     if meta["frames"] != frames:
         raise RenderError(f"joined video has {meta['frames']} frames where the ranges drew {frames}")
-    os.replace(workdir / thumbnail_name(len(ranges) - 1), workdir / single.FILES["thumbnail"])
+    last = len(ranges) - 1
+    try:
+        os.replace(workdir / thumbnail_name(last), workdir / single.FILES["thumbnail"])
+        os.replace(workdir / image_name(last), workdir / single.FILES["image"])
+    except FileNotFoundError as exc:
+        raise RenderError(f"split render incomplete: {Path(str(exc.filename)).name} missing") from None
     fps = int(task_input["fps"])
     report.progress(1.0, "encoding")
     return {"files": dict(single.FILES), "meta": {"duration": round(frames / fps, 3), "frames": frames,

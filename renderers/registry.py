@@ -34,10 +34,10 @@ _BUILTIN: dict[str, str] = {
 # The output files (result["files"] roles) each renderer must produce. The worker pipe is reachable from the
 # untrusted code a renderer runs, so the core verifies a claimed result instead of trusting it.
 REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "manim": ("video", "thumbnail", "captions"),
+    "manim": ("video", "thumbnail", "captions", "image"),
     "manim.plan": ("plan", "captions"),
     "manim.range": (),  # a range the plan did not use returns no files; a segment returned is still checked
-    "manim.assemble": ("video", "thumbnail", "captions"),
+    "manim.assemble": ("video", "thumbnail", "captions", "image"),
     "movie.scene": ("scene",),
     "movie.assemble": ("video", "thumbnail"),
     "image.render": ("render",),

@@ -106,6 +106,8 @@ def job_object(service: JobService, job: dict) -> dict:
     result, error = None, job["error"] if status == "failed" else None
     if status == "completed" and not job["expired_at"]:
         result = {"video": f"{base}/video.mp4", "thumbnail": f"{base}/thumb.jpg", "captions": f"{base}/captions.vtt"}
+        if "image" in (loads(job["result"]) or {}).get("files", {}):  # the last frame, lossless (a job rendered
+            result["image"] = f"{base}/image.png"                    # before image.png existed has none)
     elif status == "completed":  # the retention sweep removed the files: no dead URLs
         error = service.expired_message(job)
     terminal = status in ("completed", "failed")

@@ -51,6 +51,7 @@ class KodiscResult(Struct):
     video: str
     thumbnail: str
     captions: str
+    image: str | None = None  # the last frame as a lossless PNG at the render's size (the appliance's addition)
 
 
 class KodiscJob(Struct):

@@ -93,7 +93,7 @@ def test_text_and_shapes(tmp_path: Path) -> None:
         """)
     assert run.returncode == 0
     assert run.outputs["files"] == {"video": "video.mp4", "thumbnail": "thumb.jpg",
-                                    "captions": "captions.vtt"}
+                                    "captions": "captions.vtt", "image": "image.png"}
     assert_video(run, width=256, height=144, fps=10, frames=10)
     image = thumbnail(run)
     assert image.size == (256, 144)
@@ -236,14 +236,6 @@ FAILURES = {
         class Demo:
             pass
         """, "Demo", "'Demo' is not a Scene subclass"),
-    "no animations": ("""\
-        from manim import *
-
-        class Demo(Scene):
-            def construct(self):
-                self.add(Dot())
-        """, "Demo",
-        "Scene played no animations: call self.play(...) or self.wait() in construct()"),
     "latex error": (r"""
         from manim import *
 

@@ -49,6 +49,12 @@ class Eight(Scene):
         self.step(square)
         self.wait(0.3)
 '''  # play() in a helper: how often is unknown from the source, so the plan task counts (3: one range)
+STILL = HELPER.replace("""        square = Square()
+        self.play(Create(square), run_time=0.3)
+        self.step(square)
+        self.wait(0.3)
+""", """        self.add(Square(color=RED, fill_opacity=1))
+""")  # the helper is never called: the plan counts no animation, and range 0 renders the still
 SPLIT_ENV = {"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_MANIM_SPLIT_MIN_ANIMATIONS": "4",
              "APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "2"}
 FPS = 10
@@ -110,7 +116,7 @@ def split_server(make_server):
 def test_a_kodisc_job_renders_split_and_matches_the_single_render(split_server, tmp_path):
     server = split_server
     job_ids = {name: submit(server, code) for name, code in
-               (("split", EIGHT), ("random", RANDOM), ("helper", HELPER))}
+               (("split", EIGHT), ("random", RANDOM), ("helper", HELPER), ("still", STILL))}
     jobs = {name: finish(server, job_id) for name, job_id in job_ids.items()}
     assert all(job["status"] == "completed" for job in jobs.values()), jobs
     assert all(job["creditsCost"] >= 1 for job in jobs.values())  # billed like any Kodisc render
@@ -124,7 +130,8 @@ def test_a_kodisc_job_renders_split_and_matches_the_single_render(split_server, 
     result = jobs["split"]["result"]
     split_dir = tmp_path / "split"
     split_dir.mkdir()
-    for role, name in (("video", "video.mp4"), ("thumbnail", "thumb.jpg"), ("captions", "captions.vtt")):
+    for role, name in (("video", "video.mp4"), ("thumbnail", "thumb.jpg"), ("captions", "captions.vtt"),
+                       ("image", "image.png")):
         response = httpx.get(result[role])
         assert response.status_code == 200
         (split_dir / name).write_bytes(response.content)
@@ -139,6 +146,15 @@ def test_a_kodisc_job_renders_split_and_matches_the_single_render(split_server, 
     assert (split_dir / "captions.vtt").read_text() == (single / "captions.vtt").read_text()
     assert "step 5" in (split_dir / "captions.vtt").read_text()
     assert (split_dir / "thumb.jpg").read_bytes() == (single / "thumb.jpg").read_bytes()  # the same last frame
+    assert (split_dir / "image.png").read_bytes() == (single / "image.png").read_bytes()  # lossless, the same
+
+    # a still through the split DAG: one range of the still's frames (1 s), its image as the single task's
+    still = task_rows(server, job_ids["still"])
+    assert [t["renderer"] for t in still] == ["manim.plan", "manim.range", "manim.range", "manim.assemble"]
+    assert still[0]["result"]["meta"] == {"animations": 0, "ranges": 1, "frames": FPS}
+    assert still[-1]["result"]["meta"]["frames"] == FPS and still[2]["result"]["files"] == {}
+    single_still = single_render(tmp_path / "still", STILL, 854, 480)
+    assert httpx.get(jobs["still"]["result"]["image"]).content == (single_still / "image.png").read_bytes()
 
     # unseeded randomness: one ordinary task; too few animations found by the plan: drawn on one worker
     assert [t["renderer"] for t in task_rows(server, job_ids["random"])] == ["manim"]

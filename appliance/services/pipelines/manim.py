@@ -3,7 +3,8 @@ folder's ``*.py``).
 
 Split (renderers/manim_split.py): ``manim.plan`` counts the animations and cuts them into ranges, ``workers``
 ``manim.range`` tasks draw one range each in parallel, ``manim.assemble`` joins the segments by stream copy and
-publishes the same three outputs as the single task. A scene is planned split only when its source allows it
+publishes the same four outputs as the single task (video, thumbnail, captions, image). A scene is planned split
+only when its source allows it
 (``split_refusal``: no wall clock, no unseeded randomness, no per-frame state) and it may play at least
 ``manim_split_min_animations`` animations (counted from its ``play``/``wait`` calls, ``for`` loops over
 ``range(N)`` multiplied; where the source cannot tell, e.g. a call in a helper or a ``while`` loop, the plan task
@@ -20,6 +21,9 @@ from appliance.store.jobs import TaskDef
 from renderers import manim_split
 
 FIELDS = ("code", "className", "width", "height", "fps")
+# The renderer's outputs, by version: cached results of an older version lack an output (2: image.png) and are
+# never reused.
+OUTPUTS_VERSION = 2
 MAX_WORKERS = 16  # the default never plans more range tasks than this, however many cores the box has
 
 
@@ -72,7 +76,8 @@ def split_tasks(job_id: str, task_input: dict, workers: int, min_animations: int
     for index in range(workers):  # optional: a range the plan did not use returns no files
         task = ids.task_id(job_id, index + 1)
         links += [{"task": task, "file": "video", "as": manim_split.segment_name(index), "optional": True},
-                  {"task": task, "file": "thumbnail", "as": manim_split.thumbnail_name(index), "optional": True}]
+                  {"task": task, "file": "thumbnail", "as": manim_split.thumbnail_name(index), "optional": True},
+                  {"task": task, "file": "image", "as": manim_split.image_name(index), "optional": True}]
     tasks.append(TaskDef(renderer="manim.assemble", name="assemble", cpu=0.5, mem_mb=300,
                          depends_on=list(range(workers + 1)), cache_key=f"{key}-assemble",
                          input={"width": task_input["width"], "height": task_input["height"],
@@ -83,5 +88,5 @@ def split_tasks(job_id: str, task_input: dict, workers: int, min_animations: int
 def cache_key(task_input: dict) -> str:
     """Same scene, same frame, same Manim version: the same video."""
     parts = [task_input["code"], task_input["className"], f"{task_input['width']}x{task_input['height']}",
-             str(task_input["fps"]), metadata.version("manim")]
+             str(task_input["fps"]), metadata.version("manim"), f"outputs{OUTPUTS_VERSION}"]
     return "manim-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
