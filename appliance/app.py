@@ -16,6 +16,8 @@ from appliance.observability import access, metrics
 from appliance.settings import Settings
 from appliance.store import jobs
 
+APP_MAX_BODY = 64 * 1024
+
 
 @get("/healthz", include_in_schema=True)
 async def healthz(request: Request) -> Response:
@@ -101,7 +103,9 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         exception_handlers={HTTPException: _http_error, 500: _internal_error},
         dependencies={"service": Provide(lambda: core.jobs, sync_to_thread=False)},
         openapi_config=openapi.config(metadata.version("render-appliance")),
-        request_max_body_size=1024 * 1024 * 1024,
+        # Small by default: a route that takes more says so itself (the dialects' routers, render.php, the
+        # upload PUT). An unauthenticated body is read into memory before anything else runs.
+        request_max_body_size=APP_MAX_BODY,
     )
     openapi.install(app)
     access.install(app, settings.access_log, core.metrics.refused)

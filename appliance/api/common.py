@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, Unavailable
 
 log = logging.getLogger("appliance.api")
 ErrorShape = Callable[[ApplianceError], Response]
@@ -20,6 +21,7 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
               429: "rate_limited", 500: "internal_error"}
 MESSAGES = {404: "No such endpoint", 405: "Method not allowed on this endpoint", 413: "Request body too large",
             415: "Unsupported media type", 500: "The appliance hit an internal error; see the server log"}
+DISK_FULL = "The appliance's disk is full; retry later (the operator frees space)"
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -45,7 +47,11 @@ def http_error_response(shape: ErrorShape, exc: HTTPException) -> Response:
 
 
 def internal_error(request: Request, exc: Exception) -> ApplianceError:
-    """A bug: logged with its traceback; the client gets a 500 that names no internals."""
+    """A bug: logged with its traceback; the client gets a 500 that names no internals. A full disk is no bug:
+    any write (a key's last use, a sign-in) can meet it, and every dialect answers it with its 503."""
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+        log.warning("%s %s: the disk is full", request.method, request.url.path)
+        return Unavailable(DISK_FULL)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ApplianceError(MESSAGES[500], status=500, code=HTTP_CODES[500])
 

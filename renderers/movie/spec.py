@@ -21,7 +21,7 @@ FONT_WEIGHT_WORDS = ("normal", "bold", "bolder", "lighter")
 DEFAULT_FONT_FAMILY = "DejaVu Sans"
 MAX_VOLUME = 10
 # Part of every scene cache key: bump it when a change to the renderer changes its pixels or samples.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
 _REQUIRED = object()
 _HEX = re.compile(r"#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
@@ -48,6 +48,9 @@ def _tidy(value: float) -> int | float:
     return int(value) if float(value).is_integer() else round(float(value), 6)
 
 
+MAX_INTEGER = 2**53  # the largest integer a JSON client (JavaScript) holds exactly
+
+
 def _get(obj: dict, key: str, path: str, default: Any) -> Any:
     value = obj.get(key)
     if value is None and default is _REQUIRED:
@@ -60,7 +63,11 @@ def _number(obj: dict, key: str, path: str, default: Any = _REQUIRED, *, lo: flo
     value, where = _get(obj, key, path, default), _join(path, key)
     if value is default:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(where, "must be a number")
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:  # JSON allows 310 digits; float() would overflow
+        _fail(where, "is out of range")
+    if not math.isfinite(value):
         _fail(where, "must be a number")
     if integer and not float(value).is_integer():
         _fail(where, "must be an integer")

@@ -71,6 +71,8 @@ def _token_id(ctx: Ctx) -> dict:
         token_id = int(token_id)
     if type(token_id) is not int:
         raise RCError(400, "token_id is required")
+    if not 0 < token_id < 2**63:  # SQLite's integers are 64-bit: a larger id names no row
+        raise RCError(404, "API token not found")
     row = store.find_token(ctx.db, ctx.user_id, token_id)
     if row is None or not row["is_active"]:
         raise RCError(404, "API token not found")

@@ -43,7 +43,7 @@ def _new_job(ctx: Ctx, settings: dict) -> dict:
 async def presign(ctx: Ctx) -> Response:
     """presign_upload with only content_type: a job is made for the upload; r2_input_url names it to render."""
     content_type = ctx.body.get("content_type")
-    if content_type not in uploads.CONTENT_TYPES:
+    if not isinstance(content_type, str) or content_type not in uploads.CONTENT_TYPES:
         raise RCError(400, "content_type must be one of: " + ", ".join(uploads.CONTENT_TYPES))
     row = _new_job(ctx, image.validate({}))
     signed = uploads.presign(ctx.service, row["id"], "input_main", content_type)

@@ -30,9 +30,15 @@ FORM = """<p>{app} ({kind}) asks for access to your RENDERCAD account with the c
 any user.</p>"""
 
 
+FORM_MAX_BODY = 8 * 1024  # a device code and a token, form-encoded; read before the client is known
+# A person pastes a full-access token here: no other origin may frame the page (clickjacking).
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
+
+
 def _page(app: str, body: str, status: int = 200) -> Response:
     return Response(PAGE.format(app=html.escape(app or "an app"), body=body), status_code=status,
-                    media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
+                    media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 def _form(query: dict, code: str, error: str = "") -> str:
@@ -50,7 +56,7 @@ async def device_page(request: Request) -> Response:
     return _page(query.get("app_name", ""), _form(query, code))
 
 
-@post("/auth_device.html", include_in_schema=False, status_code=200)
+@post("/auth_device.html", include_in_schema=False, status_code=200, request_max_body_size=FORM_MAX_BODY)
 async def device_approve(request: Request, service: JobService,
                          data: dict = Body(media_type=RequestEncodingType.URL_ENCODED)) -> Response:
     code, token = str(data.get("code", "")).strip().upper(), str(data.get("token", "")).strip()

@@ -110,7 +110,7 @@ async def presign_upload(ctx: Ctx) -> Response:
         names = sorted({"reference" if s.startswith("reference_") else s for s in wanted})
         raise RCError(400, "slot must be one of: " + (", ".join(names) or "(none: this job needs no uploads)")
                       + ("" if slot != "reference" or "reference" not in names else " with an index it listed"))
-    if content_type not in uploads.CONTENT_TYPES:
+    if not isinstance(content_type, str) or content_type not in uploads.CONTENT_TYPES:
         raise RCError(400, "content_type must be one of: " + ", ".join(uploads.CONTENT_TYPES))
     signed = uploads.presign(ctx.service, row["id"], internal, content_type)
     if internal != slot:

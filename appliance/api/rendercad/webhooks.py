@@ -55,6 +55,8 @@ async def delete(ctx: Ctx) -> Response:
         webhook_id = int(webhook_id)
     if not isinstance(webhook_id, int) or isinstance(webhook_id, bool):
         raise RCError(400, "id is required")
+    if not 0 < webhook_id < 2**63:  # SQLite's integers are 64-bit: a larger id names no row
+        raise RCError(404, "Webhook not found")
     if not store.delete_webhook(ctx.db, ctx.user_id, webhook_id):
         raise RCError(404, "Webhook not found")
     return ok({"message": "Webhook deleted"})
