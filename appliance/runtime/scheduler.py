@@ -52,6 +52,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
+        self.stopping = False
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -60,6 +61,7 @@ class Scheduler:
         self._tasks = [asyncio.create_task(self._admit_loop()), asyncio.create_task(self._flush_loop())]
 
     async def stop(self) -> None:
+        self.stopping = True  # from now on an attempt the executor's stop ends is left for recover()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -259,6 +261,11 @@ class Scheduler:
             entry = self._running.pop(task_id, None)
             if entry:
                 self.gpu_pool.release(task_id)
+            if self.stopping and not msg.get("ok"):
+                # A graceful stop (systemctl restart) is no failure of the task: its row stays "running", and
+                # the next start re-queues it exactly as after a crash (recover()).
+                log.info("task %s left for the next start: %s", task_id, msg.get("error"))
+                return
             task = jobs.get_task(self.db, task_id)
             if task and task["status"] == "running":
                 self._flush_progress()

@@ -51,14 +51,18 @@ def test_a_second_server_on_the_same_data_dir_stops_before_touching_it(server):
 
 
 @pytest.mark.slow
-def test_after_a_crash_the_attempt_that_rendered_is_billed_not_the_downtime(make_server):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "graceful-stop"])
+def test_after_a_crash_the_attempt_that_rendered_is_billed_not_the_downtime(make_server, sig):
+    """kill -9 and a graceful stop (systemctl restart) alike: the running job is re-queued, never failed."""
     server = make_server()
     auth = _kodisc(server)
     quick = {**SLEEPY, "code": SLEEPY["code"].replace("time.sleep(30)", "time.sleep(4)")}
     job_id = httpx.post(f"{server.url}/api/v2/render", json=quick, headers=auth).json()["jobId"]
     while httpx.get(f"{server.url}/api/v2/render/{job_id}", headers=auth).json()["status"] != "running":
         time.sleep(0.1)
-    server.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    server.stop(sig)
+    assert server.proc.returncode in (0, -signal.SIGKILL), server.proc.returncode
     time.sleep(8)  # downtime the user must not pay for
     again = Server(server.data_dir, server.env).start()
     try:
