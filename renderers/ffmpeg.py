@@ -182,9 +182,10 @@ def _nvenc_reason(stderr: str) -> str:
 
 
 def media_streams(path: str | Path) -> list[dict]:
-    """A media file's streams (codec_type, channels, height, color_space), without decoding; [] if unreadable."""
+    """A media file's streams (codec_type, codec_name, channels, height, color_space and the stream's tags, e.g.
+    WebM's ``alpha_mode``), without decoding; [] if unreadable."""
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_entries",
-           "stream=codec_type,channels,height,color_space", str(path)]
+           "stream=codec_type,codec_name,channels,height,color_space:stream_tags", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return []

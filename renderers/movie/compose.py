@@ -5,8 +5,9 @@ Two paths:
   distinct picture is composited ONCE with Pillow and ffmpeg holds it for its frames (``setpts`` + ``fps``).
   A picture held for two seconds or more is encoded for one second only and that clip is repeated by stream
   copy (in-process, ``mux.join_blocks``), so x264 never sees most of the identical frames;
-- with video layers ("layered"): one filter graph on a ``color`` background; text/image layers are Pillow
-  sprites (PNG, decoded once) overlaid with ``enable``; video layers are trimmed/looped/fitted by ffmpeg.
+- with video layers ("layered", ``layered.py``): one filter graph on a ``color`` background; text/image layers are
+  Pillow sprites (atlas pages, decoded once) and video layers are branches of one decode per source
+  (``decode.py``), each overlaid while the scene clock is inside its window.
 Every clip has the same codec settings and an audio track (silence if need be), so clips concat with ``-c copy``.
 """
 from __future__ import annotations
@@ -23,20 +24,10 @@ from PIL import Image
 
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
+from renderers.movie.decode import Decodes
 from renderers.movie.feed import PictureFeed
-from renderers.movie.layers import (
-    AUDIO_RATE,
-    Sprite,
-    audio_chain,
-    draw_order,
-    fade_filters,
-    make_sprite,
-    media_input_options,
-    source_matrix,
-    to_yuv,
-    video_overlay_source,
-    window,
-)
+from renderers.movie.layered import layered_video
+from renderers.movie.layers import AUDIO_RATE, Sprite, audio_chain, draw_order, make_sprite, to_yuv, window
 from renderers.movie.mux import join_blocks
 from renderers.movie.spec import SpecError, normalize_scene
 from renderers.preview import Preview
@@ -70,13 +61,10 @@ class Canvas:
         return ":".join(p for p in (params, f"threads={self.threads}" if self.threads else "") if p)
 
     def threaded(self, stream):
-        """An output node with the filter graph's thread pool sized to the budget (decoders: ``input_options``)."""
+        """An output node with the filter graph's thread pool sized to the budget (decoders: ``decode.Decodes``)."""
         if not self.threads:
             return stream
         return stream.global_args("-filter_complex_threads", str(self.threads), "-filter_threads", str(self.threads))
-
-    def input_options(self) -> dict:
-        return {"threads": self.threads} if self.threads else {}
 
     @property
     def duration(self) -> float:
@@ -146,10 +134,11 @@ def _reason(exc: ff.FfmpegError) -> str:
 def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, out: Path,
             report: Reporter) -> Image.Image | None:
     """Renders the scene into out; returns its last frame when it is already at hand (stills path)."""
-    inputs = _media_inputs(scene, sources, canvas)
-    audio = _audio_mix(scene, inputs, canvas)
+    decodes = Decodes(scene, sources, canvas.fps, canvas.threads)  # one decode per media source, fanned out
+    audio = _audio_mix(scene, decodes, canvas)
     if any(layer["type"] == "video" for layer in scene["layers"]):
-        video = _layered_video(scene, canvas, sources, inputs, tmp)
+        video = layered_video(scene, canvas.width, canvas.height, canvas.fps, canvas.frames, sources, decodes, tmp,
+                              canvas.threads)
         _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0))
         return None
     return _render_stills(scene, canvas, sources, audio, tmp, out, report)
@@ -175,45 +164,14 @@ def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x26
             feed.stop()
 
 
-# --- media inputs and audio -----------------------------------------------------------------------------------
+# --- audio -------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Media:
-    """A video or audio layer's input: the ffmpeg-python node, its audio channels, its video's YUV matrix."""
-
-    node: Any  # an ffmpeg-python input node
-    channels: int
-    matrix: str
-
-
-def _media_inputs(scene: dict, sources: dict[str, Path], canvas: Canvas) -> dict[str, Media]:
-    """layer id -> Media for video and audio layers.
-
-    Unreadable media fail here, naming the layer, rather than as an ffmpeg error about the whole scene.
-    """
-    inputs = {}
-    for layer in scene["layers"]:
-        if layer["type"] not in ("video", "audio"):
-            continue
-        path = sources[layer["id"]]
-        streams = {stream.get("codec_type"): stream for stream in reversed(ff.media_streams(path))}
-        if layer["type"] not in streams or (layer["type"] == "video" and not ff.decodes_first_frame(path)):
-            raise RenderError(f"layer '{layer['id']}': cannot decode {layer['type']} from its source")
-        channels = int(streams.get("audio", {}).get("channels") or 0)
-        node = ffmpeg.input(str(path), **media_input_options(layer), **canvas.input_options())
-        inputs[layer["id"]] = Media(node, channels, source_matrix(streams.get("video", {})))
-    return inputs
-
-
-def _audible(layer: dict, media: Media) -> bool:
-    return media.channels > 0 and not layer.get("mute", False) and layer["volume"] > 0
-
-
-def _audio_mix(scene: dict, inputs: dict[str, Media], canvas: Canvas):
+def _audio_mix(scene: dict, decodes: Decodes, canvas: Canvas):
     """Silence of exactly the scene's length, with every audible layer mixed in at its own level."""
     silence = ffmpeg.input(f"anullsrc=r={AUDIO_RATE}:cl=stereo", f="lavfi", t=canvas.duration).audio
-    voices = [audio_chain(media.node.audio, layer, window(layer, canvas.fps, canvas.frames), media.channels)
-              for layer in scene["layers"] if (media := inputs.get(layer["id"])) and _audible(layer, media)]
+    voices = [audio_chain(sound, layer, window(layer, canvas.fps, canvas.frames), decodes.info(layer).channels)
+              for layer in scene["layers"] if layer["type"] in ("video", "audio")
+              and (sound := decodes.audio(layer)) is not None]
     mixed = silence
     if voices:  # normalize=0: layers keep their own volume instead of being divided by the input count
         mixed = ffmpeg.filter([silence, *voices], "amix", inputs=len(voices) + 1, duration="first", normalize=0)
@@ -339,39 +297,3 @@ def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio,
         join_blocks([tmp / f"block_{index:03d}.mp4" for index in playlist], lengths, canvas.fps, tmp / BLOCK_AUDIO,
                     out)
     return Image.frombytes("RGB", (canvas.width, canvas.height), pictures.rgb(parts[-1][0]))  # sent last: cached
-
-
-# --- the "layered" path: video layers, composited by ffmpeg ---------------------------------------------------
-
-def _background(canvas: Canvas):
-    """The bgColor canvas: one RGB frame converted once, then repeated (``loop``) on the scene clock."""
-    color = "0x" + canvas.bg.lstrip("#")
-    source = f"color=c={color}:s={canvas.width}x{canvas.height}:r={canvas.fps},format=rgb24"
-    still = to_yuv(ffmpeg.input(source, f="lavfi").video.filter("trim", end_frame=1))
-    return still.filter("loop", loop=-1, size=1, start=0).filter("setpts", f"N/({canvas.fps}*TB)")
-
-
-def _sprite_source(sprite: Sprite, index: int, canvas: Canvas, tmp: Path):
-    """A sprite as an overlay input: one decoded PNG frame, or a looped one when it fades."""
-    png = tmp / f"layer_{index:03d}.png"
-    sprite.image.save(png, compress_level=1)
-    source = to_yuv(ffmpeg.input(str(png), f="image2", pattern_type="none", framerate=canvas.fps).video, "yuva420p")
-    if not sprite.window.fades:
-        return source  # overlay repeats a single frame for ever (eof_action=repeat)
-    source = source.filter("loop", loop=sprite.window.end - 1, size=1, start=0)
-    return fade_filters(source.filter("setpts", f"N/({canvas.fps}*TB)"), sprite.window, alpha=True)
-
-
-def _layered_video(scene: dict, canvas: Canvas, sources: dict[str, Path], inputs: dict[str, Media], tmp: Path):
-    video = _background(canvas)
-    for index, layer in enumerate(draw_order(scene["layers"])):
-        win = window(layer, canvas.fps, canvas.frames)
-        if layer["type"] == "video":
-            media = inputs[layer["id"]]
-            source, x, y = video_overlay_source(media.node.video, layer, win, canvas.fps, media.matrix)
-        else:
-            sprite = make_sprite(layer, sources.get(layer["id"]), win)
-            source, x, y = _sprite_source(sprite, index, canvas, tmp), sprite.x, sprite.y
-        video = ffmpeg.overlay(video, source, x=x, y=y, eof_action="repeat",
-                               enable=f"between(n,{win.first},{win.end - 1})")
-    return video.filter("setsar", "1")

@@ -6,7 +6,6 @@ opacity already applied, placed on the canvas. Video and audio layers become ffm
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,43 +280,19 @@ def to_yuv(stream, pix_fmt: str = "yuv420p", **scale):
     return stream.filter("scale", **scale, out_color_matrix="bt709", out_range="tv").filter("format", pix_fmt)
 
 
-def media_input_options(layer: dict) -> dict:
-    """Input options for a media file: seek to trimStart, loop the file when asked."""
-    options: dict = {}
-    if layer.get("trimStart"):
-        options["ss"] = layer["trimStart"]
-    if layer.get("loop"):
-        options["stream_loop"] = -1
-    return options
+def fit_video(stream, fit: str, width: int, height: int, matrix: str, threads: int = 0):
+    """Scale a video into its box (YUV with alpha, BT.709) as ``fit`` says; ``matrix`` is the source's.
 
-
-def _fit_video(stream, fit: str, width: int, height: int, matrix: str):
-    """Scale a video into its box (YUV with alpha, BT.709) as ``fit`` says; ``matrix`` is the source's."""
+    ``threads`` caps this scaler's slice threads (0: the filter graph's count); every ``scale`` filter otherwise
+    starts a pool as large as the graph's, one per video layer."""
+    common = {"in_color_matrix": matrix, **({"threads": threads} if threads else {})}
     if fit == "fill":
-        return to_yuv(stream, "yuva420p", w=width, h=height, in_color_matrix=matrix)
+        return to_yuv(stream, "yuva420p", w=width, h=height, **common)
     if fit == "cover":
-        stream = to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="increase",
-                        in_color_matrix=matrix)
+        stream = to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="increase", **common)
         return stream.filter("crop", width, height)
     return to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="decrease",
-                  force_divisible_by=2, in_color_matrix=matrix)
-
-
-def video_overlay_source(stream, layer: dict, win: Window, fps: int, matrix: str):
-    """A video layer as an overlay stream on the scene clock, and its overlay x/y expressions."""
-    width, height, cx, cy = scaled_box(layer)
-    transform = layer["transform"]
-    video = stream.filter("setpts", "PTS-STARTPTS").filter("fps", fps=fps)
-    video = video.filter("trim", end_frame=win.end - win.first)
-    video = _fit_video(video, layer["fit"], width, height, matrix)
-    if transform["opacity"] < 1:
-        video = video.filter("lut", a=f"val*{transform['opacity']}")
-    if transform["rotation"] % 360:
-        angle = math.radians(transform["rotation"])
-        video = video.filter("rotate", angle, ow=f"rotw({angle})", oh=f"roth({angle})", c="none")
-    video = video.filter("setpts", f"PTS-STARTPTS+{win.first}/({fps}*TB)")
-    video = fade_filters(video, win, alpha=True)
-    return video, f"{cx:.2f}-overlay_w/2", f"{cy:.2f}-overlay_h/2"
+                  force_divisible_by=2, **common)
 
 
 def fade_filters(stream, win: Window, alpha: bool):

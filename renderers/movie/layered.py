@@ -1,0 +1,99 @@
+"""The "layered" path: a scene with video layers, composited by one ffmpeg filter graph.
+
+A ``color`` background on the scene clock; every visual layer bottom to top is an ``overlay`` switched on by
+PRESENTATION TIME (``enable`` on ``t``, frame-centred bounds), never by frame number: ``n`` inside overlay's
+timeline is not the main clip's frame number once an overlay input starts late, which left a video layer with
+``startTime`` > 0 invisible. Each overlay stream is itself placed on the scene clock (``setpts``), so its first
+frame shows at the layer's start whatever the source's own timestamps or frame rate were.
+
+Text and image layers are Pillow sprites packed into atlas pages (``atlas``); video layers are branches of the
+scene's decodes (``decode``): fitted, opacity and rotation applied with their alpha kept, padded with their last
+frame when the source is shorter than the layer (a non-looping video holds its last frame), and faded.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import ffmpeg  # ffmpeg-python
+
+from renderers.movie.atlas import pack, save_pages
+from renderers.movie.decode import Decodes, cpu_budget
+from renderers.movie.layers import Sprite, Window, draw_order, fade_filters, fit_video, make_sprite, scaled_box, to_yuv
+from renderers.movie.layers import window as layer_window
+
+
+def enable_expression(win: Window, fps: int) -> str:
+    """True on the frames [first, end) of the scene clock: bounds half a frame off, so rounding cannot flip them."""
+    return f"between(t,{(win.first - 0.5) / fps:.6f},{(win.end - 0.5) / fps:.6f})"
+
+
+def background(width: int, height: int, fps: int, color: str):
+    """The bgColor canvas: one RGB frame converted once, then repeated (``loop``) on the scene clock."""
+    source = f"color=c=0x{color.lstrip('#')}:s={width}x{height}:r={fps},format=rgb24"
+    still = to_yuv(ffmpeg.input(source, f="lavfi").video.filter("trim", end_frame=1), threads=1)
+    return still.filter("loop", loop=-1, size=1, start=0).filter("setpts", f"N/({fps}*TB)")
+
+
+def sprite_streams(sprites: list[Sprite], fps: int, tmp: Path) -> list:
+    """Each sprite as an overlay stream (yuva420p): cut from its atlas page; looped and faded when it fades."""
+    pages, slots = pack([sprite.image for sprite in sprites])
+    paths = save_pages(pages, tmp)
+    users = [sum(slot.page == page for slot in slots) for page in range(len(pages))]
+    branches = []
+    for path, count in zip(paths, users, strict=True):
+        page = ffmpeg.input(str(path), f="image2", pattern_type="none", framerate=fps, threads=1).video
+        branches.append(iter([page] if count == 1 else
+                             [page.filter_multi_output("split", count).stream(i) for i in range(count)]))
+    streams = []
+    for sprite, slot in zip(sprites, slots, strict=True):
+        stream = next(branches[slot.page]).filter("crop", w=slot.width, h=slot.height, x=slot.x, y=slot.y, exact=1)
+        stream = to_yuv(stream, "yuva420p", threads=1)  # one small frame: no thread pool
+        if sprite.window.fades:  # a faded sprite is a stream of frames; a still one is one frame overlay repeats
+            stream = stream.filter("loop", loop=sprite.window.end - 1, size=1, start=0)
+            stream = fade_filters(stream.filter("setpts", f"N/({fps}*TB)"), sprite.window, alpha=True)
+        streams.append(stream)
+    return streams
+
+
+def video_overlay_source(stream, layer: dict, win: Window, fps: int, matrix: str, threads: int = 0):
+    """A video layer's branch as an overlay stream on the scene clock, and its overlay x/y expressions.
+
+    ``fps`` resamples any source rate to the movie's; ``tpad`` clones the last frame when the source ends before
+    the layer does (so a fade-out still fades it); ``trim`` cuts it to the layer's frames."""
+    width, height, cx, cy = scaled_box(layer)
+    transform = layer["transform"]
+    video = stream.filter("fps", fps=fps)
+    video = video.filter("tpad", stop_mode="clone", stop_duration=round((win.end - win.first) / fps, 6))
+    video = video.filter("trim", end_frame=win.end - win.first)
+    video = fit_video(video, layer["fit"], width, height, matrix, threads)
+    if transform["opacity"] < 1:  # scales the source's own alpha: transparency and opacity compose
+        video = video.filter("lut", a=f"val*{transform['opacity']}")
+    if transform["rotation"] % 360:
+        angle = math.radians(transform["rotation"])
+        video = video.filter("rotate", angle, ow=f"rotw({angle})", oh=f"roth({angle})", c="none")
+    video = video.filter("setpts", f"PTS-STARTPTS+{win.first}/({fps}*TB)")
+    video = fade_filters(video, win, alpha=True)
+    return video, f"{cx:.2f}-overlay_w/2", f"{cy:.2f}-overlay_h/2"
+
+
+def layered_video(scene: dict, width: int, height: int, fps: int, frames: int, sources: dict[str, Path],
+                  decodes: Decodes, tmp: Path, threads: int = 0):
+    """The scene's picture; ``threads`` is the task's budget (0: every core), shared by the video layers' scalers
+    so that the thread count stays bounded however many layers there are."""
+    video = background(width, height, fps, scene["bgColor"])
+    ordered = draw_order(scene["layers"])
+    scalers = max(1, cpu_budget(threads) // max(1, sum(layer["type"] == "video" for layer in ordered)))
+    windows = [layer_window(layer, fps, frames) for layer in ordered]
+    sprites = {index: make_sprite(layer, sources.get(layer["id"]), windows[index])
+               for index, layer in enumerate(ordered) if layer["type"] != "video"}
+    stills = dict(zip(sprites, sprite_streams(list(sprites.values()), fps, tmp), strict=True)) if sprites else {}
+    for index, layer in enumerate(ordered):
+        win = windows[index]
+        if layer["type"] == "video":
+            source, x, y = video_overlay_source(decodes.video(layer), layer, win, fps, decodes.info(layer).matrix,
+                                                scalers)
+        else:
+            source, x, y = stills[index], sprites[index].x, sprites[index].y
+        video = ffmpeg.overlay(video, source, x=x, y=y, eof_action="repeat", enable=enable_expression(win, fps))
+    return video.filter("setsar", "1")
