@@ -248,3 +248,40 @@ def test_a_hundred_overlays_run_on_a_bounded_number_of_threads(media, tmp_path):
                m.source_level(media / "ramp.mp4", 1, 25)) < 6
     # 100 overlays: one input per source (4 videos) and one atlas page, not one decoder pool per layer
     assert 0 < threads.peak <= 40, threads.peak
+
+
+# --- through the API: a live server fetches the media over HTTP, renders, and the output is decoded -------------
+
+@pytest.mark.slow
+def test_late_reused_and_transparent_layers_through_the_api(make_server, media, tmp_path):
+    import httpx
+
+    from tests.integration.test_viralsync_api import submit, wait
+
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy"})
+    server.cli("users", "create", "ada")
+    server.h = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+    folder = tmp_path / "served"
+    folder.mkdir()
+    shutil.copy(media / "ramp.mp4", folder / "ramp.mp4")
+    m.alpha_clip(folder, "vp9-webm")
+    with m.serve(folder) as base:
+        layers = [video("late", f"{base}/ramp.mp4", 0, 0, 320, 180, startTime=2, duration=2),
+                  video("again", f"{base}/ramp.mp4", 320, 0, 320, 180, startTime=0, duration=4),
+                  video("alpha", f"{base}/alpha_vp9.webm", 0, 180, 320, 180, startTime=1, duration=2, zIndex=1)]
+        body = {"kind": "movie", "projectId": "p", "movie": {"width": W, "height": H, "fps": FPS, "scenes": [
+            {"id": "s", "duration": 5, "bgColor": "#ffffff", "layers": layers}]}}
+        job = wait(server, submit(server, body).json()["jobId"])
+    assert job["status"] == "done", job.get("error")
+    out = tmp_path / "out.mp4"
+    out.write_bytes(httpx.get(job["outputUrl"]).content)
+    frames = m.frames(out)
+    assert len(frames) == 5 * FPS
+    left, right = (slice(40, 140), slice(20, 300)), (slice(40, 140), slice(340, 620))
+    ramp = media / "ramp.mp4"
+    for t, box, source_time in ((3, left, 1), (3, right, 3), (1, right, 1)):
+        assert abs(level(m.at(frames, t, FPS), box) - m.source_level(ramp, source_time, 25)) < 6, (t, box)
+    assert white(m.at(frames, 1, FPS), left) and white(m.at(frames, 4.5, FPS), left)
+    alpha = m.at(frames, 2, FPS)
+    assert np.abs(alpha[220:320, 20:140].mean(axis=(0, 1)) - (255, 0, 0)).max() < 20  # its opaque half
+    assert white(alpha, (slice(220, 320), slice(180, 300)))  # its transparent half shows the white beneath
