@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -29,6 +31,12 @@ def cmd_serve(args) -> int:
     from appliance.app import create_app
 
     s = _settings(args)
+    try:  # bound before anything is said or started: a busy port is named with its fix, not after "serving"
+        sock = _bind(s.host, s.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {s.host}:{s.port}: {exc.strerror}. Another program (or appliance) uses "
+              f"that port: stop it, or pick another with --port N or APPLIANCE_PORT=N", file=sys.stderr)
+        return 3
     app = create_app(s)
     print(f"appliance serving on {s.base_url} (data dir {s.data_dir.resolve()}); health: {s.base_url}/healthz",
           flush=True)
@@ -36,10 +44,34 @@ def cmd_serve(args) -> int:
     # before it stops the scheduler: give them 5 s, then close them (clients resume with Last-Event-ID).
     config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))  # graceful stop
-    server.run()
+    hub = app.state.core.hub
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:  # SIGTERM, SIGINT: a graceful stop
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            loop = asyncio._get_running_loop()  # the signal arrives on the loop's thread, between callbacks
+            if loop is not None:  # open progress streams end at once instead of being cut after 5 s
+                loop.call_soon_threadsafe(hub.close)
+
+    server = Server(config)
+    # uvicorn re-raises the signal it caught once it has stopped: to this handler, not the default (exit -15)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    server.run(sockets=[sock])
+    print("appliance stopped: running renders are re-queued for the next start", flush=True)
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def cmd_init(args) -> int:

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Callable
 
 MAX_QUEUE = 1000
 DROPPED = {"type": "_dropped"}
+CLOSED = {"type": "_closed"}  # the server is stopping: the stream ends cleanly, the client resumes elsewhere
 
 
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self.closed = False
 
     def subscribe(self, job_id: str) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(MAX_QUEUE + 1)
@@ -28,6 +30,14 @@ class Hub:
         self._subscribers[job_id].discard(queue)
         if not self._subscribers[job_id]:
             del self._subscribers[job_id]
+
+    def close(self) -> None:
+        """End every open stream (a graceful stop): each gets CLOSED and returns, so the server's shutdown
+        waits for no stream and cuts none (clients reconnect with Last-Event-ID)."""
+        self.closed = True
+        for queues in list(self._subscribers.values()):
+            for queue in list(queues):
+                queue.put_nowait(CLOSED)
 
     def publish(self, job_id: str, event: dict) -> None:
         for queue in list(self._subscribers.get(job_id, ())):
@@ -60,7 +70,7 @@ async def stream(hub: Hub, job_id: str, replay: Callable[[int], list[dict]], end
             yield frame
             if final:
                 return
-        if ended():
+        if ended() or hub.closed:
             return
         while True:
             try:
@@ -68,7 +78,7 @@ async def stream(hub: Hub, job_id: str, replay: Callable[[int], list[dict]], end
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            if event is DROPPED:
+            if event is DROPPED or event is CLOSED:
                 return
             if event["id"] <= after:
                 continue

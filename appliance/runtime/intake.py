@@ -55,7 +55,7 @@ def _copy(dir_fd: int, name: str, dest: Path) -> Path:
             raise Refused(f"renderer output {name} is not a regular file (a socket)") from None
         if exc.errno == errno.ENOENT:
             raise Refused(f"renderer output {name} is missing") from None
-        raise Refused(f"renderer output {name} cannot be opened ({errno.errorcode.get(exc.errno, exc.errno)})") \
+        raise Refused(f"renderer output {name} cannot be opened ({errno.errorcode.get(exc.errno or 0, exc.errno)})") \
             from None
     try:
         mode = os.fstat(src).st_mode

@@ -20,7 +20,7 @@ from renderers.registry import REQUIRED_OUTPUTS
 OUTPUTS: dict[str, dict[str, str]] = {
     "manim": {"video": "h264", "thumbnail": "jpeg", "captions": "webvtt", "image": "png"},
     "manim.plan": {"plan": "json", "captions": "webvtt"},
-    "manim.range": {"video": "h264", "thumbnail": "jpeg"},
+    "manim.range": {"video": "h264", "thumbnail": "jpeg", "image": "png"},
     "manim.assemble": {"video": "h264", "thumbnail": "jpeg", "captions": "webvtt", "image": "png"},
     "movie.scene": {"scene": "h264", "thumbnail": "jpeg"},
     "movie.assemble": {"video": "h264", "thumbnail": "jpeg"},
@@ -58,7 +58,7 @@ def verify(renderer: str, task_input: dict, files: dict[str, Path]) -> str | Non
 def _h264(path: Path, task_input: dict) -> str | None:
     import av  # imported on first use: the web app does not pay for it at start
 
-    with open(path, "rb") as handle, av.open(handle, format="mp4") as container:
+    with open(path, "rb") as handle, av.open(handle, mode="r", format="mp4") as container:
         if not container.streams.video:
             return "no video stream"
         stream = container.streams.video[0]
