@@ -40,7 +40,7 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
            "request": dumps(request), "payload": dumps(payload) if payload is not None else None,
            "metadata": dumps(metadata), "webhook_url": webhook_url,
            "credit_rate": credit_rate, "charge": charge, "created_at": now, "updated_at": now}
-    with transaction(db):
+    with transaction(db, durable=True):  # the 202 and the reserve the client is told of survive a power loss
         db.table("jobs").insert(job)
         for idx, t in enumerate(tasks):
             db.table("tasks").insert(_task_row(job_id, idx, t, now))

@@ -36,7 +36,7 @@ def grant(db: sqlite_utils.Database, user_id: str, amount: int, bucket: str = "p
         raise ValueError(f"bucket must be one of {BUCKETS}")
     if int(amount) <= 0:
         raise ApplianceError(f"a grant must be a positive number of credits, got {amount}")
-    with transaction(db):
+    with transaction(db, durable=True):  # credits an operator was told of
         _append(db, user_id, None, "grant", bucket, int(amount), note)
 
 
