@@ -134,7 +134,7 @@ def _reason(exc: ff.FfmpegError) -> str:
 def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, out: Path,
             report: Reporter) -> Image.Image | None:
     """Renders the scene into out; returns its last frame when it is already at hand (stills path)."""
-    decodes = Decodes(scene, sources, canvas.fps, canvas.threads)  # one decode per media source, fanned out
+    decodes = Decodes(scene, sources, canvas.fps, canvas.threads, tmp)  # one decode per media source, fanned out
     audio = _audio_mix(scene, decodes, canvas)
     if any(layer["type"] == "video" for layer in scene["layers"]):
         video = layered_video(scene, canvas.width, canvas.height, canvas.fps, canvas.frames, sources, decodes, tmp,

@@ -11,7 +11,8 @@ decode of its own instead: one decode per source is the rule, memory is the limi
 
 Alpha: a VP8/VP9 stream tagged ``alpha_mode=1`` (WebM with transparency) is decoded with libvpx, given before the
 ``-i``: ffmpeg's native VP8/VP9 decoders drop the alpha plane. ProRes 4444, PNG and QuickTime Animation in MOV,
-GIF and APNG keep theirs with the native decoders.
+GIF and APNG keep theirs with the native decoders. ffmpeg cannot decode an animated WebP: its frames are written out
+as PNGs with Pillow and read back through an ``ffconcat`` list with their durations (``expand_animated_webp``).
 
 Threads: each decode's decoder gets an equal share of the task's thread budget (at least one), so a scene with
 many sources stays inside the sandbox's process limit (``task_max_processes``) instead of starting a pool per core
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import ffmpeg  # ffmpeg-python
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from renderers import ffmpeg as ff
 from renderers.base import RenderError
 from renderers.movie.layers import scaled_box, source_matrix
 
+MAX_WEBP_FRAMES = 3000  # an animated WebP's frames written out as PNGs, at most
 FANOUT_BUFFER_BYTES = 160 << 20  # frames one decode may hold for its later branches (box size, yuva420p + slack)
 ALPHA_DECODERS = {"vp9": "libvpx-vp9", "vp8": "libvpx"}  # native vp8/vp9 decoders drop the alpha plane
 
@@ -52,6 +55,28 @@ def probe_source(path: Path) -> SourceInfo:
     if video is not None and tags.get("alpha_mode") == "1":
         decoder = ALPHA_DECODERS.get(video.get("codec_name", ""))
     return SourceInfo(video is not None, int(audio.get("channels") or 0), source_matrix(video or {}), decoder)
+
+
+def expand_animated_webp(path: Path, folder: Path) -> Path | None:
+    """An animated WebP as PNG frames (alpha kept) and an ffconcat list of them, or None for any other file."""
+    try:
+        with Image.open(path) as image:
+            count = int(getattr(image, "n_frames", 1))
+            if image.format != "WEBP" or count < 2:
+                return None
+            if count > MAX_WEBP_FRAMES:
+                raise RenderError(f"animated WebP with more than {MAX_WEBP_FRAMES} frames")
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = ["ffconcat version 1.0"]
+            for index, frame in enumerate(ImageSequence.Iterator(image)):
+                frame.convert("RGBA").save(folder / f"{index:05d}.png", compress_level=1)
+                lines += [f"file '{index:05d}.png'", f"duration {max(1, frame.info.get('duration') or 100) / 1000}"]
+            lines.append(lines[-2])  # the concat demuxer gives the last entry no duration: list it once more
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None  # not an image Pillow reads: ffmpeg's probe decides
+    listing = folder / "frames.ffconcat"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
 
 
 def audible(layer: dict, info: SourceInfo) -> bool:
@@ -122,14 +147,18 @@ class Decodes:
     """The scene's media decodes; ``video(layer)`` / ``audio(layer)`` are that layer's branch, starting at its
     ``trimStart`` with timestamps from 0."""
 
-    def __init__(self, scene: dict, sources: dict[str, Path], fps: int, threads: int) -> None:
+    def __init__(self, scene: dict, sources: dict[str, Path], fps: int, threads: int, tmp: Path | None = None) -> None:
         self.infos: dict[str, SourceInfo] = {}
         probed: dict[Path, SourceInfo] = {}
         groups: dict[tuple[Path, bool], list[dict]] = {}
+        expanded: dict[Path, Path] = {}
         for layer in scene["layers"]:
             if layer["type"] not in ("video", "audio"):
                 continue
             path = sources[layer["id"]]
+            if layer["type"] == "video" and tmp is not None and path not in expanded:
+                expanded[path] = expand_animated_webp(path, tmp / f"webp_{len(expanded):02d}") or path
+            path = expanded.get(path, path)
             if path not in probed:
                 probed[path] = probe_source(path)
             info = probed[path]

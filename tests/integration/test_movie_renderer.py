@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from appliance.services.pipelines import media as sources
 from renderers import ffmpeg as ff
 from renderers.base import NullReporter, RenderError
-from appliance.services.pipelines import media as sources
 from renderers.movie.assemble import render_assemble
 from renderers.movie.compose import plan_blocks, render_scene
 from renderers.movie.spec import scene_cache_key, scene_sources, validate_and_normalize
@@ -129,13 +129,13 @@ def extradata(path: Path) -> str:
 
 
 def near(pixel, expected, tolerance: int = 14) -> bool:
-    return all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, expected))
+    return all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
 
 def assemble(workdir: Path, scene_files: list[Path]) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     names = [f"scene_{index:03d}.mp4" for index in range(len(scene_files))]
-    for name, path in zip(names, scene_files):
+    for name, path in zip(names, scene_files, strict=True):
         shutil.copy(path, workdir / name)
     return render_assemble({"scenes": names}, workdir, NullReporter())
 

@@ -3,7 +3,7 @@
 - ``ramp_clip``: grey video whose brightness rises with its own time (Y = 30 + 50 t), so a decoded pixel tells which
   source time a layer showed at a given scene time; ``source_level`` reads the same level from the clip itself.
 - ``alpha_clip``: a red left half over a fully transparent right half, in one of ``ALPHA_FORMATS`` (VP9/VP8 WebM
-  with alpha, ProRes 4444, PNG and QuickTime Animation in MOV, animated GIF and APNG).
+  with alpha, ProRes 4444, PNG and QuickTime Animation in MOV, animated GIF, APNG and animated WebP).
 - ``tone``: a sine tone; ``serve``: a folder over local HTTP (what the server fetches media from in the API tests).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ ALPHA_FORMATS: dict[str, tuple[str, list[str]]] = {
     "gif": ("alpha.gif", ["-filter_complex", "[0:v]split[a][b];[a]palettegen=reserve_transparent=1[p];"
                           "[b][p]paletteuse=alpha_threshold=128", "-gifflags", "-transdiff"]),
     "apng": ("alpha.png", ["-c:v", "apng", "-pix_fmt", "rgba", "-plays", "0", "-f", "apng"]),
+    "webp-animated": ("alpha.webp", []),  # ffmpeg cannot write (or read) animated WebP: drawn with Pillow
 }
 
 
@@ -49,6 +50,19 @@ def ramp_clip(out: Path, *, rate: int = 25, seconds: float = 4, size: str = "320
 
 def alpha_clip(folder: Path, kind: str, *, size: str = "160x90", rate: int = 10, seconds: float = 2) -> Path:
     name, codec = ALPHA_FORMATS[kind]
+    if kind == "webp-animated":
+        from PIL import Image
+
+        width, height = (int(v) for v in size.split("x"))
+        pictures = []
+        for index in range(round(seconds * rate)):
+            picture = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+            picture.paste((255, 0, 0, 255), (0, 0, width // 2, height))
+            picture.putpixel((index % width, 0), (255, 0, 0, 254))  # frames differ, so none is merged away
+            pictures.append(picture)
+        pictures[0].save(folder / name, save_all=True, append_images=pictures[1:], duration=round(1000 / rate),
+                         loop=0, lossless=True)
+        return folder / name
     source = f"color=c=red:s={size}:r={rate}:d={seconds},format=rgba,{RED_HALF}"
     return ffmpeg(folder / name, "-f", "lavfi", "-i", source, *codec)
 

@@ -17,7 +17,8 @@ from tests.media.movie_oracle import Paint
 COLORS = {"red": (230, 30, 40), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (240, 210, 20),
           "orange": (250, 140, 0), "white": (255, 255, 255), "purple": (140, 40, 200)}
 ALPHA_CLIPS = {"vp9-webm": "alpha_vp9.webm", "vp8-webm": "alpha_vp8.webm", "prores-4444": "alpha_prores.mov",
-               "png-mov": "alpha_png.mov", "qtrle-mov": "alpha_qtrle.mov", "gif": "alpha.gif", "apng": "alpha.png"}
+               "png-mov": "alpha_png.mov", "qtrle-mov": "alpha_qtrle.mov", "gif": "alpha.gif", "apng": "alpha.png",
+               "webp-animated": "alpha.webp"}
 CLIPS = {"ramp.mp4": (25, 4), "ramp30.mp4": (30, 3), "ramp60.mp4": (60, 3), "short.mp4": (25, 1)}
 
 
