@@ -32,7 +32,9 @@ def _read(path: Path, start: int, end: int):
 
 def serve_file(request: Request, path: Path, download_name: str | None = None) -> Response:
     size, etag = os.path.getsize(path), _etag(path)
-    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "public, max-age=3600"}
+    # nosniff: a file is what its extension says (a task's or a client's bytes are never sniffed into HTML)
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "public, max-age=3600",
+               "X-Content-Type-Options": "nosniff"}
     if download_name:
         headers["Content-Disposition"] = f'inline; filename="{download_name}"'
     media_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")

@@ -74,8 +74,8 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
     job_id = name[:-len("_input")] if name.endswith("_input") else video.asset_job_id(name)
     row = store.one_job(service.db, job_id)
     path = None
-    if row and name.endswith("_input"):
-        got = store.uploads_of(service.db, job_id).get("input_main")
+    if row and name.endswith("_input") and row["error_message"] not in uploads.REFUSALS:  # a refused upload
+        got = store.uploads_of(service.db, job_id).get("input_main")                   # is never served
         path = Path(got["path"]) if got and got["path"] else None
     elif row:
         path = service.store.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT))

@@ -7,6 +7,7 @@ import hmac
 import os
 import secrets
 import shutil
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +27,10 @@ MAX_BYTES = 80 * 1024 * 1024
 MAX_PIXELS = 100_000_000  # a decompression bomb is refused before it is decoded
 TOO_LARGE = "The uploaded image is larger than 80 MB. You were not charged."
 UNREADABLE = "The uploaded image could not be read. Upload a JPEG, PNG, WebP or GIF image. You were not charged."
+CHECKS_AT_ONCE = 2  # uploads checked concurrently: what a burst of finalize calls may hold in memory
+_checking = threading.BoundedSemaphore(CHECKS_AT_ONCE)
 TOO_MANY_PIXELS = "The uploaded image has too many pixels (at most 100 megapixels). You were not charged."
+REFUSALS = frozenset({TOO_LARGE, UNREADABLE, TOO_MANY_PIXELS})  # why finalize refused an upload
 
 
 @lru_cache(maxsize=8)
@@ -101,17 +105,26 @@ async def receive(request: Request, service: JobService, job_id: str, slot: str)
 
 def problem(upload: dict) -> str | None:
     """None when the upload is a real JPEG/PNG/WebP/GIF of at most 80 MB and 100 MP, else the display-safe
-    reason. Blocking (decodes the image): run it in a worker thread."""
+    reason. Blocking: run it in a worker thread.
+
+    The server checks without holding the picture: the header (format, pixel count) first; a JPEG decoded at
+    1/8 scale; a PNG's chunks and checksums verified without inflating its pixels (a 0.4 MB PNG can be 100 MP:
+    300 MB decoded). Only WebP and GIF have no such check and are decoded, at most CHECKS_AT_ONCE at a time. The
+    full decode happens in the sandboxed render, where a picture that passed here and still breaks fails the
+    job (refunded)."""
     from PIL import Image
 
     if upload["size"] > MAX_BYTES or not upload["path"]:
         return TOO_LARGE
     try:
-        with Image.open(upload["path"]) as img:
+        with _checking, Image.open(upload["path"], formats=sorted(FORMATS)) as img:
             if img.format not in FORMATS:
                 return UNREADABLE
             if img.size[0] * img.size[1] > MAX_PIXELS:
                 return TOO_MANY_PIXELS
+            if img.format == "PNG":
+                img.verify()
+                return None
             img.draft("RGB", (img.size[0] // 8 or 1, img.size[1] // 8 or 1))
             img.load()
     except Image.DecompressionBombError:
