@@ -39,6 +39,11 @@ SCENE_FILE = "<scene>"
 SCENE_MODULE = "user_scene"
 FILES = {"video": "video.mp4", "thumbnail": "thumb.jpg", "captions": "captions.vtt", "image": "image.png"}
 FRAME_HEIGHT = 8.0  # Manim's default scene height in units; the width follows the aspect ratio
+# Manim's presets are 16:9 to Manim even where the pixels are not quite (854x480 is 1.7792): the CLI keeps its
+# frame 14.22 units wide at -ql. A size within PRESET_SLACK of 16:9 (or 9:16) gets that exact frame, so a scene
+# lands on the same pixels as in the CLI; any other size gets square pixels.
+PRESET_ASPECTS = (16 / 9, 9 / 16)
+PRESET_SLACK = 0.01
 STILL_SECONDS = 1.0  # a scene without play()/wait() holds its frame this long: Manim's DEFAULT_WAIT_TIME
 PNG_LEVEL = 3  # zlib level of image.png: lossless at every level; 3 is several times faster than 6 on a 4K frame
 # Manim cannot know how many play() calls are still to come, so rendering progress is an estimate
@@ -73,7 +78,7 @@ def manim_settings(task_input: dict, workdir: Path) -> dict[str, Any]:
         "partial_movie_dir": str(media / "videos" / "partial_movie_files" / "{scene_name}"),
         "sections_dir": str(media / "videos" / "sections"), "assets_dir": str(workdir),
         "pixel_width": width, "pixel_height": height, "frame_rate": int(task_input["fps"]),
-        "frame_height": FRAME_HEIGHT, "frame_width": FRAME_HEIGHT * width / height,
+        "frame_height": FRAME_HEIGHT, "frame_width": frame_width(width, height),
         # "auto" is MP4 for an opaque scene; unlike an explicit "mp4", a scene without play() then ends
         # normally, as in the CLI, with its final frame drawn: _render_scene makes it a still (write_still).
         "renderer": "cairo", "transparent": False, "format": "auto", "save_sections": False,
@@ -83,6 +88,13 @@ def manim_settings(task_input: dict, workdir: Path) -> dict[str, Any]:
         "disable_caching": True, "log_to_file": False,
         "progress_bar": "none", "verbosity": "WARNING", "notify_outdated_version": False,
     }
+
+
+def frame_width(width: int, height: int) -> float:
+    """The scene's width in units for a frame of width x height pixels, FRAME_HEIGHT units high."""
+    ratio = width / height
+    aspect = next((a for a in PRESET_ASPECTS if abs(ratio / a - 1) <= PRESET_SLACK), ratio)
+    return FRAME_HEIGHT * aspect
 
 
 def _configure(task_input: dict, workdir: Path) -> None:

@@ -22,6 +22,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 MANIM = Path(sys.executable).parent / "manim"
 PSNR_MIN = 35.0
+# result.image (lossless) against the API video's own last frame: only x264's loss at Manim's settings, which on
+# fine detail at 854x480 (an SVG's edges, a 3-D mesh) measured 33-35 dB; a wrong frame scores far lower.
+IMAGE_VS_VIDEO_MIN = 30.0
 QUALITY = ("low", 854, 480)  # the Kodisc preset; the CLI gets the same -r W,H
 
 
@@ -140,5 +143,5 @@ def conform(server, case: Case, tmp: Path, fps: int) -> Outcome:
     scores = [psnr(x, y) for x, y in zip(a, b, strict=True)]
     assert min(scores) >= PSNR_MIN, f"{case.name}: PSNR at frames {indices}: {[round(s, 1) for s in scores]}"
     last = psnr(ours, a[-1])  # result.image is the last frame, before the lossy encode
-    assert last >= PSNR_MIN, f"{case.name}: result.image vs the video's last frame: {last:.1f} dB"
+    assert last >= IMAGE_VS_VIDEO_MIN, f"{case.name}: result.image vs the video's last frame: {last:.1f} dB"
     return Outcome(api_s, cli_s, frames, scores)

@@ -8,8 +8,9 @@ from tests.conformance.harness import Case
 
 
 def scene(name: str, body: str, *, base: str = "Scene", header: str = "", **flags: bool) -> Case:
-    """A Case whose class is ``name`` (CamelCase from the snake name) with ``body`` as construct()."""
-    cls = "".join(part.capitalize() for part in name.split("_"))
+    """A Case whose class is ``name`` in CamelCase plus "Demo" (never a Manim name: ``class Table(Scene)`` would
+    shadow Manim's Table in its own construct()) with ``body`` as construct()."""
+    cls = "".join(part.capitalize() for part in name.split("_")) + "Demo"
     lines = "\n".join("        " + line if line else "" for line in body.strip("\n").splitlines())
     code = f"from manim import *\n{header}\n\nclass {cls}({base}):\n    def construct(self):\n{lines}\n"
     return Case(name, cls, code, **flags)
@@ -239,7 +240,7 @@ self.add(NumberPlane(), dot, Text("zoom", font_size=24).next_to(dot, DOWN))
 self.zoomed_camera.frame.move_to(dot)
 self.activate_zooming(animate=False)
 self.play(self.zoomed_camera.frame.animate.shift(RIGHT * 0.5), run_time=0.8)
-""", base="ZoomedScene"),
+""", base="ZoomedScene", shim=True),  # the zoomed display is an ImageMobjectFromCamera
     # -- time: updaters, trackers, composition -------------------------------------------------------------
     scene("updater_dt", """
 dot = Dot(LEFT * 4, color=GREEN)

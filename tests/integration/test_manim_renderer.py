@@ -297,3 +297,13 @@ def test_network_failures_say_renders_have_no_network() -> None:
     assert describe_error(OSError(errno.ENOENT, "No such file")) == "FileNotFoundError: [Errno 2] No such file"
     bare = OSError(errno.ENETUNREACH, "Network is unreachable")  # a scene's own socket call: already plain
     assert describe_error(bare) == "OSError: [Errno 101] Network is unreachable"
+
+
+def test_frame_width_is_the_clis_for_its_presets_else_square_pixels() -> None:
+    """854x480 (Kodisc's and Manim's "low") is 16:9 to Manim: the CLI keeps its frame 14.22 units wide there, so
+    the same scene lands on the same pixels; other sizes get square pixels."""
+    from renderers.manim_scene import frame_width
+
+    assert frame_width(854, 480) == frame_width(1920, 1080) == 8 * 16 / 9
+    assert frame_width(480, 854) == 8 * 9 / 16
+    assert frame_width(1000, 1000) == 8.0 and frame_width(800, 480) == 8 * 800 / 480
