@@ -6,6 +6,7 @@ executor, removed when the task ends); logs/<task_id>.log.
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import time
@@ -50,7 +51,10 @@ class Store:
         return path if path.is_file() else None
 
     def remove_job(self, job_id: str) -> None:
+        """The job's outputs and its tasks' logs (``<job>.t000.log``, …)."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        for log in (self.root / "logs").glob(f"{glob.escape(job_id)}.*.log"):
+            log.unlink(missing_ok=True)
 
     def clean_tmp(self) -> None:
         """At start: staging dirs and workdirs of tasks a crash interrupted (they re-run from their inputs)."""

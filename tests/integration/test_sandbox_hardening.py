@@ -193,6 +193,21 @@ def test_the_log_is_capped(executor, tmp_path):
     assert log.rstrip(b"\n").splitlines()[-1].startswith(b"[executor] task w exit: ok")
 
 
+HEAD_KB = 64
+
+
+@root_only
+def test_a_flood_leaves_a_small_log_when_the_task_ends(executor, tmp_path):
+    """Issue #17 item 3: a failing task's log was kept whole up to its 16 MB cap (10 jobs: 160 MB in 2 s, kept
+    90 days); when the task ends it is cut to its head and tail."""
+    result = run(executor, tmp_path / "w", "test.hostile", {"action": "spam", "mb": 8})
+    assert result["ok"] is True, result
+    log = (tmp_path / "w.log").read_bytes()
+    assert len(log) < 300 * 1024, len(log)
+    assert log.count(b"bytes of this log dropped") == 1 and b"0000000 spam" in log[:HEAD_KB << 10]
+    assert log.rstrip(b"\n").splitlines()[-1].startswith(b"[executor] task w exit: ok")
+
+
 @root_only
 def test_the_tasks_tmp_is_capped_by_its_memory_budget(executor, tmp_path):
     outcome = hostile(executor, tmp_path / "w", action="exec", limits={"mem_mb": 100},

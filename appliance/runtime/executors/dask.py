@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import one_line
-from appliance.runtime import sandbox
+from appliance.runtime import sandbox, tasklog
 from appliance.runtime.artifacts import safe_name
 from appliance.runtime.executors import dask_worker
 from appliance.runtime.executors.base import OnMessage, TaskSpec
@@ -320,6 +320,8 @@ class DaskExecutor:
 
     def _append_log(self, task_id: str, data: bytes) -> None:
         path = self._root / "logs" / f"{task_id}.log"
+        data = data[:tasklog.HEAD] + b"\n[executor] the worker's log was cut\n" + data[-tasklog.TAIL:] \
+            if len(data) > tasklog.HEAD + tasklog.TAIL else data
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "ab") as f:

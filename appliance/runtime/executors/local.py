@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import one_line
-from appliance.runtime import intake, sandbox
+from appliance.runtime import intake, sandbox, tasklog
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import OnMessage, TaskSpec
 from appliance.runtime.executors.forkserver import ZygoteClient
@@ -121,6 +121,7 @@ def _watch(handle: TaskHandle, pipe_r: int) -> None:
         os.close(pipe_r)
         handle._close_wake_pipe()
     _note_in_log(handle, message)
+    tasklog.trim(handle._spec.log_path)
     if handle._progress is not None:
         handle._deliver(handle._progress)
     handle._deliver(message)
