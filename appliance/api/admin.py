@@ -54,6 +54,19 @@ def public_job(job: dict, tasks: list[dict]) -> dict:
                        "finishedAt": t["finished_at"]} for t in tasks]}
 
 
+def proof_of(token: str, nonce: str) -> str:
+    return hmac.new(token.encode(), b"appliance-admin:" + nonce.encode(), "sha256").hexdigest()
+
+
+@get("/proof")
+async def proof(service: JobService, nonce: str) -> Response:
+    """The CLI's check that this server holds the data dir it read its admin token from, before it sends the
+    token: an HMAC of the client's nonce under the token (whatever else listens on the port cannot make it)."""
+    if not 16 <= len(nonce) <= 128 or not nonce.isalnum():
+        raise ApplianceError("nonce must be 16 to 128 letters or digits")
+    return json_response({"proof": proof_of(ensure_token(service.settings.data_dir), nonce)})
+
+
 @get("/jobs/{job_id:str}")
 async def show_job(service: JobService, admin: str, job_id: str) -> Response:
     return json_response(public_job(service.get(job_id), service.tasks(job_id)))
@@ -113,6 +126,6 @@ async def job_events(request: Request, service: JobService, admin: str, job_id: 
     return json_response(service.events_since(job_id, sse.parse_last_event_id(after if after.isascii() else "")))
 
 
-router = Router(path="/admin", route_handlers=[show_job, cancel_job, retry_job, submit_job, job_events],
+router = Router(path="/admin", route_handlers=[proof, show_job, cancel_job, retry_job, submit_job, job_events],
                 dependencies={"admin": Provide(operator)}, exception_handlers=handlers_for(error_response),
                 request_max_body_size=MAX_BODY, include_in_schema=False)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ast
+import hmac
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import TextIO
 
 import httpx
 
-from appliance.api.admin import token_path
+from appliance.api.admin import proof_of, token_path
 from appliance.api.kodisc import QUALITIES
 from appliance.errors import ApplianceError
 from appliance.settings import Settings
@@ -23,17 +25,47 @@ class AdminClient:
         if not token.is_file():
             raise ApplianceError(f"no admin token in {settings.data_dir}: is a server running with this --data-dir? "
                                  "(start one with `make run` or `appliance serve`)")
-        self.headers = {"Authorization": f"Bearer {token.read_text().strip()}"}
+        self._token = token.read_text().strip()
+        self.headers = {"Authorization": f"Bearer {self._token}"}
         self.settings = settings
+        self._proven = False
 
     def _call(self, method: str, path: str, **kw) -> dict:
+        if not self._proven:
+            self._prove()
+        response = self._request(method, path, headers=self.headers, **kw)
+        if response.status_code >= 400:
+            raise ApplianceError(self._json(response).get("message") or response.text[:500])
+        return self._json(response)
+
+    def _prove(self) -> None:
+        """The token goes only to the server that holds this data dir: it must answer a fresh nonce with the
+        HMAC only the token's holder can compute (another program on the port gets nothing)."""
+        nonce = secrets.token_hex(16)
+        response = self._request("GET", "/proof", params={"nonce": nonce})
+        got = self._json(response).get("proof") if response.status_code == 200 else None
+        if not isinstance(got, str) or not hmac.compare_digest(got, proof_of(self._token, nonce)):
+            raise ApplianceError(f"what answers at {self.base} is not the appliance serving {self.settings.data_dir}"
+                                 " (its admin token was not sent): check --port / APPLIANCE_PORT and --data-dir")
+        self._proven = True
+
+    def _request(self, method: str, path: str, **kw) -> httpx.Response:
         try:
-            response = httpx.request(method, self.base + path, headers=self.headers, timeout=30, **kw)
+            return httpx.request(method, self.base + path, timeout=30, **kw)
         except httpx.ConnectError:
             raise ApplianceError(f"no server at {self.base} — start it with `make run` or `appliance serve`") from None
-        if response.status_code >= 400:
-            raise ApplianceError(response.json().get("message") or response.text)
-        return response.json()
+        except httpx.HTTPError as exc:
+            raise ApplianceError(f"no answer from {self.base}: {type(exc).__name__}") from None
+
+    def _json(self, response: httpx.Response) -> dict:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApplianceError(f"{self.base} answered HTTP {response.status_code} with no JSON: is it the "
+                                 "appliance? (check --port / APPLIANCE_PORT)")
+        return body
 
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel")

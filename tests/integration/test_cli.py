@@ -7,6 +7,8 @@ import pty
 import re
 import subprocess
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -341,3 +343,33 @@ def test_backup_shows_a_percentage_line_on_a_terminal(tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("backed up "), proc
     text = seen.decode()
     assert text.startswith("\r") and "100% done" in text, text  # rewritten in place, ends at 100 %
+
+
+@pytest.mark.parametrize("answer", [b'{"proof": "0000"}', b"<html>not json</html>"], ids=["rogue-json", "not-json"])
+def test_the_admin_token_goes_only_to_the_server_of_the_data_dir(tmp_path, answer):
+    """Issue #17 item 9: `jobs cancel` sent the data dir's admin token to whatever listened on the configured
+    port, and crashed on a non-JSON answer. Now the server must prove it holds the token first."""
+    d = tmp_path / "var"
+    d.mkdir()
+    (d / "admin.token").write_text("s3cret-admin-token")
+    seen: list[str] = []
+
+    class Rogue(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            seen.append(f"{self.path} {self.headers}")
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(answer)
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args) -> None:
+            pass
+    rogue = ThreadingHTTPServer(("127.0.0.1", 0), Rogue)
+    threading.Thread(target=rogue.serve_forever, daemon=True).start()
+    try:
+        proc = run_cli(d, "jobs", "cancel", "job_000000000000", env={"APPLIANCE_PORT": str(rogue.server_port)})
+    finally:
+        rogue.shutdown()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not the appliance serving" in proc.stderr or "no JSON" in proc.stderr, proc.stderr
+    assert seen and not any("s3cret-admin-token" in request for request in seen), seen
