@@ -138,7 +138,7 @@ def product_ad(logos: int, w: int = 1920, h: int = 1080, fast: bool = False) -> 
     for i in range(logos):
         d.image("orange", (i % columns) * size, h - size * (1 + i // columns), size * 0.9, size * 0.9 * 9 / 16,
                 startTime=round(i * 2 / logos, 3))
-    d.box("purple", w * 0.3, h * 0.62, w * 0.4, h * 0.1, "$19.99", startTime=1)
+    d.box("purple", w * 0.3, h * 0.05, w * 0.4, h * 0.1, "$19.99", startTime=1)
     return d
 
 
