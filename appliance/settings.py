@@ -41,6 +41,9 @@ class Settings:
     max_attempts: int = 2
     executor: str = "local"
     dask_scheduler: str = ""
+    dask_tls_dir: str = ""  # mutual TLS: ca.pem + appliance.pem/.key of `appliance cluster init`
+    dask_worker_max_cpu: float = 0  # a worker's declared CPU counts at most this much (0: as declared)
+    dask_worker_max_mem_mb: int = 0  # likewise its MEM
     render_timeout_s: int = 600
     task_cpu_seconds: int = 3600
     task_memory_mb: int = 4096

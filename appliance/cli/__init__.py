@@ -299,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     install.add_commands(sub, common)
     operator.add_commands(sub, common)  # the dashboard's operator accounts
-    from appliance.cli import worker  # appliance worker: a Dask worker for executor = "dask"
+    from appliance.cli import cluster, worker  # appliance worker, scheduler, cluster: executor = "dask"
 
     worker.add_commands(sub, common)
+    cluster.add_commands(sub, common)
     return parser
 
 

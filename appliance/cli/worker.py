@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from appliance import settings as settings_mod
+from appliance.cli import cluster
 
 PRELOAD = "appliance.runtime.executors.dask_worker"
 
@@ -34,6 +35,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    "(default: inside the Dask worker's local directory)")
     p.add_argument("--host", help="the address other machines reach this worker at (default: Dask's choice)")
     p.add_argument("--no-nanny", action="store_true", help="no nanny process (it restarts a worker that died)")
+    p.add_argument("--tls-dir", help="mutual TLS with the key pair NAME.pem/NAME.key and ca.pem of this folder "
+                   "(made by `appliance cluster init`; NAME: --tls-name); the scheduler address is then tls://…")
+    p.add_argument("--tls-name", default="worker", help="the key pair's name in --tls-dir (default: worker)")
     for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):
         p.add_argument(flag, help="PEM file for TLS to the scheduler (or set it in Dask's configuration)")
     p.set_defaults(func=cmd_worker)
@@ -70,13 +74,26 @@ def worker_argv(args: argparse.Namespace, offered: dict[str, float]) -> list[str
     argv = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler, "--preload", PRELOAD,
             "--resources", ",".join(f"{k}={v:g}" for k, v in offered.items()), "--nthreads", str(threads),
             "--no-dashboard"]
-    for flag, value in (("--name", args.name), ("--host", args.host), ("--tls-ca-file", args.tls_ca_file),
-                        ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+    host = args.host or (_LOOPBACK if _on_loopback(args.scheduler) else None)  # loopback stays loopback
+    ca, cert, key = cluster.tls_files(args.tls_dir, args.tls_name) if getattr(args, "tls_dir", None) else (
+        args.tls_ca_file, args.tls_cert, args.tls_key)
+    for flag, value in (("--name", args.name), ("--host", host), ("--tls-ca-file", ca),
+                        ("--tls-cert", cert), ("--tls-key", key)):
         if value:
             argv += [flag, value]
     if args.no_nanny:
         argv.append("--no-nanny")
     return argv
+
+
+_LOOPBACK = "127.0.0.1"
+
+
+def _on_loopback(address: str) -> bool:
+    """A scheduler on loopback: the worker listens there too (a worker's port runs code: never open it by
+    accident to the network)."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -99,6 +116,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.worker_dir:
         env["APPLIANCE_WORKER_DIR"] = str(Path(args.worker_dir).resolve())
     argv = worker_argv(args, offered)
+    if args.tls_dir:  # and it refuses plain connections (to its own port too)
+        env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
     print(f"appliance worker: {' '.join(argv[1:])}", flush=True)
     os.execve(sys.executable, argv, env)
     return 0  # not reached

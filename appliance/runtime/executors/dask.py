@@ -78,8 +78,11 @@ class DaskHandle:
 
 class DaskExecutor:
     def __init__(self, address: str, *, data_dir: Path, verify: Verifier | None = None,
-                 connect_timeout_s: float = 30, cpu_slots: int = 0, memory_mb: int = 0) -> None:
+                 connect_timeout_s: float = 30, cpu_slots: int = 0, memory_mb: int = 0, tls_dir: str = "",
+                 worker_caps: tuple[float, int] = (0, 0)) -> None:
         self.address = address
+        self._tls_dir = tls_dir
+        self._caps = worker_caps  # (CPU, MEM) one worker counts for at most; 0: as declared
         self._root = data_dir
         # Never started: only its stage-out (verify, take in, remove the workdir) is used, so remote outputs are
         # checked by the very code that checks local ones.
@@ -107,7 +110,8 @@ class DaskExecutor:
         if not settings.dask_scheduler:
             raise SettingsError('executor = "dask" needs dask_scheduler, e.g. "tcp://10.0.0.5:8786"')
         return cls(settings.dask_scheduler, data_dir=settings.data_dir, verify=verify,
-                   cpu_slots=settings.cpu_slots, memory_mb=settings.memory_mb)
+                   cpu_slots=settings.cpu_slots, memory_mb=settings.memory_mb, tls_dir=settings.dask_tls_dir,
+                   worker_caps=(settings.dask_worker_max_cpu, settings.dask_worker_max_mem_mb))
 
     @property
     def mechanism(self) -> str:
@@ -118,9 +122,12 @@ class DaskExecutor:
     def start(self) -> None:
         from distributed import Client
 
+        from appliance.cli.cluster import security
+
+        secure = {"security": security(self._tls_dir, "appliance")} if self._tls_dir else {}
         try:
             self.client = Client(self.address, timeout=self._timeout, set_as_default=False,
-                                 name=f"appliance {self.owner}")
+                                 name=f"appliance {self.owner}", **secure)
         except (OSError, TypeError, ValueError) as exc:  # TypeError: a tls:// address without TLS configured
             raise RuntimeError(f"cannot reach the Dask scheduler at {self.address} (dask_scheduler): "
                                f"{one_line(exc)}") from None
@@ -290,16 +297,30 @@ class DaskExecutor:
             elif future.status == "error":
                 message = {"type": "exit", "ok": False, "error": f"dask: {one_line(future.exception())}"}
             else:
-                message = self._take_in(handle, future.result())
+                message = self._take_in(handle, future.result(), self._holders(future))
         except Exception as exc:  # never leave the scheduler without its exit message
             log.exception("finishing %s failed", handle.spec.key)
             message = {"type": "exit", "ok": False, "error": f"executor error: {one_line(exc)}"}
         self._exit(handle, message)
 
-    def _take_in(self, handle: DaskHandle, out: dict) -> dict:
-        """The worker's files into a workdir here, then the local stage-out: verify, take in, drop the workdir."""
+    def _holders(self, future: Any) -> set[str]:
+        """The workers the scheduler says hold the attempt's result: where it ran (not what the result claims)."""
+        try:
+            return set(self.client.who_has(future).get(future.key, ()))
+        except Exception as exc:  # noqa: BLE001 - unknown holder: the result is refused below
+            log.warning("who_has(%s) failed: %s", future.key, one_line(exc))
+            return set()
+
+    def _take_in(self, handle: DaskHandle, out: dict, holders: set[str]) -> dict:
+        """The worker's files into a workdir here, then the local stage-out: verify, take in, drop the workdir.
+        Only a result from the worker the scheduler ran it on (the one it was pinned to, for a GPU grant) is
+        taken; a result that names another worker is refused, as a forged one."""
         spec = handle.spec
-        handle.worker = out.get("worker") or handle.worker
+        claimed = out.get("worker")
+        if claimed not in holders or (handle.pinned and claimed != handle.pinned):
+            return {"type": "exit", "ok": False, "error": f"result refused: it names worker {claimed!r}, the "
+                    f"scheduler ran the attempt on {sorted(holders) or 'no worker'}"}
+        handle.worker = claimed
         self._append_log(spec.task_id, out.get("log") or b"")
         message = dict(out["exit"])
         message.pop("outputs", None)  # the worker's digests are not trusted; ours are computed from the bytes
@@ -356,8 +377,9 @@ class DaskExecutor:
         """Sum of CPU and MEM the workers declared, and the GPUs of those that declared GPU or NVENC."""
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         declared = {address: w.get("resources", {}) for address, w in workers.items()}
-        cpu = sum(float(r.get("CPU", 0)) for r in declared.values())
-        mem = sum(int(r.get("MEM", 0)) for r in declared.values())
+        cap_cpu, cap_mem = self._caps
+        cpu = sum(_capped(float(r.get("CPU", 0)), cap_cpu) for r in declared.values())
+        mem = sum(int(_capped(int(r.get("MEM", 0)), cap_mem)) for r in declared.values())
         with_gpus = sorted(a for a, r in declared.items() if r.get("GPU", 0) > 0 or r.get("NVENC", 0) > 0)
         unknown = [a for a in with_gpus if a not in self._inventories]
         if unknown:
@@ -373,6 +395,11 @@ class DaskExecutor:
                             self._gpu_numbers)
         self.gpus = {g.index: g for g in gpus}
         return cpu, mem, gpus
+
+
+def _capped(value: float, cap: float) -> float:
+    """What a worker's declaration counts for: never more than the operator's cap (a worker says what it likes)."""
+    return min(value, cap) if cap > 0 else value
 
 
 def resources_for(spec: TaskSpec) -> dict[str, float]:
