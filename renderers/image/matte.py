@@ -1,14 +1,32 @@
-"""Subject extraction: the background is what the image's border looks like (a smooth colour surface fitted to
-the border pixels, so gradients and light fall-off count as background), the subject is what differs from it.
-A rough mask from that difference seeds OpenCV's GrabCut on a small copy; a guided filter then makes the
-matte follow the full-resolution edges. Everything here works at reduced size where the eye cannot tell."""
+"""Subject extraction, in two scales.
+
+The backdrop is what the image's border looks like: a smooth colour surface (Lab) fitted robustly to the border
+pixels (a subject cut by the frame covers part of the border: the worst-fitting share is left out), so gradients
+and light fall-off count as backdrop. At a working resolution (about WORK_SIDE pixels on the long side: a 6 px
+leg of a 1024 px photo is still 3 px there) the subject is every pixel that differs from that surface by more
+than the border's own noise, except:
+
+- the backdrop's own shadows: pixels that are the backdrop darkened (the same chromaticity, less light), reached
+  from the backdrop by a flood that only crosses soft steps (a shadow fades; a subject's silhouette is a step);
+- enclosed regions that match the backdrop (the inside of a handle, a ring's hole, the gaps between legs) stay
+  backdrop; enclosed specks that do not match it (a highlight, a shading band) are filled.
+
+The full-resolution work is a narrow band along that mask's edge (edges.py): a real alpha and the subject's own
+colour there, so no edge pixel keeps the old backdrop's colour. Deterministic, CPU only."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-SEED_SIDE = 128  # GrabCut's size: its cost grows with pixels, the matte's detail comes from the guided filter
-BORDER = 0.04
+WORK_SIDE = 512  # the long side of the working copy
+BORDER = 0.04  # the border band the backdrop is fitted to, as a fraction of the short side
+SHADOW_STEP = 0.06  # the largest step (in relative lightness per working pixel) a shadow's flood crosses
+SHADOW_DARKEST = 0.45  # a shadow keeps at least this much of the backdrop's lightness (cube root: 9 % of its light)
+SHADOW_THICK = 3.0  # working pixels from a shadow's middle to its rim, at least
+SHADOW_RIM = 0.075  # a shadow's rim on the lit backdrop steps by less than this (mean 3x3 range of lightness)
+SHADOW_FLAT = 0.35  # a shadow on the floor is flat: at most this share of the subject's height, and wider than tall
 
 
 def shrink(img: np.ndarray, factor: int) -> np.ndarray:
@@ -29,123 +47,208 @@ def downscale(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(shrink(img, factor), size, interpolation=cv2.INTER_LINEAR)
 
 
-def _surface_terms(h: int, w: int) -> np.ndarray:
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    xs, ys = xs / max(w - 1, 1) - 0.5, ys / max(h - 1, 1) - 0.5
-    return np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1)
+def working_factor(h: int, w: int) -> int:
+    return max(1, round(max(h, w) / WORK_SIDE))
 
 
-def background_model(lab: np.ndarray) -> tuple[np.ndarray, float]:
-    """The fitted background (Lab, same size) and how much the border deviates from it (its noise)."""
+def _axes(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.arange(h, dtype=np.float32) / max(h - 1, 1) - 0.5, np.arange(w, dtype=np.float32) / max(w - 1, 1) - 0.5)
+
+
+def _terms(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The surface's terms (1, x, y, x², y², xy) at the given normalised coordinates."""
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1).astype(np.float64)
+
+
+def _surface(coef: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The fitted surface (h, w, channels), summed from per-row and per-column parts (no (h, w, 6) array)."""
+    yn, xn = _axes(h, w)
+    coef = coef.astype(np.float32)
+    rows = coef[0] + yn[:, None] * coef[2] + (yn * yn)[:, None] * coef[4]
+    cols = xn[:, None] * coef[1] + (xn * xn)[:, None] * coef[3]
+    return rows[:, None, :] + cols[None, :, :] + (yn[:, None] * xn[None, :])[..., None] * coef[5]
+
+
+@dataclass
+class Backdrop:
+    fitted: np.ndarray  # Lab float32 (h, w, 3): the backdrop surface
+    noise: float  # the border's 90th percentile distance from it (smoothed Lab)
+    spread: float  # the border's mean distance from it
+    chroma_noise: float  # the border's 90th percentile distance in chroma (a, b) alone
+
+
+def background_model(lab: np.ndarray) -> Backdrop:
+    """The backdrop surface fitted to the border band: once to all of it, then again to the 60 % that fit best,
+    then to the pixels within 3x the median distance (a subject cut by the frame drops out)."""
     h, w = lab.shape[:2]
     band = max(2, int(round(min(h, w) * BORDER)))
     border = np.zeros((h, w), bool)
     border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
-    terms = _surface_terms(h, w)
-    coef, *_ = np.linalg.lstsq(terms[border], lab[border], rcond=None)
-    fitted = terms @ coef
-    resid = np.linalg.norm(lab[border] - fitted[border], axis=1)
-    return fitted.astype(np.float32), float(np.percentile(resid, 90))
+    ys, xs = np.nonzero(border)
+    yn, xn = _axes(h, w)
+    t, y = _terms(yn[ys], xn[xs]), lab[ys, xs].astype(np.float64)
+    resid = np.linalg.norm(y - np.median(y, axis=0), axis=1)  # the median colour: right while most is backdrop
+    keep = resid <= np.percentile(resid, 50)
+    for used in (3, 6, 6):  # a plane first (it cannot bend towards a subject in the border), then the surface
+        tk = t[keep][:, :used]
+        coef = np.linalg.solve(tk.T @ tk + 1e-9 * np.eye(used), tk.T @ y[keep])  # normal equations: 6 x 6
+        resid = np.linalg.norm(y - t[:, :used] @ coef, axis=1)
+        keep = resid <= max(3 * np.median(resid[keep]), 1.5)
+    fitted = _surface(coef, h, w)
+    chroma = np.linalg.norm((y - t @ coef)[keep, 1:], axis=1)
+    return Backdrop(fitted, float(np.percentile(resid[keep], 90)), float(resid[keep].mean()),
+                    float(np.percentile(chroma, 90)))
 
 
-def _largest_parts(mask: np.ndarray) -> np.ndarray:
-    """Keep the components that matter (a product may be in pieces), drop specks; fill holes."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+@dataclass
+class Working:
+    """The working-resolution result: the subject mask, the copy it was found on, its scale."""
+    mask: np.ndarray  # bool (h, w)
+    small: np.ndarray  # RGB uint8 (h, w, 3)
+    backdrop_rgb: np.ndarray  # the fitted backdrop as RGB float32 (h, w, 3)
+    factor: int
+    threshold: float
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2LAB)
+
+
+def segment(rgb: np.ndarray) -> Working:
+    """The subject mask at the working resolution (see the module's description)."""
+    factor = working_factor(*rgb.shape[:2])
+    small = shrink(rgb, factor)
+    raw = _lab(small)
+    lab = cv2.GaussianBlur(raw, (0, 0), 0.8)
+    model = background_model(lab)
+    resid = cv2.subtract(lab, model.fitted)
+    dist = cv2.sqrt(cv2.transform(cv2.multiply(resid, resid), np.ones((1, 3), np.float32)))
+    # JPEG noise and texture set the bar; a white product on a white sweep still clears 2.5 (a just visible step)
+    threshold = max(2.2 * model.noise, 2.5)
+    mask = dist > threshold
+    if mask.any():  # the shadow's analysis only around what stands out (its margin is all backdrop)
+        x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+        h, w = mask.shape
+        x0, y0, x1, y1 = max(0, x - 4), max(0, y - 4), min(w, x + bw + 4), min(h, y + bh + 4)
+        box = np.s_[y0:y1, x0:x1]
+        mask[box] &= ~_backdrop_shadow(raw[box], lab[box], model, box, mask[box], threshold)
+    mask = _clean(mask, dist, model, threshold)
+    backdrop_rgb = cv2.cvtColor(model.fitted, cv2.COLOR_LAB2RGB) * np.float32(255)
+    return Working(mask, small, backdrop_rgb, factor, threshold)
+
+
+def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tuple, mask: np.ndarray,
+                     threshold: float) -> np.ndarray:
+    """Pixels of `mask` that are the backdrop in shadow: the backdrop's chromaticity with less light, reached
+    from the lit backdrop by a flood that only goes down into the shadow by soft steps (a shadow is a basin
+    that darkens towards its core; a subject's silhouette is a step, and its shading climbs back up).
+    In Lab a colour darkened by k keeps (L + 16, a, b) proportional: k^(1/3) times the lit one."""
+    fitted = model.fitted[box]
+    rel = (lab[..., 0] + 16) / (fitted[..., 0] + 16)
+    chroma_err = np.hypot(lab[..., 1] - rel * fitted[..., 1], lab[..., 2] - rel * fitted[..., 2])
+    # the tolerance: the border's own chroma noise, and half of what a neutral subject would miss by (a shadow
+    # keeps the backdrop's tint, a grey or black subject does not have it)
+    tint = np.hypot(fitted[..., 1], fitted[..., 2]) * rel
+    tolerance = np.clip(np.maximum(0.5 * tint, 3 * model.chroma_noise), 0.5, 2.5)
+    loose = mask & (rel > SHADOW_DARKEST) & (rel < 1.0) & (chroma_err < 2 * tolerance)
+    shade = loose & (chroma_err < tolerance)
+    if not shade.any():
+        return shade
+    shade = cv2.morphologyEx(shade.astype(np.uint8), cv2.MORPH_OPEN, _disc(2)).astype(bool)  # no thin parts
+    sharp = np.ascontiguousarray((raw[..., 0] + 16) / (fitted[..., 0] + 16), dtype=np.float32)
+    lit = sharp[~mask]
+    climb = float(np.clip(2.5 * np.percentile(np.abs(lit - np.median(lit)), 90), 0.015, 0.05))
+    ys, xs = np.nonzero(mask)
+    tall = (ys.max() - ys.min() + 1) * SHADOW_FLAT
+    accepted = np.zeros_like(mask)
+    step_size = cv2.dilate(sharp, np.ones((3, 3), np.uint8)) - cv2.erode(sharp, np.ones((3, 3), np.uint8))
+    for step in SHADOW_STEP * np.array([1, 0.7, 0.5, 0.35, 0.25]):  # a flood that ran into the subject is
+        flooded = _flood(sharp, mask, shade, step, climb) & ~accepted  # redone, finer, until it stays flat
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(flooded.astype(np.uint8), connectivity=8)
+        depth = cv2.distanceTransform(flooded.astype(np.uint8), cv2.DIST_L2, 3)
+        thick = np.zeros(count)
+        np.maximum.at(thick, labels.ravel(), depth.ravel())  # a wire or a rim is no shadow: it has no inside
+        hard = _rim_steps(labels, count, step_size, ~mask)
+        flat = [i for i in range(1, count) if stats[i, cv2.CC_STAT_HEIGHT] <= min(tall, stats[i, cv2.CC_STAT_WIDTH])
+                and thick[i] >= SHADOW_THICK and hard[i] < SHADOW_RIM]
+        if flat:
+            accepted |= np.isin(labels, flat)
+        if len(flat) == count - 1:
+            break
+    if accepted.any():  # the thin strip at a contact line (JPEG's colour bleed, the opening) joins its shadow
+        grown = accepted.astype(np.uint8)
+        for _ in range(3):
+            grown = cv2.dilate(grown, np.ones((3, 3), np.uint8)) & loose.astype(np.uint8)
+        accepted |= grown.astype(bool)
+    return accepted
+
+
+def _rim_steps(labels: np.ndarray, count: int, step_size: np.ndarray, lit: np.ndarray) -> np.ndarray:
+    """Per component, the mean step (3x3 range of lightness) where it meets the lit backdrop: a shadow fades
+    out, a subject that only looks like one (a grey blade on a grey sweep) ends in a step."""
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8))
+    near_lit = cv2.dilate(lit.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    rim = (lit & (grown > 0)) | (near_lit & (labels > 0))  # both sides of where it meets the lit backdrop
+    owner = np.where(labels > 0, labels, grown.astype(labels.dtype))[rim].astype(np.int64)
+    total = np.bincount(owner, weights=step_size[rim], minlength=count)
+    return total / np.maximum(np.bincount(owner, minlength=count), 1)
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _flood(image: np.ndarray, mask: np.ndarray, shade: np.ndarray, step: float, climb: float) -> np.ndarray:
+    """The shadow pixels a flood from the backdrop reaches going down by at most `step` and up by at most
+    `climb` per pixel. The flood's mask is 1 where it may not go (subject that is not shadow-like); it writes 2
+    where it went. Seeds: backdrop pixels next to shadow, in every backdrop region (a hole's shadow too)."""
+    barrier = np.pad((mask & ~shade).astype(np.uint8), 1, constant_values=1)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    flags = 4 | cv2.FLOODFILL_MASK_ONLY | (2 << 8)
+    near = cv2.dilate(shade.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~mask
+    where = np.flatnonzero(near)
+    regions, first = np.unique(labels.ravel()[where], return_index=True)
+    for region, index in zip(regions, where[first], strict=True):
+        if stats[region, cv2.CC_STAT_AREA] >= 4:
+            y, x = divmod(int(index), mask.shape[1])
+            cv2.floodFill(image, barrier, (x, y), 0, step, climb, flags)
+    return (barrier[1:-1, 1:-1] == 2) & shade
+
+
+def _clean(mask: np.ndarray, dist: np.ndarray, model: Backdrop, threshold: float) -> np.ndarray:
+    """Specks out; enclosed regions that do not look like the backdrop (a shading band, a highlight) filled,
+    enclosed regions that do (a hole, the inside of a handle, a gap between legs) kept as backdrop."""
+    h, w = mask.shape
+    m = mask.astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     if count <= 1:
         return mask
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = np.flatnonzero(areas >= max(areas.max() * 0.08, 4)) + 1
-    out = np.isin(labels, keep).astype(np.uint8)
-    flood = out.copy()
-    cv2.floodFill(flood, np.zeros((out.shape[0] + 2, out.shape[1] + 2), np.uint8), (0, 0), 1)
-    if not out[0, 0]:  # enclosed holes (inside a ring-shaped subject) become subject
-        out |= (flood == 0).astype(np.uint8)
-    return out.astype(bool)
-
-
-def rough_mask(rgb_small: np.ndarray) -> np.ndarray:
-    lab = cv2.cvtColor(rgb_small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    fitted, noise = background_model(lab)
-    dist = np.linalg.norm(lab - fitted, axis=2)
-    scaled = np.clip(dist * (255.0 / max(dist.max(), 1e-3)), 0, 255).astype(np.uint8)
-    otsu, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    threshold = max(otsu * max(dist.max(), 1e-3) / 255.0, noise * 1.5, 6.0)
-    mask = cv2.morphologyEx((dist > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return _largest_parts(mask)
-
-
-def grabcut(rgb_small: np.ndarray, rough: np.ndarray) -> np.ndarray:
-    """Refine the rough mask; where GrabCut cannot (flat mask, degenerate model) the rough mask stands."""
-    if rough.sum() < 16 or rough.mean() > 0.97:
-        return rough
-    gc = np.where(rough, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    sure = cv2.erode(rough.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    gc[sure] = cv2.GC_FGD
-    far = cv2.dilate(rough.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
-    gc[far] = cv2.GC_BGD
-    cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global RNG: seeded, the same input cuts the same
-    try:
-        cv2.grabCut(rgb_small, gc, None, np.zeros((1, 65)), np.zeros((1, 65)), 2,  # type: ignore[call-overload]
-                    cv2.GC_INIT_WITH_MASK)  # rect=None is how OpenCV's docs start from a mask
-    except cv2.error:
-        return rough
-    refined = _largest_parts((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD))
-    return refined if refined.sum() >= rough.sum() * 0.3 else rough
-
-
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, step: int = 4) -> np.ndarray:
-    """He et al.'s fast guided filter (grey guide): the linear coefficients are fitted on a 1/step copy, where
-    they are smooth anyway, and applied to the full-resolution guide, so the matte takes the guide's edges."""
-    h, w = guide.shape
-    g, p = shrink(guide, step), shrink(src, step)
-    ksize = (2 * max(1, radius // step) + 1,) * 2
-    def mean(x: np.ndarray) -> np.ndarray:
-        return np.asarray(cv2.boxFilter(x, -1, ksize))
-
-    mg, mp = mean(g), mean(p)
-    a = (mean(g * p) - mg * mp) / (mean(g * g) - mg * mg + eps)
-    b = mp - a * mg
-    a, b = (cv2.resize(mean(x), (w, h), interpolation=cv2.INTER_LINEAR) for x in (a, b))
-    return a * guide + b
+    keep = np.flatnonzero(areas >= max(areas.max() * 0.015, 0.0003 * h * w, 6)) + 1
+    mask = np.isin(labels, keep)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    limit = max(2.0 * model.spread + 0.5, 0.45 * threshold)
+    sums = np.bincount(labels.ravel(), weights=dist.ravel(), minlength=count)
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    enclosed = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)  # open to the frame: backdrop
+    fill = enclosed & ((area < 4) | (sums / np.maximum(area, 1) > limit))
+    fill[0] = False
+    return mask | fill[labels]
 
 
 def extract_box(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """Alpha (float32 0..1) of the subject of an RGB uint8 image, computed only inside the box around the rough
-    mask (plus a margin): (alpha of the box, (x0, y0) of the box). Outside it the alpha is 0. The guided filter
-    is the costly full-resolution step, so a small product in a large photo costs little."""
-    h, w = rgb.shape[:2]
-    scale = SEED_SIDE / max(h, w)
-    coarse = shrink(rgb, max(1, int(1 / scale) // 2))  # most of the way with the fast whole-factor path
-    small = cv2.resize(coarse, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    mask = grabcut(small, rough_mask(small))
-    sh, sw = mask.shape
-    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8)) if mask.any() else (0, 0, sw, sh)
-    pad = 3  # small pixels: covers the guided filter's reach and the upsampling's blur
-    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(sw, x + bw + pad), min(sh, y + bh + pad)
-    fx, fy = w / sw, h / sh
-    X0, Y0, X1, Y1 = int(x0 * fx), int(y0 * fy), min(w, int(np.ceil(x1 * fx))), min(h, int(np.ceil(y1 * fy)))
-    alpha = _upsample_box(mask.astype(np.float32), (x0, y0, x1, y1), (X1 - X0, Y1 - Y0))
-    guide = _contrast_guide(rgb[Y0:Y1, X0:X1], small, (x0, y0, x1, y1))
-    radius = max(4, round(max(h, w) / SEED_SIDE * 2))
-    out = np.clip(guided_filter(guide, np.ascontiguousarray(alpha), radius, 1e-3), 0.0, 1.0)
-    return out, (X0, Y0)
+    """Alpha (float32 0..1) of the subject of an RGB uint8 image, inside the box around it: (alpha of the box,
+    (x0, y0) of the box). Outside the box the alpha is 0."""
+    alpha, _, origin = extract_layers(rgb)
+    return alpha, origin
 
 
-def _contrast_guide(crop: np.ndarray, small: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The guided filter's guide: how far each pixel is from the fitted background colour (the largest of the
-    three channel differences, 0..1), not plain grey, so a subject of the backdrop's brightness but another
-    colour (a yellow cap on grey) still gets a crisp edge."""
-    fitted, _ = background_model(small.astype(np.float32))
-    backdrop = _upsample_box(np.clip(fitted, 0, 255).astype(np.uint8), box, (crop.shape[1], crop.shape[0]))
-    diff = cv2.absdiff(crop, backdrop)
-    channels = cv2.split(diff)
-    return cv2.max(cv2.max(channels[0], channels[1]), channels[2]).astype(np.float32) * np.float32(1 / 255)
+def extract_layers(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(alpha float32, the subject's own colour uint8 RGB, (x0, y0)) of the box around the subject: the
+    working-resolution mask refined along its edge at full resolution (edges.py)."""
+    from renderers.image import edges
 
-
-def _upsample_box(mask: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """The small mask's box scaled to `size` (w, h) without making the whole full-size mask first."""
-    x0, y0, x1, y1 = box
-    return cv2.resize(np.ascontiguousarray(mask[y0:y1, x0:x1]), size, interpolation=cv2.INTER_LINEAR)
+    return edges.refine(rgb, segment(rgb))
 
 
 def extract(rgb: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from renderers.base import RenderError
-from renderers.image import backgrounds, conditions, gpu, instructions, matte, textures
+from renderers.image import backgrounds, conditions, edges, gpu, instructions, matte, textures
 
 STRENGTH = {"preserve": 0.55, "creative": 0.8, "freeform": 1.0}
 FIT = 0.78  # the subject's longest side, as a fraction of the canvas
@@ -98,13 +98,18 @@ def cutout(rgb: np.ndarray, own_alpha: np.ndarray | None) -> tuple[np.ndarray, n
     """subject(), and where its box starts in the photo (x, y)."""
     alpha = matte.from_alpha_channel(own_alpha) if own_alpha is not None else None
     x0 = y0 = 0
-    if alpha is None:
-        alpha, (x0, y0) = matte.extract_box(rgb)
+    if alpha is None:  # the subject's own colour on the edge comes with the alpha (edges.py)
+        alpha, fg, (x0, y0) = matte.extract_layers(rgb)
+    else:
+        fg = rgb
     seen = (alpha > 0.05).astype(np.uint8)
     if cv2.countNonZero(seen) < 0.002 * rgb.shape[0] * rgb.shape[1]:
         return rgb, np.ones(rgb.shape[:2], np.float32), (0, 0)
     x, y, w, h = cv2.boundingRect(seen)
-    return rgb[y0 + y:y0 + y + h, x0 + x:x0 + x + w], alpha[y:y + h, x:x + w], (x0 + x, y0 + y)
+    alpha = alpha[y:y + h, x:x + w]
+    if fg is rgb:  # an upload's own transparency: its half-clear pixels take the subject's colour
+        return edges.decontaminate(rgb[y:y + h, x:x + w], alpha), alpha, (x, y)
+    return fg[y:y + h, x:x + w], alpha, (x0 + x, y0 + y)
 
 
 def place(rgb: np.ndarray, alpha: np.ndarray, size: int, fit: float = FIT):

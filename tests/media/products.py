@@ -255,7 +255,7 @@ def kettle_png() -> Photo:
     c.part(poly((300, 250), (640, 250), (690, 720), (260, 720)), (20, 160, 160), gloss=0.25)
     c.part(poly((260, 320), (150, 260), (140, 280), (270, 380)), (20, 150, 150), shade="flat")
     photo = c.finish("teal-kettle-transparent-png", noise=1.0, jpeg=False, dark=True)
-    feathered = cv2.GaussianBlur(c.cover, (0, 0), 2.0)  # an exporter's soft edge, over the black clear pixels
+    feathered = cv2.GaussianBlur(c.cover, (0, 0), 1.0)  # an exporter's soft edge, over the black clear pixels
     photo.alpha = np.clip(feathered * 255 + 0.5, 0, 255).astype(np.uint8)
     photo.rgb = np.where(photo.alpha[..., None] > 0, photo.rgb, 0).astype(np.uint8)
     return photo

@@ -1,0 +1,130 @@
+"""The cut-out's edge at full resolution: a real alpha and the subject's own colour, in a narrow band only.
+
+The working mask (matte.py) is right to within a working pixel. Along its edge (BAND working pixels each side)
+every full-resolution pixel is explained as a mix of two local colours: the subject's (the mean of the subject's
+pixels nearby, away from the edge) and the backdrop's (the mean of the backdrop's pixels nearby, which includes
+its shadow at a contact line; the fitted backdrop where none are near). The alpha is the pixel's position on the
+line between them (closed-form matting's colour-line model, with the two colours estimated rather than solved
+for), and where the two colours are too alike to tell, the working mask's own soft edge. The subject's colour on
+the edge is then solved from the alpha (I = aF + (1 - a)B), so no edge pixel keeps the old backdrop's colour.
+Everything wide is done at the working resolution; the full-resolution work is per band pixel."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BAND = 2  # working pixels each side of the working mask's edge
+SPREAD = 2.0  # the Gaussian sigma (working pixels) of the local colour estimates
+CONTRAST = 30.0  # the colour distance (RGB levels) at which the colour line is trusted fully
+SNAP = 0.06  # alphas this close to 0 or 1 are 0 or 1 (noise, not coverage)
+
+
+def _local_mean(img: np.ndarray, weight: np.ndarray, sigma: float = SPREAD) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted local mean of img (normalised convolution) and the local weight."""
+    w = weight.astype(np.float32)
+    num = cv2.GaussianBlur(img * w[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(w, (0, 0), sigma)
+    return num / np.maximum(den, 1e-6)[..., None], den
+
+
+def _sample(img: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Bilinear samples (n, channels) of img at working coordinates, clamped to the image: cv2.remap on maps
+    folded into rows (remap's sizes are ints; a row of half a million pixels is not what it is made for)."""
+    n = len(yy)
+    cols = 1024
+    rows = -(-n // cols)
+    mx, my = (np.resize(v.astype(np.float32), rows * cols).reshape(rows, cols) for v in (xx, yy))
+    out = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(rows * cols, -1)[:n]
+
+
+def _band_pixels(band: np.ndarray, factor: int, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The full-resolution pixels (Y, X) of the working band's pixels, inside box (X0, Y0, X1, Y1)."""
+    wy, wx = np.nonzero(band)
+    offsets = np.arange(factor, dtype=np.int32)
+    shape = (len(wy), factor, factor)
+    ys = np.broadcast_to(wy.astype(np.int32)[:, None, None] * factor + offsets[None, :, None], shape).ravel()
+    xs = np.broadcast_to(wx.astype(np.int32)[:, None, None] * factor + offsets[None, None, :], shape).ravel()
+    X0, Y0, X1, Y1 = box
+    inside = (ys >= Y0) & (ys < Y1) & (xs >= X0) & (xs < X1)
+    return ys[inside], xs[inside]
+
+
+def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(alpha float32, subject colour uint8, (x0, y0)) of the box around the working mask, at full resolution."""
+    H, W = rgb.shape[:2]
+    mask, f = work.mask, work.factor
+    if not mask.any():
+        return np.zeros((H, W), np.float32), rgb, (0, 0)
+    h, w = mask.shape
+    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+    pad = BAND + 2
+    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
+    X0, Y0 = x0 * f, y0 * f
+    X1, Y1 = (W if x1 == w else x1 * f), (H if y1 == h else y1 * f)
+    m8 = mask.astype(np.uint8)
+    crop = m8[y0:y1, x0:x1]
+    alpha = cv2.resize(crop, ((x1 - x0) * f, (y1 - y0) * f), interpolation=cv2.INTER_NEAREST)
+    alpha = cv2.copyMakeBorder(alpha, 0, (Y1 - Y0) - alpha.shape[0], 0, (X1 - X0) - alpha.shape[1],
+                               cv2.BORDER_REPLICATE).astype(np.float32)
+    fg = rgb[Y0:Y1, X0:X1].copy()
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND + 1, 2 * BAND + 1))
+    band = (cv2.dilate(m8, kernel) > cv2.erode(m8, kernel))
+    ys, xs = _band_pixels(band, f, (X0, Y0, X1, Y1))
+    if len(ys):
+        # the local colours on the working crop (its margin covers the Gaussians' reach), sampled per band pixel
+        margin = BAND + int(3 * SPREAD) + 2
+        cx0, cy0, cx1, cy1 = max(0, x - margin), max(0, y - margin), min(w, x + bw + margin), min(h, y + bh + margin)
+        crop_m = m8[cy0:cy1, cx0:cx1]
+        small = work.small[cy0:cy1, cx0:cx1].astype(np.float32)
+        one = np.ones((3, 3), np.uint8)
+        f_in, d_in = _local_mean(small, cv2.erode(crop_m, one))
+        f_all, _ = _local_mean(small, crop_m)
+        subject = np.where((d_in > 0.02)[..., None], f_in, f_all)  # a part too thin to erode keeps its mean
+        b_out, d_out = _local_mean(small, 1 - cv2.dilate(crop_m, one))
+        backdrop = np.where((d_out > 0.02)[..., None], b_out, work.backdrop_rgb[cy0:cy1, cx0:cx1])
+        soft = cv2.GaussianBlur(crop_m.astype(np.float32), (0, 0), 0.7)
+        stack = np.ascontiguousarray(np.dstack([subject, backdrop, soft]))
+        got = _sample(stack, (ys + 0.5) / f - 0.5 - cy0, (xs + 0.5) / f - 0.5 - cx0)
+        F, B, prior = got[:, :3], got[:, 3:6], got[:, 6]
+        seen = rgb[ys, xs].astype(np.float32)
+        e = F - B
+        ee = np.einsum("ij,ij->i", e, e)
+        a = np.clip(np.einsum("ij,ij->i", seen - B, e) / (ee + 1e-3), 0, 1)
+        trust = np.clip(np.sqrt(ee) * np.float32(1 / CONTRAST), 0, 1)
+        by, bx = ys - Y0, xs - X0
+        alpha[by, bx] = trust * a + (1 - trust) * prior
+        alpha = cv2.blur(alpha, (3, 3))  # the colour line's per-pixel noise, down by 3
+        alpha = cv2.threshold(alpha, SNAP, 0, cv2.THRESH_TOZERO)[1]
+        alpha = cv2.max(alpha, cv2.threshold(alpha, 1 - SNAP, 1, cv2.THRESH_BINARY)[1])
+        a = alpha[by, bx][:, None]
+        solved = (seen - (1 - a) * B) / np.maximum(a, 0.05)
+        weight = np.clip((a - 0.4) * 2, 0, 1)
+        fg[by, bx] = np.clip(F + (solved - F) * weight + 0.5, 0, 255).astype(np.uint8)
+    return alpha, fg, (X0, Y0)
+
+
+def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The subject's own colour where an upload's own alpha is partial: its clear or half-clear pixels hold
+    whatever the exporter left there (black, white, the old backdrop); they take the colour of the nearby opaque
+    subject instead, blended back to their own as they become opaque. Local means at a working resolution."""
+    edge = (alpha > 0) & (alpha < 0.97)
+    if not edge.any():
+        return rgb
+    H, W = alpha.shape
+    from renderers.image.matte import shrink, working_factor
+
+    f = working_factor(H, W)
+    small = shrink(rgb, f).astype(np.float32)
+    solid = shrink((alpha >= 0.97).astype(np.float32), f)
+    near, weight = _local_mean(small, solid, 3.0)
+    wide, _ = _local_mean(small, solid, 12.0)
+    colour = np.where((weight > 0.01)[..., None], near, wide)
+    ys, xs = np.nonzero(edge)
+    F = _sample(colour, (ys + 0.5) / f - 0.5, (xs + 0.5) / f - 0.5)
+    a = alpha[ys, xs][:, None]
+    weight_own = np.clip((a - 0.6) / 0.37, 0, 1)
+    out = rgb.copy()
+    out[ys, xs] = np.clip(F + (rgb[ys, xs] - F) * weight_own + 0.5, 0, 255).astype(np.uint8)
+    return out
