@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import ImageFont
 
 from renderers.base import NullReporter
 from renderers.movie.assemble import render_assemble
 from renderers.movie.compose import render_scene
-from renderers.movie.layers import draw_order, scaled_box, window
+from renderers.movie.layers import draw_order, font_file, scaled_box, window
 from renderers.movie.spec import scene_sources, validate_and_normalize
 from tests.media import movie as m
-from tests.media.movie_docs import DOCUMENTS, Doc, make_media
+from tests.media.movie_docs import COVERING_FONT, DOCUMENTS, Doc, make_media
 from tests.media.movie_oracle import probes
 
 BUILT = [build() for build in DOCUMENTS]
@@ -39,9 +40,26 @@ def test_the_suite_has_thirty_documents():
     assert 4 <= sum(doc.fast for doc in BUILT) <= 6
 
 
-def _covered(char: str) -> bool:
-    out = subprocess.run(["fc-list", f":charset={ord(char):x}", "family"], capture_output=True, text=True).stdout
-    return bool(out.strip())
+def _covering_font(char: str) -> str | None:
+    """The file name (no suffix) of an installed font that has the character: a family name the renderer finds."""
+    out = subprocess.run(["fc-list", f":charset={ord(char):x}", "file"], capture_output=True, text=True).stdout
+    files = sorted(line.strip().rstrip(":") for line in out.splitlines() if line.strip())
+    return Path(files[0]).stem if files else None
+
+
+def _tofu(text: str, family: str) -> list[str]:
+    """The characters the renderer's font for ``family`` draws as its missing-glyph box."""
+    font = ImageFont.truetype(font_file(family, False), 48)
+    missing = font.getmask("\ue000")  # a private-use code point: the .notdef glyph
+    return [char for char in set(text) - {" "} if (mask := font.getmask(char)).size == missing.size
+            and bytes(mask) == bytes(missing)]
+
+
+def _with_font(doc: Doc, family: str) -> Doc:
+    for layer in (layer for scene in doc.scenes for layer in scene["layers"]):
+        if layer.get("fontFamily") == COVERING_FONT:
+            layer["fontFamily"] = family
+    return doc
 
 
 def render_movie(doc: Doc, media: Path, root: Path) -> tuple[dict, Path]:
@@ -86,8 +104,13 @@ def _streams(path: Path) -> dict[str, dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("doc", PARAMS)
 def test_document(doc: Doc, media, tmp_path):
-    if doc.needs and not _covered(doc.needs):
-        pytest.skip(f"no installed font has U+{ord(doc.needs):04X} (install e.g. fonts-noto-cjk)")
+    if doc.needs:
+        family = _covering_font(doc.needs)
+        if family is None:
+            pytest.skip(f"no installed font has U+{ord(doc.needs):04X} (install e.g. fonts-noto-cjk)")
+        doc = _with_font(doc, family)
+        for layer in (layer for scene in doc.scenes for layer in scene["layers"] if layer.get("text")):
+            assert not _tofu(layer["text"], layer.get("fontFamily", "DejaVu Sans")), layer["text"]
     movie, out = render_movie(doc, media, tmp_path)
     streams = _streams(out)
     counts = [round(scene["duration"] * doc.fps) for scene in movie["scenes"]]
