@@ -93,6 +93,19 @@ def test_video_layer_plays_on_the_scene_clock(case, media, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_held_last_frame_still_fades_out(media, tmp_path):
+    """A 1 s clip in a 2.5 s layer holds its last frame; the layer's fade-out fades that held frame."""
+    scene = {"id": "s", "duration": 5, "bgColor": "#ffffff", "layers": [
+        video("v", "short.mp4", startTime=2, duration=2.5, fadeOut=1)]}
+    frames = m.frames(render(scene, media, tmp_path))
+    held = m.source_level(media / "short.mp4", 0.96, 25)
+    assert abs(level(m.at(frames, 3.4, FPS)) - held) < 6  # held, before the fade
+    halfway = level(m.at(frames, 4.0, FPS))  # half way through the fade: half held frame, half white
+    assert abs(halfway - (held + 255) / 2) < 12, (halfway, held)
+    assert white(m.at(frames, 4.6, FPS))
+
+
+@pytest.mark.slow
 def test_late_sprites_and_sound_in_a_layered_scene(media, tmp_path):
     """Text and image layers and audio that start late, beside a video: visible/audible only in their window."""
     box = {"position": {"x": 400, "y": 40}, "size": {"width": 200, "height": 100}}
