@@ -193,6 +193,19 @@ def test_the_log_is_capped(executor, tmp_path):
     assert log.rstrip(b"\n").splitlines()[-1].startswith(b"[executor] task w exit: ok")
 
 
+@root_only
+def test_cpu_time_is_the_tasks_not_each_processs(executor, tmp_path):
+    """Issue #17 item 9: RLIMIT_CPU is per process, so three busy children each got the whole limit (3 x 12 s ran
+    under 30 s). The cgroup counts them together: with 2 CPU seconds, three spinning children are stopped once
+    they used ~2 s between them, and the task fails saying so."""
+    spin = "for i in 1 2 3; do (while :; do :; done) & done; wait"
+    result = run(executor, tmp_path / "w", "test.hostile", {"action": "exec", "argv": ["sh", "-c", spin],
+                                                            "timeout": 60}, cpu_seconds=2)
+    assert result["ok"] is False, result
+    assert result["error"] == "cpu time limit exceeded (limit 2 s)", result
+    assert result["usage"]["cpu_s"] < 6, result["usage"]  # each child alone would have had 2 s: 6 s and more
+
+
 HEAD_KB = 64
 
 

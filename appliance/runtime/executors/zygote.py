@@ -298,6 +298,7 @@ class Worker:
         self.workdir = Path(request["workdir"])
         self.uid = sandbox.task_uid(os.getpid()) if zygote.isolated else None
         self.oom_fd: int | None = None
+        self.cpu_fd: int | None = None  # the cgroup's CPU counter: the task's CPU time, all processes together
 
     def run(self, pipe_fd: int, log_fd: int, input_fd: int) -> NoReturn:
         code, out = 70, None
@@ -341,6 +342,8 @@ class Worker:
             else:
                 cgroups.create(name, self.limits, sandbox.preloaded_mb())
             self.oom_fd = os.open(cgroups.oom_counter(name), os.O_RDONLY | os.O_CLOEXEC)
+            counter = cgroups.cpu_counter(name)
+            self.cpu_fd = os.open(counter, os.O_RDONLY | os.O_CLOEXEC) if counter else None
         if not self.spare:
             protect_from_oom_killer()
         if self.uid is not None:
@@ -369,7 +372,8 @@ class Worker:
         log = CappedLog(2, self.limits.log_mb)
         log.write(f"[worker] task {self.request['task_id']} renderer {self.request['renderer']} pid {os.getpid()}"
                   f" uid {os.getuid()}\n".encode())
-        relay = Relay(out, messages[0], output[0], status[0], log, disk, self.oom_fd, self.limits.mem_mb)
+        relay = Relay(out, messages[0], output[0], status[0], log, disk, self.oom_fd, self.limits.mem_mb,
+                      cpu=(self.cpu_fd, self.limits.cpu_seconds) if self.cpu_fd is not None else None)
         relay.run(lambda: _kill(init))
         os.waitpid(init, 0)
         return self._conclude(relay, out)

@@ -98,7 +98,7 @@ class Cgroups:
                 if _enable_v2(directory):
                     return cls(2, {"": directory})
         if all(c in v1 and c in own for c in REQUIRED):
-            wanted = [c for c in (*REQUIRED, "cpu") if c in v1 and c in own]
+            wanted = [c for c in (*REQUIRED, "cpu", "cpuacct") if c in v1 and c in own]
             parents = {c: os.path.normpath(v1[c] + own[c]) for c in wanted}
             if all(os.access(d, os.W_OK) for d in parents.values()):
                 return cls(1, parents)
@@ -157,6 +157,14 @@ class Cgroups:
                     raise
                 # optional knobs (swap, oom.group, cpu) exist only where the kernel and its settings have them
 
+    def cpu_counter(self, name: str) -> str | None:
+        """The file that counts the CPU time of every process of the task (v2 ``cpu.stat`` usage_usec, v1
+        ``cpuacct.usage`` in ns), or None where v1 has no cpuacct hierarchy."""
+        dirs = self.dirs(name)
+        if self.version == 2:
+            return f"{dirs['']}/cpu.stat"
+        return f"{dirs['cpuacct']}/cpuacct.usage" if "cpuacct" in dirs else None
+
     def oom_counter(self, name: str) -> str:
         """The file whose ``oom_kill N`` line counts the task's OOM kills."""
         dirs = self.dirs(name)
@@ -211,6 +219,15 @@ class Cgroups:
                     self.kill(name)
                     time.sleep(0.01)
                     self.remove(name)
+
+
+def parse_cpu_seconds(text: str) -> float:
+    """CPU seconds from ``cpu.stat`` (usage_usec) or ``cpuacct.usage`` (nanoseconds)."""
+    match = re.search(r"^usage_usec (\d+)$", text, re.MULTILINE)
+    if match:
+        return int(match.group(1)) / 1e6
+    text = text.strip()
+    return int(text) / 1e9 if text.isdigit() else 0.0
 
 
 def parse_oom_kills(text: str) -> int:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from appliance.runtime.sandbox.cgroups import parse_oom_kills
+from appliance.runtime.sandbox.cgroups import parse_cpu_seconds, parse_oom_kills
 from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
 
 MAX_LINE = 16 << 20  # as the server: a longer message without a newline is broken or hostile
@@ -66,8 +66,10 @@ class Relay:
     """``run`` returns when the renderer's status arrived (or its init died) and the pipes are drained."""
 
     def __init__(self, out: BinaryIO, messages: int, output: int, status: int, log: CappedLog,
-                 disk: DiskWatch | None, oom_fd: int | None, mem_mb: int) -> None:
+                 disk: DiskWatch | None, oom_fd: int | None, mem_mb: int, cpu: tuple[int, int] | None = None
+                 ) -> None:
         self.out, self.log, self.disk, self.oom_fd, self.mem_mb = out, log, disk, oom_fd, mem_mb
+        self.cpu = cpu  # (an fd of the cgroup's CPU counter, the task's CPU seconds): all its processes together
         self.fds = {messages: self._on_message, output: self.log.write, status: self._on_status}
         self.status_fd, self.buf, self.status_bytes = status, bytearray(), b""
         self.oom_base = self._oom_kills()
@@ -137,4 +139,13 @@ class Relay:
             return f"memory limit exceeded (limit {self.mem_mb} MB)"
         if self.disk is not None and (final or self.disk.due()) and self.disk.exceeded():
             return self.disk.error()
+        if self.cpu is not None and self._cpu_seconds() > self.cpu[1]:
+            return f"cpu time limit exceeded (limit {self.cpu[1]} s)"  # every process of the task together
         return None
+
+    def _cpu_seconds(self) -> float:
+        assert self.cpu is not None
+        try:
+            return parse_cpu_seconds(os.pread(self.cpu[0], 4096, 0).decode(errors="replace"))
+        except OSError:
+            return 0.0
