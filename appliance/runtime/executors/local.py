@@ -192,7 +192,7 @@ def _handle_line(handle: TaskHandle, raw: bytes) -> None:
 
 
 def _ended(handle: TaskHandle, message: dict) -> None:
-    """The worker reaped the task's init after a result (zygote.Worker._all_gone_with_a_result): finish now."""
+    """The worker reaped the task's init after a result (task_worker.Worker._all_gone_with_a_result): finish now."""
     try:
         report = {"status": 0, "cpu_s": float(message["cpu_s"]), "maxrss_kb": int(message["maxrss_kb"])}
     except (KeyError, TypeError, ValueError):

@@ -26,45 +26,28 @@ import gc
 import importlib
 import json
 import os
-import resource
 import selectors
 import signal
 import socket
 import sys
-import tempfile
 import time
 import traceback
-from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 from appliance.errors import one_line  # stdlib-only, like everything the zygote imports
 from appliance.runtime import sandbox
+from appliance.runtime.executors.task_worker import (
+    Worker,
+    _close_fds_except,
+    _flush_std,
+    cgroup_name,
+    own_session,
+    protect_from_oom_killer,
+)
 from appliance.runtime.launcher import check_workdir, give_back
-from appliance.runtime.sandbox import Cgroups, Limits, seccomp
-from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
-from appliance.runtime.sandbox.relay import STATUS, Relay, write_line
-from renderers.base import JsonLinesReporter, RenderError
-from renderers.registry import RegistryError, default_registry
+from appliance.runtime.sandbox import Cgroups
 
 MAX_REQUEST = 1 << 16
-
-
-def _setup_failed(out: BinaryIO | None, exc: BaseException) -> int:
-    """A worker or renderer that could not even start its task: the traceback to the log, one line to the
-    server, exit status 71."""
-    traceback.print_exc()
-    write_line(out, {"type": "error", "error": f"worker setup failed: {one_line(exc)}"})
-    return 71
-
-
-def _close_fds_except(keep: set[int]) -> None:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    top = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    low = 0
-    for fd in sorted(keep) + [top]:
-        if fd > low:  # closerange(n, n) would become close_range(n, UINT_MAX) in CPython 3.11: close all
-            os.closerange(low, fd)
-        low = fd + 1
 
 
 class UidKiller:
@@ -116,13 +99,6 @@ class UidKiller:
         """The helper sees end of file and exits (the zygote reaps it)."""
         os.close(self._requests)
         os.close(self._answers)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class Zygote:
@@ -287,213 +263,6 @@ class Zygote:
             time.sleep(0.01)
 
 
-class Worker:
-    """The forked child (see appliance/runtime/sandbox/__init__.py for the three processes of a task):
-    cgroup and sandbox as root, then the task's init and renderer, then the relay. ``os._exit``; never returns."""
-
-    def __init__(self, zygote: Zygote, request: dict, spare: bool = False, in_cgroup: bool = False) -> None:
-        self.zygote, self.request = zygote, request
-        self.spare, self.in_cgroup = spare, in_cgroup  # what a spare did while it waited (see Spare)
-        self.limits = Limits(**request["limits"])
-        self.workdir = Path(request["workdir"])
-        self.uid = sandbox.task_uid(os.getpid()) if zygote.isolated else None
-        self.oom_fd: int | None = None
-        self.cpu_fd: int | None = None  # the cgroup's CPU counter: the task's CPU time, all processes together
-
-    def run(self, pipe_fd: int, log_fd: int, input_fd: int) -> NoReturn:
-        code, out = 70, None
-        try:
-            self._detach(pipe_fd, log_fd, input_fd)
-            out = os.fdopen(pipe_fd, "wb")
-            if self.zygote.refusal:
-                write_line(out, {"type": "error", "error": self.zygote.refusal})
-                code = 78
-            else:
-                task_input = json.loads(_read_all(input_fd))
-                os.close(input_fd)
-                self._confine()
-                code = self._supervise(task_input, out)
-        except BaseException as exc:
-            code = _setup_failed(out, exc)
-        finally:
-            _flush_std()
-            os._exit(code)
-
-    def _detach(self, pipe_fd: int, log_fd: int, input_fd: int) -> None:
-        if not self.spare:  # a spare did this while it waited
-            own_session()
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        for src, dst in ((devnull, 0), (log_fd, 1), (log_fd, 2)):
-            os.dup2(src, dst)
-        # Drops the zygote's socket above all: a task must never be able to ask for another spawn.
-        _close_fds_except({0, 1, 2, pipe_fd, input_fd})
-        os.set_inheritable(pipe_fd, False)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-
-    def _confine(self) -> None:
-        """As root (when the zygote is): the task's cgroup, then the namespaces and the new root."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cgroups = self.zygote.cgroups
-        if cgroups is not None:
-            name = cgroup_name(self.zygote.pid, os.getpid())
-            if self.in_cgroup:  # a spare made and joined it while it waited: the limits, before anything runs
-                cgroups.limit(name, self.limits, sandbox.preloaded_mb())
-            else:
-                cgroups.create(name, self.limits, sandbox.preloaded_mb())
-            self.oom_fd = os.open(cgroups.oom_counter(name), os.O_RDONLY | os.O_CLOEXEC)
-            counter = cgroups.cpu_counter(name)
-            self.cpu_fd = os.open(counter, os.O_RDONLY | os.O_CLOEXEC) if counter else None
-        if not self.spare:
-            protect_from_oom_killer()
-        if self.uid is not None:
-            tmp_mb = min(self.limits.fsize_mb, self.limits.mem_mb)
-            expect = self.request.get("expect")
-            sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb,
-                          expect=(expect[0], expect[1]) if expect else None, gpu=_granted_gpu(self.request))
-        os.chdir(self.workdir)
-
-    def _supervise(self, task_input: dict, out: BinaryIO) -> int:
-        disk = DiskWatch(str(self.workdir), self.limits.disk_mb)
-        messages, output, status = os.pipe(), os.pipe(), os.pipe()
-        _flush_std()
-        init = os.fork()
-        if init == 0:
-            out.close()  # the server's pipe stays with the worker alone
-            self._init(task_input, messages[1], output[1], status[1])
-        for fd in (messages[1], output[1], status[1]):
-            os.close(fd)
-        if self.uid is not None:
-            sandbox.drop_privileges(self.uid)
-        sandbox.set_dumpable(False)  # the task's uid cannot open our /proc entries (fds, memory)
-        sandbox.set_parent_death_signal()  # after the uid change, which clears it
-        if os.getppid() != self.zygote.pid:
-            raise RuntimeError("the zygote exited while the worker started")
-        log = CappedLog(2, self.limits.log_mb)
-        log.write(f"[worker] task {self.request['task_id']} renderer {self.request['renderer']} pid {os.getpid()}"
-                  f" uid {os.getuid()}\n".encode())
-        relay = Relay(out, messages[0], output[0], status[0], log, disk, self.oom_fd, self.limits.mem_mb,
-                      cpu=(self.cpu_fd, self.limits.cpu_seconds) if self.cpu_fd is not None else None)
-        relay.run(lambda: _kill(init))
-        os.waitpid(init, 0)
-        return self._conclude(relay, out)
-
-    def _conclude(self, relay: Relay, out: BinaryIO) -> int:
-        """Pass on the renderer's outcome: its result or error line, and its exit code or death by signal."""
-        status = relay.status
-        if relay.reason is not None or status is None:
-            write_line(out, {"type": "error", "error": relay.reason or "the task's init process died"})
-            return 1
-        if os.WIFSIGNALED(status):  # die the same way, so the server tells a crash or a limit from an exit
-            sig = os.WTERMSIG(status)
-            _flush_std()
-            signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)
-            return 128 + sig
-        if relay.final is not None:
-            write_line(out, relay.final)
-        if self._all_gone_with_a_result(relay, status):
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # init and the renderer, both reaped
-            write_line(out, {"type": "ended", "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-                             "maxrss_kb": usage.ru_maxrss})
-        return os.WEXITSTATUS(status)
-
-    def _all_gone_with_a_result(self, relay: Relay, status: int) -> bool:
-        """The renderer exited 0 with a result and every process of the task is gone: its PID namespace died
-        with its init, which we reaped. Saying so ("ended") lets the server take in the outputs now rather than
-        after this process's teardown and the zygote's reaping (about 20 ms). Not without the namespace (a task
-        could leave a process behind), nor for the launcher's tasks (the workdir is given back at the reaping),
-        nor on any failure (the zygote's report tells the cause: a signal, the OOM killer)."""
-        return (self.uid is not None and self.zygote.owner_uid is None and os.WIFEXITED(status)
-                and os.WEXITSTATUS(status) == 0 and relay.final is not None and relay.final["type"] == "result")
-
-    # ---- the task's init: pid 1 of its PID namespace -------------------------------------------------------------
-    def _init(self, task_input: dict, messages: int, output: int, status: int) -> NoReturn:
-        code = 1
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)  # pid 1 ignores default-action signals from its namespace
-            if self.uid is not None:
-                sandbox.mount_proc()
-            renderer = os.fork()
-            if renderer == 0:
-                os.close(status)
-                self._renderer(task_input, messages, output)
-            _close_fds_except({0, 1, 2, status})
-            if self.uid is not None:
-                sandbox.drop_privileges(self.uid)
-            sandbox.set_dumpable(False)
-            sandbox.set_parent_death_signal()
-            while True:  # orphans of the task re-parent to us: reap them until the renderer itself exits
-                pid, wait_status = os.wait()
-                if pid == renderer:
-                    break
-            os.write(status, STATUS.pack(wait_status))
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)  # and, as pid 1, takes whatever the task left running with it
-
-    # ---- the renderer: the untrusted code runs here ---------------------------------------------------------------
-    def _renderer(self, task_input: dict, messages: int, output: int) -> NoReturn:
-        code, out = 70, None
-        try:
-            os.dup2(output, 1)
-            os.dup2(output, 2)
-            _close_fds_except({0, 1, 2, messages})
-            os.set_inheritable(messages, False)  # subprocesses (latex, ffmpeg) must not hold it open
-            out = os.fdopen(messages, "wb")
-            sandbox.set_oom_score_adj(500)  # first in line for the OOM killer; raising needs no privilege
-            sandbox.apply_limits(self.limits, own_uid=self.uid is not None)
-            if self.uid is not None:
-                sandbox.drop_privileges(self.uid)
-            sandbox.set_parent_death_signal()
-            if seccomp.supported():
-                seccomp.install()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.environ.clear()
-            os.environ.update(sandbox.task_environment(self.workdir, self.uid is not None))
-            os.environ.update(_device_env(self.request))  # the GPU grant: CUDA_VISIBLE_DEVICES, RENDER_NVENC
-            tempfile.tempdir = None  # the zygote may have cached its own; use TMPDIR from now on
-            code = self._render(task_input, out)
-        except BaseException as exc:
-            code = _setup_failed(out, exc)
-        finally:
-            _flush_std()
-            os._exit(code)
-
-    def _render(self, task_input: dict, out: BinaryIO) -> int:
-        reporter = JsonLinesReporter(out)
-        try:
-            result = default_registry().load(self.request["renderer"])(task_input, self.workdir, reporter)
-            line = json.dumps({"type": "result", "result": result})
-        except (RenderError, RegistryError) as exc:
-            line = json.dumps({"type": "error", "error": str(exc).strip()})
-        except MemoryError:
-            line = json.dumps({"type": "error", "error": f"out of memory (limit {self.limits.mem_mb} MB)"})
-        except SystemExit as exc:  # sys.exit() in a renderer: an exit without a result
-            return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-        except Exception as exc:
-            traceback.print_exc()
-            line = json.dumps({"type": "error", "error": one_line(exc)})
-        out.write(line.encode() + b"\n")
-        out.flush()
-        return 0
-
-
-def _granted_gpu(request: dict) -> int | None:
-    gpu = request.get("gpu")
-    return gpu if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0 else None
-
-
-def _device_env(request: dict) -> dict[str, str]:
-    """Only the grant's own variables pass: a request cannot set anything else in the task's environment."""
-    env = request.get("env")
-    allowed = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "RENDER_NVENC")
-    return {k: str(env[k]) for k in allowed if isinstance(env, dict) and k in env}
-
-
 class Spare:
     """The next task's worker, forked ahead and waiting for its request on a socket of its own.
 
@@ -562,43 +331,6 @@ class Spare:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def own_session() -> None:
-    """Its own session and process group (cancel and timeout kill the whole group), the zygote's signal
-    handling undone."""
-    os.setsid()
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def protect_from_oom_killer() -> None:
-    """The OOM killer picks from the task, never its supervisor (needs CAP_SYS_RESOURCE)."""
-    try:
-        sandbox.set_oom_score_adj(-1000)
-    except OSError:
-        pass  # the renderer raises its own score instead
-
-
-def cgroup_name(zygote_pid: int, worker_pid: int) -> str:
-    return f"appliance-{zygote_pid}-{worker_pid}"
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
 
 
 def _preload(modules: list[str]) -> list[str]:
