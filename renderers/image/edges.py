@@ -16,6 +16,7 @@ import numpy as np
 BAND = 2  # working pixels each side of the working mask's edge
 SPREAD = 2.0  # the Gaussian sigma (working pixels) of the local colour estimates
 CONTRAST = 30.0  # the colour distance (RGB levels) at which the colour line is trusted fully
+INSIDE = 3.0  # working pixels inside the working edge: subject, whatever the colour line says
 SNAP = 0.06  # alphas this close to 0 or 1 are 0 or 1 (noise, not coverage)
 
 
@@ -85,16 +86,23 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
         b_out, d_out = _local_mean(small, 1 - cv2.dilate(crop_m, one))
         backdrop = np.where((d_out > 0.02)[..., None], b_out, work.backdrop_rgb[cy0:cy1, cx0:cx1])
         soft = cv2.GaussianBlur(crop_m.astype(np.float32), (0, 0), 0.7)
-        stack = np.ascontiguousarray(np.dstack([subject, backdrop, soft]))
-        got = _sample(stack, (ys + 0.5) / f - 0.5 - cy0, (xs + 0.5) / f - 0.5 - cx0)
-        F, B, prior = got[:, :3], got[:, 3:6], got[:, 6]
+        # how far (working pixels) inside the working edge: deep inside, a pixel that is merely noisy or alike
+        # in colour to the backdrop does not turn half clear
+        inside = cv2.distanceTransform(crop_m, cv2.DIST_L2, 3)
+        outside = cv2.distanceTransform(1 - crop_m, cv2.DIST_L2, 3)
+        yy, xx = (ys + 0.5) / f - 0.5 - cy0, (xs + 0.5) / f - 0.5 - cx0
+        # remap is exact for up to 4 channels (more take a coarser fixed-point path): two samplings of four
+        got = _sample(np.ascontiguousarray(np.dstack([subject, soft])), yy, xx)
+        F, prior = got[:, :3], got[:, 3]
+        got = _sample(np.ascontiguousarray(np.dstack([backdrop, inside - outside])), yy, xx)
+        B, depth = got[:, :3], got[:, 3]
         seen = rgb[ys, xs].astype(np.float32)
         e = F - B
         ee = np.einsum("ij,ij->i", e, e)
         a = np.clip(np.einsum("ij,ij->i", seen - B, e) / (ee + 1e-3), 0, 1)
         trust = np.clip(np.sqrt(ee) * np.float32(1 / CONTRAST), 0, 1)
         by, bx = ys - Y0, xs - X0
-        alpha[by, bx] = trust * a + (1 - trust) * prior
+        alpha[by, bx] = np.where(depth >= INSIDE, 1, trust * a + (1 - trust) * prior)
         alpha = cv2.blur(alpha, (3, 3))  # the colour line's per-pixel noise, down by 3
         alpha = cv2.threshold(alpha, SNAP, 0, cv2.THRESH_TOZERO)[1]
         alpha = cv2.max(alpha, cv2.threshold(alpha, 1 - SNAP, 1, cv2.THRESH_BINARY)[1])

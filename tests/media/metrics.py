@@ -4,8 +4,10 @@
 - fringe: on a backdrop that contrasts with the old one, no shadow, the mean absolute distance (0..255 levels,
   over pixels and channels) of the ring 2..6 px outside the true subject (in the finished canvas) from the new
   backdrop colour: the old backdrop's colour carried on the cut-out's edge shows here;
-- outside: how many canvas pixels farther than 2 px from the true subject a condition + a material + tone change
-  (by more than 3 levels), against the same render without them (no shadow: the new shadow is the renderer's).
+- outside: how many canvas pixels a condition + a material + tone change (by any amount) where the cut-out's
+  alpha is 0, against the same render without them (no shadow: the new shadow is the renderer's own);
+- spill: the same change (by more than 3 levels) farther than 2 px from the TRUE subject: rust painted on what
+  the cut-out wrongly kept (the old backdrop, its shadow, a hole) or on a wide soft edge.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Score:
     iou: float
     fringe: float
     outside: int
+    spill: int
     outside_4k: int | None = None
 
 
@@ -75,27 +78,39 @@ def fringe(photo: Photo, size: int = 1024) -> float:
     return float(np.abs(img[ring].astype(np.float32) - color).mean()) if ring.any() else 0.0
 
 
-def outside(photo: Photo, size: int = 1024) -> int:
+def _matte_on_canvas(photo: Photo, size: int, at: tuple[int, int]) -> np.ndarray:
+    """The cut-out's alpha where the renderer placed it (the plain render's: no condition moves it)."""
+    cut, alpha, _ = pipeline.cutout(photo.rgb, photo.alpha)
+    _, placed, _ = pipeline.place(cut, alpha, size)
+    out = np.zeros((size, size), np.float32)
+    h, w = min(placed.shape[0], size - at[1]), min(placed.shape[1], size - at[0])
+    out[at[1]:at[1] + h, at[0]:at[0] + w] = placed[:h, :w]
+    return out
+
+
+def outside(photo: Photo, size: int = 1024) -> tuple[int, int]:
+    """(outside, spill): see the module's description."""
     plain, at, shape = _render(photo, size)
     treated, _, _ = _render(photo, size, **TREATED)
+    change = np.abs(treated.astype(np.int16) - plain.astype(np.int16)).max(axis=2)
     truth = _truth_on_canvas(photo, size, at, shape)
     far = cv2.distanceTransform((~truth).astype(np.uint8), cv2.DIST_L2, 5) > 2
-    changed = np.abs(treated.astype(np.int16) - plain.astype(np.int16)).max(axis=2) > 3
-    return int((changed & far).sum())
+    return int(((change > 0) & (_matte_on_canvas(photo, size, at) == 0)).sum()), int(((change > 3) & far).sum())
 
 
 def score(photo: Photo, four_k: bool = False) -> Score:
-    return Score(photo.name, iou(photo), fringe(photo), outside(photo), outside(photo, 4096) if four_k else None)
+    out, spill = outside(photo)
+    return Score(photo.name, iou(photo), fringe(photo), out, spill, outside(photo, 4096)[0] if four_k else None)
 
 
 def table(scores: list[Score]) -> list[str]:
-    rows = [f"{'photo':<36} {'IoU':>6} {'fringe':>7} {'outside':>8}" + (" outside@4K" if any(
-        s.outside_4k is not None for s in scores) else "")]
+    four_k = any(s.outside_4k is not None for s in scores)
+    rows = [f"{'photo':<36} {'IoU':>6} {'fringe':>7} {'outside':>8} {'spill':>7}" + (" outside@4K" if four_k else "")]
     for s in scores:
         extra = f" {s.outside_4k:>10}" if s.outside_4k is not None else ""
-        rows.append(f"{s.name:<36} {s.iou:6.3f} {s.fringe:7.1f} {s.outside:8d}{extra}")
+        rows.append(f"{s.name:<36} {s.iou:6.3f} {s.fringe:7.1f} {s.outside:8d} {s.spill:7d}{extra}")
     rows.append(f"{'mean':<36} {np.mean([s.iou for s in scores]):6.3f} {np.mean([s.fringe for s in scores]):7.1f} "
-                f"{np.mean([s.outside for s in scores]):8.0f}")
+                f"{np.mean([s.outside for s in scores]):8.0f} {np.mean([s.spill for s in scores]):7.0f}")
     return rows
 
 
