@@ -248,6 +248,8 @@ def _final_message(handle: TaskHandle) -> dict:
 def _signal_error(sig: int, report: dict, limits: Limits) -> str:
     if report.get("killed_by") == "memory":  # the task's memory cgroup recorded an OOM kill
         return f"memory limit exceeded (limit {limits.mem_mb} MB)"
+    if report.get("killed_by") == "disk":  # the zygote saw deleted-but-open files past the disk quota
+        return f"disk quota exceeded (limit {limits.disk_mb} MB)"
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report.get("cpu_s", 0) >= limits.cpu_seconds):
         return f"cpu time limit exceeded (limit {limits.cpu_seconds} s)"
     if sig == signal.SIGXFSZ:

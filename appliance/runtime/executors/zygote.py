@@ -22,6 +22,7 @@ the task's memory cgroup recorded an OOM kill.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -46,8 +47,10 @@ from appliance.runtime.executors.task_worker import (
 )
 from appliance.runtime.launcher import check_workdir, give_back
 from appliance.runtime.sandbox import Cgroups
+from appliance.runtime.sandbox.quota import hidden_bytes
 
 MAX_REQUEST = 1 << 16
+HIDDEN_EVERY_S = 0.5  # how often root looks for deleted-but-open files of running tasks (_check_hidden)
 
 
 class UidKiller:
@@ -110,6 +113,9 @@ class Zygote:
         self.work_root, self.owner_uid = work_root, owner_uid  # set when the server is another uid
         self.tasks: dict[int, int | None] = {}  # worker pid -> sandbox uid
         self.workdirs: dict[int, tuple[str, tuple[int, int]]] = {}  # worker pid -> checked workdir (launcher)
+        self.watched: dict[int, tuple[int, int]] = {}  # worker pid -> (disk quota MB, workdir's device)
+        self.killed: dict[int, str] = {}  # worker pid -> why the zygote killed it ("disk")
+        self._hidden_at = 0.0
         self.unremoved: list[str] = []  # task cgroups a dying process still held when its worker was reaped
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
@@ -125,12 +131,28 @@ class Zygote:
         selector.register(self._wake_r, selectors.EVENT_READ, "child")
         self._refill()
         while True:
-            for key, _ in selector.select():
+            for key, _ in selector.select(HIDDEN_EVERY_S if self.watched else None):
                 if key.data == "child":
                     os.read(self._wake_r, 4096)
                 elif not self._handle_request():
                     return self._shutdown()
             self._reap()
+            self._check_hidden()
+
+    def _check_hidden(self) -> None:
+        """Files a task deleted but keeps open are invisible to its worker's walk of the workdir (and the worker,
+        the task's uid, cannot read a task process's /proc/PID/fd): root looks here, and a task whose hidden
+        files alone pass its disk quota is killed (``killed_by: disk``)."""
+        now = time.monotonic()
+        if self.cgroups is None or now < self._hidden_at:
+            return
+        self._hidden_at = now + HIDDEN_EVERY_S
+        for pid, (limit_mb, device) in list(self.watched.items()):
+            name = cgroup_name(self.pid, pid)
+            if hidden_bytes(self.cgroups.pids(name), set(), device) > limit_mb << 20:
+                self.killed[pid] = "disk"
+                del self.watched[pid]
+                self.cgroups.kill(name)
 
     def _send(self, message: dict) -> None:
         try:
@@ -188,6 +210,8 @@ class Zygote:
                 Worker(self, request).run(pipe_fd, log_fd, input_fd)
         uid = sandbox.task_uid(pid) if self.isolated else None
         self.tasks[pid] = uid
+        with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+            self.watched[pid] = (int(request["limits"]["disk_mb"]), os.stat(request["workdir"]).st_dev)
         if expect is not None:
             self.workdirs[pid] = (request["workdir"], expect)
         self._send({"type": "spawned", "id": request["id"], "pid": pid, "uid": uid})
@@ -213,6 +237,8 @@ class Zygote:
     def _finish(self, pid: int) -> None:
         tracked = pid in self.tasks
         uid = self.tasks.pop(pid, None)
+        self.watched.pop(pid, None)
+        killed_by = self.killed.pop(pid, None)
         if not tracked and self.spare is not None and self.spare.pid == pid:  # a spare that died unused
             self.spare.close()
             self.spare = None
@@ -228,6 +254,8 @@ class Zygote:
             return
         report = {"type": "exited", "pid": pid, "status": status,
                   "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "maxrss_kb": usage.ru_maxrss}
+        if killed_by is not None:
+            report["killed_by"] = killed_by
         if self.cgroups is not None:
             name = cgroup_name(self.pid, pid)
             if self.cgroups.oom_kills(name):

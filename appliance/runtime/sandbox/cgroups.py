@@ -165,6 +165,12 @@ class Cgroups:
             return f"{dirs['']}/cpu.stat"
         return f"{dirs['cpuacct']}/cpuacct.usage" if "cpuacct" in dirs else None
 
+    def pids(self, name: str) -> list[int]:
+        """The host pids of the task's processes (the worker among them)."""
+        dirs = self.dirs(name)
+        main = dirs["" if self.version == 2 else "pids"]
+        return [int(p) for p in _read_quiet(f"{main}/cgroup.procs").split()]
+
     def oom_counter(self, name: str) -> str:
         """The file whose ``oom_kill N`` line counts the task's OOM kills."""
         dirs = self.dirs(name)

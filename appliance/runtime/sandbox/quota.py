@@ -2,8 +2,12 @@
 
 The workdir stays a normal directory that the server stages inputs into and reads outputs from, so its usage
 is measured rather than capped by a filesystem: a walk every half second (less often when a walk is slow, so
-a task with many files cannot make its worker spend its time walking), plus one when the task ends. Known gap:
-a file the task deleted while keeping it open is not seen; RLIMIT_FSIZE and RLIMIT_NOFILE bound it.
+a task with many files cannot make its worker spend its time walking), plus one when the task ends. What the
+walk counts: allocated blocks (``fallocate`` included), each inode once, and the number of files (an inode
+flood starves every other task of the filesystem's inodes). Files the task deleted but keeps open are invisible
+to any walk: the zygote (root) counts those through ``/proc/PID/fd`` of the task's processes (``hidden_bytes``;
+the worker, the task's uid, may not read another non-dumpable process's fds).
+Not a kernel quota: between two walks a task can overshoot by what it writes in half a second.
 """
 from __future__ import annotations
 
@@ -14,10 +18,13 @@ import time
 TRUNCATED = b"[log truncated]\n"
 
 
-def usage_bytes(top: str) -> int:
-    """Allocated bytes under ``top``, each inode once, symlinks never followed."""
+MAX_FILES = 20_000  # files (and folders) a task may create in its workdir
+
+
+def usage(top: str) -> tuple[int, int, set[tuple[int, int]]]:
+    """(allocated bytes, entries, the inodes seen) under ``top``: each inode once, symlinks never followed."""
     seen: set[tuple[int, int]] = set()
-    total, stack = 0, [top]
+    total, count, stack = 0, 0, [top]
     while stack:
         directory = stack.pop()
         try:
@@ -27,6 +34,7 @@ def usage_bytes(top: str) -> int:
             entries = list(os.scandir(directory))
         except FileNotFoundError:
             continue
+        count += len(entries)
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -37,32 +45,65 @@ def usage_bytes(top: str) -> int:
                 total += info.st_blocks * 512
             if stat.S_ISDIR(info.st_mode):
                 stack.append(entry.path)
+    return total, count, seen
+
+
+def usage_bytes(top: str) -> int:
+    return usage(top)[0]
+
+
+def hidden_bytes(pids: list[int], seen: set[tuple[int, int]], device: int) -> int:
+    """Blocks of files the task's processes hold open after deleting them (``/proc/PID/fd/N -> … (deleted)``)
+    on the workdir's filesystem (``device``; the task's tmpfs /tmp is its memory's business), each inode once
+    and none the walk already counted."""
+    total = 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not os.readlink(path).endswith(" (deleted)"):
+                    continue
+                info = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_dev == device and (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
     return total
 
 
 class DiskWatch:
-    """How much the workdir grew since the task started, against ``limit_mb``."""
+    """How much the workdir grew since the task started, against ``limit_mb`` and ``max_files``."""
 
-    def __init__(self, top: str, limit_mb: int) -> None:
-        self.top, self.limit_mb = top, limit_mb
-        self.baseline = usage_bytes(top)  # the staged inputs do not count
+    def __init__(self, top: str, limit_mb: int, max_files: int = MAX_FILES) -> None:
+        self.top, self.limit_mb, self.max_files = top, limit_mb, max_files
+        self.baseline, self.files_baseline, _ = usage(top)  # the staged inputs do not count
         self.next_at = time.monotonic() + 0.5
+        self.problem = ""
 
     def exceeded(self) -> bool:
         started = time.monotonic()
         try:
-            grown = usage_bytes(self.top) - self.baseline
+            total, files, _ = usage(self.top)
         except OSError:
-            grown = 0  # e.g. a directory that vanished mid-walk: the next walk sees the truth
+            total, files = self.baseline, self.files_baseline  # e.g. a folder that vanished mid-walk: next walk
         spent = time.monotonic() - started
         self.next_at = time.monotonic() + max(0.5, 4 * spent)
-        return grown > self.limit_mb << 20
+        if files - self.files_baseline > self.max_files:
+            self.problem = f"too many files in the workdir (limit {self.max_files})"
+        elif total - self.baseline > self.limit_mb << 20:
+            self.problem = f"disk quota exceeded (limit {self.limit_mb} MB)"
+        return bool(self.problem)
 
     def due(self) -> bool:
         return time.monotonic() >= self.next_at
 
     def error(self) -> str:
-        return f"disk quota exceeded (limit {self.limit_mb} MB)"
+        return self.problem or f"disk quota exceeded (limit {self.limit_mb} MB)"
 
 
 class CappedLog:
