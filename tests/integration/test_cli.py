@@ -261,12 +261,12 @@ def test_render_a_scene_file_against_the_running_server(server, tmp_path):
     proc = run_cli(d, "render", str(scene), "--scene", "TinyDot", "--quality", "low", env=server_env(server))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     paths = [Path(line) for line in proc.stdout.splitlines()]  # stdout: the local paths, one a line
-    assert {p.name for p in paths} == {"video.mp4", "thumb.jpg", "captions.vtt"}, proc.stdout
+    assert {p.name for p in paths} == {"video.mp4", "thumb.jpg", "captions.vtt", "image.png"}, proc.stdout
     job_id = paths[0].parent.name
     assert all(p.parent == d / "outputs" / job_id and p.is_file() for p in paths), paths
     urls = [line.strip() for line in proc.stderr.splitlines() if "/r/" in line]  # stderr: the URLs
     assert sorted(urls) == [f"http://127.0.0.1:{server.port}/r/{job_id}/{name}"
-                            for name in ("captions.vtt", "thumb.jpg", "video.mp4")], proc.stderr
+                            for name in ("captions.vtt", "image.png", "thumb.jpg", "video.mp4")], proc.stderr
     assert "completed" in proc.stderr and "100%" in proc.stderr and "\r" not in proc.stderr  # no terminal
     video = tmp_path / "video.mp4"
     video.write_bytes(httpx.get(next(u for u in urls if u.endswith(".mp4")), timeout=30).content)

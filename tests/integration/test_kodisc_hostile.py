@@ -67,7 +67,7 @@ def assert_completed(job: dict, case: str) -> None:
     assert list(job) == FIELDS, job
     assert job["status"] == "completed" and job["error"] is None, (case, job)
     assert job["metadata"] == {"case": case} and job["creditsCost"] > 0, job
-    assert set(job["result"]) == {"video", "thumbnail", "captions"}, job
+    assert set(job["result"]) == {"video", "thumbnail", "captions", "image"}, job
     assert job["result"]["video"].endswith(f"/r/{job['jobId']}/video.mp4"), job
 
 
@@ -245,10 +245,10 @@ def test_forged_files_are_not_published_as_a_video(kodisc):
     """The scene writes files under the output names and claims them as its result: nothing is published,
     billed or cached unless each file is what it claims (H.264 of the requested size, JPEG, WebVTT)."""
     forge = FIND_PIPE + (
-        "for name in ('video.mp4', 'thumb.jpg', 'captions.vtt'):\n"
+        "for name in ('video.mp4', 'thumb.jpg', 'captions.vtt', 'image.png'):\n"
         "    open(name, 'wb').write(b'NOT A VIDEO: forged by scene code')\n"
         "line = json.dumps({'type': 'result', 'result': {'files': {'video': 'video.mp4', "
-        "'thumbnail': 'thumb.jpg', 'captions': 'captions.vtt'}, 'meta': {}}}) + '\\n'\n"
+        "'thumbnail': 'thumb.jpg', 'captions': 'captions.vtt', 'image': 'image.png'}, 'meta': {}}}) + '\\n'\n"
         "for fd in pipes:\n"
         "    os.write(fd, line.encode())\n"
         "os._exit(0)")
