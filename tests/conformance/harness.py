@@ -36,6 +36,7 @@ class Case:
     still: bool = False  # no play()/wait(): the CLI writes a PNG
     fast: bool = False  # part of the default pytest run
     shim: bool = False  # the plain CLI fails on it with Pillow 13 (ImageMobject): the reference applies the shim
+    split: bool = False  # the appliance must plan it as parallel animation ranges (renderers/manim_split.py)
 
 
 @dataclass
@@ -125,6 +126,8 @@ def conform(server, case: Case, tmp: Path, fps: int) -> Outcome:
     job = finish(server, job_id)
     api_s = (job["durationMs"] or 0) / 1000
     assert job["status"] == "completed", f"{case.name}: the CLI renders it, the API failed: {job['error']}"
+    renderers = [task["renderer"] for task in server.job(job_id)["tasks"]]
+    assert (renderers[-1] == "manim.assemble") == case.split, (case.name, renderers)
     width, height = QUALITY[1], QUALITY[2]
     video = download(job["result"]["video"], tmp / "api.mp4")
     image = download(job["result"]["image"], tmp / "api.png")

@@ -333,6 +333,48 @@ class ConfigSeed(Scene):
                                                                                   * [2, 1, 0]))
                     for _ in range(12)], run_time=0.5)
 """),
+    # -- the renderer's own paths: split ranges, sections, stop conditions, module-level config -------------
+    scene("split_many_animations", """
+square = Square(1, color=TEAL, fill_opacity=0.6).shift(LEFT * 5)
+self.add(square)
+for i in range(14):  # 14 animations >= manim_split_min_animations: planned as parallel ranges, joined
+    self.play(square.animate.shift(RIGHT * 0.7).rotate(0.3), run_time=0.2)
+""", split=True),
+    scene("sections_skipped", """
+self.next_section("intro", skip_animations=True)
+self.play(FadeIn(Text("never shown")), run_time=0.5)
+self.next_section("main")
+circle = Circle(color=ORANGE)
+self.play(Create(circle), run_time=0.6)
+self.play(circle.animate.scale(0.5), run_time=0.3)
+"""),
+    scene("wait_until_condition", """
+t = ValueTracker(0)
+dot = Dot().add_updater(lambda m, dt: t.increment_value(dt))
+dot.add_updater(lambda m: m.move_to(RIGHT * t.get_value() * 3))
+self.add(dot)
+self.wait_until(lambda: t.get_value() >= 0.6, max_time=2)
+"""),
+    scene("change_speed", """
+dot = Dot(LEFT * 4)
+self.add(dot)
+self.play(ChangeSpeed(dot.animate.shift(RIGHT * 8), speedinfo={0.3: 1, 0.4: 0.2, 0.6: 0.2, 1: 1}),
+          run_time=1)
+"""),
+    Case("module_config_background", "TintedDemo", """from manim import *
+
+config.background_color = "#202840"  # module level: the scene's own choice, kept
+
+class TintedDemo(Scene):
+    def construct(self):
+        self.play(GrowFromCenter(RoundedRectangle(corner_radius=0.4, width=5, height=3, color=YELLOW)),
+                  run_time=0.6)
+"""),
+    scene("pause_and_short_plays", """
+self.play(FadeIn(Dot()), run_time=1 / 15)  # a single frame
+self.pause(0.3)
+self.play(Create(Line(LEFT, RIGHT)), run_time=0.27)  # not a whole number of frames
+"""),
     # -- Kodisc's plugin --------------------------------------------------------------------------------------
     Case("kodisc_plugin_pie", "Pie", """from manim_kodisc import *
 
