@@ -13,10 +13,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-BAND = 2  # working pixels each side of the working mask's edge
+BAND = 3  # working pixels each side of the working mask's edge
 SPREAD = 2.0  # the Gaussian sigma (working pixels) of the local colour estimates
-CONTRAST = 30.0  # the colour distance (RGB levels) at which the colour line is trusted fully
-INSIDE = 3.0  # working pixels inside the working edge: subject, whatever the colour line says
+CONTRAST = 8.0  # the colour distance (luma levels, chroma weighted) at which the colour line is trusted fully
+# the colour line is measured in luma and chroma, chroma counted at 0.35: a JPEG keeps chroma at half resolution
+# and blurs it a few pixels across an edge (a red base bleeds into the grey shadow under it), luma stays sharp
+LUMA_CHROMA = (np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]], np.float32).T
+               * np.array([1.0, 0.35, 0.35], np.float32))
+INSIDE = 9.0  # working pixels inside the working edge: subject, whatever the colour line says
 SNAP = 0.06  # alphas this close to 0 or 1 are 0 or 1 (noise, not coverage)
 
 
@@ -85,7 +89,7 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
         subject = np.where((d_in > 0.02)[..., None], f_in, f_all)  # a part too thin to erode keeps its mean
         b_out, d_out = _local_mean(small, 1 - cv2.dilate(crop_m, one))
         backdrop = np.where((d_out > 0.02)[..., None], b_out, work.backdrop_rgb[cy0:cy1, cx0:cx1])
-        soft = cv2.GaussianBlur(crop_m.astype(np.float32), (0, 0), 0.7)
+        soft = crop_m.astype(np.float32)  # sampled bilinearly: a one-working-pixel ramp at the edge
         # how far (working pixels) inside the working edge: deep inside, a pixel that is merely noisy or alike
         # in colour to the backdrop does not turn half clear
         inside = cv2.distanceTransform(crop_m, cv2.DIST_L2, 3)
@@ -97,9 +101,9 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
         got = _sample(np.ascontiguousarray(np.dstack([backdrop, inside - outside])), yy, xx)
         B, depth = got[:, :3], got[:, 3]
         seen = rgb[ys, xs].astype(np.float32)
-        e = F - B
+        e, d = (F - B) @ LUMA_CHROMA, (seen - B) @ LUMA_CHROMA
         ee = np.einsum("ij,ij->i", e, e)
-        a = np.clip(np.einsum("ij,ij->i", seen - B, e) / (ee + 1e-3), 0, 1)
+        a = np.clip(np.einsum("ij,ij->i", d, e) / (ee + 1e-3), 0, 1)
         trust = np.clip(np.sqrt(ee) * np.float32(1 / CONTRAST), 0, 1)
         by, bx = ys - Y0, xs - X0
         alpha[by, bx] = np.where(depth >= INSIDE, 1, trust * a + (1 - trust) * prior)

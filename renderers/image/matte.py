@@ -26,6 +26,7 @@ SHADOW_STEP = 0.06  # the largest step (in relative lightness per working pixel)
 SHADOW_DARKEST = 0.45  # a shadow keeps at least this much of the backdrop's lightness (cube root: 9 % of its light)
 SHADOW_THICK = 3.0  # working pixels from a shadow's middle to its rim, at least
 SHADOW_RIM = 0.075  # a shadow's rim on the lit backdrop steps by less than this (mean 3x3 range of lightness)
+GROW = 2  # working pixels the accepted shadow grows into looser candidates
 SHADOW_FLAT = 0.35  # a shadow on the floor is flat: at most this share of the subject's height, and wider than tall
 
 
@@ -150,7 +151,7 @@ def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tup
     # keeps the backdrop's tint, a grey or black subject does not have it)
     tint = np.hypot(fitted[..., 1], fitted[..., 2]) * rel
     tolerance = np.clip(np.maximum(0.5 * tint, 3 * model.chroma_noise), 0.5, 2.5)
-    loose = mask & (rel > SHADOW_DARKEST) & (rel < 1.0) & (chroma_err < 2 * tolerance)
+    loose = mask & (rel > SHADOW_DARKEST) & (rel < 1.0) & (chroma_err < 1.5 * tolerance)
     shade = loose & (chroma_err < tolerance)
     if not shade.any():
         return shade
@@ -177,7 +178,7 @@ def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tup
             break
     if accepted.any():  # the thin strip at a contact line (JPEG's colour bleed, the opening) joins its shadow
         grown = accepted.astype(np.uint8)
-        for _ in range(3):
+        for _ in range(GROW):
             grown = cv2.dilate(grown, np.ones((3, 3), np.uint8)) & loose.astype(np.uint8)
         accepted |= grown.astype(bool)
     return accepted
