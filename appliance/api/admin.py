@@ -114,7 +114,8 @@ def _movie_job(service: JobService, user_id: str, data: dict) -> NewJob:
 
 
 def _tasks_job(user_id: str, data: dict) -> NewJob:
-    specs = data.get("tasks") or [{"renderer": data.get("renderer"), "input": data.get("input", {})}]
+    specs = data.get("tasks") or [{"renderer": data.get("renderer"), "input": data.get("input", {}),
+                                   **({"limits": data["limits"]} if "limits" in data else {})}]
     return NewJob(job_id=ids.viralsync_job_id(), dialect="admin", user_id=user_id,
                   kind="tasks", payload={"tasks": specs}, request=data,
                   priority=data.get("priority", 0))

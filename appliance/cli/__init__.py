@@ -201,6 +201,10 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    if args.attack:  # the hostile scenes, against the appliance serving --data-dir
+        from appliance.cli import attack
+
+        return attack.run(_settings(args))
     from appliance.cli.doctor import run_checks
 
     return run_checks(_settings(args))
@@ -286,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("code"), p.add_argument("--user", required=True)
     p.set_defaults(func=cmd_device_approve)
 
-    sub.add_parser("doctor", parents=[common], help="check dependencies and capacity").set_defaults(func=cmd_doctor)
+    p = sub.add_parser("doctor", parents=[common, server], help="check dependencies and capacity")
+    p.add_argument("--attack", action="store_true", help="submit hostile scenes to the appliance serving "
+                   "--data-dir and print contained / ESCAPED for each (exit 1 on any escape); run it after "
+                   "every kernel or distribution upgrade")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("render", parents=[common, server],
                        help="submit a scene (.py) or Movie JSON (.json) to the running server and follow it")
     p.add_argument("file"), p.add_argument("--user", default="admin")

@@ -24,6 +24,7 @@ from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import Executor, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
+from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs, ledger
 from appliance.store.db import dumps, loads, now_iso, parse_iso
@@ -209,9 +210,10 @@ class Scheduler:
 
     def _limits(self, task: dict) -> Limits:
         s = self.settings
-        return Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
-                      fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
-                      cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb)
+        limits = Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
+                        fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
+                        cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb)
+        return lowered(limits, loads(task["input"], {}).get(LIMITS_KEY))
 
     def _inputs(self, task_input: dict) -> dict[str, str]:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs

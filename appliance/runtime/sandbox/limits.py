@@ -5,7 +5,7 @@ import ctypes
 import os
 import resource
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from appliance.runtime.sandbox.kernel import PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, libc, prctl
@@ -27,6 +27,20 @@ class Limits:
     cpu: float = 1.0  # admitted CPU slots: the cgroup's CPU weight is proportional to it
     disk_mb: int = 4096  # growth of the workdir while the task runs
     log_mb: int = 16  # the task's log; past it one "[log truncated]" line and nothing more
+
+
+LIMITS_KEY = "_limits"  # where an operator's task carries its lowered limits in its input (no dialect writes it)
+LOWERABLE = ("cpu_seconds", "mem_mb", "wall_seconds", "fsize_mb", "nproc", "disk_mb", "log_mb")
+
+
+def lowered(limits: Limits, wanted: object) -> Limits:
+    """``limits`` with the fields ``wanted`` names set lower (never higher): an operator's tasks (the admin API's
+    ``limits``, `appliance doctor --attack`) may be held tighter than the settings, never looser."""
+    if not isinstance(wanted, dict):
+        return limits
+    lower = {k: v for k, v in wanted.items() if k in LOWERABLE and type(v) in (int, float)
+             and 0 < v < getattr(limits, k)}
+    return replace(limits, **lower) if lower else limits
 
 
 def task_uid(pid: int) -> int:
