@@ -39,6 +39,7 @@ class Settings:
     encoder_probe: str = ""
     max_tasks_per_user: int = 0
     max_attempts: int = 2
+    max_failed_jobs_per_hour: int = 60  # per user; past it new jobs are refused (429) until the hour turns
     executor: str = "local"
     dask_scheduler: str = ""
     dask_tls_dir: str = ""  # mutual TLS: ca.pem + appliance.pem/.key of `appliance cluster init`

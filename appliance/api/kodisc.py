@@ -136,6 +136,7 @@ DOC_ERRORS = {
     403: _error(("forbidden",), "A read-only key cannot start renders"),
     404: _error(("not_found",), "No such job for this key's user"),
     413: _error((TOO_LARGE["error"],), "Body over 200 KB"),
+    429: _error(("rate_limited",), "Too many failed renders in the last hour (max_failed_jobs_per_hour)"),
     503: _error(("unavailable",), "The appliance is short of disk space, or has no sandbox for scene code"),
 }
 
@@ -149,7 +150,7 @@ def _doc(summary: str, status: int, struct: type, errors: tuple[int, ...], descr
 
 
 @post("/render", status_code=202, operation_class=_doc(
-    "Enqueue a render", 202, schemas.KodiscRenderAccepted, (400, 401, 402, 403, 413, 503),
+    "Enqueue a render", 202, schemas.KodiscRenderAccepted, (400, 401, 402, 403, 413, 429, 503),
     "Reserves credits and queues a Manim render; poll GET /api/v2/render/{jobId} or use a webhook.",
     body=schemas.KodiscRenderRequest))
 async def enqueue_render(request: Request, service: JobService, key: users.ApiKey) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,11 +17,12 @@ import sqlite_utils
 
 from appliance.delivery.outputs import Store
 from appliance.delivery.webhooks import Deliverer
-from appliance.errors import Conflict, NotFound, Unavailable, one_line
+from appliance.errors import ApplianceError, Conflict, NotFound, Unavailable, one_line
 from appliance.runtime.scheduler import JobListener, Scheduler
 from appliance.services.pipelines import Pipeline
 from appliance.settings import Settings
 from appliance.store import events, ids, jobs
+from appliance.store.db import now_iso
 from appliance.store.jobs import TaskDef
 
 log = logging.getLogger("appliance.jobs")
@@ -71,6 +73,7 @@ class JobService:
     def submit(self, new: NewJob) -> dict:
         """Create the job (402 leaves nothing behind) and start it; a deferred pipeline plans in the background."""
         self.check_disk()
+        self.check_failures(new.user_id)
         pipeline = self.pipelines[new.kind]
         refusal = self._untrusted_refusal() if getattr(pipeline, "untrusted", False) else None
         if refusal:  # strangers' code never runs unsandboxed unless the operator said so
@@ -106,6 +109,14 @@ class JobService:
             self._plan_later(new_id)
         self.scheduler.wake()
         return copy
+
+    def check_failures(self, user_id: str) -> None:
+        """A failed job costs nothing, so failing is free to repeat (each one a task's start, a log, a row):
+        past ``max_failed_jobs_per_hour`` failures a user's new jobs are refused until older ones age out."""
+        cap = self.settings.max_failed_jobs_per_hour
+        if cap > 0 and jobs.failed_since(self.db, user_id, now_iso(time.time() - 3600)) >= cap:
+            raise ApplianceError(f"Too many failed renders in the last hour ({cap}); fix the failing request, "
+                                 "then retry later", status=429, code="RATE_LIMITED")
 
     def check_disk(self) -> None:
         free = self.store.free_disk_mb()

@@ -51,6 +51,13 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
     return require_job(db, job_id)
 
 
+def failed_since(db: sqlite_utils.Database, user_id: str, since: str) -> int:
+    """How many of the user's jobs created since ``since`` (ISO) failed (the (user_id, created_at) index)."""
+    row = db.execute("SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ? AND status = 'failed'",
+                     [user_id, since]).fetchone()
+    return int(row[0])
+
+
 def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict:
     return {"id": ids.task_id(job_id, idx), "job_id": job_id, "idx": idx, "name": t.name or f"task{idx}",
             "renderer": t.renderer, "input": dumps(t.input),

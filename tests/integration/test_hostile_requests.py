@@ -120,3 +120,23 @@ def test_a_full_disk_is_a_503_in_each_dialect_never_a_500(make_server, tmp_path)
         if server is not None:
             server.stop()
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_failing_for_free_is_rate_limited_per_user(make_server):
+    """Issue #17 item 3: a failed job costs nothing, so a loop of failing jobs filled the disk for free. Past
+    max_failed_jobs_per_hour a user's new jobs get the dialect's 429; another user is not affected."""
+    server = make_server({"APPLIANCE_MAX_FAILED_JOBS_PER_HOUR": "3"})
+    for name in ("mallory", "ada"):
+        server.cli("users", "create", name, "--credits", "50")
+    mallory = {"Authorization": f"Bearer {server.new_key('mallory', 'kodisc')['key']}"}
+    ada = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
+    failing = {"code": "from manim import *\nclass F(Scene):\n    def construct(self):\n        1 / 0\n",
+               "className": "F", "quality": "low"}
+    for _ in range(3):
+        job_id = httpx.post(f"{server.url}/api/v2/render", json=failing, headers=mallory, timeout=10).json()["jobId"]
+        assert server.wait(job_id)["status"] == "failed"
+    r = httpx.post(f"{server.url}/api/v2/render", json=failing, headers=mallory, timeout=10)
+    assert r.status_code == 429 and r.json()["error"] == "rate_limited", r.text
+    assert "Too many failed renders" in r.json()["message"]
+    assert httpx.post(f"{server.url}/api/v2/render", json=failing, headers=ada, timeout=10).status_code == 202

@@ -82,7 +82,8 @@ def test_every_operation_is_documented_with_its_security_and_errors(api):
     for key in VIRALSYNC:
         assert {"viralsyncApiKey": []} in ops[key]["security"] and {"viralsyncBearer": []} in ops[key]["security"]
         assert {"401", "429"} <= set(ops[key]["responses"]) and ops[key]["tags"] == ["ViralSync"]
-    assert set(ops[("post", "/api/v2/render")]["responses"]) == {"202", "400", "401", "402", "403", "413", "503"}
+    assert set(ops[("post", "/api/v2/render")]["responses"]) == {"202", "400", "401", "402", "403", "413", "429",
+                                                                 "503"}
     assert set(ops[("post", "/v1/render/jobs")]["responses"]) == {"202", "400", "401", "402", "403", "409", "413",
                                                                   "429", "503"}
     assert set(ops[("delete", "/v1/jobs/{job_id}")]["responses"]) == {"204", "401", "403", "404", "409", "429"}
