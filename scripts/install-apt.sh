@@ -4,8 +4,9 @@
 set -euo pipefail
 PACKAGES=(ffmpeg libcairo2-dev libpango1.0-dev pkg-config python3-dev python3-venv build-essential
           texlive-latex-base texlive-latex-extra texlive-fonts-recommended cm-super-minimal dvisvgm
-          fonts-dejavu-core util-linux procps curl jq chromium chromium-driver
+          fonts-dejavu-core fonts-wqy-zenhei util-linux procps curl jq chromium chromium-driver
           systemd passwd)  # systemd-analyze and useradd: the service-unit tests (never skipped for want of them)
+# fonts-wqy-zenhei: CJK text in Movie documents (16 MB; the conformance suite's CJK document needs it)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
