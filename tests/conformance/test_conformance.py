@@ -48,6 +48,7 @@ def test_fast_scene_matches_the_cli(appliance, tmp_path: Path, case: Case) -> No
     _record(tmp_path, case, FAST_FPS, conform(appliance, case, tmp_path, FAST_FPS))
 
 
+@pytest.mark.slow
 @pytest.mark.conformance
 @pytest.mark.parametrize("case", SCENES, ids=[case.name for case in SCENES])
 def test_scene_matches_the_cli(appliance, tmp_path: Path, case: Case) -> None:
