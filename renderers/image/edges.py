@@ -18,9 +18,15 @@ SPREAD = 2.0  # the Gaussian sigma (working pixels) of the local colour estimate
 CONTRAST = 8.0  # the colour distance (luma levels, chroma weighted) at which the colour line is trusted fully
 # the colour line is measured in luma and chroma, chroma counted at 0.35: a JPEG keeps chroma at half resolution
 # and blurs it a few pixels across an edge (a red base bleeds into the grey shadow under it), luma stays sharp
-LUMA_CHROMA = (np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]], np.float32).T
-               * np.array([1.0, 0.35, 0.35], np.float32))
-INSIDE = 9.0  # working pixels inside the working edge: subject, whatever the colour line says
+LUMA_CHROMA = np.ascontiguousarray(np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5],
+                                             [0.5, -0.419, -0.081]], np.float32)
+                                   * np.array([[1.0], [0.35], [0.35]], np.float32))
+
+
+def _luma_chroma(rgb: np.ndarray) -> np.ndarray:
+    """(n, 3) RGB differences as weighted (Y, Cb, Cr): cv2.transform (numpy's matmul of a tall (n, 3) by a 3x3
+    takes a slow path)."""
+    return cv2.transform(np.ascontiguousarray(rgb, dtype=np.float32)[:, None, :], LUMA_CHROMA)[:, 0, :]
 SNAP = 0.06  # alphas this close to 0 or 1 are 0 or 1 (noise, not coverage)
 
 
@@ -56,7 +62,9 @@ def _band_pixels(band: np.ndarray, factor: int, box: tuple[int, int, int, int]) 
 
 
 def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """(alpha float32, subject colour uint8, (x0, y0)) of the box around the working mask, at full resolution."""
+    """(alpha float32, subject colour uint8, (x0, y0)) of the box around the working mask, at full resolution.
+    The box's alpha is kept in 8 bits until the end (a 4K box is 8 million pixels: uint8 blurs and thresholds
+    cost a quarter of float ones), and band pixels are read and written by flat index."""
     H, W = rgb.shape[:2]
     mask, f = work.mask, work.factor
     if not mask.any():
@@ -68,10 +76,10 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
     X0, Y0 = x0 * f, y0 * f
     X1, Y1 = (W if x1 == w else x1 * f), (H if y1 == h else y1 * f)
     m8 = mask.astype(np.uint8)
-    crop = m8[y0:y1, x0:x1]
-    alpha = cv2.resize(crop, ((x1 - x0) * f, (y1 - y0) * f), interpolation=cv2.INTER_NEAREST)
+    alpha = cv2.resize(m8[y0:y1, x0:x1] * np.uint8(255), ((x1 - x0) * f, (y1 - y0) * f),
+                       interpolation=cv2.INTER_NEAREST)
     alpha = cv2.copyMakeBorder(alpha, 0, (Y1 - Y0) - alpha.shape[0], 0, (X1 - X0) - alpha.shape[1],
-                               cv2.BORDER_REPLICATE).astype(np.float32)
+                               cv2.BORDER_REPLICATE)
     fg = rgb[Y0:Y1, X0:X1].copy()
 
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BAND + 1, 2 * BAND + 1))
@@ -90,31 +98,28 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
         b_out, d_out = _local_mean(small, 1 - cv2.dilate(crop_m, one))
         backdrop = np.where((d_out > 0.02)[..., None], b_out, work.backdrop_rgb[cy0:cy1, cx0:cx1])
         soft = crop_m.astype(np.float32)  # sampled bilinearly: a one-working-pixel ramp at the edge
-        # how far (working pixels) inside the working edge: deep inside, a pixel that is merely noisy or alike
-        # in colour to the backdrop does not turn half clear
-        inside = cv2.distanceTransform(crop_m, cv2.DIST_L2, 3)
-        outside = cv2.distanceTransform(1 - crop_m, cv2.DIST_L2, 3)
         yy, xx = (ys + 0.5) / f - 0.5 - cy0, (xs + 0.5) / f - 0.5 - cx0
-        # remap is exact for up to 4 channels (more take a coarser fixed-point path): two samplings of four
+        # remap is exact for up to 4 channels (more take a coarser fixed-point path)
         got = _sample(np.ascontiguousarray(np.dstack([subject, soft])), yy, xx)
         F, prior = got[:, :3], got[:, 3]
-        got = _sample(np.ascontiguousarray(np.dstack([backdrop, inside - outside])), yy, xx)
-        B, depth = got[:, :3], got[:, 3]
-        seen = rgb[ys, xs].astype(np.float32)
-        e, d = (F - B) @ LUMA_CHROMA, (seen - B) @ LUMA_CHROMA
+        B = _sample(np.ascontiguousarray(backdrop), yy, xx)
+        flat = (ys - Y0).astype(np.int64) * (X1 - X0) + (xs - X0)
+        pixels = fg.reshape(-1, 3)
+        seen = pixels[flat].astype(np.float32)
+        e, d = _luma_chroma(F - B), _luma_chroma(seen - B)
         ee = np.einsum("ij,ij->i", e, e)
         a = np.clip(np.einsum("ij,ij->i", d, e) / (ee + 1e-3), 0, 1)
         trust = np.clip(np.sqrt(ee) * np.float32(1 / CONTRAST), 0, 1)
-        by, bx = ys - Y0, xs - X0
-        alpha[by, bx] = np.where(depth >= INSIDE, 1, trust * a + (1 - trust) * prior)
+        alpha.reshape(-1)[flat] = (trust * a + (1 - trust) * prior) * 255 + 0.5
         alpha = cv2.blur(alpha, (3, 3))  # the colour line's per-pixel noise, down by 3
-        alpha = cv2.threshold(alpha, SNAP, 0, cv2.THRESH_TOZERO)[1]
-        alpha = cv2.max(alpha, cv2.threshold(alpha, 1 - SNAP, 1, cv2.THRESH_BINARY)[1])
-        a = alpha[by, bx][:, None]
+        snap = int(SNAP * 255)
+        alpha = cv2.threshold(alpha, snap, 0, cv2.THRESH_TOZERO)[1]
+        alpha = cv2.max(alpha, cv2.threshold(alpha, 255 - snap, 255, cv2.THRESH_BINARY)[1])
+        a = alpha.reshape(-1)[flat][:, None].astype(np.float32) * np.float32(1 / 255)
         solved = (seen - (1 - a) * B) / np.maximum(a, 0.05)
         weight = np.clip((a - 0.4) * 2, 0, 1)
-        fg[by, bx] = np.clip(F + (solved - F) * weight + 0.5, 0, 255).astype(np.uint8)
-    return alpha, fg, (X0, Y0)
+        pixels[flat] = np.clip(F + (solved - F) * weight + 0.5, 0, 255).astype(np.uint8)
+    return alpha.astype(np.float32) * np.float32(1 / 255), fg, (X0, Y0)
 
 
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
