@@ -25,6 +25,9 @@ from appliance.store.db import parse_iso
 if TYPE_CHECKING:
     from appliance.core import Core
 
+# Litestar appends "; charset=utf-8" to a text/* media type itself: prometheus_client's constant already has it.
+MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
 log = logging.getLogger("appliance.metrics")
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -137,4 +140,4 @@ async def metrics_endpoint(request: Request) -> Response:
     if not allowed(core, request.client.host if request.client else None, request.headers.get("authorization", "")):
         return Response({"error": "unauthorized", "message": "/metrics needs the admin token (Authorization: "
                          "Bearer <data_dir>/admin.token) or a client address in metrics_allow"}, status_code=401)
-    return Response(core.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(core.metrics.render(), media_type=MEDIA_TYPE)

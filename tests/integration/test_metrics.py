@@ -12,7 +12,7 @@ def scrape(server, headers: dict | None = None) -> dict[str, dict[tuple, float]]
     """{sample name: {sorted label items: value}}."""
     r = httpx.get(f"{server.url}/metrics", headers=headers or {}, timeout=10)
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain")
+    assert r.headers["content-type"].startswith("text/plain") and r.headers["content-type"].count("charset") == 1
     samples: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(r.text):
         for s in family.samples:
