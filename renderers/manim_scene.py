@@ -129,7 +129,8 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
             encoder.abort()
         raise RenderError(describe_error(exc)) from None
     if tracker.last_frame is None:  # every animation was skipped (sections): there is nothing to show
-        raise RenderError("Scene drew no frames: every animation was skipped")
+        raise RenderError("Scene drew no frames: every animation it played was skipped "
+                          "(next_section(skip_animations=True)); the manim CLI writes no video for it either")
     return scene, tracker
 
 

@@ -236,6 +236,15 @@ FAILURES = {
         class Demo:
             pass
         """, "Demo", "'Demo' is not a Scene subclass"),
+    "every animation skipped": ("""\
+        from manim import *
+
+        class Demo(Scene):
+            def construct(self):
+                self.next_section(skip_animations=True)
+                self.play(FadeIn(Dot()), run_time=0.5)
+        """, "Demo", "Scene drew no frames: every animation it played was skipped "
+        "(next_section(skip_animations=True)); the manim CLI writes no video for it either"),
     "latex error": (r"""
         from manim import *
 
