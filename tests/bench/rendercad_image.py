@@ -4,7 +4,8 @@ finalize_job → completed (the job polled every 5 ms through the admin API: Ren
 allows 120 polls a minute) for 1024² jobs (classic, 8 distinct uploads, median) and a
 4096² pro job, against a plain Pillow open + resize + JPEG save of the same upload in the same run; the peak
 RSS of the 4K task's processes is sampled every 10 ms with psutil (the renderer's RSS includes the pages it
-shares with the warm worker it was forked from)."""
+shares with the warm worker it was forked from). Then the cut-out's quality on the synthetic product set
+(tests/media: IoU, fringe, pixels changed outside the matte, spill), next to the matte before (before.txt)."""
 from __future__ import annotations
 
 import io
@@ -96,3 +97,31 @@ def bench_image(tmp: Path, line) -> None:
         line("RenderCAD 4096² task, peak renderer RSS (goal <= 1 GB)", f"{sampler.peak / 2**20:.0f} MB")
     finally:
         server.stop()
+    bench_matte(line)
+
+
+def _before() -> dict[str, list[str]]:
+    rows = (Path(__file__).resolve().parents[1] / "media" / "before.txt").read_text().splitlines()
+    return {r.split()[0]: r.split()[1:] for r in rows if r and not r.startswith(("#", "photo"))}
+
+
+def bench_matte(line) -> None:
+    """Per photo: IoU (goal >= 0.95, mean >= 0.97), fringe in levels (goal <= 8), pixels a condition + material
+    + tone changed where the matte is 0 at 1024² and 4096² (goal 0), and their spill beyond 2 px of the true
+    subject; before -> after."""
+    from tests.media import metrics, products
+
+    before, scores = _before(), []
+    line("cut-out per photo: IoU, fringe, outside, spill, outside@4K", "before -> after")
+    for shot in products.photos():
+        s = metrics.score(shot, four_k=True)
+        scores.append(s)
+        b = before.get(s.name, ["?"] * 5)
+        line(f"  {s.name}", f"IoU {b[0]} -> {s.iou:.3f}, fringe {b[1]} -> {s.fringe:.1f}, outside {b[2]} -> "
+             f"{s.outside}, spill {b[3]} -> {s.spill}, outside@4K {b[4]} -> {s.outside_4k}")
+    mean = before.get("mean", ["?"] * 4)
+    line("cut-out, mean over the set (IoU goal >= 0.97, fringe <= 8)",
+         f"IoU {mean[0]} -> {statistics.mean(s.iou for s in scores):.3f}, fringe {mean[1]} -> "
+         f"{statistics.mean(s.fringe for s in scores):.1f}, outside {mean[2]} -> "
+         f"{sum(s.outside + (s.outside_4k or 0) for s in scores)}, spill {mean[3]} -> "
+         f"{statistics.mean(s.spill for s in scores):.0f}")
