@@ -16,7 +16,7 @@ from appliance.runtime.executors.dask import DaskExecutor, follow_capacity
 from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.resources import measure
 from appliance.runtime.scheduler import Scheduler
-from appliance.runtime.verify import verify
+from appliance.runtime.verifier import Verifier
 from appliance.services.jobs import JobService
 from appliance.services.pipelines.image import ImagePipeline
 from appliance.services.pipelines.image_video import GifPipeline, VideoPipeline
@@ -43,12 +43,13 @@ class Core:
         self.hub = Hub()
         self.capacity = measure(settings, gpus=settings.executor == "local")  # dask: the workers' GPUs
         self.executor: LocalExecutor | DaskExecutor
+        self.verifier = Verifier()  # outputs are decoded in unprivileged processes of their own (verifier.py)
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
-                                      verify=verify, start_timeout_s=settings.task_start_timeout_s,
+                                      verify=self.verifier, start_timeout_s=settings.task_start_timeout_s,
                                       allow_unsandboxed=settings.allow_unsandboxed,
                                       launcher_socket=settings.launcher_socket)
         if settings.executor != "local":  # "dask": tasks run on a Dask cluster's workers (runtime/executors/dask.py)
-            self.executor = DaskExecutor.from_settings(settings, verify)
+            self.executor = DaskExecutor.from_settings(settings, self.verifier)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
         self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, self.capacity, self.store,
@@ -69,6 +70,7 @@ class Core:
     async def start(self) -> None:
         if isinstance(self.executor, DaskExecutor):  # capacity is the cluster's, as workers join and leave
             self.executor.on_capacity = follow_capacity(self, asyncio.get_running_loop())
+        self.verifier.warm()  # its processes import PyAV while the zygote preloads
         await asyncio.to_thread(self.executor.start)  # the warm worker preloads Manim: seconds, off the loop
         await self.scheduler.start()
         await self.deliverer.start()
@@ -86,6 +88,7 @@ class Core:
         await self.deliverer.stop()
         await self.scheduler.stop()
         await asyncio.to_thread(self.executor.stop)
+        self.verifier.close()
         self.lock.release()
 
     async def _sweep_loop(self) -> None:

@@ -11,8 +11,10 @@ reference named ``video.mp4`` is not MP4 and fails.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 from renderers.registry import REQUIRED_OUTPUTS
 
@@ -38,27 +40,39 @@ def declared(renderer: str, files: dict[str, str]) -> dict[str, str]:
 
 
 def verify(renderer: str, task_input: dict, files: dict[str, Path]) -> str | None:
-    """None when every output (role -> the server's copy) is what it claims, else the reason (one line)."""
+    """None when every output (role -> the server's copy) is what it claims, else the reason (one line). In this
+    process: the server runs it in its verifier process (``runtime/verifier.py``) through ``verify_open``."""
+    opened = {role: (path.name, open(path, "rb")) for role, path in files.items()}
+    try:
+        return verify_open(renderer, task_input, opened)
+    finally:
+        for _, handle in opened.values():
+            handle.close()
+
+
+def verify_open(renderer: str, task_input: dict, files: Mapping[str, tuple[str, BinaryIO]]) -> str | None:
+    """``verify`` on open files: role -> (its name, a seekable binary file)."""
     for role in REQUIRED_OUTPUTS.get(renderer, ()):
         if role not in files:
             return f"renderer result is missing its {role} output"
-    for role, path in files.items():
+    for role, (name, handle) in files.items():
         kind = OUTPUTS.get(renderer, {}).get(role)
         if kind is None:
             continue
         try:
-            problem = CHECKS[kind](path, task_input)
+            handle.seek(0)
+            problem = CHECKS[kind](handle, task_input)
         except Exception as exc:  # noqa: BLE001 - any decoder error means "not what it claims"
             problem = f"cannot be read ({type(exc).__name__})"
         if problem:
-            return f"renderer output {path.name} is not a valid {kind} file: {problem}"
+            return f"renderer output {name} is not a valid {kind} file: {problem}"
     return None
 
 
-def _h264(path: Path, task_input: dict) -> str | None:
+def _h264(handle: BinaryIO, task_input: dict) -> str | None:
     import av  # imported on first use: the web app does not pay for it at start
 
-    with open(path, "rb") as handle, av.open(handle, mode="r", format="mp4") as container:
+    with av.open(handle, mode="r", format="mp4") as container:
         if not container.streams.video:
             return "no video stream"
         stream = container.streams.video[0]
@@ -76,29 +90,28 @@ def _h264(path: Path, task_input: dict) -> str | None:
     return None
 
 
-def _jpeg(path: Path, task_input: dict) -> str | None:
+def _jpeg(handle: BinaryIO, task_input: dict) -> str | None:
     from PIL import Image
 
-    with Image.open(path, formats=["JPEG"]) as image:
+    with Image.open(handle, formats=["JPEG"]) as image:
         if image.format != "JPEG":
             return f"format {image.format}"
         image.load()
     return None
 
 
-def _webvtt(path: Path, task_input: dict) -> str | None:
-    with open(path, "rb") as handle:
-        head = handle.read(16)
+def _webvtt(handle: BinaryIO, task_input: dict) -> str | None:
+    head = handle.read(16)
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"WEBVTT"):
         return "no WEBVTT header"
     return None
 
 
-def _raster(path: Path, task_input: dict) -> str | None:
+def _raster(handle: BinaryIO, task_input: dict) -> str | None:
     """A finished still (RenderCAD): a real JPEG or PNG of exactly the square size the task asked for."""
     from PIL import Image
 
-    with Image.open(path, formats=["JPEG", "PNG"]) as image:
+    with Image.open(handle, formats=["JPEG", "PNG"]) as image:
         if image.format not in ("JPEG", "PNG"):
             return f"format {image.format}"
         size = task_input.get("size")
@@ -109,11 +122,11 @@ def _raster(path: Path, task_input: dict) -> str | None:
     return None
 
 
-def _gif(path: Path, task_input: dict) -> str | None:
+def _gif(handle: BinaryIO, task_input: dict) -> str | None:
     """A converted video (RenderCAD): a real GIF of the width the task asked for, every frame decodable."""
     from PIL import Image, ImageSequence
 
-    with Image.open(path, formats=["GIF"]) as image:
+    with Image.open(handle, formats=["GIF"]) as image:
         if image.format != "GIF":
             return f"format {image.format}"
         width = task_input.get("width")
@@ -124,11 +137,11 @@ def _gif(path: Path, task_input: dict) -> str | None:
     return None
 
 
-def _png(path: Path, task_input: dict) -> str | None:
+def _png(handle: BinaryIO, task_input: dict) -> str | None:
     """A lossless still (a Manim scene's last frame): a real PNG of the task's size."""
     from PIL import Image
 
-    with Image.open(path, formats=["PNG"]) as image:
+    with Image.open(handle, formats=["PNG"]) as image:
         want = (task_input.get("width"), task_input.get("height"))
         if all(want) and image.size != want:
             return f"{image.size[0]}x{image.size[1]}, expected {want[0]}x{want[1]}"
@@ -136,10 +149,11 @@ def _png(path: Path, task_input: dict) -> str | None:
     return None
 
 
-def _json(path: Path, task_input: dict) -> str | None:
-    if path.stat().st_size > MAX_JSON:
+def _json(handle: BinaryIO, task_input: dict) -> str | None:
+    data = handle.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
         return "over 1 MB"
-    json.loads(path.read_bytes())
+    json.loads(data)
     return None
 
 

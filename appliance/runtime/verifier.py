@@ -1,0 +1,178 @@
+"""Verification out of the server's hands: decoders run in a process of their own, unprivileged, with limits.
+
+A task's outputs are a stranger's bytes, and checking them means running demuxers and decoders (PyAV, Pillow) on
+them: a decoder bug must not run as the server's user (root, without the launcher). So the server keeps a few
+long-lived verifier processes (``python -m appliance.runtime.verifier``, started by fork+exec: the server is
+multi-threaded) and sends each the open descriptors of the outputs it took (``runtime/intake.py``) with the task's
+renderer and input; the verifier answers with a reason or nothing. It never receives a path.
+
+A verifier (as root) leaves the network namespace for an empty one, drops to a uid of its own
+(``VERIFIER_UID``, outside the task uid range), sets no_new_privs and the tasks' seccomp filter, and runs under
+rlimits: 4 GB of address space, no file it could write, few descriptors. Without root it keeps the server's uid
+and gets the rest. A verification that takes longer than ``timeout_s`` kills its verifier (a new one starts) and
+refuses the output; so does a verifier that dies. Long-lived, so a check costs a message, not a process start.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import resource
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+UID = 1_999_999_999  # below UID_BASE (task uids are UID_BASE + pid): never a task's, never a person's
+MAX_MESSAGE = 1 << 20
+ADDRESS_SPACE = 4 << 30
+
+
+class Verifier:
+    """``verifier(renderer, task_input, files) -> reason | None``, safe from any thread."""
+
+    def __init__(self, processes: int = 2, timeout_s: float = 60) -> None:
+        self.timeout_s = timeout_s
+        self._slots: queue.Queue[_Process | None] = queue.Queue()
+        for _ in range(processes):
+            self._slots.put(None)  # started on first use
+        self._all: list[_Process] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, renderer: str, task_input: dict, files: dict[str, Path]) -> str | None:
+        proc = self._slots.get()
+        try:
+            if proc is None or not proc.alive():
+                proc = self._start()
+            return proc.check(renderer, task_input, files, self.timeout_s)
+        except _Broken as exc:
+            if proc is not None:
+                proc.kill()
+            proc = None
+            return str(exc)
+        finally:
+            self._slots.put(proc)
+
+    def warm(self) -> None:
+        """Start every verifier now (each imports PyAV, ~0.3 s), not on the first task's output."""
+        started = []
+        while not self._slots.empty():
+            proc = self._slots.get()
+            started.append(proc if proc is not None and proc.alive() else self._start())
+        for proc in started:
+            self._slots.put(proc)
+
+    def _start(self) -> _Process:
+        proc = _Process()
+        with self._lock:
+            self._all = [p for p in self._all if p.alive()] + [proc]
+        return proc
+
+    def close(self) -> None:
+        with self._lock:
+            for proc in self._all:
+                proc.kill()
+            self._all = []
+
+
+class _Broken(Exception):
+    """The verifier did not answer: the output is refused with this reason."""
+
+
+class _Process:
+    def __init__(self) -> None:
+        from appliance.runtime.executors.forkserver import zygote_env  # the short, secret-free environment
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.verifier", str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], env=zygote_env(), cwd="/",
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+        theirs.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check(self, renderer: str, task_input: dict, files: dict[str, Path], timeout_s: float) -> str | None:
+        roles = list(files)
+        fds = [os.open(files[role], os.O_RDONLY | os.O_CLOEXEC) for role in roles]
+        try:
+            request = {"renderer": renderer, "input": task_input, "files": [[r, files[r].name] for r in roles]}
+            self.sock.settimeout(timeout_s)
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+                answer = self.sock.recv(MAX_MESSAGE)
+            except TimeoutError:
+                raise _Broken(f"output verification took over {timeout_s:g} s") from None
+            except OSError as exc:
+                raise _Broken(f"output verification failed ({type(exc).__name__})") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if not answer:
+            raise _Broken("output verification failed (the verifier died)")
+        problem = json.loads(answer).get("problem")
+        return None if problem is None else str(problem)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.sock.close()
+
+
+# ---- the verifier process -------------------------------------------------------------------------------------
+def confine() -> None:
+    """No network, its own uid, no new privileges, the tasks' seccomp filter, rlimits."""
+    from appliance.runtime.sandbox import kernel, seccomp
+
+    if os.geteuid() == 0:
+        kernel.unshare(0x40000000)  # CLONE_NEWNET: an empty network namespace
+        os.setgroups([])
+        os.setresgid(UID, UID, UID)
+        os.setresuid(UID, UID, UID)
+    kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+    for limit, value in ((resource.RLIMIT_AS, ADDRESS_SPACE), (resource.RLIMIT_FSIZE, 0),
+                         (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(limit, (value, value))
+    if seccomp.supported():
+        seccomp.install()
+
+
+def serve(sock: socket.socket) -> None:
+    from appliance.runtime.verify import verify_open
+
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 16)
+        except OSError:
+            return
+        if not data:
+            return
+        handles = [os.fdopen(fd, "rb") for fd in fds]
+        try:
+            request = json.loads(data)
+            files = {role: (name, handle) for (role, name), handle in zip(request["files"], handles, strict=True)}
+            problem = verify_open(request["renderer"], request["input"], files)
+        except Exception as exc:  # noqa: BLE001 - a malformed request is refused, the verifier lives on
+            problem = f"cannot be verified ({type(exc).__name__})"
+        finally:
+            for handle in handles:
+                handle.close()
+        sock.send(json.dumps({"problem": problem}).encode())
+
+
+def main(argv: list[str]) -> None:
+    sock = socket.socket(fileno=int(argv[0]))
+    import av  # noqa: F401 - loaded before the limits, once: every check then costs a message
+    import PIL.Image  # noqa: F401
+
+    confine()
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

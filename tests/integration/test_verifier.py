@@ -1,0 +1,64 @@
+"""Decoders out of the server's hands (issue #17 item 2): outputs are verified in long-lived verifier processes
+that run as a uid of their own in an empty network namespace, get open descriptors (never paths), and are killed
+and replaced when a check takes too long."""
+from __future__ import annotations
+
+import os
+
+import httpx
+import psutil
+import pytest
+from PIL import Image
+
+from appliance.runtime.verifier import UID, Verifier
+
+
+@pytest.fixture
+def verifier():
+    v = Verifier(processes=1, timeout_s=30)
+    yield v
+    v.close()
+
+
+def gif(path, frames: int, size=(64, 48)) -> None:
+    images = [Image.new("P", size, i % 200) for i in range(frames)]
+    images[0].save(path, "GIF", save_all=True, append_images=images[1:], duration=40)
+
+
+def test_it_checks_by_content_through_descriptors(verifier, tmp_path):
+    gif(tmp_path / "out.gif", 5)
+    assert verifier("image.gif", {"width": 64}, {"gif": tmp_path / "out.gif"}) is None
+    assert verifier("image.gif", {"width": 80}, {"gif": tmp_path / "out.gif"}) == \
+        "renderer output out.gif is not a valid gif file: 64 pixels wide, expected 80"
+    (tmp_path / "thumb.jpg").write_bytes(b"<html>not a jpeg</html>")
+    problem = verifier("movie.assemble", {}, {"video": tmp_path / "out.gif", "thumbnail": tmp_path / "thumb.jpg"})
+    assert problem is not None and "is not a valid" in problem
+
+
+def test_a_check_past_its_deadline_kills_the_verifier_and_the_next_one_works(tmp_path):
+    gif(tmp_path / "long.gif", 400, (320, 240))
+    slow = Verifier(processes=1, timeout_s=0.001)
+    try:
+        assert slow("image.gif", {}, {"gif": tmp_path / "long.gif"}) == "output verification took over 0.001 s"
+        slow.timeout_s = 30
+        assert slow("image.gif", {}, {"gif": tmp_path / "long.gif"}) is None
+    finally:
+        slow.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a uid and a network namespace of its own need root (CI is root)")
+def test_the_servers_verifier_runs_unprivileged_without_network(server):
+    server.cli("users", "create", "ada")
+    job = server.wait(server.submit("ada", "manim", {"code": "from manim import *\nclass A(Scene):\n"
+                                                       "    def construct(self):\n        self.add(Dot())\n",
+                                                       "className": "A", "width": 160, "height": 90, "fps": 5}))
+    assert job["status"] == "completed", job
+    found = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+             if "appliance.runtime.verifier" in " ".join(p.cmdline())]
+    assert found, "no verifier process"
+    for proc in found:
+        assert proc.uids().real == proc.uids().effective == UID
+        assert os.readlink(f"/proc/{proc.pid}/ns/net") != os.readlink(f"/proc/{server.proc.pid}/ns/net")
+        status = open(f"/proc/{proc.pid}/status").read()
+        assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status, status
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
