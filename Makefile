@@ -7,7 +7,7 @@ STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
 MANIM_KODISC := 1.1.5
 
-.PHONY: run test lint bench fuzz install apt doctor clean install-service
+.PHONY: run test lint bench fuzz install apt doctor clean install-service conformance
 
 run: install
 	@$(VENV)/bin/appliance init --data-dir $(DATA_DIR)
@@ -20,6 +20,11 @@ test: install lint
 lint: install
 	$(VENV)/bin/ruff check appliance renderers
 	$(VENV)/bin/mypy appliance renderers
+
+# Every scene and Movie document of the conformance suites against the references (the manim CLI; an oracle
+# computed from each document); `make test` runs a fast subset of each.
+conformance: install
+	$(VENV)/bin/pytest -m conformance tests/conformance tests/integration/test_movie_conformance.py
 
 bench: install $(STAMPS)/bench
 	$(VENV)/bin/python -m tests.bench.run
