@@ -26,6 +26,8 @@ SHADOW_STEP = 0.06  # the largest step (in relative lightness per working pixel)
 SHADOW_DARKEST = 0.45  # a shadow keeps at least this much of the backdrop's lightness (cube root: 9 % of its light)
 SHADOW_THICK = 3.0  # working pixels from a shadow's middle to its rim, at least
 SHADOW_RIM = 0.075  # a shadow's rim on the lit backdrop steps by less than this (mean 3x3 range of lightness)
+GAP = 0.06  # the closing that finds soft gaps: this share of the subject's size
+STEP = 0.8  # a soft gap meets the subject with 3x3 steps under this many thresholds (mean)
 GROW = 2  # working pixels the accepted shadow grows into looser candidates
 SHADOW_FLAT = 0.35  # a shadow on the floor is flat: at most this share of the subject's height, and wider than tall
 
@@ -234,7 +236,42 @@ def _clean(mask: np.ndarray, dist: np.ndarray, model: Backdrop, threshold: float
     enclosed = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)  # open to the frame: backdrop
     fill = enclosed & ((area < 4) | (sums / np.maximum(area, 1) > limit))
     fill[0] = False
-    return mask | fill[labels]
+    return _soft_gaps(mask | fill[labels], dist, threshold)
+
+
+def _soft_gaps(mask: np.ndarray, dist: np.ndarray, threshold: float) -> np.ndarray:
+    """A band of the subject shaded just like the backdrop (a white vase's lit side on a white sweep) reads as
+    backdrop pixel by pixel, and cuts the subject in two. What a closing of the mask adds is such a band when it
+    meets the subject without a step (a shading ramp); a real gap or hole meets it at the subject's silhouette,
+    a step (the 3x3 range of the distance from the backdrop, at least STEP x the threshold)."""
+    if not mask.any():
+        return mask
+    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+    radius = max(4, int(GAP * max(bw, bh)))
+    one = np.ones((3, 3), np.uint8)
+    steps = cv2.dilate(dist, one) - cv2.erode(dist, one)
+    m8 = mask.astype(np.uint8)
+    added = (cv2.morphologyEx(m8, cv2.MORPH_CLOSE, _disc(radius)) > m8).astype(np.uint8)
+    mask = mask | _soft(cv2.connectedComponents(added, connectivity=4)[1], mask, steps, threshold)
+    # what is left enclosed (the band's middle, wider than the closing) by the same test
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    h, w = mask.shape
+    left, top, right, bottom = stats[:, 0], stats[:, 1], stats[:, 0] + stats[:, 2], stats[:, 1] + stats[:, 3]
+    open_to_frame = (left == 0) | (top == 0) | (right == w) | (bottom == h)
+    return mask | (_soft(labels, mask, steps, threshold) & ~open_to_frame[labels])
+
+
+def _soft(labels: np.ndarray, mask: np.ndarray, steps: np.ndarray, threshold: float) -> np.ndarray:
+    """The labelled regions (label > 0) whose rim on the subject has a mean 3x3 step under STEP x threshold."""
+    count = int(labels.max()) + 1
+    if count <= 1:
+        return np.zeros_like(mask)
+    rim = (labels > 0) & cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    owner = labels[rim]
+    total = np.bincount(owner, weights=steps[rim], minlength=count)
+    soft = total / np.maximum(np.bincount(owner, minlength=count), 1) < STEP * threshold
+    soft[0] = False
+    return soft[labels]
 
 
 def extract_box(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
