@@ -11,6 +11,7 @@ from pathlib import Path
 
 from appliance import settings as settings_mod
 from appliance.cli import backup, operator
+from appliance.cli.text import table
 from appliance.errors import ApplianceError
 from appliance.store import ledger, users
 from appliance.store.db import open_db
@@ -92,7 +93,7 @@ def cmd_init(args) -> int:
         print(f"Created user 'admin'. Its API keys are in {keys_file} (mode 0600; shown nowhere else)")
     else:
         print("Created user 'admin'. Its API keys (shown once; store them now):", *keys, sep="\n")
-    print(f"Dashboard: {s.base_url}/ — {operator.HINT}")
+    print(f"Dashboard: {s.base_url}/ — {operator.hint()}")
     return 0
 
 
@@ -109,14 +110,18 @@ def cmd_users_create(args) -> int:
 
 def cmd_users_list(args) -> int:
     db = _db(args)
-    rows = users.list_users(db)
-    if rows:  # a header over the rows; nothing at all when there are none
-        print(f"{'NAME':<16} {'ID':<24} {'PLAN':<15} CREDITS")
-    for user in rows:
+    rows = []
+    for user in users.list_users(db):
         bal = ledger.balance(db, user["id"])
-        print(f"{user['name']:<16} {user['id']:<24} plan={user['plan']:<10} credits={bal['total']} "
-              f"(free {bal['free']}, paid {bal['paid']})")
+        credits = f"{bal['total']} (free {bal['free']}, paid {bal['paid']})"
+        rows.append((user["name"], user["id"], user["plan"], credits))
+    _print(table(("NAME", "ID", "PLAN", "CREDITS"), rows))  # a header over the rows; nothing when there are none
     return 0
+
+
+def _print(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 def cmd_users_plan(args) -> int:
@@ -155,12 +160,9 @@ def cmd_keys_create(args) -> int:
 def cmd_keys_list(args) -> int:
     db = _db(args)
     user_id = users.require_user(db, args.user)["id"] if args.user else None
-    rows = users.list_keys(db, user_id)
-    if rows:
-        print(f"{'ID':<20}  {'DIALECT':<10} {'PREFIX':<15}  {'SCOPE':<12} {'NAME':<16} STATE")
-    for k in rows:
-        state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "live"
-        print(f"{k['id']}  {k['dialect']:<10} {k['prefix']}…  {k['scope']:<12} {k['name'] or '-':<16} {state}")
+    _print(table(("ID", "DIALECT", "PREFIX", "SCOPE", "NAME", "STATE"),
+                 [(k["id"], k["dialect"], k["prefix"] + "…", k["scope"], k["name"] or "-",
+                   f"revoked {k['revoked_at']}" if k["revoked_at"] else "live") for k in users.list_keys(db, user_id)]))
     return 0
 
 
@@ -173,11 +175,10 @@ def cmd_jobs_list(args) -> int:
     from appliance.store import jobs
 
     rows = jobs.list_jobs(_db(args), status=args.status, limit=args.limit)
-    if rows:
-        print(f"{'ID':<26} {'DIALECT':<9} {'KIND':<10} {'STATUS':<10} {'DONE':>4}  {'CREATED':<24}  ERROR")
-    for job in rows:
-        print(f"{job['id']:<26} {job['dialect']:<9} {job['kind']:<10} {job['status']:<10} "
-              f"{job['progress']:>4.0%}  {job['created_at']:<24}  {job['error'] or ''}")
+    # columns as wide as their content: RenderCAD ids (UUIDs, render_…) are longer than the other dialects'
+    _print(table(("ID", "DIALECT", "KIND", "STATUS", "DONE", "CREATED", "ERROR"),
+                 [(j["id"], j["dialect"], j["kind"], j["status"], f"{j['progress'] or 0:.0%}", j["created_at"],
+                   j["error"] or "") for j in rows], right=("DONE",)))
     return 0
 
 
@@ -237,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Self-hosted render appliance")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", parents=[common], help="run the server in the foreground")
-    p.add_argument("--host"), p.add_argument("--port", type=int)
+    p = sub.add_parser("serve", parents=[common], help="run the server in the foreground (SIGTERM stops it)")
+    p.add_argument("--host", help="the address to listen on (default: config/APPLIANCE_HOST, 127.0.0.1; 0.0.0.0 "
+                   "for the LAN)")
+    p.add_argument("--port", type=int, help="the port to listen on (default: config/APPLIANCE_PORT, 8000)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("init", parents=[common], help="first run: create admin and its keys")
     p.add_argument("--keys-file", help="write the first-run keys to this file (0600) instead of printing them; "
@@ -246,48 +249,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     u = sub.add_parser("users", help="manage users").add_subparsers(dest="sub", required=True)
-    p = u.add_parser("create", parents=[common])
-    p.add_argument("name"), p.add_argument("--plan", default="studio", choices=users.PLANS)
+    p = u.add_parser("create", parents=[common], help="add a user; prints its id")
+    p.add_argument("name", help="the user's name (letters, digits, '_', '.', '@', '-')")
+    p.add_argument("--plan", default="studio", choices=users.PLANS, help="its ViralSync plan (default studio)")
     p.add_argument("--credits", type=int, default=0, help="paid credits to grant")
     p.set_defaults(func=cmd_users_create)
-    u.add_parser("list", parents=[common]).set_defaults(func=cmd_users_list)
+    u.add_parser("list", parents=[common], help="list users with plans and balances").set_defaults(
+        func=cmd_users_list)
     p = u.add_parser("plan", parents=[common], help="set a user's plan")
-    p.add_argument("name"), p.add_argument("plan", choices=users.PLANS)
+    p.add_argument("name", help="the user"), p.add_argument("plan", choices=users.PLANS, help="the new plan")
     p.set_defaults(func=cmd_users_plan)
 
     c = sub.add_parser("credits", help="credit ledger").add_subparsers(dest="sub", required=True)
-    p = c.add_parser("grant", parents=[common])
-    p.add_argument("--user", required=True), p.add_argument("amount", type=int)
-    p.add_argument("--bucket", default="paid", choices=ledger.BUCKETS)
+    p = c.add_parser("grant", parents=[common], help="add credits to a user; prints the balance as JSON")
+    p.add_argument("--user", required=True, help="the user's name")
+    p.add_argument("amount", type=int, help="how many credits (a positive whole number)")
+    p.add_argument("--bucket", default="paid", choices=ledger.BUCKETS, help="paid (default) or free: free credits "
+                   "are spent first")
     p.set_defaults(func=cmd_credits_grant)
 
     k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="sub", required=True)
-    p = k.add_parser("create", parents=[common])
-    p.add_argument("--user", required=True), p.add_argument("--dialect", required=True, choices=users.DIALECTS)
-    p.add_argument("--scope", default="full-access", choices=users.SCOPES)
-    p.add_argument("--name"), p.add_argument("--webhook-url"), p.add_argument("--json", action="store_true")
+    p = k.add_parser("create", parents=[common], help="create a key; prints it (shown once, never again)")
+    p.add_argument("--user", required=True, help="the key's owner")
+    p.add_argument("--dialect", required=True, choices=users.DIALECTS, help="the API the key opens")
+    p.add_argument("--scope", default="full-access", choices=users.SCOPES, help="what the key may do "
+                   "(default full-access)")
+    p.add_argument("--name", help="a label shown in keys list and the dashboard")
+    p.add_argument("--webhook-url", help="the key's default webhook URL (Kodisc: https unless allow_http_webhooks)")
+    p.add_argument("--json", action="store_true", help="print {key, keyId, webhookSecret} instead of the key alone")
     p.set_defaults(func=cmd_keys_create)
-    p = k.add_parser("list", parents=[common])
-    p.add_argument("--user")
+    p = k.add_parser("list", parents=[common], help="list keys (prefixes only, never a whole key)")
+    p.add_argument("--user", help="only this user's keys")
     p.set_defaults(func=cmd_keys_list)
-    p = k.add_parser("revoke", parents=[common])
-    p.add_argument("key_id")
+    p = k.add_parser("revoke", parents=[common], help="revoke a key at once")
+    p.add_argument("key_id", help="the key's id (key_…, from keys list)")
     p.set_defaults(func=cmd_keys_revoke)
 
     j = sub.add_parser("jobs", help="inspect and cancel jobs").add_subparsers(dest="sub", required=True)
-    p = j.add_parser("list", parents=[common])
-    p.add_argument("--status"), p.add_argument("--limit", type=int, default=50)
+    p = j.add_parser("list", parents=[common], help="every user's jobs, newest first")
+    p.add_argument("--status", help="only jobs in this state: queued, running, completed, failed or cancelled")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.set_defaults(func=cmd_jobs_list)
-    p = j.add_parser("show", parents=[common])
-    p.add_argument("job_id")
+    p = j.add_parser("show", parents=[common], help="one job and its tasks, as JSON")
+    p.add_argument("job_id", help="the job's id (any dialect)")
     p.set_defaults(func=cmd_jobs_show)
-    p = j.add_parser("cancel", parents=[common, server])
-    p.add_argument("job_id")
+    p = j.add_parser("cancel", parents=[common, server], help="ask the running server to cancel a job")
+    p.add_argument("job_id", help="the job's id (any dialect)")
     p.set_defaults(func=cmd_jobs_cancel)
 
     d = sub.add_parser("device", help="RenderCAD device-code sign-in").add_subparsers(dest="sub", required=True)
     p = d.add_parser("approve", parents=[common], help="approve an app's device code for a user")
-    p.add_argument("code"), p.add_argument("--user", required=True)
+    p.add_argument("code", help="the six-letter code the app shows")
+    p.add_argument("--user", required=True, help="the user the app signs in as")
     p.set_defaults(func=cmd_device_approve)
 
     p = sub.add_parser("doctor", parents=[common, server], help="check dependencies and capacity")
@@ -297,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("render", parents=[common, server],
                        help="submit a scene (.py) or Movie JSON (.json) to the running server and follow it")
-    p.add_argument("file"), p.add_argument("--user", default="admin")
+    p.add_argument("file", help="a Manim scene file (.py) or a Movie JSON document (.json)")
+    p.add_argument("--user", default="admin", help="the job's owner (default admin)")
     p.add_argument("--scene", "--class-name", dest="class_name", help="the scene class, when the file holds several")
     p.add_argument("--quality", default="medium", choices=("low", "medium", "high", "twok", "fourk"),
                    help="Kodisc's presets: low 854x480@15 … fourk 3840x2160@30 (default medium, 1280x720@30)")

@@ -174,9 +174,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("backup", parents=[common], help="copy the database (online) and the data dir's files "
                        "into DEST, an empty directory, while the server keeps serving")
-    p.add_argument("dest")
+    p.add_argument("dest", help="an empty (or new) directory to copy into")
     p.set_defaults(func=cmd_backup)
     p = sub.add_parser("restore", parents=[common], help="restore a backup into --data-dir, which must be new "
                        "or empty and not in use")
-    p.add_argument("src")
+    p.add_argument("src", help="a directory appliance backup wrote")
     p.set_defaults(func=cmd_restore)

@@ -88,13 +88,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("install", help="install as a service: a system user, the state dir, two hardened units")
     p.add_argument("--root", default="/", help="install under this directory instead of / (for packaging, tests)")
     p.add_argument("--prefix", default=str(TEMPLATES.parent), help="the checkout holding .venv (default: this one)")
-    p.add_argument("--state-dir", default="/var/lib/appliance")
+    p.add_argument("--state-dir", default="/var/lib/appliance", help="the server's data dir (default "
+                   "/var/lib/appliance)")
     p.add_argument("--user", default="appliance", help="the system user the HTTP server runs as")
     p.add_argument("--no-create-user", action="store_true", help="the user must exist already")
     p.add_argument("--no-enable", action="store_true", help="write the units, do not start them")
     p.set_defaults(func=cmd_install)
     p = sub.add_parser("launcher", parents=[common], help="the privileged sandbox launcher (runs as root)")
-    p.add_argument("--socket", default=DEFAULT_SOCKET)
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"the Unix socket to listen on (default {DEFAULT_SOCKET})")
     p.add_argument("--user", default="appliance", help="the only user (name or uid) allowed to connect")
     p.set_defaults(func=cmd_launcher)
 

@@ -61,9 +61,9 @@ def test_users_credits_and_keys(server):
     header, *listing = ok(d, "users", "list").splitlines()
     assert header.split() == ["NAME", "ID", "PLAN", "CREDITS"] and len(listing) == 2, (header, listing)
     ada = next(line for line in listing if line.startswith("ada "))
-    assert user_id in ada and "plan=pro" in ada and "credits=25 (free 0, paid 25)" in ada, ada
+    assert ada.split()[1:4] == [user_id, "pro", "25"] and ada.endswith(" 25 (free 0, paid 25)"), ada
     bob = next(line for line in listing if line.startswith("bob "))
-    assert "plan=studio" in bob and "credits=0 " in bob, bob
+    assert bob.split()[2:4] == ["studio", "0"], bob
     duplicate = run_cli(d, "users", "create", "ada")
     assert duplicate.returncode == 2 and "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
 
@@ -93,7 +93,7 @@ def test_users_credits_and_keys(server):
     assert balance == {"paid": 40, "free": 0, "total": 40}
     ok(d, "credits", "grant", "--user", "ada", "5", "--bucket", "free")
     assert me(server, keys["kodisc"]).json()["credits"] == {"paid": 40, "free": 5, "total": 45}
-    assert "credits=45 (free 5, paid 40)" in ok(d, "users", "list")
+    assert " 45 (free 5, paid 40)" in ok(d, "users", "list")
 
     assert ok(d, "keys", "revoke", created["keyId"]) == ""
     r = me(server, created["key"])
@@ -130,8 +130,8 @@ def test_init_creates_admin_once_and_prints_one_key_per_dialect(tmp_path):
     for dialect, key in printed.items():
         assert re.match(KEY_FORMATS[dialect], key), (dialect, key)
     users = ok(d, "users", "list").splitlines()[1:]
-    assert len(users) == 1 and users[0].startswith("admin ") and "plan=studio" in users[0]
-    assert "credits=1000 (free 1000, paid 0)" in users[0], users
+    assert len(users) == 1 and users[0].startswith("admin ") and users[0].split()[2] == "studio"
+    assert users[0].endswith(" 1000 (free 1000, paid 0)"), users
     assert len(ok(d, "keys", "list").splitlines()) == 1 + 3
 
     assert ok(d, "init") == ""  # a second init prints nothing and creates nothing

@@ -13,6 +13,7 @@ from litestar.response import Redirect
 
 from appliance.api.common import as_appliance_error, internal_error
 from appliance.api.dashboard import session
+from appliance.cli.text import command
 from appliance.errors import ApplianceError
 from appliance.services.jobs import JobService
 from appliance.store import operators
@@ -49,7 +50,7 @@ def html_error(exc: ApplianceError) -> Response:
 def login_page(service: JobService, error: str = "", status: int = 200) -> Response:
     hint = "" if operators.count_operators(service.db) else (
         '<p class="hint">No operator account exists yet. On the appliance, run '
-        "<code>appliance operator add NAME</code> (it asks for a password), then sign in here.</p>")
+        f"<code>{html.escape(command())} operator add NAME</code> (it asks for a password), then sign in here.</p>")
     body = (_template("login.html").replace("{{hint}}", hint)
             .replace("{{error}}", f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""))
     return html_page(body, status)
