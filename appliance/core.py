@@ -62,7 +62,8 @@ class Core:
             "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
             "image": ImagePipeline(self.artifacts), "video": VideoPipeline(self.artifacts),
             "video_convert": GifPipeline(self.artifacts)},
-            untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed))
+            untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed),
+            check_image=self.verifier.image)
         self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
         self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None

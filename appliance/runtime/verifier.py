@@ -4,7 +4,8 @@ A task's outputs are a stranger's bytes, and checking them means running demuxer
 them: a decoder bug must not run as the server's user (root, without the launcher). So the server keeps a few
 long-lived verifier processes (``python -m appliance.runtime.verifier``, started by fork+exec: the server is
 multi-threaded) and sends each the open descriptors of the outputs it took (``runtime/intake.py``) with the task's
-renderer and input; the verifier answers with a reason or nothing. It never receives a path.
+renderer and input — or of a client's upload (RenderCAD's finalize) — and the verifier answers with a reason or
+nothing. It never receives a path.
 
 A verifier (as root) leaves the network namespace for an empty one, drops to a uid of its own
 (``VERIFIER_UID``, outside the task uid range), sets no_new_privs and the tasks' seccomp filter, and runs under
@@ -42,11 +43,23 @@ class Verifier:
         self._lock = threading.Lock()
 
     def __call__(self, renderer: str, task_input: dict, files: dict[str, Path]) -> str | None:
+        """A task's outputs (role -> the server's copy): None, or why they are refused."""
+        roles = list(files)
+        return self._ask({"op": "outputs", "renderer": renderer, "input": task_input,
+                          "files": [[r, files[r].name] for r in roles]}, [files[r] for r in roles])
+
+    def image(self, path: Path, formats: list[str], max_pixels: int) -> str | None:
+        """A client's picture: None, "unreadable" or "too_many_pixels" (verify.image_problem); a verifier that
+        does not answer makes it "unreadable"."""
+        answer = self._ask({"op": "image", "formats": formats, "max_pixels": max_pixels}, [path])
+        return answer if answer in (None, "too_many_pixels") else "unreadable"
+
+    def _ask(self, request: dict, paths: list[Path]) -> str | None:
         proc = self._slots.get()
         try:
             if proc is None or not proc.alive():
                 proc = self._start()
-            return proc.check(renderer, task_input, files, self.timeout_s)
+            return proc.ask(request, paths, self.timeout_s)
         except _Broken as exc:
             if proc is not None:
                 proc.kill()
@@ -95,11 +108,9 @@ class _Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def check(self, renderer: str, task_input: dict, files: dict[str, Path], timeout_s: float) -> str | None:
-        roles = list(files)
-        fds = [os.open(files[role], os.O_RDONLY | os.O_CLOEXEC) for role in roles]
+    def ask(self, request: dict, paths: list[Path], timeout_s: float) -> str | None:
+        fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in paths]
         try:
-            request = {"renderer": renderer, "input": task_input, "files": [[r, files[r].name] for r in roles]}
             self.sock.settimeout(timeout_s)
             try:
                 socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
@@ -143,7 +154,7 @@ def confine() -> None:
 
 
 def serve(sock: socket.socket) -> None:
-    from appliance.runtime.verify import verify_open
+    from appliance.runtime.verify import image_problem, verify_open
 
     while True:
         try:
@@ -155,8 +166,12 @@ def serve(sock: socket.socket) -> None:
         handles = [os.fdopen(fd, "rb") for fd in fds]
         try:
             request = json.loads(data)
-            files = {role: (name, handle) for (role, name), handle in zip(request["files"], handles, strict=True)}
-            problem = verify_open(request["renderer"], request["input"], files)
+            if request["op"] == "image":
+                problem = image_problem(handles[0], list(request["formats"]), int(request["max_pixels"]))
+            else:
+                files = {role: (name, handle) for (role, name), handle in zip(request["files"], handles,
+                                                                              strict=True)}
+                problem = verify_open(request["renderer"], request["input"], files)
         except Exception as exc:  # noqa: BLE001 - a malformed request is refused, the verifier lives on
             problem = f"cannot be verified ({type(exc).__name__})"
         finally:

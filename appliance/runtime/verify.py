@@ -157,5 +157,30 @@ def _json(handle: BinaryIO, task_input: dict) -> str | None:
     return None
 
 
+def image_problem(handle: BinaryIO, formats: list[str], max_pixels: int) -> str | None:
+    """A client's picture (a RenderCAD upload): None, "unreadable" or "too_many_pixels". Checked without holding
+    the picture: the header (format, pixel count) first; a JPEG decoded at 1/8 scale; a PNG's chunks and
+    checksums verified without inflating its pixels (a 0.4 MB PNG can be 100 MP: 300 MB decoded); WebP and GIF,
+    which have no such check, decoded. The full decode happens in the sandboxed render."""
+    from PIL import Image
+
+    try:
+        with Image.open(handle, formats=formats) as img:
+            if img.format not in formats:
+                return "unreadable"
+            if img.size[0] * img.size[1] > max_pixels:
+                return "too_many_pixels"
+            if img.format == "PNG":
+                img.verify()
+                return None
+            img.draft("RGB", (img.size[0] // 8 or 1, img.size[1] // 8 or 1))
+            img.load()
+    except Image.DecompressionBombError:
+        return "too_many_pixels"
+    except Exception:  # noqa: BLE001 - any decoder error means "not an image we can render"
+        return "unreadable"
+    return None
+
+
 CHECKS = {"h264": _h264, "jpeg": _jpeg, "webvtt": _webvtt, "raster": _raster, "gif": _gif, "png": _png,
           "json": _json}

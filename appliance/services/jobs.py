@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlite_utils
@@ -57,12 +58,23 @@ class NewJob:
     max_parallel: int | None = None
 
 
+# (path, formats, max pixels) -> None, "unreadable" or "too_many_pixels" (runtime/verify.image_problem)
+ImageCheck = Callable[[Path, list[str], int], "str | None"]
+
+
+def _refuse_images(path: Path, formats: list[str], max_pixels: int) -> str | None:
+    return "unreadable"  # no verifier wired: nothing is decoded in the server
+
+
 class JobService:
     def __init__(self, settings: Settings, db: sqlite_utils.Database, scheduler: Scheduler, store: Store,
                  webhooks: Deliverer, pipelines: dict[str, Pipeline],
-                 untrusted_refusal: Callable[[], str | None] = lambda: None) -> None:
+                 untrusted_refusal: Callable[[], str | None] = lambda: None,
+                 check_image: ImageCheck | None = None) -> None:
         self.settings, self.db, self.scheduler, self.store = settings, db, scheduler, store
         self._untrusted_refusal = untrusted_refusal
+        # a client's picture, read where decoders cannot hurt the server (Core: the verifier's processes)
+        self.check_image: ImageCheck = check_image or _refuse_images
         self.webhooks, self.pipelines = webhooks, pipelines
         self.hub = scheduler.hub
         self.capacity = scheduler.capacity

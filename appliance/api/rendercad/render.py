@@ -130,7 +130,7 @@ async def finalize_job(ctx: Ctx) -> Response:
             name = slot if slot in SLOTS else f"reference (index {slot.rpartition('_')[2]})"
             raise RCError(400, f"Upload did not finish for slot {name}. Upload the image, then finalize again.")
     for slot in [s for s in got if s in SLOTS or s.startswith("reference_")]:
-        reason = await asyncio.to_thread(uploads.problem, got[slot])
+        reason = await asyncio.to_thread(uploads.problem, ctx.service, got[slot])
         if reason:
             if store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
                                    completed_at=now_iso()):

@@ -103,35 +103,15 @@ async def receive(request: Request, service: JobService, job_id: str, slot: str)
     return Response(content=b"", status_code=200, headers={"ETag": f'"{size:x}"'})
 
 
-def problem(upload: dict) -> str | None:
+def problem(service: JobService, upload: dict) -> str | None:
     """None when the upload is a real JPEG/PNG/WebP/GIF of at most 80 MB and 100 MP, else the display-safe
-    reason. Blocking: run it in a worker thread.
-
-    The server checks without holding the picture: the header (format, pixel count) first; a JPEG decoded at
-    1/8 scale; a PNG's chunks and checksums verified without inflating its pixels (a 0.4 MB PNG can be 100 MP:
-    300 MB decoded). Only WebP and GIF have no such check and are decoded, at most CHECKS_AT_ONCE at a time. The
-    full decode happens in the sandboxed render, where a picture that passed here and still breaks fails the
-    job (refunded)."""
-    from PIL import Image
-
+    reason. Blocking: run it in a worker thread. The picture is read in the verifier (runtime/verifier.py:
+    unprivileged, no network, a deadline), never decoded in the server; at most CHECKS_AT_ONCE at a time."""
     if upload["size"] > MAX_BYTES or not upload["path"]:
         return TOO_LARGE
-    try:
-        with _checking, Image.open(upload["path"], formats=sorted(FORMATS)) as img:
-            if img.format not in FORMATS:
-                return UNREADABLE
-            if img.size[0] * img.size[1] > MAX_PIXELS:
-                return TOO_MANY_PIXELS
-            if img.format == "PNG":
-                img.verify()
-                return None
-            img.draft("RGB", (img.size[0] // 8 or 1, img.size[1] // 8 or 1))
-            img.load()
-    except Image.DecompressionBombError:
-        return TOO_MANY_PIXELS
-    except Exception:  # noqa: BLE001 - any decoder error means "not an image we can render"
-        return UNREADABLE
-    return None
+    with _checking:
+        found = service.check_image(Path(upload["path"]), sorted(FORMATS), MAX_PIXELS)
+    return {None: None, "too_many_pixels": TOO_MANY_PIXELS}.get(found, UNREADABLE)
 
 
 def asset_file(service: JobService, user_id: str, url: object, field: str) -> Path:

@@ -142,7 +142,7 @@ async def finalize_job(ctx: Ctx) -> Response:
     for slot in [SOURCE_SLOTS[role] for role in roles if SOURCE_SLOTS[role] not in got]:
         raise RCError(400, f"Upload did not finish for slot {slot}. Upload the image, then finalize again.")
     for slot in got:
-        reason = await asyncio.to_thread(uploads.problem, got[slot])
+        reason = await asyncio.to_thread(uploads.problem, ctx.service, got[slot])
         if reason:
             if store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
                                    completed_at=now_iso()):
