@@ -40,7 +40,7 @@ from renderers.movie.compose import X264_PRESET
 from tests.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "viralsync-full.json"
+EXAMPLE = ROOT / "docs" / "viralsync-full-example.json"
 MOVIEPY_PYTHON = ROOT / ".venv-moviepy" / "bin" / "python"
 MOVIEPY_SCRIPT = Path(__file__).resolve().parent / "moviepy_render.py"
 SCALE = float(os.environ.get("BENCH_MOVIE_SCALE", "1"))

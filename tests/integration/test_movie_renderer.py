@@ -176,7 +176,7 @@ def test_minimal_example_through_the_command_line(tmp_path, media):
 def full_movie(media, media_server, tmp_path_factory):
     """The full seed example, its URLs pointing at local media, fetched as the server does, then rendered."""
     root = tmp_path_factory.mktemp("full")
-    movie = scaled_example("viralsync-full.json", 1 / 3)
+    movie = scaled_example("../docs/viralsync-full-example.json", 1 / 3)  # the seed's, with placeholder hosts
     for layer in (layer for scene in movie["scenes"] for layer in scene["layers"] if "source" in layer):
         layer["source"] = f"{media_server}/{layer['source'].rsplit('/', 1)[1]}"
     movie = validate_and_normalize(movie)

@@ -90,7 +90,7 @@ def test_seed_minimal_example_renders(vs):
 
 @pytest.mark.slow
 def test_seed_full_example_with_local_media(vs, media_server, tmp_path):
-    body = json.loads((EXAMPLES / "viralsync-full.json").read_text())
+    body = json.loads((EXAMPLES.parent / "docs" / "viralsync-full-example.json").read_text())
     for scene in body["movie"]["scenes"]:
         for layer in scene["layers"]:
             if "source" in layer:

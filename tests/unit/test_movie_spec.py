@@ -146,12 +146,13 @@ def test_values_are_normalised():
 
 
 def test_normalising_twice_changes_nothing():
-    document = json.loads((EXAMPLES / "viralsync-full.json").read_text())["movie"]
+    document = json.loads((EXAMPLES.parent / "docs" / "viralsync-full-example.json").read_text())["movie"]
     once = validate_and_normalize(document)
     assert validate_and_normalize(once) == once
 
 
-@pytest.mark.parametrize("name", ["viralsync-minimal.json", "viralsync-full.json"])
+@pytest.mark.parametrize("name", ["viralsync-minimal.json", "viralsync-media.json",
+                                  "../docs/viralsync-full-example.json"])
 def test_seed_examples_are_valid(name):
     body = json.loads((EXAMPLES / name).read_text())
     normalized = validate_and_normalize(body["movie"])
@@ -161,7 +162,7 @@ def test_seed_examples_are_valid(name):
 # --- cache keys -----------------------------------------------------------------------------------------------
 
 def full_scene() -> dict:
-    body = json.loads((EXAMPLES / "viralsync-full.json").read_text())
+    body = json.loads((EXAMPLES.parent / "docs" / "viralsync-full-example.json").read_text())
     return validate_and_normalize(body["movie"])["scenes"][0]
 
 

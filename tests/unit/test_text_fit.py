@@ -8,7 +8,7 @@ import numpy as np
 from renderers.movie.layers import render_text
 from renderers.movie.spec import validate_and_normalize
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "viralsync-full.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "viralsync-full-example.json"
 
 
 def _headline(fit: str | None = None) -> dict:
