@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from renderers.image import edges
+
 WORK_SIDE = 512  # the long side of the working copy
 BORDER = 0.04  # the border band the backdrop is fitted to, as a fraction of the short side
 SHADOW_STEP = 0.06  # the largest step (in relative lightness per working pixel) a shadow's flood crosses
@@ -111,6 +113,7 @@ class Working:
     backdrop_rgb: np.ndarray  # the fitted backdrop as RGB float32 (h, w, 3)
     factor: int
     threshold: float
+    shadow: np.ndarray | None = None  # bool (h, w): the backdrop's own shadow, taken out of the mask
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -129,15 +132,17 @@ def segment(rgb: np.ndarray) -> Working:
     # JPEG noise and texture set the bar; a white product on a white sweep still clears 2.5 (a just visible step)
     threshold = max(2.2 * model.noise, 2.5)
     mask = dist > threshold
+    shadow = np.zeros_like(mask)
     if mask.any():  # the shadow's analysis only around what stands out (its margin is all backdrop)
         x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
         h, w = mask.shape
         x0, y0, x1, y1 = max(0, x - 4), max(0, y - 4), min(w, x + bw + 4), min(h, y + bh + 4)
         box = np.s_[y0:y1, x0:x1]
-        mask[box] &= ~_backdrop_shadow(raw[box], lab[box], model, box, mask[box], threshold)
+        shadow[box] = _backdrop_shadow(raw[box], lab[box], model, box, mask[box], threshold)
+        mask &= ~shadow
     mask = _clean(mask, dist, model, threshold)
     backdrop_rgb = cv2.cvtColor(model.fitted, cv2.COLOR_LAB2RGB) * np.float32(255)
-    return Working(mask, small, backdrop_rgb, factor, threshold)
+    return Working(mask, small, backdrop_rgb, factor, threshold, shadow & ~mask)
 
 
 def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tuple, mask: np.ndarray,
@@ -284,9 +289,26 @@ def extract_box(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 def extract_layers(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """(alpha float32, the subject's own colour uint8 RGB, (x0, y0)) of the box around the subject: the
     working-resolution mask refined along its edge at full resolution (edges.py)."""
-    from renderers.image import edges
-
     return edges.refine(rgb, segment(rgb))
+
+
+def extract_with_shadow(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, shadow) float32 0..1, same size as rgb: the subject, and how much of the light the backdrop's own
+    shadow takes away (1 - its lightness over the lit backdrop's) where it was found. image→video moves the
+    shadow with the subject instead of leaving it behind on the backdrop."""
+    work = segment(rgb)
+    box, _, (x0, y0) = edges.refine(rgb, work)
+    alpha = np.zeros(rgb.shape[:2], np.float32)
+    alpha[y0:y0 + box.shape[0], x0:x0 + box.shape[1]] = box
+    grey = cv2.cvtColor(work.small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    lit = cv2.cvtColor(np.clip(work.backdrop_rgb, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)
+    density = np.clip(1 - grey / np.maximum(lit, 1), 0, 1) * (work.shadow if work.shadow is not None else 0)
+    density = cv2.GaussianBlur(density.astype(np.float32), (0, 0), 1.0)
+    h, w = rgb.shape[:2]
+    f = work.factor
+    full = cv2.resize(density, (density.shape[1] * f, density.shape[0] * f), interpolation=cv2.INTER_LINEAR)
+    full = cv2.copyMakeBorder(full, 0, h - full.shape[0], 0, w - full.shape[1], cv2.BORDER_REPLICATE)
+    return alpha, np.minimum(full, 1 - alpha)
 
 
 def extract(rgb: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ OUTPUT = "video.mp4"
 MARGIN = 1.2  # the plate is this much larger than the frame: room to pan and zoom without showing an edge
 MATTE_SIDE = 640  # the subject matte is found at this size (the guided filter follows the edges at plate size)
 FAILED = "Generation failed"
+KEEP_CLEAR = 0.02  # the subject's box stays this far (a share of the frame) inside the frame during a move
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Plate:
     box: tuple[int, int] = (0, 0)  # where that box starts in the plate
     background: np.ndarray | None = None  # uint8: the plate with the hole behind the subject filled
     centre: tuple[float, float] = (0.0, 0.0)  # the subject's centre, plate pixels
+    extent: tuple[int, int, int, int] | None = None  # the subject's box (x0, y0, x1, y1), plate pixels: kept in view
 
 
 def smoother(t: float) -> float:
@@ -95,12 +97,15 @@ def make_plate(path: Path, width: int, height: int, layered: bool) -> Plate:
         canvas = np.ascontiguousarray(canvas[ty:ty + ph, tx:tx + pw])
         canvas[y0:y0 + nh, x0:x0 + nw] = contained
     plate = Plate(rgb=np.ascontiguousarray(canvas))
-    if layered:
-        alpha = _subject_alpha(rgb, own_alpha, (nw, nh))
-        if alpha is not None:
-            full = np.zeros((ph, pw), np.uint8)
-            full[y0:y0 + nh, x0:x0 + nw] = alpha
-            _split(plate, full)
+    found = _subject_alpha(rgb, own_alpha, (nw, nh))
+    if found is not None:
+        full, shade = np.zeros((ph, pw), np.uint8), np.zeros((ph, pw), np.uint8)
+        full[y0:y0 + nh, x0:x0 + nw], shade[y0:y0 + nh, x0:x0 + nw] = found
+        x, y, w, h = cv2.boundingRect((full > 127).astype(np.uint8))
+        if w and x > x0 + 1 and y > y0 + 1 and x + w < x0 + nw - 1 and y + h < y0 + nh - 1:
+            plate.extent = (x, y, x + w, y + h)  # (a subject the photo itself cuts cannot be kept whole)
+        if layered:
+            _split(plate, full, shade)
     plate.rgb = cv2.cvtColor(plate.rgb, cv2.COLOR_RGB2BGRA)
     if plate.subject is not None and plate.background is not None:
         plate.subject = cv2.cvtColor(plate.subject, cv2.COLOR_RGBA2BGRA)
@@ -108,27 +113,35 @@ def make_plate(path: Path, width: int, height: int, layered: bool) -> Plate:
     return plate
 
 
-def _subject_alpha(rgb: np.ndarray, own_alpha: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
-    """The subject's alpha (uint8) at the contained size, or None when no clear subject stands out."""
+def _subject_alpha(rgb: np.ndarray, own_alpha: np.ndarray | None,
+                   size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The subject's alpha and its contact shadow's density (uint8) at the contained size, or None when no
+    clear subject stands out."""
     if own_alpha is not None and own_alpha.min() < 250:
-        alpha = own_alpha.astype(np.float32) / 255
+        alpha, shade = own_alpha.astype(np.float32) / 255, np.zeros(own_alpha.shape, np.float32)
     else:
         h, w = rgb.shape[:2]
         scale = min(1.0, MATTE_SIDE / max(h, w))
         small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        alpha = matte.extract(small)
+        alpha, shade = matte.extract_with_shadow(small)
     share = float((alpha > 0.5).mean())
     if not 0.01 <= share <= 0.85:  # nothing found, or a full-bleed photo: parallax would tear it apart
         return None
-    return (cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR) * 255 + 0.5).astype(np.uint8)
+    def sized(x: np.ndarray) -> np.ndarray:
+        return (cv2.resize(x, size, interpolation=cv2.INTER_LINEAR) * 255 + 0.5).astype(np.uint8)
+
+    return sized(alpha), sized(shade)
 
 
-def _split(plate: Plate, alpha: np.ndarray) -> None:
-    """Subject layer = the plate with the alpha; background = the plate with the subject's hole inpainted at a
-    quarter of the size (the fill is soft anyway) and blurred, so nothing sharp shows when the subject moves."""
+def _split(plate: Plate, alpha: np.ndarray, shade: np.ndarray) -> None:
+    """Subject layer = the plate with the alpha, and the subject's contact shadow as black of the shadow's
+    density (it travels with the subject: no ghost of it stays behind); background = the plate with the hole
+    behind both inpainted at a quarter of the size (the fill is soft anyway) and blurred, so nothing sharp shows
+    when the subject moves."""
     ph, pw = alpha.shape
     grow = max(3, round(max(ph, pw) * 0.015)) | 1
-    hole = cv2.dilate((alpha > 12).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    hole = cv2.dilate(((alpha > 12) | (shade > 8)).astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
     q = (max(1, pw // 4), max(1, ph // 4))
     small = cv2.resize(plate.rgb, q, interpolation=cv2.INTER_AREA)
     small_hole = cv2.resize(hole, q, interpolation=cv2.INTER_NEAREST)
@@ -136,8 +149,14 @@ def _split(plate: Plate, alpha: np.ndarray) -> None:
     filled = cv2.resize(filled, (pw, ph), interpolation=cv2.INTER_LINEAR)
     soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
     plate.background = (plate.rgb * (1 - soft) + filled * soft + 0.5).astype(np.uint8)
-    x, y, w, h = cv2.boundingRect((alpha > 0).astype(np.uint8))
-    plate.subject, plate.box = np.ascontiguousarray(np.dstack([plate.rgb, alpha])[y:y + h, x:x + w]), (x, y)
+    # over the background B the layer gives a*S + (1 - a)*(1 - d)*B: one RGBA of alpha a + (1 - a)*d and colour
+    # a*S / that alpha (the shadow's own colour is black)
+    a, d = alpha.astype(np.float32) * np.float32(1 / 255), shade.astype(np.float32) * np.float32(1 / 255)
+    cover = a + (1 - a) * d
+    colour = plate.rgb * (a / np.maximum(cover, 1e-3))[..., None]
+    layer = np.dstack([np.clip(colour + 0.5, 0, 255).astype(np.uint8), (cover * 255 + 0.5).astype(np.uint8)])
+    x, y, w, h = cv2.boundingRect((layer[..., 3] > 0).astype(np.uint8))
+    plate.subject, plate.box = np.ascontiguousarray(layer[y:y + h, x:x + w]), (x, y)
     m = cv2.moments(alpha, binaryImage=False)
     plate.centre = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] else (pw / 2, ph / 2)
 
@@ -223,6 +242,47 @@ def frame(plate: Plate, cam: Camera, layer: Layer | None, size: tuple[int, int])
     return back
 
 
+def scaled(cam: Camera, share: float) -> Camera:
+    """`share` of the camera's move: 0 is the whole plate, still."""
+    return Camera(1 + (cam.zoom - 1) * share, 0.5 + (cam.cx - 0.5) * share, 0.5 + (cam.cy - 0.5) * share)
+
+
+def in_view(plate: Plate, cam: Camera, layer: Layer | None, size: tuple[int, int]) -> bool:
+    """Whether the subject's box, moved by its layer and the camera, lies whole inside the frame."""
+    if plate.extent is None:
+        return True
+    x0, y0, x1, y1 = plate.extent
+    m = view_matrix(cam, size, (plate.rgb.shape[1], plate.rgb.shape[0]))
+    if layer is not None and plate.subject is not None:
+        m = m @ layer_matrix(layer, plate.centre)
+    xs, ys = m @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1, 1, 1, 1]], np.float64)
+    room = KEEP_CLEAR * min(size)  # the subject's soft edge and a little air
+    return bool(xs.min() >= room and ys.min() >= room and xs.max() <= size[0] - room and ys.max() <= size[1] - room)
+
+
+def move_share(camera: str, motion: str, amp: float, plates: list[Plate], size: tuple[int, int]) -> float:
+    """The largest share of the preset's move (1: all of it; the camera's path and the subject layer's
+    amplitude scaled as a whole, so it stays smooth) under which no plate's subject is cut by the frame at any
+    moment."""
+    def whole(share: float) -> bool:
+        for u in np.linspace(0, 1, 25):
+            cam = scaled(camera_at(camera, float(u), amp), share)
+            for plate in plates:
+                layer = layer_at(camera, motion, float(u), float(u), amp * share, plate, cam) \
+                    if plate.subject is not None else None
+                if not in_view(plate, cam, layer, size):
+                    return False
+        return True
+
+    if whole(1.0):
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(10):
+        mid = (low + high) / 2
+        low, high = (mid, high) if whole(mid) else (low, mid)
+    return low
+
+
 # ---- the clip --------------------------------------------------------------------------------------------------
 LAYERED_CAMERAS = ("orbit", "dolly")
 LAYERED_MOTIONS = ("hero-spin", "float")
@@ -256,12 +316,13 @@ def frames(task_input: dict, workdir: Path):
         camera = {"orbit": "pan-right", "dolly": "zoom-in"}.get(camera, camera)
         motion = "none"
     fade = max(0, min(count - 1, round(float(task_input.get("crossfade", 0)) * fps))) if mode == "loop" else 0
+    share = move_share(camera, motion, amp, [p for p in (first, last) if p is not None], size)
     start = None
     for i in range(count):
         t = i / count if mode == "loop" else i / max(1, count - 1)
         u = (1 - math.cos(2 * math.pi * t)) / 2 if mode == "loop" else smoother(t)
-        cam = camera_at(camera, u, amp)
-        layer = layer_at(camera, motion, u, t, amp, first, cam) if first.subject is not None else None
+        cam = scaled(camera_at(camera, u, amp), share)
+        layer = layer_at(camera, motion, u, t, amp * share, first, cam) if first.subject is not None else None
         out = frame(first, cam, layer, size)
         if last is not None:  # hold, crossfade through the middle, hold
             w = smoother((t - 0.2) / 0.6)

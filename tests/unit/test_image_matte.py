@@ -4,6 +4,7 @@ change outside the matte. `python -m tests.media.metrics --4k` prints the whole 
 it next to the figures of the matte before (tests/media/before.txt)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -46,3 +47,41 @@ def test_deterministic():
     photo = products.lamp()
     a, b = matte.extract_layers(photo.rgb), matte.extract_layers(photo.rgb)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def _write(tmp_path, rgb: np.ndarray, name: str = "still.jpg") -> str:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(tmp_path / name, quality=92)
+    return name
+
+
+def test_video_shadow_travels_with_the_subject_and_leaves_no_ghost(tmp_path):
+    from renderers.image import video
+
+    photo = products.mug()  # 1200 x 900, its contact shadow under the mug's foot (y 690..730)
+    plate = video.make_plate(tmp_path / _write(tmp_path, photo.rgb), 1280, 960, layered=True)
+    k = 1.28  # the plate is 1536 x 1152: the still scaled by 1.28, no sides
+    grey = cv2.cvtColor(plate.background, cv2.COLOR_BGRA2GRAY).astype(int)
+    still = cv2.cvtColor(plate.rgb, cv2.COLOR_BGRA2GRAY).astype(int)
+    shadow, lit = (round(718 * k), round(550 * k)), (round(718 * k), round(150 * k))
+    assert still[lit] - still[shadow] > 20  # the photo has the shadow there...
+    assert abs(grey[lit] - grey[shadow]) < 10  # ...the background layer does not: nothing stays behind
+    sy, sx = shadow[0] - plate.box[1], shadow[1] - plate.box[0]
+    assert plate.subject is not None and plate.subject[sy, sx, 3] > 40  # it is in the subject's layer
+
+
+def test_video_move_never_cuts_the_subject(tmp_path):
+    from renderers.image import video
+
+    c = products.Canvas(1000, 800, 5).solid((200, 202, 205))
+    c.part(products.ellipse(500, 400, 460, 330), (210, 30, 40))  # 92 % of the width
+    name = _write(tmp_path, c.finish("big").rgb)
+    for camera in ("zoom-in", "pan-right", "orbit", "dolly"):
+        task = {"first": name, "width": 320, "height": 256, "fps": 12, "frames": 12, "camera": camera,
+                "motion": "auto", "style": "creative"}
+        for img in video.frames(task, tmp_path):
+            rim = np.concatenate([img[:2].reshape(-1, 4), img[-2:].reshape(-1, 4), img[:, :2].reshape(-1, 4),
+                                  img[:, -2:].reshape(-1, 4)])
+            red = (rim[:, 2].astype(int) - rim[:, 1] > 80).sum()  # BGRA: the subject's red on the frame's edge
+            assert red == 0, camera
