@@ -29,7 +29,7 @@ from renderers.image.pipeline import load
 
 OUTPUT = "video.mp4"
 MARGIN = 1.2  # the plate is this much larger than the frame: room to pan and zoom without showing an edge
-MATTE_SIDE = 640  # the subject matte is found at this size (the guided filter follows the edges at plate size)
+MATTE_SIDE = 640  # the subject matte (and its contact shadow) is found at this size, then scaled to the plate
 FAILED = "Generation failed"
 KEEP_CLEAR = 0.02  # the subject's box stays this far (a share of the frame) inside the frame during a move
 
