@@ -58,7 +58,7 @@ class Core:
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap
         self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
-            "manim": ManimPipeline.from_settings(settings, self.capacity.cpu),
+            "manim": ManimPipeline.from_settings(settings, self.free_cpu_slots),
             "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
             "image": ImagePipeline(self.artifacts), "video": VideoPipeline(self.artifacts),
             "video_convert": GifPipeline(self.artifacts)},
@@ -67,6 +67,10 @@ class Core:
         self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
         self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None
+
+    def free_cpu_slots(self) -> float:
+        """The CPU slots no running task holds now (the manim pipeline's split model asks at submit)."""
+        return self.scheduler.capacity.cpu - self.scheduler.used()["cpu"]
 
     async def start(self) -> None:
         if isinstance(self.executor, DaskExecutor):  # capacity is the cluster's, as workers join and leave

@@ -5,11 +5,15 @@ rendered as a DAG instead of one task:
 
 - ``manim.plan`` runs the scene once with every animation skipped (nothing is drawn), counts the animations and
   the frames each would draw, and cuts them into at most ``workers`` contiguous ranges of about equal drawing
-  work; it also writes the scene's WebVTT captions (subcaption times as the full render would have them);
+  work — or leaves them one range where the cost model (renderers/manim_split_model.py) predicts no gain on the
+  CPU slots that were free at submit (``cores``) unless the split is forced (``force``: an operator's explicit
+  ``manim_split_max_workers``); it also writes the scene's WebVTT captions (subcaption times as the full render
+  would have them);
 - ``manim.range`` (one task per possible range) runs the scene again, fast-forwarding the animations before its
   range without drawing them (Manim's ``from_animation_number``), draws its range into an H.264 segment with
   the single render's encoder settings (a new stream: the segment starts with a keyframe) and stops at the
-  range's end (``upto_animation_number``); a task whose index the plan did not use returns no files;
+  range's end (``upto_animation_number``); it drops the dashboard's live frame (renderers/preview.py) as the
+  single task does; a task whose index the plan did not use returns no files;
 - ``manim.assemble`` concatenates the segments by stream copy (ffmpeg's concat demuxer) and publishes the
   usual outputs: ``video.mp4``, ``thumb.jpg`` and ``image.png`` (the last range's last frame) and
   ``captions.vtt``.
@@ -35,16 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from renderers import manim_scene as single  # the single render's config, encoder, errors and outputs
+from renderers import manim_split_model as model
 from renderers.base import RenderError, Reporter
+from renderers.preview import Preview
 
 PLAN_FILE = "plan.json"
 SEGMENT_FILE = "segment.mp4"
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: the cost model decides whether to split (a plan of format 1 always split)
 FRAME_TOLERANCE = 3.0  # mean |split - unsplit| per decoded 8-bit channel value that the tests accept
 SKIP_ALL = 10**9  # from_animation_number for the planning run: every animation is fast-forwarded
-FROZEN_WEIGHT = 0.2  # a frozen-frame wait's frame costs an encode, not a draw: weight when balancing ranges
 
 # -- the rule: which scenes may be split (static, on the source; the server never runs scene code) -------------
 
@@ -208,24 +214,45 @@ def choose_ranges(weights: list[float], workers: int, min_animations: int) -> li
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
+def decide(plays: list[tuple[int, bool]], task_input: dict) -> model.Decision:
+    """The ranges to draw: those of the 2..workers split the cost model predicts fastest on the free ``cores``,
+    if it beats the whole render by the model's margin (or the split is forced); else one range."""
+    split = task_input["split"]
+    workers, minimum = int(split["workers"]), int(split["minAnimations"])
+    cores, force = float(split.get("cores", workers)), bool(split.get("force", False))
+    work = model.animation_work(plays, int(task_input["width"]), int(task_input["height"]))
+    whole = model.whole_s(work, cores)
+    best: tuple[float, list[tuple[int, int]]] | None = None
+    for parts in [workers] if force else range(2, workers + 1):
+        ranges = choose_ranges([w.total for w in work], parts, minimum)
+        if len(ranges) >= 2 and (best is None or model.split_s(work, ranges, cores) < best[0]):
+            best = (model.split_s(work, ranges, cores), ranges)
+    if best is not None and (force or best[0] < model.MARGIN * whole):
+        return model.Decision(best[1], whole, best[0])
+    return model.Decision([(0, len(plays))] if plays else [], whole, best[0] if best else None)
+
+
 def plan(task_input: dict, workdir: Path, report: Reporter) -> dict:
     workdir = Path(workdir).resolve()
-    split = task_input["split"]
     report.progress(0.0, "planning")
     with contextlib.redirect_stdout(sys.stderr):
         scene, tracker = _run(task_input, workdir, report, start=SKIP_ALL, stop=None, expected=None)
-    weights = [frames * (FROZEN_WEIGHT if frozen else 1.0) for frames, frozen in tracker.plays]
-    ranges = choose_ranges(weights, int(split["workers"]), int(split["minAnimations"]))
+    decision = decide(tracker.plays, task_input)
+    ranges = decision.ranges
     frames = [sum(f for f, _ in tracker.plays[a:b]) for a, b in ranges]
     if not tracker.plays:  # a still: one range, drawn by range 0 as the single task would
         ranges, frames = [(0, 1)], [still_frames(task_input)]
-    document = {"format": PLAN_FORMAT, "animations": len(tracker.plays), "workers": int(split["workers"]),
+    predicted = {"whole": round(decision.whole_s, 3),
+                 "split": None if decision.split_s is None else round(decision.split_s, 3)}
+    document = {"format": PLAN_FORMAT, "animations": len(tracker.plays),
+                "workers": int(task_input["split"]["workers"]), "predicted": predicted,
                 "ranges": [[a, b, n] for (a, b), n in zip(ranges, frames, strict=True)]}
     (workdir / PLAN_FILE).write_text(json.dumps(document), encoding="utf-8")
     captions = single.to_vtt(scene.renderer.file_writer.subcaptions)
     (workdir / single.FILES["captions"]).write_text(captions, encoding="utf-8")
     report.log(f"plan: {len(tracker.plays)} animations in {len(ranges)} range(s): "
-               + ", ".join(f"{a}-{b - 1} ({n} frames)" for (a, b), n in zip(ranges, frames, strict=True)))
+               + ", ".join(f"{a}-{b - 1} ({n} frames)" for (a, b), n in zip(ranges, frames, strict=True))
+               + f"; model: whole {predicted['whole']} s, split {predicted['split']} s")
     report.progress(1.0, "planning")
     return {"files": {"plan": PLAN_FILE, "captions": single.FILES["captions"]},
             "meta": {"animations": len(tracker.plays), "ranges": len(ranges), "frames": sum(frames)}}
@@ -262,10 +289,11 @@ def render_range(task_input: dict, workdir: Path, report: Reporter) -> dict:
     if not tracker.plays and ranges == [(0, 1, still_frames(task_input))]:  # the plan's still
         assert tracker.encoder is not None
         try:
-            tracker.last_frame = single.write_still(_scene, tracker.encoder)
+            frame = tracker.last_frame = single.write_still(_scene, tracker.encoder)
         except Exception as exc:  # noqa: BLE001 - the encoder's failure, in one line like the scene's own
             tracker.encoder.abort()
             raise RenderError(single.describe_error(exc)) from None
+        tracker.offer(frame, settled=True)
         tracker.drawn = tracker.encoder.frames
     if tracker.drawn != frames or tracker.last_frame is None:
         raise RenderError(f"animations {start}-{stop - 1} drew {tracker.drawn} frames where the plan counted "
@@ -297,6 +325,8 @@ def _run(task_input: dict, workdir: Path, report: Reporter, *, start: int, stop:
         config.upto_animation_number = stop - 1 if stop is not None else -1
         scene = scene_class()
         tracker = _RangeTracker(scene, report, expected)
+        if segment is not None:  # a range draws: the dashboard's live frame, as the single task drops it
+            tracker.preview = Preview(workdir)
         encoder = tracker.encoder = single._SceneEncoder(scene.renderer.file_writer,
                                                          segment or workdir / "unused.mp4")
         scene.render()
@@ -325,6 +355,7 @@ class _RangeTracker:
         self.drawn = 0
         self.last_frame: np.ndarray | None = None
         self.encoder: single._SceneEncoder | None = None
+        self.preview: Preview | None = None
         self._reported = 0.0
         originals = {name: getattr(self.renderer, name)
                      for name in ("play", "add_frame", "update_frame", "save_static_frame_data")}
@@ -344,6 +375,8 @@ class _RangeTracker:
             from manim import config
             frames = len(np.arange(0, scene.duration, 1 / config.frame_rate))
         self.plays.append((frames, frozen))
+        if not self.renderer.skip_animations and self.last_frame is not None:
+            self.offer(self.last_frame, settled=True)  # the frame the animation ends on
         if self.renderer.skip_animations:  # the clock as drawing would have moved it
             if frozen:
                 self.renderer.time = before + frames * dt
@@ -359,11 +392,17 @@ class _RangeTracker:
             return
         self.last_frame = frame
         self.drawn += num_frames
+        self.offer(frame)
         if self.expected:
             fraction = 0.95 * self.drawn / self.expected
             if fraction - self._reported >= 0.01:
                 self._reported = fraction
                 self.report.progress(fraction, "rendering")
+
+    def offer(self, frame: np.ndarray, settled: bool = False) -> None:
+        """The live frame: at most once a second, and the frame each drawn animation ends on."""
+        if self.preview is not None:
+            self.preview.offer(lambda: Image.fromarray(frame), settled=settled)
 
     def update_frame(self, scene: Any, *args: Any, **kwargs: Any) -> None:
         if not self.renderer.skip_animations:  # a skipped animation's frame is never seen

@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from appliance.services.pipelines.manim import ManimPipeline
-from renderers.manim_split import FRAME_TOLERANCE, animation_estimate, choose_ranges, split_refusal
+from renderers.manim_split import FRAME_TOLERANCE, animation_estimate, choose_ranges, decide, split_refusal
+from renderers.manim_split_model import MARGIN, may_win
+from tests.bench.split import LONG
 
 REPO = Path(__file__).resolve().parents[2]
 EIGHT = '''from manim import *
@@ -199,3 +201,32 @@ def test_the_plan_counts_and_cuts_animations():
     assert [t.renderer for t in pipeline.plan({**payload, "code": RANDOM})] == ["manim"]
     assert [t.renderer for t in pipeline.plan({**payload, "code": SHORT_LOOP})] == ["manim"]
     assert [t.renderer for t in ManimPipeline(4, 1).plan(payload)] == ["manim"]  # max_workers 1: never split
+
+
+def test_the_model_splits_only_where_it_predicts_a_gain():
+    # a whole render's x264 already uses both of 2 free cores: no frame size can gain from a split there
+    assert not any(may_win(w, h, 2, 2) for w, h in ((640, 360), (854, 480), (1280, 720), (1920, 1080)))
+    assert may_win(1280, 720, 8, 8) and not may_win(1920, 1080, 3, 3)
+    bench = [(15, False)] * 24  # make bench's scene: 24 animations of 15 frames at 1280x720
+    task = {"width": 1280, "height": 720, "split": {"workers": 2, "minAnimations": 12, "cores": 2}}
+    two = decide(bench, task)
+    assert two.ranges == [(0, 24)] and two.split_s is not None and two.split_s > two.whole_s
+    forced = decide(bench, {**task, "split": {**task["split"], "force": True}})
+    assert forced.ranges == [(0, 12), (12, 24)] and forced.split_s == two.split_s
+    many = decide(bench, {**task, "split": {**task["split"], "workers": 16, "cores": 16}})
+    assert len(many.ranges) > 2 and many.split_s is not None and many.split_s < MARGIN * many.whole_s
+    assert [b - a for a, b in many.ranges] == [4] * 6  # equal work, equal ranges
+    # too short to pay for the plan, the starts and the assembly, however many cores
+    short = decide([(3, False)] * 12, {**task, "split": {**task["split"], "workers": 16, "cores": 16}})
+    assert short.ranges == [(0, 12)]
+    # the pipeline asks the model at submit, with the CPU slots free then (the default: max_workers 0)
+    payload = {"code": LONG, "className": "Long", "width": 1280, "height": 720, "fps": 30, "job_id": "j1"}
+    assert [t.renderer for t in ManimPipeline(12, 0, lambda: 2.0).plan(payload)] == ["manim"]
+    assert [t.renderer for t in ManimPipeline(12, 0, lambda: 16.0).plan({**payload, "code": RANDOM})] == ["manim"]
+    assert [t.renderer for t in ManimPipeline(12, 0, lambda: 1.5).plan(payload)] == ["manim"]
+    tasks = ManimPipeline(12, 0, lambda: 8.0).plan(payload)
+    assert [t.renderer for t in tasks] == ["manim.plan"] + ["manim.range"] * 8 + ["manim.assemble"]
+    assert tasks[0].input["split"] == {"workers": 8, "minAnimations": 12, "cores": 8, "force": False}
+    # an explicit max_workers forces the split, whatever the free slots
+    forced_tasks = ManimPipeline(12, 2, lambda: 2.0).plan(payload)
+    assert forced_tasks[0].input["split"] == {"workers": 2, "minAnimations": 12, "cores": 2, "force": True}

@@ -1,0 +1,115 @@
+"""Calibrate the split model's constants (renderers/manim_split_model.py) on this box.
+
+``.venv/bin/python -m tests.bench.split_calibrate`` — prints each constant as measured here; the model's values
+are these, rounded. Every figure is the CPU time (user + system, all threads) of a task run in a child forked
+from a process that has imported Manim (as the warm worker does), the median of RUNS: CPU time, not wall time,
+so that other work on the box moves the figures little.
+
+- START_S: a 1-frame scene (the fork, the scene code, ``Scene()``, one frame, the outputs);
+- DRAW_S_FRAME, DRAW_S_MPX: the bench's 24-animation scene drawn with the encoder switched off, at two sizes
+  (the fit of CPU seconds per frame against megapixels: a fixed part, the Python around each frame, and a part
+  per megapixel, cairo's);
+- ENCODE_S_FRAME, ENCODE_S_MPX: the same scene with the encoder on, less the draw-only run, fitted the same way
+  (x264; its CPU time over all its threads);
+- REPLAY_S: the plan task on that scene (every animation fast-forwarded, nothing drawn) less START_S, per
+  animation.
+
+START_S, HOP_S and ASSEMBLE_S are wall times of the appliance's own tasks, the medians that ``make bench``'s split
+section prints ("task start", "hops", "assemble"): they are the sandbox, the verifier and the scheduler more than
+CPU work.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.bench.split import LONG
+
+RUNS = 3
+SIZES = ((1280, 720), (640, 360))
+FPS = 30
+ANIMATIONS = 24
+FRAMES = 24 * 15  # 24 animations of 0.5 s at 30 fps
+
+
+class _Quiet:
+    def progress(self, *_: object, **__: object) -> None: ...
+
+    def log(self, *_: object, **__: object) -> None: ...
+
+
+def _cpu(run: Callable[[Path], None], root: Path) -> float:
+    """CPU seconds of ``run`` in a forked child (its own workdir)."""
+    work = Path(tempfile.mkdtemp(dir=root))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            run(work)
+        except BaseException:  # noqa: BLE001 - report by exit status
+            code = 1
+        os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    shutil.rmtree(work, ignore_errors=True)
+    assert status == 0, f"calibration run failed ({status})"
+    return usage.ru_utime + usage.ru_stime
+
+
+def _median(run: Callable[[Path], None], root: Path) -> float:
+    return statistics.median(_cpu(run, root) for _ in range(RUNS))
+
+
+def main() -> int:
+    import manim  # noqa: F401 - preloaded, as in the warm worker
+
+    from renderers import manim_scene, manim_split
+
+    quiet = _Quiet()
+
+    def scene(width: int, height: int, code: str = LONG) -> dict:
+        return {"code": code, "className": "Long", "width": width, "height": height, "fps": FPS}
+
+    def whole(task: dict) -> Callable[[Path], None]:
+        return lambda work: manim_scene.render(task, work, quiet)
+
+    def draw_only(task: dict) -> Callable[[Path], None]:
+        def run(work: Path) -> None:
+            def discard(self: manim_scene._SceneEncoder, pixels: object, *, repeat: int = 1) -> None:
+                self.frames += repeat
+            manim_scene._SceneEncoder.write_frame = discard  # type: ignore[method-assign]
+            manim_scene.render(task, work, quiet)
+        return run
+
+    tiny = "from manim import *\n\nclass Long(Scene):\n    def construct(self):\n        self.wait(1 / 30)\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        start = _median(whole(scene(1280, 720, tiny)), root)
+        print(f"start        {start:.3f} s of CPU (a 1-frame scene, 1280x720)")
+        per_frame = {}
+        for width, height in SIZES:
+            task = scene(width, height)
+            draw = (_median(draw_only(task), root) - start) / FRAMES
+            full = (_median(whole(task), root) - start) / FRAMES
+            per_frame[(width, height)] = (draw, full - draw)
+            print(f"{width}x{height}: draw {draw * 1000:.2f} ms/frame, encode {(full - draw) * 1000:.2f} ms/frame")
+        (w1, h1), (w2, h2) = SIZES
+        mpx1, mpx2 = w1 * h1 / 1e6, w2 * h2 / 1e6
+        slope = (per_frame[SIZES[0]][0] - per_frame[SIZES[1]][0]) / (mpx1 - mpx2)
+        print(f"DRAW_S_FRAME {per_frame[SIZES[1]][0] - slope * mpx2:.5f}")
+        print(f"DRAW_S_MPX   {slope:.5f}")
+        encode = (per_frame[SIZES[0]][1] - per_frame[SIZES[1]][1]) / (mpx1 - mpx2)
+        print(f"ENCODE_S_FRAME {per_frame[SIZES[1]][1] - encode * mpx2:.5f}")
+        print(f"ENCODE_S_MPX {encode:.5f}")
+        split = {"split": {"workers": 1, "minAnimations": 2, "cores": 1}}
+        plan = _median(lambda work: manim_split.plan({**scene(1280, 720), **split}, work, quiet), root)
+        print(f"REPLAY_S     {(plan - start) / ANIMATIONS:.5f}  (plan {plan:.3f} s for {ANIMATIONS} animations)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
