@@ -31,6 +31,7 @@ SHADOW_RIM = 0.075  # a shadow's rim on the lit backdrop steps by less than this
 GAP = 0.06  # the closing that finds soft gaps: this share of the subject's size
 STEP = 0.8  # a soft gap meets the subject with 3x3 steps under this many thresholds (mean)
 GROW = 2  # working pixels the accepted shadow grows into looser candidates
+SHADOW_BAND = 0.25  # a shadow cut from a region that runs up into the subject: this share of its width, tall
 SHADOW_FLAT = 0.35  # a shadow on the floor is flat: at most this share of the subject's height, and wider than tall
 
 
@@ -138,8 +139,10 @@ def segment(rgb: np.ndarray) -> Working:
         h, w = mask.shape
         x0, y0, x1, y1 = max(0, x - 4), max(0, y - 4), min(w, x + bw + 4), min(h, y + bh + 4)
         box = np.s_[y0:y1, x0:x1]
+        # a band shaded like the backdrop is closed in while the shadow still walls it off at the bottom
+        banded = _soft_gaps(mask, dist, threshold) & ~mask
         shadow[box] = _backdrop_shadow(raw[box], lab[box], model, box, mask[box], threshold)
-        mask &= ~shadow
+        mask = (mask & ~shadow) | banded
     mask = _clean(mask, dist, model, threshold)
     backdrop_rgb = cv2.cvtColor(model.fitted, cv2.COLOR_LAB2RGB) * np.float32(255)
     return Working(mask, small, backdrop_rgb, factor, threshold, shadow & ~mask)
@@ -172,23 +175,38 @@ def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tup
     step_size = cv2.dilate(sharp, np.ones((3, 3), np.uint8)) - cv2.erode(sharp, np.ones((3, 3), np.uint8))
     for step in SHADOW_STEP * np.array([1, 0.7, 0.5, 0.35, 0.25]):  # a flood that ran into the subject is
         flooded = _flood(sharp, mask, shade, step, climb) & ~accepted  # redone, finer, until it stays flat
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(flooded.astype(np.uint8), connectivity=8)
-        depth = cv2.distanceTransform(flooded.astype(np.uint8), cv2.DIST_L2, 3)
-        thick = np.zeros(count)
-        np.maximum.at(thick, labels.ravel(), depth.ravel())  # a wire or a rim is no shadow: it has no inside
-        hard = _rim_steps(labels, count, step_size, ~mask)
-        flat = [i for i in range(1, count) if stats[i, cv2.CC_STAT_HEIGHT] <= min(tall, stats[i, cv2.CC_STAT_WIDTH])
-                and thick[i] >= SHADOW_THICK and hard[i] < SHADOW_RIM]
-        if flat:
-            accepted |= np.isin(labels, flat)
-        if len(flat) == count - 1:
+        flat, rest = _flat_shadows(flooded, mask, step_size, tall)
+        accepted |= flat
+        if not rest.any():
             break
+    else:  # still running up into the subject (a white vase whose shading matches its shadow's): the bottom of
+        # such a region, no taller than a contact shadow is, when it is shaped and fades like one
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(rest.astype(np.uint8), connectivity=8)
+        tops = stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT] - SHADOW_BAND * stats[:, cv2.CC_STAT_WIDTH]
+        rows = np.arange(rest.shape[0])[:, None]
+        accepted |= _flat_shadows(rest & (rows >= tops[labels]), mask, step_size, tall)[0]
     if accepted.any():  # the thin strip at a contact line (JPEG's colour bleed, the opening) joins its shadow
         grown = accepted.astype(np.uint8)
         for _ in range(GROW):
             grown = cv2.dilate(grown, np.ones((3, 3), np.uint8)) & loose.astype(np.uint8)
         accepted |= grown.astype(bool)
     return accepted
+
+
+def _flat_shadows(region: np.ndarray, mask: np.ndarray, step_size: np.ndarray,
+                  tall: float) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of `region` shaped like a shadow on the floor (flat, with an inside, fading at its rim), and
+    the rest."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    depth = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
+    thick = np.zeros(count)
+    np.maximum.at(thick, labels.ravel().astype(np.intp), depth.ravel())  # a wire or a rim has no inside
+    hard = _rim_steps(labels, count, step_size, ~mask)
+    height, width = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH]
+    ok = (height <= np.minimum(tall, width)) & (thick >= SHADOW_THICK) & (hard < SHADOW_RIM)
+    ok[0] = False
+    flat = ok[labels]
+    return flat, region & ~flat
 
 
 def _rim_steps(labels: np.ndarray, count: int, step_size: np.ndarray, lit: np.ndarray) -> np.ndarray:
@@ -256,7 +274,7 @@ def _soft_gaps(mask: np.ndarray, dist: np.ndarray, threshold: float) -> np.ndarr
     one = np.ones((3, 3), np.uint8)
     steps = cv2.dilate(dist, one) - cv2.erode(dist, one)
     m8 = mask.astype(np.uint8)
-    added = (cv2.morphologyEx(m8, cv2.MORPH_CLOSE, _disc(radius)) > m8).astype(np.uint8)
+    added = (_close(m8, radius) > m8).astype(np.uint8)
     mask = mask | _soft(cv2.connectedComponents(added, connectivity=4)[1], mask, steps, threshold)
     # what is left enclosed (the band's middle, wider than the closing) by the same test
     count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
@@ -264,6 +282,16 @@ def _soft_gaps(mask: np.ndarray, dist: np.ndarray, threshold: float) -> np.ndarr
     left, top, right, bottom = stats[:, 0], stats[:, 1], stats[:, 0] + stats[:, 2], stats[:, 1] + stats[:, 3]
     open_to_frame = (left == 0) | (top == 0) | (right == w) | (bottom == h)
     return mask | (_soft(labels, mask, steps, threshold) & ~open_to_frame[labels])
+
+
+def _close(m8: np.ndarray, radius: int) -> np.ndarray:
+    """A morphological closing by a disc, from two distance transforms (linear in the pixels, where OpenCV's
+    closing with a large elliptic kernel costs the kernel's area per pixel). Padded, so the frame is open."""
+    pad = radius + 2
+    padded = cv2.copyMakeBorder(m8, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    grown = (cv2.distanceTransform(1 - padded, cv2.DIST_L2, 5) <= radius).astype(np.uint8)
+    closed = (cv2.distanceTransform(grown, cv2.DIST_L2, 5) > radius).astype(np.uint8)
+    return closed[pad:-pad, pad:-pad] | m8
 
 
 def _soft(labels: np.ndarray, mask: np.ndarray, steps: np.ndarray, threshold: float) -> np.ndarray:
