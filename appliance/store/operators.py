@@ -125,11 +125,40 @@ def close_session(db: sqlite_utils.Database, token: str) -> None:
 
 
 # ---- every user's jobs, for the dashboard ---------------------------------------------------------------------
+def _json(column: str, path: str) -> str:
+    return f"(case when json_valid({column}) then json_extract({column}, '{path}') end)"
+
+
+# What a person calls a job, from what its dialect stored: the scene class (Kodisc, and admin jobs of the manim
+# renderer), the movie's title or else its projectId (ViralSync; a movie without a title is normalised to
+# "Untitled Movie"), the model and quality, camera or converted video (RenderCAD), the dropped file (hot folder).
+# Only viralsync rows read their payload (the movie).
+TITLE = f"""coalesce(case dialect
+  when 'kodisc' then {_json('request', '$.className')}
+  when 'viralsync' then coalesce(nullif({_json('payload', '$.movie.title')}, 'Untitled Movie'),
+                                 'project ' || {_json('request', '$.projectId')})
+  when 'rendercad' then case kind
+    when 'image' then {_json('request', '$.model')} || ' ' || {_json('request', '$.quality')}
+      || coalesce(nullif(' · ' || {_json('request', '$.condition')}, ' · auto'), '')
+    when 'video' then 'video ' || {_json('request', '$.camera')} || ' ' || {_json('request', '$.duration')} || ' s '
+      || {_json('request', '$.resolution')}
+    when 'video_convert' then 'GIF of ' || replace({_json('request', '$.video_url')}, rtrim(
+      {_json('request', '$.video_url')}, replace({_json('request', '$.video_url')}, '/', '')), '')
+    end
+  when 'hotfolder' then {_json('request', '$.file')}
+  else coalesce({_json('request', '$.tasks[0].input.className')}, {_json('request', '$.input.className')},
+                {_json('request', '$.tasks[0].renderer')}, {_json('request', '$.renderer')})
+  end, '')"""
+
+
 def list_all_jobs(db: sqlite_utils.Database, *, dialect: str | None = None, user_id: str | None = None,
                   status: str | None = None, kind: str | None = None, before: tuple[str, str] | None = None,
-                  limit: int = 50) -> list[dict]:
+                  search: str | None = None, limit: int = 50) -> list[dict]:
     """A page of jobs of every user, newest first, keyset-paged by (created_at, id) and read from an index
-    (m008/m009), so a page costs the same at 100,000 jobs as at 100. No request or payload columns."""
+    (m008/m009), so a page costs the same at 100,000 jobs as at 100. Each row has its ``title`` (TITLE) and the
+    length of its output (``media_s``), not the request or payload. ``search`` matches the id or the title (case
+    blind, anywhere in them): the index is walked newest first until a page has matched, so a rare term reads
+    every row's title."""
     where, params = ["deleted_at is null"], []
     for column, value in (("dialect", dialect), ("user_id", user_id), ("status", status), ("kind", kind)):
         if value:
@@ -138,13 +167,33 @@ def list_all_jobs(db: sqlite_utils.Database, *, dialect: str | None = None, user
     if before:
         where.append("(created_at, id) < (?, ?)")
         params += [before[0], before[1]]
+    if search:
+        term = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(f"(id like ? escape '\\' or {TITLE} like ? escape '\\')")
+        params += [term, term]
     # A user's jobs: their own index; a status (few running among many finished): the status index; else time.
     index = "" if user_id else "indexed by idx_jobs_all_status" if status else "indexed by idx_jobs_all"
     columns = ("id, dialect, user_id, kind, status, phase, progress, error, created_at, started_at, completed_at, "
-               "duration_ms")
+               f"duration_ms, expired_at, {TITLE} as title, {_json('result', '$.meta.duration')} as media_s")
     sql = (f"select {columns} from jobs {index} where {' and '.join(where)} "
            "order by created_at desc, id desc limit ?")
     return rows(db, sql, (*params, limit))
+
+
+def job_summary(db: sqlite_utils.Database, job_id: str) -> dict:
+    """One job's ``title`` and ``media_s``, as the listing has them."""
+    return one(db, f"select {TITLE} as title, {_json('result', '$.meta.duration')} as media_s from jobs "
+                   "where id = ?", (job_id,)) or {"title": "", "media_s": None}
+
+
+def charged(db: sqlite_utils.Database, job_ids: list[str]) -> dict[str, int]:
+    """What each of these jobs was charged (credits or RenderCAD tokens; the ledger's settled charges)."""
+    if not job_ids:
+        return {}
+    marks = ", ".join("?" * len(job_ids))
+    return {r["job_id"]: int(r["c"]) for r in rows(
+        db, f"select job_id, -sum(amount) as c from ledger where kind = 'charge' and job_id in ({marks}) "
+            "group by job_id", tuple(job_ids))}
 
 
 def user_names(db: sqlite_utils.Database, user_ids: set[str]) -> dict[str, str]:

@@ -15,7 +15,19 @@ from appliance.services.jobs import JobService
 from appliance.store import deliveries, jobs, ledger, operators, users
 from appliance.store.db import loads, rows
 
-DIALECTS = ("kodisc", "viralsync", "rendercad", "admin")
+DIALECTS = ("kodisc", "viralsync", "rendercad", "hotfolder", "admin")
+# Shown beside the filters: what the appliance's own dialects and the pipelines (kinds) are.
+DIALECT_HELP = {"kodisc": "Kodisc API (/api/v2): Manim scenes", "viralsync": "ViralSync API (/v1): Movie JSON, and "
+                "appliance render FILE.json", "rendercad": "RenderCAD API (/backend): images and image videos",
+                "hotfolder": "files dropped into the hot folder (hotfolder_dir)",
+                "admin": "the operator's own admin API: appliance render SCENE.py, appliance doctor --attack, "
+                         "scripts and tests (jobs of kind tasks)"}
+KIND_HELP = {"manim": "a Manim scene (split into ranges when long)", "movie": "a Movie JSON document: scenes, "
+             "then assembly", "image": "a RenderCAD image render", "video": "a RenderCAD image video",
+             "video_convert": "a RenderCAD video converted to GIF",
+             "tasks": "renderer tasks named directly through the admin API (no pipeline)"}
+COST_UNIT = {"rendercad": "tokens"}
+SEARCH_MAX = 200
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 PAGE = 50
 LOG_TAIL = 8 * 1024
@@ -42,9 +54,45 @@ def job_row(job: dict, names: dict[str, str]) -> dict:
             "completedAt": job["completed_at"], "durationMs": job["duration_ms"]}
 
 
+def _cost(job: dict, charged: dict[str, int]) -> str | None:
+    """What the job cost its owner, in its dialect's unit: credits (Kodisc, and manim jobs of the other entry
+    points), RenderCAD tokens, ViralSync render minutes (output length / 60)."""
+    if job["dialect"] == "viralsync":
+        return f"{job['media_s'] / 60:.2f} min" if job["status"] == "completed" and job["media_s"] else None
+    amount = charged.get(job["id"])
+    return f"{amount} {COST_UNIT.get(job['dialect'], 'credits')}" if amount is not None else None
+
+
+def _thumb(service: JobService, job: dict) -> tuple[str | None, str | None]:
+    """(URL of the picture the list shows, the output's main file name): the job's thumbnail, else its image."""
+    if job["status"] != "completed" or job["expired_at"]:
+        return None, None
+    try:
+        names = sorted(p.name for p in service.store.job_dir(job["id"]).iterdir() if not p.name.startswith("."))
+    except OSError:
+        return None, None
+    pictures = [n for n in names if n.lower().endswith(IMAGES)]
+    main = next((n for n in names if n.lower().endswith(VIDEO)), None) or (pictures[0] if pictures else None)
+    shown = "thumb.jpg" if "thumb.jpg" in names else pictures[0] if pictures else None
+    return (f"/dashboard/api/jobs/{job['id']}/files/{shown}" if shown else None), main
+
+
+def list_row(service: JobService, job: dict, names: dict[str, str], charged: dict[str, int]) -> dict:
+    """A row of the jobs list: the job, what a person calls it, a thumbnail, its output's length and its cost."""
+    thumb, main = _thumb(service, job)
+    title = job["title"] or ""
+    if job["dialect"] == "rendercad" and main:
+        title = f"{title} · {main}" if title else main
+    return {**job_row(job, names), "title": title, "thumb": thumb, "mediaS": job["media_s"],
+            "cost": _cost(job, charged)}
+
+
 def job_list(service: JobService, query: dict) -> dict:
-    """A page of every user's jobs, filtered by dialect, user (name), status and kind."""
-    filters = {k: (query.get(k) or "").strip() or None for k in ("dialect", "user", "status", "kind")}
+    """A page of every user's jobs, filtered by dialect, user (name), status and kind, and searched (``q``) by id
+    or title."""
+    filters = {k: (query.get(k) or "").strip() or None for k in ("dialect", "user", "status", "kind", "q")}
+    if filters["q"] and len(filters["q"]) > SEARCH_MAX:
+        raise ApplianceError(f"search at most {SEARCH_MAX} characters")
     if filters["status"] and filters["status"] not in STATUSES:
         raise ApplianceError(f"status must be one of: {', '.join(STATUSES)}")
     user_id = None
@@ -58,18 +106,20 @@ def job_list(service: JobService, query: dict) -> dict:
     except ValueError:
         raise ApplianceError("limit must be a number from 1 to 200") from None
     page = operators.list_all_jobs(service.db, dialect=filters["dialect"], user_id=user_id,
-                                   status=filters["status"], kind=filters["kind"],
+                                   status=filters["status"], kind=filters["kind"], search=filters["q"],
                                    before=_cursor(query.get("cursor")), limit=limit + 1)
     more, page = len(page) > limit, page[:limit]
     names = operators.user_names(service.db, {j["user_id"] for j in page})
+    charged = operators.charged(service.db, [j["id"] for j in page])
     last = page[-1] if page else None
-    return {"jobs": [job_row(j, names) for j in page],
+    return {"jobs": [list_row(service, j, names, charged) for j in page],
             "nextCursor": f"{last['created_at']}|{last['id']}" if more and last else None}
 
 
 def filter_options(service: JobService) -> dict:
     return {"dialects": list(DIALECTS), "statuses": list(STATUSES), "kinds": sorted(service.pipelines),
-            "users": [u["name"] for u in users.list_users(service.db)]}
+            "users": [u["name"] for u in users.list_users(service.db)], "dialectHelp": DIALECT_HELP,
+            "kindHelp": {k: KIND_HELP.get(k, "") for k in sorted(service.pipelines)}}
 
 
 # ---- one job --------------------------------------------------------------------------------------------------
@@ -94,8 +144,9 @@ def _media(files: list[dict]) -> dict:
     """The preview a job page plays: its video with a poster image, or its image."""
     videos = [f["url"] for f in files if f["name"].lower().endswith(VIDEO)]
     images = [f["url"] for f in files if f["name"].lower().endswith(IMAGES)]
-    if videos:
-        return {"video": videos[0], "poster": images[0] if images else None}
+    if videos:  # the poster: the small thumbnail, not Kodisc's full-size lossless image.png
+        thumbs = [f["url"] for f in files if f["name"] == "thumb.jpg"]
+        return {"video": videos[0], "poster": (thumbs or images or [None])[0]}
     return {"image": images[0]} if images else {}
 
 
@@ -115,8 +166,10 @@ def job_detail(service: JobService, job_id: str) -> dict:
     request = job["request"] or ""
     files = _files(service, job)
     active = job["status"] not in jobs.TERMINAL
+    summary = list_row(service, {**job, **operators.job_summary(service.db, job["id"])}, names,
+                       operators.charged(service.db, [job["id"]]))
     return {
-        "job": {**job_row(job, names), "expiredAt": job["expired_at"],
+        "job": {**summary, "expiredAt": job["expired_at"],
                 "request": request if len(request) <= REQUEST_SHOWN else request[:REQUEST_SHOWN] + "…",
                 "tasks": jobs.task_counts(service.db, job_id)},
         "tasks": [_task(t) for t in tasks],

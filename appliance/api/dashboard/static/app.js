@@ -79,9 +79,9 @@ function table(headers, rows, attrs) {
            h("tbody", {}, rows));
 }
 
-function select(name, options, value, blank) {
+function select(name, options, value, blank, help) {  // help: option -> tooltip
   return h("select", {name}, blank !== undefined ? h("option", {value: ""}, blank) : null,
-           options.map((o) => h("option", {value: o, selected: o === value}, o)));
+           options.map((o) => h("option", {value: o, selected: o === value, title: help && help[o]}, o)));
 }
 
 function later(fn, ms) { const t = setInterval(fn, ms); cleanups.push(() => clearInterval(t)); }
@@ -99,10 +99,15 @@ function follow(ids, onEvent, owned) {  // server-sent events of these jobs unti
 async function jobsPage(main) {
   const params = new URLSearchParams(location.search);
   const opts = await api("GET", "/filters");
+  const help = (map) => Object.entries(map).map(([k, v]) => `${k}: ${v}`).join("\n");
   const form = h("form", {class: "filters", id: "filters"},
-    h("label", {}, "Dialect ", select("dialect", opts.dialects, params.get("dialect"), "all")),
+    h("label", {}, "Search ", h("input", {name: "q", type: "search", value: params.get("q") || "",
+                                          placeholder: "id or title", size: 22})),
+    h("label", {title: help(opts.dialectHelp)}, "Dialect ",
+      select("dialect", opts.dialects, params.get("dialect"), "all", opts.dialectHelp)),
     h("label", {}, "Status ", select("status", opts.statuses, params.get("status"), "all")),
-    h("label", {}, "Kind ", select("kind", opts.kinds, params.get("kind"), "all")),
+    h("label", {title: help(opts.kindHelp)}, "Kind ", select("kind", opts.kinds, params.get("kind"), "all",
+                                                             opts.kindHelp)),
     h("label", {}, "User ", h("input", {name: "user", list: "user-names", value: params.get("user") || "",
                                         placeholder: "any"})),
     h("datalist", {id: "user-names"}, opts.users.map((u) => h("option", {value: u}))),
@@ -115,19 +120,32 @@ async function jobsPage(main) {
   });
   const body = h("tbody");
   const pager = h("p", {class: "pager"});
-  main.replaceChildren(h("h1", {}, "Jobs"), form,
-    h("table", {id: "jobs"}, h("thead", {}, h("tr", {}, ["Job", "Dialect", "Kind", "User", "Status", "Progress",
-                                                           "Created", "Took"].map((t) => h("th", {}, t)))), body),
+  const legend = h("p", {class: "muted small", id: "filter-help"},
+    h("strong", {}, "admin"), ` — ${opts.dialectHelp.admin}. `, h("strong", {}, "tasks"),
+    ` — ${opts.kindHelp.tasks || "renderer tasks named directly"}. `, h("strong", {}, "hotfolder"),
+    ` — ${opts.dialectHelp.hotfolder}.`);
+  main.replaceChildren(h("h1", {}, "Jobs"), form, legend,
+    h("table", {id: "jobs"}, h("thead", {}, h("tr", {}, ["", "Job", "Dialect", "Kind", "User", "Status",
+      "Progress", "Created", "Took", "Length", "Cost"].map((t) => h("th", {}, t)))), body),
     pager);
   let stream = null;
   cleanups.push(() => { if (stream) stream.close(); });
   const load = async () => {
     const page = await api("GET", "/jobs?" + params.toString());
-    body.replaceChildren(...page.jobs.map((j) => h("tr", {"data-job": j.id},
-      h("td", {}, h("a", {href: "/dashboard/jobs/" + encodeURIComponent(j.id)}, j.id)), h("td", {}, j.dialect),
-      h("td", {}, j.kind), h("td", {}, j.user), h("td", {class: "status"}, badge(j.status)),
-      h("td", {}, bar(j.progress)), h("td", {}, when(j.createdAt)), h("td", {}, secs(j.durationMs)))));
-    if (!page.jobs.length) body.append(h("tr", {}, h("td", {colspan: 8, class: "muted"}, "No jobs match.")));
+    body.replaceChildren(...page.jobs.map((j) => {
+      const link = "/dashboard/jobs/" + encodeURIComponent(j.id);
+      return h("tr", {"data-job": j.id},
+        h("td", {class: "thumb"}, j.thumb ? h("a", {href: link, tabindex: -1},
+          h("img", {src: j.thumb, alt: "", loading: "lazy"})) : h("span", {class: "nothumb"})),
+        h("td", {class: "job"}, h("a", {href: link, class: "title"}, j.title || j.id),
+          j.title ? h("div", {class: "muted small id"}, j.id) : ""),
+        h("td", {title: opts.dialectHelp[j.dialect] || null}, j.dialect),
+        h("td", {title: opts.kindHelp[j.kind] || null}, j.kind), h("td", {class: "user"}, j.user),
+        h("td", {class: "status"}, badge(j.status)), h("td", {}, bar(j.progress)), h("td", {}, when(j.createdAt)),
+        h("td", {}, secs(j.durationMs)), h("td", {}, j.mediaS ? j.mediaS.toFixed(1) + " s" : "–"),
+        h("td", {class: "cost"}, j.cost || "–"));
+    }));
+    if (!page.jobs.length) body.append(h("tr", {}, h("td", {colspan: 11, class: "muted"}, "No jobs match.")));
     pager.replaceChildren(
       params.get("cursor") ? h("a", {href: "?" + withParam(params, "cursor", null)}, "← Newest") : "",
       page.nextCursor ? h("a", {href: "?" + withParam(params, "cursor", page.nextCursor), id: "older"}, "Older →")
@@ -159,15 +177,21 @@ async function jobPage(main, jobId) {
   const head = h("div", {class: "jobhead"});
   const preview = h("section", {class: "preview", id: "preview"});
   const details = h("div", {id: "details"});
-  main.replaceChildren(h("p", {}, h("a", {href: "/dashboard/jobs"}, "← Jobs")), head, preview, details);
+  const grid = h("div", {class: "jobgrid", id: "jobgrid"}, preview, head);  // the picture wide, the facts beside
+  main.replaceChildren(h("p", {}, h("a", {href: "/dashboard/jobs"}, "← Jobs")), grid, details);
 
   const draw = () => {
     const j = data.job;
+    const several = data.tasks.length > 1;
     head.replaceChildren(
-      h("h1", {}, j.id, " ", badge(j.status)),
+      h("h1", {}, j.title || j.id, " ", badge(j.status)),
+      j.title ? h("p", {class: "muted small", id: "job-id"}, j.id) : "",
       h("p", {class: "muted"}, `${j.dialect} · ${j.kind} · user ${j.user} · phase ${j.phase} · created ` +
-        when(j.createdAt) + (j.durationMs !== null ? ` · took ${secs(j.durationMs)}` : "")),
-      h("div", {class: "progressline"}, bar(j.progress, "job-progress")),
+        when(j.createdAt) + (j.durationMs !== null ? ` · took ${secs(j.durationMs)}` : "") +
+        (j.mediaS ? ` · ${j.mediaS.toFixed(1)} s long` : "") + (j.cost ? ` · cost ${j.cost}` : "")),
+      // one number: a one-task job's bar is its task's; a job of several tasks shows their mean, and says so
+      h("div", {class: "progressline"}, bar(j.progress, "job-progress"),
+        several ? h("div", {class: "muted small", id: "progress-note"}, `mean of ${data.tasks.length} tasks`) : ""),
       j.error ? h("p", {class: "error", id: "job-error"}, j.error) : "",
       j.expiredAt ? h("p", {class: "muted"}, "Outputs removed on " + when(j.expiredAt) + " (retention).") : "",
       h("div", {class: "actions"},
@@ -232,6 +256,7 @@ async function jobPage(main, jobId) {
     } else {
       preview.replaceChildren();
     }
+    grid.classList.toggle("nomedia", !preview.childElementCount);
   };
 
   draw();
@@ -246,7 +271,14 @@ async function jobPage(main, jobId) {
     }, 700);
   };
   const es = follow([jobId], (ev) => {
+    // Live events carry the job's progress; the task rows come from the last GET. A one-task job's progress is
+    // its task's, so both bars take the event's number (they once showed 38 and 29 % until the next GET).
+    data.job.progress = ev.progress;
     setBar(document.getElementById("job-progress"), ev.progress);
+    if (data.tasks.length === 1) {
+      data.tasks[0].progress = ev.progress;
+      setBar(document.querySelector("#tasks tbody .bar"), ev.progress);
+    }
     refresh();
     if (TERMINAL.includes(ev.status)) es.close();
   });
