@@ -125,22 +125,27 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The subject's own colour where an upload's own alpha is partial: its clear or half-clear pixels hold
     whatever the exporter left there (black, white, the old backdrop); they take the colour of the nearby opaque
-    subject instead, blended back to their own as they become opaque. Local means at a working resolution."""
-    edge = (alpha > 0) & (alpha < 0.97)
-    if not edge.any():
-        return rgb
-    H, W = alpha.shape
+    subject instead, blended back to their own as they become opaque. Local means at a working resolution; the
+    full-resolution work only in the working blocks where the alpha is partial."""
     from renderers.image.matte import shrink, working_factor
 
+    H, W = alpha.shape
     f = working_factor(H, W)
+    small_alpha = shrink(alpha, f)
+    partial = (small_alpha > 0) & (small_alpha < 1)  # (the few rows shrink drops at the far edges keep theirs)
+    grown = cv2.dilate(partial.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    ys, xs = _band_pixels(grown, f, (0, 0, W, H))
+    a = alpha[ys, xs]
+    keep = (a > 0) & (a < 0.97)
+    if not keep.any():
+        return rgb
+    ys, xs, a = ys[keep], xs[keep], a[keep][:, None]
     small = shrink(rgb, f).astype(np.float32)
-    solid = shrink((alpha >= 0.97).astype(np.float32), f)
+    solid = (small_alpha >= 0.97).astype(np.float32)
     near, weight = _local_mean(small, solid, 3.0)
     wide, _ = _local_mean(small, solid, 12.0)
     colour = np.where((weight > 0.01)[..., None], near, wide)
-    ys, xs = np.nonzero(edge)
-    F = _sample(colour, (ys + 0.5) / f - 0.5, (xs + 0.5) / f - 0.5)
-    a = alpha[ys, xs][:, None]
+    F = _sample(np.ascontiguousarray(colour), (ys + 0.5) / f - 0.5, (xs + 0.5) / f - 0.5)
     weight_own = np.clip((a - 0.6) / 0.37, 0, 1)
     out = rgb.copy()
     out[ys, xs] = np.clip(F + (rgb[ys, xs] - F) * weight_own + 0.5, 0, 255).astype(np.uint8)
