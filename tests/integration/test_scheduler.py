@@ -137,7 +137,7 @@ def test_a_result_naming_files_outside_the_workdir_is_not_published(two_slots):
         assert job["status"] == "failed" and "unsafe output name" in job["error"], job
     assert not any((two_slots.data_dir / "outputs").iterdir())
     job = two_slots.wait(two_slots.submit("alice", "test.noop", {"symlink_to": str(two_slots.data_dir / "appliance.db")}))
-    assert job["status"] == "failed" and "not a regular file" in job["error"], job
+    assert job["status"] == "failed" and "is a symbolic link" in job["error"], job
 
 
 def test_per_user_cap_limits_running_tasks(make_server):
