@@ -219,7 +219,7 @@ def decide(plays: list[tuple[int, bool]], task_input: dict) -> model.Decision:
     if it beats the whole render by the model's margin (or the split is forced); else one range."""
     split = task_input["split"]
     workers, minimum = int(split["workers"]), int(split["minAnimations"])
-    cores, force = float(split.get("cores", workers)), bool(split.get("force", False))
+    cores, force = max(1.0, float(split.get("cores", workers))), bool(split.get("force", False))
     work = model.animation_work(plays, int(task_input["width"]), int(task_input["height"]))
     whole = model.whole_s(work, cores)
     best: tuple[float, list[tuple[int, int]]] | None = None

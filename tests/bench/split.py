@@ -1,16 +1,17 @@
-"""`make bench` split section: a 24-animation Kodisc scene on 1 worker vs 2, and a model of 8 and 16 workers.
+"""`make bench` split section: a 24-animation Kodisc scene in the default configuration on 2 CPU slots (the cost
+model decides at submit: on 2 free slots it renders whole, one ``manim`` task, asserted) and split in 2 (an
+explicit ``manim_split_max_workers`` = 2 forces it); the model's predictions beside the measured times.
 
-Model (Amdahl-style), per split job on W workers with W free cores:
-    T(W) = o + h + P + A + s + (W-1)/W * F + D/W
-o: the API and scheduling around one task (T1 - S1, from the 1-worker job); h: the two extra scheduler hops of
-the split DAG (the gaps between plan, ranges and assembly); P, A: the plan and assemble tasks; s: a task's
-start (fork, the scene code run, an empty scene; a 1-frame job's task); F = P - s: fast-forwarding every
-animation (the plan does exactly that; the last range fast-forwards (W-1)/W of them); D = S1 - s: drawing and
-encoding all frames (the 1-worker task S1 less its start). The W = 2 prediction is compared with the measured
-W = 2 time; 8 and 16 are the model's alone.
+The model (renderers/manim_split_model.py; constants calibrated by tests/bench/split_calibrate.py) predicts the
+seconds of the job's tasks on c free cores; a Kodisc job adds o, the API and scheduling around its tasks (T1 - S1,
+measured on the 1-worker job). Two predictions are printed:
+- from the constants alone, with c = 2 (the box's CPU slots): what the appliance decides on;
+- fitted to this run: c is set so that the model's whole render takes the measured 1-worker task S1 (the cores
+  the box really gave a render while other work ran on it), and the 2-way split is predicted on those cores.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import statistics
 import time
@@ -19,9 +20,11 @@ from pathlib import Path
 import httpx
 
 from appliance.store.db import parse_iso
+from renderers import manim_split
+from renderers import manim_split_model as model
 from tests.conftest import Server
 
-RUNS = 3
+RUNS = 5
 LONG = ("from manim import *\n\nclass Long(Scene):\n    def construct(self):\n"
         "        dots = VGroup(*[Dot(radius=0.08) for _ in range(40)]).arrange_in_grid(5, 8, buff=0.4)\n"
         "        square = Square(side_length=2, color=BLUE, fill_opacity=0.3)\n"
@@ -47,58 +50,91 @@ def _render(server: Server, auth: dict, code: str) -> tuple[float, list[dict]]:
     took = time.time() - started
     assert job["status"] == "completed", job
     with sqlite3.connect(server.data_dir / "appliance.db") as db:
-        rows = db.execute("select renderer, started_at, finished_at from tasks where job_id = ? order by idx",
+        rows = db.execute("select id, renderer, started_at, finished_at from tasks where job_id = ? order by idx",
                           (job_id,)).fetchall()
-    return took, [{"renderer": r, "start": parse_iso(a), "end": parse_iso(b), "s": parse_iso(b) - parse_iso(a)}
-                  for r, a, b in rows]
+    return took, [{"id": i, "renderer": r, "start": parse_iso(a), "end": parse_iso(b),
+                   "s": parse_iso(b) - parse_iso(a)} for i, r, a, b in rows]
 
 
-def _start(tmp: Path, name: str, workers: int) -> tuple[Server, dict]:
+def _start(tmp: Path, name: str, workers: str) -> tuple[Server, dict]:
     (tmp / name).mkdir()
-    server = Server(tmp / name, {"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_MANIM_SPLIT_MAX_WORKERS": str(workers)})
+    server = Server(tmp / name, {"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_MANIM_SPLIT_MAX_WORKERS": workers})
     server.start()
     server.cli("users", "create", "bench", "--credits", "100000")
     return server, {"Authorization": f"Bearer {server.new_key('bench', 'kodisc')['key']}"}
 
 
-def model(o: float, h: float, p: float, a: float, s: float, f: float, d: float, workers: int) -> float:
-    return o + h + p + a + s + (workers - 1) / workers * f + d / workers
+PLAYS = [(15, False)] * 24  # LONG: 24 animations of 0.5 s at 30 fps
+WIDTH, HEIGHT = 1280, 720  # "medium"
+
+
+def _plan_document(server: Server, tasks_row: dict) -> dict:
+    """The plan task's plan.json, from the artifact store."""
+    with sqlite3.connect(server.data_dir / "appliance.db") as db:
+        result = json.loads(db.execute("select result from tasks where id = ?", (tasks_row["id"],)).fetchone()[0])
+    digest = result["outputs"][result["files"]["plan"]]
+    return json.loads(next(server.data_dir.rglob(digest)).read_text())
+
+
+def _fit_cores(work: list, task_s: float) -> float:
+    """The cores c for which the model's whole render takes task_s (bisection; the model falls as c grows)."""
+    low, high = 0.05, 64.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if model.whole_s(work, mid) > task_s else (low, mid)
+    return (low + high) / 2
 
 
 def bench_split(tmp: Path) -> None:
-    one, one_auth = _start(tmp, "split1", 1)
-    two, two_auth = _start(tmp, "split2", 2)
+    one, one_auth = _start(tmp, "split1", "0")  # the default: the model decides
+    two, two_auth = _start(tmp, "split2", "2")  # forced: 2 ranges
     try:
         start_s = statistics.median(_render(one, one_auth, TINY + f"# {i}\n")[1][0]["s"] for i in range(3))
         singles, splits = [], []
-        for i in range(RUNS):  # alternating, so that a change in the machine's load hits both alike
-            singles.append(_render(one, one_auth, LONG + f"# run {i}\n"))
-            splits.append(_render(two, two_auth, LONG + f"# run {i}\n"))
-        assert all([t["renderer"] for t in tasks] == ["manim"] for _, tasks in singles)
+        sides = [(one, one_auth, singles), (two, two_auth, splits)]
+        for i in range(RUNS):  # alternating, each run in another order, so that the machine's load hits both alike
+            for server, auth, runs in sides[i % 2:] + sides[:i % 2]:
+                runs.append(_render(server, auth, LONG + f"# run {i}\n"))
+        assert all([t["renderer"] for t in tasks] == ["manim"] for _, tasks in singles)  # the model said: whole
         assert all(len(tasks) == 4 for _, tasks in splits), splits[0][1]
         t1, t2 = statistics.median(t for t, _ in singles), statistics.median(t for t, _ in splits)
         s1 = statistics.median(tasks[0]["s"] for _, tasks in singles)
         plan = statistics.median(tasks[0]["s"] for _, tasks in splits)
         assemble = statistics.median(tasks[-1]["s"] for _, tasks in splits)
         hops = statistics.median((tasks[-1]["start"] - max(t["end"] for t in tasks[1:-1]))
-                                 + (min(t["start"] for t in tasks[1:-1]) - tasks[0]["end"]) for _, tasks in splits)
-        o, f, d = t1 - s1, max(0.0, plan - start_s), s1 - start_s
-        _line("split: 24-animation scene, medium, API submit->completed", f"1 worker {t1:.2f} s | 2 workers "
-              f"{t2:.2f} s -> speed-up {t1 / t2:.2f} (runs {_runs(t for t, _ in singles)} | "
-              f"{_runs(t for t, _ in splits)})")
+                                 + (min(t["start"] for t in tasks[1:-1]) - tasks[0]["end"]) / 2
+                                 for _, tasks in splits)
+        document = _plan_document(two, splits[0][1][0])
+        ranges = [(a, b) for a, b, _ in document["ranges"]]
+        work = model.animation_work(PLAYS, WIDTH, HEIGHT)
+        o = t1 - s1
+        _line("split: 24-animation scene, medium, API submit->completed", f"default (model: whole, 1 task) "
+              f"{t1:.2f} s | forced 2 workers {t2:.2f} s -> forced split / default {t2 / t1:.2f}x (runs "
+              f"{_runs(t for t, _ in singles)} | {_runs(t for t, _ in splits)})")
         _line("  parts (medians)", f"1-worker task {s1:.2f} s; plan {plan:.2f} s, ranges "
-              f"{_runs(t['s'] for t in splits[0][1][1:-1])} s (run 0), assemble {assemble:.2f} s, hops {hops:.2f} s"
-              f", task start {start_s:.2f} s")
-        params = (o, hops, plan, assemble, start_s, f, d)
-        predicted = {w: model(*params, w) for w in (2, 8, 16)}
-        _line("  model T(2) vs measured", f"{predicted[2]:.2f} s vs {t2:.2f} s "
-              f"({(predicted[2] - t2) / t2 * 100:+.0f} %)")
-        _line("  model T(8), T(16) (as many free cores)", f"{predicted[8]:.2f} s -> {t1 / predicted[8]:.2f}x, "
-              f"{predicted[16]:.2f} s -> {t1 / predicted[16]:.2f}x; limit (W -> inf) "
-              f"{t1 / (o + hops + plan + assemble + start_s + f):.2f}x")
+              f"{_runs(t['s'] for t in splits[0][1][1:-1])} s (run 0), assemble {assemble:.2f} s, hop {hops:.2f} s"
+              f", task start {start_s:.2f} s, API around a task {o:.2f} s")
+        whole2, split2 = o + model.whole_s(work, 2), o + model.split_s(work, ranges, 2)
+        _line("  model, constants, 2 cores: 1 | 2 workers", f"{whole2:.2f} s vs {t1:.2f} s ({_err(whole2, t1)}) | "
+              f"{split2:.2f} s vs {t2:.2f} s ({_err(split2, t2)}); plan task said {document['predicted']}")
+        cores = _fit_cores(work, s1)
+        fitted = o + model.split_s(work, ranges, cores)
+        _line("  model, fitted to this run: 2 workers", f"{fitted:.2f} s vs {t2:.2f} s measured ({_err(fitted, t2)})"
+              f"; the box gave a render {cores:.2f} cores")
+        for cores in (4, 8, 16):
+            decision = manim_split.decide(PLAYS, {"width": WIDTH, "height": HEIGHT, "split": {
+                "workers": cores, "minAnimations": 12, "cores": cores}})
+            _line(f"  model, {cores} free cores", f"whole {decision.whole_s + o:.2f} s, "
+                  + (f"split in {len(decision.ranges)} {decision.split_s + o:.2f} s -> "
+                     f"{decision.whole_s / decision.split_s:.2f}x" if len(decision.ranges) > 1 else
+                     f"renders whole (best split {decision.split_s + o:.2f} s)" if decision.split_s else "whole"))
     finally:
         one.stop()
         two.stop()
+
+
+def _err(predicted: float, measured: float) -> str:
+    return f"{(predicted - measured) / measured * 100:+.0f} %"
 
 
 def _runs(values) -> str:

@@ -15,8 +15,8 @@ so that other work on the box moves the figures little.
   animation.
 
 START_S, HOP_S and ASSEMBLE_S are wall times of the appliance's own tasks, the medians that ``make bench``'s split
-section prints ("task start", "hops", "assemble"): they are the sandbox, the verifier and the scheduler more than
-CPU work.
+section prints ("task start", "hop", "assemble") when the box is quiet: they are the sandbox, the verifier and the
+scheduler more than CPU work.
 """
 from __future__ import annotations
 
