@@ -65,6 +65,14 @@ def test_a_crash_by_signal_is_a_readable_failure_and_the_server_keeps_serving(tw
     assert two_slots.wait(two_slots.submit("bob", "test.noop"))["status"] == "completed"
 
 
+def until(condition, what: str, timeout: float = 30) -> None:
+    """Wait for a condition the server reaches within moments; never a fixed sleep."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_timeout_kills_the_task(make_server):
     server = make_server({"APPLIANCE_RENDER_TIMEOUT_S": "1", "APPLIANCE_PRELOAD": "PIL"})
     server.cli("users", "create", "alice")
@@ -77,8 +85,7 @@ def test_cancel_kills_a_running_task(two_slots):
     two_slots.wait(job_id, statuses=("running",))
     r = httpx.post(f"{two_slots.url}/admin/jobs/{job_id}/cancel", headers=two_slots.admin_headers())
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
-    time.sleep(0.5)
-    assert two_slots.job(job_id)["tasks"][0]["status"] == "cancelled"
+    until(lambda: two_slots.job(job_id)["tasks"][0]["status"] == "cancelled", "the task cancelled")
     again = httpx.post(f"{two_slots.url}/admin/jobs/{job_id}/cancel", headers=two_slots.admin_headers())
     assert again.status_code == 409
 
@@ -146,7 +153,8 @@ def test_per_user_cap_limits_running_tasks(make_server):
     server.cli("users", "create", "bob")
     a = [server.submit("alice", "test.sleep", {"seconds": 1.0}) for _ in range(2)]
     b = server.submit("bob", "test.sleep", {"seconds": 1.0})
-    time.sleep(0.6)
+    server.wait(b, statuses=("running",))  # admitted together with alice's first: both slots are taken now
+    server.wait(a[0], statuses=("running",))
     assert [server.job(i)["status"] for i in a] == ["running", "queued"]
     assert server.job(b)["status"] == "running"
     assert all(server.wait(i)["status"] == "completed" for i in [*a, b])
