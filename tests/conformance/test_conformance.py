@@ -25,7 +25,8 @@ FULL_FPS = 15  # the CLI's -ql rate; "low" is 854x480 either way
 def appliance(tmp_path_factory):
     """One server for the module: scenes run one after another, each while the CLI renders its reference."""
     data = tmp_path_factory.mktemp("conformance")
-    server = Server(data, {"APPLIANCE_CPU_SLOTS": "2"}).start()
+    # an explicit manim_split_max_workers forces the split path (on 2 free slots the cost model renders whole)
+    server = Server(data, {"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "2"}).start()
     try:
         server.cli("users", "create", "ada", "--credits", "100000")
         server.auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
