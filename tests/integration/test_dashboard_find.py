@@ -5,6 +5,7 @@ progress number. A real server, real renders, Debian's headless Chromium."""
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import time
 
@@ -51,7 +52,12 @@ def studio(tmp_path_factory):
     httpx.put(put["presigned_url"], content=photo(size=(320, 240)), headers={"Content-Type": "image/jpeg"},
               timeout=30).raise_for_status()
     httpx.post(base + "finalize_job", json={"job_id": srv.render}, headers=rc, timeout=10).raise_for_status()
-    for job_id in (srv.kodisc, srv.movie, srv.untitled, srv.render):
+    assert srv.wait(srv.render, timeout=180)["status"] == "completed"
+    video = srv.url + "/backend/video.php?action="
+    srv.video = httpx.post(video + "create_job", headers=rc, timeout=10, json={
+        "image_url": f"{srv.url}/renders/{srv.render}", "camera": "zoom-in", "duration": 4}).json()["job_id"]
+    httpx.post(video + "finalize_job", json={"job_id": srv.video}, headers=rc, timeout=10).raise_for_status()
+    for job_id in (srv.kodisc, srv.movie, srv.untitled, srv.video):
         assert srv.wait(job_id, timeout=180)["status"] == "completed", job_id
     yield srv
     srv.stop()
@@ -64,11 +70,14 @@ def test_list_names_pictures_and_prices_each_job_and_searches(studio):
     assert "admin API" in opts["dialectHelp"]["admin"] and "admin API" in opts["kindHelp"]["tasks"]
     rows = {j["id"]: j for j in client.get("/dashboard/api/jobs").json()["jobs"]}
     kodisc, movie, render = rows[studio.kodisc], rows[studio.movie], rows[studio.render]
-    assert (kodisc["title"], kodisc["user"]) == ("Tiny", "admin") and kodisc["cost"].endswith(" credits")
+    assert (kodisc["title"], kodisc["user"]) == ("Tiny", "admin") and re.fullmatch(r"\d+ credits?", kodisc["cost"])
     assert kodisc["mediaS"] == pytest.approx(1.0, abs=0.1)
     assert movie["title"] == "Find me: teaser" and movie["cost"] == "0.02 min" and movie["mediaS"] == 1.0
     assert rows[studio.untitled]["title"] == "project proj_untitled"  # no title: the projectId
-    assert render["title"].startswith("classic standard") and render["cost"] == "1 tokens", render
+    assert render["title"] == "classic standard · render.jpg" and render["cost"] == "1 token", render
+    video = rows[studio.video]  # a video alone: the list shows its first frame
+    assert video["title"].startswith("video zoom-in 4 s 720p · ") and video["thumbIsVideo"], video
+    assert video["cost"] == "4 tokens" and video["mediaS"] == pytest.approx(4.0, abs=0.05)
     for row in (kodisc, movie, render):  # each thumbnail is a picture the signed-in page can load
         got = client.get(row["thumb"])
         assert got.status_code == 200 and Image.open(io.BytesIO(got.content)).size[0] > 0, row
@@ -95,6 +104,8 @@ def test_in_chromium(studio, browser):  # noqa: F811
         wait_for(d, lambda d, job_id=job_id: d.execute_script(
             "return arguments[0].naturalWidth", d.find_element(
                 By.CSS_SELECTOR, f'#jobs tr[data-job="{job_id}"] td.thumb img')) > 0, 30, "thumbnail")
+    wait_for(d, lambda d: d.execute_script("return arguments[0].readyState", d.find_element(
+        By.CSS_SELECTOR, f'#jobs tr[data-job="{studio.video}"] td.thumb video')) >= 1, 30, "video thumbnail")
     row = d.find_element(By.CSS_SELECTOR, f'#jobs tr[data-job="{studio.movie}"]')
     assert "Find me: teaser" in row.text and "admin" in row.text and "0.02 min" in row.text and "1.0 s" in row.text
     dialect = Select(d.find_element(By.CSS_SELECTOR, '#filters select[name="dialect"]'))

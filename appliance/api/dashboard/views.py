@@ -26,7 +26,7 @@ KIND_HELP = {"manim": "a Manim scene (split into ranges when long)", "movie": "a
              "then assembly", "image": "a RenderCAD image render", "video": "a RenderCAD image video",
              "video_convert": "a RenderCAD video converted to GIF",
              "tasks": "renderer tasks named directly through the admin API (no pipeline)"}
-COST_UNIT = {"rendercad": "tokens"}
+COST_UNIT = {"rendercad": "token"}
 SEARCH_MAX = 200
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 PAGE = 50
@@ -60,7 +60,10 @@ def _cost(job: dict, charged: dict[str, int]) -> str | None:
     if job["dialect"] == "viralsync":
         return f"{job['media_s'] / 60:.2f} min" if job["status"] == "completed" and job["media_s"] else None
     amount = charged.get(job["id"])
-    return f"{amount} {COST_UNIT.get(job['dialect'], 'credits')}" if amount is not None else None
+    if amount is None:
+        return None
+    unit = COST_UNIT.get(job["dialect"], "credit")
+    return f"{amount} {unit}" if amount == 1 else f"{amount} {unit}s"
 
 
 def _thumb(service: JobService, job: dict) -> tuple[str | None, str | None]:
@@ -73,7 +76,8 @@ def _thumb(service: JobService, job: dict) -> tuple[str | None, str | None]:
         return None, None
     pictures = [n for n in names if n.lower().endswith(IMAGES)]
     main = next((n for n in names if n.lower().endswith(VIDEO)), None) or (pictures[0] if pictures else None)
-    shown = "thumb.jpg" if "thumb.jpg" in names else pictures[0] if pictures else None
+    # a thumbnail, else a picture; a video alone (a RenderCAD image video) is shown by its first frame
+    shown = "thumb.jpg" if "thumb.jpg" in names else pictures[0] if pictures else main
     return (f"/dashboard/api/jobs/{job['id']}/files/{shown}" if shown else None), main
 
 
@@ -83,7 +87,8 @@ def list_row(service: JobService, job: dict, names: dict[str, str], charged: dic
     title = job["title"] or ""
     if job["dialect"] == "rendercad" and main:
         title = f"{title} · {main}" if title else main
-    return {**job_row(job, names), "title": title, "thumb": thumb, "mediaS": job["media_s"],
+    return {**job_row(job, names), "title": title, "thumb": thumb,
+            "thumbIsVideo": bool(thumb and thumb.lower().endswith(VIDEO)), "mediaS": job["media_s"],
             "cost": _cost(job, charged)}
 
 

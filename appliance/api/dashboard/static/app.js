@@ -135,8 +135,9 @@ async function jobsPage(main) {
     body.replaceChildren(...page.jobs.map((j) => {
       const link = "/dashboard/jobs/" + encodeURIComponent(j.id);
       return h("tr", {"data-job": j.id},
-        h("td", {class: "thumb"}, j.thumb ? h("a", {href: link, tabindex: -1},
-          h("img", {src: j.thumb, alt: "", loading: "lazy"})) : h("span", {class: "nothumb"})),
+        h("td", {class: "thumb"}, j.thumb ? h("a", {href: link, tabindex: -1}, j.thumbIsVideo
+          ? h("video", {src: j.thumb + "#t=0.1", preload: "metadata", muted: true, playsinline: true})
+          : h("img", {src: j.thumb, alt: "", loading: "lazy"})) : h("span", {class: "nothumb"})),
         h("td", {class: "job"}, h("a", {href: link, class: "title"}, j.title || j.id),
           j.title ? h("div", {class: "muted small id"}, j.id) : ""),
         h("td", {title: opts.dialectHelp[j.dialect] || null}, j.dialect),
