@@ -69,15 +69,16 @@ class Canvas:
 
     # subject parts
     def part(self, draw: Callable[[np.ndarray, Callable[[float], int]], None], color, shade: str = "cyl",
-             gloss: float = 0.0, grain: float = 0.0, hole_draw=None) -> Canvas:
+             gloss: float = 0.0, grain: float = 0.0) -> Canvas:
         """A part of the subject: its coverage from `draw` (coordinates in photo pixels, scaled by `s`), its
-        colour shaded across its bounding box."""
+        colour shaded across its bounding box (only that box is computed: outside it the coverage is 0)."""
         big = np.zeros((self.h * SS, self.w * SS), np.uint8)
         draw(big, lambda v: int(round(v * SS)))
         cov = cv2.resize(big, (self.w, self.h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
         x, y, bw, bh = cv2.boundingRect((cov > 0).astype(np.uint8))
-        u = np.clip((np.arange(self.w, dtype=np.float32) - x) / max(bw, 1), 0, 1)[None, :]
-        v = np.clip((np.arange(self.h, dtype=np.float32) - y) / max(bh, 1), 0, 1)[:, None]
+        box = np.s_[y:y + bh, x:x + bw]
+        u = np.clip((np.arange(x, x + bw, dtype=np.float32) - x) / max(bw, 1), 0, 1)[None, :]
+        v = np.clip((np.arange(y, y + bh, dtype=np.float32) - y) / max(bh, 1), 0, 1)[:, None]
         if shade == "cyl":
             s = 0.72 + 0.34 * np.sin(np.pi * u) - 0.06 * v
         elif shade == "flat":
@@ -89,10 +90,11 @@ class Canvas:
             col += gloss * 255 * np.exp(-((u - 0.3) / 0.06) ** 2)[..., None] * (0.6 + 0.4 * (1 - v))[..., None]
         if grain:
             streak = cv2.resize(self.rng.random((self.h // 3 + 1, 8)).astype(np.float32), (self.w, self.h))
-            col *= (1 + grain * (streak - 0.5))[..., None]
+            col *= (1 + grain * (streak[box] - 0.5))[..., None]
         col = np.clip(col, 0, 255)
-        self.img = self.img * (1 - cov[..., None]) + col * cov[..., None]
-        self.cover = 1 - (1 - self.cover) * (1 - cov)
+        c = cov[box][..., None]
+        self.img[box] = self.img[box] * (1 - c) + col * c
+        self.cover[box] = 1 - (1 - self.cover[box]) * (1 - cov[box])
         return self
 
     def finish(self, name: str, noise: float = 2.0, jpeg: bool = True, dark: bool = False) -> Photo:
