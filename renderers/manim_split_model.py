@@ -26,7 +26,11 @@ model assumes, so the model underrates what splitting it would gain (it errs tow
 
 Calibration (``.venv/bin/python -m tests.bench.split_calibrate``, on the 2-core reference box, 2026-12-07):
 CPU seconds of tasks forked from a process that has imported Manim, for the 24-animation scene of ``make bench``'s
-split section at 1280x720 and 640x360, drawn with and without the encoder. START_S, HOP_S and ASSEMBLE_S are wall
+split section at 1280x720 and 640x360, drawn with and without the encoder. The constants are the first run's; a
+second run (load average 5 from other work both times) gave draw 4.48 / 3.92 ms a frame at 1280x720 / 640x360
+(first: 4.76 / 3.29), encode 13.78 / 3.49 ms (11.72 / 3.72), replay 6.84 ms an animation (6.76), a frozen frame
+0.345 of an encode: the split between the fixed and the per-megapixel parts moves, a frame's total at 1280x720 by
+11 %, and no decision the model makes on 2 or 16 cores. START_S, HOP_S and ASSEMBLE_S are wall
 times of the appliance's own tasks (the sandbox, the verifier, the scheduler more than CPU work): the medians
 ``make bench``'s split section printed on a quieter moment of the same box (task start 0.18 s, assemble 0.22 s,
 hops 0.00 s), rounded up.
@@ -44,7 +48,7 @@ DRAW_S_FRAME = 0.0028  # drawing a frame: the fixed part (measured 0.00280)
 DRAW_S_MPX = 0.0021  # ... and per megapixel (measured 0.00213)
 ENCODE_S_FRAME = 0.0010  # encoding a frame (x264, CPU seconds over its threads): fixed (measured 0.00105)
 ENCODE_S_MPX = 0.0116  # ... and per megapixel (measured 0.01157)
-FROZEN_ENCODE = 0.2  # a repeated frame costs this share of an encode, and no draw
+FROZEN_ENCODE = 0.35  # a repeated frame costs this share of an encode, and no draw (measured 0.345)
 MARGIN = 0.9  # split only where the model predicts at least a 10 % shorter render
 
 

@@ -11,6 +11,8 @@ so that other work on the box moves the figures little.
   per megapixel, cairo's);
 - ENCODE_S_FRAME, ENCODE_S_MPX: the same scene with the encoder on, less the draw-only run, fitted the same way
   (x264; its CPU time over all its threads);
+- FROZEN_ENCODE: the scene's mobjects held by one static ``wait`` of as many frames (one frame drawn, then
+  encoded as repeats), less START_S and one frame's draw, over the encode of as many drawn frames;
 - REPLAY_S: the plan task on that scene (every animation fast-forwarded, nothing drawn) less START_S, per
   animation.
 
@@ -105,6 +107,10 @@ def main() -> int:
         encode = (per_frame[SIZES[0]][1] - per_frame[SIZES[1]][1]) / (mpx1 - mpx2)
         print(f"ENCODE_S_FRAME {per_frame[SIZES[1]][1] - encode * mpx2:.5f}")
         print(f"ENCODE_S_MPX {encode:.5f}")
+        frozen_code = LONG.split("        for i in")[0] + f"        self.wait({FRAMES / FPS})\n"
+        frozen = (_median(whole(scene(1280, 720, frozen_code)), root) - start) / FRAMES
+        print(f"FROZEN_ENCODE {(frozen - per_frame[SIZES[0]][0] / FRAMES) / per_frame[SIZES[0]][1]:.3f}  "
+              f"({frozen * 1000:.2f} ms a frozen frame at 1280x720)")
         split = {"split": {"workers": 1, "minAnimations": 2, "cores": 1}}
         plan = _median(lambda work: manim_split.plan({**scene(1280, 720), **split}, work, quiet), root)
         print(f"REPLAY_S     {(plan - start) / ANIMATIONS:.5f}  (plan {plan:.3f} s for {ANIMATIONS} animations)")
