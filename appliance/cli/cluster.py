@@ -40,7 +40,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("scheduler", help="run the Dask scheduler: loopback unless --host, TLS with --tls-dir")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; give the "
                    "LAN address for workers on other machines, with --tls-dir)")
-    p.add_argument("--port", type=int, default=8786)
+    p.add_argument("--port", type=int, default=8786, help="the port to listen on (default 8786)")
     p.add_argument("--tls-dir", help="the folder of cluster init: ca.pem, scheduler.pem, scheduler.key")
     p.set_defaults(func=cmd_scheduler)
 
