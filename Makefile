@@ -7,7 +7,7 @@ STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
 MANIM_KODISC := 1.1.5
 
-.PHONY: run test lint bench fuzz install apt doctor clean install-service conformance
+.PHONY: run test lint bench fuzz install apt doctor clean install-service conformance example-media
 
 run: install
 	@$(VENV)/bin/appliance init --data-dir $(DATA_DIR)
@@ -20,6 +20,10 @@ test: install lint
 lint: install
 	$(VENV)/bin/ruff check appliance renderers
 	$(VENV)/bin/mypy appliance renderers
+
+# The examples' media (examples/media/, committed): scripts/make-example-media.py makes them again.
+example-media: install
+	$(VENV)/bin/python scripts/make-example-media.py
 
 # Every scene and Movie document of the conformance suites against the references (the manim CLI; an oracle
 # computed from each document); `make test` runs a fast subset of each.
