@@ -88,11 +88,11 @@ def test_a_split_scene_shows_its_live_frame_in_chromium(make_server, browser):
     d.find_element(By.CSS_SELECTOR, "#signin button").click()
     wait_for(d, lambda d: d.find_elements(By.CSS_SELECTOR, f'#jobs tr[data-job="{job_id}"]'), what="jobs list")
     d.get(f"{server.url}/dashboard/jobs/{job_id}")
-    frame = wait_for(d, lambda d: d.find_element(By.ID, "live-frame"), what="live frame element")
-    # 854x480 (low) shrunk to 320 px wide: a frame a range task drew, shown while the job renders
-    wait_for(d, lambda d: d.execute_script("return arguments[0].naturalWidth", frame) == 320, 180, "live frame")
-    assert d.execute_script("return arguments[0].naturalHeight", frame) == 180
-    assert "Refreshed" in d.find_element(By.ID, "live-note").text
+    # 854x480 (low) shrunk to 320 px wide: a frame a range task drew, shown while the job renders. The page redraws
+    # as progress arrives, so every element is looked up afresh inside the wait.
+    size = "const i = document.getElementById('live-frame'); return i ? [i.naturalWidth, i.naturalHeight] : null"
+    wait_for(d, lambda d: d.execute_script(size) == [320, 180], 180, "live frame")
+    wait_for(d, lambda d: "Refreshed" in d.find_element(By.ID, "live-note").text, 30, "live note")
     assert "manim.range" in running_tasks(server, job_id)  # the plan is done: the frame is a range's
     assert "manim" not in running_tasks(server, job_id)  # (no single task: the job is split)
 
@@ -114,6 +114,6 @@ def test_a_split_scene_shows_its_live_frame_in_chromium(make_server, browser):
     else:
         raise AssertionError("the live frame did not change while the range rendered")
 
-    d.find_element(By.ID, "cancel").click()
+    wait_for(d, lambda d: d.find_element(By.ID, "cancel").click() or True, 30, "cancel clicked")
     wait_for(d, lambda d: d.find_element(By.CSS_SELECTOR, ".jobhead .badge").text == "cancelled", 30, "cancelled")
     assert server.job(job_id)["status"] == "cancelled"
