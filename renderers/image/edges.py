@@ -27,6 +27,7 @@ def _luma_chroma(rgb: np.ndarray) -> np.ndarray:
     """(n, 3) RGB differences as weighted (Y, Cb, Cr): cv2.transform (numpy's matmul of a tall (n, 3) by a 3x3
     takes a slow path)."""
     return cv2.transform(np.ascontiguousarray(rgb, dtype=np.float32)[:, None, :], LUMA_CHROMA)[:, 0, :]
+REACH = 1.5  # working pixels beyond the working mask's edge where the colour line may still find subject
 SNAP = 0.06  # alphas this close to 0 or 1 are 0 or 1 (noise, not coverage)
 
 
@@ -102,7 +103,11 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
         # remap is exact for up to 4 channels (more take a coarser fixed-point path)
         got = _sample(np.ascontiguousarray(np.dstack([subject, soft])), yy, xx)
         F, prior = got[:, :3], got[:, 3]
-        B = _sample(np.ascontiguousarray(backdrop), yy, xx)
+        # how far inside the working edge (working pixels, negative outside): the colour line may widen the
+        # subject by REACH beyond it, no further (a shadow darker than the backdrop nearby is no subject)
+        depth = cv2.distanceTransform(crop_m, cv2.DIST_L2, 3) - cv2.distanceTransform(1 - crop_m, cv2.DIST_L2, 3)
+        got = _sample(np.ascontiguousarray(np.dstack([backdrop, depth])), yy, xx)
+        B, reach = got[:, :3], np.clip(got[:, 3] + REACH, 0, 1)
         flat = (ys - Y0).astype(np.int64) * (X1 - X0) + (xs - X0)
         pixels = fg.reshape(-1, 3)
         seen = pixels[flat].astype(np.float32)
@@ -110,7 +115,7 @@ def refine(rgb: np.ndarray, work) -> tuple[np.ndarray, np.ndarray, tuple[int, in
         ee = np.einsum("ij,ij->i", e, e)
         a = np.clip(np.einsum("ij,ij->i", d, e) / (ee + 1e-3), 0, 1)
         trust = np.clip(np.sqrt(ee) * np.float32(1 / CONTRAST), 0, 1)
-        alpha.reshape(-1)[flat] = (trust * a + (1 - trust) * prior) * 255 + 0.5
+        alpha.reshape(-1)[flat] = (trust * a + (1 - trust) * prior) * reach * 255 + 0.5
         alpha = cv2.blur(alpha, (3, 3))  # the colour line's per-pixel noise, down by 3
         snap = int(SNAP * 255)
         alpha = cv2.threshold(alpha, snap, 0, cv2.THRESH_TOZERO)[1]
