@@ -13,7 +13,7 @@ from appliance import settings as settings_mod
 from appliance.cli import backup, operator
 from appliance.cli.text import table
 from appliance.errors import ApplianceError
-from appliance.store import ledger, users
+from appliance.store import jobs, ledger, users
 from appliance.store.db import open_db
 
 
@@ -111,11 +111,13 @@ def cmd_users_create(args) -> int:
 def cmd_users_list(args) -> int:
     db = _db(args)
     rows = []
+    disk = jobs.disk_by_user(db)
     for user in users.list_users(db):
         bal = ledger.balance(db, user["id"])
         credits = f"{bal['total']} (free {bal['free']}, paid {bal['paid']})"
-        rows.append((user["name"], user["id"], user["plan"], credits))
-    _print(table(("NAME", "ID", "PLAN", "CREDITS"), rows))  # a header over the rows; nothing when there are none
+        on_disk = f"{disk.get(user['id'], 0) / 1e6:.1f} MB"  # the outputs of their completed jobs
+        rows.append((user["name"], user["id"], user["plan"], credits, on_disk))
+    _print(table(("NAME", "ID", "PLAN", "CREDITS", "DISK"), rows))  # a header over the rows; none: nothing
     return 0
 
 
@@ -172,8 +174,6 @@ def cmd_keys_revoke(args) -> int:
 
 
 def cmd_jobs_list(args) -> int:
-    from appliance.store import jobs
-
     rows = jobs.list_jobs(_db(args), status=args.status, limit=args.limit)
     # columns as wide as their content: RenderCAD ids (UUIDs, render_…) are longer than the other dialects'
     _print(table(("ID", "DIALECT", "KIND", "STATUS", "DONE", "CREATED", "ERROR"),
@@ -184,7 +184,6 @@ def cmd_jobs_list(args) -> int:
 
 def cmd_jobs_show(args) -> int:
     from appliance.api.admin import public_job
-    from appliance.store import jobs
 
     db = _db(args)
     job = jobs.get_job(db, args.job_id)

@@ -44,6 +44,11 @@ class Store:
             shutil.rmtree(dest)
         os.rename(staging, dest)
 
+    def size(self, job_id: str) -> int:
+        """Bytes of a job's published outputs (each file by its own size, links to one artifact included)."""
+        with os.scandir(self.job_dir(job_id)) as entries:
+            return sum(entry.stat(follow_symlinks=False).st_size for entry in entries if entry.is_file())
+
     def file_path(self, job_id: str, name: str) -> Path | None:
         if "/" in name or name.startswith("."):
             return None

@@ -333,7 +333,7 @@ class Scheduler:
                                       "the reserve was refunded")
                 return
         jobs.update_job(self.db, job_id, status="completed", phase="done", progress=1.0, result=dumps(result),
-                        duration_ms=duration_ms, completed_at=now_iso(finished))
+                        duration_ms=duration_ms, completed_at=now_iso(finished), output_bytes=self.store.size(job_id))
         self._end(job_id, "completed")
 
     @staticmethod

@@ -51,6 +51,13 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
     return require_job(db, job_id)
 
 
+def disk_by_user(db: sqlite_utils.Database) -> dict[str, int]:
+    """user id -> bytes of the outputs of their completed jobs that are still on disk."""
+    return {row[0]: int(row[1] or 0) for row in db.execute(
+        "SELECT user_id, sum(output_bytes) FROM jobs WHERE status = 'completed' AND expired_at IS NULL "
+        "AND deleted_at IS NULL GROUP BY user_id")}
+
+
 def failed_since(db: sqlite_utils.Database, user_id: str, since: str) -> int:
     """How many of the user's jobs created since ``since`` (ISO) failed (the (user_id, created_at) index)."""
     row = db.execute("SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ? AND status = 'failed'",

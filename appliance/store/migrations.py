@@ -146,3 +146,10 @@ def m009_operators(db) -> None:
     db.execute("create index if not exists idx_jobs_all on jobs (created_at, id) where deleted_at is null")
     db.execute("create index if not exists idx_jobs_all_status on jobs (status, created_at, id) "
                "where deleted_at is null")
+
+
+@migrations()
+def m010_job_output_bytes(db) -> None:
+    """What a completed job's outputs take on disk, recorded when they are published: the operator's per-user
+    disk accounting (dashboard Users, `appliance users list`) reads a sum, never a walk of outputs/."""
+    db["jobs"].add_column("output_bytes", int)

@@ -59,9 +59,9 @@ def test_users_credits_and_keys(server):
     user_id = out.strip()
     ok(d, "users", "create", "bob")
     header, *listing = ok(d, "users", "list").splitlines()
-    assert header.split() == ["NAME", "ID", "PLAN", "CREDITS"] and len(listing) == 2, (header, listing)
+    assert header.split() == ["NAME", "ID", "PLAN", "CREDITS", "DISK"] and len(listing) == 2, (header, listing)
     ada = next(line for line in listing if line.startswith("ada "))
-    assert ada.split()[1:4] == [user_id, "pro", "25"] and ada.endswith(" 25 (free 0, paid 25)"), ada
+    assert ada.split()[1:4] == [user_id, "pro", "25"] and ada.endswith(" 25 (free 0, paid 25)  0.0 MB"), ada
     bob = next(line for line in listing if line.startswith("bob "))
     assert bob.split()[2:4] == ["studio", "0"], bob
     duplicate = run_cli(d, "users", "create", "ada")

@@ -60,9 +60,9 @@ def test_list_values_sit_under_their_headers(server):
     ok(d, "users", "create", "a-much-longer-user-name-than-sixteen")
     header, *listing = ok(d, "users", "list").splitlines()
     ada = columns(header, next(line for line in listing if line.startswith("ada ")), ["NAME", "ID", "PLAN",
-                                                                                       "CREDITS"])
-    assert ada["PLAN"] == "pro" and ada["CREDITS"] == "25 (free 0, paid 25)", ada
-    long = columns(header, listing[-1], ["NAME", "ID", "PLAN", "CREDITS"])
+                                                                                       "CREDITS", "DISK"])
+    assert ada["PLAN"] == "pro" and ada["CREDITS"] == "25 (free 0, paid 25)" and ada["DISK"] == "0.0 MB", ada
+    long = columns(header, listing[-1], ["NAME", "ID", "PLAN", "CREDITS", "DISK"])
     assert long["NAME"] == "a-much-longer-user-name-than-sixteen" and long["PLAN"] == "studio", long
 
     ok(d, "keys", "create", "--user", "ada", "--dialect", "rendercad", "--name", "plugin")

@@ -259,10 +259,12 @@ def _key(k: dict) -> dict:
 def user_list(service: JobService) -> dict:
     everyone = users.list_users(service.db)
     keys: dict[str, list] = {u["id"]: [] for u in everyone}
+    disk = jobs.disk_by_user(service.db)
     for k in users.list_keys(service.db):
         keys.setdefault(k["user_id"], []).append(_key(k))
     return {"users": [{"id": u["id"], "name": u["name"], "plan": u["plan"], "createdAt": u["created_at"],
-                       "credits": ledger.balance(service.db, u["id"]), "keys": keys[u["id"]]} for u in everyone],
+                       "credits": ledger.balance(service.db, u["id"]), "keys": keys[u["id"]],
+                       "diskBytes": disk.get(u["id"], 0)} for u in everyone],
             "plans": list(users.PLANS), "dialects": list(users.DIALECTS), "scopes": list(users.SCOPES)}
 
 

@@ -365,7 +365,8 @@ async function usersPage(main) {
     }));
     return h("section", {class: "card user", "data-user": u.name},
       h("h2", {}, u.name, " ", h("span", {class: "muted small"}, u.id)),
-      h("p", {}, "Plan ", plan, ` · credits ${u.credits.total} (free ${u.credits.free}, paid ${u.credits.paid}) `, grant),
+      h("p", {}, "Plan ", plan, ` · credits ${u.credits.total} (free ${u.credits.free}, paid ${u.credits.paid}) `,
+        ` · outputs on disk ${(u.diskBytes / 1e6).toFixed(1)} MB `, grant),
       table(["Key", "Dialect", "Scope", "Label", "Created", "State", ""], u.keys.map((k) => h("tr", {"data-key": k.id},
         h("td", {}, h("code", {}, k.prefix + "…")), h("td", {}, k.dialect), h("td", {}, k.scope), h("td", {}, k.name),
         h("td", {}, when(k.createdAt)), h("td", {}, k.revokedAt ? badge("revoked") : badge("live")),
