@@ -131,7 +131,7 @@ def test_init_creates_admin_once_and_prints_one_key_per_dialect(tmp_path):
         assert re.match(KEY_FORMATS[dialect], key), (dialect, key)
     users = ok(d, "users", "list").splitlines()[1:]
     assert len(users) == 1 and users[0].startswith("admin ") and users[0].split()[2] == "studio"
-    assert users[0].endswith(" 1000 (free 1000, paid 0)"), users
+    assert users[0].endswith(" 1000 (free 1000, paid 0)  0.0 MB"), users
     assert len(ok(d, "keys", "list").splitlines()) == 1 + 3
 
     assert ok(d, "init") == ""  # a second init prints nothing and creates nothing
