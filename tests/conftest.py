@@ -73,7 +73,7 @@ class Server:
                     **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "Server":
+    def start(self, timeout: float = 60) -> Server:
         log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen([PYTHON, "-m", "appliance.cli", "serve", "--data-dir", str(self.data_dir),
                                       "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=log, stderr=log)
@@ -150,3 +150,31 @@ def make_server(tmp_path):
 @pytest.fixture
 def server(make_server) -> Server:
     return make_server()
+
+
+# ---- the browser (dashboard tests) ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for (or download) a browser
+    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        if not os.path.exists(path):
+            pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver (scripts/install-apt.sh)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, check, timeout: float = 120, what: str = ""):
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: check(d), message=what)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT, Server, free_port
+from tests.conftest import PYTHON, ROOT, Server, free_port, wait_for
 
 PASSWORD = "correct horse battery staple"
 # A real Manim task that renders a frame, then holds the task open: its live frame can be watched, then cancelled.
@@ -142,33 +141,6 @@ def test_session_cookie_csrf_and_hostile_input(server):
 
 
 # ---- the browser --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for (or download) a browser
-    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.path.exists(path):
-            pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver (scripts/install-apt.sh)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    yield driver
-    driver.quit()
-
-
-def wait_for(driver, check, timeout: float = 120, what: str = ""):
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: check(d), message=what)
-
-
 def text_of(driver, css: str) -> str:
     from selenium.webdriver.common.by import By
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT, Server
-from tests.integration.test_dashboard import PASSWORD, TINY_SCENE, browser, signed_in, text_of, wait_for  # noqa: F401
+from tests.conftest import PYTHON, ROOT, Server, wait_for
+from tests.integration.test_dashboard import PASSWORD, TINY_SCENE, signed_in, text_of
 from tests.integration.test_rendercad_render import photo
 
 MOVIE = {"kind": "movie", "projectId": "proj_find", "movie": {
@@ -90,7 +90,7 @@ def test_list_names_pictures_and_prices_each_job_and_searches(studio):
     assert detail["title"] == "Find me: teaser" and detail["cost"] == "0.02 min"
 
 
-def test_in_chromium(studio, browser):  # noqa: F811
+def test_in_chromium(studio, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 

@@ -4,7 +4,6 @@ test_dashboard.py drives it; a real server, a real Kodisc job, real range tasks)
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
 import subprocess
 import time
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT, wait_for
 
 PASSWORD = "correct horse battery staple"
 # Forced split (an explicit max_workers: the model is not asked) into 2 ranges: 7 short animations, then one
@@ -30,33 +29,6 @@ class Spin(Scene):
             self.play(square.animate.shift(RIGHT * 0.05), run_time=0.3)
         self.play(Rotate(square, 40 * PI), run_time=300)
 '''
-
-
-@pytest.fixture
-def browser():
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for (or download) a browser
-    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.path.exists(path):
-            pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver (scripts/install-apt.sh)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    yield driver
-    driver.quit()
-
-
-def wait_for(driver, check, timeout: float = 120, what: str = ""):
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: check(d), message=what)
 
 
 def running_tasks(server, job_id: str) -> list[str]:
