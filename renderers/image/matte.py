@@ -271,17 +271,23 @@ def _soft_gaps(mask: np.ndarray, dist: np.ndarray, threshold: float) -> np.ndarr
         return mask
     x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
     radius = max(4, int(GAP * max(bw, bh)))
+    # all of it inside the subject's box and a margin of backdrop (what touches the margin is open backdrop)
+    h, w = mask.shape
+    pad = radius + 3
+    box = np.s_[max(0, y - pad):min(h, y + bh + pad), max(0, x - pad):min(w, x + bw + pad)]
+    out, crop, dist = mask.copy(), mask[box], dist[box]
     one = np.ones((3, 3), np.uint8)
     steps = cv2.dilate(dist, one) - cv2.erode(dist, one)
-    m8 = mask.astype(np.uint8)
+    m8 = crop.astype(np.uint8)
     added = (_close(m8, radius) > m8).astype(np.uint8)
-    mask = mask | _soft(cv2.connectedComponents(added, connectivity=4)[1], mask, steps, threshold)
+    crop = crop | _soft(cv2.connectedComponents(added, connectivity=4)[1], crop, steps, threshold)
     # what is left enclosed (the band's middle, wider than the closing) by the same test
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
-    h, w = mask.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~crop).astype(np.uint8), connectivity=4)
+    ch, cw = crop.shape
     left, top, right, bottom = stats[:, 0], stats[:, 1], stats[:, 0] + stats[:, 2], stats[:, 1] + stats[:, 3]
-    open_to_frame = (left == 0) | (top == 0) | (right == w) | (bottom == h)
-    return mask | (_soft(labels, mask, steps, threshold) & ~open_to_frame[labels])
+    open_to_frame = (left == 0) | (top == 0) | (right == cw) | (bottom == ch)
+    out[box] = crop | (_soft(labels, crop, steps, threshold) & ~open_to_frame[labels])
+    return out
 
 
 def _close(m8: np.ndarray, radius: int) -> np.ndarray:
