@@ -17,7 +17,7 @@ RENDER_MODES = ("preserve", "creative", "freeform")
 BACKGROUNDS = ("auto", "white", "grey", "black", "gradient")
 CUSTOM_BACKGROUND = re.compile(r"^custom:#[0-9A-Fa-f]{6}$")
 CONDITIONS = tuple(c["value"] for c in CATALOG)
-PIPELINE_VERSION = "2"  # part of the cache key: a change to the renderer's look bumps it
+PIPELINE_VERSION = "3"  # part of the cache key: a change to the renderer's look bumps it
 
 __all__ = ["CATALOG", "CATEGORIES", "ImageError", "ImagePipeline", "cost", "parse_instructions", "validate"]
 

@@ -21,7 +21,7 @@ MAX_CROSSFADE = 2.0
 DEFAULT_CROSSFADE = 0.5
 MAX_PROMPT = 1500
 GIF_WIDTH, GIF_FPS = 480, 15
-PIPELINE_VERSION = "1"  # part of the cache key: a change to the renderer's look bumps it
+PIPELINE_VERSION = "2"  # part of the cache key: a change to the renderer's look bumps it
 
 
 class VideoError(ValueError):
