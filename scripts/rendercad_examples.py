@@ -58,6 +58,11 @@ def product(w: int = 1200, h: int = 900) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+# Products the cut-out used to fail on (issue #19), from the synthetic set with true masks: before -> after
+HARD = {"mug": "mug-white-on-off-white", "ring": "blue-ring-with-hole", "stool": "stool-thin-legs"}
+HARD_SETTINGS = {"model": "classic", "background_style": "custom:#1E2A38"}  # dark: a fringe would show
+
+
 def save(path: Path, rgb: np.ndarray) -> None:
     small = cv2.resize(rgb, (SIDE, round(SIDE * rgb.shape[0] / rgb.shape[1])), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 82])
@@ -81,6 +86,19 @@ def main() -> int:
             rendered = cv2.cvtColor(cv2.imread(str(work / result["files"]["render"])), cv2.COLOR_BGR2RGB)
             save(OUT / f"rendercad-{name}.jpg", rendered)
             print(f"docs/images/rendercad-{name}.jpg")
+        from tests.media.products import photos
+
+        by_name = {p.name: p for p in photos(list(HARD.values()))}
+        for short, name in HARD.items():
+            rgb = by_name[name].rgb
+            save(OUT / f"rendercad-{short}-before.jpg", rgb)
+            cv2.imwrite(str(work / f"{short}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            task = {"size": 1024, "input": f"{short}.png", "render_mode": "preserve", "condition": "auto",
+                    "adjust": instructions.parse(None).params(), **HARD_SETTINGS}
+            result = pipeline.render(task, work, NullReporter())
+            rendered = cv2.cvtColor(cv2.imread(str(work / result["files"]["render"])), cv2.COLOR_BGR2RGB)
+            save(OUT / f"rendercad-{short}-after.jpg", rendered)
+            print(f"docs/images/rendercad-{short}-before.jpg, -after.jpg")
     return 0
 
 
