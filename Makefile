@@ -18,7 +18,7 @@ test: install lint
 
 # Static checks, part of `make test`: ruff (ruff.toml) and mypy with --check-untyped-defs (mypy.ini).
 lint: install
-	$(VENV)/bin/ruff check appliance renderers
+	$(VENV)/bin/ruff check appliance renderers tests scripts
 	$(VENV)/bin/mypy appliance renderers
 
 # The examples' media (examples/media/, committed): scripts/make-example-media.py makes them again.

@@ -26,8 +26,17 @@ import time
 os.environ.setdefault("FFMPEG_BINARY", "ffmpeg")
 
 started = time.perf_counter()
-from moviepy import (AudioFileClip, ColorClip, CompositeAudioClip, CompositeVideoClip, ImageClip,  # noqa: E402
-                     TextClip, VideoFileClip, concatenate_videoclips, vfx)
+from moviepy import (  # noqa: E402
+    AudioFileClip,
+    ColorClip,
+    CompositeAudioClip,
+    CompositeVideoClip,
+    ImageClip,
+    TextClip,
+    VideoFileClip,
+    concatenate_videoclips,
+    vfx,
+)
 
 IMPORT_S = time.perf_counter() - started
 FONTS = "/usr/share/fonts/truetype/dejavu/"

@@ -183,8 +183,8 @@ def _insert_jobs(db_path: Path, count: int) -> None:
             tasks.append((f"{job_id}.t{idx:03d}", job_id, idx, "s1" if idx == 0 else "assemble", renderer,
                           "failed" if status == "failed" else "done", at))
     with db:
-        db.executemany("insert into jobs (id, dialect, user_id, kind, status, phase, progress, request, payload, result, "
-                       "created_at, updated_at, completed_at) values (?, 'viralsync', ?, 'movie', ?, ?, 1.0, "
+        db.executemany("insert into jobs (id, dialect, user_id, kind, status, phase, progress, request, payload, "
+                       "result, created_at, updated_at, completed_at) values (?, 'viralsync', ?, 'movie', ?, ?, 1.0, "
                        "'{\"kind\":\"movie\",\"projectId\":\"bench\"}', ?, ?, ?, ?, ?)", jobs)
         db.executemany("insert into tasks (id, job_id, idx, name, renderer, input, depends_on, status, progress, "
                        "created_at) values (?, ?, ?, ?, ?, '{}', '[]', ?, 1.0, ?)", tasks)

@@ -67,7 +67,8 @@ def test_quickstart_as_written_with_curl(kodisc, tmp_path):
     subprocess.run(["curl", "-sS", "-O", job["result"]["video"]], cwd=tmp_path, check=True)
     info = probe(tmp_path / "video.mp4")
     stream = video_stream(info)
-    assert (stream["codec_name"], stream["width"], stream["height"], stream["pix_fmt"]) == ("h264", 1280, 720, "yuv420p")
+    assert (stream["codec_name"], stream["width"], stream["height"], stream["pix_fmt"]) == \
+        ("h264", 1280, 720, "yuv420p")
     assert stream["r_frame_rate"] == "30/1" and float(info["format"]["duration"]) > 1.0
     code, me = curl(f"{kodisc.url}/api/v2/me", "-H", f"Authorization: Bearer {key}")
     assert me["credits"]["total"] == 500 - job["creditsCost"]
@@ -93,8 +94,9 @@ def test_me_shape(kodisc):
 
 
 def test_validation_413_402_and_404(kodisc):
-    post = lambda body, auth=kodisc.auth: httpx.post(f"{kodisc.url}/api/v2/render", content=body,
-                                                     headers={**auth, "Content-Type": "application/json"})
+    def post(body, auth=kodisc.auth):
+        return httpx.post(f"{kodisc.url}/api/v2/render", content=body,
+                          headers={**auth, "Content-Type": "application/json"})
     r = post(b"{nope")
     assert (r.status_code, r.json()) == (400, {"error": "JSON body required"})
     r = post(json.dumps({**TINY, "quality": "8k"}).encode())

@@ -143,7 +143,8 @@ def test_a_result_naming_files_outside_the_workdir_is_not_published(two_slots):
         job = two_slots.wait(two_slots.submit("alice", "test.noop", {"result_name": name}))
         assert job["status"] == "failed" and "unsafe output name" in job["error"], job
     assert not any((two_slots.data_dir / "outputs").iterdir())
-    job = two_slots.wait(two_slots.submit("alice", "test.noop", {"symlink_to": str(two_slots.data_dir / "appliance.db")}))
+    link = {"symlink_to": str(two_slots.data_dir / "appliance.db")}
+    job = two_slots.wait(two_slots.submit("alice", "test.noop", link))
     assert job["status"] == "failed" and "is a symbolic link" in job["error"], job
 
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import copy
-import sys
 import functools
 import json
 import subprocess
+import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -172,7 +172,7 @@ def test_sse_stream_ends_with_done_and_resumes(vs):
     assert ids == sorted(set(ids))
     with httpx.stream("GET", f"{vs.url}/v1/jobs/{job_id}/progress", timeout=30,
                       headers={**vs.h, "Last-Event-ID": str(ids[-2])}) as r:
-        replay = [l for l in r.iter_lines() if l.startswith("event:")]
+        replay = [line for line in r.iter_lines() if line.startswith("event:")]
     assert replay == ["event: done"]
 
 
@@ -207,7 +207,8 @@ def test_scene_cache_rerenders_only_the_changed_scene(vs):
 @pytest.mark.slow
 def test_a_failing_scene_fails_the_job_naming_it(vs, media_server):
     movie = small_movie(2, 0.5, "fail")
-    movie["movie"]["scenes"][1]["layers"].append({"id": "broken", "type": "image", "source": f"{media_server}/upbeat.mp3",
+    movie["movie"]["scenes"][1]["layers"].append({"id": "broken", "type": "image",
+                                                   "source": f"{media_server}/upbeat.mp3",
                                                    "position": {"x": 0, "y": 0}, "size": {"width": 10, "height": 10}})
     job = wait(vs, submit(vs, movie).json()["jobId"])
     assert job["status"] == "failed" and job["error"].startswith("SCENE_RENDER_FAILED") and "s1" in job["error"]
@@ -249,8 +250,8 @@ def test_cli_render_of_a_movie_file(vs, tmp_path):
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 640, 360)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"scenes": []}))
-    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(bad), "--user", "ada", "--data-dir", str(vs.data_dir)],
-                          capture_output=True, text=True, env=vs.env)
+    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(bad), "--user", "ada",
+                           "--data-dir", str(vs.data_dir)], capture_output=True, text=True, env=vs.env)
     assert proc.returncode == 2 and "scenes" in proc.stderr
 
 

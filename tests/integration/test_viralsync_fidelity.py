@@ -51,7 +51,7 @@ def test_sse_ids_increase_replay_sends_recorded_state_and_ends_done(vs):
     frames, keepalives = read_stream(vs, job_id)
     ids = [f["id"] for f in frames]
     assert ids == sorted(set(ids)), ids  # strictly increasing: no id twice
-    assert all(_state(a) != _state(b) for a, b in zip(frames, frames[1:])), "two frames say the same"
+    assert all(_state(a) != _state(b) for a, b in zip(frames, frames[1:], strict=False)), "two frames say the same"
     assert keepalives > 0  # sse_keepalive_s = 0.05
     assert (frames[0]["data"]["status"], frames[0]["data"]["phase"]) == ("running", "planning")  # as GET said
     final = frames[-1]

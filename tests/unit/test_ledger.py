@@ -1,8 +1,8 @@
 import pytest
 
+from appliance.errors import InsufficientCredits
 from appliance.store import ledger, users
 from appliance.store.db import open_db
-from appliance.errors import InsufficientCredits
 
 
 @pytest.fixture

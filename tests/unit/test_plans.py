@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC
 from types import SimpleNamespace
 
 import pytest
 
-from appliance.store import jobs, users
-
-from appliance.services import plans
-from appliance.store.db import dumps, now_iso, open_db
 from appliance.api.viralsync import VsError, check_plan
+from appliance.services import plans
+from appliance.store import jobs, users
+from appliance.store.db import dumps, now_iso, open_db
 
 MOVIE = {"width": 1280, "height": 720, "fps": 30, "scenes": [{"id": "s", "duration": 60, "layers": []}]}
 
@@ -62,7 +62,7 @@ def test_resolution_uses_pixel_count_so_portrait_1080p_passes_pro(core):
 
 
 def test_month_bounds_roll_over_the_year():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    start, end = plans.month_bounds(datetime(2026, 12, 15, tzinfo=timezone.utc))
+    start, end = plans.month_bounds(datetime(2026, 12, 15, tzinfo=UTC))
     assert (start.month, end.year, end.month, end.day) == (12, 2027, 1, 1)

@@ -138,7 +138,8 @@ def test_a_failing_nvidia_smi_means_no_gpu(tmp_path):
 
 def test_fair_order_interleaves_users_and_respects_priority():
     def task(user, n, prio=0):
-        return {"user_id": user, "priority": prio, "job_created_at": f"2026-01-01T00:00:{n:02d}.000Z", "id": f"{user}{n}"}
+        return {"user_id": user, "priority": prio, "job_created_at": f"2026-01-01T00:00:{n:02d}.000Z",
+                "id": f"{user}{n}"}
     ready = [task("a", i) for i in range(5)] + [task("b", 10), task("c", 20, prio=5)]
     order = [t["id"] for t in Scheduler.fair_order(ready, {"a": 1})]
     assert order[0] == "c20"  # priority first
