@@ -214,12 +214,13 @@ def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
         conn.execute("update jobs set completed_at = '2000-01-01T00:00:00.000Z' where id = ?", (job_id,))
     again = Server(server.data_dir, {**server.env, "APPLIANCE_RETENTION_DAYS": "1"}).start()
     try:
+        def expired_at():  # the sweep removes the files first, then marks the job (one step after the other)
+            return _db(again).execute("select expired_at from jobs where id = ?", (job_id,)).fetchone()["expired_at"]
         deadline = time.time() + 10
-        while (server.data_dir / "outputs" / job_id).exists() and time.time() < deadline:
+        while expired_at() is None and time.time() < deadline:
             time.sleep(0.2)
+        assert expired_at() is not None
         assert not (server.data_dir / "outputs" / job_id).exists()
-        row = _db(again).execute("select expired_at from jobs where id = ?", (job_id,)).fetchone()
-        assert row["expired_at"] is not None
         assert _db(again).execute("select count(*) from events where job_id = ?", (job_id,)).fetchone()[0] == 0
         assert not list((server.data_dir / "logs").iterdir())
         expired = httpx.get(f"{again.url}/api/v2/render/{render}", headers=auth).json()
