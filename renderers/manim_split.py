@@ -123,7 +123,7 @@ def split_refusal(code: str) -> str | None:
     """
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, ValueError):  # ValueError: a null byte in the source
         return "the code does not parse"
     names = _identifiers(tree)
     for name, node in names:

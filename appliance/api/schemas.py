@@ -258,7 +258,7 @@ class ViralSyncEvent(Struct, kw_only=True):
     """The data of a progress stream event and the body of a callbackUrl webhook (api-research.md §2.8)."""
 
     jobId: str
-    status: Annotated[str, one_of("running", "done", "failed", "cancelled")]
+    status: Annotated[str, one_of("queued", "running", "waiting", "done", "failed", "cancelled")]
     phase: str | None
     progress: Annotated[Number, Meta(ge=0, le=1)]
     outputUrl: str | None

@@ -140,3 +140,15 @@ def test_failing_for_free_is_rate_limited_per_user(make_server):
     assert r.status_code == 429 and r.json()["error"] == "rate_limited", r.text
     assert "Too many failed renders" in r.json()["message"]
     assert httpx.post(f"{server.url}/api/v2/render", json=failing, headers=ada, timeout=10).status_code == 202
+
+
+def test_scene_code_with_a_null_byte_is_a_failed_job_not_a_500(make_server):
+    """Found by `make fuzz`: the split rule parsed the source with ast, which raises ValueError on a NUL."""
+    server = make_server({"APPLIANCE_PRELOAD": "PIL"})
+    server.cli("users", "create", "ada", "--credits", "50")
+    auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
+    r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=10,
+                   json={"code": "from manim import *\x00\nclass A(Scene): pass\n", "className": "A"})
+    assert r.status_code == 202, r.text
+    job = server.wait(r.json()["jobId"])
+    assert job["status"] == "failed" and "null bytes" in job["error"], job
