@@ -119,3 +119,33 @@ def test_rendercad_image_to_video_to_gif(appliance, tmp_path):
     assert (stream["width"], stream["height"]) == (1280, 720) and abs(float(info["format"]["duration"]) - 4) < 0.1
     with Image.open(tmp_path / "rendercad-video.gif") as gif:
         assert gif.format == "GIF" and gif.size == (480, 270) and gif.n_frames == 60
+
+
+def readme_example_lines() -> list[str]:
+    """The commands of the README's Examples block that run a script (the `make run` and `export` lines set up
+    what the fixture sets up: the server with assets_dir, the keys)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("### Examples"):]
+    block = block[block.index("```sh\n") + 6:block.index("```", block.index("```sh\n") + 6)]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("examples/")]
+
+
+def test_the_readmes_example_lines_run_verbatim(appliance, tmp_path):
+    """Copy-paste alone: each line of the README's Examples block, as written, through bash -c."""
+    lines = readme_example_lines()
+    assert len(lines) == 5 and {line.split()[0] for line in lines} == {
+        f"examples/{name}" for name in ("kodisc-quickstart.sh", "viralsync.sh", "rendercad-quickstart.sh",
+                                        "rendercad-video.sh")}, lines
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_") and "proxy" not in k.lower()}
+    env.update({"APPLIANCE_URL": appliance.url, "KODISC_KEY": appliance.keys["kodisc"], "OUT": str(tmp_path),
+                "VIRALSYNC_KEY": appliance.keys["viralsync"], "RENDERCAD_KEY": appliance.keys["rendercad"],
+                "POLL_S": "1", "ALL_PROXY": "http://127.0.0.1:9", "all_proxy": "http://127.0.0.1:9",
+                "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
+    for line in lines:
+        proc = subprocess.run(["bash", "-c", line], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-2000:])
+        last = Path(proc.stdout.strip().splitlines()[-1])
+        assert last.is_file() and last.stat().st_size > 1000, (line, proc.stdout[-500:])
+    videos = [p for p in tmp_path.iterdir() if p.suffix == ".mp4"]
+    assert videos and all(video_stream(probe(p))["codec_name"] == "h264" for p in videos), videos
+    no_webhooks(appliance)
