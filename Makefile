@@ -6,8 +6,6 @@ SYSTEM_PYTHON := /usr/bin/python3
 STAMPS := .stamps
 DATA_DIR ?= $(or $(APPLIANCE_DATA_DIR),./var)
 MANIM_KODISC := 1.1.5
-# A plain .pth editable install: setuptools' default (a meta-path finder) printed a warning banner on every install.
-EDITABLE := --config-settings editable_mode=compat
 
 .PHONY: run test lint bench fuzz install apt doctor clean install-service conformance example-media
 
@@ -40,7 +38,7 @@ fuzz: install $(STAMPS)/fuzz
 	$(VENV)/bin/python scripts/fuzz.py
 
 $(STAMPS)/fuzz: $(STAMPS)/venv pyproject.toml
-	$(VENV)/bin/pip install -q -e '.[test,fuzz]' $(EDITABLE)
+	$(VENV)/bin/pip install -q -e '.[test,fuzz]'
 	@touch $@
 
 doctor: install
@@ -63,7 +61,7 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	@test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]' $(EDITABLE)
+	$(VENV)/bin/pip install -q -e '.[test]'
 	@$(VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("manim-kodisc") != "$(MANIM_KODISC)")' \
 		2>/dev/null || $(VENV)/bin/pip install -q --no-deps 'manim-kodisc==$(MANIM_KODISC)'
 	@touch $@
