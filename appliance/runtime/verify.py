@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from fractions import Fraction
-from pathlib import Path
 from typing import BinaryIO
 
 from renderers.registry import REQUIRED_OUTPUTS
@@ -39,19 +38,9 @@ def declared(renderer: str, files: dict[str, str]) -> dict[str, str]:
     return dict(files) if roles is None else {role: name for role, name in files.items() if role in roles}
 
 
-def verify(renderer: str, task_input: dict, files: dict[str, Path]) -> str | None:
-    """None when every output (role -> the server's copy) is what it claims, else the reason (one line). In this
-    process: the server runs it in its verifier process (``runtime/verifier.py``) through ``verify_open``."""
-    opened = {role: (path.name, open(path, "rb")) for role, path in files.items()}
-    try:
-        return verify_open(renderer, task_input, opened)
-    finally:
-        for _, handle in opened.values():
-            handle.close()
-
-
 def verify_open(renderer: str, task_input: dict, files: Mapping[str, tuple[str, BinaryIO]]) -> str | None:
-    """``verify`` on open files: role -> (its name, a seekable binary file)."""
+    """None when every output (role -> (its name, a seekable binary file: the server's copy)) is what it claims,
+    else the reason (one line). Runs in a verifier process (``runtime/verifier.py``), never in the server."""
     for role in REQUIRED_OUTPUTS.get(renderer, ()):
         if role not in files:
             return f"renderer result is missing its {role} output"

@@ -23,13 +23,18 @@ TINY_SCENE = ("from manim import *\n\nclass Tiny(Scene):\n    def construct(self
               "        self.play(Create(Circle()), run_time=1)\n")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("dashboard"))
+def with_operator(data_dir) -> Server:
+    """A started server after `appliance init` and an operator "ops" with PASSWORD (the dashboard tests')."""
+    srv = Server(data_dir)
     srv.cli("init")
     subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(srv.data_dir)],
                    input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=srv.env, capture_output=True)
-    srv.start()
+    return srv.start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = with_operator(tmp_path_factory.mktemp("dashboard"))
     yield srv
     srv.stop(signal.SIGKILL)
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
 import time
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT, Server, wait_for
-from tests.integration.test_dashboard import PASSWORD, TINY_SCENE, signed_in, text_of
+from tests.conftest import wait_for
+from tests.integration.test_dashboard import PASSWORD, TINY_SCENE, signed_in, text_of, with_operator
 from tests.integration.test_rendercad_render import photo
 
 MOVIE = {"kind": "movie", "projectId": "proj_find", "movie": {
@@ -27,11 +26,7 @@ MOVIE = {"kind": "movie", "projectId": "proj_find", "movie": {
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("find"))
-    srv.cli("init")
-    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(srv.data_dir)],
-                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=srv.env, capture_output=True)
-    srv.start()
+    srv = with_operator(tmp_path_factory.mktemp("find"))
     kodisc = {"Authorization": f"Bearer {srv.new_key('admin', 'kodisc')['key']}"}
     r = httpx.post(srv.url + "/api/v2/render", headers=kodisc, timeout=30,
                    json={"code": TINY_SCENE, "className": "Tiny", "quality": "low"})

@@ -7,7 +7,6 @@ import hmac
 import os
 import secrets
 import shutil
-import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +26,6 @@ MAX_BYTES = 80 * 1024 * 1024
 MAX_PIXELS = 100_000_000  # a decompression bomb is refused before it is decoded
 TOO_LARGE = "The uploaded image is larger than 80 MB. You were not charged."
 UNREADABLE = "The uploaded image could not be read. Upload a JPEG, PNG, WebP or GIF image. You were not charged."
-CHECKS_AT_ONCE = 2  # uploads checked concurrently: what a burst of finalize calls may hold in memory
-_checking = threading.BoundedSemaphore(CHECKS_AT_ONCE)
 TOO_MANY_PIXELS = "The uploaded image has too many pixels (at most 100 megapixels). You were not charged."
 REFUSALS = frozenset({TOO_LARGE, UNREADABLE, TOO_MANY_PIXELS})  # why finalize refused an upload
 
@@ -106,11 +103,11 @@ async def receive(request: Request, service: JobService, job_id: str, slot: str)
 def problem(service: JobService, upload: dict) -> str | None:
     """None when the upload is a real JPEG/PNG/WebP/GIF of at most 80 MB and 100 MP, else the display-safe
     reason. Blocking: run it in a worker thread. The picture is read in the verifier (runtime/verifier.py:
-    unprivileged, no network, a deadline), never decoded in the server; at most CHECKS_AT_ONCE at a time."""
+    unprivileged, no network, a deadline), never decoded in the server; its two processes are the bound on how
+    many pictures are checked at once."""
     if upload["size"] > MAX_BYTES or not upload["path"]:
         return TOO_LARGE
-    with _checking:
-        found = service.check_image(Path(upload["path"]), sorted(FORMATS), MAX_PIXELS)
+    found = service.check_image(Path(upload["path"]), sorted(FORMATS), MAX_PIXELS)
     return {None: None, "too_many_pixels": TOO_MANY_PIXELS}.get(found, UNREADABLE)
 
 
