@@ -7,10 +7,12 @@ multi-threaded) and sends each the open descriptors of the outputs it took (``ru
 renderer and input — or of a client's upload (RenderCAD's finalize) — and the verifier answers with a reason or
 nothing. It never receives a path.
 
-A verifier (as root) leaves the network namespace for an empty one, drops to a uid of its own
-(``VERIFIER_UID``, outside the task uid range), sets no_new_privs and the tasks' seccomp filter, and runs under
-rlimits: 4 GB of address space, no file it could write, few descriptors. Without root it keeps the server's uid
-and gets the rest. A verification that takes longer than ``timeout_s`` kills its verifier (a new one starts) and
+A verifier (as root) imports everything a check needs, then leaves the network namespace for an empty one and
+the host's filesystem for an empty root of its own (a read-only tmpfs with nothing in it: the descriptors it is
+sent are all it can read, so a decoder exploit finds no file to read, not even a world-readable one), drops to a
+uid of its own (``VERIFIER_UID``, outside the task uid range), sets no_new_privs and the tasks' seccomp filter,
+and runs under rlimits: 4 GB of address space, no file it could write, few descriptors. Without root it keeps
+the server's uid and filesystem and gets the rest. A verification that takes longer than ``timeout_s`` kills its verifier (a new one starts) and
 refuses the output; so does a verifier that dies. Long-lived, so a check costs a message, not a process start.
 """
 from __future__ import annotations
@@ -137,11 +139,12 @@ class _Process:
 
 # ---- the verifier process -------------------------------------------------------------------------------------
 def confine() -> None:
-    """No network, its own uid, no new privileges, the tasks' seccomp filter, rlimits."""
+    """No network, no filesystem, its own uid, no new privileges, the tasks' seccomp filter, rlimits."""
     from appliance.runtime.sandbox import kernel, seccomp
 
     if os.geteuid() == 0:
-        kernel.unshare(0x40000000)  # CLONE_NEWNET: an empty network namespace
+        kernel.unshare(kernel.CLONE_NEWNET | kernel.CLONE_NEWNS)  # an empty network, a private mount table
+        _empty_root(kernel)
         os.setgroups([])
         os.setresgid(UID, UID, UID)
         os.setresuid(UID, UID, UID)
@@ -151,6 +154,18 @@ def confine() -> None:
         resource.setrlimit(limit, (value, value))
     if seccomp.supported():
         seccomp.install()
+
+
+def _empty_root(kernel) -> None:  # noqa: ANN001 - the sandbox's kernel module
+    """pivot_root into an empty read-only tmpfs (in our private mount namespace: the host's mounts stay)."""
+    kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+    flags = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+    kernel.mount("tmpfs", "/tmp", "tmpfs", flags, "mode=0555,size=16k")
+    os.chdir("/tmp")
+    kernel.pivot_root(b".", b".")
+    kernel.check(kernel.libc.umount2(b".", kernel.MNT_DETACH), "umount old root")
+    os.chdir("/")
+    kernel.mount(None, "/", None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY | flags)
 
 
 def serve(sock: socket.socket) -> None:
@@ -180,11 +195,32 @@ def serve(sock: socket.socket) -> None:
         sock.send(json.dumps({"problem": problem}).encode())
 
 
+def _preload() -> None:
+    """Every module of PyAV and Pillow (both import some lazily, e.g. ``av.subtitles`` for a file with a
+    subtitle stream), Pillow's format plugins and the checks: imported while there is a filesystem."""
+    import importlib
+    import pkgutil
+
+    import av
+    import PIL
+    import PIL.Image
+
+    import appliance.runtime.verify  # noqa: F401
+
+    for package in (av, PIL):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if module.name.rsplit(".", 1)[-1] in ("__main__", "report"):  # commands that print, not libraries
+                continue
+            with contextlib.suppress(Exception):  # optional GUI bindings (ImageTk, ImageQt) and the like
+                importlib.import_module(module.name)
+    PIL.Image.init()
+
+
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[0]))
-    import av  # noqa: F401 - loaded before the limits, once: every check then costs a message
-    import PIL.Image  # noqa: F401
-
+    # Everything a check runs is loaded before the limits and the empty root, once: every check then costs a
+    # message, and nothing is looked up on a filesystem the verifier no longer has.
+    _preload()
     confine()
     serve(sock)
 

@@ -58,6 +58,10 @@ def test_the_servers_verifier_runs_unprivileged_without_network(server):
     assert found, "no verifier process"
     for proc in found:
         assert proc.uids().real == proc.uids().effective == UID
+        # an empty root of its own: no host file is there to read, not even a world-readable one
+        assert os.listdir(f"/proc/{proc.pid}/root") == []
+        assert os.stat(f"/proc/{proc.pid}/root").st_dev != os.stat("/").st_dev
+        assert os.readlink(f"/proc/{proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         assert os.readlink(f"/proc/{proc.pid}/ns/net") != os.readlink(f"/proc/{server.proc.pid}/ns/net")
         status = open(f"/proc/{proc.pid}/status").read()
         assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status, status
