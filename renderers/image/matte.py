@@ -33,6 +33,8 @@ STEP = 0.8  # a soft gap meets the subject with 3x3 steps under this many thresh
 GROW = 2  # working pixels the accepted shadow grows into looser candidates
 SHADOW_BAND = 0.25  # a shadow cut from a region that runs up into the subject: this share of its width, tall
 SHADOW_FLAT = 0.35  # a shadow on the floor is flat: at most this share of the subject's height, and wider than tall
+DRIP = 3.0  # a JPEG's block chroma next to the shadow: this many times the shadow's chroma tolerance
+CONTEST = 8  # working pixels from the shadow where lightness alone may take a subject pixel for shadow
 
 
 def shrink(img: np.ndarray, factor: int) -> np.ndarray:
@@ -190,7 +192,35 @@ def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tup
         for _ in range(GROW):
             grown = cv2.dilate(grown, np.ones((3, 3), np.uint8)) & loose.astype(np.uint8)
         accepted |= grown.astype(bool)
+        shadowlike = (rel > SHADOW_DARKEST) & (rel < 1.0) & (chroma_err < DRIP * tolerance)
+        accepted |= _contested(mask, accepted, sharp, shadowlike)
     return accepted
+
+
+def _contested(mask: np.ndarray, accepted: np.ndarray, light: np.ndarray, shadowlike: np.ndarray) -> np.ndarray:
+    """The subject's pixels next to its accepted shadow that are shadow by their lightness: a JPEG codes chroma
+    per 16-pixel block, and in a dark shadow under a dark subject whole blocks carry the subject's tint (the
+    chroma test fails them: spikes of "subject" hanging into the shadow). Within a block's reach of the shadow,
+    a pixel of about the shadow's tint goes to whichever its lightness is nearer: the shadow's nearby or the
+    subject's nearby (local means). Only what joins the shadow is taken."""
+    near = cv2.dilate(accepted.astype(np.uint8), _disc(CONTEST)).astype(bool)
+    contested = mask & ~accepted & near & shadowlike
+    if not contested.any():
+        return contested
+    subject = (mask & ~accepted & ~contested).astype(np.float32)
+    shade = accepted.astype(np.float32)
+    s_mean, h_mean = _mean(light, subject, CONTEST), _mean(light, shade, CONTEST)
+    flip = (contested & (np.abs(light - h_mean) < np.abs(light - s_mean))).astype(np.uint8)
+    count, labels = cv2.connectedComponents(flip, connectivity=8)
+    touching = np.zeros(count, bool)
+    touching[np.unique(labels[cv2.dilate(accepted.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0])] = True
+    touching[0] = False
+    return touching[labels]
+
+
+def _mean(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """The weighted local mean (normalised convolution)."""
+    return cv2.GaussianBlur(img * weight, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)
 
 
 def _flat_shadows(region: np.ndarray, mask: np.ndarray, step_size: np.ndarray,
