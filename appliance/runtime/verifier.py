@@ -12,8 +12,9 @@ the host's filesystem for an empty root of its own (a read-only tmpfs with nothi
 sent are all it can read, so a decoder exploit finds no file to read, not even a world-readable one), drops to a
 uid of its own (``VERIFIER_UID``, outside the task uid range), sets no_new_privs and the tasks' seccomp filter,
 and runs under rlimits: 4 GB of address space, no file it could write, few descriptors. Without root it keeps
-the server's uid and filesystem and gets the rest. A verification that takes longer than ``timeout_s`` kills its verifier (a new one starts) and
-refuses the output; so does a verifier that dies. Long-lived, so a check costs a message, not a process start.
+the server's uid and filesystem and gets the rest. A verification that takes longer than ``timeout_s`` kills
+its verifier (a new one starts) and refuses the output; so does a verifier that dies. Long-lived, so a check
+costs a message, not a process start.
 """
 from __future__ import annotations
 
