@@ -17,6 +17,7 @@ from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.resources import measure
 from appliance.runtime.scheduler import Scheduler
 from appliance.runtime.verifier import Verifier
+from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService
 from appliance.services.pipelines.image import ImagePipeline
 from appliance.services.pipelines.image_video import GifPipeline, VideoPipeline
@@ -64,6 +65,7 @@ class Core:
             "video_convert": GifPipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed),
             check_image=self.verifier.image)
+        self.estimator = Estimator(self.db)  # quotes and ETAs from this box's finished jobs
         self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
         self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None

@@ -13,9 +13,11 @@ from appliance.api.common import handlers_for, json_response
 from appliance.delivery import sse
 from appliance.errors import ApplianceError, NotFound, Unauthorized
 from appliance.services import submissions
+from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService, NewJob
 from appliance.store import ids, users
 from appliance.store.db import loads
+from appliance.store.jobs import payload_of
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -43,9 +45,22 @@ def error_response(exc: ApplianceError) -> Response:
     return json_response({"error": exc.code.lower(), "message": exc.message}, exc.status)
 
 
-def public_job(job: dict, tasks: list[dict]) -> dict:
+def _estimator(request: Request) -> Estimator:
+    return request.app.state.core.estimator
+
+
+def job_eta(estimator: Estimator, job: dict) -> dict | None:
+    """A queued or running job's ETA (services/estimate.py) in the admin API's shape; None otherwise."""
+    if job["status"] not in ("queued", "running"):
+        return None
+    eta = estimator.eta(job, estimator.quote(job["kind"], payload_of(job)))
+    return None if eta is None else {"secondsLeft": eta["seconds_left"], "totalSeconds": eta["total_s"],
+                                     "finishAt": eta["finish_at"], "basis": eta["basis"]}
+
+
+def public_job(job: dict, tasks: list[dict], eta: dict | None = None) -> dict:
     return {"id": job["id"], "dialect": job["dialect"], "kind": job["kind"], "status": job["status"],
-            "phase": job["phase"], "progress": job["progress"], "error": job["error"],
+            "phase": job["phase"], "progress": job["progress"], "eta": eta, "error": job["error"],
             "createdAt": job["created_at"], "completedAt": job["completed_at"], "durationMs": job["duration_ms"],
             "result": loads(job["result"]),
             "tasks": [{"id": t["id"], "name": t["name"], "renderer": t["renderer"], "status": t["status"],
@@ -68,8 +83,9 @@ async def proof(service: JobService, nonce: str) -> Response:
 
 
 @get("/jobs/{job_id:str}")
-async def show_job(service: JobService, admin: str, job_id: str) -> Response:
-    return json_response(public_job(service.get(job_id), service.tasks(job_id)))
+async def show_job(service: JobService, estimator: Estimator, admin: str, job_id: str) -> Response:
+    job = service.get(job_id)
+    return json_response(public_job(job, service.tasks(job_id), job_eta(estimator, job)))
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)
@@ -90,20 +106,41 @@ async def retry_job(service: JobService, admin: str, job_id: str) -> Response:
 async def submit_job(request: Request, service: JobService, admin: str) -> Response:
     """Submit a job for a named user: {"user", "renderer", "input", "tasks"?} or {"user", "movie"} — used by
     `appliance render` and by tests that exercise the scheduler with test renderers."""
+    data = await _body(request)
+    job = service.submit(_new_job(service, data))
+    return json_response({"id": job["id"], "status": job["status"]}, 202)
+
+
+@post("/estimate", status_code=200)
+async def estimate(request: Request, service: JobService, estimator: Estimator, admin: str) -> Response:
+    """What POST /jobs with this body would take, learnt from this box's finished jobs; nothing is submitted.
+    {"seconds", "credits", "basis", "family"}, or {"seconds": null, "reason"} while there is too little history."""
+    new = _new_job(service, await _body(request))
+    quote, family = estimator.explain(new.kind, new.payload)
+    if quote is None:
+        return json_response({"seconds": None, "credits": None, "basis": 0, "reason": family})
+    return json_response({"seconds": round(quote.seconds, 1), "credits": quote.credits(new.credit_rate, new.charge),
+                          "basis": quote.basis, "family": family})
+
+
+async def _body(request: Request) -> dict:
     try:
         data = json.loads(await request.body())
     except (ValueError, RecursionError):
         raise ApplianceError("body must be a JSON object") from None
     if not isinstance(data, dict):
         raise ApplianceError("body must be a JSON object")
+    return data
+
+
+def _new_job(service: JobService, data: dict) -> NewJob:
     priority = data.get("priority", 0)
     if type(priority) is not int or not -1000 <= priority <= 1000:  # SQLite integers are 64-bit
         raise ApplianceError("priority must be an integer from -1000 to 1000")
     user = users.get_user_by_name(service.db, str(data.get("user", "admin")))
     if not user:
         raise NotFound(f"no user {data.get('user')!r}")
-    job = service.submit(_movie_job(service, user["id"], data) if "movie" in data else _tasks_job(user["id"], data))
-    return json_response({"id": job["id"], "status": job["status"]}, 202)
+    return _movie_job(service, user["id"], data) if "movie" in data else _tasks_job(user["id"], data)
 
 
 def _movie_job(service: JobService, user_id: str, data: dict) -> NewJob:
@@ -127,6 +164,8 @@ async def job_events(request: Request, service: JobService, admin: str, job_id: 
     return json_response(service.events_since(job_id, sse.parse_last_event_id(after if after.isascii() else "")))
 
 
-router = Router(path="/admin", route_handlers=[proof, show_job, cancel_job, retry_job, submit_job, job_events],
-                dependencies={"admin": Provide(operator)}, exception_handlers=handlers_for(error_response),
+router = Router(path="/admin", route_handlers=[proof, show_job, cancel_job, retry_job, submit_job, estimate,
+                                               job_events],
+                dependencies={"admin": Provide(operator), "estimator": Provide(_estimator, sync_to_thread=False)},
+                exception_handlers=handlers_for(error_response),
                 request_max_body_size=MAX_BODY, include_in_schema=False)

@@ -216,7 +216,7 @@ def cmd_render(args) -> int:
     from appliance.cli.client import AdminClient
 
     return AdminClient(_settings(args)).render_file(Path(args.file), user=args.user, class_name=args.class_name,
-                                                    quality=args.quality)
+                                                    quality=args.quality, estimate=args.estimate)
 
 
 def cmd_device_approve(args) -> int:
@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", "--class-name", dest="class_name", help="the scene class, when the file holds several")
     p.add_argument("--quality", default="medium", choices=("low", "medium", "high", "twok", "fourk"),
                    help="Kodisc's presets: low 854x480@15 … fourk 3840x2160@30 (default medium, 1280x720@30)")
+    p.add_argument("--estimate", action="store_true", help="print how long it would take (and its credits), "
+                   "learnt from this box's finished jobs, and render nothing")
     p.set_defaults(func=cmd_render)
     backup.add_commands(sub, common)
     from appliance.cli import install  # the service: appliance install, appliance launcher

@@ -70,28 +70,44 @@ class AdminClient:
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 
-    def render_file(self, path: Path, *, user: str, class_name: str | None, quality: str = "medium") -> int:
+    def render_file(self, path: Path, *, user: str, class_name: str | None, quality: str = "medium",
+                    estimate: bool = False) -> int:
+        """Render a scene or a movie and follow it; with ``estimate``, print the quote and render nothing."""
+        body = self.render_body(path, user=user, class_name=class_name, quality=quality)
+        if estimate:
+            return self.print_quote(self._call("POST", "/estimate", json=body))
+        job = self._call("POST", "/jobs", json=body)
+        return self.follow(job["id"])
+
+    def render_body(self, path: Path, *, user: str, class_name: str | None, quality: str = "medium") -> dict:
         if not path.is_file():
             raise ApplianceError(f"no such file: {path}")
         if path.suffix == ".json":
-            return self.render_movie(path, user=user)
+            try:
+                doc = json.loads(path.read_text())
+            except ValueError as exc:
+                raise ApplianceError(f"{path} is not valid JSON: {exc}") from None
+            body = {k: v for k, v in doc.items() if k in ("movie", "renderOptions")} if "movie" in doc \
+                else {"movie": doc}
+            return {"user": user, **body}
         if path.suffix != ".py":
             raise ApplianceError("appliance render takes a Manim scene (.py) or a Movie JSON document (.json)")
         code = path.read_text()
         class_name = pick_scene(path.name, code, class_name)
         width, height, fps = QUALITIES[quality]
         task_input = {"code": code, "className": class_name, "width": width, "height": height, "fps": fps}
-        job = self._call("POST", "/jobs", json={"user": user, "renderer": "manim", "input": task_input})
-        return self.follow(job["id"])
+        return {"user": user, "renderer": "manim", "input": task_input}
 
-    def render_movie(self, path: Path, *, user: str) -> int:
-        try:
-            doc = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ApplianceError(f"{path} is not valid JSON: {exc}") from None
-        body = {k: v for k, v in doc.items() if k in ("movie", "renderOptions")} if "movie" in doc else {"movie": doc}
-        job = self._call("POST", "/jobs", json={"user": user, **body})
-        return self.follow(job["id"])
+    @staticmethod
+    def print_quote(quote: dict) -> int:
+        """The estimate on stdout: seconds and credits, or why there is none yet."""
+        if quote.get("seconds") is None:
+            print(f"no estimate yet: {quote.get('reason')}")
+            return 0
+        credits = "" if quote.get("credits") is None else f", {quote['credits']} credits"
+        print(f"about {quote['seconds']:.1f} s of rendering{credits} (from {quote['basis']} finished "
+              f"{quote['family']} jobs on this box)")
+        return 0
 
     def follow(self, job_id: str) -> int:
         """Wait for the job, a progress line on stderr meanwhile (on a terminal); then its outputs."""
@@ -99,7 +115,9 @@ class AdminClient:
         while True:
             job = self._call("GET", f"/jobs/{job_id}")
             done = job["status"] in ("completed", "failed", "cancelled")
-            progress.show(float(job["progress"] or 0.0), job["status"], final=done)
+            eta = job.get("eta") or {}
+            left = f", about {eta['secondsLeft']:.0f} s left" if eta.get("secondsLeft") is not None else ""
+            progress.show(float(job["progress"] or 0.0), job["status"] + left, final=done)
             if done:
                 break
             time.sleep(0.5)

@@ -1,0 +1,92 @@
+"""Know before and during (issue #22 part 3): a quote from this box's finished jobs, and an ETA while a job runs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+
+from appliance.services.estimate import Estimator, Quote, family_of, theil_sen, work_of
+from appliance.store.db import now_iso
+from tests.conftest import ROOT
+
+SCENE = ("from manim import *\n\nclass S(Scene):\n    def construct(self):\n        d = Dot()\n"
+         "        for i in range({n}):\n            self.play(d.animate.shift(0.2 * RIGHT), run_time=0.4)\n# {tag}\n")
+
+
+def manim_body(n: int, tag: str, width: int = 192, height: int = 108) -> dict:
+    return {"user": "ada", "renderer": "manim", "input": {"code": SCENE.format(n=n, tag=tag), "className": "S",
+                                                           "width": width, "height": height, "fps": 10}}
+
+
+def test_the_fit_and_the_work_each_family_reads():
+    # Theil-Sen: one wild point does not move the line
+    a, b = theil_sen([(1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0), (5, 60.0)])
+    assert abs(b - 1.0) < 1e-9 and abs(a - 1.0) < 1e-9
+    assert theil_sen([(2, 5.0), (2, 7.0)]) == (6.0, 0.0)  # no spread in work: the median
+    scene = {"code": SCENE.format(n=6, tag=""), "className": "S", "width": 1280, "height": 720, "fps": 30}
+    assert work_of("manim", scene) == 6 * 30 * 1280 * 720 / 1e6  # six animations counted from the loop
+    assert family_of("tasks", {"tasks": [{"renderer": "manim", "input": scene}]}) == ("manim", scene)
+    assert family_of("tasks", {"tasks": [{"renderer": "test.noop", "input": {}}]}) is None
+    movie = {"movie": {"width": 640, "height": 360, "fps": 25, "scenes": [{"duration": 2}, {"duration": 3}]}}
+    assert work_of("movie", movie) == 5 * 25 * 640 * 360 / 1e6
+    assert work_of("image", {"settings": {"quality": "4k"}}) == 4096 ** 2 / 1e6
+    assert work_of("video", {"settings": {"resolution": "720p", "duration": 4}}) == 4 * 24 * 1280 * 720 / 1e6
+    assert work_of("movie", {"movie": {"scenes": "x"}}) is None
+
+
+def test_the_eta_blends_the_quote_with_the_progress():
+    now = 1_000_000.0
+    estimator = Estimator(db=None, clock=lambda: now)  # type: ignore[arg-type] - eta() reads no history
+    started = now_iso(now - 10)
+    running = {"status": "running", "started_at": started, "progress": 0.0}
+    # no progress yet: the quote alone (at least what already passed)
+    assert estimator.eta(running, Quote(30.0, 5))["seconds_left"] == 20.0
+    # halfway after 10 s while the quote said 30 s: between the quote (30) and the extrapolation (20)
+    half = estimator.eta({**running, "progress": 0.5}, Quote(30.0, 5))
+    assert 20.0 < half["total_s"] < 30.0 and half["seconds_left"] == round(half["total_s"] - 10, 1)
+    # almost done: the extrapolation wins
+    assert abs(estimator.eta({**running, "progress": 0.99}, Quote(300.0, 5))["total_s"] - 10.1) < 3
+    # no history: the extrapolation alone, once there is progress to extrapolate
+    assert estimator.eta({**running, "progress": 0.01}, None) is None
+    assert estimator.eta({**running, "progress": 0.25}, None)["total_s"] == 40.0
+    assert estimator.eta({**running, "status": "completed"}, Quote(30.0, 5)) is None
+
+
+def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
+    server.cli("users", "create", "ada")
+    auth = {"Authorization": f"Bearer {(server.data_dir / 'admin.token').read_text().strip()}"}
+    # nothing finished yet: no number, and why
+    quote = httpx.post(f"{server.url}/admin/estimate", headers=auth, json=manim_body(4, "q")).json()
+    assert quote["seconds"] is None and "fewer than 3 finished manim jobs" in quote["reason"]
+    for n in (2, 4, 6):
+        job = server.wait(server.submit("ada", "manim", manim_body(n, f"h{n}")["input"]))
+        assert job["status"] == "completed", job
+    # a cache hit says nothing about rendering: it is not learnt from
+    assert server.wait(server.submit("ada", "manim", manim_body(6, "h6")["input"]))["status"] == "completed"
+    quote = httpx.post(f"{server.url}/admin/estimate", headers=auth, json=manim_body(8, "q")).json()
+    assert quote["basis"] == 3 and quote["family"] == "manim" and quote["seconds"] > 0, quote
+    small = httpx.post(f"{server.url}/admin/estimate", headers=auth, json=manim_body(2, "q")).json()
+    assert small["seconds"] <= quote["seconds"]  # less work, no longer
+    # a bad body is the admin API's 400, never a 500
+    bad = httpx.post(f"{server.url}/admin/estimate", headers=auth, content=b"[1]")
+    assert bad.status_code == 400 and bad.json()["message"] == "body must be a JSON object"
+    # while it runs, the admin API carries an ETA
+    job_id = server.submit("ada", "manim", manim_body(12, "live")["input"])
+    seen = []
+    while (job := httpx.get(f"{server.url}/admin/jobs/{job_id}", headers=auth).json())["status"] != "completed":
+        if job["status"] == "running" and job["eta"] is not None:
+            seen.append(job["eta"])
+        time.sleep(0.05)
+    assert seen and all(e["secondsLeft"] >= 0 and e["basis"] == 3 for e in seen), seen
+    assert job["eta"] is None  # ended: no ETA
+    # the CLI: --estimate prints the quote and submits nothing
+    scene = server.data_dir / "scene.py"
+    scene.write_text(SCENE.format(n=3, tag="cli"))
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(scene), "--user", "ada",
+                          "--quality", "low", "--estimate", "--data-dir", str(server.data_dir),
+                          "--port", str(server.port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # (the live job finished too; a fit is reused for REFIT_S, so it may or may not be counted yet)
+    assert out.stdout.startswith("about ") and "finished manim jobs on this box" in out.stdout, out.stdout
