@@ -28,33 +28,12 @@ from typing import Any
 import ffmpeg  # ffmpeg-python
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from renderers import ffmpeg as ff
 from renderers.base import RenderError
-from renderers.movie.layers import scaled_box, source_matrix
+from renderers.movie.layers import scaled_box
+from renderers.movie.probe import SourceInfo, probe_source
 
 MAX_WEBP_FRAMES = 3000  # an animated WebP's frames written out as PNGs, at most
 FANOUT_BUFFER_BYTES = 160 << 20  # frames one decode may hold for its later branches (box size, yuva420p + slack)
-ALPHA_DECODERS = {"vp9": "libvpx-vp9", "vp8": "libvpx"}  # native vp8/vp9 decoders drop the alpha plane
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What the probe said about one source file."""
-
-    has_video: bool
-    channels: int
-    matrix: str  # the video's YUV matrix (layers.source_matrix)
-    decoder: str | None  # a decoder to force before -i (libvpx for VP8/VP9 with alpha), else ffmpeg's choice
-
-
-def probe_source(path: Path) -> SourceInfo:
-    streams = {stream.get("codec_type"): stream for stream in reversed(ff.media_streams(path))}
-    video, audio = streams.get("video"), streams.get("audio", {})
-    decoder = None
-    tags = {str(key).lower(): str(value) for key, value in ((video or {}).get("tags") or {}).items()}
-    if video is not None and tags.get("alpha_mode") == "1":
-        decoder = ALPHA_DECODERS.get(video.get("codec_name", ""))
-    return SourceInfo(video is not None, int(audio.get("channels") or 0), source_matrix(video or {}), decoder)
 
 
 def expand_animated_webp(path: Path, folder: Path) -> Path | None:
@@ -163,7 +142,7 @@ class Decodes:
                 probed[path] = probe_source(path)
             info = probed[path]
             wanted_video = layer["type"] == "video"
-            if (wanted_video and not (info.has_video and ff.decodes_first_frame(path))) or (
+            if (wanted_video and not info.decodes) or (
                     not wanted_video and not info.channels):
                 raise RenderError(f"layer '{layer['id']}': cannot decode {layer['type']} from its source")
             self.infos[layer["id"]] = info

@@ -280,18 +280,19 @@ def to_yuv(stream, pix_fmt: str = "yuv420p", **scale):
     return stream.filter("scale", **scale, out_color_matrix="bt709", out_range="tv").filter("format", pix_fmt)
 
 
-def fit_video(stream, fit: str, width: int, height: int, matrix: str, threads: int = 0):
+def fit_video(stream, fit: str, width: int, height: int, matrix: str, threads: int = 0, pix_fmt: str = "yuva420p"):
     """Scale a video into its box (YUV with alpha, BT.709) as ``fit`` says; ``matrix`` is the source's.
 
     ``threads`` caps this scaler's slice threads (0: the filter graph's count); every ``scale`` filter otherwise
-    starts a pool as large as the graph's, one per video layer."""
+    starts a pool as large as the graph's, one per video layer. ``pix_fmt`` yuv420p: an opaque base layer that
+    nothing is blended onto (``layered.base_video``) carries no alpha plane."""
     common = {"in_color_matrix": matrix, **({"threads": threads} if threads else {})}
     if fit == "fill":
-        return to_yuv(stream, "yuva420p", w=width, h=height, **common)
+        return to_yuv(stream, pix_fmt, w=width, h=height, **common)
     if fit == "cover":
-        stream = to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="increase", **common)
+        stream = to_yuv(stream, pix_fmt, w=width, h=height, force_original_aspect_ratio="increase", **common)
         return stream.filter("crop", width, height)
-    return to_yuv(stream, "yuva420p", w=width, h=height, force_original_aspect_ratio="decrease",
+    return to_yuv(stream, pix_fmt, w=width, h=height, force_original_aspect_ratio="decrease",
                   force_divisible_by=2, **common)
 
 
