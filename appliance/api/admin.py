@@ -53,7 +53,7 @@ def job_eta(estimator: Estimator, job: dict) -> dict | None:
     """A queued or running job's ETA (services/estimate.py) in the admin API's shape; None otherwise."""
     if job["status"] not in ("queued", "running"):
         return None
-    eta = estimator.eta(job, estimator.quote(job["kind"], payload_of(job)))
+    eta = estimator.eta(job, estimator.quote(job["kind"], payload_of(job), job["max_parallel"]))
     return None if eta is None else {"secondsLeft": eta["seconds_left"], "totalSeconds": eta["total_s"],
                                      "finishAt": eta["finish_at"], "basis": eta["basis"]}
 
@@ -116,11 +116,11 @@ async def estimate(request: Request, service: JobService, estimator: Estimator, 
     """What POST /jobs with this body would take, learnt from this box's finished jobs; nothing is submitted.
     {"seconds", "credits", "basis", "family"}, or {"seconds": null, "reason"} while there is too little history."""
     new = _new_job(service, await _body(request))
-    quote, family = estimator.explain(new.kind, new.payload)
+    quote, family = estimator.explain(new.kind, new.payload, new.max_parallel)
     if quote is None:
         return json_response({"seconds": None, "credits": None, "basis": 0, "reason": family})
     return json_response({"seconds": round(quote.seconds, 1), "credits": quote.credits(new.credit_rate, new.charge),
-                          "basis": quote.basis, "family": family})
+                          "basis": quote.basis, "spread": round(quote.spread, 3), "family": family})
 
 
 async def _body(request: Request) -> dict:

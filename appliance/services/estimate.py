@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from appliance.store import history
 from appliance.store.db import parse_iso
 
 MIN_HISTORY = 3  # finished jobs of a pipeline before it is quoted
-REFIT_S = 30.0  # a pipeline's fit is reused this long (a quote per job read must not scan the history each time)
+REFIT_S = 10.0  # a family's fit is reused this long (a quote per job read must not scan the history each time)
 MANIM_ANIMATION_S = 1.0  # Manim's default run_time and wait: the seconds of video one animation makes
 IMAGE_SIZES = {"standard": 1024, "4k": 4096}  # RenderCAD image.php qualities (pipelines/image.QUALITIES)
 VIDEO_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}  # video.php resolutions (pipelines/image_video)
@@ -46,8 +45,10 @@ FAMILIES = {"manim": ("manim", "tasks"), "movie": ("movie",), "image": ("image",
 
 @dataclass(frozen=True)
 class Quote:
-    seconds: float  # expected render seconds (submit to completed, on an idle box)
-    basis: int  # the finished jobs of the pipeline it was fitted on
+    seconds: float  # expected render seconds (started to completed, as billed)
+    basis: int  # the finished jobs of the family it was fitted on
+    spread: float = 0.0  # the fit's median relative error on those jobs
+    start: float = 0.0  # the part of it that does not grow with the work (start-up, planning, assembly)
 
     def credits(self, rate: float | None, charge: int | None) -> int | None:
         if charge is not None:
@@ -66,78 +67,119 @@ def family_of(kind: str, payload: dict) -> tuple[str, dict] | None:
     return (kind, payload) if kind in FAMILIES else None
 
 
-def work_of(kind: str, payload: dict) -> float | None:
-    """Megapixel-frames (a still: megapixels) a job of family ``kind`` has to render, read from its payload;
-    None when the payload says too little."""
+def features_of(family: str, payload: dict, parallel: int | None = None) -> list[float] | None:
+    """What a job of ``family`` has to render, read from its payload, as the numbers its time is fitted on; the
+    last is always the work (megapixel-frames; a still: megapixels). None when the payload says too little.
+    - manim: [animations, work]: each animation costs a little on its own (Manim sets it up, the encoder is
+      flushed), and every frame's pixels cost;
+    - movie: [scenes, work], each over the scenes rendered at once (the job's ``max_parallel``): a scene task's
+      start costs, its pixels cost, and up to ``max_parallel`` scenes render side by side;
+    - RenderCAD: [work]; gif: [] (a GIF is made from a video of bounded length: a constant)."""
     try:
-        if kind == "manim":
+        if family == "manim":
             from renderers.manim_split import animation_estimate
 
             code = str(payload["code"])
             animations = animation_estimate(code) or code.count(".play(") + code.count(".wait(") or 1
-            seconds = animations * MANIM_ANIMATION_S
-            return seconds * payload["fps"] * payload["width"] * payload["height"] / 1e6
-        if kind == "movie":
-            movie = payload["movie"]
+            work = animations * MANIM_ANIMATION_S * payload["fps"] * payload["width"] * payload["height"] / 1e6
+            return [float(animations), work]
+        if family == "movie":
+            movie, at_once = payload["movie"], max(1, int(parallel or 1))
             seconds = sum(float(scene.get("duration") or 0) for scene in movie["scenes"])
-            return seconds * movie["fps"] * movie["width"] * movie["height"] / 1e6
-        if kind == "image":
-            return IMAGE_SIZES[payload["settings"]["quality"]] ** 2 / 1e6
-        if kind == "video":
+            work = seconds * movie["fps"] * movie["width"] * movie["height"] / 1e6
+            return [len(movie["scenes"]) / min(at_once, len(movie["scenes"]) or 1), work / at_once]
+        if family == "image":
+            return [IMAGE_SIZES[payload["settings"]["quality"]] ** 2 / 1e6]
+        if family == "video":
             width, height = VIDEO_SIZES[payload["settings"]["resolution"]]
-            return float(payload["settings"]["duration"]) * VIDEO_FPS * width * height / 1e6
-        if kind == "gif":
-            return 1.0
-    except (AttributeError, KeyError, TypeError, ValueError):  # a payload of another shape: no work
+            return [float(payload["settings"]["duration"]) * VIDEO_FPS * width * height / 1e6]
+        if family == "gif":
+            return []
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):  # another shape: no work
         return None
     return None
 
 
-def theil_sen(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """(a, b) of y = a + b x: the median of the pairwise slopes (b >= 0), the median intercept."""
-    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1:]
-              if x2 != x1]
-    b = max(0.0, statistics.median(slopes)) if slopes else 0.0
-    return statistics.median(y - b * x for x, y in points), b
+def work_of(family: str, payload: dict) -> float | None:
+    """Megapixel-frames (a still: megapixels) a job of ``family`` has to render; None when unknown."""
+    features = features_of(family, payload)
+    return None if features is None else (features[-1] if features else 1.0)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """seconds = intercept + sum(coef * feature), and the fit's median relative error on its own history."""
+    intercept: float
+    coef: tuple[float, ...]
+    spread: float
+    basis: int
+
+    def predict(self, features: list[float]) -> float:
+        used = features[len(features) - len(self.coef):] if self.coef else []
+        return max(0.1, self.intercept + sum(c * f for c, f in zip(self.coef, used, strict=True)))
+
+
+def fit(points: list[tuple[list[float], float]]) -> Fit:
+    """Least squares of seconds on the features, with the leading features dropped while there are too few
+    points for them (at least two per unknown) or while one gets a negative weight (more of anything never
+    takes less time), then once more without the points 3 median deviations off (a job slowed by other work)."""
+    import numpy as np
+
+    def solve(rows: list[tuple[list[float], float]], width: int) -> tuple[float, tuple[float, ...]]:
+        while True:
+            if width == 0:
+                return float(np.median([y for _, y in rows])), ()
+            x = np.array([[1.0, *f[len(f) - width:]] for f, _ in rows])
+            y = np.array([y for _, y in rows])
+            solution = np.linalg.lstsq(x, y, rcond=None)[0]
+            if len(rows) >= 2 * (width + 1) and all(c >= 0 for c in solution[1:]):
+                return float(solution[0]), tuple(float(c) for c in solution[1:])
+            width -= 1
+
+    width = min(len(f) for f, _ in points)
+    intercept, coef = solve(points, width)
+    model = Fit(intercept, coef, 0.0, len(points))
+    residuals = [y - model.predict(f) for f, y in points]
+    deviation = float(np.median(np.abs(residuals))) or 1e-9
+    kept = [p for p, r in zip(points, residuals, strict=True) if abs(r) <= 3 * deviation] or points
+    intercept, coef = solve(kept, len(coef))
+    model = Fit(intercept, coef, 0.0, len(points))
+    spread = float(np.median([abs(y - model.predict(f)) / y for f, y in points if y > 0]))
+    return Fit(intercept, coef, spread, len(points))
 
 
 class Estimator:
-    """Quotes and ETAs from the jobs this box finished. Thread-safe; the fits are cached per pipeline."""
+    """Quotes and ETAs from the jobs this box finished. Thread-safe; the fits are cached per family."""
 
     def __init__(self, db: sqlite_utils.Database, clock: Callable[[], float] = time.time) -> None:
         self.db, self.clock = db, clock
-        self._fits: dict[str, tuple[float, tuple[float, float], int]] = {}  # kind -> (when, (a, b), basis)
+        self._fits: dict[str, tuple[float, Fit]] = {}  # family -> (when, its fit)
         self._lock = threading.Lock()
 
-    def quote(self, kind: str, payload: dict) -> Quote | None:
+    def quote(self, kind: str, payload: dict, parallel: int | None = None) -> Quote | None:
         """The render seconds a job of pipeline ``kind`` with this payload is expected to take here."""
-        return self.explain(kind, payload)[0]
+        return self.explain(kind, payload, parallel)[0]
 
-    def explain(self, kind: str, payload: dict) -> tuple[Quote | None, str]:
-        """(the quote or None, its family or why there is none)."""
+    def explain(self, kind: str, payload: dict, parallel: int | None = None) -> tuple[Quote | None, str]:
+        """(the quote or None, its family or why there is none). ``parallel``: the job's max_parallel."""
         found = family_of(kind, payload)
         if found is None:
             return None, "only Manim scenes, movies and RenderCAD jobs are estimated"
         family, data = found
-        work = work_of(family, data)
-        if work is None:
+        features = features_of(family, data, parallel)
+        if features is None:
             return None, f"the {family} job says too little to estimate"
-        fit = self._fit(family)
-        if fit is None:
+        model = self._fit(family)
+        if model is None:
             return None, f"fewer than {MIN_HISTORY} finished {family} jobs on this box to learn from"
-        (a, b), basis = fit
-        return Quote(max(0.1, a + b * work), basis), family
+        seconds = model.predict(features)
+        return Quote(seconds, model.basis, model.spread, min(seconds, max(0.0, model.intercept))), family
 
-    def forget(self) -> None:
-        """Drop the cached fits (after a job finished, when the next quote should know it)."""
-        with self._lock:
-            self._fits.clear()
-
-    def _fit(self, family: str) -> tuple[tuple[float, float], int] | None:
+    def _fit(self, family: str) -> Fit | None:
         with self._lock:
             cached = self._fits.get(family)
             if cached is not None and self.clock() - cached[0] < REFIT_S:
-                return cached[1], cached[2]
+                return cached[1]
         points = []
         for kind in FAMILIES[family]:
             for row in history.finished_renders(self.db, kind):
@@ -145,15 +187,16 @@ class Estimator:
                     found = family_of(kind, json.loads(row["payload"]))
                 except ValueError:
                     continue
-                work = work_of(family, found[1]) if found is not None and found[0] == family else None
-                if work is not None:
-                    points.append((work, row["duration_ms"] / 1000))
+                if found is not None and found[0] == family:
+                    features = features_of(family, found[1], row["max_parallel"])
+                    if features is not None:
+                        points.append((features, row["duration_ms"] / 1000))
         if len(points) < MIN_HISTORY:
-            return None
-        line = theil_sen(points[:400])  # pairwise slopes: bounded work
+            return None  # not kept: the next finished job may be the one that makes a fit
+        model = fit(points)
         with self._lock:
-            self._fits[family] = (self.clock(), line, len(points))
-        return line, len(points)
+            self._fits[family] = (self.clock(), model)
+        return model
 
     def eta(self, job: dict, quote: Quote | None) -> dict | None:
         """For a queued or running job (a row of store.jobs): {"seconds_left", "finish_at", "total_s",
@@ -171,8 +214,10 @@ class Estimator:
         elif p <= 0.0:
             total = max(quote.seconds, elapsed)
         else:
+            # the start-up shows no progress: extrapolate only what came after it
+            start = min(quote.start, elapsed)
             w = math.sqrt(p)
-            total = (1 - w) * max(quote.seconds, elapsed) + w * (elapsed / p)
+            total = (1 - w) * max(quote.seconds, elapsed) + w * (start + (elapsed - start) / p)
         left = max(0.0, total - elapsed)
         return {"seconds_left": round(left, 1), "total_s": round(total, 1), "finish_at": round(now + left, 1),
                 "basis": quote.basis if quote else 0}

@@ -15,6 +15,7 @@ import httpx
 import psutil
 
 from appliance.store.db import now_iso, parse_iso
+from tests.bench.eta import bench_eta
 from tests.bench.movie import bench_movie
 from tests.bench.rendercad_image import bench_image
 from tests.bench.rendercad_video import bench_video
@@ -210,7 +211,8 @@ def _bench_list(client: httpx.Client, params: dict) -> None:
 
 SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie, "listing": bench_listing,
             "split": bench_split, "scale": bench_scale, "video": lambda tmp: bench_video(tmp, line),
-            "image": lambda tmp: bench_image(tmp, line), "spawn": lambda tmp: bench_spawn(tmp, line)}
+            "image": lambda tmp: bench_image(tmp, line), "spawn": lambda tmp: bench_spawn(tmp, line),
+            "eta": bench_eta}
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from appliance.services.estimate import Estimator, Quote, family_of, theil_sen, work_of
+from appliance.services.estimate import Estimator, Quote, family_of, features_of, fit, work_of
 from appliance.store.db import now_iso
 from tests.conftest import ROOT
 
@@ -21,16 +21,26 @@ def manim_body(n: int, tag: str, width: int = 192, height: int = 108) -> dict:
 
 
 def test_the_fit_and_the_work_each_family_reads():
-    # Theil-Sen: one wild point does not move the line
-    a, b = theil_sen([(1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0), (5, 60.0)])
-    assert abs(b - 1.0) < 1e-9 and abs(a - 1.0) < 1e-9
-    assert theil_sen([(2, 5.0), (2, 7.0)]) == (6.0, 0.0)  # no spread in work: the median
+    # least squares, then again without the point a busy box slowed: it does not move the line
+    line = fit([([x], 1.0 + x) for x in (1, 2, 3, 4, 5, 6)] + [([7.0], 60.0)])
+    assert abs(line.coef[0] - 1.0) < 1e-6 and abs(line.intercept - 1.0) < 1e-6 and line.basis == 7
+    assert abs(line.predict([10.0]) - 11.0) < 1e-6
+    # two features need six points; with three the leading one is dropped, and with fewer the median is all
+    two = fit([([s, w], 0.5 * s + 2 * w + 1) for s, w in ((1, 1), (2, 1), (1, 3), (3, 2), (2, 5), (4, 4))])
+    assert [round(c, 6) for c in two.coef] == [0.5, 2.0] and two.spread < 1e-6
+    assert len(fit([([1, w], 2.0 * w) for w in (1, 2, 3, 4)]).coef) == 1
+    assert fit([([1.0], 5.0), ([1.0], 7.0), ([2.0], 6.0)]).coef == ()
+    # more of anything never takes less time: a negative weight drops its feature
+    assert all(c >= 0 for c in fit([([s, w], 3 * w - 0.4 * s) for s, w in
+                                     ((1, 1), (5, 1), (2, 3), (6, 2), (1, 5), (4, 4))]).coef)
     scene = {"code": SCENE.format(n=6, tag=""), "className": "S", "width": 1280, "height": 720, "fps": 30}
     assert work_of("manim", scene) == 6 * 30 * 1280 * 720 / 1e6  # six animations counted from the loop
     assert family_of("tasks", {"tasks": [{"renderer": "manim", "input": scene}]}) == ("manim", scene)
     assert family_of("tasks", {"tasks": [{"renderer": "test.noop", "input": {}}]}) is None
     movie = {"movie": {"width": 640, "height": 360, "fps": 25, "scenes": [{"duration": 2}, {"duration": 3}]}}
     assert work_of("movie", movie) == 5 * 25 * 640 * 360 / 1e6
+    assert features_of("movie", movie, parallel=2) == [1.0, 5 * 25 * 640 * 360 / 1e6 / 2]  # two at once
+    assert features_of("manim", scene) == [6.0, 6 * 30 * 1280 * 720 / 1e6]
     assert work_of("image", {"settings": {"quality": "4k"}}) == 4096 ** 2 / 1e6
     assert work_of("video", {"settings": {"resolution": "720p", "duration": 4}}) == 4 * 24 * 1280 * 720 / 1e6
     assert work_of("movie", {"movie": {"scenes": "x"}}) is None
