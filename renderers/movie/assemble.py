@@ -1,7 +1,8 @@
 """``render_assemble``: concatenate rendered scene clips, in order, into ``output.mp4`` without re-encoding.
 
-The clips come from ``render_scene``, which gives every clip identical codec settings, so the concat demuxer
-can copy the streams; the moov atom goes first (``+faststart``) for progressive playback.
+The clips come from ``render_scene``, which gives every clip identical codec settings, so the streams are copied
+(in-process with PyAV, ``mux.concat_scenes``; ffmpeg's concat demuxer when the clips' encoders differ); the moov
+atom goes first (``+faststart``) for progressive playback.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
+from renderers.movie.mux import concat_scenes
 
 OUTPUT_FILE = "output.mp4"
 THUMBNAIL_FILE = "thumb.jpg"
@@ -34,6 +36,17 @@ def _write_list(files: list[Path], workdir: Path) -> Path:
     return listing
 
 
+def _concat(files: list[Path], workdir: Path, output: Path) -> None:
+    """In-process (``mux.concat_scenes``) when the clips share their parameter sets, as clips of one encoder
+    do; else, or if PyAV fails, ffmpeg's concat (which re-encodes clips of different encoders)."""
+    try:
+        concat_scenes(files, output)
+        return
+    except ff.FfmpegError:
+        output.unlink(missing_ok=True)
+    ff.concat_copy(_write_list(files, workdir), output)
+
+
 def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
     workdir = Path(workdir)
     files = _scene_files(task_input, workdir)
@@ -43,7 +56,7 @@ def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
         if len(files) == 1:  # nothing to concatenate: an in-process copy into a faststart MP4
             meta = ff.remux_faststart_av(files[0], output)
         else:
-            ff.concat_copy(_write_list(files, workdir), output)
+            _concat(files, workdir, output)
             meta = ff.video_meta(output)
         report.progress(0.8, "assembling")
         given = task_input.get("thumbnail")  # the last scene's last frame, when its renderer kept it

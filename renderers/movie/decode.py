@@ -14,9 +14,9 @@ Alpha: a VP8/VP9 stream tagged ``alpha_mode=1`` (WebM with transparency) is deco
 GIF and APNG keep theirs with the native decoders. ffmpeg cannot decode an animated WebP: its frames are written out
 as PNGs with Pillow and read back through an ``ffconcat`` list with their durations (``expand_animated_webp``).
 
-Threads: each decode's decoder gets an equal share of the task's thread budget (at least one), so a scene with
-many sources stays inside the sandbox's process limit (``task_max_processes``) instead of starting a pool per core
-per source.
+Threads: each video decode gets an equal share of the task's thread budget (at least one; an audio-only decode
+one), so a scene with many sources stays inside the sandbox's process limit (``task_max_processes``) instead of
+starting a pool per core per source.
 """
 from __future__ import annotations
 
@@ -151,9 +151,12 @@ class Decodes:
                         for decode in _partition(path, loop, probed[path], layers, fps)]
         self._video: dict[str, Any] = {}
         self._audio: dict[str, Any] = {}
-        per_decode = max(1, cpu_budget(threads) // max(1, len(self.decodes)))
+        # Audio decoders run on one thread whatever they are given: the budget is shared by the video decodes
+        # (with the seed's soundtrack counted, its 1080p background video got one thread of two).
+        pictures = [decode for decode in self.decodes if any(layer["type"] == "video" for layer in decode.layers)]
+        per_decode = max(1, cpu_budget(threads) // max(1, len(pictures)))
         for decode in self.decodes:
-            self._open(decode, per_decode)
+            self._open(decode, per_decode if decode in pictures else 1)
 
     def _open(self, decode: _Decode, threads: int) -> None:
         options: dict[str, Any] = {"threads": threads}
