@@ -34,6 +34,11 @@ GROW = 2  # working pixels the accepted shadow grows into looser candidates
 SHADOW_BAND = 0.25  # a shadow cut from a region that runs up into the subject: this share of its width, tall
 SHADOW_FLAT = 0.35  # a shadow on the floor is flat: at most this share of the subject's height, and wider than tall
 DRIP = 3.0  # a JPEG's block chroma next to the shadow: this many times the shadow's chroma tolerance
+BRIGHT = 3.0  # lighter than the backdrop by this many times its lightness noise: faint subject
+BRIGHT_FLOOR = 0.8  # ... and at least by this much (L): a step a sensor's noise does not make
+POCKET_STEP = 0.08  # a silhouette's step, in relative lightness, from a shadow-dark foot to the lit backdrop
+POCKET_FLAT = 0.3  # ... past which the backdrop rises by less than this share of the step (a shadow's end
+# keeps rising)
 CONTEST = 8  # working pixels from the shadow where lightness alone may take a subject pixel for shadow
 
 
@@ -83,6 +88,7 @@ class Backdrop:
     noise: float  # the border's 90th percentile distance from it (smoothed Lab)
     spread: float  # the border's mean distance from it
     chroma_noise: float  # the border's 90th percentile distance in chroma (a, b) alone
+    light_noise: float = 0.0  # the border's 90th percentile distance in lightness (L) alone
 
 
 def background_model(lab: np.ndarray) -> Backdrop:
@@ -104,8 +110,9 @@ def background_model(lab: np.ndarray) -> Backdrop:
         keep = resid <= max(3 * np.median(resid[keep]), 1.5)
     fitted = _surface(coef, h, w)
     chroma = np.linalg.norm((y - t @ coef)[keep, 1:], axis=1)
+    light = np.abs((y - t @ coef)[keep, 0])
     return Backdrop(fitted, float(np.percentile(resid[keep], 90)), float(resid[keep].mean()),
-                    float(np.percentile(chroma, 90)))
+                    float(np.percentile(chroma, 90)), float(np.percentile(light, 90)))
 
 
 @dataclass
@@ -135,6 +142,7 @@ def segment(rgb: np.ndarray) -> Working:
     # JPEG noise and texture set the bar; a white product on a white sweep still clears 2.5 (a just visible step)
     threshold = max(2.2 * model.noise, 2.5)
     mask = dist > threshold
+    mask |= _brighter(resid[..., 0], mask, model)
     shadow = np.zeros_like(mask)
     if mask.any():  # the shadow's analysis only around what stands out (its margin is all backdrop)
         x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
@@ -148,6 +156,26 @@ def segment(rgb: np.ndarray) -> Working:
     mask = _clean(mask, dist, model, threshold)
     backdrop_rgb = cv2.cvtColor(model.fitted, cv2.COLOR_LAB2RGB) * np.float32(255)
     return Working(mask, small, backdrop_rgb, factor, threshold, shadow & ~mask)
+
+
+def _brighter(light: np.ndarray, mask: np.ndarray, model: Backdrop) -> np.ndarray:
+    """The subject's faint parts that are lighter than the backdrop (a white vase's neck where its shading
+    meets the sweep's white, a grey kettle's shoulder on a grey gradient): no shadow lightens a backdrop, so
+    lightness above it by more than the border's own lightness noise (not the Lab bar, which counts chroma
+    noise too) is subject where it joins what already stands out (hysteresis: a lone bright speck is noise)
+    and is open to the frame."""
+    faint = (light > max(BRIGHT * model.light_noise, BRIGHT_FLOOR)) & ~mask
+    if not faint.any() or not mask.any():
+        return faint & mask
+    # only on the open backdrop's side: what the subject encloses (a gloss band's rims) is _clean's to judge
+    count, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    faint &= np.isin(labels, edge[edge > 0])
+    count, labels = cv2.connectedComponents((faint | mask).astype(np.uint8), connectivity=8)
+    joined = np.zeros(count, bool)
+    joined[np.unique(labels[mask])] = True
+    joined[0] = False
+    return faint & joined[labels]
 
 
 def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tuple, mask: np.ndarray,
@@ -194,6 +222,7 @@ def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tup
         accepted |= grown.astype(bool)
         shadowlike = (rel > SHADOW_DARKEST) & (rel < 1.0) & (chroma_err < DRIP * tolerance)
         accepted |= _contested(mask, accepted, sharp, shadowlike)
+        accepted &= ~_pockets(mask, accepted, sharp)
     return accepted
 
 
@@ -221,6 +250,36 @@ def _contested(mask: np.ndarray, accepted: np.ndarray, light: np.ndarray, shadow
 def _mean(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """The weighted local mean (normalised convolution)."""
     return cv2.GaussianBlur(img * weight, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)
+
+
+def _pockets(mask: np.ndarray, accepted: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """Accepted shadow, along a row, inward of a sharp step up to the backdrop on its outer side (away from the
+    subject's middle): the subject's own silhouette closes it (a grey vase's foot, as dark as its contact
+    shadow, its side's edge running down into the shadow's top). A shadow's flood never crosses such a step
+    (SHADOW_STEP), so it reached the foot from inside, under the subject. A shadow brightens outward gradually;
+    a silhouette is a step with the backdrop flat past it (the lightness rises by POCKET_STEP in one pixel and
+    by less than POCKET_FLAT of that in the next two). Only the outer side's step: a white subject standing in
+    its shadow is a step up too, on the inner side."""
+    out = np.zeros_like(accepted)
+    middle = float(np.nonzero(mask)[1].mean())
+    pad = np.pad(light, ((0, 0), (3, 3)), mode="edge")
+    backdrop = np.pad(~mask | accepted, ((0, 0), (1, 1)))
+    rise_r, on_r = pad[:, 4:-2] - pad[:, 3:-3], pad[:, 6:] - pad[:, 4:-2]  # to the right of x
+    rise_l, on_l = pad[:, 2:-4] - pad[:, 3:-3], pad[:, :-6] - pad[:, 2:-4]  # to the left of x
+    step_r = (rise_r > POCKET_STEP) & (on_r < POCKET_FLAT * rise_r) & backdrop[:, 2:]
+    step_l = (rise_l > POCKET_STEP) & (on_l < POCKET_FLAT * rise_l) & backdrop[:, :-2]
+    for y in np.flatnonzero(accepted.any(axis=1)):
+        run = np.diff(np.concatenate([[0], accepted[y].astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(run == 1), np.flatnonzero(run == -1) - 1, strict=True):
+            if b < middle:  # left of the middle: a step up to the left, reclaimed rightwards
+                steps = np.flatnonzero(step_l[y, a:b + 1])
+                if len(steps):
+                    out[y, a + steps[0]:b + 1] = True
+            elif a > middle:
+                steps = np.flatnonzero(step_r[y, a:b + 1])
+                if len(steps):
+                    out[y, a:a + steps[-1] + 1] = True
+    return out
 
 
 def _flat_shadows(region: np.ndarray, mask: np.ndarray, step_size: np.ndarray,
