@@ -14,7 +14,7 @@ from appliance.observability.metrics import Metrics
 from appliance.runtime import sandbox
 from appliance.runtime.executors.dask import DaskExecutor, follow_capacity
 from appliance.runtime.executors.local import LocalExecutor
-from appliance.runtime.resources import measure
+from appliance.runtime.resources import Capacity, measure
 from appliance.runtime.scheduler import Scheduler
 from appliance.runtime.verifier import Verifier
 from appliance.services.estimate import Estimator
@@ -42,7 +42,7 @@ class Core:
         self.db = open_db(settings.db_path)
         self.store = Store(settings.data_dir)
         self.hub = Hub()
-        self.capacity = measure(settings, gpus=settings.executor == "local")  # dask: the workers' GPUs
+        capacity = measure(settings, gpus=settings.executor == "local")  # dask: the workers' GPUs
         self.executor: LocalExecutor | DaskExecutor
         self.verifier = Verifier()  # outputs are decoded in unprivileged processes of their own (verifier.py)
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
@@ -53,30 +53,34 @@ class Core:
             self.executor = DaskExecutor.from_settings(settings, self.verifier)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
-        self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, self.capacity, self.store,
-                                   self.artifacts)
+        self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, capacity, self.store,
+                                   self.artifacts)  # the one owner of capacity
         self.deliverer = Deliverer(settings, self.db)
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap
         self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
-            "manim": ManimPipeline.from_settings(settings, self.free_cpu_slots),
+            "manim": ManimPipeline.from_settings(settings, self.scheduler.free_cpu_slots),
             "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
             "image": ImagePipeline(self.artifacts), "video": VideoPipeline(self.artifacts),
             "video_convert": GifPipeline(self.artifacts)},
             untrusted_refusal=lambda: sandbox.untrusted_allowed(self.executor.mechanism, settings.allow_unsandboxed),
             check_image=self.verifier.image)
         self.estimator = Estimator(self.db)  # quotes and ETAs from this box's finished jobs
-        self.metrics = Metrics(self)  # hooks itself into the scheduler and the webhook outbox
+        self.metrics = Metrics(self.db, self.scheduler.used, lambda: self.scheduler.capacity)
+        self.scheduler.on_task_end = self.metrics.task_ended
+        self.deliverer.on_outcome = self.metrics.webhook_outcome
         self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None
 
-    def free_cpu_slots(self) -> float:
-        """The CPU slots no running task holds now (the manim pipeline's split model asks at submit)."""
-        return self.scheduler.capacity.cpu - self.scheduler.used()["cpu"]
+    @property
+    def capacity(self) -> Capacity:
+        """The scheduler's: it alone owns capacity (a Dask cluster's changes as workers join and leave)."""
+        return self.scheduler.capacity
 
     async def start(self) -> None:
         if isinstance(self.executor, DaskExecutor):  # capacity is the cluster's, as workers join and leave
-            self.executor.on_capacity = follow_capacity(self, asyncio.get_running_loop())
+            self.executor.on_capacity = follow_capacity(lambda: self.scheduler.capacity,
+                                                        self.scheduler.set_capacity, asyncio.get_running_loop())
         self.verifier.warm()  # its processes import PyAV while the zygote preloads
         await asyncio.to_thread(self.executor.start)  # the warm worker preloads Manim: seconds, off the loop
         await self.scheduler.start()

@@ -10,20 +10,20 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import sqlite_utils
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from appliance.api.admin import token_path
+from appliance.runtime.resources import Capacity
+from appliance.settings import Settings
 from appliance.store import jobs, stats
 from appliance.store.db import parse_iso
-
-if TYPE_CHECKING:
-    from appliance.core import Core
 
 # Litestar appends "; charset=utf-8" to a text/* media type itself: prometheus_client's constant already has it.
 MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
@@ -44,7 +44,11 @@ def kill_reason(error: str | None) -> str | None:
 
 
 class Metrics:
-    def __init__(self, core: Core) -> None:
+    """``used``: the CPU slots running tasks hold (the scheduler's); ``capacity``: the scheduler's capacity now.
+    The composition root (core.py) connects task_ended and webhook_outcome where those events happen."""
+
+    def __init__(self, db: sqlite_utils.Database, used: Callable[[], dict[str, float]],
+                 capacity: Callable[[], Capacity]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.task_seconds = Histogram("appliance_task_duration_seconds", "Run time of a task that ended",
@@ -57,9 +61,7 @@ class Metrics:
                                 registry=r)
         self.kills = Counter("appliance_sandbox_kills", "Tasks the sandbox killed, by reason", ["reason"],
                              registry=r)
-        r.register(_StateCollector(core))
-        core.scheduler.on_task_end = self.task_ended
-        core.deliverer.on_outcome = self.webhook_outcome
+        r.register(_StateCollector(db, used, capacity))
 
     def task_ended(self, task: dict, error: str | None) -> None:
         """Called by the scheduler once per task end; ``error`` is None for a task that is done."""
@@ -92,39 +94,40 @@ class Metrics:
 class _StateCollector(Collector):
     """What the database and the scheduler say right now."""
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, db: sqlite_utils.Database, used: Callable[[], dict[str, float]],
+                 capacity: Callable[[], Capacity]) -> None:
+        self.db, self.used, self.capacity = db, used, capacity
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = GaugeMetricFamily("appliance_jobs", "Jobs by dialect and status", labels=["dialect", "status"])
-        for row in stats.jobs_by_dialect_and_status(self.core.db):
+        for row in stats.jobs_by_dialect_and_status(self.db):
             counts.add_metric([row["dialect"], row["status"]], row["n"])
         yield counts
         queue = GaugeMetricFamily("appliance_queue_tasks", "Tasks waiting or running", labels=["state"])
-        for state, n in jobs.queue_counts(self.core.db).items():
+        for state, n in jobs.queue_counts(self.db).items():
             queue.add_metric([state], n)
         yield queue
         yield from self._slots()
 
     def _slots(self) -> Iterator[GaugeMetricFamily]:
-        used, capacity = self.core.scheduler.used()["cpu"], float(self.core.capacity.cpu)
+        used, capacity = self.used()["cpu"], float(self.capacity().cpu)
         yield GaugeMetricFamily("appliance_cpu_slots_used", "CPU slots held by running tasks", value=used)
         yield GaugeMetricFamily("appliance_cpu_slots_capacity", "CPU slots for tasks", value=capacity)
         yield GaugeMetricFamily("appliance_worker_utilization", "CPU slots used / capacity (0-1)",
                                 value=used / capacity if capacity else 0.0)
 
 
-def allowed(core: Core, client: str | None, authorization: str) -> bool:
+def allowed(settings: Settings, client: str | None, authorization: str) -> bool:
     """The admin token, or a client address listed in metrics_allow (an address or a network)."""
     sent = authorization.removeprefix("Bearer ").strip()
-    token = token_path(core.settings.data_dir)
+    token = token_path(settings.data_dir)
     if sent and token.is_file() and hmac.compare_digest(sent.encode(), token.read_text().strip().encode()):
         return True
     try:
         address = ipaddress.ip_address(client or "")
     except ValueError:
         return False
-    return any(_contains(entry, address) for entry in core.settings.metrics_allow)
+    return any(_contains(entry, address) for entry in settings.metrics_allow)
 
 
 def _contains(entry: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -136,8 +139,9 @@ def _contains(entry: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
-    core: Core = request.app.state.core
-    if not allowed(core, request.client.host if request.client else None, request.headers.get("authorization", "")):
+    core: Any = request.app.state.core  # the composition root; this module reads its settings and metrics
+    client = request.client.host if request.client else None
+    if not allowed(core.settings, client, request.headers.get("authorization", "")):
         return Response({"error": "unauthorized", "message": "/metrics needs the admin token (Authorization: "
                          "Bearer <data_dir>/admin.token) or a client address in metrics_allow"}, status_code=401)
     return Response(core.metrics.render(), media_type=MEDIA_TYPE)

@@ -71,6 +71,19 @@ class Scheduler:
         self._wake.set()
 
     # ---- capacity --------------------------------------------------------------------------------
+    def set_capacity(self, capacity: Capacity) -> None:
+        """The one place capacity changes (a Dask cluster's workers joining and leaving): everything else reads
+        ``capacity`` here, when it needs it, never a copy."""
+        if capacity != self.capacity:
+            log.info("capacity: %s CPU, %s MB, %d GPU(s)", capacity.cpu, capacity.mem_mb, len(capacity.gpus))
+            self.gpu_pool.update(capacity.gpus)
+        self.capacity = capacity
+        self.wake()
+
+    def free_cpu_slots(self) -> float:
+        """The CPU slots no running task holds now (the manim pipeline's split model asks at submit)."""
+        return self.capacity.cpu - self.used()["cpu"]
+
     def used(self) -> dict[str, float]:
         used = {"cpu": 0.0, "mem_mb": 0, "gpu": 0}
         for entry in self._running.values():

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox, tasklog
@@ -45,12 +45,9 @@ from appliance.runtime.artifacts import safe_name
 from appliance.runtime.executors import dask_worker
 from appliance.runtime.executors.base import OnMessage, TaskSpec
 from appliance.runtime.executors.local import LocalExecutor, Verifier
-from appliance.runtime.resources import Gpu
+from appliance.runtime.resources import Capacity, Gpu
 from appliance.settings import Settings, SettingsError
 from renderers.registry import GPU_OPTIONAL
-
-if TYPE_CHECKING:
-    from appliance.core import Core
 
 log = logging.getLogger(__name__)
 CAPACITY_REFRESH_S = 10.0
@@ -437,18 +434,16 @@ def _deliver(handle: DaskHandle, message: dict) -> None:
         log.exception("on_message failed for task %s", handle.task_id)
 
 
-def follow_capacity(core: Core, loop: asyncio.AbstractEventLoop) -> Callable[[float, int, tuple[Gpu, ...]], None]:
+def follow_capacity(current: Callable[[], Capacity], set_capacity: Callable[[Capacity], None],
+                    loop: asyncio.AbstractEventLoop) -> Callable[[float, int, tuple[Gpu, ...]], None]:
     """A callback for ``on_capacity``: the appliance admits tasks against the cluster's CPU, MEM (config's
-    cpu_slots/memory_mb still override) and GPUs, swapped in on the event loop where the scheduler reads them."""
+    cpu_slots/memory_mb still override) and GPUs, handed to ``set_capacity`` (the scheduler's, its one owner) on
+    the event loop where the scheduler reads it."""
     def swap(cpu: float, mem_mb: int, gpus: tuple[Gpu, ...]) -> None:
+        now = current()
         if cpu <= 0 or mem_mb <= 0:  # a cluster without workers (yet) keeps the last CPU and MEM figures
-            cpu, mem_mb = core.capacity.cpu, core.capacity.mem_mb
-        capacity = dataclasses.replace(core.capacity, cpu=cpu, mem_mb=mem_mb, gpus=gpus)
-        if capacity != core.capacity:
-            log.info("cluster capacity: %s CPU, %s MB, %d GPU(s)", cpu, mem_mb, len(gpus))
-            core.scheduler.gpu_pool.update(gpus)
-        core.capacity = core.scheduler.capacity = core.jobs.capacity = capacity
-        core.scheduler.wake()
+            cpu, mem_mb = now.cpu, now.mem_mb
+        set_capacity(dataclasses.replace(now, cpu=cpu, mem_mb=mem_mb, gpus=gpus))
 
     def on_capacity(cpu: float, mem_mb: int, gpus: tuple[Gpu, ...]) -> None:
         loop.call_soon_threadsafe(swap, cpu, mem_mb, gpus)
