@@ -9,7 +9,10 @@ than the border's own noise, except:
 - the backdrop's own shadows: pixels that are the backdrop darkened (the same chromaticity, less light), reached
   from the backdrop by a flood that only crosses soft steps (a shadow fades; a subject's silhouette is a step);
 - enclosed regions that match the backdrop (the inside of a handle, a ring's hole, the gaps between legs) stay
-  backdrop; enclosed specks that do not match it (a highlight, a shading band) are filled.
+  backdrop; enclosed specks that do not match it (a highlight, a shading band) are filled;
+- a faint part lighter than the backdrop joins the subject by its lightness noise alone (no shadow lightens);
+  a shadow held between the subject and a sharp outward step is the subject's foot; subject pixels by the shadow
+  that JPEG's block chroma tinted go by their lightness.
 
 The full-resolution work is a narrow band along that mask's edge (edges.py): a real alpha and the subject's own
 colour there, so no edge pixel keeps the old backdrop's colour. Deterministic, CPU only."""
@@ -142,7 +145,6 @@ def segment(rgb: np.ndarray) -> Working:
     # JPEG noise and texture set the bar; a white product on a white sweep still clears 2.5 (a just visible step)
     threshold = max(2.2 * model.noise, 2.5)
     mask = dist > threshold
-    mask |= _brighter(resid[..., 0], mask, model)
     shadow = np.zeros_like(mask)
     if mask.any():  # the shadow's analysis only around what stands out (its margin is all backdrop)
         x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
@@ -153,6 +155,7 @@ def segment(rgb: np.ndarray) -> Working:
         banded = _soft_gaps(mask, dist, threshold) & ~mask
         shadow[box] = _backdrop_shadow(raw[box], lab[box], model, box, mask[box], threshold)
         mask = (mask & ~shadow) | banded
+    mask |= _brighter(resid[..., 0], mask, model)
     mask = _clean(mask, dist, model, threshold)
     backdrop_rgb = cv2.cvtColor(model.fitted, cv2.COLOR_LAB2RGB) * np.float32(255)
     return Working(mask, small, backdrop_rgb, factor, threshold, shadow & ~mask)
