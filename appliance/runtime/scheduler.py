@@ -309,7 +309,7 @@ class Scheduler:
         """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
         again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
         jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
-        events.record(self.db, None, task["job_id"], "retrying",  # stored like recover()'s, not streamed
+        events.record(self.db, task["job_id"], "retrying",  # stored like recover()'s, not streamed
                       {"task": task["id"], "attempt": task["attempts"], "error": error})
         self.wake()
 
@@ -386,9 +386,10 @@ class Scheduler:
 
     def _emit(self, job_id: str, event_type: str) -> None:
         job = jobs.require_job(self.db, job_id)
-        events.record(self.db, self.hub, job_id, event_type, {"status": job["status"], "phase": job["phase"],
-                                                              "progress": job["progress"],
-                                                              "tasks": jobs.task_counts(self.db, job_id)})
+        event = events.record(self.db, job_id, event_type, {"status": job["status"], "phase": job["phase"],
+                                                             "progress": job["progress"],
+                                                             "tasks": jobs.task_counts(self.db, job_id)})
+        self.hub.publish(job_id, event)
         listener = self.listeners.get(job["dialect"])
         if listener:
             try:
@@ -426,7 +427,7 @@ class Scheduler:
         for task in jobs.running_tasks(self.db):
             if task["attempts"] < self.settings.max_attempts:
                 jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None)
-                events.record(self.db, None, task["job_id"], "retrying",
+                events.record(self.db, task["job_id"], "retrying",
                               {"task": task["id"], "attempt": task["attempts"]})
             else:
                 self._task_failed(task, f"worker lost when the server stopped (attempt {task['attempts']} "
