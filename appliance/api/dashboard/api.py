@@ -54,6 +54,21 @@ async def job_file(request: Request, service: JobService, op: dict, job_id: str,
     return response
 
 
+@get("/jobs/{job_id:str}/inputs/{slot:str}")
+async def job_input(request: Request, service: JobService, op: dict, job_id: str, slot: str) -> Response:
+    """A RenderCAD job's uploaded picture (views.input_file says which files qualify), as its output is served:
+    behind the operator's session, never sniffed, never in a shared cache, its type the one it was accepted as."""
+    found = views.input_file(service, service.get(job_id), slot)
+    if found is None:
+        raise NotFound(f"no input {slot} for job {job_id}")
+    path, content_type = found
+    response = serve_file(request, path)
+    response.media_type = content_type
+    response.headers["Cache-Control"] = "private, max-age=60"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 @get("/jobs/{job_id:str}/preview.jpg")
 async def job_preview(service: JobService, op: dict, job_id: str) -> Response:
     data = await asyncio.to_thread(views.read_preview, service, job_id)
@@ -221,7 +236,7 @@ async def approve_device(request: Request, service: JobService, op: dict) -> Res
 
 
 router = Router(path="/dashboard/api", route_handlers=[
-    list_jobs, filters, job, job_file, job_preview, cancel, retry, remove, live, capacity, list_users, create_user,
-    set_plan, grant, create_key, revoke_key, pending_devices, approve_device],
+    list_jobs, filters, job, job_file, job_input, job_preview, cancel, retry, remove, live, capacity, list_users,
+    create_user, set_plan, grant, create_key, revoke_key, pending_devices, approve_device],
     dependencies={"op": Provide(session.operator_session)}, exception_handlers=handlers_for(error_response),
     request_max_body_size=64 * 1024, include_in_schema=False)

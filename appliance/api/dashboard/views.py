@@ -12,7 +12,7 @@ from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.services.jobs import JobService
-from appliance.store import deliveries, jobs, ledger, operators, users
+from appliance.store import deliveries, jobs, ledger, operators, rendercad_inputs, users
 from appliance.store.db import loads, rows
 
 DIALECTS = ("kodisc", "viralsync", "rendercad", "hotfolder", "admin")
@@ -155,6 +155,37 @@ def _media(files: list[dict]) -> dict:
     return {"image": images[0]} if images else {}
 
 
+def input_file(service: JobService, job: dict, slot: str) -> tuple[Path, str] | None:
+    """(the file, its content type) of a RenderCAD job's upload in `slot`, or None. The slot only picks a row of
+    the job's own uploads (it never becomes a path); the row's path must be a regular file, not a link, inside
+    the job's own upload folder, of an image type the appliance accepts, and the upload must have passed
+    finalize's check (an upload refused as unreadable may be any bytes at all: never served)."""
+    from appliance.api.rendercad import uploads  # the upload folder, its accepted types, finalize's refusals
+
+    if job["dialect"] != rendercad_inputs.DIALECT or job["status"] == "uploading" or (
+            job["error"] is not None and job["error"] in uploads.REFUSALS):
+        return None
+    got = next((u for u in rendercad_inputs.of_job(service.db, job["id"]) if u["slot"] == slot), None)
+    if got is None or not got["path"] or got["content_type"] not in uploads.CONTENT_TYPES:
+        return None
+    folder = uploads.upload_dir(service, job["id"])
+    path = Path(got["path"])
+    try:
+        inside = path.parent.resolve(strict=True) == folder.resolve(strict=True)
+        regular = stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return None
+    return (path, got["content_type"]) if inside and regular else None
+
+
+def _inputs(service: JobService, job: dict) -> list[dict]:
+    """A RenderCAD job's input pictures, shown beside its output."""
+    if job["dialect"] != rendercad_inputs.DIALECT:
+        return []
+    return [{"slot": u["slot"], "url": f"/dashboard/api/jobs/{job['id']}/inputs/{u['slot']}"}
+            for u in rendercad_inputs.of_job(service.db, job["id"]) if input_file(service, job, u["slot"])]
+
+
 def _task(t: dict) -> dict:
     return {"id": t["id"], "name": t["name"], "renderer": t["renderer"], "status": t["status"],
             "progress": t["progress"] or 0.0, "attempts": t["attempts"], "error": t["error"],
@@ -183,7 +214,7 @@ def job_detail(service: JobService, job_id: str) -> dict:
                         "attempts": d["attempt"], "lastStatus": d["last_status"], "lastError": d["last_error"],
                         "createdAt": d["created_at"], "updatedAt": d["updated_at"]}
                        for d in deliveries.of_job(service.db, job_id)],
-        "files": files, "media": _media(files),
+        "files": files, "media": _media(files), "inputs": _inputs(service, job),
         "preview": f"/dashboard/api/jobs/{job_id}/preview.jpg" if active else None,
         "actions": {"cancel": active, "retry": job["status"] in ("failed", "cancelled"), "delete": not active},
     }

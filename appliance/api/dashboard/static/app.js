@@ -228,16 +228,31 @@ async function jobPage(main, jobId) {
       h("details", {}, h("summary", {}, "Request"), h("pre", {class: "log"}, j.request)));
   };
 
+  // a RenderCAD job's input pictures beside what became of them: each in a captioned figure, side by side
+  const withInputs = (output) => {
+    const inputs = data.inputs || [];
+    if (!inputs.length) return [output];
+    const figure = (caption, el) => h("figure", {}, el, h("figcaption", {class: "muted small"}, caption));
+    return [h("div", {class: "compare", id: "compare"},
+      inputs.map((u) => figure(inputs.length > 1 ? "Input · " + u.slot : "Input",
+        h("img", {class: "input-image", src: u.url, alt: `input ${u.slot} of ${jobId}`}))),
+      output ? figure("Output", output) : figure("Output", h("p", {class: "muted"}, "Not rendered yet.")))];
+  };
+
   const drawMedia = () => {  // the finished output, or the live frame while it renders
     const m = data.media;
-    const key = m.video || m.image || (data.preview ? "live" : "none");
+    const key = (m.video || m.image || (data.preview ? "live" : "none")) + " " + (data.inputs || []).length;
     if (key === media) return;
     media = key;
     if (m.video) {
-      preview.replaceChildren(h("video", {id: "preview-video", controls: true, preload: "auto", src: m.video,
-                                          poster: m.poster, muted: true, playsinline: true}));
+      preview.replaceChildren(...withInputs(h("video", {id: "preview-video", controls: true, preload: "auto",
+                                                        src: m.video, poster: m.poster, muted: true,
+                                                        playsinline: true})));
     } else if (m.image) {
-      preview.replaceChildren(h("img", {id: "preview-image", src: m.image, alt: "output of " + jobId}));
+      preview.replaceChildren(...withInputs(h("img", {id: "preview-image", src: m.image,
+                                                      alt: "output of " + jobId})));
+    } else if ((data.inputs || []).length) {  // queued, running, failed: the input, and no output yet
+      preview.replaceChildren(...withInputs(null));
     } else if (data.preview) {
       const img = h("img", {id: "live-frame", alt: "latest rendered frame", hidden: true});
       const note = h("p", {class: "muted", id: "live-note"}, "Waiting for the first frame…");
