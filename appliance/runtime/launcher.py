@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance.runtime.executors.forkserver import zygote_env
+from appliance.runtime.childenv import child_env
 
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 HELLO_TIMEOUT_S = 10
@@ -157,7 +157,7 @@ class Launcher:
         config = {"fd": conn.fileno(), "preload": preload[:64], "sandbox": True, "allow_unsandboxed": False,
                   "extra_readonly": [], "work_root": self.work_root, "owner_uid": uid}
         child = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", json.dumps(config)],
-                                 pass_fds=[conn.fileno()], env=zygote_env(), cwd="/", stdin=subprocess.DEVNULL,
+                                 pass_fds=[conn.fileno()], env=child_env(), cwd="/", stdin=subprocess.DEVNULL,
                                  start_new_session=True)
         self.children.append(child)
         _log(f"zygote {child.pid} started for uid {uid}")

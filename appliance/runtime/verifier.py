@@ -99,12 +99,12 @@ class _Broken(Exception):
 
 class _Process:
     def __init__(self) -> None:
-        from appliance.runtime.executors.forkserver import zygote_env  # the short, secret-free environment
+        from appliance.runtime.childenv import child_env  # the short, secret-free environment
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.verifier", str(theirs.fileno())],
-                                     pass_fds=[theirs.fileno()], env=zygote_env(), cwd="/",
+                                     pass_fds=[theirs.fileno()], env=child_env(), cwd="/",
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
 

@@ -14,13 +14,12 @@ import struct
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from appliance.runtime.childenv import child_env
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.local import TaskHandle
-
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 class ZygoteClient:
@@ -70,7 +69,7 @@ class ZygoteClient:
         config = json.dumps({**self._config, "fd": theirs.fileno()})
         self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", config],
                                      pass_fds=[theirs.fileno()],
-                                     env=zygote_env(), cwd="/", stdin=subprocess.DEVNULL, start_new_session=True)
+                                     env=child_env(), cwd="/", stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         return ours
 
@@ -199,15 +198,3 @@ class RemoteZygote:
             if reader.is_alive():
                 raise subprocess.TimeoutExpired("zygote", timeout or 0)
         return 0
-
-
-def zygote_env() -> dict[str, str]:
-    """A short, explicit environment: the server's secrets never reach the zygote or its workers."""
-    path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/"),
-            "PYTHONPATH": path,
-            # The zygote (root, where the launcher runs it) imports from the checkout: it writes no __pycache__
-            # there, where a root-owned file would be in the way of the next install.
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # BLAS thread pools would make the zygote multi-threaded, and forking that is unsafe.
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
