@@ -84,12 +84,15 @@ def video_overlay_source(stream, layer: dict, win: Window, fps: int, matrix: str
 
 
 def covers_canvas(layer: dict, win: Window, info: SourceInfo, width: int, height: int, frames: int) -> bool:
-    """Whether a video layer is the whole picture on every frame of the scene: an opaque source, fitted (fill or
-    cover) onto exactly the canvas, on from the first frame to the last, not rotated or faded."""
+    """Whether a video layer is the whole picture on every frame of the scene: an opaque source, fitted onto
+    exactly the canvas (fill, cover, or contain with the canvas's own aspect ratio and even sides), on from the
+    first frame to the last, not rotated or faded."""
     box_w, box_h, cx, cy = scaled_box(layer)
-    return (info.opaque and layer["fit"] in ("fill", "cover") and (box_w, box_h) == (width, height)
-            and abs(cx - width / 2) < 1e-6 and abs(cy - height / 2) < 1e-6 and not layer["transform"]["rotation"] % 360
-            and not win.fades and (win.first, win.end) == (0, frames))
+    fills = layer["fit"] in ("fill", "cover") or (
+        info.size is not None and info.size[0] * height == info.size[1] * width and width % 2 == height % 2 == 0)
+    return (info.opaque and fills and (box_w, box_h) == (width, height) and abs(cx - width / 2) < 1e-6
+            and abs(cy - height / 2) < 1e-6 and not layer["transform"]["rotation"] % 360 and not win.fades
+            and (win.first, win.end) == (0, frames))
 
 
 def limited_yuv(color: str) -> tuple[int, int, int]:

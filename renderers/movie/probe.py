@@ -34,17 +34,20 @@ class SourceInfo:
     decoder: str | None  # a decoder to force before -i (libvpx for VP8/VP9 with alpha), else ffmpeg's choice
     decodes: bool = False  # the first video frame decodes (a probe alone accepts a PNG signature before junk)
     opaque: bool = False  # the video certainly has no alpha (its decoded format has none, no alpha decoder)
+    size: tuple[int, int] | None = None  # the video's width and height, when PyAV read them
 
 
 def _info(streams: list[dict], decodes: bool, opaque: bool) -> SourceInfo:
+    """The answer from ffprobe-style stream entries (``width`` is only there when PyAV read the file)."""
     by_type = {stream.get("codec_type"): stream for stream in reversed(streams)}  # the first of each type
     video, audio = by_type.get("video"), by_type.get("audio", {})
     decoder = None
     tags = {str(key).lower(): str(value) for key, value in ((video or {}).get("tags") or {}).items()}
     if video is not None and tags.get("alpha_mode") == "1":
         decoder = ALPHA_DECODERS.get(video.get("codec_name", ""))
+    size = (int(video["width"]), int(video["height"])) if video is not None and video.get("width") else None
     return SourceInfo(video is not None, int(audio.get("channels") or 0), source_matrix(video or {}), decoder,
-                      decodes and video is not None, opaque and decoder is None and video is not None)
+                      decodes and video is not None, opaque and decoder is None and video is not None, size)
 
 
 def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool] | None:
@@ -62,7 +65,7 @@ def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool] | None:
                 if stream.type == "audio":
                     entry["channels"] = context.channels
                 elif stream.type == "video":
-                    entry["height"] = context.height
+                    entry["width"], entry["height"] = context.width, context.height
                     if (space := _COLOR_SPACES.get(int(context.colorspace or 0))) is not None:
                         entry["color_space"] = space
                 streams.append(entry)

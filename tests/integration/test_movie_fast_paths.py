@@ -1,0 +1,128 @@
+"""The movie renderer's shortcuts give what the general paths give (issue #24, the seed example's speed goal).
+
+- a bottom video layer covering the whole canvas is the base stream (``layered.base_video``), not an overlay
+  onto the bgColor canvas: same pixels as the overlay path, for several opacities and background colours;
+- sources are probed in-process with PyAV (``movie.probe``): the same answers as ffprobe and ffmpeg's
+  first-frame decode, for every kind of media the conformance documents use;
+- scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
+  demuxer with ``-copyts``.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from renderers import ffmpeg as ff
+from renderers.base import NullReporter
+from renderers.movie import layered
+from renderers.movie.compose import render_scene
+from renderers.movie.mux import concat_scenes
+from renderers.movie.probe import _info, _pyav_probe, probe_source
+from renderers.movie.spec import validate_and_normalize
+from tests.media import movie as m
+
+W, H, FPS = 480, 360, 25
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fast-media")
+    m.ffmpeg(folder / "bars.mp4", "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}:d=2", "-c:v", "libx264",
+             "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p")
+    return folder / "bars.mp4"
+
+
+def _render(clip: Path, workdir: Path, layer: dict, bg: str, duration: float = 2) -> np.ndarray:
+    scene = {"id": "s", "duration": duration, "bgColor": bg, "layers": [
+        {"id": "v", "type": "video", "source": "bars.mp4", "position": {"x": 0, "y": 0},
+         "size": {"width": W, "height": H}, "mute": True, **layer},
+        {"id": "t", "type": "text", "text": "on top", "position": {"x": 20, "y": 20},
+         "size": {"width": 200, "height": 60}, "color": "#ffcc00"}]}
+    normalized = validate_and_normalize({"width": W, "height": H, "fps": FPS, "scenes": [scene]})["scenes"][0]
+    workdir.mkdir(parents=True)
+    shutil.copy(clip, workdir / "bars.mp4")
+    render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS, "sources": {"bars.mp4": "bars.mp4"}},
+                 workdir, NullReporter())
+    return m.frames(workdir / "scene.mp4").astype(int)
+
+
+@pytest.mark.parametrize(("layer", "bg"), [({}, "#000000"), ({"transform": {"opacity": 0.65}}, "#000000"),
+                                           ({"transform": {"opacity": 0.5}, "fit": "fill"}, "#3366cc"),
+                                           ({"transform": {"opacity": 0.2}, "fit": "cover"}, "#ffffff")])
+def test_a_full_canvas_base_video_looks_as_if_overlaid(clip, tmp_path, monkeypatch, layer, bg):
+    calls = []
+    real = layered.base_video
+    monkeypatch.setattr(layered, "base_video", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = _render(clip, tmp_path / "fast", layer, bg)
+    assert calls, "the full-canvas video did not take the base-stream path"
+    monkeypatch.setattr(layered, "covers_canvas", lambda *a, **k: False)
+    general = _render(clip, tmp_path / "general", layer, bg)
+    assert fast.shape == general.shape == (2 * FPS, H, W, 3)
+    # x264 spends its bits a little differently on pictures a level apart, so single pixels of testsrc2's fine
+    # detail may differ a lot after encoding; 24x24 block means show the picture itself
+    difference = np.abs(_blocks(fast) - _blocks(general))
+    assert np.abs(fast - general).mean() < 0.5 and difference.max() < 6, (difference.mean(), difference.max())
+
+
+def _blocks(frames: np.ndarray, side: int = 24) -> np.ndarray:
+    count, height, width, _ = frames.shape
+    return frames.reshape(count, height // side, side, width // side, side, 3).mean(axis=(2, 4))
+
+
+def test_a_video_that_does_not_cover_the_scene_is_overlaid(clip, tmp_path, monkeypatch):
+    """Late, smaller, faded or rotated: the bgColor must show around it, so it stays an overlay."""
+    monkeypatch.setattr(layered, "base_video", lambda *a, **k: pytest.fail("took the base-stream path"))
+    frames = _render(clip, tmp_path / "late", {"startTime": 1, "duration": 1}, "#ffffff")
+    assert frames[FPS // 2, 100:].min() > 245  # before the layer starts: the white background (below the text)
+    _render(clip, tmp_path / "faded", {"fadeIn": 0.5}, "#ffffff")
+    _render(clip, tmp_path / "rotated", {"transform": {"rotation": 10}}, "#ffffff")
+    _render(clip, tmp_path / "smaller", {"size": {"width": W - 2, "height": H}, "fit": "fill"}, "#ffffff")
+    wide = _render(clip, tmp_path / "contained", {"size": {"width": W, "height": H // 2}, "position": {
+        "x": 0, "y": H // 4}}, "#ffffff")  # contain: the source's aspect differs, white bars beside it
+    assert wide[FPS, H // 2, :W // 8].min() > 245
+
+
+def test_pyav_probe_answers_as_ffprobe_does(tmp_path):
+    from tests.media import movie_docs
+
+    movie_docs.make_media(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 100)
+    (tmp_path / "text.mp4").write_text("not a video")
+    read_in_process = 0
+    for path in sorted(p for p in tmp_path.iterdir() if p.is_file()):
+        streams = ff.media_streams(path)
+        has_video = any(stream.get("codec_type") == "video" for stream in streams)
+        expected = _info(streams, has_video and ff.decodes_first_frame(path), False)
+        got = probe_source(path)
+        assert (got.has_video, got.channels, got.matrix, got.decoder, got.decodes) == (
+            expected.has_video, expected.channels, expected.matrix, expected.decoder, expected.decodes), path.name
+        read_in_process += _pyav_probe(path) is not None
+    assert read_in_process >= 20  # PyAV answered for most files, the CLI only for the rest
+
+
+def _packets(path: Path) -> list[tuple]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [(packet.stream.type, packet.pts, packet.dts, packet.is_keyframe) for packet in container.demux()
+                if packet.dts is not None]
+
+
+def test_scenes_join_with_the_timestamps_of_ffmpegs_concat(clip, tmp_path):
+    first = _render(clip, tmp_path / "a", {"transform": {"opacity": 0.5}}, "#000000", duration=1.2)
+    assert len(first) == 30
+    second = tmp_path / "b"
+    _render(clip, second, {"startTime": 0.5, "duration": 1}, "#102030", duration=1.6)
+    files = [tmp_path / "a" / "scene.mp4", second / "scene.mp4"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"file '{path}'\n" for path in files))
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+                    "-copyts", "-movflags", "+faststart", str(tmp_path / "reference.mp4")], check=True)
+    concat_scenes(files, tmp_path / "ours.mp4")
+    assert _packets(tmp_path / "ours.mp4") == _packets(tmp_path / "reference.mp4")
+    assert ff.video_meta(tmp_path / "ours.mp4") == ff.video_meta(tmp_path / "reference.mp4")
+    assert len(m.frames(tmp_path / "ours.mp4")) == 70
