@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.runtime.childenv import child_env
 
 if TYPE_CHECKING:
-    from appliance.runtime.executors.local import TaskHandle
+    from appliance.runtime.executors.handle import TaskHandle
 
 
 class ZygoteClient:
@@ -114,12 +114,12 @@ class ZygoteClient:
             except OSError as exc:
                 self._pending.pop(request_id, None)
                 raise RuntimeError(f"the zygote is gone: {exc}") from exc
-        if not handle._spawned.wait(self._config.get("start_timeout_s", 60)):
+        if not handle.wait_spawned(self._config.get("start_timeout_s", 60)):
             self._pending.pop(request_id, None)
             self.proc.kill()  # hung: the next spawn starts a fresh zygote
             raise RuntimeError("spawn failed: no answer from the zygote (it was restarted)")
-        if handle._spawn_error:
-            raise RuntimeError(f"spawn failed: {handle._spawn_error}")
+        if handle.spawn_error:
+            raise RuntimeError(f"spawn failed: {handle.spawn_error}")
 
     def _dispatch(self) -> None:
         while True:
@@ -132,10 +132,9 @@ class ZygoteClient:
             self._on_report(json.loads(data))
         self._alive = False
         for handle in list(self._pending.values()):
-            handle._spawn_error = "the zygote died"
-            handle._spawned.set()
+            handle.spawn_failed("the zygote died")
         for handle in list(self.live.values()):
-            handle._exited({"lost": True})
+            handle.exited({"lost": True})
 
     def _on_report(self, report: dict) -> None:
         kind = report.get("type")
@@ -146,16 +145,14 @@ class ZygoteClient:
                     self._kill_worker(report["pid"])
                 return
             if kind == "spawned":  # registered here, before the exit report that may follow at once
-                handle.pid, handle.uid = report["pid"], report["uid"]
-                handle.remote_kill = self.kill if self.remote else None
-                self.live[handle.pid] = handle
+                self.live[report["pid"]] = handle
+                handle.spawned(report["pid"], report["uid"], self.kill if self.remote else None)
             else:
-                handle._spawn_error = report["error"]
-            handle._spawned.set()
+                handle.spawn_failed(report["error"])
         elif kind == "exited":
             handle = self.live.pop(report["pid"], None)
             if handle is not None:
-                handle._exited(report)
+                handle.exited(report)
 
     def _kill_worker(self, pid: int) -> None:
         if self.remote:
