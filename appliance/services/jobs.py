@@ -2,7 +2,9 @@
 
 Every entry point — the three dialects, the admin API and CLI, later the dashboard and the hot folder — starts
 and stops work here and nowhere else. A dialect validates its request and says which pipeline plans it; the
-service creates the job (tasks, credit reserve and first event in one transaction) and wakes the scheduler.
+service creates the job (tasks, credit reserve and first event in one transaction) and wakes the scheduler. A job
+whose inputs arrive after it exists (RenderCAD's uploads) is opened first (phase ``uploading``: no tasks, no
+reserve) and finalized once they are in; cancelled or failed meanwhile, it ends like any job.
 """
 from __future__ import annotations
 
@@ -58,6 +60,17 @@ class NewJob:
     max_parallel: int | None = None
 
 
+@dataclass(frozen=True)
+class OpenJob:
+    """A job opened to collect its inputs before it can be planned (``JobService.open``)."""
+    job_id: str
+    dialect: str
+    user_id: str
+    kind: str  # the pipeline that will plan it at finalize
+    request: dict  # what the job shows back to its owner meanwhile
+    key_id: str | None = None
+
+
 # (path, formats, max pixels) -> None, "unreadable" or "too_many_pixels" (runtime/verify.image_problem)
 ImageCheck = Callable[[Path, list[str], int], "str | None"]
 
@@ -84,15 +97,8 @@ class JobService:
     # ---- starting work ---------------------------------------------------------------------------------------
     def submit(self, new: NewJob) -> dict:
         """Create the job (402 leaves nothing behind) and start it; a deferred pipeline plans in the background."""
-        self.check_disk()
-        self.check_failures(new.user_id)
-        pipeline = self.pipelines[new.kind]
-        refusal = self._untrusted_refusal() if getattr(pipeline, "untrusted", False) else None
-        if refusal:  # strangers' code never runs unsandboxed unless the operator said so
-            raise Unavailable(refusal)
-        # the job id, as deferred planning gets it: a DAG's tasks name each other's outputs (a split Manim scene)
-        planned = [] if pipeline.deferred else pipeline.plan({**new.payload, "job_id": new.job_id})
-        tasks = self._private(new.user_id, planned)
+        pipeline = self._admit(new.user_id, new.kind)
+        tasks = self._private(new.user_id, self._plan_now(pipeline, new.job_id, new.payload))
         job = jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
                               key_id=new.key_id, kind=new.kind, request=new.request, tasks=tasks,
                               metadata=new.metadata, webhook_url=new.webhook_url, credit_rate=new.credit_rate,
@@ -104,6 +110,52 @@ class JobService:
         self.scheduler.wake()
         return job
 
+    def open(self, new: OpenJob) -> dict:
+        """A job in phase (and status) ``uploading``: no tasks, no reserve, no payload. Nothing is checked yet
+        (disk, failures, credits: ``finalize`` does); it is cancelled, failed and deleted like any job."""
+        return jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
+                               key_id=new.key_id, kind=new.kind, request=new.request, tasks=[],
+                               status="uploading", phase="uploading")
+
+    def finalize(self, job_id: str, payload: dict, *, request: dict, reserve: int = 0,
+                 charge: int | None = None) -> dict:
+        """Submit an opened job with its inputs: the checks ``submit`` makes and its plan, then the one credit
+        check — the reserve — with its tasks, in one transaction. A refusal leaves it uploading: Conflict when it
+        is not uploading any more (finalized already, cancelled, failed), InsufficientCredits, or submit's own."""
+        job = self.get(job_id)
+        pipeline = self._admit(job["user_id"], job["kind"])
+        tasks = self._private(job["user_id"], self._plan_now(pipeline, job_id, payload))
+        job = jobs.submit_opened(self.db, job_id, tasks=tasks, payload=payload, request=request, reserve=reserve,
+                                 charge=charge, phase="planning" if pipeline.deferred else "queued")
+        if pipeline.deferred:
+            self._plan_later(job_id)
+        self.scheduler.wake()
+        return job
+
+    def refuse(self, job_id: str, error: str) -> bool:
+        """An opened job whose inputs cannot be used (an upload that is no image): failed with ``error``, which
+        its dialect shows as it is, and its listeners told. False when it is not uploading any more."""
+        job = self.find(job_id)
+        if job is None or job["status"] != "uploading":
+            return False
+        self.fail(job_id, error)
+        return True
+
+    def _admit(self, user_id: str, kind: str) -> Pipeline:
+        """What every new job passes before it is planned: disk, the user's recent failures, the sandbox."""
+        self.check_disk()
+        self.check_failures(user_id)
+        pipeline = self.pipelines[kind]
+        refusal = self._untrusted_refusal() if getattr(pipeline, "untrusted", False) else None
+        if refusal:  # strangers' code never runs unsandboxed unless the operator said so
+            raise Unavailable(refusal)
+        return pipeline
+
+    @staticmethod
+    def _plan_now(pipeline: Pipeline, job_id: str, payload: dict) -> list[TaskDef]:
+        # the job id, as deferred planning gets it: a DAG's tasks name each other's outputs (a split Manim scene)
+        return [] if pipeline.deferred else pipeline.plan({**payload, "job_id": job_id})
+
     def retry(self, job_id: str) -> dict:
         """A failed or cancelled job again, as a new job with the same tasks (the old one stays as it ended),
         under an id of its dialect's shape; a dialect that keeps jobs of its own (RenderCAD) records the copy
@@ -111,6 +163,8 @@ class JobService:
         job = self.get(job_id)
         if job["status"] not in ("failed", "cancelled"):
             raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
+        if job["payload"] is None and not jobs.tasks_of(self.db, job_id):
+            raise Conflict(f"job {job_id} ended while it collected its inputs (never submitted): nothing to retry")
         hook = self._retry_hooks.get(job["dialect"])
         new_id = hook.new_id(job) if hook else ids.kodisc_job_id() if job["dialect"] == "kodisc" \
             else ids.viralsync_job_id()

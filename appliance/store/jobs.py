@@ -1,7 +1,8 @@
 """Jobs and their tasks (a DAG): creation in one transaction, state changes, queries.
 
-Core job status: queued → running → completed | failed | cancelled. Task status: queued → running →
-done | failed | cancelled. Dialect adapters translate these into their own words.
+Core job status: queued → running → completed | failed | cancelled, and before queued, for a job opened to collect
+its inputs (RenderCAD's uploads), uploading: no tasks, no reserve, no payload until it is submitted. Task status:
+queued → running → done | failed | cancelled. Dialect adapters translate these into their own words.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
+from appliance.errors import Conflict
 from appliance.store import ids, ledger
 from appliance.store.db import dumps, loads, now_iso, one, parse_iso, rows, transaction
 
@@ -31,11 +33,12 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
                kind: str, request: dict, tasks: list[TaskDef], metadata=None, webhook_url: str | None = None,
                credit_rate: float | None = None, reserve: int = 0, priority: int = 0,
                max_parallel: int | None = None, phase: str = "queued", payload: dict | None = None,
-               charge: int | None = None) -> dict:
-    """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing)."""
+               charge: int | None = None, status: str = "queued") -> dict:
+    """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing).
+    ``status``: queued, or uploading for a job opened with no tasks (``submit_opened`` queues it)."""
     now = now_iso()
     job = {"id": job_id, "dialect": dialect, "user_id": user_id, "key_id": key_id, "kind": kind,
-           "status": "queued", "phase": phase, "progress": 0.0, "priority": priority,
+           "status": status, "phase": phase, "progress": 0.0, "priority": priority,
            "max_parallel": max_parallel,
            "request": dumps(request), "payload": dumps(payload) if payload is not None else None,
            "metadata": dumps(metadata), "webhook_url": webhook_url,
@@ -46,6 +49,28 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
             db.table("tasks").insert(_task_row(job_id, idx, t, now))
         if reserve:
             ledger.reserve(db, user_id, job_id, reserve)
+        db.table("events").insert({"job_id": job_id, "type": status, "created_at": now,
+                                   "data": dumps({"status": status, "phase": phase, "progress": 0.0})})
+    return require_job(db, job_id)
+
+
+def submit_opened(db: sqlite_utils.Database, job_id: str, *, tasks: list[TaskDef], payload: dict, request: dict,
+                  reserve: int, charge: int | None, phase: str) -> dict:
+    """An opened job submitted: queued with its payload, request, price and tasks, its credits reserved and its
+    queued event recorded, all in one transaction, so a refusal leaves it uploading as it was (the client may
+    finalize again). Conflict when it is not uploading any more (submitted already, cancelled or failed);
+    InsufficientCredits when the reserve cannot be made."""
+    now = now_iso()
+    with transaction(db, durable=True):  # as create_job: the accepted job and its reserve survive a power loss
+        job = get_job(db, job_id)
+        if job is None or job["status"] != "uploading":
+            raise Conflict(f"job {job_id} is not collecting its inputs any more")
+        if reserve:
+            ledger.reserve(db, job["user_id"], job_id, reserve)
+        db.table("jobs").update(job_id, {"status": "queued", "phase": phase, "payload": dumps(payload),
+                                         "request": dumps(request), "charge": charge, "updated_at": now})
+        for idx, t in enumerate(tasks):
+            db.table("tasks").insert(_task_row(job_id, idx, t, now))
         db.table("events").insert({"job_id": job_id, "type": "queued", "created_at": now,
                                    "data": dumps({"status": "queued", "phase": phase, "progress": 0.0})})
     return require_job(db, job_id)
@@ -59,9 +84,10 @@ def disk_by_user(db: sqlite_utils.Database) -> dict[str, int]:
 
 
 def failed_since(db: sqlite_utils.Database, user_id: str, since: str) -> int:
-    """How many of the user's jobs created since ``since`` (ISO) failed (the (user_id, created_at) index)."""
-    row = db.execute("SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ? AND status = 'failed'",
-                     [user_id, since]).fetchone()
+    """How many of the user's jobs created since ``since`` (ISO) failed (the (user_id, created_at) index). A job
+    failed while it collected its inputs (an upload that is no image: no payload yet) never ran: not counted."""
+    row = db.execute("SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ? AND status = 'failed' "
+                     "AND payload IS NOT NULL", [user_id, since]).fetchone()
     return int(row[0])
 
 

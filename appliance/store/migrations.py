@@ -153,3 +153,32 @@ def m010_job_output_bytes(db) -> None:
     """What a completed job's outputs take on disk, recorded when they are published: the operator's per-user
     disk accounting (dashboard Users, `appliance users list`) reads a sum, never a walk of outputs/."""
     db["jobs"].add_column("output_bytes", int)
+
+
+@migrations()
+def m011_rendercad_jobs_are_core_jobs(db) -> None:
+    """RenderCAD's collecting of uploads is a phase of the core job (status and phase ``uploading``), so
+    rendercad_jobs keeps only RenderCAD's own columns (id, kind, params). A job that never reached the core
+    (still uploading, an upload refused, cancelled while uploading) becomes a core job in that state; a finalized
+    one keeps its core job, which takes the RenderCAD row's creation time (history's time and order) and its
+    deletion. Nothing the owner saw is lost: status, error text, times and history read the same."""
+    kinds = {"image": "image", "video": "video", "convert": "video_convert"}
+    states = {"uploading": "uploading", "failed": "failed", "canceled": "cancelled", "submitted": "failed"}
+    for row in list(db.query("select * from rendercad_jobs")):
+        core = next(db.query("select id, deleted_at from jobs where id = ?", [row["id"]]), None)
+        if core is not None:
+            db.execute("update jobs set created_at = ?, deleted_at = coalesce(deleted_at, ?) where id = ?",
+                       [row["created_at"], row["deleted_at"], row["id"]])
+            continue
+        status = states.get(row["status"], "failed")  # submitted with no core job: shown as failed, as it was
+        ended = status in ("failed", "cancelled")
+        error = row["error_message"] if status == "failed" else "cancelled" if ended else None
+        db["jobs"].insert({"id": row["id"], "dialect": "rendercad", "user_id": row["user_id"], "key_id": row["key_id"],
+                           "kind": kinds.get(row["kind"], row["kind"]), "status": status, "phase": status,
+                           "progress": 0.0, "priority": 0, "request": row["params"], "error": error,
+                           "created_at": row["created_at"], "updated_at": row["completed_at"] or row["created_at"],
+                           "completed_at": row["completed_at"] if ended else None, "deleted_at": row["deleted_at"],
+                           "duration_ms": 0 if ended else None})
+    db.execute("drop index if exists idx_rendercad_jobs_user_id_created_at")
+    db["rendercad_jobs"].transform(drop={"user_id", "key_id", "status", "error_message", "cost", "created_at",
+                                         "finalized_at", "completed_at", "deleted_at"})

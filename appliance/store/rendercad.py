@@ -1,6 +1,8 @@
-"""RenderCAD's own tables: token metadata (integer ids, usage), device-code sign-in, jobs while they collect
-their uploads (before the core job exists), uploads and webhooks. The keys themselves live in api_keys."""
+"""RenderCAD's own tables: token metadata (integer ids, usage), device-code sign-in, what RenderCAD keeps of a job
+beside the core job (its kind and settings), uploads and webhooks. The keys themselves live in api_keys."""
 from __future__ import annotations
+
+from typing import TypedDict, cast
 
 import sqlite_utils
 
@@ -97,75 +99,86 @@ def consume_device(db: sqlite_utils.Database, code: str) -> bool:
 
 
 # ---- jobs and their uploads ------------------------------------------------------------------------------------
-def create_job(db: sqlite_utils.Database, job_id: str, user_id: str, key_id: str, kind: str, params: dict) -> dict:
-    row = {"id": job_id, "user_id": user_id, "key_id": key_id, "kind": kind, "params": dumps(params),
-           "status": "uploading", "error_message": None, "cost": 0, "created_at": now_iso()}
+# rendercad_jobs holds only what RenderCAD has and the core does not: its kind (image | video | convert) and its
+# settings (params, with the upload slots and references). The job itself — owner, key, state, error, times, price
+# — is the core job of the same id (store/jobs.py): opened in phase uploading while it collects its uploads, and
+# changed only through JobService. A RenderCAD job is read as the two joined.
+class RcJob(TypedDict):
+    id: str
+    kind: str  # image | video | convert
+    params: dict
+    user_id: str
+    key_id: str | None
+    status: str  # the core job's status (uploading, queued, running, completed, failed, cancelled)
+    error: str | None
+    created_at: str
+    completed_at: str | None
+
+
+_JOB_SQL = ("select r.id, r.kind, r.params, j.user_id, j.key_id, j.status, j.error, j.created_at, j.completed_at "
+            "from rendercad_jobs r join jobs j on j.id = r.id where j.deleted_at is null")
+
+
+def _job(row: dict | None) -> RcJob | None:
+    if row is None:
+        return None
+    row["params"] = loads(row["params"], {})
+    return cast(RcJob, row)
+
+
+def create_job(db: sqlite_utils.Database, job_id: str, kind: str, params: dict) -> None:
+    """RenderCAD's part of a job whose core job (same id) the caller opened or submitted."""
     with transaction(db):
-        db.table("rendercad_jobs").insert(row)
-    return get_job(db, job_id, user_id) or row
+        db.table("rendercad_jobs").insert({"id": job_id, "kind": kind, "params": dumps(params)})
+
+
+def set_params(db: sqlite_utils.Database, job_id: str, params: dict) -> None:
+    """The settings of a job still collecting its upload (the legacy render names its settings last)."""
+    with transaction(db):
+        db.table("rendercad_jobs").update(job_id, {"params": dumps(params)})
 
 
 def copy_job(db: sqlite_utils.Database, old_id: str, new_id: str, uploads: dict[str, str]) -> None:
-    """A retried job (the operator's retry of a failed or cancelled one): the same owner, key, kind, settings
-    and price, submitted now; ``uploads``: slot -> the copy's path (made by the caller)."""
+    """A retried job (the operator's retry of a failed or cancelled one; the core made the copy's job): the
+    same kind and settings; ``uploads``: slot -> the copy's path (made by the caller)."""
     row = one(db, "select * from rendercad_jobs where id = ?", (old_id,))
     if row is None:
         return
-    now = now_iso()
     with transaction(db):
-        db.table("rendercad_jobs").insert({**row, "id": new_id, "status": "submitted", "error_message": None,
-                                           "created_at": now, "finalized_at": now, "completed_at": None,
-                                           "deleted_at": None})
+        db.table("rendercad_jobs").insert({**row, "id": new_id})
         for slot, got in uploads_of(db, old_id).items():
             if slot in uploads:
                 db.table("rendercad_uploads").insert({**got, "job_id": new_id, "path": uploads[slot]})
 
 
-def get_job(db: sqlite_utils.Database, job_id: str, user_id: str) -> dict | None:
-    row = one(db, "select * from rendercad_jobs where id = ? and user_id = ? and deleted_at is null",
-              (job_id, user_id))
-    if row:
-        row["params"] = loads(row["params"], {})
-    return row
+def get_job(db: sqlite_utils.Database, job_id: str, user_id: str) -> RcJob | None:
+    return _job(one(db, _JOB_SQL + " and r.id = ? and j.user_id = ?", (job_id, user_id)))
 
 
-def update_job(db: sqlite_utils.Database, job_id: str, **fields) -> None:
-    with transaction(db):
-        db.table("rendercad_jobs").update(job_id, fields)
+def one_job(db: sqlite_utils.Database, job_id: str) -> RcJob | None:
+    """A job by id alone (an upload URL is its own credential)."""
+    return _job(one(db, _JOB_SQL + " and r.id = ?", (job_id,)))
 
 
-def set_status_if(db: sqlite_utils.Database, job_id: str, expected: str, **fields) -> bool:
-    """Compare-and-set on the status, so two finalize calls cannot both submit."""
-    sets = ", ".join(f"{name} = ?" for name in fields)
-    with transaction(db):
-        cur = db.execute(f"update rendercad_jobs set {sets} where id = ? and status = ?",
-                         (*fields.values(), job_id, expected))
-    return cur.rowcount == 1
-
-
-def list_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None, offset: int, limit: int) -> list[dict]:
+def list_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None, offset: int, limit: int) -> list[RcJob]:
     where, params = _history_where(user_id, kind)
-    got = rows(db, f"select * from rendercad_jobs where {where} order by created_at desc, id desc limit ? offset ?",
+    got = rows(db, f"{_JOB_SQL} and {where} order by j.created_at desc, j.id desc limit ? offset ?",
                (*params, limit, offset))
-    for row in got:
-        row["params"] = loads(row["params"], {})
-    return got
+    return [job for job in map(_job, got) if job is not None]
 
 
 def count_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None) -> int:
     where, params = _history_where(user_id, kind)
-    return _count(db, f"select count(*) as n from rendercad_jobs where {where}", params)
+    return _count(db, "select count(*) as n from rendercad_jobs r join jobs j on j.id = r.id "
+                      f"where j.deleted_at is null and {where}", params)
 
 
 def _history_where(user_id: str, kind: str | None) -> tuple[str, tuple]:
+    """The user's jobs (the core's listing index: user, dialect, created_at), of one kind or of every render."""
     if kind:
-        return "user_id = ? and deleted_at is null and kind = ?", (user_id, kind)
+        return "j.user_id = ? and j.dialect = 'rendercad' and r.kind = ?", (user_id, kind)
     # a video's GIF conversion (video.php convert) is no render of its own: history lists images and videos
-    return "user_id = ? and deleted_at is null and kind != 'convert'", (user_id,)
-
-
-def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:
-    update_job(db, job_id, deleted_at=now_iso())
+    return "j.user_id = ? and j.dialect = 'rendercad' and r.kind != 'convert'", (user_id,)
 
 
 def put_upload(db: sqlite_utils.Database, job_id: str, slot: str, content_type: str, path: str, size: int) -> None:
@@ -206,11 +219,6 @@ def avg_seconds(db: sqlite_utils.Database, user_id: str, kind: str) -> int:
     got = one(db, "select avg(duration_ms) as ms from jobs where user_id = ? and dialect = ? and kind = ? "
                   "and status = 'completed'", (user_id, DIALECT, kind))
     return round((got["ms"] or 0) / 1000) if got else 0
-
-
-def one_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
-    """A job by id alone (an upload URL is its own credential)."""
-    return one(db, "select * from rendercad_jobs where id = ? and deleted_at is null", (job_id,))
 
 
 def _count(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> int:

@@ -17,7 +17,6 @@ from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
 from appliance.store import rendercad as store
-from appliance.store.db import now_iso
 
 MAX_BODY = 1024 * 1024  # JSON bodies; uploads have their own limit
 OUTPUT = "render.jpg"
@@ -74,8 +73,8 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
     job_id = name[:-len("_input")] if name.endswith("_input") else video.asset_job_id(name)
     row = store.one_job(service.db, job_id)
     path = None
-    if row and name.endswith("_input") and row["error_message"] not in uploads.REFUSALS:  # a refused upload
-        got = store.uploads_of(service.db, job_id).get("input_main")                   # is never served
+    if row and name.endswith("_input") and row["error"] not in uploads.REFUSALS:  # a refused upload is
+        got = store.uploads_of(service.db, job_id).get("input_main")           # never served
         path = Path(got["path"]) if got and got["path"] else None
     elif row:
         path = service.store.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT))
@@ -85,17 +84,13 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
 
 
 def listener(service: JobService):
-    """On a job's end the end time is recorded (the core settled the fixed token price: NewJob.charge) and the
-    registered webhooks are told (cancelled is no webhook event)."""
+    """On a job's end (the core settled the fixed token price: NewJob.charge) the registered webhooks are told:
+    render.* or video.*, a refused upload's failure included; cancelled is no webhook event."""
     def on_event(job: dict, event_type: str) -> None:
-        if event_type not in ("completed", "failed", "cancelled"):
-            return
-        store.update_job(service.db, job["id"], completed_at=job["completed_at"] or now_iso())
-        if event_type != "cancelled" and job.get("kind") != "video_convert":  # a GIF conversion sends none
-            row = store.one_job(service.db, job["id"])
+        if event_type in ("completed", "failed") and job.get("kind") != "video_convert":  # a GIF sends none
             shown = video.display_error if job.get("kind") == "video" else render.display_error
-            error = (row or {}).get("error_message") or shown(job["error"])
-            webhooks.job_ended(service, job, None if event_type == "completed" else error)
+            webhooks.job_ended(service, job, None if event_type == "completed" else uploads.shown_error(job["error"],
+                                                                                                        shown))
     return on_event
 
 

@@ -12,11 +12,10 @@ from litestar import Request, Response
 from appliance.api.auth import authenticate
 from appliance.api.common import HTTP_CODES, json_response
 from appliance.api.rendercad import limits
-from appliance.errors import ApplianceError, Unauthorized
-from appliance.services.jobs import JobService
+from appliance.errors import ApplianceError, Conflict, InsufficientCredits, Unauthorized
+from appliance.services.jobs import JobService, OpenJob
 from appliance.store import rendercad as store
 from appliance.store import users
-from appliance.store.db import now_iso
 
 SCOPE_RANK = {"read-only": 0, "render-only": 1, "full-access": 2}
 SCOPE_WORDS = {"read-only": "read-only or higher", "render-only": "render-only or full-access",
@@ -180,12 +179,17 @@ def text_field(body: dict, name: str, *, required: bool = False, max_len: int = 
 
 
 # ---- jobs as render.php and video.php show them -----------------------------------------------------------------
-# A core job's status in RenderCAD's words (its statuses spell "canceled" with one l).
-PUBLIC = {"queued": "pending", "running": "processing", "completed": "completed", "failed": "failed",
-          "cancelled": "canceled"}
+# RenderCAD's status is the core job's, in RenderCAD's words: the one place the two vocabularies meet. A job
+# collecting its uploads is the core's "uploading"; its statuses spell "canceled" with one l.
+PUBLIC = {"uploading": "uploading", "queued": "pending", "running": "processing", "completed": "completed",
+          "failed": "failed", "cancelled": "canceled"}
 
 
-def job_row(ctx: Ctx, kinds: tuple[str, ...] | None = None) -> dict:
+def public_status(core_status: str) -> str:
+    return PUBLIC.get(core_status, "failed")
+
+
+def job_row(ctx: Ctx, kinds: tuple[str, ...] | None = None) -> store.RcJob:
     """The caller's own RenderCAD job named by job_id (body on POST, query on GET), of one of `kinds`."""
     job_id = ctx.body.get("job_id") if ctx.request.method == "POST" else ctx.query("job_id")
     if not isinstance(job_id, str) or not job_id:
@@ -196,12 +200,10 @@ def job_row(ctx: Ctx, kinds: tuple[str, ...] | None = None) -> dict:
     return row
 
 
-def public_state(ctx: Ctx, row: dict) -> tuple[str, dict | None]:
-    """(RenderCAD status, core job or None): before finalize the row's own status, after it the core job's."""
-    if row["status"] != "submitted":
-        return row["status"], None
+def public_state(ctx: Ctx, row: store.RcJob) -> tuple[str, dict | None]:
+    """(RenderCAD status, the core job): the core job's state, read now."""
     job = ctx.service.find(row["id"], ctx.user_id, "rendercad")
-    return (PUBLIC.get(job["status"], "failed"), job) if job else ("failed", None)
+    return (public_status(job["status"]), job) if job else ("failed", None)
 
 
 def queue_figures(ctx: Ctx, job: dict | None, kind: str) -> dict:
@@ -211,13 +213,39 @@ def queue_figures(ctx: Ctx, job: dict | None, kind: str) -> dict:
     return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}
 
 
-def cancel_row(ctx: Ctx, row: dict) -> Response:
-    """Cancel as both render.php and video.php define it: an uploading job at once, a pending one through the
-    core (refunded there); anything later is a 409 with no refund."""
+def open_job(ctx: Ctx, job_id: str, kind: str, params: dict) -> None:
+    """A job that waits for its uploads: the core job opened (uploading) and RenderCAD's kind and settings."""
+    ctx.service.open(OpenJob(job_id=job_id, dialect="rendercad", user_id=ctx.user_id, kind=PIPELINES[kind],
+                             request=params, key_id=ctx.key.id if ctx.key else ""))
+    store.create_job(ctx.db, job_id, kind, params)
+
+
+PIPELINES = {"image": "image", "video": "video", "convert": "video_convert"}  # RenderCAD kind -> the core's
+
+
+def finalize(ctx: Ctx, row: store.RcJob, payload: dict, price: int, what: str) -> dict:
+    """Submit the job with its uploads: its price is reserved there (the one credit check) and settled when it
+    completes. A refusal leaves it uploading, so the client may finalize again."""
+    try:
+        return ctx.service.finalize(row["id"], payload, request=row["params"], reserve=price, charge=price)
+    except InsufficientCredits:
+        raise RCError(429, f"Not enough tokens: this {what} needs {price}. Ask the appliance admin for credits.") \
+            from None
+    except Conflict:
+        raise RCError(409, "This job was already finalized") from None
+
+
+def refuse(ctx: Ctx, row: store.RcJob, reason: str) -> RCError:
+    """An upload finalize cannot use: the job fails with the reason (its webhook sent by the job listener, as for
+    any failure) unless it left uploading meanwhile; the 422 to raise."""
+    ctx.service.refuse(row["id"], reason)
+    return RCError(422, reason)
+
+
+def cancel_row(ctx: Ctx, row: store.RcJob) -> Response:
+    """Cancel as both render.php and video.php define it: an uploading or pending job through the core (a
+    pending one's reserve refunded there); anything later is a 409 with no refund."""
     state, _ = public_state(ctx, row)
-    if state == "uploading" and store.set_status_if(ctx.db, row["id"], "uploading", status="canceled",
-                                                     completed_at=now_iso()):
-        return ok({"job_id": row["id"], "status": "canceled"})
-    if state != "pending" or not ctx.service.cancel(row["id"]):
+    if state not in ("uploading", "pending") or not ctx.service.cancel(row["id"]):
         raise RCError(409, f"Only pending jobs can be canceled; this job is {public_state(ctx, row)[0]}")
     return ok({"job_id": row["id"], "status": "canceled"})

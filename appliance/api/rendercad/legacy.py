@@ -14,10 +14,9 @@ from litestar import Response
 from litestar.datastructures import UploadFile
 
 from appliance.api.rendercad import render, uploads
-from appliance.api.rendercad.common import Action, Ctx, RCError, json_body, ok
+from appliance.api.rendercad.common import Action, Ctx, RCError, json_body, ok, open_job
 from appliance.services.pipelines import image
 from appliance.store import rendercad as store
-from appliance.store.db import dumps
 
 MAX_BYTES = 10 * 1024 * 1024  # the legacy API's documented image limit
 MAX_BODY = MAX_BYTES * 4 // 3 + 64 * 1024  # the same image as base64 in JSON, plus the other fields
@@ -35,9 +34,10 @@ def _settings(data: dict) -> dict:
     return settings
 
 
-def _new_job(ctx: Ctx, settings: dict) -> dict:
-    return store.create_job(ctx.db, render.new_job_id(), ctx.user_id, ctx.key.id if ctx.key else "", "image",
-                            settings)
+def _new_job(ctx: Ctx, settings: dict) -> str:
+    job_id = render.new_job_id()
+    open_job(ctx, job_id, "image", settings)
+    return job_id
 
 
 async def presign(ctx: Ctx) -> Response:
@@ -45,8 +45,8 @@ async def presign(ctx: Ctx) -> Response:
     content_type = ctx.body.get("content_type")
     if not isinstance(content_type, str) or content_type not in uploads.CONTENT_TYPES:
         raise RCError(400, "content_type must be one of: " + ", ".join(uploads.CONTENT_TYPES))
-    row = _new_job(ctx, image.validate({}))
-    signed = uploads.presign(ctx.service, row["id"], "input_main", content_type)
+    job_id = _new_job(ctx, image.validate({}))
+    signed = uploads.presign(ctx.service, job_id, "input_main", content_type)
     return ok({**signed, "r2_input_url": signed["asset_url"]})
 
 
@@ -58,17 +58,17 @@ async def render_action(ctx: Ctx) -> Response:
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise RCError(400, "image is required")
-        row = await _inline(ctx, _settings(data), await upload.read(), upload.content_type)
+        job_id = await _inline(ctx, _settings(data), await upload.read(), upload.content_type)
     else:
         data = await json_body(ctx.request)
         if data.get("r2_input_url"):
-            row = _from_presign(ctx, data)
+            job_id = _from_presign(ctx, data)
         else:
             body, kind = _data_url(data.get("image"))
-            row = await _inline(ctx, _settings(data), body, kind)
-    ctx.body = {"job_id": row["id"]}
+            job_id = await _inline(ctx, _settings(data), body, kind)
+    ctx.body = {"job_id": job_id}
     await render.finalize_job(ctx)
-    return ok({"job_id": row["id"]})
+    return ok({"job_id": job_id})
 
 
 def _data_url(value: object) -> tuple[bytes, str]:
@@ -85,17 +85,17 @@ def _data_url(value: object) -> tuple[bytes, str]:
         raise RCError(400, "image is not valid base64") from None
 
 
-async def _inline(ctx: Ctx, settings: dict, data: bytes, content_type: str | None) -> dict:
+async def _inline(ctx: Ctx, settings: dict, data: bytes, content_type: str | None) -> str:
     """A job whose input_main is these bytes, written as an upload would be."""
     if len(data) > MAX_BYTES:
         raise RCError(413, TOO_LARGE)
     kind = content_type if content_type in uploads.CONTENT_TYPES else "image/jpeg"  # the decoder checks it
-    row = _new_job(ctx, settings)
-    folder = uploads.upload_dir(ctx.service, row["id"])
+    job_id = _new_job(ctx, settings)
+    folder = uploads.upload_dir(ctx.service, job_id)
     path = folder / f"input_main{uploads.CONTENT_TYPES[kind]}"
     await asyncio.to_thread(_write, path, data)
-    store.put_upload(ctx.db, row["id"], "input_main", kind, str(path), len(data))
-    return row
+    store.put_upload(ctx.db, job_id, "input_main", kind, str(path), len(data))
+    return job_id
 
 
 def _write(path, data: bytes) -> None:
@@ -105,7 +105,7 @@ def _write(path, data: bytes) -> None:
     os.replace(partial, path)
 
 
-def _from_presign(ctx: Ctx, data: dict) -> dict:
+def _from_presign(ctx: Ctx, data: dict) -> str:
     """The job a jobless presign made, named by its r2_input_url; the render's settings replace the defaults."""
     url = data["r2_input_url"]
     prefix = f"{ctx.base}/renders/"
@@ -116,8 +116,8 @@ def _from_presign(ctx: Ctx, data: dict) -> dict:
         raise RCError(404, "Upload not found")
     if row["status"] != "uploading":
         raise RCError(409, "This upload was already rendered")
-    store.update_job(ctx.db, row["id"], params=dumps(_settings(data)))
-    return row
+    store.set_params(ctx.db, row["id"], _settings(data))  # finalize gives them to the core job as its request
+    return row["id"]
 
 
 async def presign_upload(ctx: Ctx) -> Response:

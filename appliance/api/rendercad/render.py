@@ -1,7 +1,8 @@
 """/backend/render.php: create_job → presign_upload → (PUT) → finalize_job → status; history, cancel, delete.
 
-A job lives in rendercad_jobs while it collects its uploads ("uploading"); finalize submits the core job with
-the same id, and from then on its public status is the core job's, in RenderCAD's words."""
+A job is a core job from create_job on: opened in phase "uploading" (no tasks, no tokens reserved) while it
+collects its uploads, submitted by finalize through JobService; rendercad_jobs keeps its kind and settings. Its
+public status is always the core job's, in RenderCAD's words (common.PUBLIC)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,15 +13,24 @@ from pathlib import Path
 
 from litestar import Response
 
-from appliance.api.rendercad import library, references, uploads, webhooks
-from appliance.api.rendercad.common import Action, Ctx, RCError, cancel_row, job_row, ok, public_state, queue_figures
+from appliance.api.rendercad import library, references, uploads
+from appliance.api.rendercad.common import (
+    Action,
+    Ctx,
+    RCError,
+    cancel_row,
+    finalize,
+    job_row,
+    ok,
+    open_job,
+    public_state,
+    queue_figures,
+    refuse,
+)
 from appliance.api.rendercad.video import video_settings
-from appliance.errors import InsufficientCredits
-from appliance.services.jobs import NewJob
 from appliance.services.pipelines import image
-from appliance.store import ledger
 from appliance.store import rendercad as store
-from appliance.store.db import now_iso, parse_iso
+from appliance.store.db import parse_iso
 
 DETAIL = {"uploading": "Waiting for upload", "pending": "Queued...", "processing": "Rendering...",
           "completed": None, "failed": "Failed", "canceled": "Canceled"}
@@ -46,12 +56,6 @@ def display_error(error: str | None) -> str:
     return GENERIC_FAILURE
 
 
-
-
-
-
-
-
 # ---- actions ---------------------------------------------------------------------------------------------------
 async def create_job(ctx: Ctx) -> Response:
     try:
@@ -71,17 +75,18 @@ async def create_job(ctx: Ctx) -> Response:
         source_file = uploads.asset_file(ctx.service, ctx.user_id, source, "source_url")
     slots = ([] if source_file else [SLOTS[0]]) + [r["slot"] for r in refs if r["source"] == "upload"]
     params = {**settings, **({"references": refs} if refs else {}), "slots": slots}
-    row = store.create_job(ctx.db, new_job_id(), ctx.user_id, ctx.key.id if ctx.key else "", "image", params)
+    job_id = new_job_id()
+    open_job(ctx, job_id, "image", params)
     for slot, path in [*(((SLOTS[0], source_file),) if source_file else ()), *copies.items()]:
-        content_type, copy = await asyncio.to_thread(uploads.copy_in, ctx.service, row["id"], slot, path)
-        store.put_upload(ctx.db, row["id"], slot, content_type, str(copy), copy.stat().st_size)
-    data = {"job_id": row["id"], "status": "uploading", "required_uploads": [public_slot(s, refs) for s in slots]}
+        content_type, copy = await asyncio.to_thread(uploads.copy_in, ctx.service, job_id, slot, path)
+        store.put_upload(ctx.db, job_id, slot, content_type, str(copy), copy.stat().st_size)
+    data = {"job_id": job_id, "status": "uploading", "required_uploads": [public_slot(s, refs) for s in slots]}
     if settings.get("custom_instructions"):
         data["instructions_applied"] = image.parse_instructions(settings["custom_instructions"]).applied
     return ok(data)
 
 
-def job_slots(row: dict) -> list[str]:
+def job_slots(row: store.RcJob) -> list[str]:
     """The upload slots a job waits for (jobs made before references and source_url: input_main)."""
     return row["params"].get("slots", list(SLOTS))
 
@@ -132,15 +137,14 @@ async def finalize_job(ctx: Ctx) -> Response:
     for slot in [s for s in got if s in SLOTS or s.startswith("reference_")]:
         reason = await asyncio.to_thread(uploads.problem, ctx.service, got[slot])
         if reason:
-            if store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
-                                   completed_at=now_iso()):
-                webhooks.upload_failed(ctx.service, row, reason)
-            raise RCError(422, reason)
-    job = _submit(ctx, row, got, await asyncio.to_thread(_reference_paths, ctx, row, got))
+            raise refuse(ctx, row, reason)
+    extra = await asyncio.to_thread(_reference_paths, ctx, row, got)
+    payload = {"settings": row["params"], "input_path": got["input_main"]["path"], **extra}
+    job = finalize(ctx, row, payload, image.cost(row["params"]["model"], row["params"]["quality"]), "render")
     return ok({"job_id": row["id"], "status": "pending", **queue_figures(ctx, job, "image")})
 
 
-def _reference_paths(ctx: Ctx, row: dict, got: dict) -> dict:
+def _reference_paths(ctx: Ctx, row: store.RcJob, got: dict) -> dict:
     """background_path and texture_paths for the pipeline: library files (looked up now: the operator may have
     removed one since create_job) or the job's own uploads and copies."""
     background, textures = None, []
@@ -160,26 +164,6 @@ def _reference_paths(ctx: Ctx, row: dict, got: dict) -> dict:
     return {"background_path": background, "texture_paths": textures}
 
 
-def _submit(ctx: Ctx, row: dict, got: dict, extra: dict | None = None) -> dict:
-    settings = row["params"]
-    price = image.cost(settings["model"], settings["quality"])
-    if ledger.balance(ctx.db, ctx.user_id)["total"] < price:
-        raise RCError(429, f"Not enough tokens: this render needs {price}. Ask the appliance admin for credits.")
-    if not store.set_status_if(ctx.db, row["id"], "uploading", status="submitted", cost=price, finalized_at=now_iso()):
-        raise RCError(409, "This job was already finalized")
-    payload = {"settings": settings, "input_path": got["input_main"]["path"], **(extra or {})}
-    try:
-        return ctx.service.submit(NewJob(job_id=row["id"], dialect="rendercad", user_id=ctx.user_id,
-                                         key_id=row["key_id"], kind="image", payload=payload, request=settings,
-                                         reserve=price, charge=price))
-    except InsufficientCredits:
-        store.update_job(ctx.db, row["id"], status="uploading")
-        raise RCError(429, f"Not enough tokens: this render needs {price}.") from None
-    except Exception:
-        store.update_job(ctx.db, row["id"], status="uploading")  # the client may finalize again
-        raise
-
-
 async def status(ctx: Ctx) -> Response:
     row = job_row(ctx)
     state, job = public_state(ctx, row)
@@ -193,7 +177,7 @@ async def status(ctx: Ctx) -> Response:
                      "completed_at": job["completed_at"] if job else None})
     elif state in ("failed", "canceled"):
         if state == "failed":
-            data["error_message"] = row["error_message"] or display_error(job["error"] if job else None)
+            data["error_message"] = uploads.shown_error(row["error"], display_error)
         data["completed_at"] = (job or row)["completed_at"]
     return ok(data)
 
@@ -219,7 +203,7 @@ async def history(ctx: Ctx) -> Response:
                                                   "total_pages": pages, "has_next": page < pages}})
 
 
-def _history_row(ctx: Ctx, row: dict) -> dict:
+def _history_row(ctx: Ctx, row: store.RcJob) -> dict:
     state, job = public_state(ctx, row)
     settings, completed = row["params"], (job or row).get("completed_at")
     days = ctx.service.settings.retention_days
@@ -246,9 +230,7 @@ async def delete(ctx: Ctx) -> Response:
     state, job = public_state(ctx, row)
     if state in ("uploading", "pending", "processing"):
         raise RCError(409, f"This job is {state}: cancel it first or wait until processing finishes")
-    if job is not None:
-        ctx.service.delete(row["id"])
-    store.mark_deleted(ctx.db, row["id"])
+    ctx.service.delete(row["id"])
     asyncio.get_running_loop().run_in_executor(None, uploads.remove, ctx.service, row["id"])
     return ok()
 

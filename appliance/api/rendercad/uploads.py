@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +29,12 @@ TOO_LARGE = "The uploaded image is larger than 80 MB. You were not charged."
 UNREADABLE = "The uploaded image could not be read. Upload a JPEG, PNG, WebP or GIF image. You were not charged."
 TOO_MANY_PIXELS = "The uploaded image has too many pixels (at most 100 megapixels). You were not charged."
 REFUSALS = frozenset({TOO_LARGE, UNREADABLE, TOO_MANY_PIXELS})  # why finalize refused an upload
+
+
+def shown_error(error: str | None, display: Callable[[str | None], str]) -> str:
+    """A failed job's error as its owner sees it: why finalize refused an upload (the core job's error, already
+    display-safe: the 422's own words), else the endpoint's display text for the core's error."""
+    return error if error is not None and error in REFUSALS else display(error)
 
 
 @lru_cache(maxsize=8)

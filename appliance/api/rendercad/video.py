@@ -1,11 +1,11 @@
 """/backend/video.php: create_job → (uploads) → finalize_job → status; cancel; convert (video → GIF).
 
-A video job is a rendercad_jobs row of kind "video" (a UUID4 id) until finalize submits the core job of kind
-"video" with the same id (pipelines/image_video.py). Its sources are RenderCAD asset URLs of the same user
-(an image render, or an upload's `_input`), copied into the job's own upload folder at create time so a later
-delete of the source does not break it; without `image_url` the job asks for the `input_main` upload slot,
-filled through render.php's presign_upload. A convert job (`vc_` + 12 hex, kind "convert") is submitted at
-once: it costs no tokens and sends no webhook."""
+A video job (a UUID4 id) is a core job of kind "video" (pipelines/image_video.py), opened in phase "uploading"
+until finalize submits it; rendercad_jobs keeps its RenderCAD kind "video" and its settings. Its sources are
+RenderCAD asset URLs of the same user (an image render, or an upload's `_input`), copied into the job's own
+upload folder at create time so a later delete of the source does not break it; without `image_url` the job
+asks for the `input_main` upload slot, filled through render.php's presign_upload. A convert job (`vc_` + 12
+hex, kind "convert") is submitted at once: it costs no tokens and sends no webhook."""
 from __future__ import annotations
 
 import asyncio
@@ -17,14 +17,25 @@ from urllib.parse import urlsplit
 
 from litestar import Response
 
-from appliance.api.rendercad import uploads, webhooks
-from appliance.api.rendercad.common import Action, Ctx, RCError, cancel_row, job_row, ok, public_state, queue_figures
-from appliance.errors import InsufficientCredits
+from appliance.api.rendercad import uploads
+from appliance.api.rendercad.common import (
+    PIPELINES,
+    Action,
+    Ctx,
+    RCError,
+    cancel_row,
+    finalize,
+    job_row,
+    ok,
+    open_job,
+    public_state,
+    queue_figures,
+    refuse,
+)
 from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import image_video
-from appliance.store import ledger
 from appliance.store import rendercad as store
-from appliance.store.db import loads, now_iso
+from appliance.store.db import loads
 
 DETAIL = {"uploading": "Waiting for upload", "pending": "Queued...", "processing": "Generating video...",
           "completed": None, "failed": "Failed", "canceled": "Canceled"}
@@ -48,7 +59,7 @@ def display_error(error: str | None) -> str:
     return FAILED
 
 
-def asset_url(base: str, row: dict) -> str:
+def asset_url(base: str, row: store.RcJob) -> str:
     return f"{base}/renders/{row['id']}{EXTENSIONS.get(row['kind'], '')}"
 
 
@@ -61,7 +72,7 @@ def asset_job_id(name: str) -> str:
 
 
 # ---- sources ---------------------------------------------------------------------------------------------------
-def _asset_row(ctx: Ctx, url: object, field: str) -> tuple[dict, str]:
+def _asset_row(ctx: Ctx, url: object, field: str) -> tuple[store.RcJob, str]:
     """(the user's job an asset URL names, the asset's name): 400 when it is no asset URL, 404 when it names
     nothing of this user's."""
     path = urlsplit(url).path if isinstance(url, str) and len(url) <= 2048 else ""
@@ -120,17 +131,10 @@ async def create_job(ctx: Ctx) -> Response:
     ctx.admit()  # counted once the request is valid: a typo does not use up the 10 per 5 minutes
     job_id = str(uuid.uuid4())
     slots = [] if sources else [SOURCE_SLOTS[role] for role in urls]  # render.php's presign_upload reads these
-    store.create_job(ctx.db, job_id, ctx.user_id, ctx.key.id if ctx.key else "", "video",
-                     {**settings, **{fields[r]: urls[r] for r in sources}, "slots": slots})
+    open_job(ctx, job_id, "video", {**settings, **{fields[r]: urls[r] for r in sources}, "slots": slots})
     for role, path in sources.items():
         await asyncio.to_thread(_copy_source, ctx.service, job_id, SOURCE_SLOTS[role], path)
     return ok({"job_id": job_id, "status": "uploading", "required_uploads": [{"slot": s} for s in slots]})
-
-
-
-
-
-
 
 
 async def finalize_job(ctx: Ctx) -> Response:
@@ -144,40 +148,12 @@ async def finalize_job(ctx: Ctx) -> Response:
     for slot in got:
         reason = await asyncio.to_thread(uploads.problem, ctx.service, got[slot])
         if reason:
-            if store.set_status_if(ctx.db, row["id"], "uploading", status="failed", error_message=reason,
-                                   completed_at=now_iso()):
-                _failed_webhook(ctx.service, row, reason)
-            raise RCError(422, reason)
+            raise refuse(ctx, row, reason)
     settings = row["params"]
     price = image_video.cost(settings["duration"], settings["resolution"])
-    job = _submit(ctx, row, NewJob(job_id=row["id"], dialect="rendercad", user_id=ctx.user_id, key_id=row["key_id"],
-                                   kind="video", request=settings, reserve=price, charge=price,
-                                   payload={"settings": settings, "first_path": got["input_main"]["path"],
-                                            "last_path": (got.get("last_frame") or {}).get("path")}), price)
+    job = finalize(ctx, row, {"settings": settings, "first_path": got["input_main"]["path"],
+                              "last_path": (got.get("last_frame") or {}).get("path")}, price, "video")
     return ok({"job_id": row["id"], "status": "pending", "tokens_used": price, **queue_figures(ctx, job, "video")})
-
-
-def _submit(ctx: Ctx, row: dict, new: NewJob, price: int) -> dict:
-    if price and ledger.balance(ctx.db, ctx.user_id)["total"] < price:
-        raise RCError(429, f"Not enough tokens: this video needs {price}. Ask the appliance admin for credits.")
-    if not store.set_status_if(ctx.db, row["id"], "uploading", status="submitted", cost=price,
-                               finalized_at=now_iso()):
-        raise RCError(409, "This job was already finalized")
-    try:
-        return ctx.service.submit(new)
-    except InsufficientCredits:
-        store.update_job(ctx.db, row["id"], status="uploading")
-        raise RCError(429, f"Not enough tokens: this video needs {price}.") from None
-    except Exception:
-        store.update_job(ctx.db, row["id"], status="uploading")  # the client may finalize again
-        raise
-
-
-def _failed_webhook(service: JobService, row: dict, reason: str) -> None:
-    """A job whose upload finalize refused never reaches the core, yet it failed: video.failed all the same."""
-    webhooks.fire(service, row["user_id"], row["id"], "video.failed",
-                  {"job_id": row["id"], "status": "failed", "error": reason,
-                   "input_url": f"{service.settings.base_url}/renders/{row['id']}_input", "completed_at": now_iso()})
 
 
 async def convert(ctx: Ctx) -> Response:
@@ -191,11 +167,14 @@ async def convert(ctx: Ctx) -> Response:
     if path is None or not path.is_file():
         raise RCError(409, "That video is not finished yet")
     ctx.admit()
-    row = store.create_job(ctx.db, f"vc_{secrets.token_hex(6)}", ctx.user_id, ctx.key.id if ctx.key else "",
-                           "convert", {"format": fmt, "video_url": ctx.body["video_url"], "source": source["id"]})
-    _submit(ctx, row, NewJob(job_id=row["id"], dialect="rendercad", user_id=ctx.user_id, key_id=row["key_id"],
-                             kind="video_convert", request=row["params"], payload={"video_path": str(path)}), 0)
-    return ok({"job_id": row["id"], "status": "pending", "format": fmt})
+    job_id, params = f"vc_{secrets.token_hex(6)}", {"format": fmt, "video_url": ctx.body["video_url"],
+                                                    "source": source["id"]}
+    # submitted at once (nothing to upload, no tokens); a refused submit leaves nothing of RenderCAD's behind
+    ctx.service.submit(NewJob(job_id=job_id, dialect="rendercad", user_id=ctx.user_id,
+                              key_id=ctx.key.id if ctx.key else "", kind=PIPELINES["convert"], request=params,
+                              payload={"video_path": str(path)}))
+    store.create_job(ctx.db, job_id, "convert", params)
+    return ok({"job_id": job_id, "status": "pending", "format": fmt})
 
 
 async def status(ctx: Ctx) -> Response:
@@ -212,12 +191,12 @@ async def status(ctx: Ctx) -> Response:
         data.update(_finished(ctx, row, job))
     elif state in ("failed", "canceled"):
         if state == "failed":
-            data["error"] = row["error_message"] or display_error(job["error"] if job else None)
+            data["error"] = uploads.shown_error(row["error"], display_error)
         data["completed_at"] = (job or row)["completed_at"]
     return ok(data)
 
 
-def _finished(ctx: Ctx, row: dict, job: dict | None) -> dict:
+def _finished(ctx: Ctx, row: store.RcJob, job: dict | None) -> dict:
     url = asset_url(ctx.base, row)
     meta = loads((job or {}).get("result"), {}).get("meta", {})
     done = {"completed_at": job["completed_at"] if job else None}

@@ -9,6 +9,7 @@ from litestar import Response
 
 from appliance.api.rendercad import account
 from appliance.api.rendercad.common import Action, Ctx, RCError, ok, text_field
+from appliance.api.rendercad.uploads import REFUSALS
 from appliance.delivery import netpolicy
 from appliance.services.jobs import JobService
 from appliance.store import ids, ledger
@@ -80,13 +81,6 @@ def fire(service: JobService, user_id: str, job_id: str, event: str, data: dict)
                                  delivery_id=delivery_id)
 
 
-def upload_failed(service: JobService, row: dict, reason: str) -> None:
-    """A job whose upload finalize refused never reaches the core, yet it failed: render.failed all the same."""
-    fire(service, row["user_id"], row["id"], "render.failed",
-         {"job_id": row["id"], "status": "failed", "error": reason,
-          "input_url": f"{service.settings.base_url}/renders/{row['id']}_input", "completed_at": now_iso()})
-
-
 def job_ended(service: JobService, job: dict, error: str | None) -> None:
     """render.completed / render.failed for a finished core job; credits.exhausted when it spent the last token."""
     base, kind = service.settings.base_url, "video" if job.get("kind") == "video" else "render"
@@ -97,6 +91,9 @@ def job_ended(service: JobService, job: dict, error: str | None) -> None:
         data = {**data, "video_url": f"{base}/renders/{job['id']}.mp4", "processing_time_ms": job.get("duration_ms")}
     elif done:
         data = {**data, "output_url": f"{base}/renders/{job['id']}", "processing_time_ms": job.get("duration_ms")}
+    elif error in REFUSALS:  # an upload finalize refused: the job never ran (these fields in this order)
+        data = {"job_id": job["id"], "status": "failed", "error": error,
+                "input_url": f"{base}/renders/{job['id']}_input", "completed_at": data["completed_at"]}
     else:
         data = {**data, "error": error, "input_url": f"{base}/renders/{job['id']}_input"}
     fire(service, job["user_id"], job["id"], f"{kind}.{'completed' if done else 'failed'}", data)
