@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from appliance.runtime.childenv import child_env
 
@@ -106,7 +107,7 @@ class Launcher:
         self.socket_path, self.allowed_uid = socket_path, allowed_uid
         self.allowed_gid = allowed_gid
         self.work_root = os.path.realpath(work_root)
-        self.children: list[subprocess.Popen] = []
+        self.children: list[subprocess.Popen[bytes]] = []
 
     def listen(self) -> socket.socket:
         with contextlib.suppress(FileNotFoundError):
@@ -171,7 +172,7 @@ class Launcher:
                 child.terminate()
 
 
-def _send(conn: socket.socket, message: dict) -> None:
+def _send(conn: socket.socket, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
         conn.send(json.dumps(message).encode())
 

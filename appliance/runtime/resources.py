@@ -15,6 +15,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -52,14 +53,14 @@ class Gpu:
                 f"NVENC {self.nvenc_sessions} ({self.nvenc_reason}), NVDEC {'yes' if self.nvdec else 'no'} "
                 f"({self.nvdec_reason})")
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         found = {"index": self.index, "name": self.name, "memoryMb": self.memory_mb,
                  "computeSlots": self.compute_slots, "nvencSessions": self.nvenc_sessions,
                  "nvencReason": self.nvenc_reason, "nvdec": self.nvdec, "nvdecReason": self.nvdec_reason}
         return {**found, "worker": self.worker, "localIndex": self.device} if self.worker else found
 
     @classmethod
-    def from_json(cls, data: dict) -> Gpu:
+    def from_json(cls, data: dict[str, Any]) -> Gpu:
         """A GPU as ``as_json`` wrote it (a Dask worker's inventory, sent to the appliance)."""
         return cls(index=int(data["index"]), name=str(data["name"]), memory_mb=int(data["memoryMb"]),
                    nvenc_sessions=int(data["nvencSessions"]), nvdec=bool(data["nvdec"]),
@@ -86,7 +87,7 @@ class Capacity:
     def nvenc(self) -> int:
         return sum(g.nvenc_sessions for g in self.gpus)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {"cpu": self.cpu, "memMb": self.mem_mb, "gpu": self.gpu, "gpuSlots": self.gpu_slots,
                 "nvencSessions": self.nvenc, "gpus": [g.as_json() for g in self.gpus]}
 
@@ -203,7 +204,7 @@ def parse_overrides(text: str) -> dict[int, dict[str, int]]:
 
 
 def _override(gpu: Gpu, values: dict[str, int]) -> Gpu:
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if "nvenc_sessions" in values:
         changes.update(nvenc_sessions=values["nvenc_sessions"], nvenc_reason="config gpu_overrides")
     if "nvdec" in values:

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlite_utils
 
@@ -36,7 +36,7 @@ log = logging.getLogger("appliance.scheduler")
 class JobListener(Protocol):
     """What a dialect adapter hears from the core (to enqueue webhooks in its own shape)."""
 
-    def __call__(self, job: dict, event_type: str) -> None: ...
+    def __call__(self, job: dict[str, Any], event_type: str) -> None: ...
 
 
 class Scheduler:
@@ -47,12 +47,12 @@ class Scheduler:
         self.gpu_pool = GpuPool(capacity.gpus)  # which GPU and NVENC session each running task holds
         self.listeners: dict[str, JobListener] = {}
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
-        self.on_task_end: Callable[[dict, str | None], None] = lambda task, error: None  # metrics
-        self._running: dict[str, dict] = {}  # task_id -> {"handle", "task", "user_id"}
+        self.on_task_end: Callable[[dict[str, Any], str | None], None] = lambda task, error: None  # metrics
+        self._running: dict[str, dict[str, Any]] = {}  # task_id -> {"handle", "task", "user_id"}
         self._progress: dict[str, tuple[float, str | None]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.stopping = False
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class Scheduler:
             used["gpu"] += entry.get("gpu_slots", 0)  # compute slots granted (resources.GpuPool)
         return used
 
-    def fits(self, task: dict, used: dict) -> bool:
+    def fits(self, task: dict[str, Any], used: dict[str, Any]) -> bool:
         cpu = min(task["cpu"], self.capacity.cpu)  # a task larger than the box still runs, alone
         mem = min(task["mem_mb"], self.capacity.mem_mb)
         return (used["cpu"] + cpu <= self.capacity.cpu + 1e-9 and used["mem_mb"] + mem <= self.capacity.mem_mb
@@ -141,9 +141,9 @@ class Scheduler:
             _add(used, task)
 
     @staticmethod
-    def fair_order(ready: list[dict], running_per_user: dict[str, int]) -> list[dict]:
+    def fair_order(ready: list[dict[str, Any]], running_per_user: dict[str, int]) -> list[dict[str, Any]]:
         """Priority first; then interleave users, those with fewer running tasks first; then age."""
-        queues: dict[tuple[int, str], list[dict]] = defaultdict(list)
+        queues: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
         for task in ready:  # ready is already ordered by priority, job age, task index
             queues[(-task["priority"], task["user_id"])].append(task)
         ordered, served = [], defaultdict(int, running_per_user)
@@ -158,7 +158,7 @@ class Scheduler:
         return ordered
 
     # ---- starting a task -------------------------------------------------------------------------
-    def start_task(self, task: dict) -> None:
+    def start_task(self, task: dict[str, Any]) -> None:
         job = jobs.require_job(self.db, task["job_id"])
         if self._try_cache(task, job):
             return
@@ -179,17 +179,17 @@ class Scheduler:
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
                         inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]),
                         gpu=grant.gpu, nvenc=grant.nvenc, gpu_compute=grant.compute)
-        entry: dict = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None,
+        entry: dict[str, Any] = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None,
                        "gpu_slots": int(grant.compute)}
         self._running[task["id"]] = entry  # counts against capacity from now on
         asyncio.get_running_loop().create_task(self._launch(spec, entry))
 
-    async def _launch(self, spec: TaskSpec, entry: dict) -> None:
+    async def _launch(self, spec: TaskSpec, entry: dict[str, Any]) -> None:
         """Start the task off the event loop (a fork, or a remote submit); a start that fails fails the job
         with a refund instead of leaving it running with its reserve held."""
         loop = asyncio.get_running_loop()
 
-        def on_message(msg: dict) -> None:
+        def on_message(msg: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(self._on_message, spec.task_id, msg)
 
         spec = self._with_thread_budget(spec)
@@ -221,14 +221,14 @@ class Scheduler:
         threads = scene_thread_budget(int(self.capacity.cpu), running, waiting)
         return replace(spec, input={**spec.input, "threads": threads})
 
-    def _limits(self, task: dict) -> Limits:
+    def _limits(self, task: dict[str, Any]) -> Limits:
         s = self.settings
         limits = Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
                         fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
                         cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb)
         return lowered(limits, loads(task["input"], {}).get(LIMITS_KEY))
 
-    def _inputs(self, task_input: dict) -> dict[str, str]:
+    def _inputs(self, task_input: dict[str, Any]) -> dict[str, str]:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs
         of its dependencies named in ``link_inputs`` ({task, file (the role), as, optional})."""
         inputs = dict(task_input.get("artifacts", {}))
@@ -240,7 +240,7 @@ class Scheduler:
             inputs[link["as"]] = result["outputs"][name]
         return inputs
 
-    def _try_cache(self, task: dict, job: dict) -> bool:
+    def _try_cache(self, task: dict[str, Any], job: dict[str, Any]) -> bool:
         result = cache.lookup(self.db, task["cache_key"]) if task["cache_key"] else None
         if not result or not all(self.artifacts.has(d) for d in result.get("outputs", {}).values()):
             return False
@@ -252,7 +252,7 @@ class Scheduler:
         return True
 
     # ---- messages from the executor ------------------------------------------------------------
-    def _on_message(self, task_id: str, msg: dict) -> None:
+    def _on_message(self, task_id: str, msg: dict[str, Any]) -> None:
         try:
             self._handle_message(task_id, msg)
         except Exception as exc:  # a job must never be left running because of a bug here
@@ -261,7 +261,7 @@ class Scheduler:
             if job and job["status"] not in jobs.TERMINAL:
                 self.fail_job(job["id"], f"internal error while finishing the task: {type(exc).__name__}: {exc}")
 
-    def _handle_message(self, task_id: str, msg: dict) -> None:
+    def _handle_message(self, task_id: str, msg: dict[str, Any]) -> None:
         """progress (coalesced: the latest per task is written every 0.5 s), log (already in the task's log
         file), exit (verified and staged out by the executor)."""
         kind = msg.get("type")
@@ -293,7 +293,7 @@ class Scheduler:
             if entry:
                 self.wake()
 
-    def _task_done(self, task: dict, result: dict) -> None:
+    def _task_done(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),
                          finished_at=now_iso())
         self.on_task_end(task, None)
@@ -305,7 +305,7 @@ class Scheduler:
         else:
             self.wake()
 
-    def _retry(self, task: dict, error: str) -> None:
+    def _retry(self, task: dict[str, Any], error: str) -> None:
         """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
         again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
         jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
@@ -313,10 +313,10 @@ class Scheduler:
                       {"task": task["id"], "attempt": task["attempts"], "error": error})
         self.wake()
 
-    def _store_cache(self, task: dict, result: dict) -> None:
+    def _store_cache(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         cache.store(self.db, task["cache_key"], task["renderer"], result)
 
-    def _task_failed(self, task: dict, error: str) -> None:
+    def _task_failed(self, task: dict[str, Any], error: str) -> None:
         jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
         self.on_task_end(task, error)
         job = jobs.require_job(self.db, task["job_id"])
@@ -325,7 +325,7 @@ class Scheduler:
             self.fail_job(job["id"], f"{task['name']}: {error}" if multi else error)
 
     # ---- job transitions -------------------------------------------------------------------------
-    def complete_job(self, job_id: str, sink: dict, result: dict) -> None:
+    def complete_job(self, job_id: str, sink: dict[str, Any], result: dict[str, Any]) -> None:
         job = jobs.get_job(self.db, job_id)
         if job is None or job["status"] in jobs.TERMINAL:
             return
@@ -350,7 +350,7 @@ class Scheduler:
         self._end(job_id, "completed")
 
     @staticmethod
-    def _cost(job: dict, duration_ms: int) -> int | None:
+    def _cost(job: dict[str, Any], duration_ms: int) -> int | None:
         """Per render-second (Kodisc), a fixed price (RenderCAD tokens), or nothing to settle."""
         if job["credit_rate"] is not None:
             return ledger.cost_for(duration_ms, job["credit_rate"])
@@ -463,11 +463,11 @@ def scene_thread_budget(cores: int, running: int, waiting: int) -> int:
     return max(1, cores // running)
 
 
-def _add(used: dict, task: dict) -> None:
+def _add(used: dict[str, Any], task: dict[str, Any]) -> None:
     for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", _gpu_need(task))):
         used[key] += amount
 
 
-def _gpu_need(task: dict) -> int:
+def _gpu_need(task: dict[str, Any]) -> int:
     """A task that asks for a GPU gets one GPU's compute slot (CUDA_VISIBLE_DEVICES names exactly one)."""
     return 1 if task["gpu"] else 0

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 UID = 1_999_999_999  # below UID_BASE (task uids are UID_BASE + pid): never a task's, never a person's
 MAX_MESSAGE = 1 << 20
@@ -45,7 +46,7 @@ class Verifier:
         self._all: list[_Process] = []
         self._lock = threading.Lock()
 
-    def __call__(self, renderer: str, task_input: dict, files: dict[str, Path]) -> str | None:
+    def __call__(self, renderer: str, task_input: dict[str, Any], files: dict[str, Path]) -> str | None:
         """A task's outputs (role -> the server's copy): None, or why they are refused."""
         roles = list(files)
         return self._ask({"op": "outputs", "renderer": renderer, "input": task_input,
@@ -57,7 +58,7 @@ class Verifier:
         answer = self._ask({"op": "image", "formats": formats, "max_pixels": max_pixels}, [path])
         return answer if answer in (None, "too_many_pixels") else "unreadable"
 
-    def _ask(self, request: dict, paths: list[Path]) -> str | None:
+    def _ask(self, request: dict[str, Any], paths: list[Path]) -> str | None:
         proc = self._slots.get()
         try:
             if proc is None or not proc.alive():
@@ -111,7 +112,7 @@ class _Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def ask(self, request: dict, paths: list[Path], timeout_s: float) -> str | None:
+    def ask(self, request: dict[str, Any], paths: list[Path], timeout_s: float) -> str | None:
         fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in paths]
         try:
             self.sock.settimeout(timeout_s)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from renderers.registry import REQUIRED_OUTPUTS
 
@@ -38,7 +38,7 @@ def declared(renderer: str, files: dict[str, str]) -> dict[str, str]:
     return dict(files) if roles is None else {role: name for role, name in files.items() if role in roles}
 
 
-def verify_open(renderer: str, task_input: dict, files: Mapping[str, tuple[str, BinaryIO]]) -> str | None:
+def verify_open(renderer: str, task_input: dict[str, Any], files: Mapping[str, tuple[str, BinaryIO]]) -> str | None:
     """None when every output (role -> (its name, a seekable binary file: the server's copy)) is what it claims,
     else the reason (one line). Runs in a verifier process (``runtime/verifier.py``), never in the server."""
     for role in REQUIRED_OUTPUTS.get(renderer, ()):
@@ -58,7 +58,7 @@ def verify_open(renderer: str, task_input: dict, files: Mapping[str, tuple[str, 
     return None
 
 
-def _h264(handle: BinaryIO, task_input: dict) -> str | None:
+def _h264(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     import av  # imported on first use: the web app does not pay for it at start
 
     with av.open(handle, mode="r", format="mp4") as container:
@@ -79,7 +79,7 @@ def _h264(handle: BinaryIO, task_input: dict) -> str | None:
     return None
 
 
-def _jpeg(handle: BinaryIO, task_input: dict) -> str | None:
+def _jpeg(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     from PIL import Image
 
     with Image.open(handle, formats=["JPEG"]) as image:
@@ -89,14 +89,14 @@ def _jpeg(handle: BinaryIO, task_input: dict) -> str | None:
     return None
 
 
-def _webvtt(handle: BinaryIO, task_input: dict) -> str | None:
+def _webvtt(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     head = handle.read(16)
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"WEBVTT"):
         return "no WEBVTT header"
     return None
 
 
-def _raster(handle: BinaryIO, task_input: dict) -> str | None:
+def _raster(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     """A finished still (RenderCAD): a real JPEG or PNG of exactly the square size the task asked for."""
     from PIL import Image
 
@@ -111,7 +111,7 @@ def _raster(handle: BinaryIO, task_input: dict) -> str | None:
     return None
 
 
-def _gif(handle: BinaryIO, task_input: dict) -> str | None:
+def _gif(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     """A converted video (RenderCAD): a real GIF of the width the task asked for, every frame decodable."""
     from PIL import Image, ImageSequence
 
@@ -126,7 +126,7 @@ def _gif(handle: BinaryIO, task_input: dict) -> str | None:
     return None
 
 
-def _png(handle: BinaryIO, task_input: dict) -> str | None:
+def _png(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     """A lossless still (a Manim scene's last frame): a real PNG of the task's size."""
     from PIL import Image
 
@@ -138,7 +138,7 @@ def _png(handle: BinaryIO, task_input: dict) -> str | None:
     return None
 
 
-def _json(handle: BinaryIO, task_input: dict) -> str | None:
+def _json(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     data = handle.read(MAX_JSON + 1)
     if len(data) > MAX_JSON:
         return "over 1 MB"

@@ -56,7 +56,8 @@ def _jobs(seed: int) -> list[tuple[str, dict]]:
     manim = [("manim", _manim(n, preset, f"{preset}{n}"))
              for n in (2, 4, 6, 8, 12, 16, 20, 24) for preset in ("low", "medium")]
     movies = [("movie", _movie(scenes, seconds, size, f"m{scenes}{seconds}{size[0]}"))
-              for scenes, seconds in ((1, 3), (1, 6), (2, 2), (3, 3), (4, 2), (6, 2)) for size in ((640, 360), (1280, 720))]
+              for scenes, seconds in ((1, 3), (1, 6), (2, 2), (3, 3), (4, 2), (6, 2))
+              for size in ((640, 360), (1280, 720))]
     rng.shuffle(manim)
     rng.shuffle(movies)
     return manim + movies  # each family's first WARMUP jobs are its history

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from appliance.runtime.sandbox import Limits
 
-OnMessage = Callable[[dict], None]
+OnMessage = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     task_id: str
     renderer: str
-    input: dict
+    input: dict[str, Any]
     limits: Limits
     inputs: dict[str, str] = field(default_factory=dict)  # name in the workdir -> artifact digest
     attempt: int = 1

@@ -164,7 +164,7 @@ class DaskExecutor:
         handle.future.add_done_callback(lambda future: self._on_done(handle, future))
         return handle
 
-    def _place(self, spec: TaskSpec, payload: dict) -> tuple[TaskSpec, dict]:
+    def _place(self, spec: TaskSpec, payload: dict[str, Any]) -> tuple[TaskSpec, dict[str, Any]]:
         """A GPU grant names a cluster GPU: the attempt goes to its worker, with the GPU's index there in the
         payload. A GPU that has left since the grant: a task that needs one cannot start; one that could only
         use one (NVENC, an optional GPU path) runs without."""
@@ -233,7 +233,7 @@ class DaskExecutor:
         return any(answer is True for answer in answers.values())
 
     # ---- what comes back ------------------------------------------------------------------------------------
-    def _on_task_event(self, event: tuple[float, dict]) -> None:
+    def _on_task_event(self, event: tuple[float, dict[str, Any]]) -> None:
         """On the client's event loop: progress and start reports of our attempts (events of an attempt that
         ended, or of another appliance, are dropped)."""
         msg = event[1]
@@ -248,7 +248,7 @@ class DaskExecutor:
                 if not handle.ended:
                     _deliver(handle, msg["message"])
 
-    def _on_cluster_event(self, event: tuple[float, dict]) -> None:
+    def _on_cluster_event(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
         if not isinstance(msg, dict) or msg.get("action") not in ("add-worker", "remove-worker"):
             return
@@ -308,7 +308,7 @@ class DaskExecutor:
             log.warning("who_has(%s) failed: %s", future.key, one_line(exc))
             return set()
 
-    def _take_in(self, handle: DaskHandle, out: dict, holders: set[str]) -> dict:
+    def _take_in(self, handle: DaskHandle, out: dict[str, Any], holders: set[str]) -> dict[str, Any]:
         """The worker's files into a workdir here, then the local stage-out: verify, take in, drop the workdir.
         Only a result from the worker the scheduler ran it on (the one it was pinned to, for a GPU grant) is
         taken; a result that names another worker is refused, as a forged one."""
@@ -345,7 +345,7 @@ class DaskExecutor:
             with open(path, "ab") as f:
                 f.write(data)
 
-    def _exit(self, handle: DaskHandle, message: dict) -> None:
+    def _exit(self, handle: DaskHandle, message: dict[str, Any]) -> None:
         with handle.lock:
             if handle.ended:
                 return
@@ -410,7 +410,7 @@ def resources_for(spec: TaskSpec) -> dict[str, float]:
     return wanted
 
 
-def cluster_gpus(declared: dict[str, dict], inventories: dict[str, tuple[Gpu, ...]],
+def cluster_gpus(declared: dict[str, dict[str, Any]], inventories: dict[str, tuple[Gpu, ...]],
                  numbers: dict[tuple[str, int], int]) -> tuple[Gpu, ...]:
     """The workers' GPUs under the appliance's numbers, each worker's trimmed to the ``GPU`` (compute slots)
     and ``NVENC`` (sessions) it declared: a worker offers no more than it said, and nothing it did not say.
@@ -427,7 +427,7 @@ def cluster_gpus(declared: dict[str, dict], inventories: dict[str, tuple[Gpu, ..
     return tuple(gpus)
 
 
-def _deliver(handle: DaskHandle, message: dict) -> None:
+def _deliver(handle: DaskHandle, message: dict[str, Any]) -> None:
     try:
         handle.on_message(message)
     except Exception:  # a broken callback must not break the client's event loop

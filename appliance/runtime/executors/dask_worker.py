@@ -124,7 +124,7 @@ def local_gpus() -> tuple[Gpu, ...]:
     return _gpus
 
 
-def granted(payload: dict) -> dict[str, Any]:
+def granted(payload: dict[str, Any]) -> dict[str, Any]:
     """The attempt's GPU grant as TaskSpec fields, checked against this worker's GPUs: a grant of a GPU this
     worker does not have (an appliance with a stale inventory) becomes no grant, never a foreign device."""
     gpu = payload.get("gpu")
@@ -134,7 +134,7 @@ def granted(payload: dict) -> dict[str, Any]:
 
 
 # ---- the task -------------------------------------------------------------------------------------------------
-def run_task(payload: dict, inputs: dict[str, bytes]) -> dict:
+def run_task(payload: dict[str, Any], inputs: dict[str, bytes]) -> dict[str, Any]:
     """One attempt: {"exit": message, "files": {name: bytes}, "log": bytes, "worker": address}."""
     from distributed import get_worker
 
@@ -159,13 +159,13 @@ def run_task(payload: dict, inputs: dict[str, bytes]) -> dict:
     return {"exit": exit_message, "files": files, "log": log, "worker": worker.address, "owner": owner}
 
 
-def _run(executor: LocalExecutor, worker: Any, payload: dict, digests: dict[str, str]) -> dict:
+def _run(executor: LocalExecutor, worker: Any, payload: dict[str, Any], digests: dict[str, str]) -> dict[str, Any]:
     key = payload["key"]
     spec = TaskSpec(task_id=payload["task_id"], renderer=payload["renderer"], input=payload["input"],
                     limits=Limits(**payload["limits"]), inputs=digests, attempt=payload["attempt"], **granted(payload))
     done, box = threading.Event(), []
 
-    def relay(message: dict) -> None:
+    def relay(message: dict[str, Any]) -> None:
         if message.get("type") == "exit":
             box.append(message)
             done.set()
@@ -210,7 +210,7 @@ def _stage_in(executor: LocalExecutor, inputs: dict[str, bytes]) -> dict[str, st
     return digests
 
 
-def _take_outputs(executor: LocalExecutor, message: dict) -> dict[str, bytes]:
+def _take_outputs(executor: LocalExecutor, message: dict[str, Any]) -> dict[str, bytes]:
     """The outputs' bytes (the stage-out's put claimed each), then those claims dropped."""
     assert executor.artifacts is not None
     outputs = message.get("outputs") or {}
@@ -258,7 +258,7 @@ def running() -> dict[str, int]:
         return {key: handle.pid for key, (handle, _) in _running.items()}
 
 
-async def gpus() -> list[dict]:
+async def gpus() -> list[dict[str, Any]]:
     """This worker's GPUs, for the appliance's GPU grants (a probe may run: off the worker's event loop)."""
     return [g.as_json() for g in await asyncio.to_thread(local_gpus)]
 

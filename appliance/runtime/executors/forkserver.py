@@ -30,13 +30,13 @@ class ZygoteClient:
         self._pending: dict[int, TaskHandle] = {}
         self.live: dict[int, TaskHandle] = {}
         self._alive = False
-        self.proc: subprocess.Popen | RemoteZygote  # the local child, or the launcher's zygote seen remotely
+        self.proc: subprocess.Popen[bytes] | RemoteZygote  # the local child, or the launcher's zygote seen remotely
 
     @property
     def remote(self) -> bool:
         return bool(self._config.get("launcher_socket"))
 
-    def start(self, timeout: float = 300) -> dict:
+    def start(self, timeout: float = 300) -> dict[str, Any]:
         ours = self._connect(timeout) if self.remote else self._spawn_child()
         ours.settimeout(timeout)
         data = b""
@@ -105,7 +105,7 @@ class ZygoteClient:
     def alive(self) -> bool:
         return self._alive and self.proc.poll() is None
 
-    def spawn(self, request: dict, fds: list[int], handle: TaskHandle) -> None:
+    def spawn(self, request: dict[str, Any], fds: list[int], handle: TaskHandle) -> None:
         request_id = next(self._ids)
         with self._send_lock:
             self._pending[request_id] = handle
@@ -136,7 +136,7 @@ class ZygoteClient:
         for handle in list(self.live.values()):
             handle.exited({"lost": True})
 
-    def _on_report(self, report: dict) -> None:
+    def _on_report(self, report: dict[str, Any]) -> None:
         kind = report.get("type")
         if kind in ("spawned", "spawn_failed"):
             handle = self._pending.pop(report["id"], None)

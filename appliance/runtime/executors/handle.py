@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from appliance.errors import one_line
 from appliance.runtime import tasklog
@@ -36,7 +37,7 @@ class LocalRun:
     """One process of the local executor: a task in a workdir on this machine."""
     task_id: str
     renderer: str
-    input: dict
+    input: dict[str, Any]
     workdir: Path
     log_path: Path
     limits: Limits
@@ -57,15 +58,15 @@ class TaskHandle:
         self._spawned = threading.Event()
         self._spawn_error: str | None = None
         self._reason: str | None = None
-        self._exit: dict | None = None  # the zygote's "exited" report, or {"lost": True}
-        self._ended: dict | None = None  # the worker's word that the task's processes are gone, with a result
-        self._result: dict | None = None
+        self._exit: dict[str, Any] | None = None  # the zygote's "exited" report, or {"lost": True}
+        self._ended: dict[str, Any] | None = None  # the worker's word that the task's processes are gone, with a result
+        self._result: dict[str, Any] | None = None
         self._has_result = False
         self._error: str | None = None
         self._wake_r, self._wake_w = os.pipe()
         self.done = threading.Event()  # set after the exit message was delivered
         self._progress_at = 0.0  # when progress was last passed on
-        self._progress: dict | None = None  # the latest progress not yet passed on
+        self._progress: dict[str, Any] | None = None  # the latest progress not yet passed on
         self._log_bytes = 0
 
     def kill(self, reason: str = "cancelled") -> None:
@@ -99,7 +100,7 @@ class TaskHandle:
     def spawn_error(self) -> str | None:
         return self._spawn_error
 
-    def exited(self, report: dict) -> None:
+    def exited(self, report: dict[str, Any]) -> None:
         """The zygote reaped the worker (its status and usage), or lost it ({"lost": True})."""
         with self._lock:  # the reader closes the wake pipe under this lock, never between these two lines
             if self._exit is None and self._wake_w >= 0:
@@ -121,7 +122,7 @@ class TaskHandle:
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
 
-    def _deliver(self, message: dict) -> None:
+    def _deliver(self, message: dict[str, Any]) -> None:
         try:
             self._on_message(message)
         except Exception:  # a broken callback must not kill the task's reader
@@ -210,7 +211,7 @@ def _handle_line(handle: TaskHandle, raw: bytes) -> None:
         _ended(handle, message)
 
 
-def _ended(handle: TaskHandle, message: dict) -> None:
+def _ended(handle: TaskHandle, message: dict[str, Any]) -> None:
     """The worker reaped the task's init after a result (task_worker.Worker._all_gone_with_a_result): finish now."""
     try:
         report = {"status": 0, "cpu_s": float(message["cpu_s"]), "maxrss_kb": int(message["maxrss_kb"])}
@@ -221,7 +222,7 @@ def _ended(handle: TaskHandle, message: dict) -> None:
             handle._ended = report
 
 
-def _progress(handle: TaskHandle, message: dict) -> None:
+def _progress(handle: TaskHandle, message: dict[str, Any]) -> None:
     """Coalesced: at most PROGRESS_EVERY_S apart, the latest wins — 200,000 lines on the pipe become a few
     callbacks on the server's event loop."""
     now = time.monotonic()
@@ -247,7 +248,7 @@ def _log_line(handle: TaskHandle, text: str) -> None:
         pass
 
 
-def _final_message(handle: TaskHandle) -> dict:
+def _final_message(handle: TaskHandle) -> dict[str, Any]:
     report = handle._exit or handle._ended or {"lost": True}
     if handle._reason is not None:
         return _failure(handle._reason, report)
@@ -264,7 +265,7 @@ def _final_message(handle: TaskHandle) -> dict:
     return _failure(handle._error or f"worker exited with status {code} without a result", report)
 
 
-def _signal_error(sig: int, report: dict, limits: Limits) -> str:
+def _signal_error(sig: int, report: dict[str, Any], limits: Limits) -> str:
     if report.get("killed_by") == "memory":  # the task's memory cgroup recorded an OOM kill
         return f"memory limit exceeded (limit {limits.mem_mb} MB)"
     if report.get("killed_by") == "disk":  # the zygote saw deleted-but-open files past the disk quota
@@ -280,17 +281,17 @@ def _signal_error(sig: int, report: dict, limits: Limits) -> str:
     return f"worker crashed ({name})"
 
 
-def _usage(report: dict) -> dict:
+def _usage(report: dict[str, Any]) -> dict[str, Any]:
     if "cpu_s" not in report:
         return {}
     return {"usage": {"cpu_s": report["cpu_s"], "max_rss_mb": round(report["maxrss_kb"] / 1024, 1)}}
 
 
-def _failure(error: str, report: dict) -> dict:
+def _failure(error: str, report: dict[str, Any]) -> dict[str, Any]:
     return {"type": "exit", "ok": False, "error": error, **_usage(report)}
 
 
-def _note_in_log(handle: TaskHandle, message: dict) -> None:
+def _note_in_log(handle: TaskHandle, message: dict[str, Any]) -> None:
     outcome = "ok" if message["ok"] else message["error"]
     try:
         with open(handle._spec.log_path, "a") as f:

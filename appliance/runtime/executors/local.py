@@ -32,7 +32,7 @@ __all__ = ["Limits", "LocalExecutor", "LocalRun", "TaskHandle", "TaskSpec"]
 
 log = logging.getLogger(__name__)
 # (renderer, task input, role -> the server's copy of the output) -> a reason to refuse the result, or None
-Verifier = Callable[[str, dict, dict[str, Path]], "str | None"]
+Verifier = Callable[[str, dict[str, Any], dict[str, Path]], "str | None"]
 
 
 # ---- the executor ---------------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._zygote: ZygoteClient | None = None
         self._mechanism: str | None = None
-        self.ready: dict = {}  # the zygote's ready report: mechanism, preload_s, threads, preload_errors
+        self.ready: dict[str, Any] = {}  # the zygote's ready report: mechanism, preload_s, threads, preload_errors
 
     @property
     def zygote_pid(self) -> int | None:
@@ -116,7 +116,7 @@ class LocalExecutor:
         run = LocalRun(spec.task_id, spec.renderer, spec.input, workdir, self._root / "logs" / f"{spec.task_id}.log",
                        spec.limits, env=spec.device_env(), gpu=spec.gpu)
 
-        def relay(message: dict) -> None:
+        def relay(message: dict[str, Any]) -> None:
             if message.get("type") == "exit":
                 message = self._stage_out(spec, workdir, message)
                 self._handles.pop(spec.task_id, None)
@@ -137,7 +137,7 @@ class LocalExecutor:
         if handle is not None:
             handle.kill(reason)
 
-    def _stage_out(self, spec: TaskSpec, workdir: Path, message: dict) -> dict:
+    def _stage_out(self, spec: TaskSpec, workdir: Path, message: dict[str, Any]) -> dict[str, Any]:
         """On the task's reader thread: verify and take in the claimed outputs, then drop the workdir."""
         try:
             if message.get("ok"):
@@ -196,7 +196,7 @@ class LocalExecutor:
         return handle
 
 
-def _input_fd(task_input: dict) -> int:
+def _input_fd(task_input: dict[str, Any]) -> int:
     """The task input travels as a memfd: no size limit on the socket, nothing written to disk."""
     fd = os.memfd_create("task-input")
     os.write(fd, json.dumps(task_input).encode())

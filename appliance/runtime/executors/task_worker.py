@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox
@@ -56,7 +56,7 @@ class Worker:
     """The forked child (see appliance/runtime/sandbox/__init__.py for the three processes of a task):
     cgroup and sandbox as root, then the task's init and renderer, then the relay. ``os._exit``; never returns."""
 
-    def __init__(self, zygote: Zygote, request: dict, spare: bool = False, in_cgroup: bool = False) -> None:
+    def __init__(self, zygote: Zygote, request: dict[str, Any], spare: bool = False, in_cgroup: bool = False) -> None:
         self.zygote, self.request = zygote, request
         self.spare, self.in_cgroup = spare, in_cgroup  # what a spare did while it waited (see Spare)
         self.limits = Limits(**request["limits"])
@@ -118,7 +118,7 @@ class Worker:
                           expect=(expect[0], expect[1]) if expect else None, gpu=_granted_gpu(self.request))
         os.chdir(self.workdir)
 
-    def _supervise(self, task_input: dict, out: BinaryIO) -> int:
+    def _supervise(self, task_input: dict[str, Any], out: BinaryIO) -> int:
         disk = DiskWatch(str(self.workdir), self.limits.disk_mb)
         messages, output, status = os.pipe(), os.pipe(), os.pipe()
         _flush_std()
@@ -173,7 +173,7 @@ class Worker:
                 and os.WEXITSTATUS(status) == 0 and relay.final is not None and relay.final["type"] == "result")
 
     # ---- the task's init: pid 1 of its PID namespace -------------------------------------------------------------
-    def _init(self, task_input: dict, messages: int, output: int, status: int) -> NoReturn:
+    def _init(self, task_input: dict[str, Any], messages: int, output: int, status: int) -> NoReturn:
         code = 1
         try:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -201,7 +201,7 @@ class Worker:
             os._exit(code)  # and, as pid 1, takes whatever the task left running with it
 
     # ---- the renderer: the untrusted code runs here ---------------------------------------------------------------
-    def _renderer(self, task_input: dict, messages: int, output: int) -> NoReturn:
+    def _renderer(self, task_input: dict[str, Any], messages: int, output: int) -> NoReturn:
         code, out = 70, None
         try:
             os.dup2(output, 1)
@@ -228,7 +228,7 @@ class Worker:
             _flush_std()
             os._exit(code)
 
-    def _render(self, task_input: dict, out: BinaryIO) -> int:
+    def _render(self, task_input: dict[str, Any], out: BinaryIO) -> int:
         reporter = JsonLinesReporter(out)
         try:
             result = default_registry().load(self.request["renderer"])(task_input, self.workdir, reporter)
@@ -247,12 +247,12 @@ class Worker:
         return 0
 
 
-def _granted_gpu(request: dict) -> int | None:
+def _granted_gpu(request: dict[str, Any]) -> int | None:
     gpu = request.get("gpu")
     return gpu if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0 else None
 
 
-def _device_env(request: dict) -> dict[str, str]:
+def _device_env(request: dict[str, Any]) -> dict[str, str]:
     """Only the grant's own variables pass: a request cannot set anything else in the task's environment."""
     env = request.get("env")
     allowed = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "RENDER_NVENC")

@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 import traceback
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from appliance.errors import one_line  # stdlib-only, like everything the zygote imports
 from appliance.runtime import sandbox
@@ -154,7 +154,7 @@ class Zygote:
                 del self.watched[pid]
                 self.cgroups.kill(name)
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: dict[str, Any]) -> None:
         try:
             self.sock.send(json.dumps(message).encode())
         except OSError:
@@ -188,7 +188,7 @@ class Zygote:
                 except ProcessLookupError:
                     pass
 
-    def _spawn(self, request: dict, pipe_fd: int, log_fd: int, input_fd: int) -> None:
+    def _spawn(self, request: dict[str, Any], pipe_fd: int, log_fd: int, input_fd: int) -> None:
         expect = None
         if self.work_root is not None and self.owner_uid is not None:
             try:  # the server is not root: root acts only on a workdir it has checked
@@ -348,7 +348,7 @@ class Spare:
             zygote.cgroups.remove(name)
             return False
 
-    def hand_over(self, request: dict, fds: list[int]) -> bool:
+    def hand_over(self, request: dict[str, Any], fds: list[int]) -> bool:
         """The request and the task's fds to the spare; False when it is gone (the caller forks instead)."""
         try:
             return socket.send_fds(self.sock, [json.dumps(request).encode()], fds) > 0

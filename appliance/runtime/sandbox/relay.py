@@ -15,7 +15,7 @@ import select
 import struct
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from appliance.runtime.sandbox.cgroups import parse_cpu_seconds, parse_oom_kills
 from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
@@ -25,7 +25,7 @@ STATUS = struct.Struct("=i")
 DRAIN_S = 1.0  # after the renderer exited: what is still in the pipes (its leftovers die with its namespace)
 
 
-def sanitize(raw: bytes) -> dict | None:
+def sanitize(raw: bytes) -> dict[str, Any] | None:
     """The message rebuilt from the fields the protocol knows, or None."""
     try:
         message = json.loads(raw)
@@ -52,7 +52,7 @@ def sanitize(raw: bytes) -> dict | None:
     return None
 
 
-def write_line(out: BinaryIO | None, message: dict) -> None:
+def write_line(out: BinaryIO | None, message: dict[str, Any]) -> None:
     if out is None:
         return
     try:
@@ -73,7 +73,7 @@ class Relay:
         self.fds = {messages: self._on_message, output: self.log.write, status: self._on_status}
         self.status_fd, self.buf, self.status_bytes = status, bytearray(), b""
         self.oom_base = self._oom_kills()
-        self.final: dict | None = None  # the renderer's last result or error line
+        self.final: dict[str, Any] | None = None  # the renderer's last result or error line
         self.reason: str | None = None  # why the relay killed the task
         self.status_done = False
 

@@ -29,6 +29,9 @@ from appliance.runtime.sandbox.kernel import (
     prctl,
 )
 
+# a BPF instruction before labels are resolved: (code, label if true, label if false, k)
+Insn = tuple[int, str | None, str | None, int]
+
 # name: (x86_64, aarch64), from asm/unistd_64.h and asm-generic/unistd.h
 DENIED = {
     "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41),
@@ -64,21 +67,21 @@ def program(machine: str | None = None) -> list[tuple[int, int, int, int]]:
     """The filter as (code, jt, jf, k) instructions. Jumps are relative, so they are resolved from labels."""
     column, arch = ARCHES[machine or platform.machine()]
     # (code, label-if-true, label-if-false, k); None = fall through; "deny"/"nosys"/"clone" = the blocks below
-    head: list[tuple] = [(LD_ABS_W, None, None, OFFSET_ARCH), (JEQ, None, "kill", arch),
+    head: list[Insn] = [(LD_ABS_W, None, None, OFFSET_ARCH), (JEQ, None, "kill", arch),
                          (LD_ABS_W, None, None, OFFSET_NR)]
     if column == 0:
         head.append((JGE, "kill", None, X32_SYSCALL_BIT))
     head.append((JEQ, "nosys", None, CLONE3[column]))
     head.append((JEQ, "clone", None, CLONE[column]))
     head += [(JEQ, "deny", None, numbers[column]) for numbers in DENIED.values()]
-    blocks: dict[str, list[tuple]] = {
+    blocks: dict[str, list[Insn]] = {
         "allow": [(RET, None, None, RET_ALLOW)],
         "clone": [(LD_ABS_W, None, None, OFFSET_ARG0), (JSET, "deny", None, NAMESPACE_FLAGS),
                   (RET, None, None, RET_ALLOW)],
         "deny": [(RET, None, None, RET_ERRNO | errno.EPERM)],
         "nosys": [(RET, None, None, RET_ERRNO | errno.ENOSYS)],
         "kill": [(RET, None, None, RET_KILL_PROCESS)]}
-    code: list[tuple] = list(head)
+    code: list[Insn] = list(head)
     labels: dict[str, int] = {}
     for name, block in blocks.items():
         labels[name] = len(code)
