@@ -1,16 +1,14 @@
-"""Admits ready tasks when their resources fit, fairly across users, and drives jobs to a terminal state.
+"""Admits ready tasks when their resources fit (admission.py decides which), launches them on the executor, and
+drives jobs to a terminal state.
 
 Runs on the server's event loop; it is the only writer of task/job state. Executor threads hand their
-messages over with call_soon_threadsafe. Order of admission: priority, then round-robin across users
-(the user with the fewest running tasks first), then age — one user's 50 queued jobs never block
-another user's one job.
+messages over with call_soon_threadsafe.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
@@ -20,6 +18,7 @@ import sqlite_utils
 from appliance.delivery.outputs import Store
 from appliance.delivery.sse import Hub
 from appliance.errors import one_line
+from appliance.runtime import admission
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import Executor, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
@@ -93,12 +92,6 @@ class Scheduler:
             used["gpu"] += entry.get("gpu_slots", 0)  # compute slots granted (resources.GpuPool)
         return used
 
-    def fits(self, task: dict[str, Any], used: dict[str, Any]) -> bool:
-        cpu = min(task["cpu"], self.capacity.cpu)  # a task larger than the box still runs, alone
-        mem = min(task["mem_mb"], self.capacity.mem_mb)
-        return (used["cpu"] + cpu <= self.capacity.cpu + 1e-9 and used["mem_mb"] + mem <= self.capacity.mem_mb
-                and used["gpu"] + _gpu_need(task) <= self.capacity.gpu_slots)
-
     # ---- admission -------------------------------------------------------------------------------
     async def _admit_loop(self) -> None:
         while True:
@@ -113,49 +106,14 @@ class Scheduler:
                 log.exception("admission failed")
 
     def admit(self) -> None:
-        """Start what fits, in fair order. The first task that does not fit reserves what it needs: later
-        (smaller) tasks only start in what is left beside that reservation, so a large task cannot wait
-        forever behind a stream of small ones — capacity drains towards it as running tasks end."""
+        """Start what fits, in fair order (admission.plan: fit, fairness, reservations)."""
         ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
-        used = self.used()
-        per_user: dict[str, int] = defaultdict(int)
-        per_job: dict[str, int] = defaultdict(int)
-        for entry in self._running.values():
-            per_user[entry["user_id"]] += 1
-            per_job[entry["task"]["job_id"]] += 1
-        for task in self.fair_order(ready, per_user):
-            cap = self.user_caps(task["user_id"])
-            if cap is not None and per_user[task["user_id"]] >= cap:
-                continue
-            if task["max_parallel"] and per_job[task["job_id"]] >= task["max_parallel"]:
-                continue
-            if _gpu_need(task) > self.capacity.gpu_slots:  # would wait forever, and its reservation stall all
+        running = admission.Running.of((e["task"], e.get("gpu_slots", 0)) for e in self._running.values())
+        for task, decision in admission.plan(ready, running, self.capacity, self.user_caps):
+            if decision == "no_gpu":
                 self._task_failed(task, NO_GPU_DASK if self.settings.executor == "dask" else NO_GPU)
-                continue
-            if not self.fits(task, used):
-                _add(used, task)  # the reservation: nothing later may take this task's share
-                continue
-            self.start_task(task)
-            per_user[task["user_id"]] += 1
-            per_job[task["job_id"]] += 1
-            _add(used, task)
-
-    @staticmethod
-    def fair_order(ready: list[dict[str, Any]], running_per_user: dict[str, int]) -> list[dict[str, Any]]:
-        """Priority first; then interleave users, those with fewer running tasks first; then age."""
-        queues: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
-        for task in ready:  # ready is already ordered by priority, job age, task index
-            queues[(-task["priority"], task["user_id"])].append(task)
-        ordered, served = [], defaultdict(int, running_per_user)
-        while queues:
-            prio = min(k[0] for k in queues)
-            users = [k for k in queues if k[0] == prio]
-            key = min(users, key=lambda k: (served[k[1]], queues[k][0]["job_created_at"]))
-            ordered.append(queues[key].pop(0))
-            served[key[1]] += 1
-            if not queues[key]:
-                del queues[key]
-        return ordered
+            else:
+                self.start_task(task)
 
     # ---- starting a task -------------------------------------------------------------------------
     def start_task(self, task: dict[str, Any]) -> None:
@@ -463,11 +421,3 @@ def scene_thread_budget(cores: int, running: int, waiting: int) -> int:
     return max(1, cores // running)
 
 
-def _add(used: dict[str, Any], task: dict[str, Any]) -> None:
-    for key, amount in (("cpu", task["cpu"]), ("mem_mb", task["mem_mb"]), ("gpu", _gpu_need(task))):
-        used[key] += amount
-
-
-def _gpu_need(task: dict[str, Any]) -> int:
-    """A task that asks for a GPU gets one GPU's compute slot (CUDA_VISIBLE_DEVICES names exactly one)."""
-    return 1 if task["gpu"] else 0

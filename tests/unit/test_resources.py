@@ -9,7 +9,6 @@ from appliance.runtime import resources
 from appliance.runtime.executors.base import TaskSpec
 from appliance.runtime.sandbox import Limits
 from appliance.runtime.sandbox.namespaces import gpu_nodes
-from appliance.runtime.scheduler import Scheduler
 from renderers import encoder
 
 FAKE_SMI = """#!/bin/sh
@@ -134,17 +133,6 @@ def test_a_failing_nvidia_smi_means_no_gpu(tmp_path):
     smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     smi.chmod(0o755)
     assert resources.detect_gpus(str(smi)) == ()
-
-
-def test_fair_order_interleaves_users_and_respects_priority():
-    def task(user, n, prio=0):
-        return {"user_id": user, "priority": prio, "job_created_at": f"2026-01-01T00:00:{n:02d}.000Z",
-                "id": f"{user}{n}"}
-    ready = [task("a", i) for i in range(5)] + [task("b", 10), task("c", 20, prio=5)]
-    order = [t["id"] for t in Scheduler.fair_order(ready, {"a": 1})]
-    assert order[0] == "c20"  # priority first
-    assert order[1] == "b10"  # then the user with fewer running tasks
-    assert order[2:] == ["a0", "a1", "a2", "a3", "a4"]
 
 
 def test_retention_sweeper_removes_only_old_outputs(tmp_path):
