@@ -213,14 +213,15 @@ def queue_figures(ctx: Ctx, job: dict | None, kind: str) -> dict:
     return {"queue_depth": depth, "queue_position": ahead, "estimated_wait_seconds": math.ceil(ahead * per_job)}
 
 
+PIPELINES = {"image": "image", "video": "video", "convert": "video_convert"}  # RenderCAD kind -> the core's
+
+
 def open_job(ctx: Ctx, job_id: str, kind: str, params: dict) -> None:
-    """A job that waits for its uploads: the core job opened (uploading) and RenderCAD's kind and settings."""
+    """A job that waits for its uploads: RenderCAD's kind and settings, and the core job opened (uploading). In
+    this order: RenderCAD's row is read joined to the core job, so a crash between the two leaves nothing seen."""
+    store.create_job(ctx.db, job_id, kind, params)
     ctx.service.open(OpenJob(job_id=job_id, dialect="rendercad", user_id=ctx.user_id, kind=PIPELINES[kind],
                              request=params, key_id=ctx.key.id if ctx.key else ""))
-    store.create_job(ctx.db, job_id, kind, params)
-
-
-PIPELINES = {"image": "image", "video": "video", "convert": "video_convert"}  # RenderCAD kind -> the core's
 
 
 def finalize(ctx: Ctx, row: store.RcJob, payload: dict, price: int, what: str) -> dict:
