@@ -42,7 +42,9 @@ BRIGHT_FLOOR = 0.8  # ... and at least by this much (L): a step a sensor's noise
 POCKET_STEP = 0.08  # a silhouette's step, in relative lightness, from a shadow-dark foot to the lit backdrop
 POCKET_FLAT = 0.3  # ... past which the backdrop rises by less than this share of the step (a shadow's end
 # keeps rising)
-CONTEST = 8  # working pixels from the shadow where lightness alone may take a subject pixel for shadow
+CONTEST = 16  # working pixels along a row from the shadow where lightness alone may take a subject pixel for it
+BESIDE = 0.15  # ... with at least this share of that row's window shadow
+NEAR = 8  # working pixels (a JPEG block at 1024 px) around the shadow where the same holds in any direction
 
 
 def shrink(img: np.ndarray, factor: int) -> np.ndarray:
@@ -230,19 +232,25 @@ def _backdrop_shadow(raw: np.ndarray, lab: np.ndarray, model: Backdrop, box: tup
 
 
 def _contested(mask: np.ndarray, accepted: np.ndarray, light: np.ndarray, shadowlike: np.ndarray) -> np.ndarray:
-    """The subject's pixels next to its accepted shadow that are shadow by their lightness: a JPEG codes chroma
+    """The subject's pixels beside its accepted shadow that are shadow by their lightness: a JPEG codes chroma
     per 16-pixel block, and in a dark shadow under a dark subject whole blocks carry the subject's tint (the
-    chroma test fails them: spikes of "subject" hanging into the shadow). Within a block's reach of the shadow,
-    a pixel of about the shadow's tint goes to whichever its lightness is nearer: the shadow's nearby or the
-    subject's nearby (local means). Only what joins the shadow is taken."""
-    near = cv2.dilate(accepted.astype(np.uint8), _disc(CONTEST)).astype(bool)
-    contested = mask & ~accepted & near & shadowlike
+    chroma test fails them: spikes of "subject" hanging into the shadow, as wide as a few blocks). A pixel of
+    about the shadow's tint with accepted shadow beside it in its own row (a spike's neighbours), or within a
+    block of it, goes to whichever its lightness is nearer: the shadow's beside it in that row (else around
+    it), or the rest of the subject's nearby (the contested pixels count for neither, so a wide spike does not
+    vouch for itself). Only what joins the shadow is taken."""
+    acc = accepted.astype(np.float32)
+    row = (2 * CONTEST + 1, 1)
+    beside = cv2.blur(acc, row)
+    h_row = cv2.blur(light * acc, row) / np.maximum(beside, 1e-6)
+    near = cv2.dilate(accepted.astype(np.uint8), _disc(NEAR)).astype(bool)
+    contested = mask & ~accepted & ((beside > BESIDE) | near) & shadowlike
     if not contested.any():
         return contested
     subject = (mask & ~accepted & ~contested).astype(np.float32)
-    shade = accepted.astype(np.float32)
-    s_mean, h_mean = _mean(light, subject, CONTEST), _mean(light, shade, CONTEST)
-    flip = (contested & (np.abs(light - h_mean) < np.abs(light - s_mean))).astype(np.uint8)
+    s_mean = _mean(light, subject, NEAR)
+    shade = np.where(beside > BESIDE, h_row, _mean(light, acc, NEAR))  # in its row, else all around
+    flip = (contested & (np.abs(light - shade) < np.abs(light - s_mean))).astype(np.uint8)
     count, labels = cv2.connectedComponents(flip, connectivity=8)
     touching = np.zeros(count, bool)
     touching[np.unique(labels[cv2.dilate(accepted.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0])] = True
