@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import httpx
 
+from tests.integration.test_kodisc_api import Receiver
 from tests.integration.test_rendercad_render import act, photo, upload
+from tests.integration.test_rendercad_webhooks import hook, verify
 
 
 def test_uploading_is_a_phase_of_the_core_job(make_server):
@@ -38,3 +40,24 @@ def test_uploading_is_a_phase_of_the_core_job(make_server):
     retried = httpx.post(f"{server.url}/admin/jobs/{refused}/retry", headers=server.admin_headers(), timeout=10)
     assert retried.status_code == 409 and "never submitted" in retried.text
     assert httpx.get(f"{server.url}/renders/{refused}_input", timeout=10).status_code == 404  # never served
+
+
+def test_a_refused_upload_sends_its_webhook_as_before(make_server):
+    """A refused upload's render.failed is now sent by the job listener: the same fields in the same order as
+    when finalize sent it itself (job_id, status, error, input_url, completed_at)."""
+    server = make_server()
+    server.cli("users", "create", "ada", "--credits", "5")
+    server.auth = {"Authorization": f"Bearer {server.new_key('ada', 'rendercad')['key']}"}
+    receiver = Receiver()
+    try:
+        secret = hook(server, "register", {"url": receiver.url, "events": ["render.failed"]}).json()["secret"]
+        job_id = act(server, "create_job", {}).json()["job_id"]
+        assert upload(server, job_id, b"not an image at all").status_code == 200
+        reason = act(server, "finalize_job", {"job_id": job_id}).json()["error"]
+        receiver.wait(1)
+        data = verify(secret, *receiver.calls[0][:2])
+        assert list(data) == ["event_type", "delivery_id", "timestamp", "job_id", "status", "error", "input_url",
+                              "completed_at"], data
+        assert (data["job_id"], data["status"], data["error"]) == (job_id, "failed", reason)
+    finally:
+        receiver.close()

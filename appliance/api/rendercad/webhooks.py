@@ -91,7 +91,7 @@ def job_ended(service: JobService, job: dict, error: str | None) -> None:
         data = {**data, "video_url": f"{base}/renders/{job['id']}.mp4", "processing_time_ms": job.get("duration_ms")}
     elif done:
         data = {**data, "output_url": f"{base}/renders/{job['id']}", "processing_time_ms": job.get("duration_ms")}
-    elif error in REFUSALS:  # an upload finalize refused: the job never ran (these fields in this order)
+    elif job["error"] in REFUSALS:  # an upload finalize refused: the job never ran (these fields in this order)
         data = {"job_id": job["id"], "status": "failed", "error": error,
                 "input_url": f"{base}/renders/{job['id']}_input", "completed_at": data["completed_at"]}
     else:
