@@ -19,6 +19,7 @@ from appliance.runtime.scheduler import Scheduler
 from appliance.runtime.verifier import Verifier
 from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService
+from appliance.services.lifecycle import JobLifecycle
 from appliance.services.pipelines.image import ImagePipeline
 from appliance.services.pipelines.image_video import GifPipeline, VideoPipeline
 from appliance.services.pipelines.manim import ManimPipeline
@@ -53,8 +54,11 @@ class Core:
             self.executor = DaskExecutor.from_settings(settings, self.verifier)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
-        self.scheduler = Scheduler(settings, self.db, self.hub, self.executor, capacity, self.store,
+        self.scheduler = Scheduler(settings, self.db, self.executor, capacity, self.store,
                                    self.artifacts)  # the one owner of capacity
+        # what a job's end means (publish, settle or refund, events, dialects): the scheduler tells it
+        self.lifecycle = JobLifecycle(self.db, self.hub, self.store, self.artifacts, self.scheduler)
+        self.scheduler.lifecycle = self.lifecycle
         self.deliverer = Deliverer(settings, self.db)
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap

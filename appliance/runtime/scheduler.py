@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlite_utils
 
-from appliance.delivery.outputs import Store
-from appliance.delivery.sse import Hub
 from appliance.errors import one_line
 from appliance.runtime import admission
 from appliance.runtime.artifacts import Artifacts
@@ -25,8 +23,8 @@ from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
 from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
 from appliance.settings import Settings
-from appliance.store import cache, events, jobs, ledger
-from appliance.store.db import dumps, loads, now_iso, parse_iso
+from appliance.store import cache, events, jobs
+from appliance.store.db import dumps, loads, now_iso
 from renderers.registry import ENCODES_VIDEO, GPU_OPTIONAL
 
 log = logging.getLogger("appliance.scheduler")
@@ -38,13 +36,47 @@ class JobListener(Protocol):
     def __call__(self, job: dict[str, Any], event_type: str) -> None: ...
 
 
+class WorkArea(Protocol):
+    """The data dir's parts the scheduler touches (delivery/outputs.Store): task logs, the scratch folders."""
+
+    def log_path(self, task_id: str) -> Path: ...
+
+    def clean_tmp(self) -> None: ...
+
+
+class JobEvents(Protocol):
+    """What the scheduler tells the job lifecycle (services/lifecycle.py), which publishes, settles or refunds,
+    records events and tells the dialects."""
+    listeners: dict[str, JobListener]
+    hub: Any
+
+    def started(self, job: dict[str, Any], *, announce: bool = True) -> None: ...
+
+    def task_done(self, task: dict[str, Any], result: dict[str, Any]) -> None: ...
+
+    def task_failed(self, task: dict[str, Any], error: str) -> None: ...
+
+    def progressed(self, job_id: str) -> None: ...
+
+    def fail(self, job_id: str, error: str) -> None: ...
+
+    def cancel(self, job_id: str) -> bool: ...
+
+    def recover(self) -> None: ...
+
+
+class _Unattached:
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("the scheduler has no job lifecycle attached (Scheduler.lifecycle)")
+
+
 class Scheduler:
-    def __init__(self, settings: Settings, db: sqlite_utils.Database, hub: Hub, executor: Executor,
-                 capacity: Capacity, store: Store, artifacts: Artifacts) -> None:
-        self.settings, self.db, self.hub, self.executor = settings, db, hub, executor
-        self.capacity, self.store, self.artifacts = capacity, store, artifacts
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, executor: Executor, capacity: Capacity,
+                 work: WorkArea, artifacts: Artifacts) -> None:
+        self.settings, self.db, self.executor = settings, db, executor
+        self.capacity, self.work, self.artifacts = capacity, work, artifacts
         self.gpu_pool = GpuPool(capacity.gpus)  # which GPU and NVENC session each running task holds
-        self.listeners: dict[str, JobListener] = {}
+        self.lifecycle: JobEvents = _Unattached()  # services/lifecycle.JobLifecycle, attached by the composition root
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
         self.on_task_end: Callable[[dict[str, Any], str | None], None] = lambda task, error: None  # metrics
         self._running: dict[str, dict[str, Any]] = {}  # task_id -> {"handle", "task", "user_id"}
@@ -128,10 +160,8 @@ class Scheduler:
             return
         jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
                          started_at=now_iso(), progress=0.0, error=None,
-                         log_path=str(self.store.log_path(task["id"])))
-        if job["status"] == "queued":
-            jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
-            self._emit(job["id"], "running")
+                         log_path=str(self.work.log_path(task["id"])))
+        self.lifecycle.started(job)
         grant = self.gpu_pool.grant(task["id"], compute=bool(task["gpu"]), nvenc=task["renderer"] in ENCODES_VIDEO,
                                     optional_compute=task["renderer"] in GPU_OPTIONAL)
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
@@ -202,8 +232,7 @@ class Scheduler:
         result = cache.lookup(self.db, task["cache_key"]) if task["cache_key"] else None
         if not result or not all(self.artifacts.has(d) for d in result.get("outputs", {}).values()):
             return False
-        if job["status"] == "queued":
-            jobs.update_job(self.db, job["id"], status="running", phase="rendering", started_at=now_iso())
+        self.lifecycle.started(job, announce=False)
         jobs.update_task(self.db, task["id"], status="running", attempts=task["attempts"] + 1,
                          started_at=now_iso(), cached=1)
         self._task_done(jobs.require_task(self.db, task["id"]), result)
@@ -257,11 +286,7 @@ class Scheduler:
         self.on_task_end(task, None)
         if task["cache_key"] and not task["cached"]:
             self._store_cache(task, result)
-        job_tasks = jobs.tasks_of(self.db, task["job_id"])
-        if all(t["status"] == "done" for t in job_tasks):
-            self.complete_job(task["job_id"], task, result)
-        else:
-            self.wake()
+        self.lifecycle.task_done(task, result)
 
     def _retry(self, task: dict[str, Any], error: str) -> None:
         """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
@@ -277,83 +302,31 @@ class Scheduler:
     def _task_failed(self, task: dict[str, Any], error: str) -> None:
         jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
         self.on_task_end(task, error)
-        job = jobs.require_job(self.db, task["job_id"])
-        if job["status"] not in jobs.TERMINAL:
-            multi = len(jobs.tasks_of(self.db, job["id"])) > 1
-            self.fail_job(job["id"], f"{task['name']}: {error}" if multi else error)
+        self.lifecycle.task_failed(task, error)
 
-    # ---- job transitions -------------------------------------------------------------------------
-    def complete_job(self, job_id: str, sink: dict[str, Any], result: dict[str, Any]) -> None:
-        job = jobs.get_job(self.db, job_id)
-        if job is None or job["status"] in jobs.TERMINAL:
-            return
-        try:
-            self.store.publish(self.artifacts, result, job_id)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            self.fail_job(job_id, f"could not store the output: {exc}")
-            return
-        finished = time.time()
-        duration_ms = int((finished - parse_iso(job["started_at"] or job["created_at"])) * 1000)
-        if job["credit_rate"] is not None:  # billed: the attempts that produced the output, not the downtime
-            duration_ms = min(duration_ms, jobs.render_ms(jobs.tasks_of(self.db, job_id)))
-        cost = self._cost(job, duration_ms)
-        if cost is not None:
-            if not ledger.settle(self.db, job["user_id"], job_id, cost):
-                self.store.remove_job(job_id)
-                self.fail_job(job_id, f"Insufficient credits to settle the render cost ({cost} credits); "
-                                      "the reserve was refunded")
-                return
-        jobs.update_job(self.db, job_id, status="completed", phase="done", progress=1.0, result=dumps(result),
-                        duration_ms=duration_ms, completed_at=now_iso(finished), output_bytes=self.store.size(job_id))
-        self._end(job_id, "completed")
-
-    @staticmethod
-    def _cost(job: dict[str, Any], duration_ms: int) -> int | None:
-        """Per render-second (Kodisc), a fixed price (RenderCAD tokens), or nothing to settle."""
-        if job["credit_rate"] is not None:
-            return ledger.cost_for(duration_ms, job["credit_rate"])
-        return job.get("charge")
-
-    def fail_job(self, job_id: str, error: str) -> None:
-        self._terminate(job_id, "failed", error)
-
-    def cancel_job(self, job_id: str) -> bool:
-        job = jobs.get_job(self.db, job_id)
-        if not job or job["status"] in jobs.TERMINAL:
-            return False
-        self._terminate(job_id, "cancelled", "cancelled")
-        return True
-
-    def _terminate(self, job_id: str, status: str, error: str) -> None:
-        job = jobs.get_job(self.db, job_id)
-        if job is None or job["status"] in jobs.TERMINAL:
-            return  # terminal states are final: a cancelled job never turns failed (nor sends a second webhook)
-        started = job["started_at"] or job["created_at"]
-        jobs.end_job(self.db, job_id, status, error, int((time.time() - parse_iso(started)) * 1000))
+    # ---- the job lifecycle's side ------------------------------------------------------------------
+    def stop_job_tasks(self, job_id: str, reason: str) -> None:
+        """Kill the job's running tasks (its end was decided: cancelled, failed); their slots free as they exit."""
         for task_id, entry in list(self._running.items()):
             if entry["task"]["job_id"] == job_id:
-                entry["cancel"] = status
+                entry["cancel"] = reason
                 if entry["handle"] is not None:
-                    self.executor.cancel(task_id, status)
-        ledger.refund(self.db, job["user_id"], job_id)
-        self._end(job_id, status)
+                    self.executor.cancel(task_id, reason)
 
-    def _end(self, job_id: str, status: str) -> None:
-        self._emit(job_id, status)
-        self.wake()
+    # Until JobService talks to the lifecycle itself (issue #20): the names it calls on the scheduler.
+    @property
+    def listeners(self) -> dict[str, JobListener]:
+        return self.lifecycle.listeners
 
-    def _emit(self, job_id: str, event_type: str) -> None:
-        job = jobs.require_job(self.db, job_id)
-        event = events.record(self.db, job_id, event_type, {"status": job["status"], "phase": job["phase"],
-                                                             "progress": job["progress"],
-                                                             "tasks": jobs.task_counts(self.db, job_id)})
-        self.hub.publish(job_id, event)
-        listener = self.listeners.get(job["dialect"])
-        if listener:
-            try:
-                listener(job, event_type)
-            except Exception:
-                log.exception("listener for %s failed on %s", job["dialect"], job_id)
+    @property
+    def hub(self) -> Any:
+        return self.lifecycle.hub
+
+    def fail_job(self, job_id: str, error: str) -> None:
+        self.lifecycle.fail(job_id, error)
+
+    def cancel_job(self, job_id: str) -> bool:
+        return self.lifecycle.cancel(job_id)
 
     # ---- progress --------------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -369,19 +342,14 @@ class Scheduler:
             return
         pending, self._progress = self._progress, {}
         jobs.set_progress(self.db, {task_id: fraction for task_id, (fraction, _phase) in pending.items()})
-        touched = {task_id.rsplit(".", 1)[0] for task_id in pending}
-        for job_id in touched:
-            job = jobs.get_job(self.db, job_id)
-            if job and job["status"] == "running":
-                progress = round(jobs.job_progress(jobs.tasks_of(self.db, job_id)), 4)
-                jobs.update_job(self.db, job_id, progress=progress)
-                self._emit(job_id, "progress")
+        for job_id in {task_id.rsplit(".", 1)[0] for task_id in pending}:
+            self.lifecycle.progressed(job_id)
 
     # ---- crash recovery ----------------------------------------------------------------------------
     def recover(self) -> None:
         """After a crash: re-queue tasks left running (up to max_attempts), finish or fail their jobs,
         and close every reservation of a terminal job."""
-        self.store.clean_tmp()  # and work/: every task left running re-runs from its inputs
+        self.work.clean_tmp()  # and work/: every task left running re-runs from its inputs
         for task in jobs.running_tasks(self.db):
             if task["attempts"] < self.settings.max_attempts:
                 jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None)
@@ -390,14 +358,7 @@ class Scheduler:
             else:
                 self._task_failed(task, f"worker lost when the server stopped (attempt {task['attempts']} "
                                         f"of {self.settings.max_attempts})")
-        for job in jobs.unfinished_jobs(self.db):
-            job_tasks = jobs.tasks_of(self.db, job["id"])
-            if job_tasks and all(t["status"] == "done" for t in job_tasks):
-                self.complete_job(job["id"], job_tasks[-1], loads(job_tasks[-1]["result"], {}))
-        for job_id in ledger.open_reservations(self.db):
-            owner = jobs.get_job(self.db, job_id)
-            if owner is None or owner["status"] in jobs.TERMINAL:
-                ledger.refund(self.db, owner["user_id"] if owner else "", job_id)
+        self.lifecycle.recover()
 
 
 THREAD_SHARING_RENDERERS = frozenset({"movie.scene"})
