@@ -13,6 +13,7 @@ from appliance.api.common import ErrorShape, http_error_response, internal_error
 from appliance.core import Core
 from appliance.delivery.httpfiles import serve_file
 from appliance.observability import access, metrics
+from appliance.services import models
 from appliance.settings import Settings
 from appliance.store import jobs
 
@@ -27,6 +28,7 @@ async def healthz(request: Request) -> Response:
         "queue": jobs.queue_counts(core.db), "capacity": core.capacity.as_json(),
         "used": core.scheduler.used(), "sandbox": core.executor.mechanism,
         "freeDiskMb": core.store.free_disk_mb(),
+        "models": [models.public(e) for e in models.ModelRegistry.of(core.settings.data_dir).entries()],
     })
 
 

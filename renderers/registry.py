@@ -18,6 +18,8 @@ _BUILTIN: dict[str, str] = {
     "image.render": "renderers.image.pipeline:render",
     "image.video": "renderers.image.video:render",
     "image.gif": "renderers.image.gif:render",
+    # `appliance models add`: a studio's ONNX model loaded and run once in the sandbox (renderers/image/onnx_models.py)
+    "model.check": "renderers.image.onnx_models:check",
     # Test renderers: the only fakes allowed, used to exercise the scheduler.
     "test.noop": "renderers.testing:noop",
     "test.sleep": "renderers.testing:sleep",

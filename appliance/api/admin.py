@@ -1,12 +1,13 @@
 """Local admin API for the CLI (`appliance jobs cancel`, `appliance render`): bearer = data_dir/admin.token."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
 from pathlib import Path
 
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
 
 from appliance.api.common import handlers_for, json_response
@@ -15,6 +16,7 @@ from appliance.errors import ApplianceError, NotFound, Unauthorized
 from appliance.services import submissions
 from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService, NewJob
+from appliance.services.models import CHECK_RENDERER, MAX_MODEL_BYTES, AddRequest, ModelRegistry, public
 from appliance.store import ids, users
 from appliance.store.db import loads
 from appliance.store.jobs import payload_of
@@ -164,8 +166,74 @@ async def job_events(request: Request, service: JobService, admin: str, job_id: 
     return json_response(service.events_since(job_id, sse.parse_last_event_id(after if after.isascii() else "")))
 
 
+# ---- the model registry (services/models.py): `appliance models add | remove`; list reads the manifest --------
+def _registry(request: Request) -> ModelRegistry:
+    return ModelRegistry.beside(request.app.state.core.artifacts)
+
+
+@get("/models")
+async def list_models(request: Request, admin: str) -> Response:
+    return json_response({"models": [public(e) for e in _registry(request).entries()]})
+
+
+@post("/models", status_code=202, request_max_body_size=None)
+async def add_model(request: Request, service: JobService, admin: str) -> Response:
+    """The model file as the body; its options as query parameters (kind, name, licence, input_size, mean, std,
+    post, by, source, user). Answers the check job's id: the CLI follows it, then asks for install."""
+    add = AddRequest.from_params(dict(request.query_params))
+    registry = _registry(request)
+    registry.ensure_free(add.name, add.kind)  # before a byte is taken in
+    user = users.get_user_by_name(service.db, request.query_params.get("user") or "admin")
+    if not user:
+        raise NotFound(f"no user {request.query_params.get('user') or 'admin'!r} to run the model's check as "
+                       "(--user NAME)")
+    incoming = registry.root / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    partial, size = incoming / f"{secrets.token_hex(8)}.part", 0
+    try:
+        with open(partial, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_MODEL_BYTES:
+                    raise ApplianceError(f"a model file may be at most {MAX_MODEL_BYTES >> 30} GiB", status=413,
+                                         code="TOO_LARGE")
+                out.write(chunk)
+        if size == 0:
+            raise ApplianceError("the model file is empty")
+        digest = await asyncio.to_thread(request.app.state.core.artifacts.put, partial)
+    finally:
+        partial.unlink(missing_ok=True)
+    task = {"renderer": CHECK_RENDERER, "name": "check", "input": add.check_input(digest), "cpu": 1.0,
+            "mem_mb": 512 + 3 * (size >> 20)}  # the graph, its weights and one run's activations
+    job = service.submit(NewJob(job_id=ids.viralsync_job_id(), dialect="admin", user_id=user["id"], kind="tasks",
+                                payload={"tasks": [task]}, request={"models": "add", "name": add.name}))
+    return json_response({"check": job["id"], "name": add.name, "sha256": digest, "size": size}, 202)
+
+
+@post("/models/checks/{job_id:str}/install", status_code=200)
+async def install_model(request: Request, service: JobService, admin: str, job_id: str) -> Response:
+    """Keep the model its finished check accepted; 409 while the check runs, 422 with the reason when it
+    refused the model."""
+    job = service.get(job_id)
+    tasks = service.tasks(job_id)
+    if job["kind"] != "tasks" or len(tasks) != 1 or tasks[0]["renderer"] != CHECK_RENDERER:
+        raise NotFound(f"job {job_id} is not a model check")
+    if job["status"] in ("queued", "running"):
+        raise ApplianceError(f"the check {job_id} is still {job['status']}", status=409, code="CONFLICT")
+    report = loads(tasks[0]["result"], {}).get("meta") if job["status"] == "completed" else \
+        {"ok": False, "error": f"the check did not finish ({job['status']}): {job['error']}"}
+    entry = await asyncio.to_thread(_registry(request).install, loads(tasks[0]["input"], {}), report,
+                                    request.app.state.core.artifacts)
+    return json_response(public(entry))
+
+
+@delete("/models/{name:str}", status_code=200)
+async def remove_model(request: Request, admin: str, name: str) -> Response:
+    return json_response(public(await asyncio.to_thread(_registry(request).remove, name)))
+
+
 router = Router(path="/admin", route_handlers=[proof, show_job, cancel_job, retry_job, submit_job, estimate,
-                                               job_events],
+                                               job_events, list_models, add_model, install_model, remove_model],
                 dependencies={"admin": Provide(operator), "estimator": Provide(_estimator, sync_to_thread=False)},
                 exception_handlers=handlers_for(error_response),
                 request_max_body_size=MAX_BODY, include_in_schema=False)

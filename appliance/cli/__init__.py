@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "learnt from this box's finished jobs, and render nothing")
     p.set_defaults(func=cmd_render)
     backup.add_commands(sub, common)
+    from appliance.cli import models  # appliance models add | list | remove: the studio's own ONNX models
+
+    models.add_commands(sub, common, server)
     from appliance.cli import install  # the service: appliance install, appliance launcher
 
     install.add_commands(sub, common)

@@ -246,6 +246,11 @@ def render(task_input: dict, workdir, report) -> dict:
     workdir = Path(workdir)
     size = int(task_input["size"])
     rgb, own_alpha = load(workdir / task_input["input"], max_side=size)
+    if own_alpha is None and task_input.get("matte_model"):  # the studio's model cuts it out, as an upload's own
+        from renderers.image import onnx_models  # alpha would; None when it fails: the classical matte then
+
+        own_alpha = onnx_models.matte_alpha(workdir / task_input["matte_model"]["file"], rgb,
+                                            task_input["matte_model"], report)
     report.progress(0.2, "matte")
     bg = backgrounds.from_image(str(workdir / task_input["background"]), size) if task_input.get("background") \
         else None

@@ -24,7 +24,7 @@ import numpy as np
 from renderers import encoder as enc
 from renderers import ffmpeg as ff
 from renderers.base import RenderError
-from renderers.image import matte
+from renderers.image import matte, onnx_models
 from renderers.image.pipeline import load
 
 OUTPUT = "video.mp4"
@@ -312,7 +312,8 @@ def frames(task_input: dict, workdir: Path):
     layered = camera in LAYERED_CAMERAS or motion in LAYERED_MOTIONS
     first = make_plate(workdir / task_input["first"], *size, layered=layered)
     last = make_plate(workdir / task_input["last"], *size, layered=False) if task_input.get("last") else None
-    if first.subject is None:  # no subject found: the whole picture moves as one
+    depth = _depth(first, task_input, workdir)  # the studio's depth model: every pixel moves by its nearness
+    if first.subject is None and depth is None:  # no subject found: the whole picture moves as one
         camera = {"orbit": "pan-right", "dolly": "zoom-in"}.get(camera, camera)
         motion = "none"
     fade = max(0, min(count - 1, round(float(task_input.get("crossfade", 0)) * fps))) if mode == "loop" else 0
@@ -322,8 +323,10 @@ def frames(task_input: dict, workdir: Path):
         t = i / count if mode == "loop" else i / max(1, count - 1)
         u = (1 - math.cos(2 * math.pi * t)) / 2 if mode == "loop" else smoother(t)
         cam = scaled(camera_at(camera, u, amp), share)
-        layer = layer_at(camera, motion, u, t, amp * share, first, cam) if first.subject is not None else None
-        out = frame(first, cam, layer, size)
+        layer = layer_at(camera, motion, u, t, amp * share, first, cam) \
+            if first.subject is not None or depth is not None else None
+        out = frame(first, cam, layer, size) if depth is None or layer is None else onnx_models.parallax_frame(
+            first.rgb, depth, view_matrix(cam, size, first.rgb.shape[1::-1]), layer_matrix(layer, depth.centre), size)
         if last is not None:  # hold, crossfade through the middle, hold
             w = smoother((t - 0.2) / 0.6)
             if w > 0:
@@ -334,6 +337,15 @@ def frames(task_input: dict, workdir: Path):
             w = (i - (count - fade) + 1) / fade
             out = cv2.addWeighted(out, 1 - w, start, w, 0)
         yield out
+
+
+def _depth(plate: Plate, task_input: dict, workdir: Path) -> onnx_models.Depth | None:
+    """The plate's nearness from the studio's depth model (None: none installed, or it failed: the matte's
+    two layers then)."""
+    spec = task_input.get("depth_model")
+    if not spec:
+        return None
+    return onnx_models.plate_depth(workdir / spec["file"], plate.rgb, spec, onnx_models.TaskLog())
 
 
 def encode(task_input: dict, workdir: Path, report) -> None:

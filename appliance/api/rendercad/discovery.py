@@ -9,6 +9,7 @@ from appliance.api.common import json_response
 from appliance.api.rendercad import library
 from appliance.api.rendercad.common import Action, Ctx, ok
 from appliance.delivery.httpfiles import serve_file
+from appliance.services import models as studio_models
 from appliance.services.jobs import JobService
 from appliance.services.pipelines import image
 
@@ -43,7 +44,12 @@ VIDEO_OPTIONS = {
 
 
 async def models(ctx: Ctx) -> Response:
-    return ok({"models": MODELS, "quality_tiers": QUALITY_TIERS, "render_modes": RENDER_MODES})
+    # the studio's own models (`appliance models add`), which every render of the matching kind uses: an extra
+    # key, which RenderCAD clients that do not know it skip
+    installed = studio_models.ModelRegistry.of(ctx.service.settings.data_dir).entries()
+    studio = [{k: m[k] for k in ("name", "kind", "runtime", "licence")} for m in installed]
+    return ok({"models": MODELS, "quality_tiers": QUALITY_TIERS, "render_modes": RENDER_MODES,
+               "studio_models": studio})
 
 
 async def conditions(ctx: Ctx) -> Response:

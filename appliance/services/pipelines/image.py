@@ -7,6 +7,7 @@ import os
 import re
 
 from appliance.runtime.artifacts import Artifacts
+from appliance.services.models import ModelRegistry
 from appliance.store.jobs import TaskDef
 from renderers.image.conditions import CATALOG, CATEGORIES
 from renderers.image.instructions import parse as parse_instructions
@@ -61,6 +62,7 @@ class ImagePipeline:
 
     def __init__(self, artifacts: Artifacts) -> None:
         self.artifacts = artifacts
+        self.models = ModelRegistry.beside(artifacts)  # the studio's own matte model, when one is installed
 
     def plan(self, payload: dict) -> list[TaskDef]:
         """payload: settings (validate()), input_path, optional background_path (a library image or a reference)
@@ -77,10 +79,14 @@ class ImagePipeline:
             textures.append(f"texture{i}{os.path.splitext(path)[1][:8]}")
             artifacts[textures[-1]] = self.artifacts.put(path)
         adjust = parse_instructions(settings.get("custom_instructions")).params()
+        matte = self.models.for_task("matte", self.artifacts, "matte")  # its file's SHA-256 joins the cache key
+        if matte:
+            artifacts.update(matte[0])
         task_input = {**{k: settings[k] for k in ("model", "render_mode", "background_style", "condition")},
                       "size": size, **names, "artifacts": artifacts, **({"textures": textures} if textures else {}),
-                      **({"adjust": adjust} if adjust else {})}
-        return [TaskDef(renderer="image.render", name="render", cpu=1.0, mem_mb=700 if size <= 1024 else 3000,
+                      **({"adjust": adjust} if adjust else {}), **({"matte_model": matte[1]} if matte else {})}
+        mem_mb = (700 if size <= 1024 else 3000) + (2 * matte[1]["size"] >> 20 if matte else 0)  # weights + run
+        return [TaskDef(renderer="image.render", name="render", cpu=1.0, mem_mb=mem_mb,
                         input=task_input, cache_key=cache_key(task_input))]
 
 

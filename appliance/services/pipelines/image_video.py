@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from appliance.runtime.artifacts import Artifacts
+from appliance.services.models import ModelRegistry
 from appliance.store.jobs import TaskDef
 
 MODES = ("single", "transition", "loop")
@@ -95,6 +96,7 @@ class VideoPipeline:
 
     def __init__(self, artifacts: Artifacts) -> None:
         self.artifacts = artifacts
+        self.models = ModelRegistry.beside(artifacts)  # the studio's own depth model, when one is installed
 
     def plan(self, payload: dict) -> list[TaskDef]:
         settings = payload["settings"]
@@ -108,7 +110,12 @@ class VideoPipeline:
                       "style": settings["style"], "crossfade": settings.get("crossfade_duration") or 0.0,
                       "width": width, "height": height, "fps": FPS, "frames": settings["duration"] * FPS,
                       **names, "artifacts": artifacts}
-        return [TaskDef(renderer="image.video", name="video", cpu=1.0, mem_mb=1200 if height <= 720 else 1800,
+        depth = self.models.for_task("depth", self.artifacts, "depth")  # its file's SHA-256 joins the cache key
+        if depth:
+            artifacts.update(depth[0])
+            task_input["depth_model"] = depth[1]
+        mem_mb = (1200 if height <= 720 else 1800) + (2 * depth[1]["size"] >> 20 if depth else 0)  # weights + run
+        return [TaskDef(renderer="image.video", name="video", cpu=1.0, mem_mb=mem_mb,
                         input=task_input, cache_key=_cache_key("video-", task_input))]
 
 
