@@ -1,21 +1,30 @@
 """When splitting a Manim scene wins: a calibrated cost model of a render, whole and in animation ranges.
 
 A whole render is two pipelined workers: the main thread draws each frame (cairo, and Python around it: one
-core at most) while x264 encodes the frames on threads of its own (as many cores as it is given). Encoding is
-most of the CPU (about 70 % at 1280x720), so a whole render already uses 2 cores: on c free cores it takes
+core at most) while x264 encodes the frames on threads of its own. Encoding is most of the CPU (about 70 % at
+1280x720), yet one render does not fill two cores: the encoder's threads wait on the drawing thread, on the
+Python thread that converts and muxes each frame, and on each other, so a render keeps about PARALLELISM cores
+busy however many are free (measured: its CPU seconds over its wall seconds on an idle box). A task in the
+appliance also costs more than a bare render (the sandbox, the live frame, the checks of its outputs: OVERHEAD,
+the appliance's task time over a bare render's). Several renders at once share the box's c cores, and
+together they get less than c cores' worth of work done (SHARED: caches, memory bandwidth, the hypervisor; the
+solo CPU seconds of renders run side by side over their wall seconds and c). On c free cores:
 
-    whole(c) = START_S + max(D, (D + E) / c)          D, E: the scene's draw and encode CPU seconds
+    whole(c) = START_S + span(D, E, c, 1)          D, E: the scene's draw and encode CPU seconds
+    span(D, E, c, n) = OVERHEAD * max(D / min(1, c / n), (D + E) / min(PARALLELISM, c / n * (SHARED if n > 1 else 1)))
 
-A split render on k ranges shares the c cores among them (c / k each): the plan task fast-forwards every
+A split render on k ranges shares the c cores among them (n = k renders at once): the plan task fast-forwards every
 animation, each range task starts, fast-forwards the animations before it (REPLAY_S each) and draws and encodes
 its own frames, and the assemble task joins the segments:
 
-    split(c, k) = plan + 2 HOP_S + max over ranges [START_S + REPLAY_S * before + span(range, c / k)] + ASSEMBLE_S
-    plan = START_S + REPLAY_S * animations;  span(work, cores) = max(D_work / min(1, cores), (D + E)_work / cores)
+    split(c, k) = plan + 2 HOP_S + max over ranges [START_S + REPLAY_S * before + span(range, c, k)] + ASSEMBLE_S
+    plan = START_S + REPLAY_S * animations
 
 A scene is split (into the k in 2..workers that the model likes best) only when split(c, k) < MARGIN * whole(c).
-So on 2 cores a scene is never split (the encoder already fills both), and on 4 or more free cores a long scene
-is. The model is deterministic: its inputs are the frames each animation draws (counted by the plan task), the
+Because one render keeps only PARALLELISM cores busy, two ranges on 2 cores can use the second core better
+than one render does, by as much as 2 * SHARED / PARALLELISM; the margin asks for a predicted gain of a fifth
+before a split is worth its plan task, its assembly and its extra tasks.
+The model is deterministic: its inputs are the frames each animation draws (counted by the plan task), the
 frame size and the free CPU slots at submit, never a clock, so the plan (and every range's cache key) is a
 function of the task's input alone.
 
@@ -24,16 +33,18 @@ written as repeats of one frame) draws nothing and encodes at FROZEN_ENCODE of a
 complexity is not in the model: a scene of many more mobjects than the calibration scene draws slower than the
 model assumes, so the model underrates what splitting it would gain (it errs towards rendering whole).
 
-Calibration (``.venv/bin/python -m tests.bench.split_calibrate``, on the 2-core reference box, 2026-12-07):
-CPU seconds of tasks forked from a process that has imported Manim, for the 24-animation scene of ``make bench``'s
-split section at 1280x720 and 640x360, drawn with and without the encoder. The constants are the first run's; a
-second run (load average 5 from other work both times) gave draw 4.48 / 3.92 ms a frame at 1280x720 / 640x360
-(first: 4.76 / 3.29), encode 13.78 / 3.49 ms (11.72 / 3.72), replay 6.84 ms an animation (6.76), a frozen frame
-0.345 of an encode: the split between the fixed and the per-megapixel parts moves, a frame's total at 1280x720 by
-11 %, and no decision the model makes on 2 or 16 cores. START_S, HOP_S and ASSEMBLE_S are wall
-times of the appliance's own tasks (the sandbox, the verifier, the scheduler more than CPU work): the medians
-``make bench``'s split section printed on a quieter moment of the same box (task start 0.18 s, assemble 0.22 s,
-hops 0.00 s), rounded up.
+Calibration (``.venv/bin/python -m tests.bench.split_calibrate``, on the 2-core reference box, 2026-12-07 12:35,
+the box otherwise idle): CPU seconds of tasks forked from a process that has imported Manim, for the 24-animation
+scene of ``make bench``'s split section at 1280x720 and 640x360, drawn with and without the encoder (draw 5.92 /
+4.03 ms a frame, encode 14.76 / 4.39 ms); PARALLELISM, SHARED and OVERHEAD from wall times of the same scene whole
+on both cores (4.89 s wall, 7.52 s CPU), as two halves side by side (4.08 s wall, each alone 3.77 s CPU) and
+through the appliance (4.84 s against the bare 4.89 s). An earlier run under a load average of 5 gave frame costs
+up to 25 % lower and a replay a third cheaper: CPU seconds per frame move with the box's state, and the margin
+absorbs that. What the constants decide: on 2 cores a 1280x720 render is never split (two ranges side by side
+are predicted 16 % faster in the limit of many frames, under the margin; measured before this calibration: 0.94x,
+slower), on 3 or more cores long scenes are. START_S, HOP_S and ASSEMBLE_S are wall times of the appliance's own
+tasks (the sandbox, the verifier, the scheduler more than CPU work): the medians ``make bench``'s split section
+printed on a quieter moment of the same box (task start 0.18 s, assemble 0.22 s, hops 0.00 s), rounded up.
 """
 from __future__ import annotations
 
@@ -43,13 +54,16 @@ from dataclasses import dataclass
 START_S = 0.20  # a task: the fork of the warm worker, the sandbox, the scene code, Scene(), verifying outputs
 HOP_S = 0.02  # the scheduler's hop between dependent tasks
 ASSEMBLE_S = 0.25  # the assemble task: start, concat by stream copy, verify
-REPLAY_S = 0.0068  # per animation fast-forwarded (nothing drawn): measured 0.0068
-DRAW_S_FRAME = 0.0028  # drawing a frame: the fixed part (measured 0.00280)
-DRAW_S_MPX = 0.0021  # ... and per megapixel (measured 0.00213)
-ENCODE_S_FRAME = 0.0010  # encoding a frame (x264, CPU seconds over its threads): fixed (measured 0.00105)
-ENCODE_S_MPX = 0.0116  # ... and per megapixel (measured 0.01157)
-FROZEN_ENCODE = 0.35  # a repeated frame costs this share of an encode, and no draw (measured 0.345)
-MARGIN = 0.9  # split only where the model predicts at least a 10 % shorter render
+REPLAY_S = 0.0105  # per animation fast-forwarded (nothing drawn): measured 0.01051
+DRAW_S_FRAME = 0.0034  # drawing a frame: the fixed part (measured 0.00340)
+DRAW_S_MPX = 0.0027  # ... and per megapixel (measured 0.00274)
+ENCODE_S_FRAME = 0.0009  # encoding a frame (x264, CPU seconds over its threads): fixed (measured 0.00094)
+ENCODE_S_MPX = 0.0150  # ... and per megapixel (measured 0.01499)
+FROZEN_ENCODE = 0.43  # a repeated frame costs this share of an encode, and no draw (measured 0.432)
+PARALLELISM = 1.55  # cores one render keeps busy, however many are free (measured 1.554 on 2 idle cores)
+OVERHEAD = 1.0  # an appliance task's time over a bare render's (measured 0.989: the sandbox costs start-up only)
+SHARED = 0.92  # the share of a core each of several renders at once gets per core it is given (measured 0.923)
+MARGIN = 0.8  # split only where the model predicts at least a 20 % shorter render
 
 
 @dataclass(frozen=True)
@@ -82,10 +96,14 @@ def animation_work(plays: Sequence[tuple[int, bool]], width: int, height: int) -
             for frames, frozen in plays]
 
 
-def span(work: Sequence[Work], cores: float) -> float:
-    """Drawing and encoding ``work`` on ``cores`` cores: drawing is one thread, encoding spreads."""
+def span(work: Sequence[Work], cores: float, renders: int = 1) -> float:
+    """Drawing and encoding ``work`` as one of ``renders`` renders sharing ``cores`` cores: drawing is one
+    thread, a render keeps at most PARALLELISM cores busy, and renders side by side get SHARED of theirs."""
     draw, total = sum(w.draw for w in work), sum(w.total for w in work)
-    return max(draw / min(1.0, cores), total / cores) if cores > 0 else float("inf")
+    if cores <= 0:
+        return float("inf")
+    share = cores / renders
+    return OVERHEAD * max(draw / min(1.0, share), total / min(PARALLELISM, share * (SHARED if renders > 1 else 1)))
 
 
 def whole_s(work: Sequence[Work], cores: float) -> float:
@@ -97,20 +115,20 @@ def plan_s(animations: int) -> float:
     return START_S + REPLAY_S * animations
 
 
-def range_s(work: Sequence[Work], start: int, stop: int, cores: float) -> float:
-    return START_S + REPLAY_S * start + span(work[start:stop], cores)
+def range_s(work: Sequence[Work], start: int, stop: int, cores: float, renders: int) -> float:
+    return START_S + REPLAY_S * start + span(work[start:stop], cores, renders)
 
 
 def split_s(work: Sequence[Work], ranges: Sequence[tuple[int, int]], cores: float) -> float:
-    share = cores / len(ranges)
-    return (plan_s(len(work)) + 2 * HOP_S + max(range_s(work, a, b, share) for a, b in ranges) + ASSEMBLE_S)
+    longest = max(range_s(work, a, b, cores, len(ranges)) for a, b in ranges)
+    return plan_s(len(work)) + 2 * HOP_S + longest + ASSEMBLE_S
 
 
 def may_win(width: int, height: int, workers: int, cores: float) -> bool:
     """Whether any long scene of this frame size could gain from a split on ``cores`` free cores: the model in
-    the limit of many frames, where the plan, starts and assembly weigh nothing. False on 2 cores: the encoder
-    already uses both. Asked at submit, before anything is known of the scene but its source."""
+    the limit of many frames, where the plan, starts and assembly weigh nothing. Asked at submit, before
+    anything is known of the scene but its source."""
     frame = frame_work(width, height)
     cores = max(1.0, cores)
-    best = min((span([frame], cores / k) / k for k in range(2, max(2, workers) + 1)), default=float("inf"))
+    best = min((span([frame], cores, k) / k for k in range(2, max(2, workers) + 1)), default=float("inf"))
     return best < MARGIN * span([frame], cores)

@@ -14,7 +14,15 @@ so that other work on the box moves the figures little.
 - FROZEN_ENCODE: the scene's mobjects held by one static ``wait`` of as many frames (one frame drawn, then
   encoded as repeats), less START_S and one frame's draw, over the encode of as many drawn frames;
 - REPLAY_S: the plan task on that scene (every animation fast-forwarded, nothing drawn) less START_S, per
-  animation.
+  animation;
+- PARALLELISM: the scene rendered whole on every core of the idle box: its CPU seconds over its wall seconds
+  (both less START_S): the cores one render keeps busy;
+- SHARED: two halves of the scene (12 animations each) rendered side by side: their solo CPU seconds over the
+  wall seconds they took together and the cores each was given (cores / 2);
+- OVERHEAD: the scene through the appliance (a server on a fresh data dir, the Kodisc API, never split): the
+  task's wall seconds over the bare render's (both less START_S).
+
+PARALLELISM, SHARED and OVERHEAD are wall-time figures: run this on an idle box.
 
 START_S, HOP_S and ASSEMBLE_S are wall times of the appliance's own tasks, the medians that ``make bench``'s split
 section prints ("task start", "hop", "assemble") when the box is quiet: they are the sandbox, the verifier and the
@@ -27,6 +35,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,11 +75,51 @@ def _median(run: Callable[[Path], None], root: Path) -> float:
     return statistics.median(_cpu(run, root) for _ in range(RUNS))
 
 
+def _side_by_side(runs: list[Callable[[Path], None]], root: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``runs`` in forked children started together."""
+    started, pids, cpu = time.monotonic(), [], 0.0
+    for run in runs:
+        work = Path(tempfile.mkdtemp(dir=root))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                run(work)
+            except BaseException:  # noqa: BLE001 - report by exit status
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        _, status, usage = os.wait4(pid, 0)
+        assert status == 0, f"calibration run failed ({status})"
+        cpu += usage.ru_utime + usage.ru_stime
+    return time.monotonic() - started, cpu
+
+
+def _wall_median(runs: list[Callable[[Path], None]], root: Path) -> tuple[float, float]:
+    results = [_side_by_side(runs, root) for _ in range(RUNS)]
+    return statistics.median(w for w, _ in results), statistics.median(c for _, c in results)
+
+
+def _appliance_task_s(root: Path) -> float:
+    """The median wall seconds of the scene's one task through a real appliance, never split."""
+    from tests.bench.split import _render, _start
+
+    server, auth = _start(root, "appliance", "1")
+    try:
+        return statistics.median(_render(server, auth, LONG + f"# run {i}\n")[1][0]["s"] for i in range(RUNS))
+    finally:
+        server.stop()
+
+
 def main() -> int:
+    import logging
+
     import manim  # noqa: F401 - preloaded, as in the warm worker
 
     from renderers import manim_scene, manim_split
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else manim's rich handler prints every poll
     quiet = _Quiet()
 
     def scene(width: int, height: int, code: str = LONG) -> dict:
@@ -114,6 +163,18 @@ def main() -> int:
         split = {"split": {"workers": 1, "minAnimations": 2, "cores": 1}}
         plan = _median(lambda work: manim_split.plan({**scene(1280, 720), **split}, work, quiet), root)
         print(f"REPLAY_S     {(plan - start) / ANIMATIONS:.5f}  (plan {plan:.3f} s for {ANIMATIONS} animations)")
+        cores = os.cpu_count() or 1
+        wall, cpu = _wall_median([whole(scene(1280, 720))], root)
+        print(f"PARALLELISM  {(cpu - start) / (wall - start):.3f}  (whole on {cores} cores: {wall:.2f} s wall, "
+              f"{cpu:.2f} s CPU)")
+        half = scene(1280, 720, LONG.replace(f"range({ANIMATIONS})", f"range({ANIMATIONS // 2})"))
+        solo = _median(whole(half), root)
+        together, _ = _wall_median([whole(half), whole(half)], root)
+        print(f"SHARED       {(solo - start) / (together - start) / (cores / 2):.3f}  (two halves side by side: "
+              f"{together:.2f} s wall; one alone {solo:.2f} s CPU)")
+        task = _appliance_task_s(root)
+        print(f"OVERHEAD     {(task - start) / (wall - start):.3f}  (the appliance's task {task:.2f} s, the bare "
+              f"render {wall:.2f} s)")
     return 0
 
 

@@ -204,9 +204,10 @@ def test_the_plan_counts_and_cuts_animations():
 
 
 def test_the_model_splits_only_where_it_predicts_a_gain():
-    # a whole render's x264 already uses both of 2 free cores: no frame size can gain from a split there
+    # a whole render keeps about 1.55 of 2 free cores busy: two ranges there gain less than the margin asks, at
+    # any frame size; from 3 cores on, long scenes gain (each of two ranges gets 1.5 cores)
     assert not any(may_win(w, h, 2, 2) for w, h in ((640, 360), (854, 480), (1280, 720), (1920, 1080)))
-    assert may_win(1280, 720, 8, 8) and not may_win(1920, 1080, 3, 3)
+    assert may_win(1280, 720, 8, 8) and may_win(1920, 1080, 3, 3) and may_win(640, 360, 3, 3)
     bench = [(15, False)] * 24  # make bench's scene: 24 animations of 15 frames at 1280x720
     task = {"width": 1280, "height": 720, "split": {"workers": 2, "minAnimations": 12, "cores": 2}}
     two = decide(bench, task)
@@ -215,7 +216,7 @@ def test_the_model_splits_only_where_it_predicts_a_gain():
     assert forced.ranges == [(0, 12), (12, 24)] and forced.split_s == two.split_s
     many = decide(bench, {**task, "split": {**task["split"], "workers": 16, "cores": 16}})
     assert len(many.ranges) > 2 and many.split_s is not None and many.split_s < MARGIN * many.whole_s
-    assert [b - a for a, b in many.ranges] == [4] * 6  # equal work, equal ranges
+    assert len({b - a for a, b in many.ranges}) == 1  # equal work, equal ranges
     # too short to pay for the plan, the starts and the assembly, however many cores
     short = decide([(3, False)] * 12, {**task, "split": {**task["split"], "workers": 16, "cores": 16}})
     assert short.ranges == [(0, 12)]
