@@ -20,6 +20,7 @@ from appliance.services.models import CHECK_RENDERER, MAX_MODEL_BYTES, AddReques
 from appliance.store import ids, users
 from appliance.store.db import loads
 from appliance.store.jobs import payload_of
+from appliance.store.rows import JobRow, TaskRow
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -51,7 +52,7 @@ def _estimator(request: Request) -> Estimator:
     return request.app.state.core.estimator
 
 
-def job_eta(estimator: Estimator, job: dict) -> dict | None:
+def job_eta(estimator: Estimator, job: JobRow) -> dict | None:
     """A queued or running job's ETA (services/estimate.py) in the admin API's shape; None otherwise."""
     if job["status"] not in ("queued", "running"):
         return None
@@ -60,7 +61,7 @@ def job_eta(estimator: Estimator, job: dict) -> dict | None:
                                      "finishAt": eta["finish_at"], "basis": eta["basis"]}
 
 
-def public_job(job: dict, tasks: list[dict], eta: dict | None = None) -> dict:
+def public_job(job: JobRow, tasks: list[TaskRow], eta: dict | None = None) -> dict:
     return {"id": job["id"], "dialect": job["dialect"], "kind": job["kind"], "status": job["status"],
             "phase": job["phase"], "progress": job["progress"], "eta": eta, "error": job["error"],
             "createdAt": job["created_at"], "completedAt": job["completed_at"], "durationMs": job["duration_ms"],

@@ -18,6 +18,7 @@ from appliance.errors import ApplianceError, InsufficientCredits, NotFound, Unau
 from appliance.services.jobs import JobService, NewJob
 from appliance.store import ids, ledger, users
 from appliance.store.db import dumps, loads
+from appliance.store.rows import JobRow
 
 MAX_BODY = 200 * 1024
 MAX_FPS = 120  # DECISIONS.md (Kodisc)
@@ -99,7 +100,7 @@ def frame(data: dict) -> tuple[int, int, int]:
     return width, height, data.get("fps") or fps
 
 
-def job_object(service: JobService, job: dict) -> dict:
+def job_object(service: JobService, job: JobRow) -> dict:
     """The GET object, in the field order of the docs' webhook example."""
     status = STATUS[job["status"]]
     base = f"{service.settings.base_url}/r/{job['id']}"
@@ -207,7 +208,7 @@ async def get_me(service: JobService, key: users.ApiKey) -> Response:
 
 def listener(service: JobService):
     """One webhook per terminal state, body = the GET object, to the job's resolved URL."""
-    def on_event(job: dict, event_type: str) -> None:
+    def on_event(job: JobRow, event_type: str) -> None:
         status = STATUS.get(event_type)
         if status not in ("completed", "failed") or not job["webhook_url"]:
             return

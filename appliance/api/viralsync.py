@@ -27,6 +27,7 @@ from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import movie as movie_pipeline
 from appliance.store import ids, jobs, users
 from appliance.store.db import dumps
+from appliance.store.rows import JobRow
 
 PRESETS = {"stable": 2, "balanced": 3, "fast": 4, "turbo": 6}
 PROGRESS_WEBHOOK_EVERY_S = 5.0
@@ -160,7 +161,7 @@ def workers_for(service: JobService, options: dict, scene_count: int) -> int:
     return max(1, min(wanted, scene_count, int(service.capacity.cpu)))
 
 
-def submit(service: JobService, key: users.ApiKey, data: dict) -> dict:
+def submit(service: JobService, key: users.ApiKey, data: dict) -> JobRow:
     user, plan = _user_plan(service, key)
     if not plan.api:
         raise VsError(403, "FORBIDDEN", "Your plan does not include API access. Upgrade to Pro.")
@@ -189,7 +190,7 @@ class Webhooks:
         self.service = service
         self._last_progress: dict[str, float] = {}
 
-    def __call__(self, job: dict, event_type: str) -> None:
+    def __call__(self, job: JobRow, event_type: str) -> None:
         if event_type not in ("progress", "completed", "failed", "cancelled") or not job["webhook_url"]:
             return
         if event_type == "progress":
@@ -241,7 +242,7 @@ SSE_PARAMS = (openapi.header("Last-Event-ID", {"type": "string"},
 
 
 # ---- routes --------------------------------------------------------------------------------------
-def _job_for(service: JobService, key: users.ApiKey, job_id: str) -> dict:
+def _job_for(service: JobService, key: users.ApiKey, job_id: str) -> JobRow:
     job = service.find(job_id, key.user_id, "viralsync")
     if not job:
         raise VsError(404, "JOB_NOT_FOUND", f"Job {job_id} not found")

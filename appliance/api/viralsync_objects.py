@@ -7,9 +7,13 @@ render the parent is `waiting` (phase `rendering`); assembling is `running`; a f
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from appliance.services.jobs import JobService
 from appliance.store import jobs
 from appliance.store.db import loads, now_iso
+from appliance.store.rows import JobRow, TaskRow, TaskState
 
 TERMINAL_EVENTS = {"completed": "done", "failed": "failed", "cancelled": "cancelled"}
 CHILD_TYPES = {"movie.scene": "render.scene", "movie.assemble": "render.assemble"}
@@ -17,7 +21,7 @@ TASK_STATUS = {"queued": "queued", "running": "running", "done": "done", "failed
 
 
 # ---- children ------------------------------------------------------------------------------------
-def child_id(job_id: str, task: dict) -> str:
+def child_id(job_id: str, task: TaskState) -> str:
     """scene_job_<12hex>_001 for the first scene, assemble_job_<12hex> for the assembly."""
     if task["renderer"] == "movie.assemble":
         return f"assemble_{job_id}"
@@ -35,11 +39,11 @@ def parse_child_id(child: str) -> tuple[str, str, int] | None:
     return None
 
 
-def find_child(tasks: list[dict], renderer: str, idx: int) -> dict | None:
+def find_child(tasks: Sequence[TaskRow], renderer: str, idx: int) -> TaskRow | None:
     return next((t for t in tasks if t["renderer"] == renderer and (idx < 0 or t["idx"] == idx)), None)
 
 
-def children(tasks: list[dict], job_id: str | None = None) -> dict:
+def children(tasks: Sequence[TaskState], job_id: str | None = None) -> dict:
     def count(status: str) -> int:
         return sum(t["status"] == status for t in tasks)
 
@@ -50,7 +54,7 @@ def children(tasks: list[dict], job_id: str | None = None) -> dict:
     return out
 
 
-def child_object(job: dict, task: dict) -> dict:
+def child_object(job: Mapping[str, Any], task: TaskState) -> dict:
     status = TASK_STATUS.get(task["status"], "queued")
     payload = {"sceneId": task["name"]} if task["renderer"] == "movie.scene" else {}
     return {"jobId": child_id(job["id"], task), "type": CHILD_TYPES[task["renderer"]], "status": status,
@@ -78,12 +82,12 @@ def public_state(status: str, phase: str | None, counts: dict) -> tuple[str, str
     return "running", "assembling"
 
 
-def counts_of(tasks: list[dict]) -> dict[str, int]:
+def counts_of(tasks: Sequence[TaskState]) -> dict[str, int]:
     return {"total": len(tasks), **{s: sum(t["status"] == s for t in tasks)
                                     for s in ("done", "running", "queued", "failed")}}
 
 
-def job_object(service: JobService, job: dict, tasks: list[dict] | None = None) -> dict:
+def job_object(service: JobService, job: JobRow, tasks: Sequence[TaskState] | None = None) -> dict:
     tasks = service.tasks(job["id"]) if tasks is None else tasks
     status, phase = public_state(job["status"], job["phase"], counts_of(tasks))
     result = loads(job["result"]) or {}
@@ -101,7 +105,7 @@ def job_object(service: JobService, job: dict, tasks: list[dict] | None = None) 
             "children": children(tasks, job["id"]), "createdAt": job["created_at"], "updatedAt": job["updated_at"]}
 
 
-def _error(job: dict, tasks: list[dict]) -> str:
+def _error(job: JobRow, tasks: Sequence[TaskState]) -> str | None:
     failed = next((t for t in tasks if t["status"] == "failed" and t["renderer"] == "movie.scene"), None)
     if failed:
         return f"SCENE_RENDER_FAILED: {failed['error']} on {failed['name']}"
@@ -116,24 +120,24 @@ CHILD_STATUS = {"queued": "queued", "running": "running", "done": "done", "faile
 
 
 def list_page(service: JobService, user_id: str, type_: str | None, status: str | None,
-              before: tuple[str, str] | None, limit: int) -> tuple[list[dict], list[dict]]:
+              before: tuple[str, str] | None, limit: int) -> tuple[Sequence[Mapping[str, Any]], list[dict]]:
     """(rows with created_at and id for the cursor, their objects): parents (type render, the default)
     or one kind of child job (render.scene, render.assemble), filtered and paged in SQL; a type that does not
     exist here lists nothing."""
     if type_ in PARENT_TYPES:
-        rows = jobs.list_viralsync(service.db, user_id, status, before, limit)
-        tasks = jobs.tasks_of_jobs(service.db, [r["id"] for r in rows])
-        return rows, [job_object(service, r, tasks[r["id"]]) for r in rows]
+        parents = jobs.list_viralsync(service.db, user_id, status, before, limit)
+        tasks = jobs.tasks_of_jobs(service.db, [r["id"] for r in parents])
+        return parents, [job_object(service, r, tasks[r["id"]]) for r in parents]
     if type_ not in CHILD_RENDERERS or (status and status not in CHILD_STATUS):
         return [], []
     rows = jobs.list_child_tasks(service.db, user_id, "viralsync", CHILD_RENDERERS[type_],
                                  CHILD_STATUS.get(status or ""), before, limit)
-    parents = {r["job_id"]: jobs.get_job(service.db, r["job_id"]) for r in rows}
-    return rows, [child_object(parents[r["job_id"]] or {"id": r["job_id"]}, r) for r in rows]
+    of_job = {r["job_id"]: jobs.get_job(service.db, r["job_id"]) for r in rows}
+    return rows, [child_object(of_job[r["job_id"]] or {"id": r["job_id"]}, r) for r in rows]
 
 
 # ---- events --------------------------------------------------------------------------------------
-def event_body(service: JobService, job: dict, event_type: str, recorded: dict | None = None) -> tuple[str, dict]:
+def event_body(service: JobService, job: JobRow, event_type: str, recorded: dict | None = None) -> tuple[str, dict]:
     """(event name, JSON) shared by SSE and webhooks. ``recorded``: the state a stored event recorded (status,
     phase, progress, tasks); the body then says what the job was at that event, not what it is now."""
     tasks = service.tasks(job["id"])

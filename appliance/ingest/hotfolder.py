@@ -30,6 +30,7 @@ from appliance.settings import Settings
 from appliance.store import hotfolder as records
 from appliance.store import ids, users
 from appliance.store.db import loads
+from appliance.store.rows import JobRow
 
 log = logging.getLogger("appliance.hotfolder")
 DIALECT = "hotfolder"
@@ -207,7 +208,7 @@ class HotFolder:
                                      request=request, cpu_slots=self.service.capacity.cpu)
 
     # ---- delivering --------------------------------------------------------------------------------------
-    def _on_job_event(self, job: dict, event_type: str) -> None:
+    def _on_job_event(self, job: JobRow, event_type: str) -> None:
         if job["status"] in TERMINAL:
             self._spawn(self._deliver(job["id"]))
 
@@ -236,7 +237,7 @@ class HotFolder:
         records.update(self.db, row["id"], state="delivered")
         log.info("hot folder: %s delivered to %s", row["path"], target)
 
-    def _main_output(self, job: dict) -> Path | None:
+    def _main_output(self, job: JobRow) -> Path | None:
         files = (loads(job["result"]) or {}).get("files", {})
         name = files.get("video") or next(iter(files.values()), None)
         return self.store.file_path(job["id"], name) if name else None

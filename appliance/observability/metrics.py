@@ -24,6 +24,7 @@ from appliance.runtime.resources import Capacity
 from appliance.settings import Settings
 from appliance.store import jobs, stats
 from appliance.store.db import parse_iso
+from appliance.store.rows import TaskRow
 
 # Litestar appends "; charset=utf-8" to a text/* media type itself: prometheus_client's constant already has it.
 MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
@@ -63,19 +64,20 @@ class Metrics:
                              registry=r)
         r.register(_StateCollector(db, used, capacity))
 
-    def task_ended(self, task: dict, error: str | None) -> None:
+    def task_ended(self, task: TaskRow, error: str | None) -> None:
         """Called by the scheduler once per task end; ``error`` is None for a task that is done."""
         try:
             self._task_ended(task, error)
         except Exception:  # noqa: BLE001 - a metric must never stop a job from finishing
             log.exception("task metrics failed for %s", task.get("id"))
 
-    def _task_ended(self, task: dict, error: str | None) -> None:
+    def _task_ended(self, task: TaskRow, error: str | None) -> None:
         if task.get("cached") and error is None:
             self.cache_hits.labels(task["renderer"]).inc()
             return
-        if task.get("started_at"):
-            seconds = max(0.0, time.time() - parse_iso(task["started_at"]))
+        started = task["started_at"]
+        if started:
+            seconds = max(0.0, time.time() - parse_iso(started))
             self.task_seconds.labels(task["renderer"], "done" if error is None else "failed").observe(seconds)
         reason = kill_reason(error)
         if reason:

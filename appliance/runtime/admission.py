@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from appliance.runtime.resources import Capacity
+from appliance.store.rows import ReadyTask
 
-Task = dict[str, Any]  # a ready task as store.jobs.ready_tasks reads it (cpu, mem_mb, gpu, user_id, job_id, ...)
+# A ready task as store.jobs.ready_tasks reads it (rows.py: stdlib only, so admission stays free of the database).
+Task = ReadyTask
 
 
 @dataclass

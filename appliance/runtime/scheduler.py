@@ -25,6 +25,7 @@ from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs
 from appliance.store.db import dumps, loads, now_iso
+from appliance.store.rows import JobRow, ReadyTask, TaskRow
 from renderers.registry import ENCODES_VIDEO, GPU_OPTIONAL
 
 log = logging.getLogger("appliance.scheduler")
@@ -33,7 +34,7 @@ log = logging.getLogger("appliance.scheduler")
 class JobListener(Protocol):
     """What a dialect adapter hears from the core (to enqueue webhooks in its own shape)."""
 
-    def __call__(self, job: dict[str, Any], event_type: str) -> None: ...
+    def __call__(self, job: JobRow, event_type: str) -> None: ...
 
 
 class WorkArea(Protocol):
@@ -50,11 +51,11 @@ class JobEvents(Protocol):
     listeners: dict[str, JobListener]
     hub: Any
 
-    def started(self, job: dict[str, Any], *, announce: bool = True) -> None: ...
+    def started(self, job: JobRow, *, announce: bool = True) -> None: ...
 
-    def task_done(self, task: dict[str, Any], result: dict[str, Any]) -> None: ...
+    def task_done(self, task: TaskRow, result: dict[str, Any]) -> None: ...
 
-    def task_failed(self, task: dict[str, Any], error: str) -> None: ...
+    def task_failed(self, task: TaskRow, error: str) -> None: ...
 
     def progressed(self, job_id: str) -> None: ...
 
@@ -78,7 +79,7 @@ class Scheduler:
         self.gpu_pool = GpuPool(capacity.gpus)  # which GPU and NVENC session each running task holds
         self.lifecycle: JobEvents = _Unattached()  # services/lifecycle.JobLifecycle, attached by the composition root
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
-        self.on_task_end: Callable[[dict[str, Any], str | None], None] = lambda task, error: None  # metrics
+        self.on_task_end: Callable[[TaskRow, str | None], None] = lambda task, error: None  # metrics
         self._running: dict[str, dict[str, Any]] = {}  # task_id -> {"handle", "task", "user_id"}
         self._progress: dict[str, tuple[float, str | None]] = {}
         self._wake = asyncio.Event()
@@ -148,7 +149,7 @@ class Scheduler:
                 self.start_task(task)
 
     # ---- starting a task -------------------------------------------------------------------------
-    def start_task(self, task: dict[str, Any]) -> None:
+    def start_task(self, task: ReadyTask) -> None:
         job = jobs.require_job(self.db, task["job_id"])
         if self._try_cache(task, job):
             return
@@ -209,7 +210,7 @@ class Scheduler:
         threads = scene_thread_budget(int(self.capacity.cpu), running, waiting)
         return replace(spec, input={**spec.input, "threads": threads})
 
-    def _limits(self, task: dict[str, Any]) -> Limits:
+    def _limits(self, task: TaskRow) -> Limits:
         s = self.settings
         limits = Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
                         fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
@@ -228,7 +229,7 @@ class Scheduler:
             inputs[link["as"]] = result["outputs"][name]
         return inputs
 
-    def _try_cache(self, task: dict[str, Any], job: dict[str, Any]) -> bool:
+    def _try_cache(self, task: TaskRow, job: JobRow) -> bool:
         result = cache.lookup(self.db, task["cache_key"]) if task["cache_key"] else None
         if not result or not all(self.artifacts.has(d) for d in result.get("outputs", {}).values()):
             return False
@@ -280,15 +281,15 @@ class Scheduler:
             if entry:
                 self.wake()
 
-    def _task_done(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+    def _task_done(self, task: TaskRow, result: dict[str, Any]) -> None:
         jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),
                          finished_at=now_iso())
         self.on_task_end(task, None)
         if task["cache_key"] and not task["cached"]:
-            self._store_cache(task, result)
+            cache.store(self.db, task["cache_key"], task["renderer"], result)
         self.lifecycle.task_done(task, result)
 
-    def _retry(self, task: dict[str, Any], error: str) -> None:
+    def _retry(self, task: TaskRow, error: str) -> None:
         """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
         again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
         jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
@@ -296,10 +297,7 @@ class Scheduler:
                       {"task": task["id"], "attempt": task["attempts"], "error": error})
         self.wake()
 
-    def _store_cache(self, task: dict[str, Any], result: dict[str, Any]) -> None:
-        cache.store(self.db, task["cache_key"], task["renderer"], result)
-
-    def _task_failed(self, task: dict[str, Any], error: str) -> None:
+    def _task_failed(self, task: TaskRow, error: str) -> None:
         jobs.update_task(self.db, task["id"], status="failed", error=error, finished_at=now_iso())
         self.on_task_end(task, error)
         self.lifecycle.task_failed(task, error)

@@ -30,6 +30,7 @@ import sqlite_utils
 
 from appliance.store import history
 from appliance.store.db import parse_iso
+from appliance.store.rows import JobRow
 
 MIN_HISTORY = 3  # finished jobs of a pipeline before it is quoted
 REFIT_S = 10.0  # a family's fit is reused this long (a quote per job read must not scan the history each time)
@@ -198,7 +199,7 @@ class Estimator:
             self._fits[family] = (self.clock(), model)
         return model
 
-    def eta(self, job: dict, quote: Quote | None) -> dict | None:
+    def eta(self, job: JobRow, quote: Quote | None) -> dict | None:
         """For a queued or running job (a row of store.jobs): {"seconds_left", "finish_at", "total_s",
         "basis"}, or None when nothing can be said yet (no history and no progress, or a job that ended)."""
         if job["status"] not in ("queued", "running"):

@@ -27,6 +27,7 @@ from appliance.settings import Settings
 from appliance.store import events, ids, jobs
 from appliance.store.db import now_iso
 from appliance.store.jobs import TaskDef
+from appliance.store.rows import JobRow, TaskRow
 
 log = logging.getLogger("appliance.jobs")
 TERMINAL = jobs.TERMINAL
@@ -35,9 +36,9 @@ TERMINAL = jobs.TERMINAL
 class RetryHook(Protocol):
     """What a dialect with job records of its own does when the operator retries one of its jobs."""
 
-    def new_id(self, job: dict) -> str: ...
+    def new_id(self, job: JobRow) -> str: ...
 
-    def cloned(self, old: dict, new: dict) -> None: ...
+    def cloned(self, old: JobRow, new: JobRow) -> None: ...
 
 
 @dataclass
@@ -95,7 +96,7 @@ class JobService:
         self._retry_hooks: dict[str, RetryHook] = {}
 
     # ---- starting work ---------------------------------------------------------------------------------------
-    def submit(self, new: NewJob) -> dict:
+    def submit(self, new: NewJob) -> JobRow:
         """Create the job (402 leaves nothing behind) and start it; a deferred pipeline plans in the background."""
         pipeline = self._admit(new.user_id, new.kind)
         tasks = self._private(new.user_id, self._plan_now(pipeline, new.job_id, new.payload))
@@ -110,7 +111,7 @@ class JobService:
         self.scheduler.wake()
         return job
 
-    def open(self, new: OpenJob) -> dict:
+    def open(self, new: OpenJob) -> JobRow:
         """A job in phase (and status) ``uploading``: no tasks, no reserve, no payload. Nothing is checked yet
         (disk, failures, credits: ``finalize`` does); it is cancelled, failed and deleted like any job."""
         return jobs.create_job(self.db, job_id=new.job_id, dialect=new.dialect, user_id=new.user_id,
@@ -118,7 +119,7 @@ class JobService:
                                status="uploading", phase="uploading")
 
     def finalize(self, job_id: str, payload: dict, *, request: dict, reserve: int = 0,
-                 charge: int | None = None) -> dict:
+                 charge: int | None = None) -> JobRow:
         """Submit an opened job with its inputs: the checks ``submit`` makes and its plan, then the one credit
         check — the reserve — with its tasks, in one transaction. A refusal leaves it uploading: Conflict when it
         is not uploading any more (finalized already, cancelled, failed), InsufficientCredits, or submit's own."""
@@ -156,7 +157,7 @@ class JobService:
         # the job id, as deferred planning gets it: a DAG's tasks name each other's outputs (a split Manim scene)
         return [] if pipeline.deferred else pipeline.plan({**payload, "job_id": job_id})
 
-    def retry(self, job_id: str) -> dict:
+    def retry(self, job_id: str) -> JobRow:
         """A failed or cancelled job again, as a new job with the same tasks (the old one stays as it ended),
         under an id of its dialect's shape; a dialect that keeps jobs of its own (RenderCAD) records the copy
         there too (``on_retry``), so the job's owner sees it through their API."""
@@ -216,24 +217,24 @@ class JobService:
         asyncio.get_running_loop().run_in_executor(None, self.store.remove_job, job_id)
 
     # ---- reading ---------------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> JobRow:
         job = jobs.get_job(self.db, job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
         return job
 
-    def find(self, job_id: str, user_id: str | None = None, dialect: str | None = None) -> dict | None:
+    def find(self, job_id: str, user_id: str | None = None, dialect: str | None = None) -> JobRow | None:
         """The job if it exists (and belongs to that user and dialect), else None."""
         job = jobs.get_job(self.db, job_id)
         if job is None or (user_id and job["user_id"] != user_id) or (dialect and job["dialect"] != dialect):
             return None
         return job
 
-    def expired_message(self, job: dict) -> str:
+    def expired_message(self, job: JobRow) -> str:
         return (f"the outputs were removed on {job['expired_at']}, {self.settings.retention_days} days after the "
                 "render (retention_days)")
 
-    def tasks(self, job_id: str) -> list[dict]:
+    def tasks(self, job_id: str) -> list[TaskRow]:
         return jobs.tasks_of(self.db, job_id)
 
     def events_since(self, job_id: str, after: int) -> list[dict]:

@@ -20,6 +20,7 @@ from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.scheduler import JobListener
 from appliance.store import events, jobs, ledger
 from appliance.store.db import dumps, loads, now_iso, parse_iso
+from appliance.store.rows import JobRow, TaskRow
 
 log = logging.getLogger("appliance.lifecycle")
 
@@ -39,7 +40,7 @@ class JobLifecycle:
         self.listeners: dict[str, JobListener] = {}  # dialect -> its listener (JobService.listen)
 
     # ---- what the scheduler reports ------------------------------------------------------------------------------
-    def started(self, job: dict[str, Any], *, announce: bool = True) -> None:
+    def started(self, job: JobRow, *, announce: bool = True) -> None:
         """A queued job's first task started; ``announce``: say so (not for a task answered from the cache,
         whose job ends at once)."""
         if job["status"] == "queued":
@@ -47,14 +48,14 @@ class JobLifecycle:
             if announce:
                 self.emit(job["id"], "running")
 
-    def task_done(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+    def task_done(self, task: TaskRow, result: dict[str, Any]) -> None:
         """A task is done (its row says so): the job completes with its last task's result."""
         if all(t["status"] == "done" for t in jobs.tasks_of(self.db, task["job_id"])):
             self.complete(task["job_id"], result)
         else:
             self.tasks.wake()
 
-    def task_failed(self, task: dict[str, Any], error: str) -> None:
+    def task_failed(self, task: TaskRow, error: str) -> None:
         """A task failed for good (its row says so): the job fails, with the task's name when it has several."""
         job = jobs.require_job(self.db, task["job_id"])
         if job["status"] not in jobs.TERMINAL:
@@ -145,7 +146,7 @@ class JobLifecycle:
                 ledger.refund(self.db, owner["user_id"] if owner else "", job_id)
 
 
-def _cost(job: dict[str, Any], duration_ms: int) -> int | None:
+def _cost(job: JobRow, duration_ms: int) -> int | None:
     """Per render-second (Kodisc), a fixed price (RenderCAD tokens), or nothing to settle."""
     if job["credit_rate"] is not None:
         return ledger.cost_for(duration_ms, job["credit_rate"])

@@ -1,17 +1,19 @@
 """The render cache table: cache key -> the result of the task that rendered it (its outputs are artifacts)."""
 from __future__ import annotations
 
+from typing import Any
+
 import sqlite_utils
 
 from appliance.store.db import dumps, loads, now_iso, one, rows, transaction
 
 
-def lookup(db: sqlite_utils.Database, key: str) -> dict | None:
+def lookup(db: sqlite_utils.Database, key: str) -> dict[str, Any] | None:
     row = one(db, "select result from cache where key = ?", (key,))
     return loads(row["result"]) if row else None
 
 
-def store(db: sqlite_utils.Database, key: str, renderer: str, result: dict) -> None:
+def store(db: sqlite_utils.Database, key: str, renderer: str, result: dict[str, Any]) -> None:
     with transaction(db):
         db.table("cache").upsert({"key": key, "renderer": renderer, "path": "", "result": dumps(result),
                             "created_at": now_iso()}, pk="key")

@@ -15,6 +15,9 @@ import sqlite_utils
 
 from appliance.store.migrations import migrations
 
+# Query parameters: positional (a tuple) or named (a mapping), as sqlite3 takes them.
+Params = tuple[Any, ...] | dict[str, Any]
+
 
 def open_db(path: Path) -> sqlite_utils.Database:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +96,9 @@ def loads(text: str | None, default: Any = None) -> Any:
     return default if text is None else json.loads(text)
 
 
-def rows(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> list[dict]:
+def rows(db: sqlite_utils.Database, sql: str, params: Params = ()) -> list[dict[str, Any]]:
     return list(db.query(sql, params))
 
 
-def one(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> dict | None:
+def one(db: sqlite_utils.Database, sql: str, params: Params = ()) -> dict[str, Any] | None:
     return next(iter(db.query(sql, params)), None)

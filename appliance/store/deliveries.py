@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import sqlite_utils
 
@@ -22,16 +23,16 @@ def enqueue(db: sqlite_utils.Database, *, job_id: str, dialect: str, key_id: str
     return delivery_id
 
 
-def due(db: sqlite_utils.Database, now: float) -> list[dict]:
+def due(db: sqlite_utils.Database, now: float) -> list[dict[str, Any]]:
     return rows(db, "select * from webhook_deliveries where status = 'pending' and next_attempt_at <= ? "
                     "order by next_attempt_at limit 20", (now,))
 
 
-def record(db: sqlite_utils.Database, delivery_id: str, values: dict) -> None:
+def record(db: sqlite_utils.Database, delivery_id: str, values: dict[str, Any]) -> None:
     with transaction(db):
         db.table("webhook_deliveries").update(delivery_id, {**values, "updated_at": now_iso()})
 
 
-def of_job(db: sqlite_utils.Database, job_id: str) -> list[dict]:
+def of_job(db: sqlite_utils.Database, job_id: str) -> list[dict[str, Any]]:
     return rows(db, "select id, url, event, status, attempt, last_status, last_error, created_at, updated_at "
                     "from webhook_deliveries where job_id = ? order by created_at", (job_id,))

@@ -1,6 +1,8 @@
 """What this box has rendered before: the finished jobs the estimator learns from (services/estimate.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 import sqlite_utils
 
 # A cached job took milliseconds and says nothing about rendering: a job any of whose tasks was a cache hit is
@@ -13,7 +15,7 @@ order by j.completed_at desc limit ?
 """
 
 
-def finished_renders(db: sqlite_utils.Database, kind: str, limit: int = 200) -> list[dict]:
+def finished_renders(db: sqlite_utils.Database, kind: str, limit: int = 200) -> list[dict[str, Any]]:
     """The newest ``limit`` completed, rendered (not cached) jobs of pipeline ``kind``: id, payload (JSON
     text), duration_ms (the job's render time, as billed), max_parallel (its tasks that could run at once)."""
     return list(db.query(_FINISHED, [kind, limit]))

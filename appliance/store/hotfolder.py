@@ -6,6 +6,8 @@ error file was written), ``no_user`` (waiting for its user to be created).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import sqlite_utils
 
 from appliance.store.db import now_iso, one, rows, transaction
@@ -13,7 +15,7 @@ from appliance.store.db import now_iso, one, rows, transaction
 IN_FLIGHT = ("submitting", "submitted")
 
 
-def latest(db: sqlite_utils.Database, path: str) -> dict | None:
+def latest(db: sqlite_utils.Database, path: str) -> dict[str, Any] | None:
     return one(db, "select * from hotfolder_files where path = ? order by id desc limit 1", (path,))
 
 
@@ -34,9 +36,9 @@ def update(db: sqlite_utils.Database, row_id: int, **values) -> None:
         db.table("hotfolder_files").update(row_id, values)
 
 
-def by_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
+def by_job(db: sqlite_utils.Database, job_id: str) -> dict[str, Any] | None:
     return one(db, "select * from hotfolder_files where job_id = ? order by id desc limit 1", (job_id,))
 
 
-def in_flight(db: sqlite_utils.Database) -> list[dict]:
+def in_flight(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return rows(db, "select * from hotfolder_files where state in ('submitting', 'submitted') order by id")

@@ -6,13 +6,16 @@ queued → running → done | failed | cancelled. Dialect adapters translate the
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import sqlite_utils
 
 from appliance.errors import Conflict
 from appliance.store import ids, ledger
 from appliance.store.db import dumps, loads, now_iso, one, parse_iso, rows, transaction
+from appliance.store.rows import JobRow, ReadyTask, TaskRow, TaskState
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -20,7 +23,7 @@ TERMINAL = ("completed", "failed", "cancelled")
 @dataclass
 class TaskDef:
     renderer: str
-    input: dict
+    input: dict[str, Any]  # JSON: what the renderer is given
     name: str = ""
     depends_on: list[int] = field(default_factory=list)  # indexes of earlier tasks of the same job
     cpu: float = 1.0
@@ -30,10 +33,10 @@ class TaskDef:
 
 
 def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id: str, key_id: str | None,
-               kind: str, request: dict, tasks: list[TaskDef], metadata=None, webhook_url: str | None = None,
-               credit_rate: float | None = None, reserve: int = 0, priority: int = 0,
-               max_parallel: int | None = None, phase: str = "queued", payload: dict | None = None,
-               charge: int | None = None, status: str = "queued") -> dict:
+               kind: str, request: dict[str, Any], tasks: list[TaskDef], metadata: Any = None,
+               webhook_url: str | None = None, credit_rate: float | None = None, reserve: int = 0, priority: int = 0,
+               max_parallel: int | None = None, phase: str = "queued", payload: dict[str, Any] | None = None,
+               charge: int | None = None, status: str = "queued") -> JobRow:
     """Create the job and its tasks and reserve credits, all in one transaction (402 leaves nothing).
     ``status``: queued, or uploading for a job opened with no tasks (``submit_opened`` queues it)."""
     now = now_iso()
@@ -54,8 +57,8 @@ def create_job(db: sqlite_utils.Database, *, job_id: str, dialect: str, user_id:
     return require_job(db, job_id)
 
 
-def submit_opened(db: sqlite_utils.Database, job_id: str, *, tasks: list[TaskDef], payload: dict, request: dict,
-                  reserve: int, charge: int | None, phase: str) -> dict:
+def submit_opened(db: sqlite_utils.Database, job_id: str, *, tasks: list[TaskDef], payload: dict[str, Any],
+                  request: dict[str, Any], reserve: int, charge: int | None, phase: str) -> JobRow:
     """An opened job submitted: queued with its payload, request, price and tasks, its credits reserved and its
     queued event recorded, all in one transaction, so a refusal leaves it uploading as it was (the client may
     finalize again). Conflict when it is not uploading any more (submitted already, cancelled or failed);
@@ -91,7 +94,7 @@ def failed_since(db: sqlite_utils.Database, user_id: str, since: str) -> int:
     return int(row[0])
 
 
-def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict:
+def _task_row(job_id: str, idx: int, t: TaskDef, now: str) -> dict[str, Any]:
     return {"id": ids.task_id(job_id, idx), "job_id": job_id, "idx": idx, "name": t.name or f"task{idx}",
             "renderer": t.renderer, "input": dumps(t.input),
             "depends_on": dumps([ids.task_id(job_id, d) for d in t.depends_on]),
@@ -113,12 +116,12 @@ def add_tasks_unless_ended(db: sqlite_utils.Database, job_id: str, tasks: list[T
     return True
 
 
-def payload_of(job: dict) -> dict:
+def payload_of(job: JobRow) -> dict[str, Any]:
     """The pipeline input the job was submitted with."""
     return loads(job.get("payload"), {})
 
 
-def clone_job(db: sqlite_utils.Database, job: dict, new_id: str) -> dict:
+def clone_job(db: sqlite_utils.Database, job: JobRow, new_id: str) -> JobRow:
     """A new queued job with the same request and tasks (for retry); reserves what the original reserved."""
     tasks = [TaskDef(renderer=t["renderer"], input=loads(t["input"]), name=t["name"], cpu=t["cpu"],
                      mem_mb=t["mem_mb"], gpu=t["gpu"] or 0, cache_key=t["cache_key"],
@@ -140,11 +143,11 @@ def _relink(tasks: list[TaskDef], old_id: str, new_id: str) -> None:
             link["task"] = new_id + link["task"][len(old_id):]
 
 
-def get_job(db: sqlite_utils.Database, job_id: str) -> dict | None:
-    return one(db, "select * from jobs where id = ? and deleted_at is null", (job_id,))
+def get_job(db: sqlite_utils.Database, job_id: str) -> JobRow | None:
+    return cast("JobRow | None", one(db, "select * from jobs where id = ? and deleted_at is null", (job_id,)))
 
 
-def require_job(db: sqlite_utils.Database, job_id: str) -> dict:
+def require_job(db: sqlite_utils.Database, job_id: str) -> JobRow:
     """The job, which the caller knows exists (the scheduler, about its own jobs)."""
     job = get_job(db, job_id)
     if job is None:
@@ -152,14 +155,15 @@ def require_job(db: sqlite_utils.Database, job_id: str) -> dict:
     return job
 
 
-def require_task(db: sqlite_utils.Database, task_id: str) -> dict:
+def require_task(db: sqlite_utils.Database, task_id: str) -> TaskRow:
     task = get_task(db, task_id)
     if task is None:
         raise LookupError(f"no task {task_id}")
     return task
 
 
-def get_user_job(db: sqlite_utils.Database, job_id: str, user_id: str, dialect: str | None = None) -> dict | None:
+def get_user_job(db: sqlite_utils.Database, job_id: str, user_id: str,
+                 dialect: str | None = None) -> JobRow | None:
     job = get_job(db, job_id)
     if not job or job["user_id"] != user_id or (dialect and job["dialect"] != dialect):
         return None
@@ -167,7 +171,7 @@ def get_user_job(db: sqlite_utils.Database, job_id: str, user_id: str, dialect: 
 
 
 def list_jobs(db: sqlite_utils.Database, *, user_id: str | None = None, dialect: str | None = None,
-              status: str | None = None, before: tuple[str, str] | None = None, limit: int = 50) -> list[dict]:
+              status: str | None = None, before: tuple[str, str] | None = None, limit: int = 50) -> list[JobRow]:
     where, params = ["deleted_at is null"], []
     for col, val in (("user_id", user_id), ("dialect", dialect), ("status", status)):
         if val is not None:
@@ -177,7 +181,7 @@ def list_jobs(db: sqlite_utils.Database, *, user_id: str | None = None, dialect:
         where.append("(created_at, id) < (?, ?)")
         params += [before[0], before[1]]
     sql = f"select * from jobs where {' and '.join(where)} order by created_at desc, id desc limit ?"
-    return rows(db, sql, (*params, limit))
+    return cast("list[JobRow]", rows(db, sql, (*params, limit)))
 
 
 # ViralSync's public statuses as conditions on a job row: queued/running/waiting depend on the job's phase and on
@@ -194,7 +198,7 @@ VIRALSYNC_STATUS_SQL = {
 
 
 def list_viralsync(db: sqlite_utils.Database, user_id: str, public_status: str | None,
-                   before: tuple[str, str] | None, limit: int) -> list[dict]:
+                   before: tuple[str, str] | None, limit: int) -> list[JobRow]:
     """A page of the user's ViralSync jobs, newest first, filtered by public status (indexes of m007)."""
     where, params = ["deleted_at is null", "user_id = ?", "dialect = 'viralsync'"], [user_id]
     if public_status:
@@ -206,7 +210,7 @@ def list_viralsync(db: sqlite_utils.Database, user_id: str, public_status: str |
     index = "idx_jobs_listing_status" if public_status else "idx_jobs_listing"
     sql = (f"select * from jobs indexed by {index} where {' and '.join(where)} "
            "order by created_at desc, id desc limit ?")
-    return rows(db, sql, (*params, limit))
+    return cast("list[JobRow]", rows(db, sql, (*params, limit)))
 
 
 _TASK_STATE = ("id, job_id, idx, name, renderer, status, progress, error, cached, created_at, started_at, "
@@ -214,10 +218,10 @@ _TASK_STATE = ("id, job_id, idx, name, renderer, status, progress, error, cached
 
 
 def list_child_tasks(db: sqlite_utils.Database, user_id: str, dialect: str, renderer: str, task_status: str | None,
-                     before: tuple[str, str] | None, limit: int) -> list[dict]:
+                     before: tuple[str, str] | None, limit: int) -> list[TaskState]:
     """A page of the user's tasks of one renderer (a dialect's child jobs), newest first."""
     where = ["j.user_id = ?", "j.dialect = ?", "j.deleted_at is null", "t.renderer = ?"]
-    params: list = [user_id, dialect, renderer]
+    params: list[Any] = [user_id, dialect, renderer]
     if task_status:
         where.append("t.status = ?")
         params.append(task_status)
@@ -227,7 +231,7 @@ def list_child_tasks(db: sqlite_utils.Database, user_id: str, dialect: str, rend
     columns = ", ".join(f"t.{c.strip()}" for c in _TASK_STATE.split(","))
     sql = (f"select {columns} from tasks t join jobs j on j.id = t.job_id where {' and '.join(where)} "
            "order by t.created_at desc, t.id desc limit ?")
-    return rows(db, sql, (*params, limit))
+    return cast("list[TaskState]", rows(db, sql, (*params, limit)))
 
 
 def count_active(db: sqlite_utils.Database, user_id: str, dialect: str) -> int:
@@ -236,15 +240,15 @@ def count_active(db: sqlite_utils.Database, user_id: str, dialect: str) -> int:
     return int(got["n"]) if got else 0
 
 
-def tasks_of_jobs(db: sqlite_utils.Database, job_ids: list[str]) -> dict[str, list[dict]]:
+def tasks_of_jobs(db: sqlite_utils.Database, job_ids: list[str]) -> dict[str, list[TaskState]]:
     """The tasks of several jobs in one query (a listing's page), by job id; their state, not their inputs (a
     scene's input is its whole JSON)."""
-    out: dict[str, list[dict]] = {job_id: [] for job_id in job_ids}
+    out: dict[str, list[TaskState]] = {job_id: [] for job_id in job_ids}
     if job_ids:
         marks = ", ".join("?" * len(job_ids))
         for t in rows(db, f"select {_TASK_STATE} from tasks where job_id in ({marks}) order by job_id, idx",
                       tuple(job_ids)):
-            out[t["job_id"]].append(t)
+            out[t["job_id"]].append(cast(TaskState, t))
     return out
 
 
@@ -255,15 +259,15 @@ def task_counts(db: sqlite_utils.Database, job_id: str) -> dict[str, int]:
     return {"total": sum(got.values()), **{s: got.get(s, 0) for s in ("done", "running", "queued", "failed")}}
 
 
-def tasks_of(db: sqlite_utils.Database, job_id: str) -> list[dict]:
-    return rows(db, "select * from tasks where job_id = ? order by idx", (job_id,))
+def tasks_of(db: sqlite_utils.Database, job_id: str) -> list[TaskRow]:
+    return cast("list[TaskRow]", rows(db, "select * from tasks where job_id = ? order by idx", (job_id,)))
 
 
-def get_task(db: sqlite_utils.Database, task_id: str) -> dict | None:
-    return one(db, "select * from tasks where id = ?", (task_id,))
+def get_task(db: sqlite_utils.Database, task_id: str) -> TaskRow | None:
+    return cast("TaskRow | None", one(db, "select * from tasks where id = ?", (task_id,)))
 
 
-def ready_tasks(db: sqlite_utils.Database) -> list[dict]:
+def ready_tasks(db: sqlite_utils.Database) -> list[ReadyTask]:
     """Queued tasks of live jobs whose dependencies are all done, with their job's user and priority."""
     candidates = rows(db, """
         select t.*, j.user_id, j.priority, j.max_parallel, j.created_at as job_created_at from tasks t
@@ -273,26 +277,26 @@ def ready_tasks(db: sqlite_utils.Database) -> list[dict]:
     # from the few live jobs to their done tasks (cross join: that order), never a scan of every done task ever
     done = {r["id"] for r in rows(db, """select t.id from jobs j cross join tasks t on t.job_id = j.id
         where j.status in ('queued', 'running') and t.status = 'done'""")}
-    return [t for t in candidates if all(d in done for d in loads(t["depends_on"], []))]
+    return [cast(ReadyTask, t) for t in candidates if all(d in done for d in loads(t["depends_on"], []))]
 
 
-def update_task(db: sqlite_utils.Database, task_id: str, **values) -> None:
+def update_task(db: sqlite_utils.Database, task_id: str, **values: Any) -> None:
     with transaction(db):
         db.table("tasks").update(task_id, values)
 
 
-def update_job(db: sqlite_utils.Database, job_id: str, **values) -> None:
+def update_job(db: sqlite_utils.Database, job_id: str, **values: Any) -> None:
     values["updated_at"] = now_iso()
     with transaction(db):
         db.table("jobs").update(job_id, values)
 
 
-def running_tasks(db: sqlite_utils.Database) -> list[dict]:
-    return rows(db, "select * from tasks where status = 'running'")
+def running_tasks(db: sqlite_utils.Database) -> list[TaskRow]:
+    return cast("list[TaskRow]", rows(db, "select * from tasks where status = 'running'"))
 
 
-def unfinished_jobs(db: sqlite_utils.Database) -> list[dict]:
-    return rows(db, "select * from jobs where status not in ('completed', 'failed', 'cancelled')")
+def unfinished_jobs(db: sqlite_utils.Database) -> list[JobRow]:
+    return cast("list[JobRow]", rows(db, "select * from jobs where status not in ('completed', 'failed', 'cancelled')"))
 
 
 def queue_counts(db: sqlite_utils.Database) -> dict[str, int]:
@@ -301,7 +305,7 @@ def queue_counts(db: sqlite_utils.Database) -> dict[str, int]:
     return {"queued": got.get("queued", 0), "running": got.get("running", 0)}
 
 
-def render_ms(tasks: list[dict]) -> int:
+def render_ms(tasks: Sequence[TaskState]) -> int:
     """Time spent by the attempts that produced the tasks' results (each attempt resets started_at); a cached
     task took no time."""
     total = 0.0
@@ -311,7 +315,7 @@ def render_ms(tasks: list[dict]) -> int:
     return int(total * 1000)
 
 
-def job_progress(tasks: list[dict]) -> float:
+def job_progress(tasks: Sequence[TaskState]) -> float:
     return sum(t["progress"] or 0.0 for t in tasks) / max(1, len(tasks))
 
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Any
 
 import sqlite_utils
 
@@ -40,7 +41,7 @@ def check_password(password: str, stored: str) -> bool:
 _DUMMY = hash_password(secrets.token_hex(8))
 
 
-def add_operator(db: sqlite_utils.Database, name: str, password: str) -> dict:
+def add_operator(db: sqlite_utils.Database, name: str, password: str) -> dict[str, Any]:
     if not NAME.match(name or ""):
         raise ApplianceError("an operator name is 1-64 letters, digits, '_', '.', '@' or '-'")
     if len(password) < MIN_PASSWORD:
@@ -75,11 +76,11 @@ def remove_operator(db: sqlite_utils.Database, name: str) -> None:
         db.execute("delete from operators where id = ?", (operator["id"],))
 
 
-def get_operator(db: sqlite_utils.Database, name: str) -> dict | None:
+def get_operator(db: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
     return one(db, "select * from operators where name = ?", (name,))
 
 
-def list_operators(db: sqlite_utils.Database) -> list[dict]:
+def list_operators(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return rows(db, "select id, name, created_at, last_login_at from operators order by name")
 
 
@@ -88,7 +89,7 @@ def count_operators(db: sqlite_utils.Database) -> int:
     return int(got["n"]) if got else 0
 
 
-def authenticate(db: sqlite_utils.Database, name: str, password: str) -> dict | None:
+def authenticate(db: sqlite_utils.Database, name: str, password: str) -> dict[str, Any] | None:
     operator = get_operator(db, name)
     ok = check_password(password, operator["password_hash"] if operator else _DUMMY)
     return operator if operator and ok else None
@@ -99,7 +100,7 @@ def _sid(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def open_session(db: sqlite_utils.Database, operator_id: str, lifetime_s: float) -> tuple[str, dict]:
+def open_session(db: sqlite_utils.Database, operator_id: str, lifetime_s: float) -> tuple[str, dict[str, Any]]:
     """Returns (cookie value, session row). The cookie value is never stored."""
     token = secrets.token_urlsafe(32)
     row = {"id": _sid(token), "operator_id": operator_id, "csrf": secrets.token_urlsafe(32),
@@ -111,7 +112,7 @@ def open_session(db: sqlite_utils.Database, operator_id: str, lifetime_s: float)
     return token, row
 
 
-def session(db: sqlite_utils.Database, token: str) -> dict | None:
+def session(db: sqlite_utils.Database, token: str) -> dict[str, Any] | None:
     """The live session of a cookie value, with its operator's name; None when unknown or expired."""
     if not token or len(token) > 100:
         return None
@@ -153,7 +154,7 @@ TITLE = f"""coalesce(case dialect
 
 def list_all_jobs(db: sqlite_utils.Database, *, dialect: str | None = None, user_id: str | None = None,
                   status: str | None = None, kind: str | None = None, before: tuple[str, str] | None = None,
-                  search: str | None = None, limit: int = 50) -> list[dict]:
+                  search: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """A page of jobs of every user, newest first, keyset-paged by (created_at, id) and read from an index
     (m008/m009), so a page costs the same at 100,000 jobs as at 100. Each row has its ``title`` (TITLE) and the
     length of its output (``media_s``), not the request or payload. ``search`` matches the id or the title (case
@@ -180,7 +181,7 @@ def list_all_jobs(db: sqlite_utils.Database, *, dialect: str | None = None, user
     return rows(db, sql, (*params, limit))
 
 
-def job_summary(db: sqlite_utils.Database, job_id: str) -> dict:
+def job_summary(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
     """One job's ``title`` and ``media_s``, as the listing has them."""
     return one(db, f"select {TITLE} as title, {_json('result', '$.meta.duration')} as media_s from jobs "
                    "where id = ?", (job_id,)) or {"title": "", "media_s": None}
@@ -204,7 +205,7 @@ def user_names(db: sqlite_utils.Database, user_ids: set[str]) -> dict[str, str]:
                                              tuple(user_ids))}
 
 
-def pending_devices(db: sqlite_utils.Database, limit: int = 50) -> list[dict]:
+def pending_devices(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
     """RenderCAD device codes still waiting for someone's approval (store/rendercad.py owns the table)."""
     return rows(db, "select code, app_name, app_type, app_version, created_at, expires_at from rendercad_devices "
                     "where status = 'pending' and expires_at > ? order by created_at desc limit ?",

@@ -2,12 +2,12 @@
 beside the core job (its kind and settings), uploads and webhooks. The keys themselves live in api_keys."""
 from __future__ import annotations
 
-from typing import TypedDict, cast
+from typing import Any, TypedDict, cast
 
 import sqlite_utils
 
 from appliance.store import users
-from appliance.store.db import dumps, loads, now_iso, one, rows, transaction
+from appliance.store.db import Params, dumps, loads, now_iso, one, rows, transaction
 
 DIALECT = "rendercad"
 
@@ -30,12 +30,12 @@ _TOKEN_SQL = ("select t.id, t.token_name, k.scope, k.created_at, t.last_used_at,
               "join api_keys k on k.id = t.key_id where t.user_id = ?")
 
 
-def list_tokens(db: sqlite_utils.Database, user_id: str) -> list[dict]:
+def list_tokens(db: sqlite_utils.Database, user_id: str) -> list[dict[str, Any]]:
     _ensure_tokens(db, user_id)
     return rows(db, _TOKEN_SQL + " order by t.id", (user_id,))
 
 
-def find_token(db: sqlite_utils.Database, user_id: str, token_id: int) -> dict | None:
+def find_token(db: sqlite_utils.Database, user_id: str, token_id: int) -> dict[str, Any] | None:
     _ensure_tokens(db, user_id)
     return one(db, _TOKEN_SQL + " and t.id = ?", (user_id, token_id))
 
@@ -44,7 +44,7 @@ def active_count(db: sqlite_utils.Database, user_id: str) -> int:
     return sum(1 for t in list_tokens(db, user_id) if t["is_active"])
 
 
-def create_token(db: sqlite_utils.Database, user_id: str, name: str, scope: str) -> tuple[str, dict]:
+def create_token(db: sqlite_utils.Database, user_id: str, name: str, scope: str) -> tuple[str, dict[str, Any]]:
     plaintext, key = users.create_key(db, user_id, DIALECT, scope=scope, name=name)
     with transaction(db):
         db.table("rendercad_tokens").insert({"key_id": key["id"], "user_id": user_id, "token_name": name,
@@ -70,7 +70,7 @@ def touch(db: sqlite_utils.Database, key_id: str, user_id: str) -> None:
 
 
 # ---- device-code sign-in ---------------------------------------------------------------------------------------
-def create_device(db: sqlite_utils.Database, code: str, meta: dict, expires_at: float) -> None:
+def create_device(db: sqlite_utils.Database, code: str, meta: dict[str, Any], expires_at: float) -> None:
     with transaction(db):
         db.table("rendercad_devices").insert({"code": code, "app_name": meta.get("app_name") or "",
                                         "app_type": meta.get("app_type") or "",
@@ -78,7 +78,7 @@ def create_device(db: sqlite_utils.Database, code: str, meta: dict, expires_at: 
                                         "expires_at": expires_at, "user_id": None, "status": "pending"})
 
 
-def get_device(db: sqlite_utils.Database, code: str) -> dict | None:
+def get_device(db: sqlite_utils.Database, code: str) -> dict[str, Any] | None:
     return one(db, "select * from rendercad_devices where code = ?", (code,))
 
 
@@ -106,7 +106,7 @@ def consume_device(db: sqlite_utils.Database, code: str) -> bool:
 class RcJob(TypedDict):
     id: str
     kind: str  # image | video | convert
-    params: dict
+    params: dict[str, Any]
     user_id: str
     key_id: str | None
     status: str  # the core job's status (uploading, queued, running, completed, failed, cancelled)
@@ -119,20 +119,20 @@ _JOB_SQL = ("select r.id, r.kind, r.params, j.user_id, j.key_id, j.status, j.err
             "from rendercad_jobs r join jobs j on j.id = r.id where j.deleted_at is null")
 
 
-def _job(row: dict | None) -> RcJob | None:
+def _job(row: dict[str, Any] | None) -> RcJob | None:
     if row is None:
         return None
     row["params"] = loads(row["params"], {})
     return cast(RcJob, row)
 
 
-def create_job(db: sqlite_utils.Database, job_id: str, kind: str, params: dict) -> None:
+def create_job(db: sqlite_utils.Database, job_id: str, kind: str, params: dict[str, Any]) -> None:
     """RenderCAD's part of a job whose core job (same id) the caller opened or submitted."""
     with transaction(db):
         db.table("rendercad_jobs").insert({"id": job_id, "kind": kind, "params": dumps(params)})
 
 
-def set_params(db: sqlite_utils.Database, job_id: str, params: dict) -> None:
+def set_params(db: sqlite_utils.Database, job_id: str, params: dict[str, Any]) -> None:
     """The settings of a job still collecting its upload (the legacy render names its settings last)."""
     with transaction(db):
         db.table("rendercad_jobs").update(job_id, {"params": dumps(params)})
@@ -173,7 +173,7 @@ def count_jobs(db: sqlite_utils.Database, user_id: str, kind: str | None) -> int
                       f"where j.deleted_at is null and {where}", params)
 
 
-def _history_where(user_id: str, kind: str | None) -> tuple[str, tuple]:
+def _history_where(user_id: str, kind: str | None) -> tuple[str, tuple[Any, ...]]:
     """The user's jobs (the core's listing index: user, dialect, created_at), of one kind or of every render."""
     if kind:
         return "j.user_id = ? and j.dialect = 'rendercad' and r.kind = ?", (user_id, kind)
@@ -188,7 +188,7 @@ def put_upload(db: sqlite_utils.Database, job_id: str, slot: str, content_type: 
                                        pk=("job_id", "slot"))
 
 
-def uploads_of(db: sqlite_utils.Database, job_id: str) -> dict[str, dict]:
+def uploads_of(db: sqlite_utils.Database, job_id: str) -> dict[str, dict[str, Any]]:
     return {r["slot"]: r for r in rows(db, "select * from rendercad_uploads where job_id = ?", (job_id,))}
 
 
@@ -221,14 +221,14 @@ def avg_seconds(db: sqlite_utils.Database, user_id: str, kind: str) -> int:
     return round((got["ms"] or 0) / 1000) if got else 0
 
 
-def _count(db: sqlite_utils.Database, sql: str, params: tuple | dict = ()) -> int:
+def _count(db: sqlite_utils.Database, sql: str, params: Params = ()) -> int:
     got = one(db, sql, params)
     return int(got["n"]) if got else 0
 
 
 # ---- webhooks --------------------------------------------------------------------------------------------------
 def create_webhook(db: sqlite_utils.Database, user_id: str, key_id: str, url: str, events: list[str],
-                   secret: str) -> dict:
+                   secret: str) -> dict[str, Any]:
     with transaction(db):
         wid = db.table("rendercad_webhooks").insert({"user_id": user_id, "key_id": key_id, "url": url,
                                                      "events": dumps(events), "secret": secret,
@@ -236,7 +236,7 @@ def create_webhook(db: sqlite_utils.Database, user_id: str, key_id: str, url: st
     return {**(one(db, "select * from rendercad_webhooks where id = ?", (wid,)) or {}), "events": events}
 
 
-def webhooks_of(db: sqlite_utils.Database, user_id: str, event: str | None = None) -> list[dict]:
+def webhooks_of(db: sqlite_utils.Database, user_id: str, event: str | None = None) -> list[dict[str, Any]]:
     """The user's live webhooks (those subscribed to `event` when given), with their delivery figures."""
     got = rows(db, "select * from rendercad_webhooks where user_id = ? and deleted_at is null order by id",
                (user_id,))
@@ -246,7 +246,7 @@ def webhooks_of(db: sqlite_utils.Database, user_id: str, event: str | None = Non
     return [r for r in got if event is None or event in r["events"]]
 
 
-def _delivery_figures(db: sqlite_utils.Database, secret: str) -> dict:
+def _delivery_figures(db: sqlite_utils.Database, secret: str) -> dict[str, Any]:
     """Derived from the outbox (each webhook's deliveries carry its unique secret): failure_count counts failed
     attempts since the last success, which resets it."""
     got = rows(db, "select status, attempt, updated_at from webhook_deliveries where secret = ? and attempt > 0 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlite_utils
 
@@ -35,7 +36,7 @@ def hash_key(plaintext: str) -> str:
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
-def create_user(db: sqlite_utils.Database, name: str, plan: str = "studio") -> dict:
+def create_user(db: sqlite_utils.Database, name: str, plan: str = "studio") -> dict[str, Any]:
     if not NAME.match(name or ""):
         raise ApplianceError("a user name is 1-64 letters, digits, '_', '.', '@' or '-', "
                              "starting with a letter or digit")
@@ -49,22 +50,22 @@ def create_user(db: sqlite_utils.Database, name: str, plan: str = "studio") -> d
     return user
 
 
-def get_user_by_name(db: sqlite_utils.Database, name: str) -> dict | None:
+def get_user_by_name(db: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
     return one(db, "select * from users where name = ?", (name,))
 
 
-def get_user(db: sqlite_utils.Database, user_id: str) -> dict | None:
+def get_user(db: sqlite_utils.Database, user_id: str) -> dict[str, Any] | None:
     return one(db, "select * from users where id = ?", (user_id,))
 
 
-def require_user(db: sqlite_utils.Database, name: str) -> dict:
+def require_user(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
     user = get_user_by_name(db, name)
     if not user:
         raise NotFound(f"no user named {name!r} (create it with: appliance users create {name})")
     return user
 
 
-def list_users(db: sqlite_utils.Database) -> list[dict]:
+def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return rows(db, "select * from users order by created_at")
 
 
@@ -77,7 +78,7 @@ def set_plan(db: sqlite_utils.Database, name: str, plan: str) -> None:
 
 
 def create_key(db: sqlite_utils.Database, user_id: str, dialect: str, *, scope: str = "full-access",
-               name: str = "", webhook_url: str | None = None) -> tuple[str, dict]:
+               name: str = "", webhook_url: str | None = None) -> tuple[str, dict[str, Any]]:
     """Returns (plaintext key, stored row). The plaintext is never stored."""
     if dialect not in DIALECTS:
         raise ApplianceError(f"dialect must be one of: {', '.join(DIALECTS)}")
@@ -100,11 +101,11 @@ def lookup_key(db: sqlite_utils.Database, plaintext: str) -> ApiKey | None:
                   row["webhook_secret"], row["webhook_url"], row["revoked_at"] is not None)
 
 
-def get_key(db: sqlite_utils.Database, key_id: str) -> dict | None:
+def get_key(db: sqlite_utils.Database, key_id: str) -> dict[str, Any] | None:
     return one(db, "select * from api_keys where id = ?", (key_id,))
 
 
-def list_keys(db: sqlite_utils.Database, user_id: str | None = None) -> list[dict]:
+def list_keys(db: sqlite_utils.Database, user_id: str | None = None) -> list[dict[str, Any]]:
     if user_id:
         return rows(db, "select * from api_keys where user_id = ? order by created_at", (user_id,))
     return rows(db, "select * from api_keys order by created_at")

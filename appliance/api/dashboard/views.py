@@ -14,6 +14,7 @@ from appliance.errors import ApplianceError
 from appliance.services.jobs import JobService
 from appliance.store import deliveries, jobs, ledger, operators, rendercad_inputs, users
 from appliance.store.db import loads, rows
+from appliance.store.rows import JobRow, TaskRow
 
 DIALECTS = ("kodisc", "viralsync", "rendercad", "hotfolder", "admin")
 # Shown beside the filters: what the appliance's own dialects and the pipelines (kinds) are.
@@ -137,7 +138,7 @@ def _tail(path: Path, size: int = LOG_TAIL) -> str:
         return ""
 
 
-def _files(service: JobService, job: dict) -> list[dict]:
+def _files(service: JobService, job: JobRow) -> list[dict]:
     folder = service.store.job_dir(job["id"])
     if job["status"] != "completed" or not folder.is_dir():
         return []
@@ -155,7 +156,7 @@ def _media(files: list[dict]) -> dict:
     return {"image": images[0]} if images else {}
 
 
-def input_file(service: JobService, job: dict, slot: str) -> tuple[Path, str] | None:
+def input_file(service: JobService, job: JobRow, slot: str) -> tuple[Path, str] | None:
     """(the file, its content type) of a RenderCAD job's upload in `slot`, or None. The slot only picks a row of
     the job's own uploads (it never becomes a path); the row's path must be a regular file, not a link, inside
     the job's own upload folder, of an image type the appliance accepts, and the upload must have passed
@@ -178,7 +179,7 @@ def input_file(service: JobService, job: dict, slot: str) -> tuple[Path, str] | 
     return (path, got["content_type"]) if inside and regular else None
 
 
-def _inputs(service: JobService, job: dict) -> list[dict]:
+def _inputs(service: JobService, job: JobRow) -> list[dict]:
     """A RenderCAD job's input pictures, shown beside its output."""
     if job["dialect"] != rendercad_inputs.DIALECT:
         return []
@@ -186,7 +187,7 @@ def _inputs(service: JobService, job: dict) -> list[dict]:
             for u in rendercad_inputs.of_job(service.db, job["id"]) if input_file(service, job, u["slot"])]
 
 
-def _task(t: dict) -> dict:
+def _task(t: TaskRow) -> dict:
     return {"id": t["id"], "name": t["name"], "renderer": t["renderer"], "status": t["status"],
             "progress": t["progress"] or 0.0, "attempts": t["attempts"], "error": t["error"],
             "cached": bool(t["cached"]), "startedAt": t["started_at"], "finishedAt": t["finished_at"],

@@ -17,6 +17,7 @@ from appliance.api.rendercad.common import authorize, dispatch, error_response
 from appliance.delivery.httpfiles import serve_file
 from appliance.services.jobs import JobService
 from appliance.store import rendercad as store
+from appliance.store.rows import JobRow
 
 MAX_BODY = 1024 * 1024  # JSON bodies; uploads have their own limit
 OUTPUT = "render.jpg"
@@ -86,7 +87,7 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
 def listener(service: JobService):
     """On a job's end (the core settled the fixed token price: NewJob.charge) the registered webhooks are told:
     render.* or video.*, a refused upload's failure included; cancelled is no webhook event."""
-    def on_event(job: dict, event_type: str) -> None:
+    def on_event(job: JobRow, event_type: str) -> None:
         if event_type in ("completed", "failed") and job.get("kind") != "video_convert":  # a GIF sends none
             shown = video.display_error if job.get("kind") == "video" else render.display_error
             webhooks.job_ended(service, job, None if event_type == "completed" else uploads.shown_error(job["error"],
@@ -102,10 +103,10 @@ class Retried:
     def __init__(self, service: JobService) -> None:
         self.service = service
 
-    def new_id(self, job: dict) -> str:
+    def new_id(self, job: JobRow) -> str:
         return render.new_job_id() if job["id"].startswith("render_") else str(uuid.uuid4())
 
-    def cloned(self, old: dict, new: dict) -> None:
+    def cloned(self, old: JobRow, new: JobRow) -> None:
         store.copy_job(self.service.db, old["id"], new["id"], uploads.link_all(self.service, old["id"], new["id"]))
 
 

@@ -16,6 +16,7 @@ from appliance.errors import ApplianceError, Conflict, InsufficientCredits, Unau
 from appliance.services.jobs import JobService, OpenJob
 from appliance.store import rendercad as store
 from appliance.store import users
+from appliance.store.rows import JobRow
 
 SCOPE_RANK = {"read-only": 0, "render-only": 1, "full-access": 2}
 SCOPE_WORDS = {"read-only": "read-only or higher", "render-only": "render-only or full-access",
@@ -200,13 +201,13 @@ def job_row(ctx: Ctx, kinds: tuple[str, ...] | None = None) -> store.RcJob:
     return row
 
 
-def public_state(ctx: Ctx, row: store.RcJob) -> tuple[str, dict | None]:
+def public_state(ctx: Ctx, row: store.RcJob) -> tuple[str, JobRow | None]:
     """(RenderCAD status, the core job): the core job's state, read now."""
     job = ctx.service.find(row["id"], ctx.user_id, "rendercad")
     return (public_status(job["status"]), job) if job else ("failed", None)
 
 
-def queue_figures(ctx: Ctx, job: dict | None, kind: str) -> dict:
+def queue_figures(ctx: Ctx, job: JobRow | None, kind: str) -> dict:
     """queue_depth, queue_position and a wait estimated from this user's measured average for the kind."""
     depth, ahead = store.queue_ahead(ctx.db, job["created_at"] if job else None)
     per_job = max(1, store.avg_seconds(ctx.db, ctx.user_id, kind))
@@ -224,7 +225,7 @@ def open_job(ctx: Ctx, job_id: str, kind: str, params: dict) -> None:
                              request=params, key_id=ctx.key.id if ctx.key else ""))
 
 
-def finalize(ctx: Ctx, row: store.RcJob, payload: dict, price: int, what: str) -> dict:
+def finalize(ctx: Ctx, row: store.RcJob, payload: dict, price: int, what: str) -> JobRow:
     """Submit the job with its uploads: its price is reserved there (the one credit check) and settled when it
     completes. A refusal leaves it uploading, so the client may finalize again."""
     try:

@@ -36,6 +36,7 @@ from appliance.services.jobs import JobService, NewJob
 from appliance.services.pipelines import image_video
 from appliance.store import rendercad as store
 from appliance.store.db import loads
+from appliance.store.rows import JobRow
 
 DETAIL = {"uploading": "Waiting for upload", "pending": "Queued...", "processing": "Generating video...",
           "completed": None, "failed": "Failed", "canceled": "Canceled"}
@@ -196,9 +197,9 @@ async def status(ctx: Ctx) -> Response:
     return ok(data)
 
 
-def _finished(ctx: Ctx, row: store.RcJob, job: dict | None) -> dict:
+def _finished(ctx: Ctx, row: store.RcJob, job: JobRow | None) -> dict:
     url = asset_url(ctx.base, row)
-    meta = loads((job or {}).get("result"), {}).get("meta", {})
+    meta = loads(job["result"] if job else None, {}).get("meta", {})
     done = {"completed_at": job["completed_at"] if job else None}
     if row["kind"] == "convert":
         path = ctx.service.store.file_path(row["id"], OUTPUTS["convert"])

@@ -4,6 +4,7 @@ listener, credits.exhausted when a settle leaves the user at 0 tokens. Each regi
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from litestar import Response
 
@@ -15,6 +16,7 @@ from appliance.services.jobs import JobService
 from appliance.store import ids, ledger
 from appliance.store import rendercad as store
 from appliance.store.db import dumps, now_iso
+from appliance.store.rows import JobRow
 
 EVENTS = ("render.completed", "render.failed", "video.completed", "video.failed", "credits.exhausted")
 MAX_PER_ACCOUNT = 5
@@ -81,11 +83,11 @@ def fire(service: JobService, user_id: str, job_id: str, event: str, data: dict)
                                  delivery_id=delivery_id)
 
 
-def job_ended(service: JobService, job: dict, error: str | None) -> None:
+def job_ended(service: JobService, job: JobRow, error: str | None) -> None:
     """render.completed / render.failed for a finished core job; credits.exhausted when it spent the last token."""
     base, kind = service.settings.base_url, "video" if job.get("kind") == "video" else "render"
     done = job["status"] == "completed"
-    data = {"job_id": job["id"], "status": "completed" if done else "failed",
+    data: dict[str, Any] = {"job_id": job["id"], "status": "completed" if done else "failed",
             "completed_at": job["completed_at"] or now_iso()}
     if done and kind == "video":  # the seed's video.completed names the clip video_url
         data = {**data, "video_url": f"{base}/renders/{job['id']}.mp4", "processing_time_ms": job.get("duration_ms")}
