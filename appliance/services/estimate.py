@@ -3,16 +3,19 @@
 Before: a job's *work* is read from its payload — the pixels it has to produce, roughly: a Manim scene's
 animations (counted from its source, about a second each) times its frame size and rate; a movie's seconds times
 its frame size and rate; a RenderCAD still's pixels; an image→video's frames — and its render seconds are fitted
-against the work of the last finished, rendered (not cached) jobs of the same pipeline on this box:
-``seconds = a + b * work`` by Theil–Sen (the median of the pairwise slopes, then the median intercept), which a
-few odd jobs do not pull. With fewer than ``MIN_HISTORY`` such jobs there is no quote (``None``): a guess from
-nothing would be a number without a meaning.
+against the features of the last finished, rendered (not cached) jobs of the same family on this box, by least
+squares (``fit``: features dropped while too few jobs support them, then a refit without the outliers; with
+three jobs, seconds proportional to the work). The fit is redone whenever the family's history changes. With
+fewer than ``MIN_HISTORY`` such jobs there is no quote (``None``): a guess from nothing would be a number without a
+meaning.
 
 While it runs: the job's progress p (0..1) and its elapsed seconds e give an extrapolation e / p, which is noisy
-early (start-up, a plan task) and good late; the quote is the reverse. The predicted total is their blend,
-``total = (1 - w) * max(quote, e) + w * e / p`` with ``w = sqrt(p)`` (the quote alone before any progress, the
-extrapolation alone at the end, and already a third of the weight at 10 %), and the ETA is ``total - e``.
-Without a quote the extrapolation alone, once p is 5 % or more.
+early (start-up, a plan task, an encoder that lags the drawing) and good late; the quote is the reverse. The
+predicted total is their blend, ``total = (1 - w) * max(quote, e) + w * e / p``, each weighted by the inverse of
+its expected squared error (``blend_weight``): the quote's is its fit's spread on its own history, the
+extrapolation's EXTRAPOLATION_NOISE * (1 - p) / p (measured by ``make bench``'s eta section: e / p alone at 10 %
+is off by a median 57 %). So the quote leads early and the extrapolation late, and a family whose fit is poor
+hands over sooner. The ETA is ``total - e``. Without a quote the extrapolation alone, once p is 5 % or more.
 
 Credits follow the job's own price: a per-render-second rate (Kodisc, ViralSync, admin) times the quoted
 seconds, rounded up as the ledger rounds, or a fixed price (RenderCAD).
@@ -29,11 +32,13 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from appliance.store import history
-from appliance.store.db import parse_iso
+from appliance.store.db import loads, parse_iso
 from appliance.store.rows import JobRow
 
 MIN_HISTORY = 3  # finished jobs of a pipeline before it is quoted
-REFIT_S = 10.0  # a family's fit is reused this long (a quote per job read must not scan the history each time)
+EXTRAPOLATION_NOISE = 0.06  # elapsed / progress is off by about this times (1 - p) / p (0.57 at p = 10 %)
+AUX_WEIGHT = 0.3  # an assemble or plan task's work against a render task's, for the ETA's progress
+MIN_SPREAD = 0.05  # a fit is never trusted closer than this, however well it matched its own history
 MANIM_ANIMATION_S = 1.0  # Manim's default run_time and wait: the seconds of video one animation makes
 IMAGE_SIZES = {"standard": 1024, "4k": 4096}  # RenderCAD image.php qualities (pipelines/image.QUALITIES)
 VIDEO_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}  # video.php resolutions (pipelines/image_video)
@@ -129,6 +134,11 @@ def fit(points: list[tuple[list[float], float]]) -> Fit:
     def solve(rows: list[tuple[list[float], float]], width: int) -> tuple[float, tuple[float, ...]]:
         while True:
             if width == 0:
+                # too few jobs for an intercept (or a weight came out negative): the render time proportional
+                # to the work, the median of the jobs' seconds per unit of it, which two jobs already give
+                ratios = [y / f[-1] for f, y in rows if f and f[-1] > 0]
+                if ratios and all(f for f, _ in rows):
+                    return 0.0, (float(np.median(ratios)),)
                 return float(np.median([y for _, y in rows])), ()
             x = np.array([[1.0, *f[len(f) - width:]] for f, _ in rows])
             y = np.array([y for _, y in rows])
@@ -149,12 +159,19 @@ def fit(points: list[tuple[list[float], float]]) -> Fit:
     return Fit(intercept, coef, spread, len(points))
 
 
+def blend_weight(spread: float, p: float) -> float:
+    """The extrapolation's weight against the quote's at progress p: inverse-variance weighting."""
+    quote = max(spread, MIN_SPREAD) ** 2
+    extrapolation = (EXTRAPOLATION_NOISE * (1 - p) / p) ** 2
+    return quote / (quote + extrapolation)
+
+
 class Estimator:
     """Quotes and ETAs from the jobs this box finished. Thread-safe; the fits are cached per family."""
 
     def __init__(self, db: sqlite_utils.Database, clock: Callable[[], float] = time.time) -> None:
         self.db, self.clock = db, clock
-        self._fits: dict[str, tuple[float, Fit]] = {}  # family -> (when, its fit)
+        self._fits: dict[str, tuple[tuple[int, str | None], Fit]] = {}  # family -> (its history's stamp, fit)
         self._lock = threading.Lock()
 
     def quote(self, kind: str, payload: dict, parallel: int | None = None) -> Quote | None:
@@ -177,9 +194,12 @@ class Estimator:
         return Quote(seconds, model.basis, model.spread, min(seconds, max(0.0, model.intercept))), family
 
     def _fit(self, family: str) -> Fit | None:
+        # refitted when the family's history changed (a job finished or went), not on a clock: a quote right
+        # after a job ends already learns from it, and an unchanged history is never scanned twice
+        stamp = history.stamp(self.db, FAMILIES[family])
         with self._lock:
             cached = self._fits.get(family)
-            if cached is not None and self.clock() - cached[0] < REFIT_S:
+            if cached is not None and cached[0] == stamp:
                 return cached[1]
         points = []
         for kind in FAMILIES[family]:
@@ -196,7 +216,7 @@ class Estimator:
             return None  # not kept: the next finished job may be the one that makes a fit
         model = fit(points)
         with self._lock:
-            self._fits[family] = (self.clock(), model)
+            self._fits[family] = (stamp, model)
         return model
 
     def eta(self, job: JobRow, quote: Quote | None) -> dict | None:
@@ -207,7 +227,7 @@ class Estimator:
         now = self.clock()
         started = job.get("started_at")
         elapsed = max(0.0, now - parse_iso(started)) if started and job["status"] == "running" else 0.0
-        p = min(1.0, max(0.0, float(job.get("progress") or 0.0)))
+        p = self._done(job, min(1.0, max(0.0, float(job.get("progress") or 0.0))))
         if quote is None and p < 0.05:
             return None
         if quote is None:
@@ -217,8 +237,31 @@ class Estimator:
         else:
             # the start-up shows no progress: extrapolate only what came after it
             start = min(quote.start, elapsed)
-            w = math.sqrt(p)
+            w = blend_weight(quote.spread, p)
             total = (1 - w) * max(quote.seconds, elapsed) + w * (start + (elapsed - start) / p)
         left = max(0.0, total - elapsed)
         return {"seconds_left": round(left, 1), "total_s": round(total, 1), "finish_at": round(now + left, 1),
                 "basis": quote.basis if quote else 0}
+
+    def _done(self, job: JobRow, progress: float) -> float:
+        """The share of a job's rendering done, from what its tasks report. The job's own progress is the plain
+        mean of its tasks', but a movie's assembly or a split scene's plan is a fraction of a render task's
+        work: here they weigh AUX_WEIGHT of one. A whole Manim render cannot know its length, so its progress is
+        a curve of the video seconds drawn, RENDER_SHARE * t / (t + HORIZON) (renderers/manim_scene.py); read
+        back into t, it is t over the seconds its animations make (the count the quote uses, MANIM_ANIMATION_S
+        each)."""
+        from renderers.manim_scene import ESTIMATE_HORIZON_S, RENDER_SHARE
+
+        tasks = [(str(r), float(p or 0.0)) for r, p in
+                 self.db.execute("select renderer, progress from tasks where job_id = ?", [job["id"]]).fetchall()]
+        if len(tasks) > 1:
+            weights = [AUX_WEIGHT if r.endswith((".assemble", ".plan")) else 1.0 for r, _ in tasks]
+            return sum(w * p for w, (_, p) in zip(weights, tasks, strict=True)) / sum(weights)
+        if job["kind"] not in FAMILIES["manim"] or not 0 < progress < RENDER_SHARE:
+            return progress
+        found = family_of(job["kind"], loads(job["payload"], {}))
+        features = features_of(*found) if found is not None and found[0] == "manim" else None
+        if not features:
+            return progress
+        drawn = ESTIMATE_HORIZON_S * progress / (RENDER_SHARE - progress)
+        return RENDER_SHARE * min(1.0, drawn / (features[0] * MANIM_ANIMATION_S))

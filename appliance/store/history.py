@@ -19,3 +19,11 @@ def finished_renders(db: sqlite_utils.Database, kind: str, limit: int = 200) -> 
     """The newest ``limit`` completed, rendered (not cached) jobs of pipeline ``kind``: id, payload (JSON
     text), duration_ms (the job's render time, as billed), max_parallel (its tasks that could run at once)."""
     return list(db.query(_FINISHED, [kind, limit]))
+
+
+def stamp(db: sqlite_utils.Database, kinds: tuple[str, ...]) -> tuple[int, str | None]:
+    """(completed jobs, the newest completion) of these pipelines: changes whenever their history does."""
+    marks = ",".join("?" * len(kinds))
+    row = db.execute(f"select count(*), max(completed_at) from jobs where status = 'completed' and kind in ({marks})",
+                     list(kinds)).fetchone()
+    return int(row[0]), row[1]

@@ -1,11 +1,13 @@
 """Know before and during (issue #22 part 3): a quote from this box's finished jobs, and an ETA while a job runs."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 
 import httpx
+import sqlite_utils
 
 from appliance.services.estimate import Estimator, Quote, family_of, features_of, fit, work_of
 from appliance.store.db import now_iso
@@ -25,11 +27,13 @@ def test_the_fit_and_the_work_each_family_reads():
     line = fit([([x], 1.0 + x) for x in (1, 2, 3, 4, 5, 6)] + [([7.0], 60.0)])
     assert abs(line.coef[0] - 1.0) < 1e-6 and abs(line.intercept - 1.0) < 1e-6 and line.basis == 7
     assert abs(line.predict([10.0]) - 11.0) < 1e-6
-    # two features need six points; with three the leading one is dropped, and with fewer the median is all
+    # two features need six points; with four the leading one is dropped, and with fewer the seconds are
+    # proportional to the work (the median of seconds per unit of work: 5, 7, 3)
     two = fit([([s, w], 0.5 * s + 2 * w + 1) for s, w in ((1, 1), (2, 1), (1, 3), (3, 2), (2, 5), (4, 4))])
     assert [round(c, 6) for c in two.coef] == [0.5, 2.0] and two.spread < 1e-6
     assert len(fit([([1, w], 2.0 * w) for w in (1, 2, 3, 4)]).coef) == 1
-    assert fit([([1.0], 5.0), ([1.0], 7.0), ([2.0], 6.0)]).coef == ()
+    few = fit([([1.0], 5.0), ([1.0], 7.0), ([2.0], 6.0)])
+    assert few.coef == (5.0,) and few.intercept == 0.0
     # more of anything never takes less time: a negative weight drops its feature
     assert all(c >= 0 for c in fit([([s, w], 3 * w - 0.4 * s) for s, w in
                                      ((1, 1), (5, 1), (2, 3), (6, 2), (1, 5), (4, 4))]).coef)
@@ -48,9 +52,11 @@ def test_the_fit_and_the_work_each_family_reads():
 
 def test_the_eta_blends_the_quote_with_the_progress():
     now = 1_000_000.0
-    estimator = Estimator(db=None, clock=lambda: now)  # type: ignore[arg-type] - eta() reads no history
+    db = sqlite_utils.Database(memory=True)  # eta() reads the job's tasks, never the history
+    db["tasks"].create({"job_id": str, "renderer": str, "progress": float})
+    estimator = Estimator(db=db, clock=lambda: now)
     started = now_iso(now - 10)
-    running = {"status": "running", "started_at": started, "progress": 0.0}
+    running = {"id": "j1", "kind": "movie", "status": "running", "started_at": started, "progress": 0.0}
     # no progress yet: the quote alone (at least what already passed)
     assert estimator.eta(running, Quote(30.0, 5))["seconds_left"] == 20.0
     # halfway after 10 s while the quote said 30 s: between the quote (30) and the extrapolation (20)
@@ -62,10 +68,24 @@ def test_the_eta_blends_the_quote_with_the_progress():
     assert estimator.eta({**running, "progress": 0.01}, None) is None
     assert estimator.eta({**running, "progress": 0.25}, None)["total_s"] == 40.0
     assert estimator.eta({**running, "status": "completed"}, Quote(30.0, 5)) is None
+    # a movie's assembly weighs less than a scene: one scene of one done is most of the work, not half
+    db["tasks"].insert_all([{"job_id": "j1", "renderer": "movie.scene", "progress": 1.0},
+                            {"job_id": "j1", "renderer": "movie.assemble", "progress": 0.0}])
+    assert estimator.eta({**running, "progress": 0.5}, None)["total_s"] == 13.0  # 10 s / (1 / 1.3)
+    # a whole Manim render reports a curve of the video seconds drawn (0.475: 5 s): of a 10-animation scene
+    # (10 s of video) that is half of its drawing
+    scene = {"code": SCENE.format(n=10, tag="eta"), "className": "S", "width": 192, "height": 108, "fps": 10}
+    db["tasks"].insert({"job_id": "m1", "renderer": "manim", "progress": 0.475})
+    manim = {**running, "id": "m1", "kind": "tasks", "progress": 0.475,
+             "payload": json.dumps({"tasks": [{"renderer": "manim", "input": scene}]})}
+    assert estimator.eta(manim, None)["total_s"] == 21.1  # 10 s / 0.475
+    scene["code"] = SCENE.format(n=20, tag="eta")  # twice as long a scene: a quarter
+    manim["payload"] = json.dumps({"tasks": [{"renderer": "manim", "input": scene}]})
+    assert estimator.eta(manim, None)["total_s"] == 42.1
 
 
 def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
-    server.cli("users", "create", "ada")
+    server.cli("users", "create", "ada", "--credits", "1000")
     auth = {"Authorization": f"Bearer {(server.data_dir / 'admin.token').read_text().strip()}"}
     # nothing finished yet: no number, and why
     quote = httpx.post(f"{server.url}/admin/estimate", headers=auth, json=manim_body(4, "q")).json()
@@ -73,10 +93,15 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
     for n in (2, 4, 6):
         job = server.wait(server.submit("ada", "manim", manim_body(n, f"h{n}")["input"]))
         assert job["status"] == "completed", job
-    # a cache hit says nothing about rendering: it is not learnt from
-    assert server.wait(server.submit("ada", "manim", manim_body(6, "h6")["input"]))["status"] == "completed"
+    # a Kodisc scene is a Manim job too, learnt from at once; the same scene again is a cache hit, which says
+    # nothing about rendering: it is not
+    kodisc = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
+    for _ in range(2):
+        r = httpx.post(f"{server.url}/api/v2/render", headers=kodisc, json={
+            "code": SCENE.format(n=2, tag="kodisc"), "className": "S", "quality": "low", "fps": 10})
+        assert r.status_code == 202 and server.wait(r.json()["jobId"])["status"] == "completed", r.text
     quote = httpx.post(f"{server.url}/admin/estimate", headers=auth, json=manim_body(8, "q")).json()
-    assert quote["basis"] == 3 and quote["family"] == "manim" and quote["seconds"] > 0, quote
+    assert quote["basis"] == 4 and quote["family"] == "manim" and quote["seconds"] > 0, quote
     small = httpx.post(f"{server.url}/admin/estimate", headers=auth, json=manim_body(2, "q")).json()
     assert small["seconds"] <= quote["seconds"]  # less work, no longer
     # a bad body is the admin API's 400, never a 500
@@ -89,7 +114,7 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
         if job["status"] == "running" and job["eta"] is not None:
             seen.append(job["eta"])
         time.sleep(0.05)
-    assert seen and all(e["secondsLeft"] >= 0 and e["basis"] == 3 for e in seen), seen
+    assert seen and all(e["secondsLeft"] >= 0 and e["basis"] == 4 for e in seen), seen
     assert job["eta"] is None  # ended: no ETA
     # the CLI: --estimate prints the quote and submits nothing
     scene = server.data_dir / "scene.py"
@@ -98,5 +123,5 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
                           "--quality", "low", "--estimate", "--data-dir", str(server.data_dir),
                           "--port", str(server.port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    # (the live job finished too; a fit is reused for REFIT_S, so it may or may not be counted yet)
-    assert out.stdout.startswith("about ") and "finished manim jobs on this box" in out.stdout, out.stdout
+    # the live job finished too, and the fit learns from it at once: five jobs now
+    assert out.stdout.startswith("about ") and "5 finished manim jobs on this box" in out.stdout, out.stdout
