@@ -32,20 +32,27 @@ def take(workdir: Path, names: dict[str, str], staging: Path) -> dict[str, Path]
     ``staging`` is created here, owned by the caller and private (0700); the caller removes it."""
     staging.mkdir(mode=0o700)
     dir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         taken: dict[str, Path] = {}
         copies: dict[str, Path] = {}  # one copy per file name, however many roles claim it
         for role, name in names.items():
             name = safe_name(name)
             if name not in copies:
-                copies[name] = _copy(dir_fd, name, staging / name)
+                copy_out(dir_fd, name, staging_fd, name, 0o600)
+                copies[name] = staging / name
             taken[role] = copies[name]
         return taken
     finally:
         os.close(dir_fd)
+        os.close(staging_fd)
 
 
-def _copy(dir_fd: int, name: str, dest: Path) -> Path:
+def copy_out(dir_fd: int, name: str, dest_fd: int, dest_name: str, mode: int = 0o644,
+             max_bytes: int | None = None) -> None:
+    """Copy the regular file ``name`` of ``dir_fd`` (never a link, FIFO, socket or device: Refused) to a new file
+    ``dest_name`` of ``dest_fd``. Also the task's worker's way out of the task's own filesystem
+    (executors/task_worker.py), so both sides refuse alike. ``max_bytes``: a larger file is Refused."""
     try:
         src = os.open(name, OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
@@ -58,17 +65,19 @@ def _copy(dir_fd: int, name: str, dest: Path) -> Path:
         raise Refused(f"renderer output {name} cannot be opened ({errno.errorcode.get(exc.errno or 0, exc.errno)})") \
             from None
     try:
-        mode = os.fstat(src).st_mode
-        if not stat.S_ISREG(mode):
-            raise Refused(f"renderer output {name} is not a regular file ({_kind(mode)})")
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        info = os.fstat(src)
+        if not stat.S_ISREG(info.st_mode):
+            raise Refused(f"renderer output {name} is not a regular file ({_kind(info.st_mode)})")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise Refused(f"renderer output {name} is over {max_bytes} bytes")
+        out = os.open(dest_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                      dir_fd=dest_fd)
         try:
             _copy_fd(src, out)
         finally:
             os.close(out)
     finally:
         os.close(src)
-    return dest
 
 
 def _copy_fd(src: int, out: int) -> None:

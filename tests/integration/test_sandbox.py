@@ -50,7 +50,7 @@ def test_the_data_dir_and_database_are_invisible(executor, tmp_path):
     read = hostile(executor, tmp_path / "w", action="read", path=str(data_dir / "appliance.db"))
     assert read.startswith("error: FileNotFoundError"), read
     listing = hostile(executor, tmp_path / "w", action="listdir", path=str(tmp_path))
-    assert listing == ["w"], listing  # only the task's own workdir shows under its parent
+    assert listing.startswith("error: FileNotFoundError"), listing  # its workdir is /task: no host path shows
 
 
 @pytest.mark.parametrize("target", ["/usr/pwned", "/etc/pwned", "/pwned", "CHECKOUT/pwned", "PACKAGE/pwned",
@@ -65,8 +65,8 @@ def test_writes_outside_the_workdir_fail(executor, tmp_path, target):
 
 def test_the_workdir_is_writable_and_the_tasks_tmp_is_private(executor, tmp_path):
     name = f"sandbox-tmp-{uuid.uuid4().hex}"
-    assert hostile(executor, tmp_path / "w", action="write", path=str(tmp_path / "w" / "out.txt")) == "ok"
-    assert (tmp_path / "w" / "out.txt").read_text() == "pwned\n"
+    assert hostile(executor, tmp_path / "w", action="write", path="/task/out.txt") == "ok"
+    assert (tmp_path / "w" / "out.txt").read_text() == "pwned\n"  # a bare run's files come back at its end
     assert hostile(executor, tmp_path / "w", action="write", path=f"/tmp/{name}") == "ok"
     assert not os.path.exists(f"/tmp/{name}")
 

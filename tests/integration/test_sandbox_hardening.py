@@ -208,14 +208,17 @@ def test_cpu_time_is_the_tasks_not_each_processs(executor, tmp_path):
 
 @root_only
 @pytest.mark.parametrize("how, error", [
-    ("import os\nfd = os.open('hidden', os.O_RDWR | os.O_CREAT)\nos.unlink('hidden')\n"
-     "os.posix_fallocate(fd, 0, 64 << 20)\nimport time\ntime.sleep(3)", "disk quota exceeded (limit 16 MB)"),
+    ("import os\nfd = os.open('hidden', os.O_RDWR | os.O_CREAT)\nos.unlink('hidden')\ntry:\n"
+     "    os.posix_fallocate(fd, 0, 64 << 20)\nexcept OSError:\n    pass\nimport time\ntime.sleep(3)",
+     "disk quota exceeded (limit 16 MB)"),
     ("import os\nos.mkdir('d')\nfor i in range(60000): open(f'd/{i}', 'w').close()\nimport time\n"
-     "time.sleep(3)", "too many files in the workdir (limit 20000)"),
+     "time.sleep(3)", "disk quota exceeded: too many files in the workdir (limit 20000)"),
 ], ids=["unlinked-fallocate", "inode-flood"])
 def test_hidden_disk_use_and_inode_floods_are_stopped(executor, tmp_path, how, error):
     """Issue #17 item 3: fallocate on a deleted file still open hid 1.3 GB from a 256 MB quota; 30,000 inodes in
-    1.3 s starved another user's job. The watch sees open deleted files through /proc and counts files."""
+    1.3 s starved another user's job. With a filesystem of its own (here) the kernel stops both at the image's
+    blocks and inodes (fallocate ends in ENOSPC, which the task may swallow) and the watch names the quota; in
+    the measured fallback it sees open deleted files through /proc and counts files."""
     result = run(executor, tmp_path / "w", "test.hostile", {"action": "exec", "timeout": 60,
                                                             "argv": [sys.executable, "-c", how]}, disk_mb=16)
     assert result["ok"] is False and result["error"] == error, result

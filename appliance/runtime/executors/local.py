@@ -124,7 +124,7 @@ class LocalExecutor:
 
         try:
             self.artifacts.stage_in(spec.inputs, workdir)
-            handle = self.spawn(run, relay)
+            handle = self.spawn(run, relay, copy_back="result")
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -171,7 +171,10 @@ class LocalExecutor:
             intake.discard(staging)
 
     # ---- one process ------------------------------------------------------------------------------------------
-    def spawn(self, spec: LocalRun, on_message: OnMessage) -> TaskHandle:
+    def spawn(self, spec: LocalRun, on_message: OnMessage, copy_back: str = "all") -> TaskHandle:
+        """``copy_back``: what a task with a filesystem of its own (sandbox/taskfs.py) leaves in ``spec.workdir``
+        when it ends: "result" the files its result declares (what submit takes in), "all" every plain file at
+        the top of its workdir as well (a bare run's caller may read any)."""
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = TaskHandle(spec, on_message)
@@ -180,7 +183,7 @@ class LocalExecutor:
                 _input_fd(spec.input)]
         request = {"op": "spawn", "task_id": spec.task_id, "renderer": spec.renderer,
                    "workdir": str(spec.workdir.absolute()), "limits": asdict(spec.limits), "env": spec.env,
-                   "gpu": spec.gpu}
+                   "gpu": spec.gpu, "copy_back": copy_back}
         try:
             with self._lock:
                 zygote = self._ensure_zygote()  # restarts a zygote that died

@@ -5,6 +5,7 @@ Split from the zygote, which only forks, reaps and reports: everything here runs
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -16,15 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from appliance.errors import one_line
-from appliance.runtime import sandbox
-from appliance.runtime.sandbox import Limits, seccomp
-from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
+from appliance.runtime import intake, sandbox
+from appliance.runtime.artifacts import safe_name
+from appliance.runtime.sandbox import Limits, seccomp, taskfs
+from appliance.runtime.sandbox.quota import MAX_FILES, CappedLog, DiskWatch, FsWatch
 from appliance.runtime.sandbox.relay import STATUS, Relay, write_line
+from appliance.runtime.verify import declared
 from renderers.base import JsonLinesReporter, RenderError
 from renderers.registry import RegistryError, default_registry
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
+
+PREVIEW_NAME = "preview.jpg"  # renderers/preview.py's NAME (not imported: it imports Pillow)
+PREVIEW_MAX = 2 << 20  # the dashboard serves none larger (api/dashboard/views.py)
 
 
 def _setup_failed(out: BinaryIO | None, exc: BaseException) -> int:
@@ -64,6 +70,11 @@ class Worker:
         self.uid = sandbox.task_uid(os.getpid()) if zygote.isolated else None
         self.oom_fd: int | None = None
         self.cpu_fd: int | None = None  # the cgroup's CPU counter: the task's CPU time, all processes together
+        # With a filesystem of its own (sandbox/taskfs.py): the host workdir, where the outputs and the live
+        # preview go, and the task's filesystem; never inherited by the task (its processes close every fd).
+        self.host_fd: int | None = None
+        self.task_fd: int | None = None
+        self.preview: tuple[int, int, int] | None = None  # (inode, mtime, size) of the preview last mirrored
 
     def run(self, pipe_fd: int, log_fd: int, input_fd: int) -> NoReturn:
         code, out = 70, None
@@ -114,12 +125,19 @@ class Worker:
         if self.uid is not None:
             tmp_mb = min(self.limits.fsize_mb, self.limits.mem_mb)
             expect = self.request.get("expect")
-            sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb,
-                          expect=(expect[0], expect[1]) if expect else None, gpu=_granted_gpu(self.request))
+            own_fs = self.zygote.taskfs is None
+            self.host_fd = sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb,
+                                         expect=(expect[0], expect[1]) if expect else None,
+                                         gpu=_granted_gpu(self.request),
+                                         disk_mb=self.limits.disk_mb if own_fs else None, max_files=MAX_FILES)
+            self.workdir = Path(taskfs.INSIDE)  # what the task sees: no host path
+            if self.host_fd is not None:
+                self.task_fd = os.open(self.workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         os.chdir(self.workdir)
 
     def _supervise(self, task_input: dict[str, Any], out: BinaryIO) -> int:
-        disk = DiskWatch(str(self.workdir), self.limits.disk_mb)
+        disk = (FsWatch(str(self.workdir), self.limits.disk_mb, tick=self._mirror_preview)
+                if self.task_fd is not None else DiskWatch(str(self.workdir), self.limits.disk_mb))
         messages, output, status = os.pipe(), os.pipe(), os.pipe()
         _flush_std()
         init = os.fork()
@@ -140,8 +158,63 @@ class Worker:
         relay = Relay(out, messages[0], output[0], status[0], log, disk, self.oom_fd, self.limits.mem_mb,
                       cpu=(self.cpu_fd, self.limits.cpu_seconds) if self.cpu_fd is not None else None)
         relay.run(lambda: _kill(init))
-        os.waitpid(init, 0)
+        os.waitpid(init, 0)  # and with it every process of the task: its PID namespace died with its init
+        if self.task_fd is not None:
+            self._take_back(relay)
         return self._conclude(relay, out)
+
+    # ---- the task's own filesystem: what leaves it, by descriptor ---------------------------------------------
+    def _take_back(self, relay: Relay) -> None:
+        """Copy the result's declared files from the task's filesystem into the host workdir, where the server
+        takes them in (runtime/intake.py) as it always did; a link, FIFO or other non-file fails the task with
+        intake's reason. ``copy_back: all`` (a bare ``spawn``): every plain file at the top as well. Nothing of
+        the task runs any more, so nothing can swap a file meanwhile; the filesystem goes with this process."""
+        final = relay.final
+        result = final.get("result") if final is not None and final["type"] == "result" else None
+        files = result.get("files") if isinstance(result, dict) and relay.reason is None else None
+        names = [n for n in declared(self.request["renderer"], files).values() if isinstance(n, str)] \
+            if isinstance(files, dict) else []
+        try:
+            for name in dict.fromkeys(names):
+                try:
+                    safe_name(name)
+                except ValueError:
+                    continue  # the server refuses the result with the reason
+                self._copy_back(name)
+        except intake.Refused as exc:
+            relay.final = {"type": "error", "error": str(exc)}
+        except OSError as exc:
+            relay.final = {"type": "error", "error": f"could not take the outputs out: {one_line(exc)}"}
+        if self.request.get("copy_back") == "all":
+            assert self.task_fd is not None
+            device = os.fstat(self.task_fd).st_dev  # not a large input bound in from the host workdir
+            for entry in os.scandir(self.task_fd):
+                if entry.name not in names and entry.is_file(follow_symlinks=False) \
+                        and entry.stat(follow_symlinks=False).st_dev == device:
+                    with contextlib.suppress(OSError):  # Refused included: what it is not, it is not copied
+                        self._copy_back(entry.name)
+
+    def _copy_back(self, name: str, dest: str | None = None, max_bytes: int | None = None) -> None:
+        assert self.task_fd is not None and self.host_fd is not None
+        dest = dest or name
+        with contextlib.suppress(FileNotFoundError):  # e.g. the staged input of that name: only our link goes
+            os.unlink(dest, dir_fd=self.host_fd)
+        intake.copy_out(self.task_fd, name, self.host_fd, dest, 0o644, max_bytes)
+
+    def _mirror_preview(self) -> None:
+        """The live frame (renderers/preview.py) into the host workdir, where the dashboard reads it: when it
+        changed, a plain file of at most PREVIEW_MAX, replaced atomically."""
+        assert self.task_fd is not None and self.host_fd is not None
+        try:
+            info = os.stat(PREVIEW_NAME, dir_fd=self.task_fd, follow_symlinks=False)
+            seen = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if seen == self.preview or info.st_size > PREVIEW_MAX:
+                return
+            self._copy_back(PREVIEW_NAME, f".{PREVIEW_NAME}.tmp", PREVIEW_MAX)
+            os.rename(f".{PREVIEW_NAME}.tmp", PREVIEW_NAME, src_dir_fd=self.host_fd, dst_dir_fd=self.host_fd)
+            self.preview = seen
+        except OSError:  # Refused included: a preview never fails a task
+            pass
 
     def _conclude(self, relay: Relay, out: BinaryIO) -> int:
         """Pass on the renderer's outcome: its result or error line, and its exit code or death by signal."""
@@ -156,12 +229,25 @@ class Worker:
             os.kill(os.getpid(), sig)
             return 128 + sig
         if relay.final is not None:
-            write_line(out, relay.final)
+            write_line(out, self._worded(relay.final))
         if self._all_gone_with_a_result(relay, status):
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # init and the renderer, both reaped
             write_line(out, {"type": "ended", "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
                              "maxrss_kb": usage.ru_maxrss})
         return os.WEXITSTATUS(status)
+
+    def _worded(self, final: dict[str, Any]) -> dict[str, Any]:
+        """A task that failed on ENOSPC in its own filesystem failed on its disk quota: say so. (Blocks it held
+        in a file it deleted are free again once it exited, so the watch may not have seen the filesystem full.)
+        Not when the task's /tmp (its memory's) is the full one."""
+        error = final.get("error")
+        if self.task_fd is None or final["type"] != "error" or "No space left on device" not in str(error):
+            return final
+        with contextlib.suppress(OSError):
+            tmp = os.statvfs("/tmp")
+            if tmp.f_bavail * tmp.f_frsize < 1 << 20:
+                return final
+        return {**final, "error": f"disk quota exceeded (limit {self.limits.disk_mb} MB): {error}"}
 
     def _all_gone_with_a_result(self, relay: Relay, status: int) -> bool:
         """The renderer exited 0 with a result and every process of the task is gone: its PID namespace died

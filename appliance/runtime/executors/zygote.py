@@ -47,6 +47,7 @@ from appliance.runtime.executors.task_worker import (
 )
 from appliance.runtime.launcher import check_workdir, give_back
 from appliance.runtime.sandbox import Cgroups
+from appliance.runtime.sandbox.probe import taskfs_here
 from appliance.runtime.sandbox.quota import hidden_bytes
 
 MAX_REQUEST = 1 << 16
@@ -107,8 +108,9 @@ class UidKiller:
 class Zygote:
     def __init__(self, sock: socket.socket, isolated: bool, sources: list[str], cgroups: Cgroups | None,
                  refusal: str | None, work_root: str | None = None, owner_uid: int | None = None,
-                 killer: UidKiller | None = None) -> None:
+                 killer: UidKiller | None = None, taskfs: str | None = "not probed") -> None:
         self.sock, self.isolated, self.sources, self.killer = sock, isolated, sources, killer
+        self.taskfs = taskfs  # None: each task gets a filesystem of its own (sandbox/taskfs.py); else why not
         self.cgroups, self.refusal = cgroups, refusal
         self.work_root, self.owner_uid = work_root, owner_uid  # set when the server is another uid
         self.tasks: dict[int, int | None] = {}  # worker pid -> sandbox uid
@@ -395,7 +397,8 @@ def main(argv: list[str]) -> None:
     threads = len(os.listdir("/proc/self/task"))  # forking is only safe while this stays 1
     # each layer as probed here, where tasks start: under the service this is the root launcher's zygote, whereas
     # a probe in the server (another, unprivileged uid) would find every layer missing
-    layers = sandbox.layers_here(config["extra_readonly"]) if config["sandbox"] else []
+    own_fs = taskfs_here() if isolated else "no namespace sandbox"
+    layers = sandbox.layers_here(config["extra_readonly"], own_fs) if config["sandbox"] else []
     sock.send(json.dumps({"type": "ready", "mechanism": mechanism, "preload_s": round(preload_s, 3),
                           "threads": threads, "preload_errors": errors, "pid": os.getpid(),
                           "layers": layers}).encode())
@@ -403,7 +406,7 @@ def main(argv: list[str]) -> None:
         killer.close()
         killer = None
     Zygote(sock, isolated, sources, cgroups, refusal, config.get("work_root"), config.get("owner_uid"),
-           killer).serve()
+           killer, own_fs).serve()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The task's private view of the system: mount/pid/net/ipc/uts namespaces and a new root.
 
 The new root is a tmpfs holding read-only binds of an allowlist (system dirs, the Python prefix, the
-``appliance``/``renderers`` packages) at their own paths, the task workdir read-write, a private /tmp, a minimal
-/dev and a fresh /proc; then pivot_root. Everything else (the data dir, the database, other tasks' workdirs,
-the checkout) is simply not in the new root.
+``appliance``/``renderers`` packages) at their own paths, the task's workdir read-write at the fixed path
+``/task`` (its own loop-mounted filesystem, taskfs.py, or a bind of the host workdir where none can be made), a
+private /tmp, a minimal /dev and a fresh /proc; then pivot_root. Everything else (the data dir, the database,
+other tasks' workdirs, the checkout) is simply not in the new root, and no path of the data dir shows in the
+task's cwd, environment, /etc/passwd or (with its own filesystem) /proc/self/mountinfo.
 
 The PID namespace applies to the caller's children only: the caller stays a host process (its pid is what the
 server and the zygote know), its first child becomes pid 1 of the task and mounts /proc (``mount_proc``), so
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from appliance.runtime.sandbox import taskfs
 from appliance.runtime.sandbox.kernel import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -69,12 +72,15 @@ def readonly_sources(extra: Iterable[Path | str] = ()) -> list[str]:
     return seen
 
 
-def _mount_plan(sources: Sequence[str], workdir: str) -> list[tuple[str, str, str]]:
+def _mount_plan(sources: Sequence[str], workdir: str, own_fs: bool) -> list[tuple[str, str, str]]:
     """(path inside, kind, detail) sorted so a parent is mounted before anything below it."""
-    plan = [("/tmp", "tmpfs", "mode=1777"), ("/dev", "dev", ""), ("/proc", "dir", ""), (workdir, "rw", workdir)]
+    inside = taskfs.INSIDE
+    plan = [("/tmp", "tmpfs", "mode=1777"), ("/dev", "dev", ""), ("/proc", "dir", ""),
+            (inside, "taskfs" if own_fs else "rw", workdir)]
     for path in sources:
-        if workdir.startswith(path.rstrip("/") + "/"):
-            raise ValueError(f"workdir {workdir} lies inside the read-only path {path}: its siblings would show")
+        top = path.rstrip("/")
+        if inside.startswith(top + "/") or path == inside or path.startswith(inside + "/"):
+            raise ValueError(f"the read-only path {path} and the task's workdir {inside} overlap")
         if os.path.islink(path):  # e.g. /bin -> usr/bin on merged-/usr Debian
             plan.append((path, "link", os.readlink(path)))
         elif not any(path == p or path.startswith(p.rstrip("/") + "/") for p, kind, _ in plan if kind == "ro"):
@@ -128,11 +134,16 @@ def _write_etc(root: str, uid: int, home: str) -> None:
             f.write(text)
 
 
-def _populate(root: str, plan: list[tuple[str, str, str]], fds: dict[str, int], tmp_mb: int) -> None:
+def _populate(root: str, plan: list[tuple[str, str, str]], fds: dict[str, int], tmp_mb: int,
+              own: tuple[taskfs.TaskFs, int] | None) -> None:
     ro = MS_RDONLY | MS_NOSUID | MS_NODEV
     for path, kind, detail in plan:
         target = root + path
-        if kind == "link":
+        if kind == "taskfs" and own is not None:
+            _mountpoint(target, True)
+            own[0].mount(target)
+            taskfs.copy_inputs(own[1], target, fds[detail])
+        elif kind == "link":
             _mountpoint(os.path.dirname(target), True)
             os.symlink(detail, target)
         elif kind in ("ro", "rw"):
@@ -165,31 +176,67 @@ def gpu_nodes(gpu: int | None) -> list[str]:
 
 
 def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
-          expect: tuple[int, int] | None = None, gpu: int | None = None) -> None:
-    """As root in a single-threaded, freshly forked child: switch to the sandboxed view of the filesystem.
+          expect: tuple[int, int] | None = None, gpu: int | None = None, disk_mb: int | None = None,
+          max_files: int = 0) -> int | None:
+    """As root in a single-threaded, freshly forked child: switch to the sandboxed view of the filesystem, with
+    the workdir at ``taskfs.INSIDE``.
 
     /proc stays an empty mountpoint until the first child (pid 1 of the new PID namespace) calls mount_proc.
     ``expect``: the workdir's (st_dev, st_ino) as the launcher checked it; the bind (and the chown) use exactly
     that directory, so a server that swaps the path meanwhile gets an error, not root acting elsewhere.
+    ``disk_mb``: give the task a filesystem of its own (taskfs.py) of that many MB and ``max_files`` files, the
+    staged inputs copied in; the host workdir is then not in the new root at all, and an open descriptor of it
+    is returned (the worker copies the outputs and the live preview there). None: bind the host workdir, the
+    quota is measured (quota.py). A filesystem that cannot be made falls back to the bind, saying why on stderr.
     """
     work = os.path.abspath(workdir)
-    plan = _mount_plan(sources, work)
+    host = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    own: tuple[taskfs.TaskFs, int] | None = None
+    try:
+        if expect is not None and (os.fstat(host).st_dev, os.fstat(host).st_ino) != expect:
+            raise RuntimeError(f"the workdir {work} changed after it was checked")
+        if disk_mb is not None:  # before unshare: mkfs must not become pid 1 of the task's PID namespace
+            size, count = taskfs.input_bytes(host)
+            files = max_files + count + taskfs.INODE_SLACK
+            try:
+                own = (taskfs.TaskFs(os.path.dirname(work), taskfs.image_bytes(disk_mb, size, files), files, uid),
+                       host)
+            except OSError as exc:
+                print(f"[worker] no filesystem of its own ({exc}): the disk quota is measured", file=sys.stderr)
+        _enter(work, uid, sources, tmp_mb, expect, gpu, own)
+    except BaseException:
+        os.close(host)
+        raise
+    finally:
+        if own is not None:
+            own[0].close()  # mounted (the mount holds the device now) or failed (the close detaches it)
+    if own is None:
+        os.close(host)
+        _chown_tree(taskfs.INSIDE, uid)
+        return None
+    os.fchown(host, uid, uid)  # the worker, as the task's uid, writes the outputs back here
+    return host
+
+
+def _enter(work: str, uid: int, sources: Sequence[str], tmp_mb: int, expect: tuple[int, int] | None,
+           gpu: int | None, own: tuple[taskfs.TaskFs, int] | None) -> None:
+    plan = _mount_plan(sources, work, own is not None)
     unshare(NAMESPACES)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
     # Opened after unshare: a bind source must be a mount of our own namespace.
-    paths = [d for _, kind, d in plan if kind in ("ro", "rw")] + [f"/dev/{n}" for n in DEV_NODES] + gpu_nodes(gpu)
+    paths = [d for _, kind, d in plan if kind in ("ro", "rw", "taskfs")] + [f"/dev/{n}" for n in DEV_NODES] \
+        + gpu_nodes(gpu)
     fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
     if expect is not None and (os.fstat(fds[work]).st_dev, os.fstat(fds[work]).st_ino) != expect:
         raise RuntimeError(f"the workdir {work} changed after it was checked")
     root = "/tmp"  # any directory: it is only a mountpoint in our private namespace
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m")
-    _populate(root, plan, fds, tmp_mb)
-    _write_etc(root, uid, work)
+    _populate(root, plan, fds, tmp_mb, own)
+    _write_etc(root, uid, taskfs.INSIDE)
     for fd in fds.values():
         os.close(fd)
     check(libc.sethostname(b"sandbox", 7), "sethostname")
     _pivot(root)
-    _chown_tree(work, uid)
 
 
 def mount_proc() -> None:

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from appliance.runtime.sandbox import seccomp
+from appliance.runtime.sandbox import seccomp, taskfs
 from appliance.runtime.sandbox.cgroups import Cgroups
-from appliance.runtime.sandbox.kernel import CLONE_NEWUSER, libc
+from appliance.runtime.sandbox.kernel import CLONE_NEWNS, CLONE_NEWUSER, MS_PRIVATE, MS_REC, libc, mount, unshare
 from appliance.runtime.sandbox.limits import Limits, drop_privileges, task_uid
 from appliance.runtime.sandbox.namespaces import enter, mount_proc, readonly_sources
 
@@ -98,6 +98,51 @@ def probe_here(extra: Iterable[Path | str] = ()) -> str:
     return FULL if not error else f"rlimits only (no isolation: the namespace sandbox failed here: {error})"
 
 
+def _taskfs_trial(work: str) -> None:
+    """A 1 MB task filesystem in a private mount namespace: a write past it must end in ENOSPC."""
+    fs = taskfs.TaskFs(work, taskfs.image_bytes(1, 0, 64), 64, 0)
+    try:
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        fs.mount(work)
+    finally:
+        fs.close()
+    fd = os.open(os.path.join(work, "fill"), os.O_WRONLY | os.O_CREAT, 0o600)
+    written = 0
+    try:
+        while written < 64 << 20:
+            written += os.write(fd, bytes(1 << 20))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    if written >= 64 << 20:
+        raise RuntimeError("64 MB fitted in a 1 MB task filesystem")
+
+
+def taskfs_here() -> str | None:
+    """None when each task can get a loop-mounted filesystem of its own here (tried for real), else why not."""
+    reason = taskfs.unavailable()
+    if reason is not None:
+        return reason
+    work = tempfile.mkdtemp(prefix="taskfs-probe-")
+    try:
+        return _in_child(_taskfs_trial, work) or None
+    finally:
+        os.rmdir(work)
+
+
+def disk_layer(reason: str | None) -> tuple[str, bool, str]:
+    """The disk quota layer as ``doctor`` shows it: which quota is in force, and why not the kernel's."""
+    if reason is None:
+        return ("disk quota", True, f"kernel-enforced: each task's own ext4 on a loop device at {taskfs.INSIDE}"
+                                    " (task_disk_mb of blocks, 20,000 files), nodev,nosuid,noexec, gone with the"
+                                    " task; log capped (task_log_mb)")
+    return ("disk quota", True, f"measured, not kernel-enforced ({reason}): workdir growth watched every 0.5 s,"
+                                " so a task can overshoot by what it writes meanwhile; log capped (task_log_mb)")
+
+
 def _cgroup_trial(cgroups: Cgroups) -> None:
     name = f"appliance-{os.getppid()}-{os.getpid()}"
     try:
@@ -111,7 +156,8 @@ def _seccomp_trial() -> None:
     _denied_by_seccomp()
 
 
-def layers_here(extra: Iterable[Path | str] = ()) -> list[tuple[str, bool, str]]:
+def layers_here(extra: Iterable[Path | str] = (), disk: str | None = "probe") -> list[tuple[str, bool, str]]:
+    """``disk``: taskfs_here()'s answer when the caller has it already."""
     mechanism = probe_here(extra)
     full = mechanism == FULL
     isolation = ("per-task mount, net, ipc and uts namespaces; pivot_root into a read-only allowlist" if full
@@ -131,8 +177,7 @@ def layers_here(extra: Iterable[Path | str] = ()) -> list[tuple[str, bool, str]]
     fix = (f"missing ({error}): run as root with the memory and pids controllers"
            " (cgroup v2: delegate them to the appliance, e.g. systemd Delegate=yes)")
     found.append(("cgroup limits", not error, fix if error else active))
-    found.append(("disk quota", True, "workdir growth watched by the worker (task_disk_mb); log capped"
-                                      " (task_log_mb)"))
+    found.append(disk_layer(("no namespace sandbox" if not full else taskfs_here()) if disk == "probe" else disk))
     found.append(("unprivileged uid", full, "per-task uid 2000000000+pid, no capabilities, no_new_privs" if full
                   else f"tasks run as the server's own user: {ROOT_FIX}"))
     return found

@@ -1,7 +1,11 @@
-"""Disk and log quotas, enforced by the task's worker (trusted, outside the task's PID namespace).
+"""Disk and log quotas, worded (and, where the kernel cannot, enforced) by the task's worker (trusted, outside the
+task's PID namespace).
 
-The workdir stays a normal directory that the server stages inputs into and reads outputs from, so its usage
-is measured rather than capped by a filesystem: a walk every half second (less often when a walk is slow, so
+Where each task has a filesystem of its own (taskfs.py) the kernel enforces blocks and inodes, and ``FsWatch``
+only tells, from statvfs, when the task went past its quota so the task fails with a readable reason.
+
+Otherwise (``DiskWatch``, the fallback) the workdir is a bind of the host's, so its usage is measured rather
+than capped by a filesystem: a walk every half second (less often when a walk is slow, so
 a task with many files cannot make its worker spend its time walking), plus one when the task ends. What the
 walk counts: allocated blocks (``fallocate`` included), each inode once, and the number of files (an inode
 flood starves every other task of the filesystem's inodes). Files the task deleted but keeps open are invisible
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 
 TRUNCATED = b"[log truncated]\n"
 
@@ -76,6 +81,47 @@ def hidden_bytes(pids: list[int], seen: set[tuple[int, int]], device: int) -> in
     return total
 
 
+def too_many_files(limit: int) -> str:
+    return f"disk quota exceeded: too many files in the workdir (limit {limit})"
+
+
+class FsWatch:
+    """The task's own filesystem: the kernel stops it a little past ``limit_mb`` (the image's size) and
+    ``max_files``; past the quota itself the relay kills the task with the reason. Blocks of deleted files still
+    open count (the kernel frees them at the last close), and statvfs costs microseconds: asked on every wake of
+    the relay. ``tick`` is called at most every ``TICK_S`` (the worker mirrors the live preview with it)."""
+
+    TICK_S = 0.5
+
+    def __init__(self, top: str, limit_mb: int, max_files: int = MAX_FILES,
+                 tick: Callable[[], None] | None = None) -> None:
+        self.top, self.limit_mb, self.max_files, self.tick = top, limit_mb, max_files, tick
+        self.base_bytes, self.base_files = self._used()  # the copied inputs do not count
+        self.tick_at = time.monotonic() + self.TICK_S
+        self.problem = ""
+
+    def _used(self) -> tuple[int, int]:
+        info = os.statvfs(self.top)
+        return (info.f_blocks - info.f_bfree) * info.f_frsize, info.f_files - info.f_ffree
+
+    def due(self) -> bool:
+        return True
+
+    def exceeded(self) -> bool:
+        if self.tick is not None and time.monotonic() >= self.tick_at:
+            self.tick_at = time.monotonic() + self.TICK_S
+            self.tick()
+        used, files = self._used()
+        if files - self.base_files > self.max_files:
+            self.problem = too_many_files(self.max_files)
+        elif used - self.base_bytes > self.limit_mb << 20:
+            self.problem = f"disk quota exceeded (limit {self.limit_mb} MB)"
+        return bool(self.problem)
+
+    def error(self) -> str:
+        return self.problem or f"disk quota exceeded (limit {self.limit_mb} MB)"
+
+
 class DiskWatch:
     """How much the workdir grew since the task started, against ``limit_mb`` and ``max_files``."""
 
@@ -94,7 +140,7 @@ class DiskWatch:
         spent = time.monotonic() - started
         self.next_at = time.monotonic() + max(0.5, 4 * spent)
         if files - self.files_baseline > self.max_files:
-            self.problem = f"too many files in the workdir (limit {self.max_files})"
+            self.problem = too_many_files(self.max_files)
         elif total - self.baseline > self.limit_mb << 20:
             self.problem = f"disk quota exceeded (limit {self.limit_mb} MB)"
         return bool(self.problem)

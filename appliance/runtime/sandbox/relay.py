@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from appliance.runtime.sandbox.cgroups import parse_cpu_seconds, parse_oom_kills
-from appliance.runtime.sandbox.quota import CappedLog, DiskWatch
+from appliance.runtime.sandbox.quota import CappedLog, DiskWatch, FsWatch
 
 MAX_LINE = 16 << 20  # as the server: a longer message without a newline is broken or hostile
 STATUS = struct.Struct("=i")
@@ -66,7 +66,7 @@ class Relay:
     """``run`` returns when the renderer's status arrived (or its init died) and the pipes are drained."""
 
     def __init__(self, out: BinaryIO, messages: int, output: int, status: int, log: CappedLog,
-                 disk: DiskWatch | None, oom_fd: int | None, mem_mb: int, cpu: tuple[int, int] | None = None
+                 disk: DiskWatch | FsWatch | None, oom_fd: int | None, mem_mb: int, cpu: tuple[int, int] | None = None
                  ) -> None:
         self.out, self.log, self.disk, self.oom_fd, self.mem_mb = out, log, disk, oom_fd, mem_mb
         self.cpu = cpu  # (an fd of the cgroup's CPU counter, the task's CPU seconds): all its processes together
