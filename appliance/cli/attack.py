@@ -77,6 +77,16 @@ def attacks(settings: Settings) -> list[Attack]:
         Attack("hidden fallocate", "fd = os.open('hidden', os.O_RDWR | os.O_CREAT)\nos.unlink('hidden')\n"
                "os.posix_fallocate(fd, 0, 256 << 20)\ntime.sleep(10)\n"
                "raise RuntimeError('ESCAPED: held 256 MB hidden under a 64 MB quota')", ("disk quota exceeded",)),
+        Attack("fallocate past the quota", "fd = os.open('big', os.O_RDWR | os.O_CREAT)\ntry:\n"
+               "    os.posix_fallocate(fd, 0, 256 << 20)\nexcept OSError:\n    pass\ntime.sleep(5)\n"
+               "if os.fstat(fd).st_blocks * 512 > 128 << 20:\n"
+               "    raise RuntimeError('ESCAPED: allocated 128 MB under a 64 MB quota')", ("disk quota exceeded",)),
+        Attack("sparse writes past the quota", "fd = os.open('sparse', os.O_RDWR | os.O_CREAT)\n"
+               "os.ftruncate(fd, 3 << 30)\ntry:\n    for i in range(96):\n"
+               "        os.pwrite(fd, b'x' * (1 << 20), i * (32 << 20))\nexcept OSError:\n    pass\ntime.sleep(5)\n"
+               "if os.fstat(fd).st_blocks * 512 > 80 << 20:\n"
+               "    raise RuntimeError('ESCAPED: wrote 96 MB of a sparse file under a 64 MB quota')",
+               ("disk quota exceeded",)),
         Attack("inode flood", "os.mkdir('d')\nfor i in range(40000):\n    open(f'd/{i}', 'w').close()\n"
                "time.sleep(3)\nraise RuntimeError('ESCAPED: made 40000 files')", ("too many files",)),
         Attack("fork bomb", "kids = []\ntry:\n    while len(kids) < 5000:\n        pid = os.fork()\n"

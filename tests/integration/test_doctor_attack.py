@@ -21,7 +21,7 @@ def test_every_attack_is_contained(make_server):
                           timeout=400)
     lines = [line.strip() for line in proc.stdout.splitlines() if line.startswith("  ")]
     names = [a.name for a in attacks(Settings(data_dir=server.data_dir))]
-    assert len(lines) == len(names) >= 13, proc.stdout + proc.stderr
+    assert len(lines) == len(names) >= 15, proc.stdout + proc.stderr
     for name in names:
         line = next(line for line in lines if name in line)
         assert line.startswith("contained"), proc.stdout
