@@ -61,7 +61,7 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	@test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,models]'
 	@$(VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("manim-kodisc") != "$(MANIM_KODISC)")' \
 		2>/dev/null || $(VENV)/bin/pip install -q --no-deps 'manim-kodisc==$(MANIM_KODISC)'
 	@touch $@

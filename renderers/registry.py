@@ -20,6 +20,8 @@ _BUILTIN: dict[str, str] = {
     "image.gif": "renderers.image.gif:render",
     # `appliance models add`: a studio's ONNX model loaded and run once in the sandbox (renderers/image/onnx_models.py)
     "model.check": "renderers.image.onnx_models:check",
+    # the studio's img2img model (a diffusers folder) on a picture, before image.render finishes it
+    "image.img2img": "renderers.image.img2img:render",
     # Test renderers: the only fakes allowed, used to exercise the scheduler.
     "test.noop": "renderers.testing:noop",
     "test.sleep": "renderers.testing:sleep",

@@ -13,10 +13,17 @@ from litestar.di import Provide
 from appliance.api.common import handlers_for, json_response
 from appliance.delivery import sse
 from appliance.errors import ApplianceError, NotFound, Unauthorized
-from appliance.services import submissions
+from appliance.services import model_folders, submissions
 from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService, NewJob
-from appliance.services.models import CHECK_RENDERER, MAX_MODEL_BYTES, AddRequest, ModelRegistry, public
+from appliance.services.models import (
+    CHECK_RENDERER,
+    MAX_FOLDER_BYTES,
+    MAX_MODEL_BYTES,
+    AddRequest,
+    ModelRegistry,
+    public,
+)
 from appliance.store import ids, users
 from appliance.store.db import loads
 from appliance.store.jobs import payload_of
@@ -179,8 +186,9 @@ async def list_models(request: Request, admin: str) -> Response:
 
 @post("/models", status_code=202, request_max_body_size=None)
 async def add_model(request: Request, service: JobService, admin: str) -> Response:
-    """The model file as the body; its options as query parameters (kind, name, licence, input_size, mean, std,
-    post, by, source, user). Answers the check job's id: the CLI follows it, then asks for install."""
+    """The model file as the body (an img2img model: its diffusers folder as an uncompressed tar); its options as
+    query parameters (kind, name, licence, input_size, mean, std, post, device, steps, guidance, by, source,
+    user). Answers the check job's id: the CLI follows it, then asks for install."""
     add = AddRequest.from_params(dict(request.query_params))
     registry = _registry(request)
     registry.ensure_free(add.name, add.kind)  # before a byte is taken in
@@ -191,21 +199,32 @@ async def add_model(request: Request, service: JobService, admin: str) -> Respon
     incoming = registry.root / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     partial, size = incoming / f"{secrets.token_hex(8)}.part", 0
+    folder = add.kind == "img2img"
+    limit = MAX_FOLDER_BYTES + (1 << 20) if folder else MAX_MODEL_BYTES  # a tar's headers: 1.5 kB a file
     try:
         with open(partial, "wb") as out:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > MAX_MODEL_BYTES:
-                    raise ApplianceError(f"a model file may be at most {MAX_MODEL_BYTES >> 30} GiB", status=413,
-                                         code="TOO_LARGE")
+                if size > limit:
+                    raise ApplianceError(f"a model {'folder' if folder else 'file'} may be at most "
+                                         f"{limit >> 30} GiB", status=413, code="TOO_LARGE")
                 out.write(chunk)
         if size == 0:
             raise ApplianceError("the model file is empty")
-        digest = await asyncio.to_thread(request.app.state.core.artifacts.put, partial)
+        if folder:  # each member taken in as an artifact (model_folders says what a member may be)
+            files = await asyncio.to_thread(model_folders.take_in, partial, request.app.state.core.artifacts,
+                                            MAX_FOLDER_BYTES)
+            digest, check_input = model_folders.folder_digest(files), add.folder_check_input(files)
+        else:
+            digest = await asyncio.to_thread(request.app.state.core.artifacts.put, partial)
+            check_input = add.check_input(digest)
     finally:
         partial.unlink(missing_ok=True)
-    task = {"renderer": CHECK_RENDERER, "name": "check", "input": add.check_input(digest), "cpu": 1.0,
-            "mem_mb": 512 + 3 * (size >> 20)}  # the graph, its weights and one run's activations
+    # the graph, its weights and one run's activations; an img2img check asks for a GPU when the model is GPU-only
+    # (where none can be granted, admission fails the check with the reason: the model would never run here)
+    task = {"renderer": CHECK_RENDERER, "name": "check", "input": check_input, "cpu": 1.0,
+            "mem_mb": (2048 if folder else 512) + 3 * (size >> 20),
+            "gpu": 1 if folder and add.device == "gpu" else 0}
     job = service.submit(NewJob(job_id=ids.viralsync_job_id(), dialect="admin", user_id=user["id"], kind="tasks",
                                 payload={"tasks": [task]}, request={"models": "add", "name": add.name}))
     return json_response({"check": job["id"], "name": add.name, "sha256": digest, "size": size}, 202)

@@ -1,5 +1,6 @@
-"""The model registry (issue #23): the studio's own ONNX models, kept under ``<data_dir>/models/`` as
-``<sha256>.onnx`` beside one manifest, ``manifest.json``.
+"""The model registry (issue #23): the studio's own models, kept under ``<data_dir>/models/`` beside one
+manifest, ``manifest.json``: an ONNX matte or depth model as ``<sha256>.onnx``, an img2img diffusers folder as
+``<sha256>/`` (its SHA-256 is model_folders.folder_digest: over its files' names and digests).
 
 Adding is two steps, both through the running server (the CLI speaks the admin API, api/admin.py): the file is
 taken into the artifact store and a ``model.check`` task (renderers/image/onnx_models.py) loads it and runs it
@@ -8,29 +9,37 @@ ok, links the file under models/ and writes the manifest. A refused model leaves
 artifact goes with the hourly sweep, like any artifact nothing refers to).
 
 At most one model per kind is installed: which model a job uses is then never a guess. The image pipelines
-(pipelines/image.py, image_video.py) ask ``ModelRegistry.for_task`` for it at plan time; its file becomes one of
-the task's input artifacts, so its SHA-256 is part of the task's cache key. The manifest is read on each plan
-(a stat and, when it changed, a small JSON file): `models remove` takes effect for the next job."""
+(pipelines/image.py, image_video.py) ask ``ModelRegistry.for_task`` (``folder_for_task`` for img2img) for it at
+plan time; its files become the task's input artifacts, so their SHA-256 is part of the task's cache key. An
+img2img model is a RenderCAD ``model`` of its own, named by its name: so its name may not be classic or pro.
+The manifest is read on each plan (a stat and, when it changed, a small JSON file): `models remove` takes
+effect for the next job."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from appliance.errors import ApplianceError, NotFound
 from appliance.runtime.artifacts import Artifacts, link_or_copy
 from appliance.store.db import now_iso
 
-KINDS = ("matte", "depth")
+KINDS = ("matte", "depth", "img2img")
+ONNX_KINDS = ("matte", "depth")
 POSTS = ("none", "sigmoid", "minmax")
+DEVICES = ("gpu", "any")  # gpu: its tasks ask the scheduler for a GPU (refused where none); any: run on the CPU
+RESERVED = ("classic", "pro")  # RenderCAD's own model ids: an img2img model is a model id beside them
 RUNTIME = "onnxruntime"
+FOLDER_RUNTIME = "diffusers"
 CHECK_RENDERER = "model.check"
 MAX_MODEL_BYTES = 4 << 30  # the largest open depth models are about 1.3 GB in float32; room for twice that
+MAX_FOLDER_BYTES = 24 << 30  # an SDXL folder in float16 with a ControlNet is about 9 GB; in float32 twice that
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # what U²-Net, BiRefNet and MiDaS were trained with
 
@@ -60,6 +69,11 @@ class ModelEntry(TypedDict):
     added_at: str
     added_by: str
     check: dict[str, Any]  # what the sandboxed check measured: the map's range and mean, its run time
+    device: NotRequired[str]  # gpu | any (entries written before img2img: any)
+    files: NotRequired[dict[str, str]]  # img2img: the folder's {relative name: digest}
+    pipeline: NotRequired[str]  # img2img: the diffusers pipeline class the check loaded
+    steps: NotRequired[int]  # img2img: denoising steps at strength 1 (a job runs round(steps × strength))
+    guidance: NotRequired[float]  # img2img: classifier-free guidance scale
 
 
 class Manifest(TypedDict):
@@ -79,6 +93,9 @@ class AddRequest:
     mean: tuple[float, ...] = tuple(IMAGENET[0])
     std: tuple[float, ...] = tuple(IMAGENET[1])
     post: str = "none"
+    device: str = "any"
+    steps: int = 30
+    guidance: float = 7.5
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> AddRequest:
@@ -90,6 +107,20 @@ class AddRequest:
         if not NAME.match(name):
             raise ApplianceError("name must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter "
                                  "or digit")
+        if name.lower() in RESERVED:
+            raise ApplianceError(f"name may not be {name!r}: classic and pro are RenderCAD's own models")
+        device = params.get("device") or ("gpu" if kind == "img2img" else "any")
+        if device not in DEVICES:
+            raise ApplianceError(f"device must be one of: {', '.join(DEVICES)}")
+        steps, guidance = params.get("steps") or "30", params.get("guidance") or "7.5"
+        if not steps.isdigit() or not 1 <= int(steps) <= 150:
+            raise ApplianceError("steps must be a whole number from 1 to 150")
+        try:
+            scale = float(guidance)
+        except ValueError:
+            scale = -1.0
+        if not 0 <= scale <= 30:
+            raise ApplianceError("guidance must be a number from 0 to 30")
         post = params.get("post") or "none"
         if post not in POSTS:
             raise ApplianceError(f"post must be one of: {', '.join(POSTS)}")
@@ -101,7 +132,7 @@ class AddRequest:
             raise ApplianceError("std must be three numbers above 0")
         return cls(kind=kind, name=name, source=source, licence=(params.get("licence") or "")[:500],
                    added_by=(params.get("by") or "")[:100], input_size=int(size) if size else None,
-                   mean=mean, std=std, post=post)
+                   mean=mean, std=std, post=post, device=device, steps=int(steps), guidance=scale)
 
     def check_input(self, digest: str) -> dict[str, Any]:
         """The model.check task's input: the model as its one input artifact, and this request (read back by
@@ -110,6 +141,16 @@ class AddRequest:
                 "post": self.post, "input_size": self.input_size, "run_size": self.input_size,
                 "request": {"name": self.name, "source": self.source, "licence": self.licence,
                             "added_by": self.added_by}, "artifacts": {"model.onnx": digest}}
+
+    def folder_check_input(self, files: dict[str, str]) -> dict[str, Any]:
+        """The img2img check's input: the folder's files as artifacts under flat names (the sandbox's workdir is
+        flat; the renderer rebuilds the folder from ``files``), and this request."""
+        staged = {rel: f"img2img.{i}{os.path.splitext(rel)[1]}" for i, rel in enumerate(sorted(files))}
+        return {"kind": self.kind, "files": staged, "device": self.device, "steps": self.steps,
+                "guidance": self.guidance,
+                "request": {"name": self.name, "source": self.source, "licence": self.licence,
+                            "added_by": self.added_by},
+                "artifacts": {staged[rel]: files[rel] for rel in staged}}
 
 
 def _triple(text: str | None, field: str, default: list[float]) -> tuple[float, ...]:
@@ -166,7 +207,7 @@ class ModelRegistry:
         """The installed model of ``kind`` for a task: ({role.onnx: digest}, what the renderer needs to feed and
         read it), or None when there is none. The file goes into the artifact store (a hard link)."""
         entry = self.get(kind)
-        if entry is None:
+        if entry is None or kind not in ONNX_KINDS:
             return None
         name = f"{role}.onnx"
         digest = artifacts.put(self.file(entry))
@@ -176,6 +217,24 @@ class ModelRegistry:
         spec = {"name": entry["name"], "kind": kind, "mean": entry["mean"], "std": entry["std"],
                 "post": entry["post"], "run_size": entry["run_size"][0], "size": entry["size"]}
         return {name: digest}, {"file": name, **spec}
+
+    def folder_for_task(self, artifacts: Artifacts) -> tuple[dict[str, str], dict[str, Any]] | None:
+        """The installed img2img model for a task: ({staged name: digest}, its spec: name, sha256, files {relative
+        name: staged name}, device, steps, guidance, size), or None when there is none."""
+        from appliance.services.model_folders import folder_digest
+
+        entry = self.get("img2img")
+        if entry is None:
+            return None
+        digests = {rel: artifacts.put(self.root / entry["file"] / rel) for rel in entry.get("files", {})}
+        if folder_digest(digests) != entry["sha256"]:
+            raise ApplianceError(f"the installed img2img model {entry['name']!r} does not match its manifest "
+                                 "(SHA-256 differs): remove it and add it again", status=503, code="UNAVAILABLE")
+        staged = {rel: f"img2img.{i}{os.path.splitext(rel)[1]}" for i, rel in enumerate(sorted(digests))}
+        spec = {"name": entry["name"], "sha256": entry["sha256"], "files": staged, "size": entry["size"],
+                "device": entry.get("device", "gpu"), "steps": entry.get("steps", 30),
+                "guidance": entry.get("guidance", 7.5), "pipeline": entry.get("pipeline", "")}
+        return {staged[rel]: digests[rel] for rel in staged}, spec
 
     def ensure_free(self, name: str, kind: str) -> None:
         for entry in self.entries():
@@ -193,6 +252,8 @@ class ModelRegistry:
         if not report or not report.get("ok"):
             reason = (report or {}).get("error") or "the check gave no report"
             raise ApplianceError(f"model refused: {reason}", status=422, code="REFUSED")
+        if check_input["kind"] == "img2img":
+            return self._install_folder(check_input, report, artifacts)
         digest = check_input["artifacts"]["model.onnx"]
         request = check_input["request"]
         source = artifacts.path(digest)
@@ -207,7 +268,8 @@ class ModelRegistry:
             "mean": [float(v) for v in check_input["mean"]], "std": [float(v) for v in check_input["std"]],
             "post": check_input["post"], "licence": request["licence"], "added_at": now_iso(),
             "added_by": request["added_by"],
-            "check": {k: report[k] for k in ("map_range", "map_mean", "run_s") if k in report}}
+            "check": {k: report[k] for k in ("map_range", "map_mean", "run_s") if k in report},
+            "device": check_input.get("device", "any")}
         with self._lock:
             self.ensure_free(entry["name"], entry["kind"])
             self.root.mkdir(parents=True, exist_ok=True)
@@ -215,6 +277,41 @@ class ModelRegistry:
             if not target.exists():
                 staging = self.root / f".{uuid.uuid4().hex}.part"
                 link_or_copy(source, staging)
+                os.replace(staging, target)
+            self._write([*self.entries(), entry])
+        return entry
+
+    def _install_folder(self, check_input: dict[str, Any], report: dict[str, Any],
+                        artifacts: Artifacts) -> ModelEntry:
+        """An img2img folder the check accepted: its files linked as models/<sha256>/<relative name>."""
+        from appliance.services.model_folders import folder_digest
+
+        request = check_input["request"]
+        files = {rel: check_input["artifacts"][staged] for rel, staged in check_input["files"].items()}
+        sources = {rel: artifacts.path(d) for rel, d in files.items()}
+        if not all(p.is_file() for p in sources.values()):
+            raise ApplianceError("the checked model's files are gone (swept); add it again", status=410, code="GONE")
+        digest = folder_digest(files)
+        entry: ModelEntry = {
+            "name": request["name"], "kind": "img2img", "runtime": FOLDER_RUNTIME, "sha256": digest,
+            "size": sum(p.stat().st_size for p in sources.values()), "file": digest, "source": request["source"],
+            "input": {"name": "image", "shape": [1, 3, None, None]},
+            "output": {"name": "image", "shape": [1, 3, None, None]},
+            "input_size": None, "run_size": [int(report["native"]), int(report["native"])],
+            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "post": "none", "licence": request["licence"],
+            "added_at": now_iso(), "added_by": request["added_by"],
+            "check": {k: report[k] for k in ("output_shape", "output_range", "run_s", "device", "prompt",
+                                              "prompt_tokens", "controlnet", "instruct") if k in report},
+            "device": check_input["device"], "files": files, "pipeline": str(report["pipeline"]),
+            "steps": int(check_input["steps"]), "guidance": float(check_input["guidance"])}
+        with self._lock:
+            self.ensure_free(entry["name"], "img2img")
+            target = self.root / digest
+            if not target.is_dir():
+                staging = self.root / f".{uuid.uuid4().hex}.part"
+                for rel, source in sources.items():
+                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    link_or_copy(source, staging / rel)
                 os.replace(staging, target)
             self._write([*self.entries(), entry])
         return entry
@@ -230,7 +327,11 @@ class ModelRegistry:
             kept = [e for e in entries if e["name"] != name]
             self._write(kept)
             if not any(e["file"] == entry["file"] for e in kept):
-                (self.root / entry["file"]).unlink(missing_ok=True)
+                path = self.root / entry["file"]
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         return entry
 
     def _write(self, entries: list[ModelEntry]) -> None:
@@ -256,4 +357,5 @@ def public(entry: ModelEntry) -> dict[str, Any]:
     """What /healthz, the admin API and RenderCAD's discovery show of a model: no paths."""
     return {"name": entry["name"], "kind": entry["kind"], "runtime": entry["runtime"], "sha256": entry["sha256"],
             "size": entry["size"], "inputSize": entry["input_size"], "runSize": entry["run_size"],
-            "licence": entry["licence"], "addedAt": entry["added_at"], "addedBy": entry["added_by"]}
+            "licence": entry["licence"], "addedAt": entry["added_at"], "addedBy": entry["added_by"],
+            "device": entry.get("device", "any"), **({"pipeline": entry["pipeline"]} if "pipeline" in entry else {})}

@@ -199,6 +199,10 @@ def check(task_input: dict, workdir: Path, report: Reporter) -> dict:
     """The ``model.check`` renderer: load the model, read its signature, run it once on test_picture() and
     check the map. Never raises for a bad model: the report says what is wrong (the job completes, and a refused
     model costs the operator no failed-job count)."""
+    if task_input.get("kind") == "img2img":  # a diffusers folder: renderers/image/img2img.py
+        from renderers.image import img2img
+
+        return img2img.check(task_input, workdir, report)
     started = time.perf_counter()
     meta: dict[str, Any] = {"ok": False}
     try:

@@ -104,7 +104,7 @@ def test_add_refuse_list_render_fallback_remove(rc, tmp_path):
     logits = tm.redness(tmp_path / "logits.onnx", logits=True)
     assert "outside 0..1" in refused(rc, logits) and "--post sigmoid" in refused(rc, logits)
     assert "fixed at 32×32" in refused(rc, tm.fixed_rectangle(tmp_path / "fixed.onnx"), "--input-size", "64")
-    assert "kind" in models(rc, "add", str(logits), "--kind", "img2img").stderr  # argparse: not a kind here
+    assert "is not a diffusers pipeline folder" in models(rc, "add", str(logits), "--kind", "img2img").stderr
     assert kept_files(rc) == [] and models(rc, "list").stdout == ""
 
     # a matte model: checked in the sandbox, kept under models/<sha256>.onnx with its manifest entry

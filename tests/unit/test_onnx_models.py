@@ -153,7 +153,7 @@ def test_the_registry_keeps_one_of_each_kind_and_refuses_a_changed_file(tmp_path
 
 
 @pytest.mark.parametrize("params, words", [
-    ({"kind": "img2img"}, "kind must be one of: matte, depth"),
+    ({"kind": "text2video"}, "kind must be one of: matte, depth, img2img"),
     ({"kind": "matte", "name": "../x"}, "name must be"),
     ({"kind": "matte", "mean": "1,2"}, "mean must be three numbers"),
     ({"kind": "matte", "std": "1,0,1"}, "std must be three numbers above 0"),

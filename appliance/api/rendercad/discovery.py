@@ -11,7 +11,8 @@ from appliance.api.rendercad.common import Action, Ctx, ok
 from appliance.delivery.httpfiles import serve_file
 from appliance.services import models as studio_models
 from appliance.services.jobs import JobService
-from appliance.services.pipelines import image
+from appliance.services.pipelines import generative, image
+from renderers.image.img2img import STRENGTH
 
 MODELS = [
     {"id": "classic", "name": "Fast", "description": "Quick renders with good quality", "cost_credits": 1,
@@ -46,10 +47,24 @@ VIDEO_OPTIONS = {
 async def models(ctx: Ctx) -> Response:
     # the studio's own models (`appliance models add`), which every render of the matching kind uses: an extra
     # key, which RenderCAD clients that do not know it skip
-    installed = studio_models.ModelRegistry.of(ctx.service.settings.data_dir).entries()
-    studio = [{k: m[k] for k in ("name", "kind", "runtime", "licence")} for m in installed]
-    return ok({"models": MODELS, "quality_tiers": QUALITY_TIERS, "render_modes": RENDER_MODES,
+    registry = studio_models.ModelRegistry.of(ctx.service.settings.data_dir)
+    studio = [{k: m[k] for k in ("name", "kind", "runtime", "licence")} for m in registry.entries()]
+    img2img = generative.installed(registry)  # a model id of its own: render.php takes model=<its name>
+    extra = [studio_model(img2img)] if img2img else []
+    return ok({"models": [*MODELS, *extra], "quality_tiers": QUALITY_TIERS, "render_modes": RENDER_MODES,
                "studio_models": studio})
+
+
+def studio_model(entry: dict) -> dict:
+    """The studio's img2img model as a RenderCAD model: priced as pro at HD (image.cost), no 4K, no references."""
+    strengths = ", ".join(f"{mode} {value}" for mode, value in STRENGTH.items())
+    where = "a GPU" if entry.get("device") == "gpu" else "the CPU"
+    return {"id": entry["name"], "name": entry["name"],
+            "description": f"This studio's own image-to-image model ({entry.get('pipeline') or 'diffusers'}) on "
+                           f"{where}: custom_instructions is its prompt; render_mode sets how much it redraws "
+                           f"(denoising strength {strengths})",
+            "cost_credits": image.cost(entry["name"], "standard"), "supports_4k": False,
+            "supports_references": False, "max_references": 0}
 
 
 async def conditions(ctx: Ctx) -> Response:

@@ -28,7 +28,8 @@ from appliance.api.rendercad.common import (
     refuse,
 )
 from appliance.api.rendercad.video import video_settings
-from appliance.services.pipelines import image
+from appliance.services.models import ModelRegistry
+from appliance.services.pipelines import generative, image
 from appliance.store import rendercad as store
 from appliance.store.db import parse_iso
 
@@ -39,7 +40,9 @@ RETRY_LATER = {"timed out": "Rendering timed out. You were not charged. Please t
                "time limit": "Rendering timed out. You were not charged. Please try again.",
                "could not start": "Render did not start. You were not charged. Please try again.",
                "worker lost": "Render did not start. You were not charged. Please try again.",
-               "could not be read": uploads.UNREADABLE}
+               "could not be read": uploads.UNREADABLE,
+               # a GPU-only studio model where no GPU can be granted (the scheduler's admission says so)
+               "needs a GPU": "This model needs a GPU and the appliance has none to grant. You were not charged."}
 GENERIC_FAILURE = "Render failed. You were not charged. Please try again."
 
 
@@ -58,10 +61,15 @@ def display_error(error: str | None) -> str:
 
 # ---- actions ---------------------------------------------------------------------------------------------------
 async def create_job(ctx: Ctx) -> Response:
+    studio = generative.installed(ModelRegistry.of(ctx.service.settings.data_dir))  # its name is a model id
     try:
-        settings = image.validate(ctx.body)
+        settings = image.validate(ctx.body, studio["name"] if studio else None)
     except image.ImageError as exc:
         raise RCError(400, str(exc)) from None
+    if studio and settings["model"] == studio["name"] and studio.get("device") == "gpu" \
+            and ctx.service.scheduler.capacity.gpu_slots == 0:  # told now, not after the upload
+        raise RCError(422, f"The model {studio['name']} needs a GPU and this appliance has none to grant: "
+                      "use classic or pro")
     if settings["quality"] == "4k" and settings["model"] != "pro":
         raise RCError(422, "4K quality requires the pro model")
     if ctx.body.get("references"):  # the listings are read (and made, the first time) off the event loop
@@ -81,7 +89,7 @@ async def create_job(ctx: Ctx) -> Response:
         content_type, copy = await asyncio.to_thread(uploads.copy_in, ctx.service, job_id, slot, path)
         store.put_upload(ctx.db, job_id, slot, content_type, str(copy), copy.stat().st_size)
     data = {"job_id": job_id, "status": "uploading", "required_uploads": [public_slot(s, refs) for s in slots]}
-    if settings.get("custom_instructions"):
+    if settings.get("custom_instructions") and not (studio and settings["model"] == studio["name"]):
         data["instructions_applied"] = image.parse_instructions(settings["custom_instructions"]).applied
     return ok(data)
 

@@ -1,0 +1,66 @@
+"""The studio's img2img model as the first task of a RenderCAD job (issue #23): an ``image.img2img`` task
+(renderers/image/img2img.py) turns the picture into the model's, and the job's own task (image.render's
+finishing, image.video's camera moves) reads that picture, linked, instead of the upload.
+
+The img2img task: a GPU task when the model is GPU-only (the scheduler grants one, or fails the job at admission
+with its reason where none can be granted), a CPU task otherwise; its memory is the model's weights over a base
+(float32 on the CPU doubles a float16 file; on a GPU the weights pass through RAM once while they load); its seed
+comes from the picture, the text, the strength and the model, so the same request and a retry give the same
+picture; its cache key holds all of these and the model's SHA-256. GPU memory is not an admission quantity here
+(a GPU task holds a whole compute slot of its card): docs/models.md says which cards fit which models."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.errors import ApplianceError
+from appliance.runtime.artifacts import Artifacts
+from appliance.services.models import ModelRegistry
+from appliance.store import ids
+from appliance.store.jobs import TaskDef
+from renderers.image.img2img import OUTPUT, STRENGTH, seed_of
+
+VERSION = "1"  # part of the cache key: a change to how the model is run bumps it
+BASE_MB = {"gpu": 2048, "any": 1536}  # torch, diffusers and one run's activations beside the weights
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The img2img task to put first, and what the next task takes from it."""
+    task: TaskDef
+    link: dict[str, Any]  # a link_inputs entry: the generated picture, under ``name`` in the next task's workdir
+    name: str
+    key: str  # the img2img task's cache key: the next task's key includes it
+
+
+def installed(registry: ModelRegistry) -> dict[str, Any] | None:
+    """The installed img2img model's manifest entry (what a RenderCAD ``model`` id is checked against)."""
+    entry = registry.get("img2img")
+    return dict(entry) if entry else None
+
+
+def first_task(registry: ModelRegistry, artifacts: Artifacts, *, job_id: str, model: str, input_name: str,
+               input_digest: str, prompt: str, mode: str) -> Generated:
+    """The img2img task for a job that asked for ``model``; ApplianceError (422) when that model is no longer
+    installed (removed between create_job and finalize)."""
+    got = registry.folder_for_task(artifacts)
+    if got is None or got[1]["name"] != model:
+        raise ApplianceError(f"the model {model!r} is no longer installed on this appliance", status=422,
+                             code="INVALID")
+    files, spec = got
+    strength = STRENGTH[mode]
+    seed = seed_of(input_digest, prompt, str(strength), spec["sha256"])
+    task_input = {"input": input_name, "model": spec, "prompt": prompt, "strength": strength, "seed": seed,
+                  "artifacts": {input_name: input_digest, **files}}
+    key = "img2img-" + hashlib.sha256("\0".join(
+        [VERSION, spec["sha256"], input_digest, prompt, str(strength), str(seed), str(spec["steps"]),
+         str(spec["guidance"])]).encode()).hexdigest()
+    device = spec["device"]
+    weights_mb = spec["size"] >> 20
+    mem_mb = BASE_MB[device] + (weights_mb if device == "gpu" else 2 * weights_mb)
+    task = TaskDef(renderer="image.img2img", name="img2img", cpu=1.0, mem_mb=mem_mb, gpu=int(device == "gpu"),
+                   input=task_input, cache_key=key)
+    name = f"generated{OUTPUT[OUTPUT.rfind('.'):]}"
+    return Generated(task=task, link={"task": ids.task_id(job_id, 0), "file": "image", "as": name}, name=name,
+                     key=key)
