@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_diffusers as td
+from tests.integration.test_dashboard import PASSWORD
 from tests.integration.test_rendercad_render import act, fetch_image, submit
 from tests.integration.test_studio_models import models, rc  # noqa: F401 - the fixture
 
@@ -124,3 +125,31 @@ def test_add_render_prompt_seed_remove(rc, folders):  # noqa: F811 - rc is the f
     assert models(rc, "remove", "tiny-controlnet").returncode == 0
     assert model_ids(rc) == ["classic", "pro"] and not (rc.data_dir / "models" / entry["sha256"]).exists()
     assert act(rc, "create_job", {"model": "tiny-controlnet"}).status_code == 400
+
+
+def test_the_dashboards_capacity_page_lists_the_models(tmp_path, browser):
+    """An ONNX matte model (no torch: quick), seen on the capacity page by a signed-in operator in Chromium."""
+    from selenium.webdriver.common.by import By
+
+    from tests import tiny_models as tm
+    from tests.conftest import wait_for
+    from tests.integration.test_dashboard import with_operator
+
+    server = with_operator(tmp_path / "data")
+    try:
+        add = models(server, "add", str(tm.redness(tmp_path / "red.onnx")), "--kind", "matte", "--mean", "0,0,0",
+                     "--std", "1,1,1", "--licence", "MIT")
+        assert add.returncode == 0, add.stderr
+        browser.get(server.url + "/dashboard/login")
+        browser.find_element(By.NAME, "name").send_keys("ops")
+        browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "form button").click()
+        wait_for(browser, lambda d: "/dashboard/jobs" in d.current_url, 30, "signed in")
+        browser.get(server.url + "/dashboard/capacity")
+        row = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#models tr[data-model="red"]'), 60,
+                       "models table")[0]
+        assert [c.text for c in row.find_elements(By.TAG_NAME, "td")][:5] == \
+            ["red", "matte", "onnxruntime", "CPU or GPU", "0 MiB"]
+        assert "MIT" in row.text
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from appliance.errors import ApplianceError
+from appliance.services import models
 from appliance.services.jobs import JobService
 from appliance.store import deliveries, jobs, ledger, operators, rendercad_inputs, users
 from appliance.store.db import loads, rows
@@ -279,7 +280,9 @@ async def capacity(core) -> dict:
             "jobs": {s: by_status.get(s, 0) for s in STATUSES}, "tasks": jobs.queue_counts(core.db),
             "disk": {"freeMb": disk.free // 2 ** 20, "totalMb": disk.total // 2 ** 20,
                      "minFreeMb": core.settings.min_free_disk_mb},
-            "sandbox": {"mechanism": core.executor.mechanism, "layers": await sandbox_layers(core)}}
+            "sandbox": {"mechanism": core.executor.mechanism, "layers": await sandbox_layers(core)},
+            # the studio's own models (`appliance models add`): what each kind of job uses, and where it may run
+            "models": [models.public(e) for e in models.ModelRegistry.of(core.settings.data_dir).entries()]}
 
 
 # ---- users ----------------------------------------------------------------------------------------------------

@@ -332,6 +332,16 @@ async function capacityPage(main) {
       table(["Jobs", ...Object.keys(c.jobs), "Tasks queued", "Tasks running"],
         [h("tr", {}, h("td", {}, "count"), Object.values(c.jobs).map((n) => h("td", {}, n)),
           h("td", {}, c.tasks.queued), h("td", {}, c.tasks.running))], {id: "queue"}),
+      h("h2", {}, "Models"),
+      c.models.length ? table(["Name", "Kind", "Runtime", "Runs on", "Size", "SHA-256", "Licence", "Added"],
+        c.models.map((m) => h("tr", {"data-model": m.name}, h("td", {}, m.name),
+          h("td", {}, m.kind, m.pipeline ? h("div", {class: "muted small"}, m.pipeline) : ""),
+          h("td", {}, m.runtime), h("td", {}, m.device === "gpu" ? "GPU only" : "CPU or GPU"),
+          h("td", {}, mb(Math.round(m.size / 2 ** 20))), h("td", {}, h("code", {}, m.sha256.slice(0, 12))),
+          h("td", {}, m.licence || "–"), h("td", {}, m.addedAt, h("div", {class: "muted small"}, m.addedBy || "")))),
+        {id: "models"})
+        : h("p", {class: "muted", id: "models"}, "No studio models: appliance models add FILE --kind matte|depth, "
+          + "or DIR --kind img2img."),
       h("h2", {}, "Sandbox"), h("p", {}, c.sandbox.mechanism),
       table(["Layer", "Active", "Detail"], c.sandbox.layers.map((l) => h("tr", {},
         h("td", {}, l.name), h("td", {}, badge(l.active ? "active" : "missing")), h("td", {}, l.detail))),
