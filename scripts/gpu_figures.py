@@ -15,6 +15,15 @@ Each section reports what it could not do instead of stopping:
    the two outputs are apart (max and mean absolute difference per channel; the stated tolerance is ±1 level
    for the stage and ±2 for the whole chain).
 
+4. the studio's models (issue #23, docs/models.md): an SD 1.5-class and an SDXL-class UNet built from their
+   architecture-true configs with random weights (no download: the timing is the architecture's, the pictures
+   would be noise) — UNet steps per second at 1024² in float16 with classifier-free guidance (batch 2: what one
+   img2img step costs; the VAE and the text encoders, once per job, are not in it) and peak GPU memory; and a
+   matte stand-in ONNX graph (convolutions of a stated GFLOP count, not U²-Net itself) at 1024² on ONNX
+   Runtime's CPU provider and, where onnxruntime-gpu offers it, the CUDA provider. Without CUDA, or without
+   diffusers (the lent machine may lack it), each says "unmeasured" and why, and tiny stand-ins (64² UNets of the
+   same block layout) check the code path on the CPU.
+
 ``--xp numpy`` stands NumPy in for CuPy (no GPU needed): checks the script itself on a machine without one.
 """
 from __future__ import annotations
@@ -158,6 +167,131 @@ def _difference(a, b, prefix: str) -> dict:
     return {f"{prefix}max_abs_diff": int(diff.max()), f"{prefix}mean_abs_diff": round(float(diff.mean()), 4)}
 
 
+# ---- 4. the studio's models -------------------------------------------------------------------------------------
+UNETS = {  # diffusers' UNet2DConditionModel configs of the released models (their unet/config.json)
+    "sd15": {"sample_size": 64, "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2,
+             "cross_attention_dim": 768, "attention_head_dim": 8,
+             "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+             "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3},
+    "sdxl": {"sample_size": 128, "block_out_channels": (320, 640, 1280), "layers_per_block": 2,
+             "cross_attention_dim": 2048, "attention_head_dim": (5, 10, 20), "transformer_layers_per_block": (1, 2, 10),
+             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+             "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+             "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+             "projection_class_embeddings_input_dim": 2816},
+}
+TEXT_TOKENS = 77
+
+
+def _tiny(config: dict) -> dict:
+    """The same block layout with 1/40 of the channels and one layer: the code path, on a CPU, in seconds."""
+    small = {**config, "block_out_channels": tuple(c // 40 for c in config["block_out_channels"]),
+             "layers_per_block": 1, "cross_attention_dim": 32, "norm_num_groups": 8, "attention_head_dim": 2}
+    small.pop("transformer_layers_per_block", None)
+    if "projection_class_embeddings_input_dim" in config:
+        small.update(addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8)
+    return small
+
+
+def unet_steps(name: str, runs: int, side: int = 1024) -> dict:
+    """UNet steps per second (batch 2) and peak GPU memory at side², float16; the tiny stand-in without CUDA."""
+    try:
+        import torch
+        from diffusers import UNet2DConditionModel
+    except ImportError as exc:
+        return {"unmeasured": f"{exc.name or exc} is not installed (pip install '.[models]')"}
+    cuda = torch.cuda.is_available()
+    config = UNETS[name] if cuda else _tiny(UNETS[name])
+    device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
+    side = side if cuda else 64
+    with torch.device(device):
+        unet = UNet2DConditionModel(**config).to(dtype).eval()
+    params = sum(p.numel() for p in unet.parameters())
+    latent = torch.randn(2, 4, side // 8, side // 8, device=device, dtype=dtype)
+    text = torch.randn(2, TEXT_TOKENS, config["cross_attention_dim"], device=device, dtype=dtype)
+    extra = {}
+    if "addition_embed_type" in config:
+        pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+        extra = {"added_cond_kwargs": {"text_embeds": torch.randn(2, pooled, device=device, dtype=dtype),
+                                       "time_ids": torch.tensor([[side, side, 0, 0, side, side]] * 2, device=device,
+                                                                dtype=dtype)}}
+    t = torch.tensor([500, 500], device=device)
+
+    def step():
+        with torch.inference_mode():
+            unet(latent, t, encoder_hidden_states=text, **extra)
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    seconds, _ = timed(step, runs)
+    out = {"params_m": round(params / 1e6, 1), "side": side, "batch": 2, "dtype": str(dtype).split(".")[-1]}
+    if cuda:
+        out.update(steps_per_s=round(1 / seconds, 3), step_s=round(seconds, 4),
+                   peak_gpu_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20),
+                   device=torch.cuda.get_device_name(0))
+    else:
+        out.update(unmeasured="no GPU: a tiny stand-in of the same block layout ran on the CPU",
+                   stand_in_step_s=round(seconds, 4))
+    return out
+
+
+def matte_graph(path: Path, side: int) -> float:
+    """A matte-shaped ONNX graph: a stride-2 stem, six 3×3 convolutions of 32 channels at half size, a 1×1 head,
+    2× resize, sigmoid. Random weights; returns its GFLOPs (multiply-adds × 2) at side²."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits, nodes, prev = [], [], "image"
+    layers = [("stem", 3, 32, 3, 2)] + [(f"c{i}", 32, 32, 3, 1) for i in range(6)] + [("head", 32, 1, 1, 1)]
+    flops, hw = 0.0, (side // 2) ** 2
+    for name, cin, cout, k, stride in layers:
+        inits.append(numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.1).astype(np.float32),
+                                             f"{name}.w"))
+        nodes.append(helper.make_node("Conv", [prev, f"{name}.w"], [f"{name}.c"], pads=[k // 2] * 4,
+                                      strides=[stride] * 2))
+        nodes.append(helper.make_node("Relu", [f"{name}.c"], [f"{name}.r"]) if name != "head" else
+                     helper.make_node("Identity", [f"{name}.c"], [f"{name}.r"]))
+        prev, flops = f"{name}.r", flops + 2 * hw * cin * cout * k * k
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes += [helper.make_node("Resize", [prev, "", "scales"], ["up"], mode="linear"),
+              helper.make_node("Sigmoid", ["up"], ["mask"])]
+    graph = helper.make_graph(nodes, "matte-stand-in", [helper.make_tensor_value_info(
+        "image", TensorProto.FLOAT, [1, 3, side, side])], [helper.make_tensor_value_info(
+            "mask", TensorProto.FLOAT, [1, 1, side, side])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return flops / 1e9
+
+
+def onnx_matte(runs: int, side: int = 1024) -> dict:
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError as exc:
+        return {"unmeasured": f"{exc.name} is not installed"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matte.onnx"
+        try:
+            gflops = matte_graph(path, side)
+        except ImportError:
+            return {"unmeasured": "onnx is not installed: the stand-in graph cannot be built"}
+        x = np.random.default_rng(1).random((1, 3, side, side), dtype=np.float32)
+        out: dict = {"graph": "matte stand-in (not U²-Net)", "side": side, "gflops": round(gflops, 2),
+                     "providers": ort.get_available_providers()}
+        for label, provider in (("cpu", "CPUExecutionProvider"), ("cuda", "CUDAExecutionProvider")):
+            if provider not in ort.get_available_providers():
+                out[f"{label}_s"] = "unmeasured: no GPU provider (onnxruntime-gpu and a GPU are needed)"
+                continue
+            sess = ort.InferenceSession(str(path), providers=[provider])
+            seconds, _ = timed(lambda s=sess: s.run(["mask"], {"image": x}), runs)
+            out[f"{label}_s"] = round(seconds, 4)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the figures to this file")
@@ -184,6 +318,9 @@ def main() -> int:
     section("capacity", figures, capacity)
     section("render_4096_pro", figures, lambda: render_4k(args.runs))
     section("gpu_stage_4096", figures, lambda: stage(args.runs))
+    section("unet_sd15_1024_fp16", figures, lambda: unet_steps("sd15", args.runs))
+    section("unet_sdxl_1024_fp16", figures, lambda: unet_steps("sdxl", args.runs))
+    section("onnx_matte_1024", figures, lambda: onnx_matte(args.runs))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
     return 0
