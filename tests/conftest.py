@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +47,18 @@ def _share_tls_contexts() -> None:
 
 
 _share_tls_contexts()
+
+
+def until(condition, what: str, timeout: float = 30):
+    """Wait for a condition the server reaches within moments, polled; never a fixed sleep. Returns the
+    condition's first true value. ``timeout`` is a ceiling for a quiet machine, not a measurement."""
+    deadline = time.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -99,6 +112,14 @@ class Server:
 
     def cli(self, *args: str) -> str:
         return cli(self.data_dir, *args, env=self.env)
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of the server's own database, read-only (what a test waits on: a delivery attempt, a task's pid)."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'appliance.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
 
     def admin_headers(self) -> dict:
         token = (self.data_dir / "admin.token").read_text().strip()

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 
+from tests.conftest import until
+
 
 def access_lines(server) -> list[str]:
-    time.sleep(0.2)  # the line is written as the response ends
     return [line for line in (server.data_dir / "server.log").read_text().splitlines() if "appliance.access" in line]
+
+
+def _once_logged(server, path: str) -> str | None:
+    """The access lines, once the request to ``path`` has its own (None before)."""
+    text = "\n".join(access_lines(server))
+    return text if path in text else None
 
 
 def test_each_request_is_one_line_without_keys(make_server):
@@ -21,8 +27,8 @@ def test_each_request_is_one_line_without_keys(make_server):
     assert httpx.get(f"{server.url}/api/v2/me", headers={"Authorization": f"Bearer {kd_key}"}).status_code == 200
     httpx.get(f"{server.url}/v1/jobs", params={"api_key": vs_key, "limit": "2"}, headers={"x-api-key": vs_key})
     assert httpx.get(f"{server.url}/no/such/path?token=abc123secret").status_code == 404
-    lines = access_lines(server)
-    text = "\n".join(lines)
+    # a line is written as its response ends: the last request's line means every earlier one is there
+    text = until(lambda: _once_logged(server, "/no/such/path"), "the last request's access line")
     assert re.search(r'127\.0\.0\.1 "GET /v1/me" 200 \d+\.\dms$', text, re.M), text
     assert re.search(r'"GET /api/v2/me" 200 ', text), text
     assert re.search(r'"GET /v1/jobs\?api_key=\*\*\*&limit=2" 200 ', text), text
@@ -36,4 +42,4 @@ def test_each_request_is_one_line_without_keys(make_server):
 def test_the_access_log_can_be_turned_off(make_server):
     server = make_server({"APPLIANCE_PRELOAD": "PIL", "APPLIANCE_ACCESS_LOG": "false"})
     assert httpx.get(f"{server.url}/healthz").status_code == 200
-    assert access_lines(server) == []
+    assert access_lines(server) == []  # not even the fixture's readiness probe, whose response ended long ago

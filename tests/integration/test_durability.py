@@ -9,7 +9,7 @@ import pytest
 
 from appliance.store import ledger
 from appliance.store.db import open_db
-from tests.conftest import Server, free_port
+from tests.conftest import Server, free_port, until
 from tests.integration.test_kodisc_api import TINY, Receiver, poll
 
 SLEEPY = {**TINY, "code": "from manim import *\nimport time\n\nclass Dot1(Scene):\n    def construct(self):\n"
@@ -30,7 +30,8 @@ def test_a_pending_webhook_is_delivered_after_a_restart(make_server):
     bad = {**TINY, "code": "raise SystemExit('no scene here')", "webhookUrl": f"http://127.0.0.1:{port}/hook"}
     job_id = httpx.post(f"{server.url}/api/v2/render", json=bad, headers=auth).json()["jobId"]
     assert poll(server, job_id, auth)["status"] == "failed"
-    time.sleep(0.5)  # the first attempt is refused: nobody listens yet
+    until(lambda: server.query("select 1 from webhook_deliveries where job_id = ? and attempt > 0", (job_id,)),
+          "the first attempt, refused: nobody listens yet")
     again = _restart(server)
     try:
         receiver = Receiver(port=port)  # the receiver comes up only now

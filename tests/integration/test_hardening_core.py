@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import PYTHON, ROOT, Server, free_port
+from tests.conftest import PYTHON, ROOT, Server, free_port, until
 from tests.integration.test_durability import SLEEPY
 from tests.integration.test_kodisc_api import TINY, poll
 
@@ -60,7 +60,8 @@ def test_after_a_crash_the_attempt_that_rendered_is_billed_not_the_downtime(make
     job_id = httpx.post(f"{server.url}/api/v2/render", json=quick, headers=auth).json()["jobId"]
     while httpx.get(f"{server.url}/api/v2/render/{job_id}", headers=auth).json()["status"] != "running":
         time.sleep(0.1)
-    time.sleep(0.5)
+    until(lambda: server.query("select 1 from tasks where job_id = ? and pid is not null", (job_id,)),
+          "the render forked (its pid recorded)")
     server.stop(sig)
     assert server.proc.returncode in (0, -signal.SIGKILL), server.proc.returncode
     time.sleep(8)  # downtime the user must not pay for
@@ -108,14 +109,18 @@ class _Slow(BaseHTTPRequestHandler):
     png = b""
     delay = 0.0
     hooks: list[dict] = []
+    requested: list[str] = []  # paths asked for, and served in full (what a test waits on)
+    served: list[str] = []
 
     def do_GET(self):
+        self.requested.append(self.path)
         time.sleep(self.delay)
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(self.png)))
         self.end_headers()
         self.wfile.write(self.png)
+        self.served.append(self.path)
 
     def do_POST(self):
         self.hooks.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
@@ -132,7 +137,7 @@ def slow_http(tmp_path):
 
     path = tmp_path / "red.png"
     Image.new("RGB", (64, 64), "red").save(path)
-    _Slow.png, _Slow.delay, _Slow.hooks = path.read_bytes(), 3.0, []
+    _Slow.png, _Slow.delay, _Slow.hooks, _Slow.requested, _Slow.served = path.read_bytes(), 3.0, [], [], []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}"
@@ -155,10 +160,11 @@ def test_a_job_cancelled_while_its_media_downloads_stays_cancelled_with_one_webh
     headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
     body = {**_movie(f"{slow_http}/red.png"), "callbackUrl": f"{slow_http}/hook"}
     job_id = httpx.post(f"{server.url}/v1/render/jobs", json=body, headers=headers).json()["jobId"]
-    time.sleep(0.5)  # planning: the download is under way
+    until(lambda: _Slow.requested, "the media download to start (planning)")
     cancelled = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", headers=headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    time.sleep(5)  # the download finishes meanwhile, and planning ends
+    until(lambda: _Slow.served, "the download to finish meanwhile")
+    time.sleep(2)  # and planning to end: it records nothing when it finds the job ended, so nothing to wait on
     assert httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers).json()["status"] == "cancelled"
     finals = [h for h in _Slow.hooks if h["status"] != "running"]
     assert [h["status"] for h in finals] == ["cancelled"]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from renderers.ffmpeg import probe, video_stream
+from tests.conftest import until
 from tests.unit.test_kodisc_contract import _verify
 
 QUICKSTART = json.loads((Path(__file__).resolve().parents[2] / "examples" / "kodisc-quickstart.json").read_text())
@@ -114,6 +115,11 @@ def test_validation_413_402_and_404(kodisc):
     assert httpx.get(f"{kodisc.url}/api/v2/render/{job_id}", headers=broke).status_code == 404
 
 
+def _delivered(server, job_id: str) -> bool:
+    """The job's webhook is delivered: its outbox row is final, so no later attempt can come."""
+    return bool(server.query("select 1 from webhook_deliveries where job_id = ? and status = 'delivered'", (job_id,)))
+
+
 class Receiver:
     """A local webhook receiver; answers 500 to the first `fail_first` deliveries."""
 
@@ -164,7 +170,7 @@ def test_failed_scene_refunds_and_webhook_is_signed_and_retried(kodisc):
     assert headers["kodisc-event"] == "failed"
     assert _verify(kodisc.key["webhookSecret"], body, headers["kodisc-signature"])
     assert json.loads(body) == job
-    time.sleep(1)
+    until(lambda: _delivered(kodisc, job["jobId"]), "the delivery recorded as delivered (no attempt after it)")
     assert len(receiver.calls) == 3  # delivered once, no more
 
 
@@ -188,8 +194,10 @@ def test_completed_webhook_from_the_keys_default_url_and_cache_hit(kodisc):
     part = httpx.get(second["result"]["video"], headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and len(part.content) == 100 and part.content == video.content[:100]
     assert httpx.get(second["result"]["video"], headers={"If-None-Match": video.headers["etag"]}).status_code == 304
-    time.sleep(0.5)
-    assert len(receiver.calls) == 1  # the opted-out job sent nothing
+    until(lambda: _delivered(kodisc, first["jobId"]), "the first job's webhook recorded as delivered")
+    # the opted-out job enqueued nothing: the lifecycle tells the listener as it writes the completed status
+    assert kodisc.query("select count(*) from webhook_deliveries where job_id = ?", (second["jobId"],)) == [(0,)]
+    assert len(receiver.calls) == 1
 
 
 @pytest.mark.slow

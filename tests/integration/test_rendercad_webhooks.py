@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from tests.integration.test_kodisc_api import Receiver
 from tests.integration.test_rendercad_render import act, photo, submit, upload, wait
 
@@ -134,7 +133,8 @@ def test_a_pending_delivery_survives_a_restart(make_server):
     job_id = act(server, "create_job", {"model": "classic"}).json()["job_id"]
     assert upload(server, job_id, b"still not an image").status_code == 200
     assert act(server, "finalize_job", {"job_id": job_id}).status_code == 422
-    time.sleep(1)  # the first attempt finds nobody listening
+    until(lambda: server.query("select 1 from webhook_deliveries where job_id = ? and attempt > 0", (job_id,)),
+          "the first attempt, which finds nobody listening")
     server.stop()
     receiver = Receiver(port=port)
     try:

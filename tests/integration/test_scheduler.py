@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import httpx
 import pytest
+
+from tests.conftest import until
 
 
 def _started(server, job_id: str) -> float:
@@ -63,14 +64,6 @@ def test_a_crash_by_signal_is_a_readable_failure_and_the_server_keeps_serving(tw
     job = two_slots.wait(two_slots.submit("alice", "test.crash", {"signal": "SIGSEGV"}))
     assert job["status"] == "failed" and "SIGSEGV" in job["error"], job
     assert two_slots.wait(two_slots.submit("bob", "test.noop"))["status"] == "completed"
-
-
-def until(condition, what: str, timeout: float = 30) -> None:
-    """Wait for a condition the server reaches within moments; never a fixed sleep."""
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_timeout_kills_the_task(make_server):
