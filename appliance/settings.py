@@ -55,6 +55,7 @@ class Settings:
     allow_unsandboxed: bool = False
     launcher_socket: str = ""
     task_disk_mb: int = 4096
+    task_fs: str = "auto"  # "auto": each task's own filesystem where one can be made; "off": the measured quota
     task_log_mb: int = 16
     preload: tuple[str, ...] = ("numpy", "PIL", "manim", "renderers.manim_scene", "renderers.movie.compose",
                                 "renderers.movie.assemble", "cv2", "renderers.image.pipeline")
@@ -120,4 +121,6 @@ def load(config: Path | None = None, environ: Mapping[str, str] | None = None, *
             values[name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
     coerced: dict[str, Any] = {k: _coerce(k, _KINDS[str(fields[k].type)], v) for k, v in values.items()}
+    if coerced.get("task_fs", "auto") not in ("auto", "off"):
+        raise SettingsError(f"task_fs must be auto or off, got {coerced['task_fs']!r}")
     return Settings(**coerced)

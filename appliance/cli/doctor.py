@@ -54,11 +54,11 @@ def sandbox_lines(settings: Settings) -> list[tuple[bool, str, str]]:
     from appliance.runtime import sandbox
 
     if not settings.launcher_socket:
-        mech, layers = sandbox.probe(), sandbox.layers()
+        mech, layers = sandbox.probe(), sandbox.layers(task_fs=settings.task_fs)
     else:
         from appliance.runtime.executors.local import LocalExecutor
 
-        launcher = LocalExecutor(preload=(), launcher_socket=settings.launcher_socket)
+        launcher = LocalExecutor(preload=(), launcher_socket=settings.launcher_socket, task_fs=settings.task_fs)
         try:
             launcher.start()
             mech, layers = launcher.mechanism, launcher.layers() or []

@@ -155,8 +155,10 @@ class Launcher:
             _send(conn, {"type": "refused", "error": "bad hello: expected {preload: [module names]}"})
             return
         conn.settimeout(None)
+        # task_fs "off" (the server's setting) only trades the kernel's disk quota for the measured one
+        task_fs = "off" if hello.get("task_fs") == "off" else "auto"
         config = {"fd": conn.fileno(), "preload": preload[:64], "sandbox": True, "allow_unsandboxed": False,
-                  "extra_readonly": [], "work_root": self.work_root, "owner_uid": uid}
+                  "extra_readonly": [], "work_root": self.work_root, "owner_uid": uid, "task_fs": task_fs}
         child = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", json.dumps(config)],
                                  pass_fds=[conn.fileno()], env=child_env(), cwd="/", stdin=subprocess.DEVNULL,
                                  start_new_session=True)

@@ -85,7 +85,8 @@ class ZygoteClient:
             if uid != 0:
                 raise RuntimeError(f"the launcher at {path} runs as uid {uid}, not root: refusing it")
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused: its answer is waiting
-                sock.send(json.dumps({"preload": self._config["preload"]}).encode())
+                sock.send(json.dumps({"preload": self._config["preload"],
+                                      "task_fs": self._config.get("task_fs", "auto")}).encode())
         except OSError as exc:
             sock.close()
             raise RuntimeError(f"cannot reach the launcher at {path} ({exc.strerror or exc}): start it with "

@@ -31,6 +31,9 @@ from appliance.runtime.verify import declared
 __all__ = ["Limits", "LocalExecutor", "LocalRun", "TaskHandle", "TaskSpec"]
 
 log = logging.getLogger(__name__)
+# "auto": each task gets a filesystem of its own where one can be made (sandbox/taskfs.py); "off": the measured
+# quota (sandbox/quota.py DiskWatch) for every task
+TASK_FS = ("auto", "off")
 # (renderer, task input, role -> the server's copy of the output) -> a reason to refuse the result, or None
 Verifier = Callable[[str, dict[str, Any], dict[str, Path]], "str | None"]
 
@@ -40,9 +43,11 @@ class LocalExecutor:
     def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
                  extra_readonly: Sequence[Path] = (), data_dir: Path | None = None,
                  verify: Verifier | None = None, start_timeout_s: float = 60, allow_unsandboxed: bool = False,
-                 launcher_socket: str = "") -> None:
+                 launcher_socket: str = "", task_fs: str = "auto") -> None:
+        if task_fs not in TASK_FS:
+            raise ValueError(f"task_fs must be one of: {', '.join(TASK_FS)}, got {task_fs!r}")
         self._config: dict[str, Any] = {
-            "preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed,
+            "preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed, "task_fs": task_fs,
             "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s,
             "launcher_socket": launcher_socket}  # set: the zygote is the privileged launcher's (launcher.py)
         self._root = data_dir

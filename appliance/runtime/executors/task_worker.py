@@ -75,10 +75,14 @@ class Worker:
         self.host_fd: int | None = None
         self.task_fd: int | None = None
         self.preview: tuple[int, int, int] | None = None  # (inode, mtime, size) of the preview last mirrored
+        self.template: taskfs.Template | None = None  # the zygote's fresh filesystem for this task's size
 
-    def run(self, pipe_fd: int, log_fd: int, input_fd: int) -> NoReturn:
+    def run(self, pipe_fd: int, log_fd: int, input_fd: int, template_fd: int | None = None) -> NoReturn:
         code, out = 70, None
         try:
+            sizes = self.request.get("template")
+            if template_fd is not None and isinstance(sizes, list) and len(sizes) == 2:
+                self.template = taskfs.Template(template_fd, int(sizes[0]), int(sizes[1]))
             self._detach(pipe_fd, log_fd, input_fd)
             out = os.fdopen(pipe_fd, "wb")
             if self.zygote.refusal:
@@ -102,13 +106,21 @@ class Worker:
         for src, dst in ((devnull, 0), (log_fd, 1), (log_fd, 2)):
             os.dup2(src, dst)
         # Drops the zygote's socket above all: a task must never be able to ask for another spawn.
-        _close_fds_except({0, 1, 2, pipe_fd, input_fd})
+        _close_fds_except({0, 1, 2, pipe_fd, input_fd, *([self.template.fd] if self.template else [])})
         os.set_inheritable(pipe_fd, False)
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
 
     def _confine(self) -> None:
         """As root (when the zygote is): the task's cgroup, then the namespaces and the new root."""
+        try:
+            self._confine_as_root()
+        finally:
+            if self.template is not None:  # copied (or not needed): nothing of the task may ever hold it
+                self.template.close()
+                self.template = None
+
+    def _confine_as_root(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cgroups = self.zygote.cgroups
         if cgroups is not None:
@@ -129,7 +141,8 @@ class Worker:
             self.host_fd = sandbox.enter(self.workdir, self.uid, self.zygote.sources, tmp_mb,
                                          expect=(expect[0], expect[1]) if expect else None,
                                          gpu=_granted_gpu(self.request),
-                                         disk_mb=self.limits.disk_mb if own_fs else None, max_files=MAX_FILES)
+                                         disk_mb=self.limits.disk_mb if own_fs else None, max_files=MAX_FILES,
+                                         template=self.template)
             self.workdir = Path(taskfs.INSIDE)  # what the task sees: no host path
             if self.host_fd is not None:
                 self.task_fd = os.open(self.workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -159,6 +172,10 @@ class Worker:
                       cpu=(self.cpu_fd, self.limits.cpu_seconds) if self.cpu_fd is not None else None)
         relay.run(lambda: _kill(init))
         os.waitpid(init, 0)  # and with it every process of the task: its PID namespace died with its init
+        if isinstance(disk, FsWatch) and relay.reason is None and disk.exceeded():
+            # Full at exit, before the filesystem goes: a task that hit ENOSPC and exited at once failed on its
+            # quota, whatever its error says (the relay's last look came before its last processes were gone).
+            relay.reason = disk.error()
         if self.task_fd is not None:
             self._take_back(relay)
         return self._conclude(relay, out)

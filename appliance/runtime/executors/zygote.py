@@ -10,7 +10,8 @@ interpreter rather than a fork of the server: the server is multi-threaded.
 Imports are limited to the sandbox and renderers: this process never opens the appliance database.
 
 Config keys: fd, preload, sandbox, extra_readonly, allow_unsandboxed (default false: with the sandbox requested
-but unavailable, every task fails with the reason instead of running as the server's user); from the launcher
+but unavailable, every task fails with the reason instead of running as the server's user), task_fs ("auto": a
+filesystem of its own per task where one can be made, sandbox/taskfs.py; "off": the measured quota); from the launcher
 (appliance/runtime/launcher.py) also work_root and owner_uid: the server is another, unprivileged uid, so each
 workdir is checked before root acts on it and given back to that uid when the task ends.
 
@@ -30,6 +31,7 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -46,9 +48,9 @@ from appliance.runtime.executors.task_worker import (
     protect_from_oom_killer,
 )
 from appliance.runtime.launcher import check_workdir, give_back
-from appliance.runtime.sandbox import Cgroups
+from appliance.runtime.sandbox import Cgroups, taskfs
 from appliance.runtime.sandbox.probe import taskfs_here
-from appliance.runtime.sandbox.quota import hidden_bytes
+from appliance.runtime.sandbox.quota import MAX_FILES, hidden_bytes
 
 MAX_REQUEST = 1 << 16
 HIDDEN_EVERY_S = 0.5  # how often root looks for deleted-but-open files of running tasks (_check_hidden)
@@ -108,9 +110,11 @@ class UidKiller:
 class Zygote:
     def __init__(self, sock: socket.socket, isolated: bool, sources: list[str], cgroups: Cgroups | None,
                  refusal: str | None, work_root: str | None = None, owner_uid: int | None = None,
-                 killer: UidKiller | None = None, taskfs: str | None = "not probed") -> None:
+                 killer: UidKiller | None = None, own_fs: str | None = "not probed") -> None:
         self.sock, self.isolated, self.sources, self.killer = sock, isolated, sources, killer
-        self.taskfs = taskfs  # None: each task gets a filesystem of its own (sandbox/taskfs.py); else why not
+        self.taskfs = own_fs  # None: each task gets a filesystem of its own (sandbox/taskfs.py); else why not
+        # one mkfs per (size, inodes), copied by each task's worker (taskfs.Template)
+        self.templates = taskfs.Templates() if own_fs is None and isolated else None
         self.cgroups, self.refusal = cgroups, refusal
         self.work_root, self.owner_uid = work_root, owner_uid  # set when the server is another uid
         self.tasks: dict[int, int | None] = {}  # worker pid -> sandbox uid
@@ -199,8 +203,13 @@ class Zygote:
                 self._send({"type": "spawn_failed", "id": request["id"], "error": str(exc)})
                 return
             request = {**request, "expect": list(expect)}
+        template = self._template(request, expect)
+        if template is not None:
+            request = {**request, "template": [template.size, template.files]}
+        extra = [template.fd] if template is not None else []
         spare, self.spare = self.spare, None
-        pid = spare.pid if spare is not None and spare.hand_over(request, [pipe_fd, log_fd, input_fd]) else None
+        pid = spare.pid if spare is not None and spare.hand_over(request, [pipe_fd, log_fd, input_fd, *extra]) \
+            else None
         if pid is None:  # no spare (or it died): fork one now
             _flush_std()
             try:
@@ -209,15 +218,35 @@ class Zygote:
                 self._send({"type": "spawn_failed", "id": request["id"], "error": one_line(exc)})
                 return
             if pid == 0:
-                Worker(self, request).run(pipe_fd, log_fd, input_fd)
+                Worker(self, request).run(pipe_fd, log_fd, input_fd, *extra)
         uid = sandbox.task_uid(pid) if self.isolated else None
         self.tasks[pid] = uid
         with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
-            self.watched[pid] = (int(request["limits"]["disk_mb"]), os.stat(request["workdir"]).st_dev)
+            if self.taskfs is not None:  # the measured quota: hidden files are ours to count (_check_hidden)
+                self.watched[pid] = (int(request["limits"]["disk_mb"]), os.stat(request["workdir"]).st_dev)
         if expect is not None:
             self.workdirs[pid] = (request["workdir"], expect)
         self._send({"type": "spawned", "id": request["id"], "pid": pid, "uid": uid})
         self._refill()  # while the task starts on another core
+
+    def _template(self, request: dict[str, Any], expect: tuple[int, int] | None) -> taskfs.Template | None:
+        """The fresh filesystem for this task's size (its quota, its staged inputs), made here on first use so
+        that no worker runs mkfs; None (the worker then makes its own, or measures) when anything is off."""
+        if self.templates is None:
+            return None
+        try:
+            disk_mb = int(request["limits"]["disk_mb"])
+            fd = os.open(str(request["workdir"]), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                if expect is not None and (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != expect:
+                    return None  # the worker refuses it
+                size, count = taskfs.input_bytes(fd)
+            finally:
+                os.close(fd)
+            return self.templates.get(*taskfs.sizing(disk_mb, size, MAX_FILES + count + taskfs.INODE_SLACK))
+        except (OSError, KeyError, TypeError, ValueError, subprocess.SubprocessError) as exc:
+            print(f"[zygote] no template filesystem: {one_line(exc)}", file=sys.stderr, flush=True)
+            return None
 
     def _refill(self) -> None:
         if self.spare is None:
@@ -327,9 +356,9 @@ class Spare:
             _close_fds_except({0, 1, 2, sock.fileno()})  # the zygote's socket above all
             in_cgroup = Spare._prepare_cgroup(zygote)
             protect_from_oom_killer()
-            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
+            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 4)
             sock.close()
-            if data and len(fds) == 3:
+            if data and len(fds) in (3, 4):  # the task's pipe, log and input, and a template (taskfs.Template)
                 Worker(zygote, json.loads(data), spare=True, in_cgroup=in_cgroup).run(*fds)
         except BaseException:
             traceback.print_exc()
@@ -397,7 +426,8 @@ def main(argv: list[str]) -> None:
     threads = len(os.listdir("/proc/self/task"))  # forking is only safe while this stays 1
     # each layer as probed here, where tasks start: under the service this is the root launcher's zygote, whereas
     # a probe in the server (another, unprivileged uid) would find every layer missing
-    own_fs = taskfs_here() if isolated else "no namespace sandbox"
+    own_fs = ("no namespace sandbox" if not isolated else taskfs.OFF_REASON if config.get("task_fs") == "off"
+              else taskfs_here())
     layers = sandbox.layers_here(config["extra_readonly"], own_fs) if config["sandbox"] else []
     sock.send(json.dumps({"type": "ready", "mechanism": mechanism, "preload_s": round(preload_s, 3),
                           "threads": threads, "preload_errors": errors, "pid": os.getpid(),

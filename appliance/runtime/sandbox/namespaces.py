@@ -177,7 +177,7 @@ def gpu_nodes(gpu: int | None) -> list[str]:
 
 def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
           expect: tuple[int, int] | None = None, gpu: int | None = None, disk_mb: int | None = None,
-          max_files: int = 0) -> int | None:
+          max_files: int = 0, template: taskfs.Template | None = None) -> int | None:
     """As root in a single-threaded, freshly forked child: switch to the sandboxed view of the filesystem, with
     the workdir at ``taskfs.INSIDE``.
 
@@ -188,6 +188,8 @@ def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
     staged inputs copied in; the host workdir is then not in the new root at all, and an open descriptor of it
     is returned (the worker copies the outputs and the live preview there). None: bind the host workdir, the
     quota is measured (quota.py). A filesystem that cannot be made falls back to the bind, saying why on stderr.
+    ``template``: the zygote's fresh filesystem for this task's size (taskfs.Template), copied instead of a mkfs
+    here; one too small for the inputs staged meanwhile is not used.
     """
     work = os.path.abspath(workdir)
     host = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -195,12 +197,12 @@ def enter(workdir: Path, uid: int, sources: Sequence[str], tmp_mb: int = 512,
     try:
         if expect is not None and (os.fstat(host).st_dev, os.fstat(host).st_ino) != expect:
             raise RuntimeError(f"the workdir {work} changed after it was checked")
-        if disk_mb is not None:  # before unshare: mkfs must not become pid 1 of the task's PID namespace
+        if disk_mb is not None:  # before unshare: a mkfs must not become pid 1 of the task's PID namespace
             size, count = taskfs.input_bytes(host)
-            files = max_files + count + taskfs.INODE_SLACK
+            image, files = taskfs.sizing(disk_mb, size, max_files + count + taskfs.INODE_SLACK)
+            given = template if template is not None and template.fits(image, files) else None
             try:
-                own = (taskfs.TaskFs(os.path.dirname(work), taskfs.image_bytes(disk_mb, size, files), files, uid),
-                       host)
+                own = (taskfs.TaskFs(os.path.dirname(work), image, files, uid, given), host)
             except OSError as exc:
                 print(f"[worker] no filesystem of its own ({exc}): the disk quota is measured", file=sys.stderr)
         _enter(work, uid, sources, tmp_mb, expect, gpu, own)

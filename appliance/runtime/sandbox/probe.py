@@ -100,7 +100,7 @@ def probe_here(extra: Iterable[Path | str] = ()) -> str:
 
 def _taskfs_trial(work: str) -> None:
     """A 1 MB task filesystem in a private mount namespace: a write past it must end in ENOSPC."""
-    fs = taskfs.TaskFs(work, taskfs.image_bytes(1, 0, 64), 64, 0)
+    fs = taskfs.TaskFs(work, *taskfs.sizing(1, 0, 64), 0)
     try:
         unshare(CLONE_NEWNS)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -191,9 +191,11 @@ def probe(extra: Iterable[Path | str] = ()) -> str:
     return out if out is not None else "rlimits only (no isolation: sandbox probe failed)"
 
 
-def layers(extra: Iterable[Path | str] = ()) -> list[tuple[str, bool, str]]:
-    """Each sandbox layer: (name, active, detail when active or the fix when missing). A fresh interpreter."""
-    out = _fresh("print(json.dumps(s.layers_here(sys.argv[1:])))", extra)
+def layers(extra: Iterable[Path | str] = (), task_fs: str = "auto") -> list[tuple[str, bool, str]]:
+    """Each sandbox layer: (name, active, detail when active or the fix when missing). A fresh interpreter.
+    ``task_fs``: the setting; "off" forces the measured quota, and the disk layer says so."""
+    disk = "probe" if task_fs != "off" else taskfs.OFF_REASON
+    out = _fresh(f"print(json.dumps(s.layers_here(sys.argv[1:], {disk!r})))", extra)
     if out is None:
         return [("sandbox probe", False, "the probe failed to run: see `appliance doctor`")]
     return [tuple(layer) for layer in json.loads(out)]

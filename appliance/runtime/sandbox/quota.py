@@ -20,6 +20,8 @@ import stat
 import time
 from collections.abc import Callable
 
+from appliance.runtime.sandbox.taskfs import FULL_BYTES
+
 TRUNCATED = b"[log truncated]\n"
 
 
@@ -89,19 +91,22 @@ class FsWatch:
     """The task's own filesystem: the kernel stops it a little past ``limit_mb`` (the image's size) and
     ``max_files``; past the quota itself the relay kills the task with the reason. Blocks of deleted files still
     open count (the kernel frees them at the last close), and statvfs costs microseconds: asked on every wake of
-    the relay. ``tick`` is called at most every ``TICK_S`` (the worker mirrors the live preview with it)."""
+    the relay. A full filesystem (taskfs.FULL_BYTES: ENOSPC can leave up to ~2 MB free) is past the quota too,
+    whatever the count says: the image has that much room beyond it. ``tick`` is called at most every ``TICK_S``
+    (the worker mirrors the live preview with it)."""
 
     TICK_S = 0.5
 
     def __init__(self, top: str, limit_mb: int, max_files: int = MAX_FILES,
                  tick: Callable[[], None] | None = None) -> None:
         self.top, self.limit_mb, self.max_files, self.tick = top, limit_mb, max_files, tick
-        self.base_bytes, self.base_files = self._used()  # the copied inputs do not count
+        info = os.statvfs(self.top)
+        self.base_bytes, self.base_files = self._used(info)  # the copied inputs do not count
         self.tick_at = time.monotonic() + self.TICK_S
         self.problem = ""
 
-    def _used(self) -> tuple[int, int]:
-        info = os.statvfs(self.top)
+    @staticmethod
+    def _used(info: os.statvfs_result) -> tuple[int, int]:
         return (info.f_blocks - info.f_bfree) * info.f_frsize, info.f_files - info.f_ffree
 
     def due(self) -> bool:
@@ -111,10 +116,11 @@ class FsWatch:
         if self.tick is not None and time.monotonic() >= self.tick_at:
             self.tick_at = time.monotonic() + self.TICK_S
             self.tick()
-        used, files = self._used()
-        if files - self.base_files > self.max_files:
+        info = os.statvfs(self.top)
+        used, files = self._used(info)
+        if files - self.base_files > self.max_files or info.f_favail == 0:
             self.problem = too_many_files(self.max_files)
-        elif used - self.base_bytes > self.limit_mb << 20:
+        elif used - self.base_bytes > self.limit_mb << 20 or info.f_bavail * info.f_frsize < FULL_BYTES:
             self.problem = f"disk quota exceeded (limit {self.limit_mb} MB)"
         return bool(self.problem)
 
