@@ -5,10 +5,13 @@ once, which fails on its quota whatever its own error says. Real tasks in the re
 with ``losetup -a`` (tests/integration/test_taskfs.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,7 @@ from appliance.runtime.executors.local import LocalExecutor
 from appliance.runtime.sandbox import layers, taskfs
 from appliance.runtime.sandbox.probe import taskfs_here
 from appliance.settings import SettingsError, load
-from tests.integration.test_executor import run
+from tests.integration.test_executor import run, spawn
 from tests.integration.test_taskfs import exec_outcome, loops, until_no_loops
 
 pytestmark = pytest.mark.skipif(taskfs.unavailable() is not None or taskfs_here() is not None,
@@ -141,3 +144,27 @@ def test_a_task_within_its_quota_is_not_called_full(own, tmp_path):
     script = "open('data', 'wb').write(b'x' * (15 << 20))"
     result = exec_outcome(own, tmp_path / "w", script, disk_mb=16)
     assert result["ok"] and result["result"]["meta"]["outcome"]["returncode"] == 0, result
+
+
+def test_the_template_is_sealed_and_no_running_task_holds_it(own, tmp_path):
+    """What later tasks mount cannot be changed through a descriptor of it, and the worker closes its copy
+    before any of the task's code runs (the zygote keeps the only one)."""
+    template = taskfs.Template.make(*taskfs.sizing(1, 0, 64))
+    try:
+        for change in (lambda: os.pwrite(template.fd, b"x", 0), lambda: os.ftruncate(template.fd, 1 << 20)):
+            with pytest.raises(PermissionError):
+                change()
+    finally:
+        template.close()
+    handle, collector = spawn(own, tmp_path / "w", "test.sleep", {"seconds": 30}, disk_mb=16)
+    while not collector.messages:
+        time.sleep(0.02)
+    held = []
+    for pid in [handle.pid, *map(int, Path(f"/proc/{handle.pid}/task/{handle.pid}/children").read_text().split())]:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                held.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    handle.kill("done")
+    collector.wait()
+    assert held and not [link for link in held if "taskfs-template" in link], held
+    assert until_no_loops(tmp_path) == []
