@@ -1,9 +1,13 @@
 """The Manim renderer: run one Scene class from user code at a given size and fps.
 
 Runs in a fresh worker process (forked after ``import manim``), so it sets Manim's process-global
-``config`` freely; everything Manim writes goes under ``workdir/media``. The video is not Manim's
-(a file per play(), concatenated): ``_SceneEncoder`` writes one H.264 stream per scene straight to
-``video.mp4``, with Manim's own encoder settings.
+``config`` freely; everything Manim writes goes under ``workdir/media``. The video is not Manim's:
+``_SceneEncoder`` writes one H.264 stream per animation (a piece, renderers/manim_segments.py) with Manim's own
+encoder settings, on a thread that keeps encoding while the next animation draws, and the pieces are joined into
+``video.mp4`` by copying their packets. A piece an earlier render of the same scene already drew (same address:
+the state it starts from, the animation, the frame, the versions) is stepped without drawing and copied from
+that render's video, which the task's input stages (``reuse``). The result carries the piece index (``pieces``)
+and what was reused (``reuse``) beside ``meta``.
 
 Outputs: ``video.mp4``, ``thumb.jpg`` (the last frame), ``captions.vtt`` and ``image.png`` (the last frame,
 lossless, full size). A still scene (no play() or wait(): the manim CLI saves its frame as a PNG) is a video that
@@ -31,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from renderers import manim_compat
+from renderers import manim_segments as pieces
 from renderers.base import RenderError, Reporter
 from renderers.encoder import pyav_settings
 from renderers.preview import Preview
@@ -112,12 +117,19 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
     _configure(task_input, workdir)
     encoder: _SceneEncoder | None = None
     try:
+        pieces.seed_module_code()
         scene_class = load_scene_class(task_input["code"], task_input["className"])
         _configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
+        pieces.seed_if_unset()
         scene = scene_class()
         tracker = _Tracker(scene, report)
         tracker.preview = Preview(workdir)  # the dashboard's live frame (renderers/preview.py)
-        encoder = tracker.encoder = _SceneEncoder(scene.renderer.file_writer, workdir / FILES["video"])
+        writer = scene.renderer.file_writer
+        encoder = tracker.encoder = _SceneEncoder(writer, workdir / FILES["video"])
+        identity = pieces.frame_identity(int(task_input["width"]), int(task_input["height"]),
+                                         int(task_input["fps"]), writer.video_encoder)
+        reuse = pieces.usable(pieces.read_reuse(task_input, workdir), writer.video_encoder)
+        tracker.pieces = pieces.Segmenter(scene, encoder, workdir, reuse, identity, tracker.set_last_frame)
         scene.render()
         if not scene.renderer.num_plays:  # a still: Manim drew the final frame (the CLI saves it as a PNG)
             frame = tracker.last_frame = write_still(scene, encoder)
@@ -128,7 +140,7 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
         if encoder is not None:  # Manim aborts it when construct() raises, not when tear_down() does
             encoder.abort()
         raise RenderError(describe_error(exc)) from None
-    if tracker.last_frame is None:  # every animation was skipped (sections): there is nothing to show
+    if not tracker.pieces.pieces.items:  # every animation was skipped (sections): there is nothing to show
         raise RenderError("Scene drew no frames: every animation it played was skipped "
                           "(next_section(skip_animations=True)); the manim CLI writes no video for it either")
     return scene, tracker
@@ -137,9 +149,10 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
 def write_still(scene: Any, encoder: _SceneEncoder) -> np.ndarray:
     """A scene that never called play()/wait(): its final frame, held STILL_SECONDS, through the same encoder."""
     frame = np.array(scene.renderer.get_frame())  # an owned copy, as the renderer hands over each frame
-    encoder.begin_animation(allow_write=True)
+    writer = scene.renderer.file_writer  # the encoder's methods, or the pieces' around them
+    writer.begin_animation(allow_write=True)
     encoder.write_frame(frame, repeat=max(1, round(STILL_SECONDS * scene.camera.frame_rate)))
-    encoder.end_animation()
+    writer.end_animation()
     encoder.finish()
     return frame
 
@@ -177,6 +190,7 @@ class _Tracker:
         self.renderer = scene.renderer
         self.last_frame: np.ndarray | None = None
         self.encoder: _SceneEncoder | None = None
+        self.pieces: pieces.Segmenter | None = None
         self.preview: Preview | None = None
         self.reported = 0.0
         self._add_frame = self.renderer.add_frame
@@ -196,6 +210,9 @@ class _Tracker:
         if fraction - self.reported >= 0.01:
             self.reported = fraction
             self.report.progress(fraction, "rendering")
+
+    def set_last_frame(self, frame: np.ndarray) -> None:
+        self.last_frame = frame
 
     def play(self, scene: Any, *args: Any, **kwargs: Any) -> None:
         self._play(scene, *args, **kwargs)
@@ -217,10 +234,11 @@ class _SceneEncoder:
 
     def __init__(self, writer: Any, path: Path) -> None:
         self.spec, self.path = writer.video_encoder, path
-        self.queue: Queue[tuple[np.ndarray, int] | None] = Queue(maxsize=writer.settings.encoder_queue_size)
+        self.queue: Queue[tuple[np.ndarray, int] | Path | None] = Queue(maxsize=writer.settings.encoder_queue_size)
         self.thread: Thread | None = None
         self.error: BaseException | None = None
         self.writing = False
+        self.named = False  # next_file() names each piece's file; else the whole stream goes to ``path``
         self.frames = 0
         # Instance attributes shadow the methods: Manim's renderer and Manager call these instead.
         writer.begin_animation, writer.end_animation = self.begin_animation, self.end_animation
@@ -233,8 +251,20 @@ class _SceneEncoder:
     def begin_animation(self, allow_write: bool = False, **_: Any) -> None:
         self.writing = allow_write
         if allow_write and self.thread is None:
-            self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
-            self.thread.start()
+            self._start()
+            if not self.named:
+                self.queue.put(self.path)
+
+    def next_file(self, path: Path) -> None:
+        """Frames written from now on go to a new stream in ``path`` (the previous one is finished first)."""
+        self.named = True
+        if self.thread is None:
+            self._start()
+        self.queue.put(path)
+
+    def _start(self) -> None:
+        self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
+        self.thread.start()
 
     def end_animation(self, allow_write: bool = False) -> None:
         self.writing = False
@@ -262,28 +292,40 @@ class _SceneEncoder:
             self.thread = None
 
     def _encode(self) -> None:
+        """The queue holds a Path (start a new stream in that file), a frame and its repeat count, or None."""
         import av
         from av.video.reformatter import VideoReformatter
 
-        spec = self.spec
+        spec, pts = self.spec, 0
+        out: Any = None
+        stream: Any = None
+        to_yuv = VideoReformatter()  # one swscale context for the whole scene
         try:
-            with av.open(str(self.path), "w", format=spec.container_format,
-                         options={"movflags": "+faststart"}) as out:
-                stream = out.add_stream(spec.codec, rate=spec.frame_rate, options=dict(spec.options))
-                stream.pix_fmt, stream.width, stream.height = spec.pixel_format, spec.width, spec.height
-                to_yuv = VideoReformatter()  # one swscale context for the whole scene
-                pts = 0
-                while (item := self.queue.get()) is not None:
-                    # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
-                    rgba = av.VideoFrame.from_numpy_buffer(item[0], format="rgba")
-                    frame = to_yuv.reformat(rgba, format=spec.pixel_format)
-                    frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
-                    for _ in range(item[1]):
-                        frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
-                        out.mux(stream.encode(frame))
+            while (item := self.queue.get()) is not None:
+                if isinstance(item, Path):
+                    if out is not None:
+                        out.mux(stream.encode())
+                        out.close()
+                    out = av.open(str(item), "w", format=spec.container_format, options={"movflags": "+faststart"})
+                    stream = out.add_stream(spec.codec, rate=spec.frame_rate, options=dict(spec.options))
+                    stream.pix_fmt, stream.width, stream.height = spec.pixel_format, spec.width, spec.height
+                    pts = 0
+                    continue
+                # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
+                rgba = av.VideoFrame.from_numpy_buffer(item[0], format="rgba")
+                frame = to_yuv.reformat(rgba, format=spec.pixel_format)
+                frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
+                for _ in range(item[1]):
+                    frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
+                    out.mux(stream.encode(frame))
+            if out is not None:
                 out.mux(stream.encode())
+                out.close()
         except BaseException as exc:  # noqa: BLE001 - handed to the render thread at its next frame or at finish
             self.error = exc
+            with contextlib.suppress(Exception):
+                if out is not None:
+                    out.close()
             while self.queue.get() is not None:  # keep draining, so the render thread never blocks on put()
                 pass
 
@@ -371,14 +413,22 @@ def _one_line(text: str) -> str:
 
 def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
     writer = scene.renderer.file_writer
-    assert tracker.encoder is not None
-    meta = tracker.encoder.meta(int(scene.camera.frame_rate))
-    assert tracker.last_frame is not None  # checked by the caller: a scene that drew nothing fails earlier
-    write_thumbnail(tracker.last_frame, workdir / FILES["thumbnail"])
-    write_image(tracker.last_frame, workdir / FILES["image"])
+    assert tracker.encoder is not None and tracker.pieces is not None
+    fps = int(scene.camera.frame_rate)
+    video = workdir / FILES["video"]
+    made = tracker.pieces.pieces
+    tracker.encoder.frames = pieces.join(made.items, fps, video)
+    meta = tracker.encoder.meta(fps)
+    # the video's last frame: drawn here, unless the last piece was copied from a render where it was not last
+    frame = tracker.last_frame if tracker.pieces.final_frame_known() else None
+    frame = frame if frame is not None else pieces.last_frame(video)
+    write_thumbnail(frame, workdir / FILES["thumbnail"])
+    write_image(frame, workdir / FILES["image"])
     (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")
     shutil.rmtree(workdir / "media" / "videos", ignore_errors=True)  # a second copy of the video
-    return {"files": dict(FILES), "meta": meta}
+    shutil.rmtree(workdir / pieces.PIECES_DIR, ignore_errors=True)
+    # beside meta: the pieces index a later render of the scene reuses from (renderers/manim_segments.py)
+    return {"files": dict(FILES), "meta": meta, "pieces": made.index(), "reuse": made.reuse()}
 
 
 def write_thumbnail(frame: np.ndarray, path: Path) -> None:
