@@ -68,9 +68,21 @@ def job_eta(estimator: Estimator, job: JobRow) -> dict | None:
                                      "finishAt": eta["finish_at"], "basis": eta["basis"]}
 
 
+def job_reuse(tasks: list[TaskRow]) -> dict | None:
+    """What the job's Manim renders reused of earlier ones (renderers/manim_segments.py): pieces in all, pieces
+    copied, and the seconds their drawing took then; None where no task renders in pieces."""
+    found = [r for r in (loads(t["result"], {}).get("reuse") for t in tasks) if isinstance(r, dict)]
+    if not found:
+        return None
+    return {"pieces": sum(int(r.get("pieces", 0)) for r in found),
+            "reusedPieces": sum(int(r.get("reusedPieces", 0)) for r in found),
+            "secondsSaved": round(sum(float(r.get("secondsSaved", 0.0)) for r in found), 2)}
+
+
 def public_job(job: JobRow, tasks: list[TaskRow], eta: dict | None = None) -> dict:
     return {"id": job["id"], "dialect": job["dialect"], "kind": job["kind"], "status": job["status"],
-            "phase": job["phase"], "progress": job["progress"], "eta": eta, "error": job["error"],
+            "phase": job["phase"], "progress": job["progress"], "eta": eta, "reuse": job_reuse(tasks),
+            "error": job["error"],
             "createdAt": job["created_at"], "completedAt": job["completed_at"], "durationMs": job["duration_ms"],
             "result": loads(job["result"]),
             "tasks": [{"id": t["id"], "name": t["name"], "renderer": t["renderer"], "status": t["status"],

@@ -124,6 +124,10 @@ class AdminClient:
         if job["status"] != "completed":
             print(f"{job['status']}: {job['error']}", file=sys.stderr)
             return 1
+        reuse = job.get("reuse")
+        if reuse:  # pieces of earlier renders of the scene it copied instead of drawing them again
+            print(f"reused {reuse['reusedPieces']} of {reuse['pieces']} pieces of earlier renders, about "
+                  f"{reuse['secondsSaved']:.1f} s saved", file=sys.stderr)
         # stdout: the local paths, one a line, for scripts on this machine (as before); stderr: the URLs a person
         # opens or shares on the LAN (public_url when set).
         out, base = self.settings.data_dir / "outputs" / job_id, self.settings.base_url

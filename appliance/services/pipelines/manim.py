@@ -14,15 +14,26 @@ the x264 encoder of a whole render already uses both. The plan task then decides
 ``manim_split_max_workers`` = 0 (the default) asks the model, with one range task per free CPU slot (at most
 MAX_WORKERS); N >= 2 splits every long scene into up to N ranges without asking it (a cluster whose cores the
 slots do not show, tests); 1 never splits.
+
+Reuse (renderers/manim_segments.py): a whole-scene task is given the pieces of the same user's latest renders of
+the same scene class at the same frame (``reuse``: their videos staged as ``reuse_N.mp4`` input artifacts, and each
+one's piece index), so an edited scene draws only the animations whose address changed. At most MAX_SOURCES
+renders, each adding addresses the newer ones lack, MAX_SOURCE_BYTES in all. The staged pieces are no part of the
+cache key: the video is the same with or without them. The pipeline plans once the job exists (``deferred``), as
+the job's user is found through it.
 """
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
+from appliance.runtime.artifacts import Artifacts
 from appliance.settings import Settings
-from appliance.store import ids
+from appliance.store import ids, pieces
 from appliance.store.jobs import TaskDef
 from renderers import manim_split, manim_split_model
 
@@ -31,30 +42,71 @@ FIELDS = ("code", "className", "width", "height", "fps")
 # never reused.
 OUTPUTS_VERSION = 2
 MAX_WORKERS = 16  # the default never plans more range tasks than this, however many cores the box has
+MAX_SOURCES = 3  # earlier renders staged for reuse (each is copied into the task's filesystem)
+MAX_SOURCE_BYTES = 256 << 20
+
+
+class PieceFinder:
+    """The earlier renders a task may reuse pieces of: read from the database (its own read-only connection, as
+    planning runs in a worker thread), staged from the artifact store."""
+
+    def __init__(self, db_path: Path, artifacts: Artifacts) -> None:
+        self.db_path, self.artifacts = db_path, artifacts
+
+    def reuse(self, job_id: str, task_input: dict[str, Any]) -> dict[str, Any]:
+        """The task input's additions: ``artifacts`` (reuse_N.mp4 -> digest) and ``reuse`` (the indexes)."""
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            user_id = pieces.user_of(conn, job_id)
+            renders = pieces.recent_renders(conn, user_id, task_input) if user_id else []
+        finally:
+            conn.close()
+        staged: dict[str, str] = {}
+        sources: list[dict[str, Any]] = []
+        known: set[str] = set()
+        total = 0
+        for render in renders:
+            addresses = {p[0] for p in render.pieces if isinstance(p, list) and p and isinstance(p[0], str)}
+            if len(sources) >= MAX_SOURCES or not addresses - known or not self.artifacts.has(render.video):
+                continue
+            size = self.artifacts.path(render.video).stat().st_size
+            if total + size > MAX_SOURCE_BYTES:
+                continue
+            name = f"reuse_{len(sources)}.mp4"
+            staged[name], total = render.video, total + size
+            sources.append({"video": name, "pieces": render.pieces})
+            known |= addresses
+        return {"artifacts": staged, "reuse": {"sources": sources}} if sources else {}
 
 
 class ManimPipeline:
-    deferred = False
     untrusted = True  # the scene is a stranger's code: refused where the sandbox is missing
 
     def __init__(self, min_animations: int = 12, max_workers: int = 1,
-                 free_slots: Callable[[], float] | None = None) -> None:
+                 free_slots: Callable[[], float] | None = None, finder: PieceFinder | None = None) -> None:
         """max_workers 0: the model decides, on the CPU slots ``free_slots()`` says are free at submit;
-        N >= 2: split up to N ways, forced; 1: never split."""
+        N >= 2: split up to N ways, forced; 1: never split. ``finder``: earlier renders' pieces to reuse."""
         self.min_animations, self.max_workers = min_animations, max_workers
         self.free_slots = free_slots or (lambda: float(MAX_WORKERS))
+        self.finder = finder
+        self.deferred = finder is not None  # the job must exist for its user to be known
 
     @classmethod
     def from_settings(cls, settings: Settings, free_slots: Callable[[], float]) -> ManimPipeline:
-        return cls(settings.manim_split_min_animations, max(0, settings.manim_split_max_workers), free_slots)
+        finder = PieceFinder(settings.db_path, Artifacts(settings.data_dir / "artifacts"))
+        return cls(settings.manim_split_min_animations, max(0, settings.manim_split_max_workers), free_slots,
+                   finder)
 
-    def plan(self, payload: dict) -> list[TaskDef]:
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]:
         """payload: code, className, width, height, fps; job_id (a split DAG's tasks name each other)."""
         task_input = {k: payload[k] for k in FIELDS}
         workers, cores = self.workers_for(task_input)
         if workers < 2 or "job_id" not in payload:
+            key = cache_key(task_input)  # before the reuse inputs: they change how, never what, it renders
+            if self.finder is not None and "job_id" in payload:
+                task_input.update(self.finder.reuse(str(payload["job_id"]), task_input))
             return [TaskDef(renderer="manim", name="render", cpu=1.0, mem_mb=1024, input=task_input,
-                            cache_key=cache_key(task_input))]
+                            cache_key=key)]
         return split_tasks(payload["job_id"], task_input, workers, self.min_animations, cores=cores,
                            force=self.max_workers >= 2)
 

@@ -1,0 +1,48 @@
+"""Earlier renders of a Manim scene by the same user, whose pieces a new render may reuse (renderers/manim_segments.py).
+
+Read-only over ``jobs`` and ``tasks``: a whole-scene ``manim`` task that finished keeps, beside its meta, its piece
+index (``pieces``: address, frames, drawing ms) and its ``video.mp4`` artifact. Only the user's own completed,
+undeleted jobs count: one user never receives another's pixels, whatever the cache-sharing setting says.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.store.db import loads
+
+SCAN = 50  # the user's latest whole-scene tasks looked at: past those, an older render is not worth finding
+
+
+@dataclass(frozen=True)
+class Render:
+    """One earlier render: its video's artifact digest and its piece index."""
+    video: str
+    pieces: list[list[Any]]
+
+
+def recent_renders(conn: sqlite3.Connection, user_id: str, frame: dict[str, Any]) -> list[Render]:
+    """The user's completed renders of the same scene class at the same width, height and fps, newest first."""
+    rows = conn.execute(
+        """select t.input, t.result from jobs j join tasks t on t.job_id = j.id
+           where j.user_id = ? and j.status = 'completed' and j.deleted_at is null
+             and t.renderer = 'manim' and t.status = 'done'
+           order by j.created_at desc, t.idx limit ?""", (user_id, SCAN)).fetchall()
+    found: list[Render] = []
+    for raw_input, raw_result in rows:
+        task_input, result = loads(raw_input, {}), loads(raw_result, {})
+        if not isinstance(task_input, dict) or not isinstance(result, dict) \
+                or any(task_input.get(k) != frame.get(k) for k in ("className", "width", "height", "fps")):
+            continue
+        name = (result.get("files") or {}).get("video")
+        digest = (result.get("outputs") or {}).get(name) if name else None
+        pieces = result.get("pieces")
+        if isinstance(digest, str) and isinstance(pieces, list) and pieces:
+            found.append(Render(digest, pieces))
+    return found
+
+
+def user_of(conn: sqlite3.Connection, job_id: str) -> str | None:
+    row = conn.execute("select user_id from jobs where id = ?", (job_id,)).fetchone()
+    return row[0] if row else None
