@@ -27,7 +27,7 @@ async def healthz(request: Request) -> Response:
         "status": "ok", "version": metadata.version("render-appliance"),
         "queue": jobs.queue_counts(core.db), "capacity": core.capacity.as_json(),
         "used": core.scheduler.used(), "sandbox": core.executor.mechanism,
-        "freeDiskMb": core.store.free_disk_mb(),
+        "freeDiskMb": core.datadir.free_disk_mb(),
         "models": [models.public(e) for e in models.ModelRegistry.of(core.settings.data_dir).entries()],
     })
 
@@ -46,7 +46,7 @@ async def viralsync_output(request: Request, job_id: str, name: str) -> Response
 def _serve(request: Request, job_id: str, name: str) -> Response:
     core: Core = request.app.state.core
     job = jobs.get_job(core.db, job_id)
-    path = core.store.file_path(job_id, name) if job and job["status"] == "completed" else None
+    path = core.datadir.file_path(job_id, name) if job and job["status"] == "completed" else None
     if path is None:
         return json_response({"error": "not found", "message": f"No output {name} for job {job_id}"}, 404)
     return serve_file(request, path)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from appliance.delivery.outputs import Store
+from appliance.datadir import DataDir
 from appliance.delivery.sse import Hub
 from appliance.delivery.webhooks import Deliverer
 from appliance.ingest.hotfolder import HotFolder
@@ -41,7 +41,7 @@ class Core:
         self.lock = DataDirLock(settings.data_dir)
         self.lock.acquire(f"the appliance server at {settings.base_url}")  # before the database is touched
         self.db = open_db(settings.db_path)
-        self.store = Store(settings.data_dir)
+        self.datadir = DataDir(settings.data_dir)
         self.hub = Hub()
         capacity = measure(settings, gpus=settings.executor == "local")  # dask: the workers' GPUs
         self.executor: LocalExecutor | DaskExecutor
@@ -49,20 +49,21 @@ class Core:
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
                                       verify=self.verifier, start_timeout_s=settings.task_start_timeout_s,
                                       allow_unsandboxed=settings.allow_unsandboxed,
-                                      launcher_socket=settings.launcher_socket)
+                                      launcher_socket=settings.launcher_socket, task_fs=settings.task_fs)
         if settings.executor != "local":  # "dask": tasks run on a Dask cluster's workers (runtime/executors/dask.py)
             self.executor = DaskExecutor.from_settings(settings, self.verifier)
         assert self.executor.artifacts is not None
         self.artifacts = self.executor.artifacts
-        self.scheduler = Scheduler(settings, self.db, self.executor, capacity, self.store,
+        self.scheduler = Scheduler(settings, self.db, self.executor, capacity, self.datadir,
                                    self.artifacts)  # the one owner of capacity
         # what a job's end means (publish, settle or refund, events, dialects): the scheduler tells it
-        self.lifecycle = JobLifecycle(self.db, self.hub, self.store, self.artifacts, self.scheduler)
+        self.lifecycle = JobLifecycle(self.db, self.hub, self.datadir, self.artifacts, self.scheduler)
         self.scheduler.lifecycle = self.lifecycle
         self.deliverer = Deliverer(settings, self.db)
         cap = settings.max_tasks_per_user or None
         self.scheduler.user_caps = lambda user_id: cap
-        self.jobs = JobService(settings, self.db, self.scheduler, self.store, self.deliverer, pipelines={
+        self.jobs = JobService(settings, self.db, self.scheduler, self.lifecycle, self.datadir, self.deliverer,
+                               pipelines={
             "manim": ManimPipeline.from_settings(settings, self.scheduler.free_cpu_slots),
             "movie": MoviePipeline(settings, self.artifacts), "tasks": TasksPipeline(),
             "image": ImagePipeline(self.artifacts), "video": VideoPipeline(self.artifacts),
@@ -73,7 +74,7 @@ class Core:
         self.metrics = Metrics(self.db, self.scheduler.used, lambda: self.scheduler.capacity)
         self.scheduler.on_task_end = self.metrics.task_ended
         self.deliverer.on_outcome = self.metrics.webhook_outcome
-        self.hotfolder = HotFolder(settings, self.db, self.jobs, self.store) if settings.hotfolder_dir else None
+        self.hotfolder = HotFolder(settings, self.db, self.jobs, self.datadir) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None
 
     @property
@@ -118,7 +119,7 @@ class Core:
         """Retention: outputs and logs past retention_days (their jobs say they expired), the history of jobs
         that ended that long ago, and artifacts nothing refers to — all file work off the event loop."""
         retention_s = self.settings.retention_days * 86400
-        removed = await asyncio.to_thread(self.store.sweep, retention_s)
+        removed = await asyncio.to_thread(self.datadir.sweep, retention_s)
         jobs.mark_expired(self.db, removed)
         pruned = jobs.prune_history(self.db, now_iso(time.time() - retention_s))
         swept = await asyncio.to_thread(self.artifacts.sweep, cache.referenced_artifacts(self.db),

@@ -8,7 +8,9 @@ from pathlib import Path
 from litestar import Request, Response
 from litestar.response import Stream
 
-from appliance.delivery.outputs import CONTENT_TYPES
+CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+                 ".webp": "image/webp", ".gif": "image/gif", ".vtt": "text/vtt; charset=utf-8",
+                 ".json": "application/json", ".txt": "text/plain; charset=utf-8"}
 
 CHUNK = 256 * 1024
 

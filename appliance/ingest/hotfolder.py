@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlite_utils
 from watchfiles import Change, awatch
 
-from appliance.delivery.outputs import Store
+from appliance.datadir import DataDir
 from appliance.errors import ApplianceError
 from appliance.services import submissions
 from appliance.services.jobs import TERMINAL, JobService, NewJob
@@ -42,12 +42,12 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".swp", "~")
 
 
 class HotFolder:
-    def __init__(self, settings: Settings, db: sqlite_utils.Database, service: JobService, store: Store) -> None:
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, service: JobService, datadir: DataDir) -> None:
         if settings.hotfolder_quality not in submissions.FRAMES:
             raise ApplianceError(f"hotfolder_quality must be one of: {', '.join(submissions.FRAMES)}")
         self.inbox = Path(settings.hotfolder_dir)
         self.outbox = Path(settings.hotfolder_outbox) if settings.hotfolder_outbox else self.inbox.parent / "outbox"
-        self.quality, self.db, self.service, self.store = settings.hotfolder_quality, db, service, store
+        self.quality, self.db, self.service, self.datadir = settings.hotfolder_quality, db, service, datadir
         self._candidates: dict[Path, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -240,7 +240,7 @@ class HotFolder:
     def _main_output(self, job: JobRow) -> Path | None:
         files = (loads(job["result"]) or {}).get("files", {})
         name = files.get("video") or next(iter(files.values()), None)
-        return self.store.file_path(job["id"], name) if name else None
+        return self.datadir.file_path(job["id"], name) if name else None
 
     def _out(self, rel: str, suffix: str) -> Path:
         return self.outbox / (Path(rel).with_suffix("").as_posix() + suffix)

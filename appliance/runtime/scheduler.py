@@ -38,7 +38,7 @@ class JobListener(Protocol):
 
 
 class WorkArea(Protocol):
-    """The data dir's parts the scheduler touches (delivery/outputs.Store): task logs, the scratch folders."""
+    """The data dir's parts the scheduler touches (appliance/datadir.py DataDir): task logs, the scratch folders."""
 
     def log_path(self, task_id: str) -> Path: ...
 
@@ -247,7 +247,7 @@ class Scheduler:
             log.exception("handling %s for %s failed", msg.get("type"), task_id)
             job = jobs.get_job(self.db, task_id.rsplit(".", 1)[0])
             if job and job["status"] not in jobs.TERMINAL:
-                self.fail_job(job["id"], f"internal error while finishing the task: {type(exc).__name__}: {exc}")
+                self.lifecycle.fail(job["id"], f"internal error while finishing the task: {type(exc).__name__}: {exc}")
 
     def _handle_message(self, task_id: str, msg: dict[str, Any]) -> None:
         """progress (coalesced: the latest per task is written every 0.5 s), log (already in the task's log
@@ -310,21 +310,6 @@ class Scheduler:
                 entry["cancel"] = reason
                 if entry["handle"] is not None:
                     self.executor.cancel(task_id, reason)
-
-    # Until JobService talks to the lifecycle itself (issue #20): the names it calls on the scheduler.
-    @property
-    def listeners(self) -> dict[str, JobListener]:
-        return self.lifecycle.listeners
-
-    @property
-    def hub(self) -> Any:
-        return self.lifecycle.hub
-
-    def fail_job(self, job_id: str, error: str) -> None:
-        self.lifecycle.fail(job_id, error)
-
-    def cancel_job(self, job_id: str) -> bool:
-        return self.lifecycle.cancel(job_id)
 
     # ---- progress --------------------------------------------------------------------------------
     async def _flush_loop(self) -> None:

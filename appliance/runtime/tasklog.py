@@ -3,7 +3,7 @@
 The sandboxed worker writes its stderr straight into ``logs/<task>.log`` (an fd the server opened), so while it
 runs only its file-size limit bounds the file. When the task ends the log is cut to its first ``HEAD`` and last
 ``TAIL`` bytes with a line that says how much was dropped: a job that fails in 0.1 s can no longer leave 16 MB
-behind for 90 days. Logs go with their job's outputs (``Store.remove_job``, the retention sweep).
+behind for 90 days. Logs go with their job's outputs (``DataDir.remove_job``, the retention sweep).
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlite_utils
 
@@ -62,7 +63,7 @@ class Quote:
         return None if rate is None else math.ceil(self.seconds * rate)
 
 
-def family_of(kind: str, payload: dict) -> tuple[str, dict] | None:
+def family_of(kind: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(family, the payload the family reads) of a job, or None (test renderers, several admin tasks)."""
     if kind == "tasks":
         tasks = payload.get("tasks") if isinstance(payload, dict) else None
@@ -73,7 +74,7 @@ def family_of(kind: str, payload: dict) -> tuple[str, dict] | None:
     return (kind, payload) if kind in FAMILIES else None
 
 
-def features_of(family: str, payload: dict, parallel: int | None = None) -> list[float] | None:
+def features_of(family: str, payload: dict[str, Any], parallel: int | None = None) -> list[float] | None:
     """What a job of ``family`` has to render, read from its payload, as the numbers its time is fitted on; the
     last is always the work (megapixel-frames; a still: megapixels). None when the payload says too little.
     - manim: [animations, work]: each animation costs a little on its own (Manim sets it up, the encoder is
@@ -106,7 +107,7 @@ def features_of(family: str, payload: dict, parallel: int | None = None) -> list
     return None
 
 
-def work_of(family: str, payload: dict) -> float | None:
+def work_of(family: str, payload: dict[str, Any]) -> float | None:
     """Megapixel-frames (a still: megapixels) a job of ``family`` has to render; None when unknown."""
     features = features_of(family, payload)
     return None if features is None else (features[-1] if features else 1.0)
@@ -174,11 +175,11 @@ class Estimator:
         self._fits: dict[str, tuple[tuple[int, str | None], Fit]] = {}  # family -> (its history's stamp, fit)
         self._lock = threading.Lock()
 
-    def quote(self, kind: str, payload: dict, parallel: int | None = None) -> Quote | None:
+    def quote(self, kind: str, payload: dict[str, Any], parallel: int | None = None) -> Quote | None:
         """The render seconds a job of pipeline ``kind`` with this payload is expected to take here."""
         return self.explain(kind, payload, parallel)[0]
 
-    def explain(self, kind: str, payload: dict, parallel: int | None = None) -> tuple[Quote | None, str]:
+    def explain(self, kind: str, payload: dict[str, Any], parallel: int | None = None) -> tuple[Quote | None, str]:
         """(the quote or None, its family or why there is none). ``parallel``: the job's max_parallel."""
         found = family_of(kind, payload)
         if found is None:
@@ -219,7 +220,7 @@ class Estimator:
             self._fits[family] = (stamp, model)
         return model
 
-    def eta(self, job: JobRow, quote: Quote | None) -> dict | None:
+    def eta(self, job: JobRow, quote: Quote | None) -> dict[str, Any] | None:
         """For a queued or running job (a row of store.jobs): {"seconds_left", "finish_at", "total_s",
         "basis"}, or None when nothing can be said yet (no history and no progress, or a job that ended)."""
         if job["status"] not in ("queued", "running"):

@@ -18,10 +18,12 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
-from appliance.delivery.outputs import Store
+from appliance.datadir import DataDir
 from appliance.delivery.webhooks import Deliverer
 from appliance.errors import ApplianceError, Conflict, NotFound, Unavailable, one_line
+from appliance.runtime.resources import Capacity
 from appliance.runtime.scheduler import JobListener, Scheduler
+from appliance.services.lifecycle import JobLifecycle
 from appliance.services.pipelines import Pipeline
 from appliance.settings import Settings
 from appliance.store import events, ids, jobs
@@ -49,8 +51,8 @@ class NewJob:
     dialect: str
     user_id: str
     kind: str  # the pipeline: manim | movie | tasks | …
-    payload: dict
-    request: dict
+    payload: dict[str, Any]
+    request: dict[str, Any]
     key_id: str | None = None
     metadata: Any = None
     webhook_url: str | None = None
@@ -68,7 +70,7 @@ class OpenJob:
     dialect: str
     user_id: str
     kind: str  # the pipeline that will plan it at finalize
-    request: dict  # what the job shows back to its owner meanwhile
+    request: dict[str, Any]  # what the job shows back to its owner meanwhile
     key_id: str | None = None
 
 
@@ -81,19 +83,24 @@ def _refuse_images(path: Path, formats: list[str], max_pixels: int) -> str | Non
 
 
 class JobService:
-    def __init__(self, settings: Settings, db: sqlite_utils.Database, scheduler: Scheduler, store: Store,
-                 webhooks: Deliverer, pipelines: dict[str, Pipeline],
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, scheduler: Scheduler,
+                 lifecycle: JobLifecycle, datadir: DataDir, webhooks: Deliverer, pipelines: dict[str, Pipeline],
                  untrusted_refusal: Callable[[], str | None] = lambda: None,
                  check_image: ImageCheck | None = None) -> None:
-        self.settings, self.db, self.scheduler, self.store = settings, db, scheduler, store
+        self.settings, self.db, self.scheduler, self.datadir = settings, db, scheduler, datadir
+        self.lifecycle = lifecycle  # what a job's end means: the same object the scheduler tells
         self._untrusted_refusal = untrusted_refusal
         # a client's picture, read where decoders cannot hurt the server (Core: the verifier's processes)
         self.check_image: ImageCheck = check_image or _refuse_images
         self.webhooks, self.pipelines = webhooks, pipelines
-        self.hub = scheduler.hub
-        self.capacity = scheduler.capacity
-        self._planning: set[asyncio.Task] = set()
+        self.hub = lifecycle.hub
+        self._planning: set[asyncio.Task[None]] = set()
         self._retry_hooks: dict[str, RetryHook] = {}
+
+    @property
+    def capacity(self) -> Capacity:
+        """The scheduler's, read each time: a Dask cluster's capacity changes while the server runs."""
+        return self.scheduler.capacity
 
     # ---- starting work ---------------------------------------------------------------------------------------
     def submit(self, new: NewJob) -> JobRow:
@@ -118,7 +125,7 @@ class JobService:
                                key_id=new.key_id, kind=new.kind, request=new.request, tasks=[],
                                status="uploading", phase="uploading")
 
-    def finalize(self, job_id: str, payload: dict, *, request: dict, reserve: int = 0,
+    def finalize(self, job_id: str, payload: dict[str, Any], *, request: dict[str, Any], reserve: int = 0,
                  charge: int | None = None) -> JobRow:
         """Submit an opened job with its inputs: the checks ``submit`` makes and its plan, then the one credit
         check — the reserve — with its tasks, in one transaction. A refusal leaves it uploading: Conflict when it
@@ -153,7 +160,7 @@ class JobService:
         return pipeline
 
     @staticmethod
-    def _plan_now(pipeline: Pipeline, job_id: str, payload: dict) -> list[TaskDef]:
+    def _plan_now(pipeline: Pipeline, job_id: str, payload: dict[str, Any]) -> list[TaskDef]:
         # the job id, as deferred planning gets it: a DAG's tasks name each other's outputs (a split Manim scene)
         return [] if pipeline.deferred else pipeline.plan({**payload, "job_id": job_id})
 
@@ -186,7 +193,7 @@ class JobService:
                                  "then retry later", status=429, code="RATE_LIMITED")
 
     def check_disk(self) -> None:
-        free = self.store.free_disk_mb()
+        free = self.datadir.free_disk_mb()
         if free < self.settings.min_free_disk_mb:
             raise Unavailable(f"Not enough free disk space to accept renders ({free} MB free, "
                               f"{self.settings.min_free_disk_mb} MB required); free space or lower "
@@ -204,17 +211,17 @@ class JobService:
     # ---- stopping work ---------------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
         """False when the job had already ended (terminal states are final)."""
-        return self.scheduler.cancel_job(job_id)
+        return self.lifecycle.cancel(job_id)
 
     def fail(self, job_id: str, error: str) -> None:
-        self.scheduler.fail_job(job_id, error)
+        self.lifecycle.fail(job_id, error)
 
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)
         if job["status"] not in TERMINAL:
             raise Conflict(f"Job {job_id} is still active: cancel it first")
         jobs.mark_deleted(self.db, job_id)  # gone for its owner now; the files go off the event loop
-        asyncio.get_running_loop().run_in_executor(None, self.store.remove_job, job_id)
+        asyncio.get_running_loop().run_in_executor(None, self.datadir.remove_job, job_id)
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRow:
@@ -237,7 +244,7 @@ class JobService:
     def tasks(self, job_id: str) -> list[TaskRow]:
         return jobs.tasks_of(self.db, job_id)
 
-    def events_since(self, job_id: str, after: int) -> list[dict]:
+    def events_since(self, job_id: str, after: int) -> list[dict[str, Any]]:
         return events.since(self.db, job_id, after)
 
     def on_retry(self, dialect: str, hook: RetryHook) -> None:
@@ -246,7 +253,7 @@ class JobService:
 
     def listen(self, dialect: str, listener: JobListener) -> None:
         """The dialect hears each state change of its jobs (to send webhooks in its own shape)."""
-        self.scheduler.listeners[dialect] = listener
+        self.lifecycle.listeners[dialect] = listener
 
     # ---- deferred planning -----------------------------------------------------------------------------------
     def resume_planning(self) -> None:

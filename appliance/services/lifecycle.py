@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
-from appliance.delivery.outputs import Store
+from appliance.datadir import DataDir
 from appliance.delivery.sse import Hub
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.scheduler import JobListener
@@ -34,7 +34,7 @@ class Tasks(Protocol):
 
 
 class JobLifecycle:
-    def __init__(self, db: sqlite_utils.Database, hub: Hub, outputs: Store, artifacts: Artifacts,
+    def __init__(self, db: sqlite_utils.Database, hub: Hub, outputs: DataDir, artifacts: Artifacts,
                  tasks: Tasks) -> None:
         self.db, self.hub, self.outputs, self.artifacts, self.tasks = db, hub, outputs, artifacts, tasks
         self.listeners: dict[str, JobListener] = {}  # dialect -> its listener (JobService.listen)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlite_utils
 
@@ -51,7 +52,7 @@ def minutes_reserved(db: sqlite_utils.Database, user_id: str, since: datetime) -
     return jobs.reserved_minutes(db, user_id, iso(since))
 
 
-def movie_minutes(movie: dict) -> float:
+def movie_minutes(movie: dict[str, Any]) -> float:
     """A movie's render minutes before it renders: its total scene duration / 60 (floats: a duration may be an
     integral 1e308, whose int sum is beyond a float)."""
     return sum(float(s["duration"]) for s in movie["scenes"]) / 60

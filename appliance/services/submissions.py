@@ -3,6 +3,7 @@ JSON document or a Manim scene file for a named user, without a dialect's billin
 from __future__ import annotations
 
 import ast
+from typing import Any
 
 from appliance.errors import ApplianceError
 from appliance.services.jobs import NewJob
@@ -12,7 +13,8 @@ from appliance.services.pipelines import movie as movie_pipeline
 FRAMES = {"low": (854, 480, 15), "medium": (1280, 720, 30), "high": (1920, 1080, 30)}
 
 
-def movie_job(*, job_id: str, dialect: str, user_id: str, movie: object, request: dict, cpu_slots: float) -> NewJob:
+def movie_job(*, job_id: str, dialect: str, user_id: str, movie: object, request: dict[str, Any],
+              cpu_slots: float) -> NewJob:
     """The movie pipeline for a validated movie (ApplianceError INVALID_MOVIE_JSON naming the field), with up to
     three scenes rendering at once."""
     try:
@@ -25,7 +27,7 @@ def movie_job(*, job_id: str, dialect: str, user_id: str, movie: object, request
 
 
 def scene_job(*, job_id: str, dialect: str, user_id: str, code: str, class_name: str, quality: str,
-              request: dict) -> NewJob:
+              request: dict[str, Any]) -> NewJob:
     """The manim pipeline: one scene class of ``code`` at a preset frame."""
     if quality not in FRAMES:
         raise ApplianceError(f"quality must be one of: {', '.join(FRAMES)}")

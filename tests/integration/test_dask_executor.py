@@ -80,9 +80,14 @@ class Cluster:
         return next((name for name, keys in self.running().items() if key in keys), None)
 
     def release(self, key: str) -> None:
-        """Let the holding attempt ``key`` end: the file its shell loop waits for, in its workdir."""
+        """Let the holding attempt ``key`` end: the file its shell loop waits for, in its workdir. With a task
+        filesystem of its own (runtime/sandbox/taskfs.py) that is /task in the task's mount namespace, reached
+        as root through its worker process; with the measured quota, the workdir on the host."""
         name = until(lambda: self.where(key), f"{key} running")
-        (self.workers[name][1] / "work" / key.split("#")[0] / "release").write_text("")
+        pid = self.running()[name][key]
+        own = Path(f"/proc/{pid}/root/task")
+        folder = own if own.is_dir() else self.workers[name][1] / "work" / key.split("#")[0]
+        (folder / "release").write_text("")
 
     def close(self) -> None:
         self.client.close()

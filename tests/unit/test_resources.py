@@ -4,7 +4,7 @@ import time
 import pytest
 
 from appliance import settings
-from appliance.delivery.outputs import Store
+from appliance.datadir import DataDir
 from appliance.runtime import resources
 from appliance.runtime.executors.base import TaskSpec
 from appliance.runtime.sandbox import Limits
@@ -136,7 +136,7 @@ def test_a_failing_nvidia_smi_means_no_gpu(tmp_path):
 
 
 def test_retention_sweeper_removes_only_old_outputs(tmp_path):
-    store = Store(tmp_path)
+    store = DataDir(tmp_path)
     for job, age_days in (("old", 91), ("new", 1)):
         d = store.job_dir(job)
         d.mkdir()

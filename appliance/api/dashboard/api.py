@@ -45,7 +45,7 @@ async def job(service: JobService, op: dict, job_id: str) -> Response:
 
 @get("/jobs/{job_id:str}/files/{name:str}")
 async def job_file(request: Request, service: JobService, op: dict, job_id: str, name: str) -> Response:
-    path = service.store.file_path(service.get(job_id)["id"], name)
+    path = service.datadir.file_path(service.get(job_id)["id"], name)
     if path is None:
         raise NotFound(f"no output {name} for job {job_id}")
     response = serve_file(request, path)

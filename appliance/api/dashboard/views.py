@@ -73,7 +73,7 @@ def _thumb(service: JobService, job: dict) -> tuple[str | None, str | None]:
     if job["status"] != "completed" or job["expired_at"]:
         return None, None
     try:
-        names = sorted(p.name for p in service.store.job_dir(job["id"]).iterdir() if not p.name.startswith("."))
+        names = sorted(p.name for p in service.datadir.job_dir(job["id"]).iterdir() if not p.name.startswith("."))
     except OSError:
         return None, None
     pictures = [n for n in names if n.lower().endswith(IMAGES)]
@@ -140,7 +140,7 @@ def _tail(path: Path, size: int = LOG_TAIL) -> str:
 
 
 def _files(service: JobService, job: JobRow) -> list[dict]:
-    folder = service.store.job_dir(job["id"])
+    folder = service.datadir.job_dir(job["id"])
     if job["status"] != "completed" or not folder.is_dir():
         return []
     return [{"name": p.name, "size": p.stat().st_size, "url": f"/dashboard/api/jobs/{job['id']}/files/{p.name}"}
@@ -211,7 +211,7 @@ def job_detail(service: JobService, job_id: str) -> dict:
                 "request": request if len(request) <= REQUEST_SHOWN else request[:REQUEST_SHOWN] + "…",
                 "tasks": jobs.task_counts(service.db, job_id)},
         "tasks": [_task(t) for t in tasks],
-        "log": {"task": shown["id"], "text": _tail(service.store.log_path(shown["id"]))} if shown else None,
+        "log": {"task": shown["id"], "text": _tail(service.datadir.log_path(shown["id"]))} if shown else None,
         "deliveries": [{"id": d["id"], "url": d["url"], "event": d["event"], "status": d["status"],
                         "attempts": d["attempt"], "lastStatus": d["last_status"], "lastError": d["last_error"],
                         "createdAt": d["created_at"], "updatedAt": d["updated_at"]}

@@ -62,7 +62,7 @@ async def serve_render(request: Request, service: JobService) -> Response:
     assert key is not None
     job_id = request.query_params.get("id", "")
     row = store.get_job(service.db, job_id, key.user_id)
-    path = service.store.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT)) if row else None
+    path = service.datadir.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT)) if row else None
     if path is None:
         return json_response({"error": "Render not found"}, 404)
     return serve_file(request, path)
@@ -78,7 +78,7 @@ async def asset(request: Request, service: JobService, name: str) -> Response:
         got = store.uploads_of(service.db, job_id).get("input_main")           # never served
         path = Path(got["path"]) if got and got["path"] else None
     elif row:
-        path = service.store.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT))
+        path = service.datadir.file_path(job_id, video.OUTPUTS.get(row["kind"], OUTPUT))
     if path is None or not path.is_file():
         return json_response({"error": "Not found"}, 404)
     return serve_file(request, path)

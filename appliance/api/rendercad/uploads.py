@@ -136,7 +136,7 @@ def asset_file(service: JobService, user_id: str, url: object, field: str) -> Pa
         got = store.uploads_of(service.db, job_id).get("input_main")
         file = Path(got["path"]) if got and got["path"] else None
     else:
-        file = service.store.file_path(job_id, "render.jpg") if row["kind"] == "image" else None
+        file = service.datadir.file_path(job_id, "render.jpg") if row["kind"] == "image" else None
     if file is None or not file.is_file():
         raise RCError(404, f"{field}: asset not found")
     return file

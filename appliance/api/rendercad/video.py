@@ -97,7 +97,7 @@ def _source_path(ctx: Ctx, url: object, field: str) -> Path:
         got = store.uploads_of(ctx.db, row["id"]).get("input_main")
         path = Path(got["path"]) if got and got["path"] else None
     elif row["kind"] == "image":
-        path = ctx.service.store.file_path(row["id"], "render.jpg")
+        path = ctx.service.datadir.file_path(row["id"], "render.jpg")
     else:
         raise RCError(400, f"{field} must be an image asset, not a {row['kind']}")
     if path is None or not path.is_file():
@@ -164,7 +164,7 @@ async def convert(ctx: Ctx) -> Response:
     source, _ = _asset_row(ctx, ctx.body.get("video_url"), "video_url")
     if source["kind"] != "video":
         raise RCError(400, "video_url must be the URL of a video made by video.php")
-    path = ctx.service.store.file_path(source["id"], OUTPUTS["video"])
+    path = ctx.service.datadir.file_path(source["id"], OUTPUTS["video"])
     if path is None or not path.is_file():
         raise RCError(409, "That video is not finished yet")
     ctx.admit()
@@ -202,7 +202,7 @@ def _finished(ctx: Ctx, row: store.RcJob, job: JobRow | None) -> dict:
     meta = loads(job["result"] if job else None, {}).get("meta", {})
     done = {"completed_at": job["completed_at"] if job else None}
     if row["kind"] == "convert":
-        path = ctx.service.store.file_path(row["id"], OUTPUTS["convert"])
+        path = ctx.service.datadir.file_path(row["id"], OUTPUTS["convert"])
         return {"output_url": url, "gif_url": url, "width": meta.get("width"), "height": meta.get("height"),
                 "frame_count": meta.get("frames"), "fps": meta.get("fps"),
                 "size_bytes": path.stat().st_size if path else meta.get("size_bytes"), **done}

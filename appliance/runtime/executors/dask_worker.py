@@ -105,7 +105,7 @@ def local_executor() -> LocalExecutor:
             s = worker_settings()
             _executor = LocalExecutor(preload=s.preload, sandbox=s.sandbox, data_dir=worker_dir(),
                                       start_timeout_s=s.task_start_timeout_s, allow_unsandboxed=s.allow_unsandboxed,
-                                      launcher_socket=s.launcher_socket)
+                                      launcher_socket=s.launcher_socket, task_fs=s.task_fs)
             _executor.artifacts = ClaimedArtifacts(worker_dir() / "artifacts")
         executor = _executor
     executor.start()  # idempotent; restarts a zygote that died

@@ -6,7 +6,7 @@ fetched first) is planned by the jobs service in a worker thread after the job e
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from appliance.store.jobs import TaskDef
 
@@ -14,4 +14,4 @@ from appliance.store.jobs import TaskDef
 class Pipeline(Protocol):
     deferred: bool  # planned after the job exists (in a worker thread), not at submit
 
-    def plan(self, payload: dict) -> list[TaskDef]: ...
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]: ...

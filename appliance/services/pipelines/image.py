@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import Any
 
 from appliance.runtime.artifacts import Artifacts
 from appliance.services.models import ModelRegistry
@@ -18,7 +19,7 @@ QUALITIES = {"standard": 1024, "4k": 4096}
 RENDER_MODES = ("preserve", "creative", "freeform")
 BACKGROUNDS = ("auto", "white", "grey", "black", "gradient")
 CUSTOM_BACKGROUND = re.compile(r"^custom:#[0-9A-Fa-f]{6}$")
-CONDITIONS = tuple(c["value"] for c in CATALOG)
+CONDITIONS = tuple(str(c["value"]) for c in CATALOG)  # every value is a name (only categories may be None)
 PIPELINE_VERSION = "3"  # part of the cache key: a change to the renderer's look bumps it
 
 __all__ = ["CATALOG", "CATEGORIES", "ImageError", "ImagePipeline", "cost", "parse_instructions", "validate"]
@@ -40,7 +41,7 @@ def studio_model(registry: ModelRegistry) -> str | None:
     return entry["name"] if entry else None
 
 
-def _choice(data: dict, name: str, allowed: tuple, default: str) -> str:
+def _choice(data: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = data.get(name)
     if value is None or value == "":
         return default
@@ -49,7 +50,7 @@ def _choice(data: dict, name: str, allowed: tuple, default: str) -> str:
     return value
 
 
-def validate(data: dict, studio: str | None = None) -> dict:
+def validate(data: dict[str, Any], studio: str | None = None) -> dict[str, Any]:
     """The settings of an image job, defaults filled in; ImageError on the first bad field. ``studio``: the
     installed img2img model's name, a model id too."""
     model = _choice(data, "model", (*MODELS, *([studio] if studio else [])), "classic")
@@ -73,7 +74,7 @@ class ImagePipeline:
         self.artifacts = artifacts
         self.models = ModelRegistry.beside(artifacts)  # the studio's own matte model, when one is installed
 
-    def plan(self, payload: dict) -> list[TaskDef]:
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]:
         """payload: settings (validate()), input_path, optional background_path (a library image or a reference)
         and texture_paths (material references)."""
         settings = payload["settings"]
@@ -110,7 +111,7 @@ class ImagePipeline:
                                 depends_on=[0] if studio else [], input=task_input, cache_key=cache_key(task_input))]
 
 
-def cache_key(task_input: dict) -> str:
+def cache_key(task_input: dict[str, Any]) -> str:
     # link_inputs name the job's own tasks: the linked picture is in the key through generated_by instead
     parts = [PIPELINE_VERSION, *(f"{k}={task_input[k]}" for k in sorted(task_input)
                                  if k not in ("artifacts", "link_inputs")),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from appliance.runtime.artifacts import Artifacts
 from appliance.services.models import ModelRegistry
@@ -34,7 +35,7 @@ def cost(duration: int, resolution: str) -> int:
     return duration + (1 if resolution == "1080p" else 0)
 
 
-def _choice(data: dict, name: str, allowed: tuple, default):
+def _choice(data: dict[str, Any], name: str, allowed: tuple[Any, ...], default: Any) -> Any:
     value = data.get(name)
     if value is None or value == "":
         return default
@@ -43,7 +44,7 @@ def _choice(data: dict, name: str, allowed: tuple, default):
     return value
 
 
-def _duration(data: dict) -> int:
+def _duration(data: dict[str, Any]) -> int:
     value = data.get("duration")
     if value is None or value == "":
         return 8
@@ -54,7 +55,7 @@ def _duration(data: dict) -> int:
     return int(value)
 
 
-def _crossfade(data: dict) -> float:
+def _crossfade(data: dict[str, Any]) -> float:
     value = data.get("crossfade_duration")
     if value is None or value == "":
         return DEFAULT_CROSSFADE
@@ -63,7 +64,7 @@ def _crossfade(data: dict) -> float:
     return float(value)
 
 
-def validate(data: dict) -> dict:
+def validate(data: dict[str, Any]) -> dict[str, Any]:
     """The settings of a video job, defaults filled in (the source URLs are the dialect's to resolve)."""
     style = data.get("style")
     if style in ("exact", "enhance"):
@@ -84,7 +85,7 @@ def _put(artifacts: Artifacts, role: str, path: str) -> tuple[str, str]:
     return f"{role}{os.path.splitext(path)[1][:8]}", artifacts.put(Path(path))
 
 
-def _cache_key(prefix: str, task_input: dict) -> str:
+def _cache_key(prefix: str, task_input: dict[str, Any]) -> str:
     parts = [PIPELINE_VERSION, *(f"{k}={task_input[k]}" for k in sorted(task_input) if k != "artifacts"),
              *sorted(task_input["artifacts"].values())]
     return prefix + hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -98,7 +99,7 @@ class VideoPipeline:
         self.artifacts = artifacts
         self.models = ModelRegistry.beside(artifacts)  # the studio's own depth model, when one is installed
 
-    def plan(self, payload: dict) -> list[TaskDef]:
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]:
         settings = payload["settings"]
         width, height = RESOLUTIONS[settings["resolution"]]
         names, artifacts = {}, {}
@@ -126,7 +127,7 @@ class GifPipeline:
     def __init__(self, artifacts: Artifacts) -> None:
         self.artifacts = artifacts
 
-    def plan(self, payload: dict) -> list[TaskDef]:
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]:
         name, digest = _put(self.artifacts, "video", payload["video_path"])
         task_input = {"video": name, "width": GIF_WIDTH, "fps": GIF_FPS, "artifacts": {name: digest}}
         return [TaskDef(renderer="image.gif", name="gif", cpu=1.0, mem_mb=800, input=task_input,

@@ -16,6 +16,7 @@ import ssl
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
@@ -119,7 +120,7 @@ def _download(url: str, cache_dir: Path, max_bytes: int, timeout_s: float, allow
         raise SourceError(f"source {url!r}: download failed ({type(exc).__name__})") from None
 
 
-def _fetch(client: httpx.Client, url: str, headers: dict, data_path: Path, meta_path: Path, deadline: float,
+def _fetch(client: httpx.Client, url: str, headers: dict[str, Any], data_path: Path, meta_path: Path, deadline: float,
            max_bytes: int, allow_loopback: bool) -> Path:
     current = url
     for _ in range(MAX_REDIRECTS + 1):

@@ -7,6 +7,7 @@ computed from (another job re-downloading the same URL meanwhile cannot change t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from appliance.runtime.artifacts import Artifacts
 from appliance.services.pipelines import media
@@ -18,12 +19,12 @@ from renderers.movie import spec
 SpecError = spec.SpecError
 
 
-def validate(movie: object) -> dict:
+def validate(movie: object) -> dict[str, Any]:
     """The normalized movie, or SpecError naming the field (the dialect puts it in its own error shape)."""
     return spec.validate_and_normalize(movie)
 
 
-def scene_count(movie: dict) -> int:
+def scene_count(movie: dict[str, Any]) -> int:
     return len(movie["scenes"])
 
 
@@ -33,13 +34,13 @@ class MoviePipeline:
     def __init__(self, settings: Settings, artifacts: Artifacts) -> None:
         self.settings, self.artifacts = settings, artifacts
 
-    def plan(self, payload: dict) -> list[TaskDef]:
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]:
         """payload: {"movie": <normalized movie>, "job_id": ...}. Blocking: call it from a worker thread."""
         movie = payload["movie"]
         digests = self._fetch_all(movie)
         return self._tasks(payload["job_id"], movie, digests)
 
-    def _fetch_all(self, movie: dict) -> dict[str, tuple[str, str]]:
+    def _fetch_all(self, movie: dict[str, Any]) -> dict[str, tuple[str, str]]:
         """source -> (file suffix, artifact digest of its bytes)."""
         s = self.settings
         cache = s.data_dir / "media-cache"
@@ -53,7 +54,7 @@ class MoviePipeline:
                     out[src] = (os.path.splitext(path)[1][:8], self.artifacts.put(path))
         return out
 
-    def _tasks(self, job_id: str, movie: dict, fetched: dict[str, tuple[str, str]]) -> list[TaskDef]:
+    def _tasks(self, job_id: str, movie: dict[str, Any], fetched: dict[str, tuple[str, str]]) -> list[TaskDef]:
         w, h, fps = movie["width"], movie["height"], movie["fps"]
         tasks, links = [], []
         for n, scene in enumerate(movie["scenes"]):

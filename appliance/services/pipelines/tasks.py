@@ -7,6 +7,8 @@ dialect's pipeline writes.
 Used by `appliance` operators and by the tests that drive the scheduler with the test renderers."""
 from __future__ import annotations
 
+from typing import Any
+
 from appliance.errors import ApplianceError
 from appliance.runtime.sandbox.limits import LIMITS_KEY
 from appliance.store.jobs import TaskDef
@@ -15,7 +17,7 @@ from appliance.store.jobs import TaskDef
 class TasksPipeline:
     deferred = False
 
-    def plan(self, payload: dict) -> list[TaskDef]:
+    def plan(self, payload: dict[str, Any]) -> list[TaskDef]:
         specs = payload.get("tasks")
         if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
             raise ApplianceError("tasks must be a non-empty list of objects")

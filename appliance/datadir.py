@@ -1,4 +1,5 @@
-"""Outputs on local disk: published by atomic rename, so a half-written output is never served.
+"""The data dir's layout, in one place: where outputs, artifacts, task workdirs, logs and scratch files live, and
+the housekeeping of each (outputs are published by atomic rename, so a half-written output is never served).
 
 Layout under the data dir: outputs/<job_id>/<files> (hard links to artifacts); artifacts/<2 hex>/<sha256>
 (content-addressed: task inputs and outputs, cached renders); work/<task_id>/ (task workdirs of the local
@@ -16,12 +17,9 @@ from pathlib import Path
 from appliance.runtime.artifacts import Artifacts, link_or_copy
 
 MEDIA_CACHE_S = 86400  # a downloaded media file is revalidated by ETag anyway: a day of reuse is plenty
-CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-                 ".webp": "image/webp", ".gif": "image/gif", ".vtt": "text/vtt; charset=utf-8",
-                 ".json": "application/json", ".txt": "text/plain; charset=utf-8"}
 
 
-class Store:
+class DataDir:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir
         for sub in ("outputs", "artifacts", "work", "logs", "tmp"):

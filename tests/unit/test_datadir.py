@@ -2,11 +2,11 @@
 outputs, and no other job's."""
 from __future__ import annotations
 
-from appliance.delivery.outputs import Store
+from appliance.datadir import DataDir
 
 
 def test_remove_job_takes_its_task_logs_and_leaves_the_others(tmp_path):
-    store = Store(tmp_path)
+    store = DataDir(tmp_path)
     for name in ("job_a.t000.log", "job_a.t001.log", "job_ab.t000.log", "job_b.t000.log"):
         (tmp_path / "logs" / name).write_text("x")
     store.job_dir("job_a").mkdir()
