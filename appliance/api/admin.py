@@ -26,7 +26,6 @@ from appliance.services.models import (
 )
 from appliance.store import ids, users
 from appliance.store.db import loads
-from appliance.store.jobs import payload_of
 from appliance.store.rows import JobRow, TaskRow
 
 MAX_BODY = 10 * 1024 * 1024
@@ -57,15 +56,6 @@ def error_response(exc: ApplianceError) -> Response:
 
 def _estimator(request: Request) -> Estimator:
     return request.app.state.core.estimator
-
-
-def job_eta(estimator: Estimator, job: JobRow) -> dict | None:
-    """A queued or running job's ETA (services/estimate.py) in the admin API's shape; None otherwise."""
-    if job["status"] not in ("queued", "running"):
-        return None
-    eta = estimator.eta(job, estimator.quote(job["kind"], payload_of(job), job["max_parallel"]))
-    return None if eta is None else {"secondsLeft": eta["seconds_left"], "totalSeconds": eta["total_s"],
-                                     "finishAt": eta["finish_at"], "basis": eta["basis"]}
 
 
 def job_reuse(tasks: list[TaskRow]) -> dict | None:
@@ -107,7 +97,7 @@ async def proof(service: JobService, nonce: str) -> Response:
 @get("/jobs/{job_id:str}")
 async def show_job(service: JobService, estimator: Estimator, admin: str, job_id: str) -> Response:
     job = service.get(job_id)
-    return json_response(public_job(job, service.tasks(job_id), job_eta(estimator, job)))
+    return json_response(public_job(job, service.tasks(job_id), estimator.for_job(job)))
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)

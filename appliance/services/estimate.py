@@ -220,6 +220,15 @@ class Estimator:
             self._fits[family] = (stamp, model)
         return model
 
+    def for_job(self, job: JobRow) -> dict[str, Any] | None:
+        """A queued or running job's ETA in the shape the admin API and the dashboard show ({secondsLeft,
+        totalSeconds, finishAt (epoch seconds), basis}); None for a job that ended or where nothing is known."""
+        if job["status"] not in ("queued", "running"):
+            return None
+        eta = self.eta(job, self.quote(job["kind"], loads(job["payload"], {}), job["max_parallel"]))
+        return None if eta is None else {"secondsLeft": eta["seconds_left"], "totalSeconds": eta["total_s"],
+                                         "finishAt": eta["finish_at"], "basis": eta["basis"]}
+
     def eta(self, job: JobRow, quote: Quote | None) -> dict[str, Any] | None:
         """For a queued or running job (a row of store.jobs): {"seconds_left", "finish_at", "total_s",
         "basis"}, or None when nothing can be said yet (no history and no progress, or a job that ended)."""

@@ -11,7 +11,8 @@ import sqlite_utils
 
 from appliance.services.estimate import Estimator, Quote, family_of, features_of, fit, work_of
 from appliance.store.db import now_iso
-from tests.conftest import ROOT
+from tests.conftest import PYTHON, ROOT
+from tests.integration.test_dashboard import PASSWORD, signed_in
 
 SCENE = ("from manim import *\n\nclass S(Scene):\n    def construct(self):\n        d = Dot()\n"
          "        for i in range({n}):\n            self.play(d.animate.shift(0.2 * RIGHT), run_time=0.4)\n# {tag}\n")
@@ -107,15 +108,21 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
     # a bad body is the admin API's 400, never a 500
     bad = httpx.post(f"{server.url}/admin/estimate", headers=auth, content=b"[1]")
     assert bad.status_code == 400 and bad.json()["message"] == "body must be a JSON object"
-    # while it runs, the admin API carries an ETA
+    # while it runs, the admin API and the dashboard's job page carry an ETA
+    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(server.data_dir)],
+                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
+    dashboard, _ = signed_in(server)
     job_id = server.submit("ada", "manim", manim_body(12, "live")["input"])
-    seen = []
+    seen, shown = [], []
     while (job := httpx.get(f"{server.url}/admin/jobs/{job_id}", headers=auth).json())["status"] != "completed":
         if job["status"] == "running" and job["eta"] is not None:
             seen.append(job["eta"])
+            shown.append(dashboard.get(f"/dashboard/api/jobs/{job_id}").json()["job"]["eta"])
         time.sleep(0.05)
     assert seen and all(e["secondsLeft"] >= 0 and e["basis"] == 4 for e in seen), seen
+    assert any(e is not None and e["basis"] == 4 and e["finishAt"] > time.time() - 60 for e in shown), shown
     assert job["eta"] is None  # ended: no ETA
+    assert dashboard.get(f"/dashboard/api/jobs/{job_id}").json()["job"]["eta"] is None
     # the CLI: --estimate prints the quote and submits nothing
     scene = server.data_dir / "scene.py"
     scene.write_text(SCENE.format(n=3, tag="cli"))

@@ -39,8 +39,8 @@ async def filters(service: JobService, op: dict) -> Response:
 
 
 @get("/jobs/{job_id:str}")
-async def job(service: JobService, op: dict, job_id: str) -> Response:
-    return json_response(views.job_detail(service, job_id))
+async def job(request: Request, service: JobService, op: dict, job_id: str) -> Response:
+    return json_response(views.job_detail(service, job_id, request.app.state.core.estimator))
 
 
 @get("/jobs/{job_id:str}/files/{name:str}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.services import models
+from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService
 from appliance.store import deliveries, jobs, ledger, operators, rendercad_inputs, users
 from appliance.store.db import loads, rows
@@ -195,7 +196,8 @@ def _task(t: TaskRow) -> dict:
             "cpu": t["cpu"], "memMb": t["mem_mb"], "gpu": t["gpu"] or 0}
 
 
-def job_detail(service: JobService, job_id: str) -> dict:
+def job_detail(service: JobService, job_id: str, estimator: Estimator | None = None) -> dict:
+    """The job page's data; with the estimator, a queued or running job's ETA (services/estimate.py) too."""
     job = service.get(job_id)
     tasks = service.tasks(job_id)
     names = operators.user_names(service.db, {job["user_id"]})
@@ -207,7 +209,7 @@ def job_detail(service: JobService, job_id: str) -> dict:
     summary = list_row(service, {**job, **operators.job_summary(service.db, job["id"])}, names,
                        operators.charged(service.db, [job["id"]]))
     return {
-        "job": {**summary, "expiredAt": job["expired_at"],
+        "job": {**summary, "expiredAt": job["expired_at"], "eta": estimator.for_job(job) if estimator else None,
                 "request": request if len(request) <= REQUEST_SHOWN else request[:REQUEST_SHOWN] + "…",
                 "tasks": jobs.task_counts(service.db, job_id)},
         "tasks": [_task(t) for t in tasks],

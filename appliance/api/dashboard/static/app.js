@@ -193,6 +193,11 @@ async function jobPage(main, jobId) {
       // one number: a one-task job's bar is its task's; a job of several tasks shows their mean, and says so
       h("div", {class: "progressline"}, bar(j.progress, "job-progress"),
         several ? h("div", {class: "muted small", id: "progress-note"}, `mean of ${data.tasks.length} tasks`) : ""),
+      // learnt from this box's finished jobs (services/estimate.py); refreshed with each GET the live events cause
+      j.eta ? h("p", {class: "muted small", id: "job-eta"}, `about ${secs(j.eta.secondsLeft * 1000)} left · ` +
+        `done around ${new Date(j.eta.finishAt * 1000).toLocaleTimeString()} · ` +
+        (j.eta.basis ? `from ${j.eta.basis} finished job${j.eta.basis === 1 ? "" : "s"} like it` :
+          "extrapolated from its progress")) : "",
       j.error ? h("p", {class: "error", id: "job-error"}, j.error) : "",
       j.expiredAt ? h("p", {class: "muted"}, "Outputs removed on " + when(j.expiredAt) + " (retention).") : "",
       h("div", {class: "actions"},
