@@ -86,14 +86,15 @@ def bench_image(tmp: Path, line) -> None:
         pillow = statistics.median(_pillow(d, 1024) for d in uploads)
         line("RenderCAD 1024² job, finalize -> completed, median of 8 (goal <= 0.2 s)",
              f"{statistics.median(took):.2f} s (min {min(took):.2f}; Pillow resize+save {pillow * 1000:.0f} ms)")
-        big = photo(size=(4800, 3600))
+        bigs = [photo(size=(4800 + 16 * i, 3600 + 8 * i)) for i in range(3)]  # distinct: no cache hit
         sampler = PeakRSS(server.proc.pid)
         sampler.start()
-        four_k = _job(server, auth, big, model="pro", quality="4k", condition="rusty")
+        four_k = [_job(server, auth, big, model="pro", quality="4k", condition="rusty") for big in bigs]
         sampler.stop.set()
         sampler.join()
-        line("RenderCAD 4096² pro job (rusty), finalize -> completed (goal <= 1 s)",
-             f"{four_k:.2f} s (Pillow resize+save {_pillow(big, 4096):.2f} s)")
+        line("RenderCAD 4096² pro job (rusty), finalize -> completed, median of 3 (goal <= 1 s)",
+             f"{statistics.median(four_k):.2f} s (runs {', '.join(f'{t:.2f}' for t in four_k)}; "
+             f"Pillow resize+save {_pillow(bigs[0], 4096):.2f} s)")
         line("RenderCAD 4096² task, peak renderer RSS (goal <= 1 GB)", f"{sampler.peak / 2**20:.0f} MB")
     finally:
         server.stop()
