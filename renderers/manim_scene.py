@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from renderers import manim_address as addresses
 from renderers import manim_compat
 from renderers import manim_segments as pieces
 from renderers.base import RenderError, Reporter
@@ -117,19 +118,22 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
     _configure(task_input, workdir)
     encoder: _SceneEncoder | None = None
     try:
-        pieces.seed_module_code()
+        addresses.seed_module_code()
         scene_class = load_scene_class(task_input["code"], task_input["className"])
         _configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
-        pieces.seed_if_unset()
+        addresses.seed_if_unset()
         scene = scene_class()
         tracker = _Tracker(scene, report)
         tracker.preview = Preview(workdir)  # the dashboard's live frame (renderers/preview.py)
         writer = scene.renderer.file_writer
         encoder = tracker.encoder = _SceneEncoder(writer, workdir / FILES["video"])
-        identity = pieces.frame_identity(int(task_input["width"]), int(task_input["height"]),
+        identity = addresses.frame_identity(int(task_input["width"]), int(task_input["height"]),
                                          int(task_input["fps"]), writer.video_encoder)
         reuse = pieces.usable(pieces.read_reuse(task_input, workdir), writer.video_encoder)
-        tracker.pieces = pieces.Segmenter(scene, encoder, workdir, reuse, identity, tracker.set_last_frame)
+        from renderers.manim_split import split_refusal  # (manim_split imports this module)
+
+        tracker.pieces = pieces.Segmenter(scene, encoder, workdir, reuse, identity, tracker.set_last_frame,
+                                          fast=split_refusal(task_input["code"]) is None)
         scene.render()
         if not scene.renderer.num_plays:  # a still: Manim drew the final frame (the CLI saves it as a PNG)
             frame = tracker.last_frame = write_still(scene, encoder)
@@ -216,7 +220,7 @@ class _Tracker:
 
     def play(self, scene: Any, *args: Any, **kwargs: Any) -> None:
         self._play(scene, *args, **kwargs)
-        frame = self.last_frame
+        frame = self.last_frame if self.pieces is None or self.pieces.last_drawn() else None  # not copied
         if self.preview is not None and frame is not None:  # the frame the animation ends on, for the dashboard
             self.preview.offer(lambda: Image.fromarray(frame), settled=True)
         names = ", ".join(type(animation).__name__ for animation in scene.animations or [])

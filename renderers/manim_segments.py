@@ -2,191 +2,36 @@
 
 A whole-scene render (renderers/manim_scene.py) encodes each animation into its own piece (a new encoder
 stream: the piece starts with an IDR frame and is closed before the next begins) and joins the pieces into
-``video.mp4`` by copying their packets. Before each animation is drawn, its **address** is computed: a SHA-256
-over everything that decides its pixels —
-
-- the state Manim's own partial-movie cache hashes (``get_hash_from_play_call``): the animations, every mobject
-  of the scene and the camera, each object's attributes recursively, arrays by their bytes, functions (rate
-  functions, updaters, ``always_redraw`` builders) by their bytecode, constants, closure cells and the module
-  globals they name; here as a pickle stream (4x faster than Manim's JSON walk: 4 ms a play for a 20-animation
-  Text scene) that also covers what Manim's hash leaves out: the methods of classes the scene code defines (an
-  edited ``interpolate_mobject`` of a custom Animation), the scene's own attributes (``self.k`` read by an
-  updater), the scene clock, and the state of ``random`` and ``numpy.random`` (a changed seed);
-- the frame (width, height, fps), the encoder's resolved settings, and the versions of Manim, PyAV, libavcodec
-  and this format (``FORMAT``).
+``video.mp4`` by copying their packets. Before each animation is drawn, its **address** is computed
+(renderers/manim_address.py): a SHA-256 over everything that decides its pixels — the state it starts from (the
+animations, mobjects, camera, the functions and classes of the scene code, the clock, the random state), the
+frame, the encoder's settings and the library versions.
 
 The task's input may name earlier renders of the same scene by the same user (``reuse``: their ``video.mp4``
 staged in the workdir, and each one's piece index: address, frames, drawing milliseconds). An animation whose
 address is there is **stepped, not drawn**: Manim interpolates it frame by frame exactly as when drawing (so
 updaters, ``dt`` and random draws advance as they would), but the camera draws nothing and nothing is encoded;
-its packets are copied from the earlier video. Anything that fails to hash (an object pickle refuses) gives the
-piece no address: it is always drawn. The index and the video come from the same user's own earlier task, so a
-forged index can only put that user's own pixels into that user's own video.
+its packets are copied from the earlier video. Where the scene's source passes manim_split's rule (no updaters or
+other per-frame state, no clock, seeded randomness), such an animation is fast-forwarded instead: one update to
+its end, as Manim skips an animation, and the clock set where drawing would have left it. Anything that fails to
+hash (an object pickle refuses) gives the piece no address: it is always drawn. The index and the video come
+from the same user's own earlier task, so a forged index can only put that user's own pixels into that user's own
+video.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import pickle
-import random
-import types
 from dataclasses import dataclass, field
 from fractions import Fraction
-from importlib import metadata
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from renderers.base import RenderError
+from renderers.manim_address import address
 
-FORMAT = "manim-pieces-1"
-SCENE_MODULE = "user_scene"  # manim_scene.SCENE_MODULE: classes defined there are hashed with their methods
 PIECES_DIR = "pieces"
-WORKDIR = "<workdir>"  # the task's folder, in paths and strings of the hashed state
-DEFAULT_SEED = 0  # a scene that sets no seed gets this one: its pieces then have a stable address
-# Attributes whose values depend on the process, not on the picture (Manim's hash drops them too); the camera's
-# own frame buffers are its output, not its input, and the display methods it looks up on its first frame a cache.
-RUN_DEPENDENT = frozenset({"original_id"})
-CAMERA_BUFFERS = frozenset({"pixel_array", "background", "pixel_array_to_cairo_context", "display_funcs"})
-# Scene attributes Manim keeps (its renderer, the mobject lists hashed on their own, per-play bookkeeping):
-# anything else on the scene is the scene code's own state and is hashed.
-SCENE_INTERNALS = frozenset({
-    "renderer", "mobjects", "foreground_mobjects", "animations", "moving_mobjects", "static_mobjects",
-    "time_progression", "duration", "last_t", "stop_condition", "camera_class", "camera_target", "session_spec",
-    "file_writer_settings", "output_plan", "manager", "queue", "widgets", "meshes", "mouse_point",
-    "mouse_drag_point", "mouse_press_callbacks", "key_to_function_map", "quit_interaction", "interactive_mode",
-    "dearpygui_imported", "skip_animation_preview", "_log_file_path", "updaters", "always_update_mobjects",
-    "random_seed", "sender", "kwargs", "skip_animations",
-})
-
-
-# -- addresses ---------------------------------------------------------------------------------------------------
-
-class _Token:
-    """What functions, methods, user classes, modules and the scene pickle as: a name and a state."""
-
-
-def _code_digest(code: types.CodeType) -> bytes:
-    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
-    for const in code.co_consts:
-        parts.append(_code_digest(const) if isinstance(const, types.CodeType) else repr(const).encode())
-    return hashlib.sha256(b"\0".join(parts)).digest()
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles the state as it is, but for the kinds ``_kind`` names (decided once per type: a play pickles
-    ~50,000 objects, most of them arrays and mobjects that need nothing)."""
-
-    def __init__(self, file: io.BytesIO, scene: Any, workdir: str) -> None:
-        super().__init__(file, protocol=5)
-        self.scene, self.workdir = scene, workdir
-
-    def reducer_override(self, obj: Any) -> Any:
-        kind = _KINDS.get(type(obj))
-        if kind is None:
-            kind = _KINDS[type(obj)] = _kind(type(obj))
-        if kind == "plain":
-            return NotImplemented
-        if kind == "mobject":
-            state = obj.__dict__
-            if "original_id" not in state and "id_to_vgroup_dict" not in state:
-                return NotImplemented
-            # A copy remembers its original's id(); an SVG's groups are keyed by the ids cairo gave the file's
-            # elements ("surface7": a count of the surfaces this process made, drawn frames included). Neither
-            # is part of the picture.
-            state = {k: v for k, v in state.items() if k not in RUN_DEPENDENT}
-            if isinstance(state.get("id_to_vgroup_dict"), dict):
-                state["id_to_vgroup_dict"] = list(state["id_to_vgroup_dict"].values())
-            return _Token, ("object", type(obj)), state
-        if kind == "scene":
-            return (_Token, ("scene",)) if obj is self.scene else NotImplemented
-        if kind == "path":  # a file Manim wrote (a Text's SVG): where the task ran does not matter
-            return _Token, ("path", str(obj).replace(self.workdir, WORKDIR))
-        if kind == "method":
-            return _Token, ("method",), (obj.__func__, obj.__self__)
-        if kind == "function":
-            code, names = obj.__code__, obj.__globals__
-            used = {n: names[n] for n in code.co_names if n in names} if names.get("__name__") == SCENE_MODULE \
-                else obj.__module__ + "." + obj.__qualname__  # library code: its version is in the address
-            cells = tuple(cell.cell_contents if _filled(cell) else None for cell in obj.__closure__ or ())
-            return _Token, ("function", _code_digest(code)), (obj.__defaults__, obj.__kwdefaults__, cells, used)
-        if kind == "module":
-            return _Token, ("module", obj.__name__)
-        if kind == "class":
-            if obj.__module__ != SCENE_MODULE:
-                return NotImplemented  # by reference (module and name)
-            own = {k: v for k, v in vars(obj).items() if not k.startswith("__") or k == "__init__"}
-            return _Token, ("class", obj.__qualname__), (obj.__bases__, own)
-        if kind == "descriptor":
-            return _Token, (type(obj).__name__,), (getattr(obj, "__func__", None), getattr(obj, "fget", None),
-                                                   getattr(obj, "fset", None))
-        state = {k: v for k, v in obj.__dict__.items() if k not in RUN_DEPENDENT | CAMERA_BUFFERS}
-        return _Token, ("camera", type(obj)), state
-
-
-_KINDS: dict[type, str] = {}
-
-
-def _kind(cls: type) -> str:
-    from manim.camera.camera import Camera
-    from manim.mobject.mobject import Mobject
-    from manim.scene.scene import Scene
-
-    checks: list[tuple[str, Any]] = [
-        ("method", types.MethodType), ("function", types.FunctionType), ("module", types.ModuleType),
-        ("class", type), ("descriptor", (staticmethod, classmethod, property)), ("path", PurePath),
-        ("camera", Camera), ("scene", Scene), ("mobject", Mobject)]
-    return next((name for name, base in checks if issubclass(cls, base)), "plain")
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018 - an empty cell raises
-    except ValueError:
-        return False
-    return True
-
-
-def frame_identity(width: int, height: int, fps: int, encoder: Any) -> str:
-    """What every piece of a render shares: the frame, the encoder's resolved settings, the versions."""
-    import av
-    from manim._config.video_encoder import video_encoder_fingerprint
-
-    parts = [FORMAT, f"{width}x{height}@{fps}", video_encoder_fingerprint(encoder), metadata.version("manim"),
-             av.__version__, repr(av.library_versions.get("libavcodec"))]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-def address(scene: Any, identity: str, workdir: Path) -> str | None:
-    """The piece address of the animation ``scene`` is about to play (its animations compiled, not begun), or
-    None when some object of its state cannot be hashed (the piece is then always drawn)."""
-    renderer = scene.renderer
-    own = {k: v for k, v in vars(scene).items() if k not in SCENE_INTERNALS}
-    state = (identity, repr(renderer.time), random.getstate(), np.random.get_state(), renderer.camera,  # noqa: NPY002
-             scene.animations, scene.mobjects, scene.foreground_mobjects, own)
-    buffer = io.BytesIO()
-    try:
-        _Pickler(buffer, scene, str(workdir)).dump(state)
-    except Exception:  # noqa: BLE001 - an unpicklable object (a generator, a lock, a local class): no address
-        return None
-    data = buffer.getvalue().replace(str(workdir).encode(), WORKDIR.encode())  # and in plain strings
-    return hashlib.sha256(data).hexdigest()[:32]  # 128 bits: no collision among a box's pieces
-
-
-def seed_module_code() -> None:
-    """The scene module's own top-level code draws from the same seeds each run (Scene seeds again later)."""
-    random.seed(DEFAULT_SEED)
-    np.random.seed(DEFAULT_SEED)  # noqa: NPY002 - the global state is what scene code uses
-
-
-def seed_if_unset() -> None:
-    """A scene that sets no seed would start from fresh entropy each run, and no piece would match twice: it
-    gets DEFAULT_SEED (Manim's Scene seeds ``random`` and ``numpy.random`` from ``config.seed``)."""
-    from manim import config
-
-    if config.seed is None:
-        config.seed = DEFAULT_SEED
 
 
 # -- the earlier renders' pieces ---------------------------------------------------------------------------------
@@ -328,6 +173,7 @@ def join(pieces: list[Piece], fps: int, dst: Path) -> int:
 
     drawn = next((p.path for p in pieces if p.path is not None), None)
     template_path = drawn or next(p.source.video for p in pieces if p.source is not None)
+    videos: dict[Path, _Video] = {}
     try:
         with av.open(str(template_path)) as first, \
                 av.open(str(dst), "w", format="mp4", options={"movflags": "+faststart"}) as out:
@@ -336,36 +182,58 @@ def join(pieces: list[Piece], fps: int, dst: Path) -> int:
             stream = out.add_stream_from_template(template=template)
             played = 0
             for piece in pieces:
-                played += _copy_piece(piece, fps, played, extradata, stream, out)
+                path = piece.path or (piece.source.video if piece.source else None)
+                assert path is not None
+                if path not in videos:  # an earlier render's video is read once, whatever it gives
+                    videos[path] = _Video(path, fps, extradata)
+                for packet in videos[path].packets(piece.source.start if piece.source else 0, piece.frames,
+                                                   played):
+                    packet.stream = stream
+                    out.mux(packet)
+                played += piece.frames
+            for video in videos.values():
+                video.close()
     except (av.error.FFmpegError, ValueError) as exc:
         raise RenderError(f"joining the video's pieces failed: {exc}") from None
     return played
 
 
-def _copy_piece(piece: Piece, fps: int, played: int, extradata: bytes, stream: Any, out: Any) -> int:
-    import av  # noqa: F811 - the caller's import is local to it
+class _Video:
+    """One MP4's video packets, demuxed once, with each packet's frame index (presentation order)."""
 
-    path = piece.path or (piece.source.video if piece.source else None)
-    assert path is not None
-    start = piece.source.start if piece.source else 0
-    with av.open(str(path)) as container:
-        source = container.streams.video[0]
+    def __init__(self, path: Path, fps: int, extradata: bytes) -> None:
+        import av
+
+        self.path = path
+        self.container = av.open(str(path))
+        source = self.container.streams.video[0]
         if bytes(source.codec_context.extradata or b"") != extradata:
             raise ValueError(f"{path.name}: its H.264 parameter sets differ from the other pieces'")
         if source.time_base is None:
             raise ValueError(f"{path.name} has no time base")
-        ticks = 1 / (fps * Fraction(source.time_base))  # ticks per frame
-        packets = [p for p in container.demux(source) if p.pts is not None and p.dts is not None]
-        origin = min((p.pts or 0 for p in packets), default=0)
-        chosen = [p for p in packets if start <= round(((p.pts or 0) - origin) / ticks) < start + piece.frames]
-        if len(chosen) != piece.frames:
-            raise ValueError(f"{path.name}: {len(chosen)} frames where the piece has {piece.frames}")
-        shift = round((played - start) * ticks)
+        self.ticks = 1 / (fps * Fraction(source.time_base))  # ticks per frame
+        self.all = [p for p in self.container.demux(source) if p.pts is not None and p.dts is not None]
+        origin = min((p.pts or 0 for p in self.all), default=0)
+        self.frame_of = [round(((p.pts or 0) - origin) / self.ticks) for p in self.all]
+        self.taken: set[int] = set()
+
+    def packets(self, start: int, frames: int, played: int) -> list[Any]:
+        """The packets of frames [start, start + frames), moved to begin at frame ``played`` of the output. Muxing
+        a packet gives its data away: a range is taken once (two pieces of one render never share an address,
+        as the scene clock is part of it)."""
+        if start in self.taken:
+            raise ValueError(f"{self.path.name}: frames from {start} taken twice")
+        self.taken.add(start)
+        chosen = [p for p, n in zip(self.all, self.frame_of, strict=True) if start <= n < start + frames]
+        if len(chosen) != frames:
+            raise ValueError(f"{self.path.name}: {len(chosen)} frames where the piece has {frames}")
+        shift = round((played - start) * self.ticks)
         for packet in chosen:
             packet.pts, packet.dts = (packet.pts or 0) + shift, (packet.dts or 0) + shift
-            packet.stream = stream
-            out.mux(packet)
-    return piece.frames
+        return chosen
+
+    def close(self) -> None:
+        self.container.close()
 
 
 # -- drawing or stepping each animation --------------------------------------------------------------------------
@@ -389,8 +257,11 @@ class Segmenter:
     source's final piece: the frame thumb.jpg and image.png are made from, if the video ends there)."""
 
     def __init__(self, scene: Any, encoder: Any, workdir: Path, reuse: dict[str, Source], identity: str,
-                 on_frame: Any) -> None:
+                 on_frame: Any, fast: bool = False) -> None:
         self.scene, self.renderer, self.encoder = scene, scene.renderer, encoder
+        # ``fast``: a copied animation may be fast-forwarded (one step to its end, as Manim skips it) instead of
+        # stepped frame by frame: for scenes whose state does not depend on per-frame steps (manim_split's rule)
+        self.fast, self.fast_forwarding, self.clock = fast, False, 0.0
         self.folder = workdir / PIECES_DIR
         self.folder.mkdir(exist_ok=True)
         self.reuse, self.identity, self.on_frame = reuse, identity, on_frame
@@ -427,6 +298,9 @@ class Segmenter:
             piece.source, piece.frames, piece.last_frame_known = source, frames, source.final
             self.stepping, self.draw_last = True, source.final
             self.updates, self.expected_updates, self.counted = 0, updates, 0
+            self.fast_forwarding = self.fast and not source.final and not scene.is_current_animation_frozen_frame()
+            if self.fast_forwarding:  # Manim's skipping: one update to the end; the clock is set at the end
+                self.renderer.skip_animations, self.clock = True, self.renderer.time
             self._begin(False, **kwargs)  # the encoder drops whatever reaches it
         else:
             piece.path = self.folder / f"{len(self.pieces.items):04d}.mp4"
@@ -442,12 +316,17 @@ class Segmenter:
         piece, self.current = self.current, None
         if piece is not None:
             piece.ms = round((time.perf_counter() - self.started) * 1000)
+            if self.fast_forwarding:  # the clock where drawing each frame would have left it
+                dt = 1 / self.renderer.camera.frame_rate
+                for _ in range(piece.frames):
+                    self.clock += 1 * dt
+                self.renderer.time, self.counted = self.clock, piece.frames
             if piece.source is not None and self.counted != piece.frames:  # cannot happen: the counts are Manim's
                 raise RenderError(f"animation {len(self.pieces.items) - 1} stepped {self.counted} frames where "
                                   f"its earlier piece has {piece.frames}")
             if piece.path is not None:
                 piece.frames = self.encoder.frames - self.frames_before
-        self.stepping = self.draw_last = self.drawing = False
+        self.stepping = self.draw_last = self.drawing = self.fast_forwarding = False
         self._end(allow_write)
 
     # the renderer's side: while stepping, the camera draws nothing (but a source's final frame)
@@ -483,5 +362,9 @@ class Segmenter:
             self.stepping = stepping
 
     # what the scene's outputs need
+    def last_drawn(self) -> bool:
+        """Whether the latest piece was drawn here (its last frame is the tracker's)."""
+        return bool(self.pieces.items) and self.pieces.items[-1].source is None
+
     def final_frame_known(self) -> bool:
         return bool(self.pieces.items) and self.pieces.items[-1].last_frame_known

@@ -19,6 +19,7 @@ from tests.bench.eta import bench_eta
 from tests.bench.movie import bench_movie
 from tests.bench.rendercad_image import bench_image
 from tests.bench.rendercad_video import bench_video
+from tests.bench.reuse import bench_reuse
 from tests.bench.scale import bench_scale
 from tests.bench.spawn import bench_spawn
 from tests.bench.split import bench_split
@@ -212,7 +213,7 @@ def _bench_list(client: httpx.Client, params: dict) -> None:
 SECTIONS = {"core": bench_core, "kodisc": bench_kodisc, "movie": bench_movie, "listing": bench_listing,
             "split": bench_split, "scale": bench_scale, "video": lambda tmp: bench_video(tmp, line),
             "image": lambda tmp: bench_image(tmp, line), "spawn": lambda tmp: bench_spawn(tmp, line),
-            "eta": bench_eta}
+            "eta": bench_eta, "reuse": bench_reuse}
 
 
 def main(argv: list[str]) -> int:

@@ -156,7 +156,7 @@ def test_another_frame_size_or_rate_reuses_nothing(base: Path, tmp_path: Path, f
 
 
 def test_another_library_version_reuses_nothing(base: Path, tmp_path: Path) -> None:
-    patch = ("import types, renderers.manim_segments as m\n"
+    patch = ("import types, renderers.manim_address as m\n"
              "m.metadata = types.SimpleNamespace(version=lambda name: '0.0.0-other')")
     outputs = render(tmp_path, scene(), reuse=[base], patch=patch)
     assert outputs["reuse"]["reusedPieces"] == 0
@@ -177,3 +177,33 @@ def test_a_forged_or_missing_source_is_drawn_again(base: Path, tmp_path: Path) -
                           env=env, capture_output=True, text=True, timeout=120)
     last = json.loads(proc.stdout.splitlines()[-1])
     assert last["outputs"]["reuse"]["reusedPieces"] == 0
+
+
+UPDATER = """\
+from manim import *
+
+class Demo(Scene):
+    def construct(self):
+        dot = Dot(LEFT * 3)
+        dot.add_updater(lambda m, dt: m.shift(RIGHT * dt))   # per-frame state: stepped, never fast-forwarded
+        self.add(dot)
+        self.play(Create(Square()))
+        note = Text({note!r}).to_edge(DOWN)
+        self.play(FadeIn(note), rate_func=there_and_back)
+        self.remove(note)
+        self.play(Create(Circle()), run_time=0.75)
+        self.wait(0.5)
+"""
+
+
+def test_a_scene_with_updaters_is_stepped_frame_by_frame(tmp_path: Path) -> None:
+    """An updater moves the dot by each frame's dt: a copied animation must leave it where drawing would."""
+    first, edited, fresh = (tmp_path / name for name in ("first", "edited", "fresh"))
+    for folder in (first, edited, fresh):
+        folder.mkdir()
+    render(first, UPDATER.format(note="one"))
+    outputs = render(edited, UPDATER.format(note="two"), reuse=[first])
+    assert drawn(edited, first) == [1]
+    assert outputs["reuse"]["reusedPieces"] == 3
+    render(fresh, UPDATER.format(note="two"))
+    assert_same_pictures(edited, fresh)
