@@ -5,14 +5,15 @@ Seeds: kodisc-*.txt; api-research.md §1; DECISIONS.md (Kodisc). A render is the
 from __future__ import annotations
 
 import json
-import re
 
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
 from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer, require_scope
-from appliance.api.common import handlers_for, integral, json_response
+from appliance.api.common import handlers_for, json_response
+from appliance.contracts import kodisc as contract
+from appliance.contracts.base import Refused
 from appliance.delivery import netpolicy
 from appliance.errors import ApplianceError, InsufficientCredits, NotFound, Unauthorized
 from appliance.services.jobs import JobService, NewJob
@@ -21,18 +22,10 @@ from appliance.store.db import dumps, loads
 from appliance.store.rows import JobRow
 
 MAX_BODY = 200 * 1024
-MAX_FPS = 120  # DECISIONS.md (Kodisc)
-QUALITIES = {"low": (854, 480, 15), "medium": (1280, 720, 30), "high": (1920, 1080, 30),
-             "twok": (2560, 1440, 30), "fourk": (3840, 2160, 30)}
+MAX_FPS, QUALITIES, MESSAGES = contract.MAX_FPS, contract.QUALITIES, contract.MESSAGES
 RATES = {"low": 1.0, "medium": 2.3, "high": 4.0, "twok": 6.0, "fourk": 9.0}  # credits per render-second
-ASPECTS = ("16:9", "9:16")
-CLASSNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STATUS = {"queued": "queued", "running": "running", "completed": "completed", "failed": "failed",
           "cancelled": "failed"}
-# The seven documented 400 messages, in the documented order: a 400's "error" is always one of them.
-MESSAGES = ("JSON body required", "code is required", "className must be a valid Python identifier",
-            "quality must be one of: low, medium, high, twok, fourk", "aspectRatio must be one of: 16:9, 9:16",
-            "fps must be a positive integer", "webhookUrl must be an https:// URL")
 TOO_LARGE = {"error": "Request body too large", "message": "Maximum request body is 200 KB"}
 
 class BadRequest(ApplianceError):
@@ -60,36 +53,17 @@ def error_response(exc: ApplianceError) -> Response:
 
 
 def validate(body: bytes, allow_http: bool) -> dict:
-    """The seven documented 400 messages, checked in the documented order."""
+    """The seven documented 400 messages, checked in the documented order (contracts/kodisc.py declares them)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     if not isinstance(data, dict):
-        raise BadRequest("JSON body required")
-    if not isinstance(data.get("code"), str) or not data["code"].strip():
-        raise BadRequest("code is required")
-    if not isinstance(data.get("className"), str) or not CLASSNAME.fullmatch(data["className"]):
-        raise BadRequest("className must be a valid Python identifier")
-    # `in` on a dict or tuple hashes or compares the value: only a string can be one of the names
-    if not isinstance(data.get("quality", "medium"), str) or data.get("quality", "medium") not in QUALITIES:
-        raise BadRequest("quality must be one of: low, medium, high, twok, fourk")
-    if not isinstance(data.get("aspectRatio", "16:9"), str) or data.get("aspectRatio", "16:9") not in ASPECTS:
-        raise BadRequest("aspectRatio must be one of: 16:9, 9:16")
-    fps = data["fps"] = integral(data.get("fps"))
-    if fps is not None and (type(fps) is not int or fps < 1):
-        raise BadRequest("fps must be a positive integer")
-    if fps is not None and fps > MAX_FPS:  # DECISIONS.md: 1-120, else the documented fps message
-        raise BadRequest("fps must be a positive integer", f"fps must be at most {MAX_FPS}")
-    hook = data.get("webhookUrl", ...)
-    if hook not in (None, ...):
-        ok_scheme = isinstance(hook, str) and (hook.startswith("https://") or
-                                               (allow_http and hook.startswith("http://")))
-        if not ok_scheme:  # the documented error, and in "message" the setting that would allow plain http
-            raise BadRequest("webhookUrl must be an https:// URL",
-                             "plain http:// webhooks only with allow_http_webhooks = true "
-                             "(APPLIANCE_ALLOW_HTTP_WEBHOOKS=true)" if isinstance(hook, str)
-                             and hook.startswith("http://") else None)
+        raise BadRequest(contract.BODY_MESSAGE)
+    try:
+        data["fps"] = contract.RENDER.validate(data, {"allow_http": allow_http})["fps"]
+    except Refused as exc:
+        raise BadRequest(exc.message, exc.hint) from None
     return data
 
 
@@ -171,7 +145,7 @@ def _webhook_url(service: JobService, key: users.ApiKey, data: dict) -> str | No
                             allow_loopback=service.settings.allow_loopback_targets)
         except netpolicy.RefusedURL as exc:
             reason = str(exc) if own else f"the key's default webhook URL is refused: {exc}"
-            raise BadRequest("webhookUrl must be an https:// URL", reason) from None
+            raise BadRequest(contract.HTTPS_MESSAGE, reason) from None
     return url or None
 
 

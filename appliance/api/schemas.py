@@ -2,15 +2,17 @@
 
 They exist only to describe the API in the OpenAPI document (openapi.py turns them into JSON Schema): the
 handlers read raw bodies themselves, so that they answer the exact documented validation messages in the
-documented order, which a schema-driven decoder cannot do. Keep them in step with kodisc.validate,
-viralsync.parse_submission and renderers/movie/spec.py; the fuzz run (scripts/fuzz.py) checks every answer
-against them.
+documented order, which a schema-driven decoder cannot do. A request with a contract (appliance/contracts/) is
+generated from it, the declaration its validator runs; the rest are kept in step by hand with the handlers and
+renderers/movie/spec.py; the fuzz run (scripts/fuzz.py) checks every answer against them.
 """
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
+
+from appliance.contracts import kodisc
 
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, description="ISO 8601 UTC, milliseconds")]
 Number = float  # JSON Schema "number": integers are numbers too
@@ -22,21 +24,7 @@ def one_of(*values: str) -> Meta:
 
 
 # ---- Kodisc -------------------------------------------------------------------------------------------------
-WebhookUrl = Annotated[str, Meta(pattern=r"^https://", description=(
-    "Overrides the key's default webhook URL; null sends no webhook. http:// only with allow_http_webhooks; "
-    "loopback and link-local hosts are refused"))]
-
-
-class KodiscRenderRequest(Struct, kw_only=True):
-    """POST /api/v2/render. Only code and className are required; the whole body is at most 200 KB."""
-
-    code: Annotated[str, Meta(min_length=1, pattern=r"\S", description="Manim source with the Scene subclass")]
-    className: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The Scene subclass to render")]
-    quality: Annotated[str, one_of("low", "medium", "high", "twok", "fourk")] = "medium"
-    aspectRatio: Annotated[str, one_of("16:9", "9:16")] = "16:9"
-    fps: Annotated[int, Meta(ge=1, le=120, description="Overrides the preset's frame rate")] | None = None
-    webhookUrl: WebhookUrl | None = None
-    metadata: Any = None
+KodiscRenderRequest = kodisc.RENDER.struct()  # from the contract the validator runs (contracts/kodisc.py)
 
 
 class KodiscRenderAccepted(Struct):
