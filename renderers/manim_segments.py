@@ -166,9 +166,11 @@ def join(pieces: list[Piece], fps: int, dst: Path) -> int:
     """Write ``dst`` from the pieces' packets, back to back, moov atom first; returns the frames written.
 
     Every piece starts with an IDR frame and holds whole GOPs (its encoder was flushed), so a piece is the run of
-    packets whose presentation times fall in its frames, contiguous in decoding order. Each moves by the frames
-    before it in the output minus where it started; x264 gives every piece the same B-frame delay, so decoding
-    times keep increasing across the joins (the muxer refuses them otherwise, and the join fails)."""
+    packets whose presentation times fall in its frames, contiguous in decoding order; each moves by the frames
+    before it in the output minus where it started. Decoding times are written anew: x264 delays a piece by as
+    many frames as it reorders (none for a piece of one or two frames, two with B-frames), and joined as they were
+    a short piece's times would not increase into the next. Every piece is given the largest delay: the i-th
+    packet of the output decodes at frame i - delay, never after it is shown."""
     import av
 
     drawn = next((p.path for p in pieces if p.path is not None), None)
@@ -180,17 +182,24 @@ def join(pieces: list[Piece], fps: int, dst: Path) -> int:
             template = first.streams.video[0]
             extradata = bytes(template.codec_context.extradata or b"")
             stream = out.add_stream_from_template(template=template)
-            played = 0
+            runs, played = [], 0
             for piece in pieces:
                 path = piece.path or (piece.source.video if piece.source else None)
                 assert path is not None
                 if path not in videos:  # an earlier render's video is read once, whatever it gives
                     videos[path] = _Video(path, fps, extradata)
-                for packet in videos[path].packets(piece.source.start if piece.source else 0, piece.frames,
-                                                   played):
+                runs.append((videos[path], videos[path].packets(piece.source.start if piece.source else 0,
+                                                                piece.frames, played)))
+                played += piece.frames
+            order = [frame for _, run in runs for _, frame in run]  # output frame of each packet, decoding order
+            delay = max((i - frame for i, frame in enumerate(order)), default=0)
+            decoded = 0
+            for video, run in runs:
+                for packet, _ in run:
+                    packet.dts = round((decoded - delay) * video.ticks)
                     packet.stream = stream
                     out.mux(packet)
-                played += piece.frames
+                    decoded += 1
             for video in videos.values():
                 video.close()
     except (av.error.FFmpegError, ValueError) as exc:
@@ -217,20 +226,21 @@ class _Video:
         self.frame_of = [round(((p.pts or 0) - origin) / self.ticks) for p in self.all]
         self.taken: set[int] = set()
 
-    def packets(self, start: int, frames: int, played: int) -> list[Any]:
-        """The packets of frames [start, start + frames), moved to begin at frame ``played`` of the output. Muxing
-        a packet gives its data away: a range is taken once (two pieces of one render never share an address,
-        as the scene clock is part of it)."""
+    def packets(self, start: int, frames: int, played: int) -> list[tuple[Any, int]]:
+        """The packets of frames [start, start + frames) in decoding order, each with its frame index in the
+        output, where the run begins at frame ``played``; their presentation times moved there. Muxing a packet
+        gives its data away: a range is taken once (two pieces of one render never share an address, as the
+        scene clock is part of it)."""
         if start in self.taken:
             raise ValueError(f"{self.path.name}: frames from {start} taken twice")
         self.taken.add(start)
-        chosen = [p for p, n in zip(self.all, self.frame_of, strict=True) if start <= n < start + frames]
+        chosen = [(p, n) for p, n in zip(self.all, self.frame_of, strict=True) if start <= n < start + frames]
         if len(chosen) != frames:
             raise ValueError(f"{self.path.name}: {len(chosen)} frames where the piece has {frames}")
         shift = round((played - start) * self.ticks)
-        for packet in chosen:
-            packet.pts, packet.dts = (packet.pts or 0) + shift, (packet.dts or 0) + shift
-        return chosen
+        for packet, _ in chosen:
+            packet.pts = (packet.pts or 0) + shift
+        return [(packet, n - start + played) for packet, n in chosen]
 
     def close(self) -> None:
         self.container.close()

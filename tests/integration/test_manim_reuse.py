@@ -207,3 +207,27 @@ def test_a_scene_with_updaters_is_stepped_frame_by_frame(tmp_path: Path) -> None
     assert outputs["reuse"]["reusedPieces"] == 3
     render(fresh, UPDATER.format(note="two"))
     assert_same_pictures(edited, fresh)
+
+
+SHORT = """\
+from manim import *
+
+class Demo(Scene):
+    def construct(self):
+        self.play(FadeIn(Dot()), run_time=1 / 15)  # one frame: x264 reorders nothing in it
+        self.pause(0.3)
+        self.play(Create(Line(LEFT, RIGHT)), run_time=0.27)  # three frames, reordered
+"""
+
+
+def test_pieces_of_one_or_a_few_frames_join_and_are_reused(tmp_path: Path) -> None:
+    """Pieces whose B-frame delays differ (none in a one-frame piece) are joined with decoding times that keep
+    increasing, and copied the same way."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    first.mkdir()
+    again.mkdir()
+    outputs = render(first, SHORT)
+    assert [n for _, n, _ in outputs["pieces"]] == [1, 2, 3] and outputs["meta"]["frames"] == 6
+    assert render(again, SHORT, reuse=[first])["reuse"]["reusedPieces"] == 3
+    assert_same_pictures(again, first)
+    assert len(frames(first / "work" / "video.mp4")) == 6
