@@ -33,10 +33,24 @@ from litestar.openapi.spec import (
 from litestar.static_files import create_static_files_router
 
 from appliance.api import openapi_rendercad, schemas, schemas_rendercad
+from appliance.contracts.base import CONTRACT
 
 REF = "#/components/schemas/{name}"
-COMPONENT_SCHEMAS: dict[str, Any] = msgspec.json.schema_components(
-    (*schemas.DOCUMENTED, *schemas_rendercad.DOCUMENTED), ref_template=REF)[1]
+
+
+def _components() -> dict[str, Any]:
+    """The documented bodies' JSON Schemas; a request generated from a contract gets its cross-field rules
+    (if/then: msgspec has no place for them)."""
+    structs = (*schemas.DOCUMENTED, *schemas_rendercad.DOCUMENTED)
+    components: dict[str, Any] = msgspec.json.schema_components(structs, ref_template=REF)[1]
+    for struct in structs:
+        contract = getattr(struct, CONTRACT, None)
+        if contract is not None:
+            components[struct.__name__].update(contract.schema_extra())
+    return components
+
+
+COMPONENT_SCHEMAS = _components()
 
 ASSETS_URL = "/schema/static"
 ASSETS_DIR = Path(__file__).resolve().parent / "static" / "swagger-ui"

@@ -1,6 +1,8 @@
 """The RenderCAD API's documented request and response bodies, as msgspec Structs for the OpenAPI document
 (openapi_rendercad.py places them on the /backend/*.php operations). As for the other dialects, the handlers
-read raw bodies themselves; keep these in step with api/rendercad/* and services/pipelines/image*.py.
+read raw bodies themselves. The job settings (create_job, the legacy render, video.php create_job) are generated
+from the contracts their validators run (appliance/contracts/rendercad.py); keep the rest in step with
+api/rendercad/* by hand.
 
 Response bodies list the documented fields as optional (an answer leaves out what does not apply, e.g.
 output_url before completion) and keep `success` required: every RenderCAD answer has it but errors."""
@@ -10,7 +12,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from appliance.services.pipelines import image, image_video
+from appliance.contracts import rendercad
 
 Timestamp = Annotated[str, Meta(description="ISO 8601 UTC")]
 
@@ -38,18 +40,11 @@ class RenderCADReference(Struct, kw_only=True):
     file_name: str | None = None
 
 
-class RenderCADCreateJob(Struct, kw_only=True):
-    """render.php?action=create_job. 4k needs the pro model (422); references need the pro model (422)."""
-
-    source_url: AssetUrl | None = None
-    model: Annotated[str, one_of(*image.MODELS)] = "classic"
-    quality: Annotated[str, one_of(*image.QUALITIES)] = "standard"
-    render_mode: Annotated[str, one_of(*image.RENDER_MODES)] = "preserve"
-    background_style: Background = "auto"
-    condition: Annotated[str, one_of(*image.CONDITIONS)] = "auto"
-    custom_instructions: Annotated[str, Meta(max_length=1500, description=(
-        "Read for a fixed vocabulary of photographic words (README); the rest is ignored"))] | None = None
-    references: Annotated[list[RenderCADReference], Meta(max_length=6)] | None = None
+# render.php create_job and the legacy render: the image contract's settings (appliance/contracts/rendercad.py,
+# what the validator runs), with the fields other code checks around them
+References = Annotated[list[RenderCADReference], Meta(max_length=6)]
+RenderCADCreateJob = rendercad.IMAGE.struct(before=(("source_url", AssetUrl | None, None),),
+                                            after=(("references", References | None, None),))
 
 
 class RenderCADPresign(Struct, kw_only=True):
@@ -66,18 +61,11 @@ class RenderCADJobRef(Struct, kw_only=True):
     job_id: JobId
 
 
-class RenderCADLegacyRender(Struct, kw_only=True):
-    """render.php?action=render (legacy): the image inline as a data URL (≤ 10 MB), or the r2_input_url of a
-    jobless presign_upload; multipart form data with an `image` file is accepted too."""
-
-    image: Annotated[str, Meta(pattern=r"^data:image/", description="data:image/…;base64,…")] | None = None
-    r2_input_url: str | None = None
-    model: Annotated[str, one_of(*image.MODELS)] | None = None
-    quality: Annotated[str, one_of(*image.QUALITIES)] | None = None
-    render_mode: Annotated[str, one_of(*image.RENDER_MODES)] | None = None
-    background_style: Background | None = None
-    condition: Annotated[str, one_of(*image.CONDITIONS)] | None = None
-    custom_instructions: Annotated[str, Meta(max_length=1500)] | None = None
+RenderCADLegacyRender = rendercad.IMAGE.struct(
+    name="RenderCADLegacyRender", doc="render.php?action=render (legacy): the image inline as a data URL (≤ 10 MB), "
+    "or the r2_input_url of a jobless presign_upload; multipart form data with an `image` file is accepted too.",
+    before=(("image", Annotated[str, Meta(pattern=r"^data:image/", description="data:image/…;base64,…")] | None,
+             None), ("r2_input_url", str | None, None)))
 
 
 class RenderCADDeviceRequest(Struct, kw_only=True):
@@ -114,21 +102,9 @@ class RenderCADWebhookRef(Struct, kw_only=True):
     id: int
 
 
-class RenderCADVideoCreate(Struct, kw_only=True):
-    """video.php?action=create_job: image_url (single, loop) or first_frame_url + last_frame_url (transition);
-    without them the job asks for upload slots. Cost: duration, plus 1 at 1080p."""
-
-    image_url: AssetUrl | None = None
-    video_mode: Annotated[str, one_of(*image_video.MODES)] = "single"
-    first_frame_url: AssetUrl | None = None
-    last_frame_url: AssetUrl | None = None
-    camera: Annotated[str, one_of(*image_video.CAMERAS)] = "auto"
-    motion: Annotated[str, one_of(*image_video.MOTIONS)] = "auto"
-    style: Annotated[str, one_of(*image_video.STYLES)] = "preserve"
-    prompt: Annotated[str, Meta(max_length=image_video.MAX_PROMPT)] | None = None
-    duration: Annotated[int, Meta(extra_json_schema={"enum": [4, 6, 8]})] = 8
-    resolution: Annotated[str, one_of(*image_video.RESOLUTIONS)] = "720p"
-    crossfade_duration: Annotated[float, Meta(ge=0, le=2)] | None = None
+RenderCADVideoCreate = rendercad.VIDEO.struct(before=(
+    ("image_url", AssetUrl | None, None), ("first_frame_url", AssetUrl | None, None),
+    ("last_frame_url", AssetUrl | None, None)))
 
 
 class RenderCADConvert(Struct, kw_only=True):

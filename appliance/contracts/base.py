@@ -20,6 +20,7 @@ Kind = Literal["string", "integer", "number", "object", "any"]
 # (value, the caller's options) -> the value to keep; raises Refused. Where a rule depends on a setting
 # (allow_http_webhooks) or is a document of its own (a Movie): the declaration still gives the schema.
 Check = Callable[[Any, Mapping[str, Any]], Any]
+CONTRACT = "__contract__"  # the attribute of a generated Struct that names its contract
 FALSY: tuple[Any, ...] = (None, "", 0, [], {})  # `value or default`: 0 stands for False and 0.0 (both == 0)
 
 
@@ -231,13 +232,17 @@ class Contract:
                 raise Refused(rule.message, status=rule.status)
 
     def struct(self, *, types: Mapping[str, Any] | None = None, before: tuple[tuple[Any, ...], ...] = (),
-               after: tuple[tuple[Any, ...], ...] = (), name: str | None = None) -> type[msgspec.Struct]:
+               after: tuple[tuple[Any, ...], ...] = (), name: str | None = None,
+               doc: str | None = None) -> type[msgspec.Struct]:
         """The request as a Struct for the OpenAPI document: ``types`` describes object fields whose structure is
-        declared elsewhere (a Movie); ``before``/``after``: fields other code validates (defstruct tuples)."""
+        declared elsewhere (a Movie); ``before``/``after``: fields other code validates (defstruct tuples);
+        ``name``/``doc``: another request with the same fields (the legacy render). The struct's ``__contract__``
+        is this contract, for ``schema_extra``."""
         members = [*before, *(f.member(types or {}) for f in self.fields), *after]
         struct = msgspec.defstruct(name or self.name, members, kw_only=True, module=__name__)
         rules = " ".join(f"{r.message} ({r.status})." for r in self.rules)
-        struct.__doc__ = f"{self.doc} {rules}".strip()
+        struct.__doc__ = f"{doc or self.doc} {rules}".strip()
+        setattr(struct, CONTRACT, self)  # noqa: B010 - a class attribute mypy cannot see on a made class
         return struct
 
     def schema_extra(self) -> dict[str, Any]:

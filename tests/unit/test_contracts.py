@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from appliance.api import openapi
-from appliance.contracts import kodisc
+from appliance.contracts import kodisc, rendercad
 from appliance.contracts.base import Contract, Field, Refused
 
 # contract, the minimal valid body it is checked against, the options its checks read
 CASES: list[tuple[Contract, dict[str, Any], dict[str, Any]]] = [
     (kodisc.RENDER, {"code": "x", "className": "A"}, {"allow_http": False}),
+    (rendercad.IMAGE, {}, {}),
+    (rendercad.VIDEO, {}, {}),
 ]
 IDS = [case[0].name for case in CASES]
 WRONG_TYPE = {"string": [1, ["x"]], "integer": ["x", 1.5, True], "number": ["x", True], "object": ["x", [1]]}
@@ -109,3 +111,23 @@ def test_kodisc_documented_messages_come_from_the_contract():
             assert kodisc.RENDER.validate(body, {"allow_http": allow_http})["webhookUrl"] == hook
         else:
             assert refused(kodisc.RENDER, body, {"allow_http": allow_http}) == "webhookUrl must be an https:// URL"
+
+
+def test_rendercad_rules_and_choices_beyond_the_enum():
+    assert rendercad.IMAGE.validate({"quality": "4k", "model": "pro"})["quality"] == "4k"
+    with pytest.raises(Refused) as err:
+        rendercad.IMAGE.enforce(rendercad.IMAGE.validate({"quality": "4k"}))
+    assert (err.value.status, err.value.message) == (422, "4K quality requires the pro model")
+    # the installed studio model is a model id too, and the message lists it
+    assert rendercad.IMAGE.validate({"model": "sd"}, extra_choices={"model": ("sd",)})["model"] == "sd"
+    with pytest.raises(Refused) as err:
+        rendercad.IMAGE.validate({"model": "x"}, extra_choices={"model": ("sd",)})
+    assert err.value.message == "model must be one of: classic, pro, sd"
+    assert rendercad.IMAGE.validate({"background_style": "custom:#a0B1c2"})["background_style"] == "custom:#a0B1c2"
+    assert rendercad.IMAGE.validate({"background_style": 0})["background_style"] == "auto"  # `or "auto"`, as ever
+    # style: the values a client of the image API would send are refused first, with their own message
+    assert refused(rendercad.VIDEO, {"style": "exact", "prompt": 5}, {}) == \
+        "style exact and enhance are not supported for video: use preserve or creative"
+    assert rendercad.VIDEO.validate({"duration": " 6 "})["duration"] == 6
+    assert refused(rendercad.VIDEO, {"crossfade_duration": float("nan")}, {}) == \
+        "crossfade_duration must be a number from 0.0 to 2.0"

@@ -15,12 +15,13 @@ from litestar.datastructures import UploadFile
 
 from appliance.api.rendercad import render, uploads
 from appliance.api.rendercad.common import Action, Ctx, RCError, json_body, ok, open_job
+from appliance.contracts import rendercad as contract
 from appliance.services.pipelines import image
 from appliance.store import rendercad as store
 
 MAX_BYTES = 10 * 1024 * 1024  # the legacy API's documented image limit
 MAX_BODY = MAX_BYTES * 4 // 3 + 64 * 1024  # the same image as base64 in JSON, plus the other fields
-FIELDS = ("model", "quality", "render_mode", "background_style", "condition", "custom_instructions")
+FIELDS = tuple(f.name for f in contract.IMAGE.fields)  # the settings, as in create_job
 TOO_LARGE = "Images must be 10MB or smaller"
 
 
@@ -29,8 +30,7 @@ def _settings(data: dict) -> dict:
         settings = image.validate({k: data[k] for k in FIELDS if data.get(k) not in (None, "")})
     except image.ImageError as exc:
         raise RCError(400, str(exc)) from None
-    if settings["quality"] == "4k" and settings["model"] != "pro":
-        raise RCError(422, "4K quality requires the pro model")
+    render.enforce_rules(settings)
     return settings
 
 

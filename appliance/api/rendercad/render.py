@@ -28,6 +28,8 @@ from appliance.api.rendercad.common import (
     refuse,
 )
 from appliance.api.rendercad.video import video_settings
+from appliance.contracts import rendercad as contract
+from appliance.contracts.base import Refused
 from appliance.services.models import ModelRegistry
 from appliance.services.pipelines import generative, image
 from appliance.store import rendercad as store
@@ -51,6 +53,14 @@ def new_job_id() -> str:
     return f"render_{secrets.token_hex(7)[:13]}.{secrets.randbelow(10**8):08d}"
 
 
+def enforce_rules(settings: dict) -> None:
+    """The image contract's cross-field rules (4K needs the pro model): 422, in RenderCAD's error shape."""
+    try:
+        contract.IMAGE.enforce(settings)
+    except Refused as exc:
+        raise RCError(exc.status, exc.message) from None
+
+
 def display_error(error: str | None) -> str:
     """A core job's error as display-safe text: never a path, a traceback or an internal name."""
     for needle, text in RETRY_LATER.items():
@@ -70,8 +80,7 @@ async def create_job(ctx: Ctx) -> Response:
             and ctx.service.scheduler.capacity.gpu_slots == 0:  # told now, not after the upload
         raise RCError(422, f"The model {studio['name']} needs a GPU and this appliance has none to grant: "
                       "use classic or pro")
-    if settings["quality"] == "4k" and settings["model"] != "pro":
-        raise RCError(422, "4K quality requires the pro model")
+    enforce_rules(settings)
     if ctx.body.get("references"):  # the listings are read (and made, the first time) off the event loop
         for kind in library.KINDS:
             await asyncio.to_thread(library.listing, ctx.service.settings, kind)

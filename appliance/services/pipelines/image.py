@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from typing import Any
 
+from appliance.contracts import rendercad as contract
+from appliance.contracts.base import Refused
 from appliance.runtime.artifacts import Artifacts
 from appliance.services.models import ModelRegistry
 from appliance.services.pipelines import generative
@@ -14,12 +15,9 @@ from appliance.store.jobs import TaskDef
 from renderers.image.conditions import CATALOG, CATEGORIES
 from renderers.image.instructions import parse as parse_instructions
 
-MODELS = ("classic", "pro")
-QUALITIES = {"standard": 1024, "4k": 4096}
-RENDER_MODES = ("preserve", "creative", "freeform")
-BACKGROUNDS = ("auto", "white", "grey", "black", "gradient")
-CUSTOM_BACKGROUND = re.compile(r"^custom:#[0-9A-Fa-f]{6}$")
-CONDITIONS = tuple(str(c["value"]) for c in CATALOG)  # every value is a name (only categories may be None)
+# the request vocabulary is the contract's (appliance/contracts/rendercad.py), which the OpenAPI document shows too
+MODELS, QUALITIES, RENDER_MODES, CONDITIONS = contract.MODELS, contract.QUALITIES, contract.RENDER_MODES, \
+    contract.CONDITIONS
 PIPELINE_VERSION = "3"  # part of the cache key: a change to the renderer's look bumps it
 
 __all__ = ["CATALOG", "CATEGORIES", "ImageError", "ImagePipeline", "cost", "parse_instructions", "validate"]
@@ -41,30 +39,14 @@ def studio_model(registry: ModelRegistry) -> str | None:
     return entry["name"] if entry else None
 
 
-def _choice(data: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = data.get(name)
-    if value is None or value == "":
-        return default
-    if value not in allowed:
-        raise ImageError(f"{name} must be one of: {', '.join(allowed)}")
-    return value
-
-
 def validate(data: dict[str, Any], studio: str | None = None) -> dict[str, Any]:
-    """The settings of an image job, defaults filled in; ImageError on the first bad field. ``studio``: the
+    """The settings of an image job, defaults filled in; ImageError on the first bad field (contract.IMAGE's
+    order and messages; its cross-field rules, 4K-needs-pro, are the dialect's to enforce). ``studio``: the
     installed img2img model's name, a model id too."""
-    model = _choice(data, "model", (*MODELS, *([studio] if studio else [])), "classic")
-    quality = _choice(data, "quality", tuple(QUALITIES), "standard")
-    render_mode = _choice(data, "render_mode", RENDER_MODES, "preserve")
-    background = data.get("background_style") or "auto"
-    if not isinstance(background, str) or not (background in BACKGROUNDS or CUSTOM_BACKGROUND.match(background)):
-        raise ImageError("background_style must be one of: auto, white, grey, black, gradient, custom:#RRGGBB")
-    condition = _choice(data, "condition", CONDITIONS, "auto")
-    instructions = data.get("custom_instructions")
-    if instructions is not None and (not isinstance(instructions, str) or len(instructions) > 1500):
-        raise ImageError("custom_instructions must be a string of at most 1500 characters")
-    return {"model": model, "quality": quality, "render_mode": render_mode, "background_style": background,
-            "condition": condition, "custom_instructions": instructions}
+    try:
+        return contract.IMAGE.validate(data, extra_choices={"model": (studio,)} if studio else None)
+    except Refused as exc:
+        raise ImageError(exc.message) from None
 
 
 class ImagePipeline:

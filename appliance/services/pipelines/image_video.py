@@ -8,20 +8,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from appliance.contracts import rendercad as contract
+from appliance.contracts.base import Refused
 from appliance.runtime.artifacts import Artifacts
 from appliance.services.models import ModelRegistry
 from appliance.store.jobs import TaskDef
 
-MODES = ("single", "transition", "loop")
-CAMERAS = ("auto", "orbit", "zoom-in", "zoom-out", "pan-left", "pan-right", "dolly")
-MOTIONS = ("auto", "hero-spin", "float", "none")
-STYLES = ("preserve", "creative")
-DURATIONS = (4, 6, 8)
-RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+# the request vocabulary is the contract's (appliance/contracts/rendercad.py), which the OpenAPI document shows too
+MODES, CAMERAS, MOTIONS, STYLES = contract.MODES, contract.CAMERAS, contract.MOTIONS, contract.STYLES
+DURATIONS, RESOLUTIONS, MAX_PROMPT = contract.DURATIONS, contract.RESOLUTIONS, contract.MAX_PROMPT
 FPS = 30
-MAX_CROSSFADE = 2.0
-DEFAULT_CROSSFADE = 0.5
-MAX_PROMPT = 1500
 GIF_WIDTH, GIF_FPS = 480, 15
 PIPELINE_VERSION = "2"  # part of the cache key: a change to the renderer's look bumps it
 
@@ -35,50 +31,18 @@ def cost(duration: int, resolution: str) -> int:
     return duration + (1 if resolution == "1080p" else 0)
 
 
-def _choice(data: dict[str, Any], name: str, allowed: tuple[Any, ...], default: Any) -> Any:
-    value = data.get(name)
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool) or value not in allowed:
-        raise VideoError(f"{name} must be one of: {', '.join(map(str, allowed))}")
-    return value
-
-
-def _duration(data: dict[str, Any]) -> int:
-    value = data.get("duration")
-    if value is None or value == "":
-        return 8
-    if isinstance(value, str) and value.strip().isdigit():  # form-minded clients send "8"
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in DURATIONS:
-        raise VideoError("duration must be one of: 4, 6, 8")
-    return int(value)
-
-
-def _crossfade(data: dict[str, Any]) -> float:
-    value = data.get("crossfade_duration")
-    if value is None or value == "":
-        return DEFAULT_CROSSFADE
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_CROSSFADE:
-        raise VideoError("crossfade_duration must be a number from 0.0 to 2.0")
-    return float(value)
-
-
 def validate(data: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a video job, defaults filled in (the source URLs are the dialect's to resolve)."""
-    style = data.get("style")
-    if style in ("exact", "enhance"):
-        raise VideoError("style exact and enhance are not supported for video: use preserve or creative")
-    prompt = data.get("prompt")
-    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT):
-        raise VideoError(f"prompt must be a string of at most {MAX_PROMPT} characters")
-    mode = _choice(data, "video_mode", MODES, "single")
-    crossfade = _crossfade(data)  # checked in every mode, used in a loop
-    return {"video_mode": mode, "camera": _choice(data, "camera", CAMERAS, "auto"),
-            "motion": _choice(data, "motion", MOTIONS, "auto"), "style": _choice(data, "style", STYLES, "preserve"),
-            "prompt": prompt or None, "duration": _duration(data),
-            "resolution": _choice(data, "resolution", tuple(RESOLUTIONS), "720p"),
-            "crossfade_duration": crossfade if mode == "loop" else None}
+    """The settings of a video job, defaults filled in, in contract.VIDEO's order and messages (the source URLs
+    are the dialect's to resolve). The crossfade is checked in every mode and kept in a loop only."""
+    try:
+        settings = contract.VIDEO.validate(data)
+    except Refused as exc:
+        raise VideoError(exc.message) from None
+    loop = settings["video_mode"] == "loop"
+    return {"video_mode": settings["video_mode"], "camera": settings["camera"], "motion": settings["motion"],
+            "style": settings["style"], "prompt": settings["prompt"] or None, "duration": settings["duration"],
+            "resolution": settings["resolution"],
+            "crossfade_duration": float(settings["crossfade_duration"]) if loop else None}
 
 
 def _put(artifacts: Artifacts, role: str, path: str) -> tuple[str, str]:
