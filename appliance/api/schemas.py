@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-from appliance.contracts import kodisc
+from appliance.contracts import kodisc, viralsync
 
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, description="ISO 8601 UTC, milliseconds")]
 Number = float  # JSON Schema "number": integers are numbers too
@@ -79,7 +79,8 @@ class KodiscError(Struct, kw_only=True):
     message: str | None = None
 
 
-# ---- ViralSync: the Movie document (loosely: renderers/movie/spec.py has every rule) ---------------------
+# ---- ViralSync: the Movie document (loosely: renderers/movie/spec.py has every rule, and the limits and
+# vocabularies below are its constants, through contracts/viralsync.py) -----------------------------------
 class Point(Struct, kw_only=True):
     x: Number = 0
     y: Number = 0
@@ -99,7 +100,7 @@ class Transform(Struct, kw_only=True):
 Color = Annotated[str, Meta(pattern=r"^#([0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$", description="Hex colour")]
 Opaque = Annotated[str, Meta(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$", description="Hex colour, no alpha")]
 Id = Annotated[str, Meta(min_length=1, pattern=r"\S", description="Unique among its siblings")]
-FontWeight = (Annotated[str, one_of("normal", "bold", "bolder", "lighter")] | Annotated[Number, Meta(ge=100, le=900)]
+FontWeight = (Annotated[str, one_of(*viralsync.FONT_WEIGHT_WORDS)] | Annotated[Number, Meta(ge=100, le=900)]
               | Annotated[str, Meta(pattern=r"^[1-9][0-9]{2}$", description="CSS weight: bold from 600")])
 Source = Annotated[str, Meta(min_length=1, description="http(s) URL, or a path under the appliance's assets_dir")]
 
@@ -124,7 +125,7 @@ class TextLayer(Layer, tag="text"):
     fontSize: Annotated[Number, Meta(gt=0)] | None = None
     fontWeight: FontWeight | None = None
     color: Color | None = None
-    textAlign: Annotated[str, one_of("left", "center", "right")] | None = None
+    textAlign: Annotated[str, one_of(*viralsync.TEXT_ALIGNS)] | None = None
 
 
 class ImageLayer(Layer, tag="image"):
@@ -140,7 +141,7 @@ class VideoLayer(Layer, tag="video"):
 
 class AudioLayer(Layer, tag="audio"):
     source: Source
-    volume: Annotated[Number, Meta(ge=0, le=10)] | None = None
+    volume: Annotated[Number, Meta(ge=0, le=viralsync.MAX_VOLUME)] | None = None
 
 
 class Scene(Struct, kw_only=True):
@@ -156,29 +157,14 @@ class Movie(Struct, kw_only=True):
 
     id: str | None = None
     title: str | None = None
-    width: Annotated[int, Meta(ge=360, le=3840, multiple_of=2)] = 1920
-    height: Annotated[int, Meta(ge=360, le=2160, multiple_of=2)] = 1080
-    fps: Annotated[int, Meta(ge=1, le=60)] = 30
+    width: Annotated[int, Meta(ge=viralsync.WIDTHS[0], le=viralsync.WIDTHS[1], multiple_of=2)] = viralsync.WIDTHS[2]
+    height: Annotated[int, Meta(ge=viralsync.HEIGHTS[0], le=viralsync.HEIGHTS[1], multiple_of=2)] = \
+        viralsync.HEIGHTS[2]
+    fps: Annotated[int, Meta(ge=viralsync.FPS_RANGE[0], le=viralsync.FPS_RANGE[1])] = viralsync.FPS_RANGE[2]
     scenes: Annotated[list[Scene], Meta(min_length=1)]
 
 
-class RenderOptions(Struct, kw_only=True):
-    qualityPreset: Annotated[str, one_of("stable", "balanced", "fast", "turbo")] = "balanced"
-    requestedConcurrency: Annotated[int, Meta(ge=1, le=32)] | None = None
-
-
-CallbackUrl = Annotated[str, Meta(pattern=r"^https?://[^/?#]", description=(
-    "URL for progress/done/failed/cancelled events; loopback and link-local hosts are refused"))]
-
-
-class ViralSyncRenderRequest(Struct, kw_only=True):
-    """POST /v1/render/jobs."""
-
-    kind: Literal["movie"]
-    projectId: Annotated[str, Meta(min_length=1)]
-    movie: Movie
-    renderOptions: RenderOptions | None = None
-    callbackUrl: CallbackUrl | None = None
+ViralSyncRenderRequest = viralsync.JOB.struct(types={"movie": Movie})  # the contract its validator runs
 
 
 # ---- ViralSync: answers ---------------------------------------------------------------------------------

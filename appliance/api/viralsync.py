@@ -17,10 +17,12 @@ from litestar.response import Stream
 
 from appliance.api import openapi, schemas
 from appliance.api.auth import authenticate, bearer, require_scope
-from appliance.api.common import handlers_for, integral, json_response
+from appliance.api.common import handlers_for, json_response
 from appliance.api.ratelimit import SlidingWindow
 from appliance.api.viralsync_objects import child_object, event_body, find_child, job_object, list_page, parse_child_id
-from appliance.delivery import netpolicy, sse
+from appliance.contracts import viralsync as contract
+from appliance.contracts.base import Refused
+from appliance.delivery import sse
 from appliance.errors import ApplianceError, Unauthorized
 from appliance.services import plans
 from appliance.services.jobs import JobService, NewJob
@@ -29,7 +31,7 @@ from appliance.store import ids, jobs, users
 from appliance.store.db import dumps
 from appliance.store.rows import JobRow
 
-PRESETS = {"stable": 2, "balanced": 3, "fast": 4, "turbo": 6}
+PRESETS = contract.PRESETS
 PROGRESS_WEBHOOK_EVERY_S = 5.0
 MAX_BODY = 10 * 1024 * 1024  # a Movie document names its media by URL: 10 MB of JSON is a generous ceiling
 STATUSES = ("queued", "running", "waiting", "done", "failed", "cancelled")
@@ -88,42 +90,20 @@ def _user_plan(service: JobService, key: users.ApiKey) -> tuple[dict, plans.Plan
 # ---- submission ----------------------------------------------------------------------------------
 def parse_submission(body: bytes, allow_loopback: bool = False) -> dict:
     """The request, validated in full before any plan or quota check (a malformed request is a 400 whatever
-    the plan); RecursionError: JSON nested deeper than the parser's limit."""
+    the plan): contracts/viralsync.py's fields in their order; RecursionError: JSON nested deeper than the
+    parser's limit."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise VsError(400, "INVALID_MOVIE_JSON", "Request body must be a JSON object") from None
+        raise VsError(400, "INVALID_MOVIE_JSON", contract.BODY_MESSAGE) from None
     if not isinstance(data, dict):
-        raise VsError(400, "INVALID_MOVIE_JSON", "Request body must be a JSON object")
-    if data.get("kind") != "movie":
-        raise VsError(400, "INVALID_MOVIE_JSON", 'kind must be "movie"')
-    if not isinstance(data.get("projectId"), str) or not data["projectId"]:
-        raise VsError(400, "INVALID_MOVIE_JSON", "projectId is required")
-    if not isinstance(data.get("movie"), dict):
-        raise VsError(400, "INVALID_MOVIE_JSON", "movie is required")
+        raise VsError(400, "INVALID_MOVIE_JSON", contract.BODY_MESSAGE)
     try:
-        data["movie"] = movie_pipeline.validate(data["movie"])
-    except movie_pipeline.SpecError as exc:
-        raise VsError(400, "INVALID_MOVIE_JSON", f"movie.{exc}") from None
-    data["renderOptions"] = _render_options(data.get("renderOptions"))
-    if data.get("callbackUrl") is not None:
-        try:
-            netpolicy.parse(data["callbackUrl"], allow_loopback=allow_loopback)
-        except netpolicy.RefusedURL as exc:
-            raise VsError(400, "INVALID_MOVIE_JSON", f"callbackUrl: {exc}") from None
+        values = contract.JOB.validate(data, {"allow_loopback": allow_loopback})
+    except Refused as exc:
+        raise VsError(400, "INVALID_MOVIE_JSON", exc.message) from None
+    data["movie"], data["renderOptions"] = values["movie"], values["renderOptions"]  # normalised
     return data
-
-
-def _render_options(options) -> dict:
-    options = options if isinstance(options, dict) else {}
-    preset = options.get("qualityPreset", "balanced")
-    if not isinstance(preset, str) or preset not in PRESETS:  # `in` would hash an object or array: TypeError
-        raise VsError(400, "INVALID_MOVIE_JSON", "renderOptions.qualityPreset must be one of: "
-                                                 "stable, balanced, fast, turbo")
-    requested = integral(options.get("requestedConcurrency"))
-    if requested is not None and (type(requested) is not int or not 1 <= requested <= 32):
-        raise VsError(400, "INVALID_MOVIE_JSON", "renderOptions.requestedConcurrency must be an integer 1-32")
-    return {"qualityPreset": preset, "requestedConcurrency": requested}
 
 
 def check_plan(service: JobService, user: dict, plan: plans.Plan, movie: dict) -> None:

@@ -20,6 +20,8 @@ TEXT_ALIGNS = ("left", "center", "right")
 FONT_WEIGHT_WORDS = ("normal", "bold", "bolder", "lighter")
 DEFAULT_FONT_FAMILY = "DejaVu Sans"
 MAX_VOLUME = 10
+# the canvas: (least, most, default); width and height must also be even (H.264 in yuv420p)
+WIDTHS, HEIGHTS, FPS_RANGE = (360, 3840, 1920), (360, 2160, 1080), (1, 60, 30)
 # Part of every scene cache key: bump it when a change to the renderer changes its pixels or samples.
 RENDER_VERSION = 2
 
@@ -267,12 +269,12 @@ def normalize_scene(raw: Any, index: int, width: int, height: int, fps: int) -> 
 
 
 def _canvas(movie: dict) -> tuple[int, int, int]:
-    width = _number(movie, "width", "", 1920, lo=360, hi=3840, integer=True)
-    height = _number(movie, "height", "", 1080, lo=360, hi=2160, integer=True)
+    width = _number(movie, "width", "", WIDTHS[2], lo=WIDTHS[0], hi=WIDTHS[1], integer=True)
+    height = _number(movie, "height", "", HEIGHTS[2], lo=HEIGHTS[0], hi=HEIGHTS[1], integer=True)
     for key, value in (("width", width), ("height", height)):
         if value % 2:  # H.264 in yuv420p needs even dimensions
             _fail(key, "must be an even number")
-    return width, height, _number(movie, "fps", "", 30, lo=1, hi=60, integer=True)
+    return width, height, _number(movie, "fps", "", FPS_RANGE[2], lo=FPS_RANGE[0], hi=FPS_RANGE[1], integer=True)
 
 
 def validate_and_normalize(movie: Any) -> dict:

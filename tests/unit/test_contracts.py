@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from appliance.api import openapi
-from appliance.contracts import kodisc, rendercad
+from appliance.contracts import kodisc, rendercad, viralsync
 from appliance.contracts.base import Contract, Field, Refused
 
 # contract, the minimal valid body it is checked against, the options its checks read
@@ -17,6 +17,9 @@ CASES: list[tuple[Contract, dict[str, Any], dict[str, Any]]] = [
     (kodisc.RENDER, {"code": "x", "className": "A"}, {"allow_http": False}),
     (rendercad.IMAGE, {}, {}),
     (rendercad.VIDEO, {}, {}),
+    (viralsync.JOB, {"kind": "movie", "projectId": "p", "movie": {"scenes": [{"id": "s", "duration": 1}]}},
+     {"allow_loopback": False}),
+    (viralsync.RENDER_OPTIONS, {}, {}),
 ]
 IDS = [case[0].name for case in CASES]
 WRONG_TYPE = {"string": [1, ["x"]], "integer": ["x", 1.5, True], "number": ["x", True], "object": ["x", [1]]}
@@ -131,3 +134,24 @@ def test_rendercad_rules_and_choices_beyond_the_enum():
     assert rendercad.VIDEO.validate({"duration": " 6 "})["duration"] == 6
     assert refused(rendercad.VIDEO, {"crossfade_duration": float("nan")}, {}) == \
         "crossfade_duration must be a number from 0.0 to 2.0"
+
+
+def test_viralsync_nested_options_deep_movie_and_the_movie_schemas_constants():
+    good = CASES[-2][1]
+    assert viralsync.JOB.validate({**good, "renderOptions": "fast"})["renderOptions"] == \
+        {"qualityPreset": "balanced", "requestedConcurrency": None}  # not an object: the defaults, as ever
+    assert refused(viralsync.JOB, {**good, "renderOptions": {"qualityPreset": "x"}}, {}) == \
+        "renderOptions.qualityPreset must be one of: stable, balanced, fast, turbo"
+    assert refused(viralsync.JOB, {**good, "movie": {"scenes": []}}, {}) == \
+        "movie.scenes must contain at least one scene"
+    assert refused(viralsync.JOB, {**good, "callbackUrl": 5}, {}) == "callbackUrl: URL must be a non-empty string"
+    assert refused(viralsync.JOB, {**good, "callbackUrl": "http://127.0.0.1/x"}, {}).startswith("callbackUrl: ")
+    # the Movie schema is written by hand; its limits and vocabularies are spec.py's
+    movie = openapi.COMPONENT_SCHEMAS["Movie"]["properties"]
+    assert (movie["width"]["minimum"], movie["width"]["maximum"], movie["width"]["default"]) == viralsync.WIDTHS
+    assert (movie["height"]["minimum"], movie["height"]["maximum"], movie["height"]["default"]) == viralsync.HEIGHTS
+    assert (movie["fps"]["minimum"], movie["fps"]["maximum"], movie["fps"]["default"]) == viralsync.FPS_RANGE
+    layers = openapi.COMPONENT_SCHEMAS["Scene"]["properties"]["layers"]["items"]
+    assert set(layers["discriminator"]["mapping"]) == set(viralsync.LAYER_TYPES)
+    text = openapi.COMPONENT_SCHEMAS["TextLayer"]["properties"]["textAlign"]["anyOf"][0]
+    assert text["enum"] == list(viralsync.TEXT_ALIGNS)
