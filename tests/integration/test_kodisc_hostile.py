@@ -133,8 +133,10 @@ def test_hostile_scenes_fail_cleanly_while_a_normal_scene_completes(kodisc):
                     "raise RuntimeError('READ THE DATABASE: ' + repr(data[:16]))", not_found),
         "read-other-output": (f"data = open({str(victim_video)!r}, 'rb').read(100)\n"
                               "raise RuntimeError('READ ANOTHER JOB: ' + repr(data[:8]))", not_found),
+        # the task's own filesystem is mounted at /task, so no path of the data dir exists in its root at all
+        # (with the measured quota, the workdir's bind mount left only data_dir/work/<task> to list)
         "list-data-dir": (f"raise RuntimeError('listing ' + repr(sorted(os.listdir({str(data_dir)!r}))))",
-                          ("RuntimeError: listing ['work'] (scene line 6)",)),
+                          (*not_found, "RuntimeError: listing ['work'] (scene line 6)")),
         "write-checkout": (f"open({str(checkout_file)!r}, 'w').write('pwned')\n"
                            "raise RuntimeError('WROTE the checkout')", read_only),
         "write-usr": (f"open({usr_file!r}, 'w').write('pwned')\nraise RuntimeError('WROTE /usr')", read_only),
