@@ -28,11 +28,6 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
     return Response(content=data, status_code=status, headers=headers or {}, media_type="application/json")
 
 
-def integral(value: Any) -> Any:
-    """30.0 is the integer 30 in JSON (and to a JavaScript client); any other value is left as it is."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def as_appliance_error(exc: HTTPException) -> ApplianceError:
     status = exc.status_code
     message = MESSAGES.get(status) or str(exc.detail or "Bad request")
