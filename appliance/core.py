@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from appliance.datadir import DataDir
 from appliance.delivery.sse import Hub
@@ -26,8 +25,8 @@ from appliance.services.pipelines.manim import ManimPipeline
 from appliance.services.pipelines.movie import MoviePipeline
 from appliance.services.pipelines.tasks import TasksPipeline
 from appliance.settings import Settings
-from appliance.store import cache, jobs
-from appliance.store.db import now_iso, open_db
+from appliance.store import cache
+from appliance.store.db import open_db
 from appliance.store.lock import DataDirLock
 
 log = logging.getLogger("appliance")
@@ -119,9 +118,7 @@ class Core:
         """Retention: outputs and logs past retention_days (their jobs say they expired), the history of jobs
         that ended that long ago, and artifacts nothing refers to — all file work off the event loop."""
         retention_s = self.settings.retention_days * 86400
-        removed = await asyncio.to_thread(self.datadir.sweep, retention_s)
-        jobs.mark_expired(self.db, removed)
-        pruned = jobs.prune_history(self.db, now_iso(time.time() - retention_s))
+        removed, pruned = await self.jobs.expire(retention_s)
         swept = await asyncio.to_thread(self.artifacts.sweep, cache.referenced_artifacts(self.db),
                                         ARTIFACT_MIN_AGE_S)
         if removed or pruned or swept:

@@ -223,6 +223,14 @@ class JobService:
         jobs.mark_deleted(self.db, job_id)  # gone for its owner now; the files go off the event loop
         asyncio.get_running_loop().run_in_executor(None, self.datadir.remove_job, job_id)
 
+    async def expire(self, retention_s: float) -> tuple[list[str], int]:
+        """Retention (Core's hourly sweep): outputs and logs older than ``retention_s`` removed, their jobs
+        marked expired, and the history (events, deliveries) of jobs that ended that long ago pruned. (removed
+        job ids, history rows pruned); the file work runs off the event loop."""
+        removed = await asyncio.to_thread(self.datadir.sweep, retention_s)
+        jobs.mark_expired(self.db, removed)
+        return removed, jobs.prune_history(self.db, now_iso(time.time() - retention_s))
+
     # ---- reading ---------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRow:
         job = jobs.get_job(self.db, job_id)
