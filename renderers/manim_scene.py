@@ -2,12 +2,12 @@
 
 Runs in a fresh worker process (forked after ``import manim``), so it sets Manim's process-global
 ``config`` freely; everything Manim writes goes under ``workdir/media``. The video is not Manim's:
-``_SceneEncoder`` writes one H.264 stream per animation (a piece, renderers/manim_segments.py) with Manim's own
-encoder settings, on a thread that keeps encoding while the next animation draws, and the pieces are joined into
-``video.mp4`` by copying their packets. A piece an earlier render of the same scene already drew (same address:
-the state it starts from, the animation, the frame, the versions) is stepped without drawing and copied from
-that render's video, which the task's input stages (``reuse``). The result carries the piece index (``pieces``)
-and what was reused (``reuse``) beside ``meta``.
+``_SceneEncoder`` writes one H.264 stream with Manim's own encoder settings, on a thread that keeps encoding while
+the next animation draws, and starts each animation on an IDR frame: a piece (renderers/manim_segments.py) that
+decodes on its own. The pieces are joined into ``video.mp4`` by copying their packets. A piece an earlier render
+of the same scene already drew (same address: the state it starts from, the animation, the frame, the versions)
+is not drawn again but copied from that render's video, which the task's input stages (``reuse``). The result
+carries the piece index (``pieces``) and what was reused (``reuse``) beside ``meta``.
 
 Outputs: ``video.mp4``, ``thumb.jpg`` (the last frame), ``captions.vtt`` and ``image.png`` (the last frame,
 lossless, full size). A still scene (no play() or wait(): the manim CLI saves its frame as a PNG) is a video that
@@ -126,7 +126,8 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
         tracker = _Tracker(scene, report)
         tracker.preview = Preview(workdir)  # the dashboard's live frame (renderers/preview.py)
         writer = scene.renderer.file_writer
-        encoder = tracker.encoder = _SceneEncoder(writer, workdir / FILES["video"])
+        (workdir / pieces.PIECES_DIR).mkdir(exist_ok=True)
+        encoder = tracker.encoder = _SceneEncoder(writer, workdir / pieces.PIECES_DIR / pieces.STREAM_FILE)
         identity = addresses.frame_identity(int(task_input["width"]), int(task_input["height"]),
                                          int(task_input["fps"]), writer.video_encoder)
         reuse = pieces.usable(pieces.read_reuse(task_input, workdir), writer.video_encoder)
@@ -238,11 +239,11 @@ class _SceneEncoder:
 
     def __init__(self, writer: Any, path: Path) -> None:
         self.spec, self.path = writer.video_encoder, path
-        self.queue: Queue[tuple[np.ndarray, int] | Path | None] = Queue(maxsize=writer.settings.encoder_queue_size)
+        self.queue: Queue[tuple[np.ndarray, int, bool] | None] = Queue(maxsize=writer.settings.encoder_queue_size)
         self.thread: Thread | None = None
         self.error: BaseException | None = None
         self.writing = False
-        self.named = False  # next_file() names each piece's file; else the whole stream goes to ``path``
+        self.key_next = False  # cut(): the next frame starts a piece
         self.frames = 0
         # Instance attributes shadow the methods: Manim's renderer and Manager call these instead.
         writer.begin_animation, writer.end_animation = self.begin_animation, self.end_animation
@@ -255,20 +256,13 @@ class _SceneEncoder:
     def begin_animation(self, allow_write: bool = False, **_: Any) -> None:
         self.writing = allow_write
         if allow_write and self.thread is None:
-            self._start()
-            if not self.named:
-                self.queue.put(self.path)
+            self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
+            self.thread.start()
 
-    def next_file(self, path: Path) -> None:
-        """Frames written from now on go to a new stream in ``path`` (the previous one is finished first)."""
-        self.named = True
-        if self.thread is None:
-            self._start()
-        self.queue.put(path)
-
-    def _start(self) -> None:
-        self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
-        self.thread.start()
+    def cut(self) -> None:
+        """The next frame written is an IDR frame: what follows decodes without anything before it (a piece,
+        renderers/manim_segments.py). One encoder all along: restarting it per piece cost 15 % more encoding."""
+        self.key_next = True
 
     def end_animation(self, allow_write: bool = False) -> None:
         self.writing = False
@@ -277,7 +271,8 @@ class _SceneEncoder:
         if self.error is not None:
             raise self.error
         if self.writing:  # frames outside a play() (skipped sections) are not part of the video, as in Manim
-            self.queue.put((pixels, repeat))
+            self.queue.put((pixels, repeat, self.key_next))
+            self.key_next = False
             self.frames += repeat
 
     def finish(self) -> None:
@@ -296,40 +291,32 @@ class _SceneEncoder:
             self.thread = None
 
     def _encode(self) -> None:
-        """The queue holds a Path (start a new stream in that file), a frame and its repeat count, or None."""
         import av
+        from av.video.frame import PictureType
         from av.video.reformatter import VideoReformatter
 
-        spec, pts = self.spec, 0
-        out: Any = None
-        stream: Any = None
-        to_yuv = VideoReformatter()  # one swscale context for the whole scene
+        spec = self.spec
+        # a forced key frame is an IDR frame (x264 makes it one anyway while GOPs are closed; NVENC only so)
+        options = {**dict(spec.options), "forced-idr": "1"}
         try:
-            while (item := self.queue.get()) is not None:
-                if isinstance(item, Path):
-                    if out is not None:
-                        out.mux(stream.encode())
-                        out.close()
-                    out = av.open(str(item), "w", format=spec.container_format, options={"movflags": "+faststart"})
-                    stream = out.add_stream(spec.codec, rate=spec.frame_rate, options=dict(spec.options))
-                    stream.pix_fmt, stream.width, stream.height = spec.pixel_format, spec.width, spec.height
-                    pts = 0
-                    continue
-                # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
-                rgba = av.VideoFrame.from_numpy_buffer(item[0], format="rgba")
-                frame = to_yuv.reformat(rgba, format=spec.pixel_format)
-                frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
-                for _ in range(item[1]):
-                    frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
-                    out.mux(stream.encode(frame))
-            if out is not None:
+            with av.open(str(self.path), "w", format=spec.container_format,
+                         options={"movflags": "+faststart"}) as out:
+                stream = out.add_stream(spec.codec, rate=spec.frame_rate, options=options)
+                stream.pix_fmt, stream.width, stream.height = spec.pixel_format, spec.width, spec.height
+                to_yuv = VideoReformatter()  # one swscale context for the whole scene
+                pts = 0
+                while (item := self.queue.get()) is not None:
+                    # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
+                    rgba = av.VideoFrame.from_numpy_buffer(item[0], format="rgba")
+                    frame = to_yuv.reformat(rgba, format=spec.pixel_format)
+                    frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
+                    for repeat in range(item[1]):
+                        frame.pict_type = PictureType.I if item[2] and not repeat else PictureType.NONE
+                        frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
+                        out.mux(stream.encode(frame))
                 out.mux(stream.encode())
-                out.close()
         except BaseException as exc:  # noqa: BLE001 - handed to the render thread at its next frame or at finish
             self.error = exc
-            with contextlib.suppress(Exception):
-                if out is not None:
-                    out.close()
             while self.queue.get() is not None:  # keep draining, so the render thread never blocks on put()
                 pass
 

@@ -1,8 +1,8 @@
 """Pieces of a Manim video: one H.264 stream per ``play()``/``wait()``, content-addressed, reusable across renders.
 
-A whole-scene render (renderers/manim_scene.py) encodes each animation into its own piece (a new encoder
-stream: the piece starts with an IDR frame and is closed before the next begins) and joins the pieces into
-``video.mp4`` by copying their packets. Before each animation is drawn, its **address** is computed
+A whole-scene render (renderers/manim_scene.py) encodes one stream in which each animation starts on an IDR frame
+(a piece: it decodes without what came before, and x264 codes every frame before the IDR first) and joins the
+pieces into ``video.mp4`` by copying their packets. Before each animation is drawn, its **address** is computed
 (renderers/manim_address.py): a SHA-256 over everything that decides its pixels — the state it starts from (the
 animations, mobjects, camera, the functions and classes of the scene code, the clock, the random state), the
 frame, the encoder's settings and the library versions.
@@ -32,6 +32,7 @@ from renderers.base import RenderError
 from renderers.manim_address import address
 
 PIECES_DIR = "pieces"
+STREAM_FILE = "stream.mp4"  # the pieces drawn here, in PIECES_DIR
 
 
 # -- the earlier renders' pieces ---------------------------------------------------------------------------------
@@ -143,7 +144,8 @@ class Piece:
     address: str | None
     frames: int = 0
     ms: int = 0
-    path: Path | None = None  # drawn here
+    path: Path | None = None  # drawn here: the frames from ``start`` of this render's stream
+    start: int = 0
     source: Source | None = None  # or copied from an earlier render
     last_frame_known: bool = True
 
@@ -188,7 +190,7 @@ def join(pieces: list[Piece], fps: int, dst: Path) -> int:
                 assert path is not None
                 if path not in videos:  # an earlier render's video is read once, whatever it gives
                     videos[path] = _Video(path, fps, extradata)
-                runs.append((videos[path], videos[path].packets(piece.source.start if piece.source else 0,
+                runs.append((videos[path], videos[path].packets(piece.source.start if piece.source else piece.start,
                                                                 piece.frames, played)))
                 played += piece.frames
             order = [frame for _, run in runs for _, frame in run]  # output frame of each packet, decoding order
@@ -262,7 +264,7 @@ class Segmenter:
     """Hooks the scene's file writer and renderer: each animation becomes a piece, drawn into its own file or,
     when its address is in ``reuse``, stepped without drawing and copied later from the earlier render.
 
-    ``encoder`` is the scene's ``_SceneEncoder`` (renderers/manim_scene.py): ``next_file``, ``frames`` and the
+    ``encoder`` is the scene's ``_SceneEncoder`` (renderers/manim_scene.py): ``cut``, ``path``, ``frames`` and the
     writer methods it shadows. ``on_frame`` receives the last frame of a stepped piece when it is drawn (a
     source's final piece: the frame thumb.jpg and image.png are made from, if the video ends there)."""
 
@@ -313,9 +315,9 @@ class Segmenter:
                 self.renderer.skip_animations, self.clock = True, self.renderer.time
             self._begin(False, **kwargs)  # the encoder drops whatever reaches it
         else:
-            piece.path = self.folder / f"{len(self.pieces.items):04d}.mp4"
-            self.encoder.next_file(piece.path)
             self.frames_before = self.encoder.frames
+            piece.path, piece.start = self.encoder.path, self.frames_before
+            self.encoder.cut()
             self._begin(True, **kwargs)
         self.pieces.items.append(piece)
         self.current, self.started = piece, time.perf_counter()

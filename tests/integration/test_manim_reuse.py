@@ -93,12 +93,21 @@ def frames(video: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
 
 
-def assert_same_pictures(a: Path, b: Path) -> None:
-    """Decoded frame for frame, the last frame lossless: a render with reuse is the render without it."""
+MIN_PSNR = 40.0  # dB, every frame: what copying an earlier encode of the same frames may cost
+
+
+def assert_same_pictures(a: Path, b: Path, *, exact: bool = True) -> None:
+    """Decoded frame for frame, the last frame lossless: a render with reuse is the render without it. ``exact``:
+    bit for bit (the same pieces, encoded after the same frames); else within MIN_PSNR, as a copied piece after
+    an edited one was encoded after other frames (x264's rate control remembers the frames before a piece)."""
     first, second = frames(a / "work" / "video.mp4"), frames(b / "work" / "video.mp4")
     assert len(first) == len(second)
-    worst = max(float(np.abs(x.astype(int) - y.astype(int)).mean()) for x, y in zip(first, second, strict=True))
-    assert worst == 0.0, f"frames differ: mean |diff| up to {worst:.3f}"
+    errors = [float(((x.astype(float) - y.astype(float)) ** 2).mean()) for x, y in zip(first, second, strict=True)]
+    worst = max(errors)
+    if exact:
+        assert worst == 0.0, f"frames differ: mean squared error up to {worst:.3f}"
+    else:
+        assert worst == 0.0 or 10 * np.log10(255**2 / worst) >= MIN_PSNR, f"worst frame MSE {worst:.3f}"
     images = [np.asarray(Image.open(f / "work" / "image.png")) for f in (a, b)]
     assert np.array_equal(*images)
 
@@ -129,7 +138,7 @@ def test_an_edited_temporary_text_redraws_only_its_animation(base: Path, tmp_pat
     assert drawn(edited, base) == [2]
     assert outputs["reuse"]["reusedPieces"] == 6
     render(fresh, scene(note="changed"))
-    assert_same_pictures(edited, fresh)
+    assert_same_pictures(edited, fresh, exact=False)
 
 
 # every input that decides pixels, and the first animation it touches (from there on, all are drawn)
@@ -206,7 +215,7 @@ def test_a_scene_with_updaters_is_stepped_frame_by_frame(tmp_path: Path) -> None
     assert drawn(edited, first) == [1]
     assert outputs["reuse"]["reusedPieces"] == 3
     render(fresh, UPDATER.format(note="two"))
-    assert_same_pictures(edited, fresh)
+    assert_same_pictures(edited, fresh, exact=False)
 
 
 SHORT = """\
