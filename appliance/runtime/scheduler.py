@@ -18,7 +18,7 @@ import sqlite_utils
 from appliance.errors import one_line
 from appliance.runtime import admission
 from appliance.runtime.artifacts import Artifacts
-from appliance.runtime.executors.base import Executor, TaskSpec
+from appliance.runtime.executors.base import Executor, Message, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
 from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
@@ -178,7 +178,7 @@ class Scheduler:
         with a refund instead of leaving it running with its reserve held."""
         loop = asyncio.get_running_loop()
 
-        def on_message(msg: dict[str, Any]) -> None:
+        def on_message(msg: Message) -> None:
             loop.call_soon_threadsafe(self._on_message, spec.task_id, msg)
 
         spec = self._with_thread_budget(spec)
@@ -240,46 +240,40 @@ class Scheduler:
         return True
 
     # ---- messages from the executor ------------------------------------------------------------
-    def _on_message(self, task_id: str, msg: dict[str, Any]) -> None:
+    def _on_message(self, task_id: str, msg: Message) -> None:
         try:
             self._handle_message(task_id, msg)
         except Exception as exc:  # a job must never be left running because of a bug here
-            log.exception("handling %s for %s failed", msg.get("type"), task_id)
+            log.exception("handling %s for %s failed", msg["type"], task_id)
             job = jobs.get_job(self.db, task_id.rsplit(".", 1)[0])
             if job and job["status"] not in jobs.TERMINAL:
                 self.lifecycle.fail(job["id"], f"internal error while finishing the task: {type(exc).__name__}: {exc}")
 
-    def _handle_message(self, task_id: str, msg: dict[str, Any]) -> None:
-        """progress (coalesced: the latest per task is written every 0.5 s), log (already in the task's log
-        file), exit (verified and staged out by the executor)."""
-        kind = msg.get("type")
-        if kind == "progress":
-            try:
-                fraction = float(msg.get("fraction", 0.0))
-            except (TypeError, ValueError):
-                return  # a worker's malformed progress is ignored, not trusted
-            if fraction == fraction:  # not NaN
-                self._progress[task_id] = (min(1.0, max(0.0, fraction)), None)
-        elif kind == "exit":
-            entry = self._running.pop(task_id, None)
-            if entry:
-                self.gpu_pool.release(task_id)
-            if self.stopping and not msg.get("ok"):
-                # A graceful stop (systemctl restart) is no failure of the task: its row stays "running", and
-                # the next start re-queues it exactly as after a crash (recover()).
-                log.info("task %s left for the next start: %s", task_id, msg.get("error"))
-                return
-            task = jobs.get_task(self.db, task_id)
-            if task and task["status"] == "running":
-                self._flush_progress()
-                if msg.get("ok"):
-                    self._task_done(task, {**msg["result"], "outputs": msg["outputs"]})
-                elif msg.get("retry") and task["attempts"] < self.settings.max_attempts:
-                    self._retry(task, msg.get("error") or "worker lost")
-                else:
-                    self._task_failed(task, msg.get("error") or "task failed")
-            if entry:
-                self.wake()
+    def _handle_message(self, task_id: str, msg: Message) -> None:
+        """progress (coalesced: the latest per task is written every 0.5 s; checked by the executor, a number in
+        0..1), exit (verified and staged out by the executor)."""
+        if msg["type"] == "progress":
+            self._progress[task_id] = (msg["fraction"], None)
+            return
+        entry = self._running.pop(task_id, None)
+        if entry:
+            self.gpu_pool.release(task_id)
+        if self.stopping and not msg["ok"]:
+            # A graceful stop (systemctl restart) is no failure of the task: its row stays "running", and
+            # the next start re-queues it exactly as after a crash (recover()).
+            log.info("task %s left for the next start: %s", task_id, msg.get("error"))
+            return
+        task = jobs.get_task(self.db, task_id)
+        if task and task["status"] == "running":
+            self._flush_progress()
+            if msg["ok"]:
+                self._task_done(task, {**msg["result"], "outputs": msg["outputs"]})
+            elif msg.get("retry") and task["attempts"] < self.settings.max_attempts:
+                self._retry(task, msg.get("error") or "worker lost")
+            else:
+                self._task_failed(task, msg.get("error") or "task failed")
+        if entry:
+            self.wake()
 
     def _task_done(self, task: TaskRow, result: dict[str, Any]) -> None:
         jobs.update_task(self.db, task["id"], status="done", progress=1.0, result=dumps(result),

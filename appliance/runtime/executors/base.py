@@ -10,11 +10,72 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, Required, TypedDict
 
 from appliance.runtime.sandbox import Limits
 
-OnMessage = Callable[[dict[str, Any]], None]
+
+class ProgressMessage(TypedDict):
+    """How far the renderer says it is (0..1), and its phase ("rendering", "encoding", ...)."""
+    type: Literal["progress"]
+    fraction: float
+    phase: str
+
+
+class Usage(TypedDict):
+    cpu_s: float
+    max_rss_mb: float
+
+
+class ExitMessage(TypedDict, total=False):
+    """The attempt ended, exactly once. ok: ``result`` (the renderer's JSON, with ``files``: role -> name) and
+    ``outputs`` (name -> artifact digest, taken in by the executor); not ok: ``error``, and ``retry`` where the
+    executor lost the attempt through no fault of the task (a Dask worker died under it)."""
+    type: Required[Literal["exit"]]
+    ok: Required[bool]
+    result: dict[str, Any]
+    outputs: dict[str, str]
+    error: str
+    retry: bool
+    usage: Usage
+
+
+Message = ProgressMessage | ExitMessage
+OnMessage = Callable[[Message], None]
+
+
+def failed(error: str, *, retry: bool = False) -> ExitMessage:
+    message: ExitMessage = {"type": "exit", "ok": False, "error": error}
+    if retry:
+        message["retry"] = True
+    return message
+
+
+def progress_of(raw: dict[str, Any]) -> ProgressMessage | None:
+    """A progress line as a worker sent it, checked: None unless its fraction is a number in 0..1."""
+    try:
+        fraction = float(raw.get("fraction", 0.0))
+    except (TypeError, ValueError):
+        return None
+    if fraction != fraction:  # NaN
+        return None
+    return {"type": "progress", "fraction": min(1.0, max(0.0, fraction)), "phase": str(raw.get("phase") or "")[:40]}
+
+
+def exit_of(raw: dict[str, Any]) -> ExitMessage:
+    """An exit message that crossed a process or a network (a Dask worker's), reduced to the fields it may carry,
+    each of the right type; an ok message without a result object is a failure."""
+    if raw.get("ok") is True and isinstance(raw.get("result"), dict):
+        message: ExitMessage = {"type": "exit", "ok": True, "result": raw["result"]}
+    else:
+        message = failed(str(raw.get("error") or "task failed")[:4000], retry=raw.get("retry") is True)
+    usage = raw.get("usage")
+    if isinstance(usage, dict):
+        try:
+            message["usage"] = {"cpu_s": float(usage["cpu_s"]), "max_rss_mb": float(usage["max_rss_mb"])}
+        except (KeyError, TypeError, ValueError):
+            pass
+    return message
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from appliance.errors import one_line
 from appliance.runtime import sandbox, tasklog
 from appliance.runtime.artifacts import safe_name
 from appliance.runtime.executors import dask_worker
-from appliance.runtime.executors.base import OnMessage, TaskSpec
+from appliance.runtime.executors.base import ExitMessage, Message, OnMessage, TaskSpec, exit_of, progress_of
 from appliance.runtime.executors.local import LocalExecutor, Verifier
 from appliance.runtime.resources import Capacity, Gpu
 from appliance.settings import Settings, SettingsError
@@ -244,9 +244,12 @@ class DaskExecutor:
         if msg.get("type") == "started":
             handle.worker, handle.pid = msg.get("worker"), int(msg.get("pid") or 0)
         elif msg.get("type") == "message" and isinstance(msg.get("message"), dict):
+            # only progress travels as an event; an attempt's end is its future's result, verified in _take_in
+            # (an "exit" sent as an event by a rogue worker would otherwise end the attempt with its outputs)
+            progress = progress_of(msg["message"]) if msg["message"].get("type") == "progress" else None
             with handle.lock:
-                if not handle.ended:
-                    _deliver(handle, msg["message"])
+                if not handle.ended and progress is not None:
+                    _deliver(handle, progress)
 
     def _on_cluster_event(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
@@ -285,6 +288,7 @@ class DaskExecutor:
     def _finish(self, handle: DaskHandle, future: Any) -> None:
         if handle.ended or handle.lost:
             return
+        message: ExitMessage
         try:
             if handle.reason is not None:  # killed: the process is gone now, whatever the worker reported
                 message = {"type": "exit", "ok": False, "error": handle.reason}
@@ -308,7 +312,7 @@ class DaskExecutor:
             log.warning("who_has(%s) failed: %s", future.key, one_line(exc))
             return set()
 
-    def _take_in(self, handle: DaskHandle, out: dict[str, Any], holders: set[str]) -> dict[str, Any]:
+    def _take_in(self, handle: DaskHandle, out: dict[str, Any], holders: set[str]) -> ExitMessage:
         """The worker's files into a workdir here, then the local stage-out: verify, take in, drop the workdir.
         Only a result from the worker the scheduler ran it on (the one it was pinned to, for a GPU grant) is
         taken; a result that names another worker is refused, as a forged one."""
@@ -319,9 +323,10 @@ class DaskExecutor:
                     f"scheduler ran the attempt on {sorted(holders) or 'no worker'}"}
         handle.worker = claimed
         self._append_log(spec.task_id, out.get("log") or b"")
-        message = dict(out["exit"])
-        message.pop("outputs", None)  # the worker's digests are not trusted; ours are computed from the bytes
-        if not message.get("ok"):
+        # only the fields an exit may carry, each checked; the worker's digests are not among them (ours are
+        # computed from the bytes)
+        message = exit_of(out["exit"] if isinstance(out.get("exit"), dict) else {})
+        if not message["ok"]:
             return message
         workdir = self._root / "work" / spec.task_id
         shutil.rmtree(workdir, ignore_errors=True)
@@ -332,8 +337,7 @@ class DaskExecutor:
         except (OSError, ValueError) as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             return {"type": "exit", "ok": False, "error": f"renderer output unusable: {one_line(exc)}"}
-        if isinstance(message.get("result"), dict):
-            message["result"] = {**message["result"], "worker": handle.worker}
+        message["result"] = {**message["result"], "worker": handle.worker}
         return self._stager._stage_out(spec, workdir, message)
 
     def _append_log(self, task_id: str, data: bytes) -> None:
@@ -345,7 +349,7 @@ class DaskExecutor:
             with open(path, "ab") as f:
                 f.write(data)
 
-    def _exit(self, handle: DaskHandle, message: dict[str, Any]) -> None:
+    def _exit(self, handle: DaskHandle, message: ExitMessage) -> None:
         with handle.lock:
             if handle.ended:
                 return
@@ -427,7 +431,7 @@ def cluster_gpus(declared: dict[str, dict[str, Any]], inventories: dict[str, tup
     return tuple(gpus)
 
 
-def _deliver(handle: DaskHandle, message: dict[str, Any]) -> None:
+def _deliver(handle: DaskHandle, message: Message) -> None:
     try:
         handle.on_message(message)
     except Exception:  # a broken callback must not break the client's event loop

@@ -44,7 +44,7 @@ from typing import Any
 
 from appliance import settings as settings_mod
 from appliance.runtime.artifacts import Artifacts, file_digest
-from appliance.runtime.executors.base import TaskSpec
+from appliance.runtime.executors.base import ExitMessage, Message, TaskSpec
 from appliance.runtime.executors.local import LocalExecutor, TaskHandle
 from appliance.runtime.resources import Gpu, measure_gpus
 from appliance.runtime.sandbox import Limits
@@ -159,14 +159,14 @@ def run_task(payload: dict[str, Any], inputs: dict[str, bytes]) -> dict[str, Any
     return {"exit": exit_message, "files": files, "log": log, "worker": worker.address, "owner": owner}
 
 
-def _run(executor: LocalExecutor, worker: Any, payload: dict[str, Any], digests: dict[str, str]) -> dict[str, Any]:
+def _run(executor: LocalExecutor, worker: Any, payload: dict[str, Any], digests: dict[str, str]) -> ExitMessage:
     key = payload["key"]
     spec = TaskSpec(task_id=payload["task_id"], renderer=payload["renderer"], input=payload["input"],
                     limits=Limits(**payload["limits"]), inputs=digests, attempt=payload["attempt"], **granted(payload))
-    done, box = threading.Event(), []
+    done, box = threading.Event(), list[ExitMessage]()
 
-    def relay(message: dict[str, Any]) -> None:
-        if message.get("type") == "exit":
+    def relay(message: Message) -> None:
+        if message["type"] == "exit":
             box.append(message)
             done.set()
         else:
@@ -210,7 +210,7 @@ def _stage_in(executor: LocalExecutor, inputs: dict[str, bytes]) -> dict[str, st
     return digests
 
 
-def _take_outputs(executor: LocalExecutor, message: dict[str, Any]) -> dict[str, bytes]:
+def _take_outputs(executor: LocalExecutor, message: ExitMessage) -> dict[str, bytes]:
     """The outputs' bytes (the stage-out's put claimed each), then those claims dropped."""
     assert executor.artifacts is not None
     outputs = message.get("outputs") or {}

@@ -23,7 +23,15 @@ from typing import Any
 
 from appliance.errors import one_line
 from appliance.runtime import tasklog
-from appliance.runtime.executors.base import OnMessage
+from appliance.runtime.executors.base import (
+    ExitMessage,
+    Message,
+    OnMessage,
+    ProgressMessage,
+    Usage,
+    failed,
+    progress_of,
+)
 from appliance.runtime.sandbox import Limits
 
 log = logging.getLogger("appliance.runtime.executors.local")
@@ -66,7 +74,7 @@ class TaskHandle:
         self._wake_r, self._wake_w = os.pipe()
         self.done = threading.Event()  # set after the exit message was delivered
         self._progress_at = 0.0  # when progress was last passed on
-        self._progress: dict[str, Any] | None = None  # the latest progress not yet passed on
+        self._progress: ProgressMessage | None = None  # the latest progress not yet passed on
         self._log_bytes = 0
 
     def kill(self, reason: str = "cancelled") -> None:
@@ -122,7 +130,7 @@ class TaskHandle:
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
 
-    def _deliver(self, message: dict[str, Any]) -> None:
+    def _deliver(self, message: Message) -> None:
         try:
             self._on_message(message)
         except Exception:  # a broken callback must not kill the task's reader
@@ -136,7 +144,7 @@ def _watch(handle: TaskHandle, pipe_r: int) -> None:
         message = _final_message(handle)
     except Exception as exc:  # never leave the caller without its exit message
         log.exception("reader of task %s failed", handle.task_id)
-        message = {"type": "exit", "ok": False, "error": f"executor error: {one_line(exc)}"}
+        message = failed(f"executor error: {one_line(exc)}")
     finally:
         os.close(pipe_r)
         handle._close_wake_pipe()
@@ -204,7 +212,9 @@ def _handle_line(handle: TaskHandle, raw: bytes) -> None:
     elif kind == "error":
         handle._error = str(message.get("error"))
     elif kind == "progress":
-        _progress(handle, message)
+        checked = progress_of(message)  # the worker's line, as it sent it: only a number in 0..1 goes on
+        if checked is not None:
+            _progress(handle, checked)
     elif kind == "log":
         _log_line(handle, str(message.get("text", ""))[:2000])
     elif kind == "ended" and handle.remote_kill is None:
@@ -222,7 +232,7 @@ def _ended(handle: TaskHandle, message: dict[str, Any]) -> None:
             handle._ended = report
 
 
-def _progress(handle: TaskHandle, message: dict[str, Any]) -> None:
+def _progress(handle: TaskHandle, message: ProgressMessage) -> None:
     """Coalesced: at most PROGRESS_EVERY_S apart, the latest wins — 200,000 lines on the pipe become a few
     callbacks on the server's event loop."""
     now = time.monotonic()
@@ -248,20 +258,20 @@ def _log_line(handle: TaskHandle, text: str) -> None:
         pass
 
 
-def _final_message(handle: TaskHandle) -> dict[str, Any]:
+def _final_message(handle: TaskHandle) -> ExitMessage:
     report = handle._exit or handle._ended or {"lost": True}
     if handle._reason is not None:
         return _failure(handle._reason, report)
     if report.get("lost"):
         if handle._has_result:
-            return {"type": "exit", "ok": True, "result": handle._result}
+            return _success(handle._result, report)
         return _failure(handle._error or "worker lost: the zygote process died", report)
     status = report["status"]
     if os.WIFSIGNALED(status):
         return _failure(_signal_error(os.WTERMSIG(status), report, handle._spec.limits), report)
     code = os.WEXITSTATUS(status)
     if code == 0 and handle._has_result:
-        return {"type": "exit", "ok": True, "result": handle._result, **_usage(report)}
+        return _success(handle._result, report)
     return _failure(handle._error or f"worker exited with status {code} without a result", report)
 
 
@@ -281,18 +291,26 @@ def _signal_error(sig: int, report: dict[str, Any], limits: Limits) -> str:
     return f"worker crashed ({name})"
 
 
-def _usage(report: dict[str, Any]) -> dict[str, Any]:
-    if "cpu_s" not in report:
-        return {}
-    return {"usage": {"cpu_s": report["cpu_s"], "max_rss_mb": round(report["maxrss_kb"] / 1024, 1)}}
+def _with_usage(message: ExitMessage, report: dict[str, Any]) -> ExitMessage:
+    if "cpu_s" in report:
+        usage: Usage = {"cpu_s": report["cpu_s"], "max_rss_mb": round(report["maxrss_kb"] / 1024, 1)}
+        message["usage"] = usage
+    return message
 
 
-def _failure(error: str, report: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "exit", "ok": False, "error": error, **_usage(report)}
+def _success(result: Any, report: dict[str, Any]) -> ExitMessage:
+    """The renderer's result; one that is not a JSON object names no files (as local._take_outputs says)."""
+    if not isinstance(result, dict):
+        return _failure("renderer returned no result files", report)
+    return _with_usage({"type": "exit", "ok": True, "result": result}, report)
 
 
-def _note_in_log(handle: TaskHandle, message: dict[str, Any]) -> None:
-    outcome = "ok" if message["ok"] else message["error"]
+def _failure(error: str, report: dict[str, Any]) -> ExitMessage:
+    return _with_usage(failed(error), report)
+
+
+def _note_in_log(handle: TaskHandle, message: ExitMessage) -> None:
+    outcome = "ok" if message["ok"] else message.get("error", "")
     try:
         with open(handle._spec.log_path, "a") as f:
             f.write(f"[executor] task {handle.task_id} exit: {outcome}\n")

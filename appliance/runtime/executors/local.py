@@ -22,7 +22,7 @@ from typing import Any
 from appliance.errors import one_line
 from appliance.runtime import intake, sandbox
 from appliance.runtime.artifacts import Artifacts
-from appliance.runtime.executors.base import OnMessage, TaskSpec
+from appliance.runtime.executors.base import ExitMessage, Message, OnMessage, TaskSpec, failed
 from appliance.runtime.executors.forkserver import ZygoteClient
 from appliance.runtime.executors.handle import LocalRun, TaskHandle
 from appliance.runtime.sandbox import Limits
@@ -121,8 +121,8 @@ class LocalExecutor:
         run = LocalRun(spec.task_id, spec.renderer, spec.input, workdir, self._root / "logs" / f"{spec.task_id}.log",
                        spec.limits, env=spec.device_env(), gpu=spec.gpu)
 
-        def relay(message: dict[str, Any]) -> None:
-            if message.get("type") == "exit":
+        def relay(message: Message) -> None:
+            if message["type"] == "exit":
                 message = self._stage_out(spec, workdir, message)
                 self._handles.pop(spec.task_id, None)
             on_message(message)
@@ -142,15 +142,14 @@ class LocalExecutor:
         if handle is not None:
             handle.kill(reason)
 
-    def _stage_out(self, spec: TaskSpec, workdir: Path, message: dict[str, Any]) -> dict[str, Any]:
+    def _stage_out(self, spec: TaskSpec, workdir: Path, message: ExitMessage) -> ExitMessage:
         """On the task's reader thread: verify and take in the claimed outputs, then drop the workdir."""
         try:
-            if message.get("ok"):
+            if message["ok"]:
                 files, outputs = self._take_outputs(spec, workdir, message.get("result"))
                 message = {**message, "result": {**message["result"], "files": files}, "outputs": outputs}
         except (OSError, ValueError) as exc:
-            message = {"type": "exit", "ok": False, "error": str(exc) if isinstance(exc, ValueError)
-                       else f"renderer output missing: {one_line(exc)}"}
+            message = failed(str(exc) if isinstance(exc, ValueError) else f"renderer output missing: {one_line(exc)}")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return message
