@@ -207,6 +207,26 @@ def test_cancel_kills_the_remote_processes(app, cluster):
     assert not [pid for pid in pids if _alive(pid)]
 
 
+def test_an_exit_forged_as_a_task_event_ends_nothing(app, cluster):
+    """A worker's task events carry progress only: an 'exit' one logs (as a rogue worker could, for any running
+    key) does not end the attempt or bring its outputs in; the attempt's future does."""
+    job_id, keys = holding_job(app, 1)
+    key = f"{keys[0]}#1"
+    both_running(cluster, [key])
+
+    def forge(dask_worker=None):  # a closure: pickled by value, run on every worker
+        dask_worker.log_event("appliance-task", {"key": key, "type": "message", "message": {
+            "type": "exit", "ok": True, "result": {"files": {"video": "forged.mp4"}},
+            "outputs": {"forged.mp4": "0" * 64}}})
+
+    cluster.client.run(forge)
+    time.sleep(1.5)  # waiting for nothing to happen: the events reach the appliance within a batch interval
+    assert app.job(job_id)["status"] == "running" and tasks_of(app, job_id)[0]["status"] == "running"
+    cluster.release(key)
+    job = app.wait(job_id)
+    assert job["status"] == "completed" and "forged.mp4" not in json.dumps(tasks_of(app, job_id)[0]["result"])
+
+
 @pytest.mark.slow
 def test_the_appliance_restarted_mid_job_recovers(app, cluster):
     job_id, keys = holding_job(app)
