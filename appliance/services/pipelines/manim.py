@@ -110,7 +110,7 @@ class ManimPipeline:
         return split_tasks(payload["job_id"], task_input, workers, self.min_animations, cores=cores,
                            force=self.max_workers >= 2)
 
-    def workers_for(self, task_input: dict) -> tuple[int, int]:
+    def workers_for(self, task_input: dict[str, Any]) -> tuple[int, int]:
         """The range tasks to plan (1: one ordinary task) and the free CPU slots the plan task's model is given."""
         code, forced = task_input["code"], self.max_workers >= 2
         if self.max_workers == 1 or manim_split.split_refusal(code):
@@ -126,7 +126,7 @@ class ManimPipeline:
         return (workers if estimate is None else min(workers, estimate)), cores
 
 
-def split_tasks(job_id: str, task_input: dict, workers: int, min_animations: int, *, cores: int | None = None,
+def split_tasks(job_id: str, task_input: dict[str, Any], workers: int, min_animations: int, *, cores: int | None = None,
                 force: bool = True) -> list[TaskDef]:
     """plan (task 0) -> ``workers`` ranges (tasks 1..workers) -> assemble (the last task, the job's result).
     ``cores``: the free CPU slots the plan's model is given (default: ``workers``); ``force``: split without
@@ -159,7 +159,7 @@ def split_tasks(job_id: str, task_input: dict, workers: int, min_animations: int
     return tasks
 
 
-def cache_key(task_input: dict) -> str:
+def cache_key(task_input: dict[str, Any]) -> str:
     """Same scene, same frame, same Manim version: the same video."""
     parts = [task_input["code"], task_input["className"], f"{task_input['width']}x{task_input['height']}",
              str(task_input["fps"]), metadata.version("manim"), f"outputs{OUTPUTS_VERSION}"]
