@@ -50,8 +50,10 @@ VIDEO = Contract("RenderCADVideoCreate", "video.php?action=create_job: image_url
                  "+ last_frame_url (transition); without them the job asks for upload slots. Cost: duration, plus "
                  "1 at 1080p.", (
     Field("prompt", "string", f"prompt must be a string of at most {MAX_PROMPT} characters", nullable=True,
-          max_length=MAX_PROMPT, unused="kept with the job's settings and shown in its history; the image-to-video "
-                                        "renderer is a camera move over the still and takes no prompt"),
+          max_length=MAX_PROMPT,
+          description="Kept with the job's settings and shown in its history. With the studio's img2img model "
+                      "installed (api_discovery.php?action=models) and style creative, it is the model's prompt: "
+                      "the first frame is redrawn by the model before the camera move; otherwise unused"),
     Field("video_mode", "string", choices=MODES, default="single", blank=UNSET),
     Field("crossfade_duration", "number", "crossfade_duration must be a number from 0.0 to 2.0",
           default=DEFAULT_CROSSFADE, blank=UNSET, minimum=0, maximum=MAX_CROSSFADE,

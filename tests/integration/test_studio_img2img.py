@@ -7,6 +7,7 @@ apply, and after `models remove` the model id is refused again. The pipelines ar
 (tests/tiny_diffusers.py): random weights, nothing downloaded."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -18,7 +19,9 @@ import pytest
 
 from tests import tiny_diffusers as td
 from tests.integration.test_dashboard import PASSWORD
-from tests.integration.test_rendercad_render import act, fetch_image, submit
+from tests.integration.test_rendercad_render import act, fetch_image, photo, submit, upload
+from tests.integration.test_rendercad_video import act as video_act
+from tests.integration.test_rendercad_video import finish as video_finish
 from tests.integration.test_studio_models import models, rc  # noqa: F401 - the fixture
 
 D = "/backend/api_discovery.php"
@@ -122,9 +125,34 @@ def test_add_render_prompt_seed_remove(rc, folders):  # noqa: F811 - rc is the f
                             background_style="custom:#3366CC"))
     assert np.array_equal(fetch_image(rc, again["output_url"]), img)
 
+    # video.php: style creative redraws the first frame with the model, prompt as its text; preserve does not
+    creative, tasks = video(rc, style="creative", prompt="make it red")
+    assert [t["renderer"] for t in tasks] == ["image.img2img", "image.video"]
+    assert tasks[0]["result"]["meta"]["prompt"] == "make it red" and tasks[0]["result"]["meta"]["strength"] == 0.55
+    preserve, tasks = video(rc, style="preserve", prompt="make it red")
+    assert [t["renderer"] for t in tasks] == ["image.video"]
+    assert np.abs(creative.astype(int) - preserve.astype(int)).mean() > 10  # the model's picture moves, not the upload
+
     assert models(rc, "remove", "tiny-controlnet").returncode == 0
     assert model_ids(rc) == ["classic", "pro"] and not (rc.data_dir / "models" / entry["sha256"]).exists()
     assert act(rc, "create_job", {"model": "tiny-controlnet"}).status_code == 400
+    # without the model, a creative video is the camera move over the upload, as before
+    _, tasks = video(rc, style="creative", prompt="make it red")
+    assert [t["renderer"] for t in tasks] == ["image.video"]
+
+
+def video(server, **settings) -> tuple[np.ndarray, list[dict]]:
+    """A 4 s video.php job over the test photo: its first frame and its tasks' records."""
+    import av
+
+    job_id = video_act(server, "create_job", {"camera": "orbit", "motion": "none", "duration": 4,
+                                              **settings}).json()["job_id"]
+    assert upload(server, job_id, photo(), "image/jpeg").status_code == 200
+    assert video_act(server, "finalize_job", {"job_id": job_id}).status_code == 200
+    got = video_finish(server, job_id)
+    with av.open(io.BytesIO(httpx.get(got["video_url"], timeout=30).content)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    return first, task_results(server, job_id)
 
 
 def test_the_dashboards_capacity_page_lists_the_models(tmp_path, browser):

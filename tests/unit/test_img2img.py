@@ -176,6 +176,47 @@ def test_a_job_with_the_model_is_planned_as_two_tasks(folders, tmp_path):
         ImagePipeline(artifacts).plan({"settings": settings, "input_path": str(picture), "job_id": "j4"})
 
 
+def test_a_creative_video_redraws_its_first_frame_with_the_prompt(folders, tmp_path):
+    """video.php with the model installed: style creative puts the img2img task first (video.php's prompt as its
+    text, creative's strength) and the camera move reads its picture, linked; style preserve, or no model, plans
+    the one video task exactly as before (the same cache key)."""
+    from appliance.services.pipelines.image_video import VideoPipeline
+    from appliance.services.pipelines.image_video import validate as video_settings
+
+    picture, last = tmp_path / "in.png", tmp_path / "last.png"
+    picture.write_bytes(b"\x89PNG fake bytes: planning never reads them")
+    last.write_bytes(b"\x89PNG other fake bytes")
+    bare = Artifacts(tmp_path / "bare")
+
+    def plan(artifacts: Artifacts, job_id: str = "v1", **data) -> list:
+        settings = video_settings({"prompt": "brass at dusk", "duration": 4, **data})
+        paths = {"first_path": str(picture), **({"last_path": str(last)} if data.get("video_mode") else {})}
+        return VideoPipeline(artifacts).plan({"settings": settings, "job_id": job_id, **paths})
+
+    before = {style: plan(bare, style=style) for style in ("preserve", "creative")}
+    assert [len(tasks) for tasks in before.values()] == [1, 1]
+    assert all("link_inputs" not in t[0].input and t[0].input["first"] == "first.png" for t in before.values())
+
+    artifacts, _, entry = install(tmp_path, folders["sd"], "any")
+    preserve = plan(artifacts, style="preserve")
+    assert [t.cache_key for t in preserve] == [before["preserve"][0].cache_key]  # untouched
+    gen, video = plan(artifacts, style="creative")
+    assert (gen.renderer, gen.gpu, video.renderer, video.depends_on) == ("image.img2img", 0, "image.video", [0])
+    assert gen.input["prompt"] == "brass at dusk" and gen.input["strength"] == img2img.STRENGTH["creative"]
+    assert gen.input["model"]["sha256"] == entry["sha256"] and gen.input["input"] == "first.png"
+    assert video.input["first"] == "generated.png" and "first.png" not in video.input["artifacts"]
+    assert video.input["link_inputs"] == [{"task": ids.task_id("v1", 0), "file": "image", "as": "generated.png"}]
+    assert video.input["generated_by"] == gen.cache_key and video.cache_key != before["creative"][0].cache_key
+    again = plan(artifacts, "v2", style="creative")
+    assert [t.cache_key for t in again] == [gen.cache_key, video.cache_key]  # the job's id is not in the keys
+    other = plan(artifacts, "v3", style="creative", prompt="chrome")
+    assert other[0].input["seed"] != gen.input["seed"] and other[1].cache_key != video.cache_key
+    # a transition: the first frame is redrawn, the last one is the upload
+    gen, video = plan(artifacts, "v4", style="creative", video_mode="transition")
+    assert video.input["first"] == "generated.png" and video.input["last"] == "last.png" \
+        and "last.png" in video.input["artifacts"]
+
+
 def test_names_and_options_are_checked():
     with pytest.raises(ApplianceError, match="classic and pro are RenderCAD's own models"):
         AddRequest.from_params({"kind": "img2img", "name": "Classic"})

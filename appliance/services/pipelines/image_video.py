@@ -1,6 +1,11 @@
 """RenderCAD video jobs: a still (or two) → one ``image.video`` task (renderers/image/video.py), and a finished
 video → one ``image.gif`` task (renderers/image/gif.py). Also the video request vocabulary the dialect
-validates against (the seed's video.php table, DECISIONS.md's presets)."""
+validates against (the seed's video.php table, DECISIONS.md's presets).
+
+With the studio's img2img model installed (issue #23), a ``creative`` video (the seed: "Extra creative
+direction" in ``prompt``) first passes its first frame source through that model, ``prompt`` as its text, as an
+``image.img2img`` task (pipelines/generative.py, the one image jobs use): the camera move is made over the
+model's picture. ``preserve`` (the default) and a box without the model make the video from the upload itself."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +17,7 @@ from appliance.contracts import rendercad as contract
 from appliance.contracts.base import Refused
 from appliance.runtime.artifacts import Artifacts
 from appliance.services.models import ModelRegistry
+from appliance.services.pipelines import generative
 from appliance.store.jobs import TaskDef
 
 # the request vocabulary is the contract's (appliance/contracts/rendercad.py), which the OpenAPI document shows too
@@ -20,6 +26,7 @@ DURATIONS, RESOLUTIONS, MAX_PROMPT = contract.DURATIONS, contract.RESOLUTIONS, c
 FPS = 30
 GIF_WIDTH, GIF_FPS = 480, 15
 PIPELINE_VERSION = "2"  # part of the cache key: a change to the renderer's look bumps it
+GENERATIVE_STYLES = ("creative",)  # the styles that invite change: the img2img model redraws the first frame
 
 
 class VideoError(ValueError):
@@ -50,13 +57,15 @@ def _put(artifacts: Artifacts, role: str, path: str) -> tuple[str, str]:
 
 
 def _cache_key(prefix: str, task_input: dict[str, Any]) -> str:
-    parts = [PIPELINE_VERSION, *(f"{k}={task_input[k]}" for k in sorted(task_input) if k != "artifacts"),
+    # link_inputs name the job's own tasks: a linked picture is in the key through generated_by instead
+    parts = [PIPELINE_VERSION, *(f"{k}={task_input[k]}" for k in sorted(task_input)
+                                 if k not in ("artifacts", "link_inputs")),
              *sorted(task_input["artifacts"].values())]
     return prefix + hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 class VideoPipeline:
-    """payload: settings (validate()), first_path, optional last_path (transition)."""
+    """payload: settings (validate()), first_path, optional last_path (transition), job_id."""
     deferred = False
 
     def __init__(self, artifacts: Artifacts) -> None:
@@ -71,17 +80,28 @@ class VideoPipeline:
             path = payload.get(f"{role}_path")
             if path:
                 names[role], artifacts[names[role]] = _put(self.artifacts, role, path)
+        tasks: list[TaskDef] = []
+        gen = None
+        entry = generative.installed(self.models) if settings["style"] in GENERATIVE_STYLES else None
+        if entry:
+            gen = generative.first_task(self.models, self.artifacts, job_id=payload["job_id"], model=entry["name"],
+                                        input_name=names["first"], input_digest=artifacts.pop(names["first"]),
+                                        prompt=settings.get("prompt") or "", mode=settings["style"])
+            tasks.append(gen.task)
+            names["first"] = gen.name
         task_input = {"mode": settings["video_mode"], "camera": settings["camera"], "motion": settings["motion"],
                       "style": settings["style"], "crossfade": settings.get("crossfade_duration") or 0.0,
                       "width": width, "height": height, "fps": FPS, "frames": settings["duration"] * FPS,
-                      **names, "artifacts": artifacts}
+                      **names, "artifacts": artifacts,
+                      **({"generated_by": gen.key, "link_inputs": [gen.link]} if gen else {})}
         depth = self.models.for_task("depth", self.artifacts, "depth")  # its file's SHA-256 joins the cache key
         if depth:
             artifacts.update(depth[0])
             task_input["depth_model"] = depth[1]
         mem_mb = (1200 if height <= 720 else 1800) + (2 * depth[1]["size"] >> 20 if depth else 0)  # weights + run
-        return [TaskDef(renderer="image.video", name="video", cpu=1.0, mem_mb=mem_mb,
-                        input=task_input, cache_key=_cache_key("video-", task_input))]
+        return [*tasks, TaskDef(renderer="image.video", name="video", cpu=1.0, mem_mb=mem_mb,
+                                depends_on=[0] if gen else [], input=task_input,
+                                cache_key=_cache_key("video-", task_input))]
 
 
 class GifPipeline:
