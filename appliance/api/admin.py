@@ -24,7 +24,7 @@ from appliance.services.models import (
     ModelRegistry,
     public,
 )
-from appliance.store import ids, users
+from appliance.store import ids, pieces, users
 from appliance.store.db import loads
 from appliance.store.rows import JobRow, TaskRow
 
@@ -58,20 +58,9 @@ def _estimator(request: Request) -> Estimator:
     return request.app.state.core.estimator
 
 
-def job_reuse(tasks: list[TaskRow]) -> dict | None:
-    """What the job's Manim renders reused of earlier ones (renderers/manim_segments.py): pieces in all, pieces
-    copied, and the seconds their drawing took then; None where no task renders in pieces."""
-    found = [r for r in (loads(t["result"], {}).get("reuse") for t in tasks) if isinstance(r, dict)]
-    if not found:
-        return None
-    return {"pieces": sum(int(r.get("pieces", 0)) for r in found),
-            "reusedPieces": sum(int(r.get("reusedPieces", 0)) for r in found),
-            "secondsSaved": round(sum(float(r.get("secondsSaved", 0.0)) for r in found), 2)}
-
-
 def public_job(job: JobRow, tasks: list[TaskRow], eta: dict | None = None) -> dict:
     return {"id": job["id"], "dialect": job["dialect"], "kind": job["kind"], "status": job["status"],
-            "phase": job["phase"], "progress": job["progress"], "eta": eta, "reuse": job_reuse(tasks),
+            "phase": job["phase"], "progress": job["progress"], "eta": eta, "reuse": pieces.reuse_of(tasks),
             "error": job["error"],
             "createdAt": job["created_at"], "completedAt": job["completed_at"], "durationMs": job["duration_ms"],
             "result": loads(job["result"]),

@@ -7,10 +7,12 @@ undeleted jobs count: one user never receives another's pixels, whatever the cac
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.store.db import loads
+from appliance.store.rows import TaskRow
 
 SCAN = 50  # the user's latest whole-scene tasks looked at: past those, an older render is not worth finding
 
@@ -46,3 +48,14 @@ def recent_renders(conn: sqlite3.Connection, user_id: str, frame: dict[str, Any]
 def user_of(conn: sqlite3.Connection, job_id: str) -> str | None:
     row = conn.execute("select user_id from jobs where id = ?", (job_id,)).fetchone()
     return row[0] if row else None
+
+
+def reuse_of(tasks: Sequence[TaskRow]) -> dict[str, Any] | None:
+    """What the job's Manim renders reused of earlier ones (renderers/manim_segments.py): pieces in all, pieces
+    copied, and the seconds their drawing took then; None where no task renders in pieces."""
+    found = [r for r in (loads(t["result"], {}).get("reuse") for t in tasks) if isinstance(r, dict)]
+    if not found:
+        return None
+    return {"pieces": sum(int(r.get("pieces", 0)) for r in found),
+            "reusedPieces": sum(int(r.get("reusedPieces", 0)) for r in found),
+            "secondsSaved": round(sum(float(r.get("secondsSaved", 0.0)) for r in found), 2)}

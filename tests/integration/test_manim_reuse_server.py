@@ -5,12 +5,15 @@ same scene reuses nothing; the staged pieces leave the task's cache key as it wa
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import PYTHON, ROOT
+from tests.integration.test_dashboard import PASSWORD, signed_in
 from tests.integration.test_manim_reuse import MIN_PSNR, frames
 
 SCENE = """\
@@ -63,6 +66,11 @@ def test_an_edited_scene_reuses_the_users_own_pieces_only(kodisc, tmp_path) -> N
     edited, view = render(kodisc, kodisc.ada, "two")
     assert view["reuse"]["pieces"] == 6 and view["reuse"]["reusedPieces"] == 5
     assert view["reuse"]["secondsSaved"] > 0
+    # the dashboard's job page says the same
+    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(kodisc.data_dir)],
+                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=kodisc.env, capture_output=True)
+    dashboard, _ = signed_in(kodisc)
+    assert dashboard.get(f"/dashboard/api/jobs/{edited['jobId']}").json()["job"]["reuse"] == view["reuse"]
     assert list(edited) == KODISC_FIELDS and list(edited["result"]) == list(first["result"])
     task_input = json.loads(kodisc.query("select input from tasks where job_id = ?", (edited["jobId"],))[0][0])
     assert list(task_input["artifacts"]) == ["reuse_0.mp4"]  # the first render's video, staged

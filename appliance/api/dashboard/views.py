@@ -14,7 +14,7 @@ from appliance.errors import ApplianceError
 from appliance.services import models
 from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService
-from appliance.store import deliveries, jobs, ledger, operators, rendercad_inputs, users
+from appliance.store import deliveries, jobs, ledger, operators, pieces, rendercad_inputs, users
 from appliance.store.db import loads, rows
 from appliance.store.rows import JobRow, TaskRow
 
@@ -210,6 +210,7 @@ def job_detail(service: JobService, job_id: str, estimator: Estimator | None = N
                        operators.charged(service.db, [job["id"]]))
     return {
         "job": {**summary, "expiredAt": job["expired_at"], "eta": estimator.for_job(job) if estimator else None,
+                "reuse": pieces.reuse_of(tasks),
                 "request": request if len(request) <= REQUEST_SHOWN else request[:REQUEST_SHOWN] + "…",
                 "tasks": jobs.task_counts(service.db, job_id)},
         "tasks": [_task(t) for t in tasks],

@@ -198,6 +198,10 @@ async function jobPage(main, jobId) {
         `done around ${new Date(j.eta.finishAt * 1000).toLocaleTimeString()} · ` +
         (j.eta.basis ? `from ${j.eta.basis} finished job${j.eta.basis === 1 ? "" : "s"} like it` :
           "extrapolated from its progress")) : "",
+      // a Manim render that copied animations of the user's earlier render of the scene (renderers/manim_segments.py)
+      j.reuse && j.reuse.reusedPieces ? h("p", {class: "muted small", id: "job-reuse"},
+        `reused ${j.reuse.reusedPieces} of ${j.reuse.pieces} animations from an earlier render ` +
+        `(${j.reuse.secondsSaved.toFixed(1)} s of drawing saved)`) : "",
       j.error ? h("p", {class: "error", id: "job-error"}, j.error) : "",
       j.expiredAt ? h("p", {class: "muted"}, "Outputs removed on " + when(j.expiredAt) + " (retention).") : "",
       h("div", {class: "actions"},
