@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from appliance.datadir import DataDir
 from appliance.delivery.sse import Hub
@@ -26,7 +27,7 @@ from appliance.services.pipelines.movie import MoviePipeline
 from appliance.services.pipelines.tasks import TasksPipeline
 from appliance.settings import Settings
 from appliance.store import cache
-from appliance.store.db import open_db
+from appliance.store.db import now_iso, open_db
 from appliance.store.lock import DataDirLock
 
 log = logging.getLogger("appliance")
@@ -119,8 +120,18 @@ class Core:
         that ended that long ago, and artifacts nothing refers to — all file work off the event loop."""
         retention_s = self.settings.retention_days * 86400
         removed, pruned = await self.jobs.expire(retention_s)
+        eviction = await asyncio.to_thread(
+            cache.evict, self.db, self._artifact_size, int(self.settings.cache_max_gb * 2**30),
+            now_iso(time.time() - self.settings.cache_max_days * 86400))
+        self.metrics.cache_swept(eviction.evicted, eviction.kept_bytes)
         swept = await asyncio.to_thread(self.artifacts.sweep, cache.referenced_artifacts(self.db),
                                         ARTIFACT_MIN_AGE_S)
-        if removed or pruned or swept:
-            log.info("retention sweep: outputs of %d jobs, %d history rows, %d artifacts", len(removed), pruned,
-                     swept)
+        if removed or pruned or swept or eviction.evicted:
+            log.info("retention sweep: outputs of %d jobs, %d history rows, %d cache entries, %d artifacts",
+                     len(removed), pruned, eviction.evicted, swept)
+
+    def _artifact_size(self, digest: str) -> int:
+        try:
+            return self.artifacts.path(digest).stat().st_size
+        except OSError:
+            return 0

@@ -70,6 +70,8 @@ class Settings:
     rate_limit_window_s: int = 60
     sse_keepalive_s: float = 15.0
     shared_cache: bool = False
+    cache_max_gb: float = 50.0  # the render cache's artifacts, least recently used evicted past it (0: no limit)
+    cache_max_days: int = 30  # a cache entry no task used for this long is evicted
     manim_split_min_animations: int = 12
     manim_split_max_workers: int = 0
     movie_scene_thread_sharing: bool = True

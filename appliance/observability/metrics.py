@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 from litestar import Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -62,6 +62,10 @@ class Metrics:
                                 registry=r)
         self.kills = Counter("appliance_sandbox_kills", "Tasks the sandbox killed, by reason", ["reason"],
                              registry=r)
+        self.cache_evictions = Counter("appliance_cache_evictions", "Render cache entries evicted (size or age)",
+                                       registry=r)
+        self.cache_bytes = Gauge("appliance_cache_bytes", "Bytes of the artifacts the render cache holds, as the "
+                                 "last hourly sweep counted them", registry=r)
         r.register(_StateCollector(db, used, capacity))
 
     def task_ended(self, task: TaskRow, error: str | None) -> None:
@@ -85,6 +89,10 @@ class Metrics:
 
     def webhook_outcome(self, delivery: dict, outcome: str) -> None:
         self.webhooks.labels(delivery["dialect"], outcome).inc()
+
+    def cache_swept(self, evicted: int, kept_bytes: int) -> None:
+        self.cache_evictions.inc(evicted)
+        self.cache_bytes.set(kept_bytes)
 
     def refused(self, dialect: str) -> None:
         self.refusals.labels(dialect).inc()

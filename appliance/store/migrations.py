@@ -182,3 +182,10 @@ def m011_rendercad_jobs_are_core_jobs(db) -> None:
     db.execute("drop index if exists idx_rendercad_jobs_user_id_created_at")
     db["rendercad_jobs"].transform(drop={"user_id", "key_id", "status", "error_message", "cost", "created_at",
                                          "finalized_at", "completed_at", "deleted_at"})
+
+
+@migrations()
+def m012_cache_use(db) -> None:
+    """When a cache entry last answered a task (``used_at``): the hourly sweep evicts the least recently used
+    entries past ``cache_max_gb`` and those unused for ``cache_max_days`` (store/cache.py ``evict``)."""
+    db["cache"].add_column("used_at", str)

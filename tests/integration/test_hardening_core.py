@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import PYTHON, ROOT, Server, free_port, until
 from tests.integration.test_durability import SLEEPY
 from tests.integration.test_kodisc_api import TINY, poll
+from tests.integration.test_metrics import scrape, value
 
 
 def _kodisc(server: Server, user: str = "ada", credits: str = "100") -> dict:
@@ -218,7 +219,9 @@ def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
         os.utime(log, (past, past))
     with _db(server) as conn:
         conn.execute("update jobs set completed_at = '2000-01-01T00:00:00.000Z' where id = ?", (job_id,))
-    again = Server(server.data_dir, {**server.env, "APPLIANCE_RETENTION_DAYS": "1"}).start()
+    # and the render cache keeps nothing unused for 0 days: the Kodisc render's entry is evicted
+    again = Server(server.data_dir, {**server.env, "APPLIANCE_RETENTION_DAYS": "1",
+                                     "APPLIANCE_CACHE_MAX_DAYS": "0"}).start()
     try:
         def expired_at():  # the sweep removes the files first, then marks the job (one step after the other)
             return _db(again).execute("select expired_at from jobs where id = ?", (job_id,)).fetchone()["expired_at"]
@@ -232,6 +235,12 @@ def test_the_retention_sweep_expires_outputs_and_prunes_history(make_server):
         expired = httpx.get(f"{again.url}/api/v2/render/{render}", headers=auth).json()
         assert expired["status"] == "completed" and expired["result"] is None  # no dead URLs
         assert "the outputs were removed" in expired["error"] and "retention_days" in expired["error"]
+        assert _db(again).execute("select count(*) from cache").fetchone()[0] == 0
+        samples = scrape(again)
+        assert value(samples, "appliance_cache_evictions_total") >= 1 and "appliance_cache_bytes" in samples
+        rerun = httpx.post(f"{again.url}/api/v2/render", json=TINY, headers=auth).json()["jobId"]
+        assert poll(again, rerun, auth)["status"] == "completed"
+        assert [t["cached"] for t in again.job(rerun)["tasks"]] == [False]  # rendered again, not from the cache
     finally:
         again.stop()
 
