@@ -141,7 +141,22 @@ def _new_job(service: JobService, data: dict) -> NewJob:
     user = users.get_user_by_name(service.db, str(data.get("user", "admin")))
     if not user:
         raise NotFound(f"no user {data.get('user')!r}")
-    return _movie_job(service, user["id"], data) if "movie" in data else _tasks_job(user["id"], data)
+    if "movie" in data:
+        return _movie_job(service, user["id"], data)
+    return _scene_job(user["id"], data["scene"]) if "scene" in data else _tasks_job(user["id"], data)
+
+
+def _scene_job(user_id: str, scene: object) -> NewJob:
+    """`appliance render scene.py`: the manim pipeline (as a Kodisc scene is: the render cache, the pieces of the
+    user's earlier renders of the scene, a split where it wins), shown as an admin job of that user."""
+    fields = {"code": str, "className": str, "width": int, "height": int, "fps": int}
+    if not isinstance(scene, dict) or any(type(scene.get(k)) is not t for k, t in fields.items()):
+        raise ApplianceError("scene must be an object with code, className (strings), width, height and fps "
+                             "(integers)")
+    if not (16 <= scene["width"] <= 7680 and 16 <= scene["height"] <= 4320 and 1 <= scene["fps"] <= 120):
+        raise ApplianceError("scene: width 16-7680, height 16-4320 and fps 1-120")
+    return NewJob(job_id=ids.viralsync_job_id(), dialect="admin", user_id=user_id, kind="manim",
+                  payload={k: scene[k] for k in fields}, request={"scene": scene["className"]})
 
 
 def _movie_job(service: JobService, user_id: str, data: dict) -> NewJob:

@@ -96,7 +96,7 @@ class AdminClient:
         class_name = pick_scene(path.name, code, class_name)
         width, height, fps = QUALITIES[quality]
         task_input = {"code": code, "className": class_name, "width": width, "height": height, "fps": fps}
-        return {"user": user, "renderer": "manim", "input": task_input}
+        return {"user": user, "scene": task_input}  # the manim pipeline: cache, pieces of earlier renders, split
 
     @staticmethod
     def print_quote(quote: dict) -> int:

@@ -275,6 +275,12 @@ def test_render_a_scene_file_against_the_running_server(server, tmp_path):
     assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p"), stream
     assert (stream["width"], stream["height"], stream["r_frame_rate"]) == (854, 480, "15/1")  # --quality low
     assert server.job(job_id)["status"] == "completed"
+    # the scene again with one more animation: the first is copied from the render above, and the CLI says so
+    scene.write_text(scene.read_text().replace("self.add(Dot(color=RED))\n        self.wait(0.2)\n",
+                                               "self.add(Dot(color=RED))\n        self.wait(0.2)\n"
+                                               "        self.play(FadeIn(Square()), run_time=0.2)\n", 1))
+    again = run_cli(d, "render", str(scene), "--scene", "TinyDot", "--quality", "low", env=server_env(server))
+    assert again.returncode == 0 and "reused 1 of 2 pieces of earlier renders" in again.stderr, again.stderr
 
     bad = tmp_path / "bad_scene.py"
     bad.write_text("from manim import *\n\nclass Bad(Scene):\n    def construct(self):\n"
