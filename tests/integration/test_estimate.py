@@ -108,6 +108,9 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
     # a bad body is the admin API's 400, never a 500
     bad = httpx.post(f"{server.url}/admin/estimate", headers=auth, content=b"[1]")
     assert bad.status_code == 400 and bad.json()["message"] == "body must be a JSON object"
+    for scene in ({"code": 1}, "x", {**manim_body(2, "q")["input"], "width": 10**30}):
+        bad = httpx.post(f"{server.url}/admin/jobs", headers=auth, json={"user": "ada", "scene": scene})
+        assert bad.status_code == 400 and bad.json()["message"].startswith("scene"), bad.text
     # while it runs, the admin API and the dashboard's job page carry an ETA
     subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(server.data_dir)],
                    input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
