@@ -3,14 +3,17 @@ a diffusers folder in the sandbox (refusing what does not load, and a GPU-only m
 granted), api_discovery lists it as a model, a RenderCAD render with model=<its name> runs it on the upload with
 custom_instructions as its prompt (the task's record names the prompt the model's tokenizer read), the same
 request gives the same picture, the job costs pro's 2 tokens, backgrounds still
-apply, and after `models remove` the model id is refused again. The pipelines are built by the test
-(tests/tiny_diffusers.py): random weights, nothing downloaded."""
+apply, a creative video.php job redraws its first frame with the model (prompt as its text), and after
+`models remove` the model id is refused again. The pipelines are built by the test (tests/tiny_diffusers.py):
+random weights, nothing downloaded. One server (``studio``) serves every test but the faked-GPU one."""
 from __future__ import annotations
 
 import io
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 import time
 
 import httpx
@@ -18,11 +21,12 @@ import numpy as np
 import pytest
 
 from tests import tiny_diffusers as td
+from tests.conftest import PYTHON, ROOT, Server
 from tests.integration.test_dashboard import PASSWORD
 from tests.integration.test_rendercad_render import act, fetch_image, photo, submit, upload
 from tests.integration.test_rendercad_video import act as video_act
 from tests.integration.test_rendercad_video import finish as video_finish
-from tests.integration.test_studio_models import models, rc  # noqa: F401 - the fixture
+from tests.integration.test_studio_models import models
 
 D = "/backend/api_discovery.php"
 
@@ -56,6 +60,23 @@ def finished(server, job_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """One server for the tests that do not change its environment (each sandboxed img2img task imports torch,
+    and a server start is not free): `appliance init` (its admin runs the checks), a dashboard operator, and ada
+    with a RenderCAD key. Each test leaves it with no model installed."""
+    srv = Server(tmp_path_factory.mktemp("studio"), {"APPLIANCE_CPU_SLOTS": "2"})
+    srv.cli("init")
+    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(srv.data_dir)],
+                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=srv.env, capture_output=True)
+    srv.start()
+    srv.cli("users", "create", "ada", "--credits", "60")
+    srv.key = srv.new_key("ada", "rendercad")["key"]
+    srv.auth = {"Authorization": f"Bearer {srv.key}"}
+    yield srv
+    srv.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("img2img")
     return {kind: td.build(root / f"tiny-{kind}", kind) for kind in ("sd", "controlnet")}
@@ -78,7 +99,8 @@ def test_a_gpu_only_model_is_granted_a_gpu(make_server, folders, tmp_path):
         and "was granted, but this torch build sees no CUDA device" in proc.stderr, proc.stderr
 
 
-def test_add_render_prompt_seed_remove(rc, folders):  # noqa: F811 - rc is the fixture
+def test_add_render_prompt_seed_remove(studio, folders):
+    rc = studio
     assert model_ids(rc) == ["classic", "pro"]
     r = act(rc, "create_job", {"model": "tiny-sd"})
     assert r.status_code == 400 and "model must be one of: classic, pro" in r.json()["error"]
@@ -126,44 +148,49 @@ def test_add_render_prompt_seed_remove(rc, folders):  # noqa: F811 - rc is the f
     assert np.array_equal(fetch_image(rc, again["output_url"]), img)
 
     # video.php: style creative redraws the first frame with the model, prompt as its text; preserve does not
-    creative, tasks = video(rc, style="creative", prompt="make it red")
+    # (both at once: the server has 2 CPU slots)
+    jobs = [video_job(rc, style=style, prompt="make it red") for style in ("creative", "preserve")]
+    (creative, tasks), (preserve, preserved) = [video_done(rc, job_id) for job_id in jobs]
     assert [t["renderer"] for t in tasks] == ["image.img2img", "image.video"]
     assert tasks[0]["result"]["meta"]["prompt"] == "make it red" and tasks[0]["result"]["meta"]["strength"] == 0.55
-    preserve, tasks = video(rc, style="preserve", prompt="make it red")
-    assert [t["renderer"] for t in tasks] == ["image.video"]
+    assert [t["renderer"] for t in preserved] == ["image.video"]
     assert np.abs(creative.astype(int) - preserve.astype(int)).mean() > 10  # the model's picture moves, not the upload
 
     assert models(rc, "remove", "tiny-controlnet").returncode == 0
     assert model_ids(rc) == ["classic", "pro"] and not (rc.data_dir / "models" / entry["sha256"]).exists()
     assert act(rc, "create_job", {"model": "tiny-controlnet"}).status_code == 400
     # without the model, a creative video is the camera move over the upload, as before
-    _, tasks = video(rc, style="creative", prompt="make it red")
+    _, tasks = video_done(rc, video_job(rc, style="creative", prompt="make it red"))
     assert [t["renderer"] for t in tasks] == ["image.video"]
 
 
-def video(server, **settings) -> tuple[np.ndarray, list[dict]]:
-    """A 4 s video.php job over the test photo: its first frame and its tasks' records."""
-    import av
-
+def video_job(server, **settings) -> str:
+    """A 4 s video.php job over the test photo, submitted."""
     job_id = video_act(server, "create_job", {"camera": "orbit", "motion": "none", "duration": 4,
                                               **settings}).json()["job_id"]
     assert upload(server, job_id, photo(), "image/jpeg").status_code == 200
     assert video_act(server, "finalize_job", {"job_id": job_id}).status_code == 200
+    return job_id
+
+
+def video_done(server, job_id: str) -> tuple[np.ndarray, list[dict]]:
+    """The finished video's first frame and its tasks' records."""
+    import av
+
     got = video_finish(server, job_id)
     with av.open(io.BytesIO(httpx.get(got["video_url"], timeout=30).content)) as container:
         first = next(container.decode(video=0)).to_ndarray(format="rgb24")
     return first, task_results(server, job_id)
 
 
-def test_the_dashboards_capacity_page_lists_the_models(tmp_path, browser):
+def test_the_dashboards_capacity_page_lists_the_models(studio, tmp_path, browser):
     """An ONNX matte model (no torch: quick), seen on the capacity page by a signed-in operator in Chromium."""
     from selenium.webdriver.common.by import By
 
     from tests import tiny_models as tm
     from tests.conftest import wait_for
-    from tests.integration.test_dashboard import with_operator
 
-    server = with_operator(tmp_path / "data")
+    server = studio
     try:
         add = models(server, "add", str(tm.redness(tmp_path / "red.onnx")), "--kind", "matte", "--mean", "0,0,0",
                      "--std", "1,1,1", "--licence", "MIT")
@@ -180,4 +207,4 @@ def test_the_dashboards_capacity_page_lists_the_models(tmp_path, browser):
             ["red", "matte", "onnxruntime", "CPU or GPU", "0 MiB"]
         assert "MIT" in row.text
     finally:
-        server.stop()
+        models(server, "remove", "red")  # the next test on this server starts with no model
