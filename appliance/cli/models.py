@@ -109,8 +109,8 @@ def add_commands(sub, common, server) -> None:
                    "diffusers pipeline folder (save_pretrained, safetensors weights)")
     p.add_argument("--kind", required=True, choices=KINDS, help="matte: cuts the subject out of RenderCAD images; "
                    "depth: per-pixel parallax for image → video; img2img: a RenderCAD model of its own "
-                   "(render_mode sets its strength, custom_instructions its text; video.php's prompt does not "
-                   "reach it yet)")
+                   "(render_mode sets its strength, custom_instructions its text; video.php's prompt too, "
+                   "with style=creative)")
     p.add_argument("--device", choices=DEVICES, help="gpu: its tasks need a GPU and are refused where none can be "
                    "granted (the default for img2img); any: it runs on the CPU (tiny and small models)")
     p.add_argument("--steps", type=int, help="img2img: denoising steps at strength 1 (default 30; a job runs "
