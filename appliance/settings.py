@@ -79,6 +79,7 @@ class Settings:
     hotfolder_dir: str = ""
     hotfolder_outbox: str = ""
     hotfolder_quality: str = "medium"
+    hotfolder_rescan_s: float = 5.0  # the full rescan that catches missed events and users created since
     metrics_allow: tuple[str, ...] = ("127.0.0.1",)
     access_log: bool = True
     dashboard_session_hours: int = 12

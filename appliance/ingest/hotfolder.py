@@ -36,7 +36,6 @@ log = logging.getLogger("appliance.hotfolder")
 DIALECT = "hotfolder"
 SETTLE_S = 1.0  # unchanged this long: the writer is done
 TICK_S = 0.25
-RESCAN_S = 5.0
 KINDS = (".py", ".json")
 IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".swp", "~")
 
@@ -48,6 +47,7 @@ class HotFolder:
         self.inbox = Path(settings.hotfolder_dir)
         self.outbox = Path(settings.hotfolder_outbox) if settings.hotfolder_outbox else self.inbox.parent / "outbox"
         self.quality, self.db, self.service, self.datadir = settings.hotfolder_quality, db, service, datadir
+        self.rescan_s = max(0.2, settings.hotfolder_rescan_s)
         self._candidates: dict[Path, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -95,13 +95,13 @@ class HotFolder:
                             self._notice(Path(path))
             except (OSError, RuntimeError) as exc:  # the inbox removed or unreadable: the rescan carries on
                 log.warning("hot folder watch failed (%s); retrying", exc)
-                await asyncio.sleep(RESCAN_S)
+                await asyncio.sleep(self.rescan_s)
 
     async def _rescan_loop(self) -> None:
         while True:
             for path in await asyncio.to_thread(self._files):
                 self._notice(path)
-            await asyncio.sleep(RESCAN_S)
+            await asyncio.sleep(self.rescan_s)
 
     def _files(self) -> list[Path]:
         return [Path(folder, name) for folder, _dirs, names in os.walk(self.inbox) for name in names]
