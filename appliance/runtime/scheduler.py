@@ -25,7 +25,7 @@ from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs
 from appliance.store.db import dumps, loads, now_iso
-from appliance.store.rows import JobRow, ReadyTask, TaskRow
+from appliance.store.rows import JobRow, Link, ReadyTask, TaskRow
 from renderers.registry import ENCODES_VIDEO, GPU_OPTIONAL
 
 log = logging.getLogger("appliance.scheduler")
@@ -221,7 +221,8 @@ class Scheduler:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs
         of its dependencies named in ``link_inputs`` ({task, file (the role), as, optional})."""
         inputs = dict(task_input.get("artifacts", {}))
-        for link in task_input.get("link_inputs", []):
+        links: list[Link] = task_input.get("link_inputs", [])  # written by the pipelines, as rows.Link
+        for link in links:
             result = loads(jobs.require_task(self.db, link["task"])["result"], {})
             name = result.get("files", {}).get(link["file"])
             if name is None and link.get("optional"):

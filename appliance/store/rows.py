@@ -4,7 +4,7 @@ and the dialect adapters. Column for column what ``select *`` returns (migration
 them. Stdlib only, so a pure module (runtime/admission.py) can name a task without importing the database."""
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class JobRow(TypedDict):
@@ -71,3 +71,9 @@ class ReadyTask(TaskRow):
     priority: int
     max_parallel: int | None
     job_created_at: str
+
+
+# A task's input named from a dependency's result (the task input's ``link_inputs``; the scheduler resolves it
+# when the dependency is done): that task's output of role ``file``, under the name ``as`` in the workdir; an
+# ``optional`` link whose role the dependency did not produce is skipped. "as" is a keyword: the call syntax.
+Link = TypedDict("Link", {"task": str, "file": str, "as": str, "optional": NotRequired[bool]})

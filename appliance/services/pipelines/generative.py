@@ -19,6 +19,7 @@ from appliance.runtime.artifacts import Artifacts
 from appliance.services.models import ModelRegistry
 from appliance.store import ids
 from appliance.store.jobs import TaskDef
+from appliance.store.rows import Link
 from renderers.image.img2img import OUTPUT, STRENGTH, seed_of
 
 VERSION = "1"  # part of the cache key: a change to how the model is run bumps it
@@ -29,7 +30,7 @@ BASE_MB = {"gpu": 2048, "any": 1536}  # torch, diffusers and one run's activatio
 class Generated:
     """The img2img task to put first, and what the next task takes from it."""
     task: TaskDef
-    link: dict[str, Any]  # a link_inputs entry: the generated picture, under ``name`` in the next task's workdir
+    link: Link  # a link_inputs entry: the generated picture, under ``name`` in the next task's workdir
     name: str
     key: str  # the img2img task's cache key: the next task's key includes it
 

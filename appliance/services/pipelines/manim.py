@@ -35,6 +35,7 @@ from appliance.runtime.artifacts import Artifacts
 from appliance.settings import Settings
 from appliance.store import ids, pieces
 from appliance.store.jobs import TaskDef
+from appliance.store.rows import Link
 from renderers import manim_split, manim_split_model
 
 FIELDS = ("code", "className", "width", "height", "fps")
@@ -136,7 +137,7 @@ def split_tasks(job_id: str, task_input: dict[str, Any], workers: int, min_anima
     # model was given, whether it was asked, and the threshold
     key = (f"{cache_key(task_input)}-split{manim_split.PLAN_FORMAT}w{workers}c{cores}{'f' if force else ''}"
            f"m{min_animations}")
-    plan_link: dict[str, object] = {"task": ids.task_id(job_id, 0), "file": "plan", "as": manim_split.PLAN_FILE}
+    plan_link: Link = {"task": ids.task_id(job_id, 0), "file": "plan", "as": manim_split.PLAN_FILE}
     split = {"workers": workers, "minAnimations": min_animations, "cores": cores, "force": force}
     tasks = [TaskDef(renderer="manim.plan", name="render", cpu=1.0, mem_mb=1024, cache_key=f"{key}-plan",
                      input={**task_input, "split": split})]
@@ -145,8 +146,8 @@ def split_tasks(job_id: str, task_input: dict[str, Any], workers: int, min_anima
                              depends_on=[0], cache_key=f"{key}-range{index}",
                              input={**task_input, "split": {"index": index, "workers": workers},
                                     "link_inputs": [plan_link]}))
-    captions: dict[str, object] = {"task": ids.task_id(job_id, 0), "file": "captions", "as": "captions.vtt"}
-    links: list[dict[str, object]] = [plan_link, captions]
+    captions: Link = {"task": ids.task_id(job_id, 0), "file": "captions", "as": "captions.vtt"}
+    links: list[Link] = [plan_link, captions]
     for index in range(workers):  # optional: a range the plan did not use returns no files
         task = ids.task_id(job_id, index + 1)
         links += [{"task": task, "file": "video", "as": manim_split.segment_name(index), "optional": True},

@@ -14,6 +14,7 @@ from appliance.services.pipelines import media
 from appliance.settings import Settings
 from appliance.store import ids
 from appliance.store.jobs import TaskDef
+from appliance.store.rows import Link
 from renderers.movie import spec
 
 SpecError = spec.SpecError
@@ -56,7 +57,8 @@ class MoviePipeline:
 
     def _tasks(self, job_id: str, movie: dict[str, Any], fetched: dict[str, tuple[str, str]]) -> list[TaskDef]:
         w, h, fps = movie["width"], movie["height"], movie["fps"]
-        tasks, links = [], []
+        tasks: list[TaskDef] = []
+        links: list[Link] = []
         for n, scene in enumerate(movie["scenes"]):
             srcs = spec.scene_sources(scene)
             names = {src: f"src_{i}{fetched[src][0]}" for i, src in enumerate(srcs)}
@@ -67,7 +69,7 @@ class MoviePipeline:
                                  input={"scene": scene, "width": w, "height": h, "fps": fps, "sources": names,
                                         "artifacts": {names[s]: fetched[s][1] for s in srcs}}))
             links.append({"task": ids.task_id(job_id, n), "file": "scene", "as": f"scene_{n:03d}.mp4"})
-        last = {"task": links[-1]["task"], "file": "thumbnail", "as": "thumb_last.jpg", "optional": True}
+        last: Link = {"task": links[-1]["task"], "file": "thumbnail", "as": "thumb_last.jpg", "optional": True}
         tasks.append(TaskDef(renderer="movie.assemble", name="assemble", cpu=1.0, mem_mb=300,
                              depends_on=list(range(len(tasks))),
                              input={"scenes": [link["as"] for link in links], "link_inputs": [*links, last],
