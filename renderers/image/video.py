@@ -147,7 +147,9 @@ def _split(plate: Plate, alpha: np.ndarray, shade: np.ndarray) -> None:
     small_hole = cv2.resize(hole, q, interpolation=cv2.INTER_NEAREST)
     filled = cv2.GaussianBlur(cv2.inpaint(small, small_hole, 3, cv2.INPAINT_TELEA), (0, 0), 2)
     filled = cv2.resize(filled, (pw, ph), interpolation=cv2.INTER_LINEAR)
-    soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3)[..., None]
+    # the fill covers the whole hole and feathers outwards only: a feather centred on the hole's edge let a ring
+    # of the subject's own edge through, a ghost of its outline in every camera move
+    soft = np.maximum(hole.astype(np.float32), cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow / 3))[..., None]
     plate.background = (plate.rgb * (1 - soft) + filled * soft + 0.5).astype(np.uint8)
     # over the background B the layer gives a*S + (1 - a)*(1 - d)*B: one RGBA of alpha a + (1 - a)*d and colour
     # a*S / that alpha (the shadow's own colour is black)

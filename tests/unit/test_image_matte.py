@@ -73,6 +73,21 @@ def test_video_shadow_travels_with_the_subject_and_leaves_no_ghost(tmp_path):
     assert plate.subject is not None and plate.subject[sy, sx, 3] > 40  # it is in the subject's layer
 
 
+def test_video_background_keeps_no_outline_of_the_subject(tmp_path):
+    """The hole behind the subject is filled to its edge: a feather centred on the edge once let a ring of the
+    subject's own rim through the background, a ghost of its outline in every camera move (a step of 41 levels
+    per pixel where the backdrop's own gradient and the soft fill stay under 15)."""
+    from renderers.image import video
+    from tests.integration.test_rendercad_render import photo
+
+    (tmp_path / "p.jpg").write_bytes(photo(size=(1280, 960)))  # a bottle with a cap on a lit table top
+    plate = video.make_plate(tmp_path / "p.jpg", 640, 360, layered=True)
+    assert plate.subject is not None
+    grey = cv2.cvtColor(plate.background, cv2.COLOR_BGRA2GRAY).astype(np.float32)
+    step = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    assert step.max() < 25, step.max()
+
+
 def test_video_move_never_cuts_the_subject(tmp_path):
     from renderers.image import video
 
