@@ -204,7 +204,7 @@ def layers(extra: Iterable[Path | str] = (), task_fs: str = "auto") -> list[tupl
 def _fresh(statement: str, extra: Iterable[Path | str]) -> str | None:
     root = str(Path(__file__).resolve().parents[3])
     code = f"import json, sys, appliance.runtime.sandbox as s; {statement}"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": root}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": root, "PYTHONDONTWRITEBYTECODE": "1"}  # nothing into the checkout
     try:
         proc = subprocess.run([sys.executable, "-c", code, *map(str, extra)], capture_output=True, text=True,
                               env=env, cwd="/", timeout=60)
