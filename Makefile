@@ -1,5 +1,7 @@
 # Two commands do all set-up on a fresh Debian 12 machine: `make run` and `make test`.
 SHELL := /bin/bash
+# Nothing a root process runs may write into the checkout: no bytecode next to the sources.
+export PYTHONDONTWRITEBYTECODE := 1
 VENV := .venv
 # Debian's own python3: world-readable, so sandboxed tasks (an unprivileged uid) can load it.
 SYSTEM_PYTHON := /usr/bin/python3
