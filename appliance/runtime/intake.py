@@ -73,14 +73,14 @@ def copy_out(dir_fd: int, name: str, dest_fd: int, dest_name: str, mode: int = 0
         out = os.open(dest_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                       dir_fd=dest_fd)
         try:
-            _copy_fd(src, out)
+            copy_fd(src, out)
         finally:
             os.close(out)
     finally:
         os.close(src)
 
 
-def _copy_fd(src: int, out: int) -> None:
+def copy_fd(src: int, out: int) -> None:
     """Kernel-side copy (a reflink where the filesystem has them), read/write where it refuses."""
     try:
         while os.copy_file_range(src, out, COPY_CHUNK):

@@ -52,6 +52,7 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple
 
+from appliance.runtime.intake import copy_fd
 from appliance.runtime.sandbox.kernel import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT, mount
 
 INSIDE = "/task"  # the workdir as every task sees it: no host path (its workdir's, the data dir's) shows
@@ -288,24 +289,8 @@ def copy_inputs(src_fd: int, dest: str, bindable_fd: int) -> None:
         try:
             out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
             try:
-                _copy_file(src, out)
+                copy_fd(src, out)  # intake's kernel-side copy (read/write where the kernel refuses)
             finally:
                 os.close(out)
         finally:
             os.close(src)
-
-
-def _copy_file(src: int, out: int) -> None:
-    try:
-        while os.copy_file_range(src, out, 8 << 20):
-            pass
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    offset = 0
-    while chunk := os.pread(src, 8 << 20, offset):
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(out, view, offset)
-            view, offset = view[written:], offset + written
