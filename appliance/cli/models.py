@@ -41,6 +41,7 @@ def cmd_add(args) -> int:
     params = {"kind": args.kind, "name": args.name, "licence": args.licence, "post": args.post,
               "input_size": str(args.input_size) if args.input_size else None, "mean": args.mean, "std": args.std,
               "device": args.device, "steps": str(args.steps) if args.steps else None, "guidance": args.guidance,
+              "gpu_mem_mb": str(args.gpu_memory) if args.gpu_memory else None,
               "by": _who(), "source": path.name, "user": args.user}
     query = {k: v for k, v in params.items() if v is not None}
     if folder:  # the folder's configs, tokenizer files and safetensors weights, as a tar made while it is sent
@@ -67,8 +68,9 @@ def cmd_add(args) -> int:
         print(json.dumps(entry, indent=2))
         return 0
     if folder:
+        where = "a GPU only" if entry["device"] == "gpu" else "a free GPU, else the CPU"
         print(f"added {entry['name']}: img2img model ({entry.get('pipeline')}), {entry['size'] / 1e6:.1f} MB, "
-              f"runs at {entry['runSize'][0]} px on {'a GPU only' if entry['device'] == 'gpu' else 'the CPU'}, "
+              f"runs at {entry['runSize'][0]} px on {where} (needs {entry.get('gpuMemoryMb')} MB of a GPU), "
               f"sha256 {entry['sha256']}; RenderCAD jobs use it with model={entry['name']}")
         return 0
     fixed = "×".join(map(str, entry["inputSize"])) if entry["inputSize"] else "free"
@@ -112,7 +114,11 @@ def add_commands(sub, common, server) -> None:
                    "(render_mode sets its strength, custom_instructions its text; video.php's prompt too, "
                    "with style=creative)")
     p.add_argument("--device", choices=DEVICES, help="gpu: its tasks need a GPU and are refused where none can be "
-                   "granted (the default for img2img); any: it runs on the CPU (tiny and small models)")
+                   "granted (the default for img2img); any: it runs on a free GPU when one is granted, else on the "
+                   "CPU (tiny and small models)")
+    p.add_argument("--gpu-memory", type=int, metavar="MB", help="img2img: the GPU memory one run needs, in MB "
+                   "(default: estimated from the weights and the model's size; the scheduler runs tasks on a GPU "
+                   "only where this fits beside the others)")
     p.add_argument("--steps", type=int, help="img2img: denoising steps at strength 1 (default 30; a job runs "
                    "steps × strength)")
     p.add_argument("--guidance", help="img2img: classifier-free guidance scale (default 7.5)")

@@ -246,17 +246,23 @@ class Grant:
 
 
 class GpuPool:
-    """Per-GPU compute slots and NVENC sessions in use; the scheduler grants and releases, one grant per task.
+    """Per-GPU compute slots, NVENC sessions and GPU memory in use; the scheduler grants and releases, one grant
+    per task.
 
     NVENC is a bonus, never a wait: a task that encodes gets a session where one is free and otherwise encodes
-    with libx264, so a GPU without NVENC (or with every session taken) never holds a task back.
+    with libx264, so a GPU without NVENC (or with every session taken) never holds a task back. Memory: a task
+    that asks for compute says how much of the card it needs (``mem_mb``, its task input's ``gpu_mem_mb``: a
+    studio model's weights and activations); it is granted a GPU only where that fits beside what the tasks
+    already granted it hold (``Gpu.memory_mb`` minus their needs), so two models that together exceed a card
+    never run on it at once. A need of 0 (a task that did not say) counts nothing but its slot.
     """
 
     def __init__(self, gpus: tuple[Gpu, ...]) -> None:
         self.gpus = {g.index: g for g in gpus}
         self._compute = {g.index: 0 for g in gpus}
         self._nvenc = {g.index: 0 for g in gpus}
-        self._grants: dict[str, Grant] = {}
+        self._mem = {g.index: 0 for g in gpus}
+        self._grants: dict[str, tuple[Grant, int]] = {}  # task id -> (its grant, the GPU memory it holds)
         self._lock = threading.Lock()
 
     def update(self, gpus: tuple[Gpu, ...]) -> None:
@@ -266,18 +272,46 @@ class GpuPool:
             self.gpus = {g.index: g for g in gpus}
             self._compute = {i: self._compute.get(i, 0) for i in self.gpus}
             self._nvenc = {i: self._nvenc.get(i, 0) for i in self.gpus}
+            self._mem = {i: self._mem.get(i, 0) for i in self.gpus}
+
+    def copy(self) -> GpuPool:
+        """A pool with the same GPUs and the same holdings, to try grants on (admission's pass plans the grants
+        the scheduler then makes, in the same order, with the same rule)."""
+        with self._lock:
+            other = GpuPool(tuple(self.gpus.values()))
+            other._compute, other._nvenc, other._mem = dict(self._compute), dict(self._nvenc), dict(self._mem)
+            other._grants = dict(self._grants)
+            return other
 
     def free_compute(self) -> int:
         return sum(self.gpus[i].compute_slots - used for i, used in self._compute.items())
 
+    def free_memory(self, index: int) -> int:
+        """MB of GPU ``index`` that no granted task holds (what nvidia-smi reported, less the grants' needs)."""
+        return self.gpus[index].memory_mb - self._mem[index]
+
+    def _fits(self, index: int, mem_mb: int) -> bool:
+        gpu = self.gpus[index]
+        return self._compute[index] < gpu.compute_slots and (mem_mb <= 0 or mem_mb <= self.free_memory(index))
+
+    def can_grant(self, mem_mb: int = 0) -> bool:
+        """Whether a compute grant needing ``mem_mb`` would find a GPU now."""
+        with self._lock:
+            return any(self._fits(i, mem_mb) for i in self.gpus)
+
+    def could_ever_hold(self, mem_mb: int) -> bool:
+        """Whether some GPU with compute slots is large enough for ``mem_mb`` when nothing else holds it."""
+        return any(g.compute_slots > 0 and (mem_mb <= 0 or mem_mb <= g.memory_mb) for g in self.gpus.values())
+
     def grant(self, task_id: str, *, compute: bool = False, optional_compute: bool = False,
-              nvenc: bool = False) -> Grant:
-        """``compute``: the task needs a GPU (the scheduler checked one is free); ``optional_compute``: it
-        can use one if free; ``nvenc``: it encodes video and would take an NVENC session."""
+              nvenc: bool = False, mem_mb: int = 0) -> Grant:
+        """``compute``: the task needs a GPU (admission checked one fits); ``optional_compute``: it can use one
+        if one is free and fits, else it runs on the CPU; ``nvenc``: it encodes video and would take an NVENC
+        session; ``mem_mb``: the GPU memory its compute needs."""
         with self._lock:
             gpu = None
             if compute or optional_compute:
-                free = [i for i, used in self._compute.items() if used < self.gpus[i].compute_slots]
+                free = [i for i in self.gpus if self._fits(i, mem_mb)]
                 # the GPU with an encoder free first, so a task that encodes gets both on one GPU
                 free.sort(key=lambda i: (nvenc and self._nvenc[i] >= self.gpus[i].nvenc_sessions, self._compute[i]))
                 gpu = free[0] if free else None
@@ -291,23 +325,31 @@ class GpuPool:
                     if open_:
                         gpu, session = open_[0], True
             grant = Grant(gpu=gpu, compute=gpu is not None and (compute or optional_compute), nvenc=session)
+            held = max(0, mem_mb) if grant.compute else 0
             if grant.compute and grant.gpu is not None:
                 self._compute[grant.gpu] += 1
+                self._mem[grant.gpu] += held
             if grant.nvenc and grant.gpu is not None:
                 self._nvenc[grant.gpu] += 1
-            self._grants[task_id] = grant
+            self._grants[task_id] = (grant, held)
             return grant
 
     def release(self, task_id: str) -> None:
         with self._lock:
-            grant = self._grants.pop(task_id, None)
+            grant, held = self._grants.pop(task_id, (None, 0))
             if grant is None or grant.gpu not in self.gpus:  # no GPU, or one that has left since
                 return
             if grant.compute:
                 self._compute[grant.gpu] -= 1
+                self._mem[grant.gpu] -= held
             if grant.nvenc:
                 self._nvenc[grant.gpu] -= 1
 
     def in_use(self) -> dict[int, dict[str, int]]:
         with self._lock:
             return {i: {"compute": self._compute[i], "nvenc": self._nvenc[i]} for i in self.gpus}
+
+    def memory_in_use(self) -> dict[int, int]:
+        """MB of each GPU that granted tasks hold (their ``gpu_mem_mb``)."""
+        with self._lock:
+            return dict(self._mem)

@@ -33,7 +33,7 @@ from appliance.store.db import now_iso
 KINDS = ("matte", "depth", "img2img")
 ONNX_KINDS = ("matte", "depth")
 POSTS = ("none", "sigmoid", "minmax")
-DEVICES = ("gpu", "any")  # gpu: its tasks ask the scheduler for a GPU (refused where none); any: run on the CPU
+DEVICES = ("gpu", "any")  # gpu: its tasks need a GPU (refused where none); any: a free GPU, else the CPU
 RESERVED = ("classic", "pro")  # RenderCAD's own model ids: an img2img model is a model id beside them
 RUNTIME = "onnxruntime"
 FOLDER_RUNTIME = "diffusers"
@@ -42,6 +42,15 @@ MAX_MODEL_BYTES = 4 << 30  # the largest open depth models are about 1.3 GB in f
 MAX_FOLDER_BYTES = 24 << 30  # an SDXL folder in float16 with a ControlNet is about 9 GB; in float32 twice that
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # what U²-Net, BiRefNet and MiDaS were trained with
+# GPU memory of an img2img run (gpu_need_mb), in float16 on CUDA. Published figures, not measured on a card here
+# (scripts/gpu_figures.py measures the UNet's peak on a lent GPU): SD 1.5 runs img2img at 512² in about 3.5 GB
+# (2.0 GB of weights), SDXL at 1024² in about 11 GB (6.9 GB of weights). Beside the weights: the activations of one
+# step with classifier-free guidance (a batch of 2) and the VAE's decode, which grow with the latent's area, and
+# the CUDA context with cuBLAS/cuDNN workspaces and the caching allocator's slack. Rounded up: a need that is too
+# large only makes a task wait; one too small runs two models out of memory on one card.
+ACTIVATIONS_MB_AT_512 = 1024
+CUDA_CONTEXT_MB = 768
+MAX_GPU_MB = 1 << 20  # a --gpu-memory beyond 1 TB is a typo
 
 
 class Port(TypedDict):
@@ -74,6 +83,8 @@ class ModelEntry(TypedDict):
     pipeline: NotRequired[str]  # img2img: the diffusers pipeline class the check loaded
     steps: NotRequired[int]  # img2img: denoising steps at strength 1 (a job runs round(steps × strength))
     guidance: NotRequired[float]  # img2img: classifier-free guidance scale
+    gpu_mem_mb: NotRequired[int]  # img2img: MB of a card one run needs (gpu_need_mb, or --gpu-memory)
+    gpu_mem_from: NotRequired[str]  # "estimate" (weights + activations at its size) or "operator"
 
 
 class Manifest(TypedDict):
@@ -96,6 +107,7 @@ class AddRequest:
     device: str = "any"
     steps: int = 30
     guidance: float = 7.5
+    gpu_mem_mb: int | None = None  # the operator's figure; None: estimated from the checked model
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> AddRequest:
@@ -121,6 +133,9 @@ class AddRequest:
             scale = -1.0
         if not 0 <= scale <= 30:
             raise ApplianceError("guidance must be a number from 0 to 30")
+        gpu_mem = params.get("gpu_mem_mb") or None
+        if gpu_mem is not None and (not gpu_mem.isdigit() or not 1 <= int(gpu_mem) <= MAX_GPU_MB):
+            raise ApplianceError(f"gpu-memory must be a whole number of MB from 1 to {MAX_GPU_MB}")
         post = params.get("post") or "none"
         if post not in POSTS:
             raise ApplianceError(f"post must be one of: {', '.join(POSTS)}")
@@ -132,7 +147,8 @@ class AddRequest:
             raise ApplianceError("std must be three numbers above 0")
         return cls(kind=kind, name=name, source=source, licence=(params.get("licence") or "")[:500],
                    added_by=(params.get("by") or "")[:100], input_size=int(size) if size else None,
-                   mean=mean, std=std, post=post, device=device, steps=int(steps), guidance=scale)
+                   mean=mean, std=std, post=post, device=device, steps=int(steps), guidance=scale,
+                   gpu_mem_mb=int(gpu_mem) if gpu_mem else None)
 
     def check_input(self, digest: str) -> dict[str, Any]:
         """The model.check task's input: the model as its one input artifact, and this request (read back by
@@ -148,9 +164,25 @@ class AddRequest:
         staged = {rel: f"img2img.{i}{os.path.splitext(rel)[1]}" for i, rel in enumerate(sorted(files))}
         return {"kind": self.kind, "files": staged, "device": self.device, "steps": self.steps,
                 "guidance": self.guidance,
+                # the operator's figure: the check's own GPU grant asks for it too (an estimate needs the check)
+                **({"gpu_mem_mb": self.gpu_mem_mb} if self.gpu_mem_mb else {}),
                 "request": {"name": self.name, "source": self.source, "licence": self.licence,
                             "added_by": self.added_by},
                 "artifacts": {staged[rel]: files[rel] for rel in staged}}
+
+
+def gpu_need_mb(weights_bytes: int, side: int) -> int:
+    """MB of a card one img2img run needs in float16: the weights, one step's activations and the VAE's decode
+    at ``side``² (they grow with the area), and the CUDA context (see ACTIVATIONS_MB_AT_512)."""
+    activations = ACTIVATIONS_MB_AT_512 * max(side, 64) ** 2 / 512 ** 2
+    return -(-weights_bytes // (1 << 20)) + int(activations + 0.999) + CUDA_CONTEXT_MB
+
+
+def entry_gpu_mb(entry: ModelEntry) -> int:
+    """The entry's GPU need (entries written before the field: estimated from its files' size, as stored)."""
+    if entry.get("gpu_mem_mb"):
+        return int(entry["gpu_mem_mb"])
+    return gpu_need_mb(entry["size"], entry["run_size"][0] or 512)
 
 
 def _triple(text: str | None, field: str, default: list[float]) -> tuple[float, ...]:
@@ -233,7 +265,8 @@ class ModelRegistry:
         staged = {rel: f"img2img.{i}{os.path.splitext(rel)[1]}" for i, rel in enumerate(sorted(digests))}
         spec = {"name": entry["name"], "sha256": entry["sha256"], "files": staged, "size": entry["size"],
                 "device": entry.get("device", "gpu"), "steps": entry.get("steps", 30),
-                "guidance": entry.get("guidance", 7.5), "pipeline": entry.get("pipeline", "")}
+                "guidance": entry.get("guidance", 7.5), "pipeline": entry.get("pipeline", ""),
+                "gpu_mem_mb": entry_gpu_mb(entry)}
         return {staged[rel]: digests[rel] for rel in staged}, spec
 
     def ensure_free(self, name: str, kind: str) -> None:
@@ -304,6 +337,10 @@ class ModelRegistry:
                                               "prompt_tokens", "controlnet", "instruct") if k in report},
             "device": check_input["device"], "files": files, "pipeline": str(report["pipeline"]),
             "steps": int(check_input["steps"]), "guidance": float(check_input["guidance"])}
+        # float16 weights: 2 bytes a parameter as the check counted them (files in float32 are halved on a GPU)
+        weights = 2 * int(report["params"]) if report.get("params") else entry["size"]
+        entry["gpu_mem_mb"] = int(check_input.get("gpu_mem_mb") or gpu_need_mb(weights, entry["run_size"][0]))
+        entry["gpu_mem_from"] = "operator" if check_input.get("gpu_mem_mb") else "estimate"
         with self._lock:
             self.ensure_free(entry["name"], "img2img")
             target = self.root / digest
@@ -358,4 +395,5 @@ def public(entry: ModelEntry) -> dict[str, Any]:
     return {"name": entry["name"], "kind": entry["kind"], "runtime": entry["runtime"], "sha256": entry["sha256"],
             "size": entry["size"], "inputSize": entry["input_size"], "runSize": entry["run_size"],
             "licence": entry["licence"], "addedAt": entry["added_at"], "addedBy": entry["added_by"],
-            "device": entry.get("device", "any"), **({"pipeline": entry["pipeline"]} if "pipeline" in entry else {})}
+            "device": entry.get("device", "any"), **({"pipeline": entry["pipeline"]} if "pipeline" in entry else {}),
+            **({"gpuMemoryMb": entry_gpu_mb(entry)} if entry["kind"] == "img2img" else {})}

@@ -14,9 +14,12 @@ size (its UNet's sample size × the VAE's scale: 512 for SD 1.5, 768 for SD 2.1,
 aspect, then brought back to the input's size; the finishing pipeline (matte, background, condition) runs on
 it as on an upload. The report records the prompt and how many of its tokens the model's tokenizer kept.
 
-Device: a task that was granted a GPU runs on CUDA in float16; a GPU-only model (``device: gpu``) refuses to run
-anywhere else (never a long CPU run by surprise); a CPU-allowed model runs on the CPU in float32 with the task's
-one thread. torch and diffusers are imported here, lazily: a task without a model pays nothing for them."""
+Device: the task learns it from its grant (CUDA_VISIBLE_DEVICES names the one GPU the scheduler granted it, or
+is empty): granted and torch sees CUDA, it runs on CUDA in float16; a GPU-only model (``device: gpu``) refuses
+to run anywhere else (never a long CPU run by surprise); a CPU-allowed model (``device: any``) is granted a GPU
+when one is free and holds its memory, and otherwise, or where torch cannot use the one granted (a CPU build),
+runs on the CPU in float32 with the task's one thread. The report says which device ran and why. torch and
+diffusers are imported here, lazily: a task without a model pays nothing for them."""
 from __future__ import annotations
 
 import hashlib
@@ -79,6 +82,30 @@ def device_for(rule: str) -> str:
             f"CUDA_VISIBLE_DEVICES={granted} was granted, but this torch build sees no CUDA device"
             if granted else "no GPU was granted") + ")")
     return "cpu"
+
+
+def granted_gpu() -> str:
+    """The GPU the scheduler granted this task ("" when none): what CUDA_VISIBLE_DEVICES names."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def device_note(device: str) -> str:
+    """Why the run is on ``device``, for the task's report."""
+    granted = granted_gpu()
+    if device == "cuda":
+        return f"GPU {granted} granted"
+    if granted:
+        return f"GPU {granted} granted, but this torch build sees no CUDA device: ran on the CPU"
+    return "no GPU granted (none free, or none with the memory the model needs): ran on the CPU"
+
+
+def parameters(pipe) -> int:
+    """The pipeline's parameters over all its torch modules (UNet, VAE, text encoders, ControlNet): the
+    registry's GPU memory estimate counts 2 bytes each (float16)."""
+    import torch
+
+    return sum(p.numel() for part in pipe.components.values() if isinstance(part, torch.nn.Module)
+               for p in part.parameters())
 
 
 def load(folder: Path, device: str):
@@ -206,8 +233,8 @@ def check(task_input: dict, workdir: Path, report: Reporter) -> dict:
                           float(task_input.get("guidance", 7.5)), 0, CHECK_SIDE)
         meta = {"ok": True, "pipeline": type(pipe).__name__, "native": native_side(pipe),
                 "controlnet": cls_name in CONTROLNET, "instruct": cls_name in INSTRUCT,
-                "output_shape": [run["size"][1], run["size"][0], 3], **{k: run[k] for k in (
-                    "output_range", "run_s", "device", "prompt", "prompt_tokens")}}
+                "output_shape": [run["size"][1], run["size"][0], 3], "params": parameters(pipe),
+                **{k: run[k] for k in ("output_range", "run_s", "device", "prompt", "prompt_tokens")}}
     except ModelError as exc:
         meta = {"ok": False, "error": str(exc)}
     except (KeyError, TypeError, ValueError) as exc:
@@ -241,11 +268,12 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
     except ModelError as exc:
         raise RenderError(f"img2img model {spec.get('name')!r}: {exc}") from None
     Image.fromarray(out).save(workdir / OUTPUT, compress_level=1)
-    report.log(f"img2img {spec.get('name')!r} on {meta['device']}: prompt {meta['prompt']!r} "
+    report.log(f"img2img {spec.get('name')!r} on {meta['device']} ({device_note(device)}): prompt {meta['prompt']!r} "
                f"({meta['prompt_tokens']} tokens), strength {meta['strength']}, {meta['steps_run']} steps, "
                f"seed {meta['seed']}, {meta['size'][0]}×{meta['size'][1]} in {meta['run_s']} s")
     report.progress(1.0, "done")
-    return {"files": {"image": OUTPUT}, "meta": {"model": spec.get("name"), "sha256": spec.get("sha256"), **meta}}
+    return {"files": {"image": OUTPUT}, "meta": {"model": spec.get("name"), "sha256": spec.get("sha256"), **meta,
+                                                 "gpu": granted_gpu() or None, "device_note": device_note(device)}}
 
 
 __all__ = ["STRENGTH", "check", "generate", "load", "render", "seed_of"]

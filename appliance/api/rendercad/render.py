@@ -76,10 +76,10 @@ async def create_job(ctx: Ctx) -> Response:
         settings = image.validate(ctx.body, studio["name"] if studio else None)
     except image.ImageError as exc:
         raise RCError(400, str(exc)) from None
-    if studio and settings["model"] == studio["name"] and studio.get("device") == "gpu" \
-            and ctx.service.scheduler.capacity.gpu_slots == 0:  # told now, not after the upload
-        raise RCError(422, f"The model {studio['name']} needs a GPU and this appliance has none to grant: "
-                      "use classic or pro")
+    if studio and settings["model"] == studio["name"]:  # a GPU-only model: told now, not after the upload
+        reason = generative.gpu_refusal(studio, ctx.service.scheduler.capacity, "use classic or pro")
+        if reason:
+            raise RCError(422, reason)
     enforce_rules(settings)
     if ctx.body.get("references"):  # the listings are read (and made, the first time) off the event loop
         for kind in library.KINDS:

@@ -33,7 +33,8 @@ from appliance.api.rendercad.common import (
     refuse,
 )
 from appliance.services.jobs import JobService, NewJob
-from appliance.services.pipelines import image_video
+from appliance.services.models import ModelRegistry
+from appliance.services.pipelines import generative, image_video
 from appliance.store import rendercad as store
 from appliance.store.db import loads
 from appliance.store.rows import JobRow
@@ -128,6 +129,11 @@ async def create_job(ctx: Ctx) -> Response:
         fields = {"first": "first_frame_url", "last": "last_frame_url"}
     else:
         urls, fields = {"first": ctx.body.get("image_url")}, {"first": "image_url"}
+    if settings["style"] in image_video.GENERATIVE_STYLES:  # the studio's model redraws the first frame
+        studio = generative.installed(ModelRegistry.of(ctx.service.settings.data_dir))
+        reason = generative.gpu_refusal(studio, ctx.service.scheduler.capacity, "use style=preserve")
+        if reason:  # told now (render.php's create_job does the same), not as a failed job after the upload
+            raise RCError(422, reason)
     sources = {role: _source_path(ctx, url, fields[role]) for role, url in urls.items() if url}
     ctx.admit()  # counted once the request is valid: a typo does not use up the 10 per 5 minutes
     job_id = str(uuid.uuid4())
