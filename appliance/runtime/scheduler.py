@@ -26,7 +26,6 @@ from appliance.settings import Settings
 from appliance.store import cache, events, jobs
 from appliance.store.db import dumps, loads, now_iso
 from appliance.store.rows import JobRow, Link, ReadyTask, TaskRow
-from renderers.registry import ENCODES_VIDEO, GPU_OPTIONAL
 
 log = logging.getLogger("appliance.scheduler")
 
@@ -142,9 +141,11 @@ class Scheduler:
         """Start what fits, in fair order (admission.plan: fit, fairness, reservations)."""
         ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
         running = admission.Running.of((e["task"], e.get("gpu_slots", 0)) for e in self._running.values())
-        for task, decision in admission.plan(ready, running, self.capacity, self.user_caps):
+        for task, decision in admission.plan(ready, running, self.capacity, self.user_caps, self.gpu_pool):
             if decision == "no_gpu":
                 self._task_failed(task, NO_GPU_DASK if self.settings.executor == "dask" else NO_GPU)
+            elif decision == "gpu_too_small":
+                self._task_failed(task, admission.too_small(task, self.capacity))
             else:
                 self.start_task(task)
 
@@ -163,8 +164,7 @@ class Scheduler:
                          started_at=now_iso(), progress=0.0, error=None,
                          log_path=str(self.work.log_path(task["id"])))
         self.lifecycle.started(job)
-        grant = self.gpu_pool.grant(task["id"], compute=bool(task["gpu"]), nvenc=task["renderer"] in ENCODES_VIDEO,
-                                    optional_compute=task["renderer"] in GPU_OPTIONAL)
+        grant = self.gpu_pool.grant(task["id"], **admission.gpu_ask(task, task_input))  # as admission planned
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
                         inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]),
                         gpu=grant.gpu, nvenc=grant.nvenc, gpu_compute=grant.compute)
