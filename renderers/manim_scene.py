@@ -36,6 +36,7 @@ from PIL import Image
 
 from renderers import manim_address as addresses
 from renderers import manim_compat
+from renderers import manim_live as live
 from renderers import manim_segments as pieces
 from renderers.base import RenderError, Reporter
 from renderers.encoder import pyav_settings
@@ -127,7 +128,8 @@ def _render_scene(task_input: dict, workdir: Path, report: Reporter) -> tuple[An
         tracker.preview = Preview(workdir)  # the dashboard's live frame (renderers/preview.py)
         writer = scene.renderer.file_writer
         (workdir / pieces.PIECES_DIR).mkdir(exist_ok=True)
-        encoder = tracker.encoder = _SceneEncoder(writer, workdir / pieces.PIECES_DIR / pieces.STREAM_FILE)
+        stream = live.LiveStream(workdir / live.LIVE_DIR, int(task_input["fps"]))  # the growing HLS's segments
+        encoder = tracker.encoder = _SceneEncoder(writer, workdir / pieces.PIECES_DIR / pieces.STREAM_FILE, stream)
         identity = addresses.frame_identity(int(task_input["width"]), int(task_input["height"]),
                                          int(task_input["fps"]), writer.video_encoder)
         reuse = pieces.usable(pieces.read_reuse(task_input, workdir), writer.video_encoder)
@@ -237,13 +239,15 @@ class _SceneEncoder:
     segment settings (the CLI's), and a frame repeated by wait() is converted to YUV once, not per repeat.
     """
 
-    def __init__(self, writer: Any, path: Path) -> None:
-        self.spec, self.path = writer.video_encoder, path
-        self.queue: Queue[tuple[np.ndarray, int, bool] | None] = Queue(maxsize=writer.settings.encoder_queue_size)
+    def __init__(self, writer: Any, path: Path, stream: live.LiveStream | None = None) -> None:
+        self.spec, self.path, self.live = writer.video_encoder, path, stream
+        # (frame, repeats, the piece it starts or None); a frame of None: a copied piece goes here in the video
+        self.queue: Queue[tuple[np.ndarray | None, int, Any] | None] = Queue(
+            maxsize=writer.settings.encoder_queue_size)
         self.thread: Thread | None = None
         self.error: BaseException | None = None
         self.writing = False
-        self.key_next = False  # cut(): the next frame starts a piece
+        self.key_next: Any = None  # cut(): the next frame starts this piece
         self.frames = 0
         # Instance attributes shadow the methods: Manim's renderer and Manager call these instead.
         writer.begin_animation, writer.end_animation = self.begin_animation, self.end_animation
@@ -259,10 +263,20 @@ class _SceneEncoder:
             self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
             self.thread.start()
 
-    def cut(self) -> None:
+    def cut(self, piece: Any) -> None:
         """The next frame written is an IDR frame: what follows decodes without anything before it (a piece,
         renderers/manim_segments.py). One encoder all along: restarting it per piece cost 15 % more encoding."""
-        self.key_next = True
+        self.key_next = piece
+
+    def copied(self, piece: Any) -> None:
+        """A piece copied from an earlier render comes here in the video: the live stream (renderers/manim_live.py)
+        puts its packets there, after the frames drawn so far have left the encoder."""
+        if self.live is None:
+            return
+        if self.thread is None:  # nothing drawn is inside the encoder
+            self.live.copied(piece, self.frames, now=True)
+        else:
+            self.queue.put((None, 0, piece))
 
     def end_animation(self, allow_write: bool = False) -> None:
         self.writing = False
@@ -272,13 +286,15 @@ class _SceneEncoder:
             raise self.error
         if self.writing:  # frames outside a play() (skipped sections) are not part of the video, as in Manim
             self.queue.put((pixels, repeat, self.key_next))
-            self.key_next = False
+            self.key_next = None
             self.frames += repeat
 
     def finish(self) -> None:
         self._close()
         if self.error is not None:
             raise self.error
+        if self.live is not None:
+            self.live.close()
 
     def abort(self, reraise_encoder_failures: bool = False) -> None:
         self._close()
@@ -306,19 +322,31 @@ class _SceneEncoder:
                 to_yuv = VideoReformatter()  # one swscale context for the whole scene
                 pts = 0
                 while (item := self.queue.get()) is not None:
+                    pixels, repeats, piece = item
+                    if pixels is None:  # a copied piece's place in the live stream
+                        if self.live is not None:
+                            self.live.copied(piece, pts, now=False)
+                        continue
+                    if piece is not None and self.live is not None:
+                        self.live.drawn(piece, pts)
                     # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
-                    rgba = av.VideoFrame.from_numpy_buffer(item[0], format="rgba")
+                    rgba = av.VideoFrame.from_numpy_buffer(pixels, format="rgba")
                     frame = to_yuv.reformat(rgba, format=spec.pixel_format)
                     frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
-                    for repeat in range(item[1]):
-                        frame.pict_type = PictureType.I if item[2] and not repeat else PictureType.NONE
+                    for repeat in range(repeats):
+                        frame.pict_type = PictureType.I if piece is not None and not repeat else PictureType.NONE
                         frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
-                        out.mux(stream.encode(frame))
-                out.mux(stream.encode())
+                        self._mux(out, stream, stream.encode(frame))
+                self._mux(out, stream, stream.encode())
         except BaseException as exc:  # noqa: BLE001 - handed to the render thread at its next frame or at finish
             self.error = exc
             while self.queue.get() is not None:  # keep draining, so the render thread never blocks on put()
                 pass
+
+    def _mux(self, out: Any, stream: Any, packets: list[Any]) -> None:
+        if self.live is not None and packets:  # before the muxer takes their data
+            self.live.packets(packets, stream)
+        out.mux(packets)
 
     def meta(self, fps: int) -> dict:
         return {"duration": round(self.frames / fps, 3), "frames": self.frames, "width": self.spec.width,

@@ -311,13 +311,14 @@ class Segmenter:
             self.stepping, self.draw_last = True, source.final
             self.updates, self.expected_updates, self.counted = 0, updates, 0
             self.fast_forwarding = self.fast and not source.final and not scene.is_current_animation_frozen_frame()
+            self.encoder.copied(piece)  # its place in the live stream (renderers/manim_live.py)
             if self.fast_forwarding:  # Manim's skipping: one update to the end; the clock is set at the end
                 self.renderer.skip_animations, self.clock = True, self.renderer.time
             self._begin(False, **kwargs)  # the encoder drops whatever reaches it
         else:
             self.frames_before = self.encoder.frames
             piece.path, piece.start = self.encoder.path, self.frames_before
-            self.encoder.cut()
+            self.encoder.cut(piece)
             self._begin(True, **kwargs)
         self.pieces.items.append(piece)
         self.current, self.started = piece, time.perf_counter()
