@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.response import Stream
 
 from appliance.api.common import handlers_for, json_response
-from appliance.api.dashboard import session, views
+from appliance.api.dashboard import livestream, session, views
 from appliance.delivery.httpfiles import serve_file
 from appliance.delivery.sse import DROPPED
 from appliance.errors import ApplianceError, Conflict, NotFound
@@ -76,6 +76,30 @@ async def job_preview(service: JobService, op: dict, job_id: str) -> Response:
         return Response(b"", status_code=204, headers={"Cache-Control": "no-store"})
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store",
                                                             "X-Content-Type-Options": "nosniff"})
+
+
+@get("/jobs/{job_id:str}/live.m3u8")
+async def job_live_playlist(service: JobService, op: dict, job_id: str) -> Response:
+    """A running Manim job's growing HLS playlist (api/dashboard/livestream.py); 404 before its first segment is
+    mirrored and once the job's workdir is gone (the job page then plays the final video)."""
+    job = service.get(job_id)
+    found = await asyncio.to_thread(livestream.find, service.settings.data_dir, service.tasks(job["id"]))
+    if found is None:
+        raise NotFound(f"job {job_id} has no live stream")
+    text = livestream.playlist(found[1], f"/dashboard/api/jobs/{job['id']}/live/", job["status"] in jobs.TERMINAL)
+    return Response(text, media_type=livestream.PLAYLIST_TYPE, headers={"Cache-Control": "no-store",
+                                                                        "X-Content-Type-Options": "nosniff"})
+
+
+@get("/jobs/{job_id:str}/live/{name:str}")
+async def job_live_segment(service: JobService, op: dict, job_id: str, name: str) -> Response:
+    """The init segment or a media segment of the live playlist: only the names its index lists."""
+    job = service.get(job_id)
+    data = await asyncio.to_thread(livestream.segment, service.settings.data_dir, service.tasks(job["id"]), name)
+    if data is None:
+        raise NotFound(f"no live segment {name} for job {job_id}")
+    return Response(data, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600",
+                                                           "X-Content-Type-Options": "nosniff"})
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)
@@ -236,7 +260,8 @@ async def approve_device(request: Request, service: JobService, op: dict) -> Res
 
 
 router = Router(path="/dashboard/api", route_handlers=[
-    list_jobs, filters, job, job_file, job_input, job_preview, cancel, retry, remove, live, capacity, list_users,
+    list_jobs, filters, job, job_file, job_input, job_preview, job_live_playlist, job_live_segment, cancel, retry,
+    remove, live, capacity, list_users,
     create_user, set_plan, grant, create_key, revoke_key, pending_devices, approve_device],
     dependencies={"op": Provide(session.operator_session)}, exception_handlers=handlers_for(error_response),
     request_max_body_size=64 * 1024, include_in_schema=False)

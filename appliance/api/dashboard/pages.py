@@ -22,10 +22,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "favicon.svg": "image/svg+xml"}
 HOME = "/dashboard/jobs"
-# Only the appliance's own files; no inline script; media from the appliance itself; never framed.
+# Only the appliance's own files; no inline script; media from the appliance itself (blob: is the live player's
+# MediaSource, fed from the appliance's own segments); never framed.
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "same-origin",
-           "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self'; "
+           "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
                                       "style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
                                       "form-action 'self'; base-uri 'none'"}
 

@@ -221,6 +221,9 @@ def job_detail(service: JobService, job_id: str, estimator: Estimator | None = N
                        for d in deliveries.of_job(service.db, job_id)],
         "files": files, "media": _media(files), "inputs": _inputs(service, job),
         "preview": f"/dashboard/api/jobs/{job_id}/preview.jpg" if active else None,
+        # a Manim render's growing HLS playlist (api/dashboard/livestream.py): 404 until its first piece is done
+        "live": f"/dashboard/api/jobs/{job_id}/live.m3u8" if active and any(
+            t["renderer"] == "manim" for t in tasks) else None,
         "actions": {"cancel": active, "retry": job["status"] in ("failed", "cancelled"), "delete": not active},
     }
 

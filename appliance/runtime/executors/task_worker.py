@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 from appliance.errors import one_line
 from appliance.runtime import intake, sandbox
 from appliance.runtime.artifacts import safe_name
+from appliance.runtime.executors.live_mirror import LiveMirror
 from appliance.runtime.sandbox import Limits, seccomp, taskfs
 from appliance.runtime.sandbox.quota import MAX_FILES, CappedLog, DiskWatch, FsWatch
 from appliance.runtime.sandbox.relay import STATUS, Relay, write_line
@@ -75,6 +76,7 @@ class Worker:
         self.host_fd: int | None = None
         self.task_fd: int | None = None
         self.preview: tuple[int, int, int] | None = None  # (inode, mtime, size) of the preview last mirrored
+        self.live = LiveMirror()  # a Manim render's live segments (executors/live_mirror.py)
         self.template: taskfs.Template | None = None  # the zygote's fresh filesystem for this task's size
 
     def run(self, pipe_fd: int, log_fd: int, input_fd: int, template_fd: int | None = None) -> NoReturn:
@@ -177,6 +179,7 @@ class Worker:
             # quota, whatever its error says (the relay's last look came before its last processes were gone).
             relay.reason = disk.error()
         if self.task_fd is not None:
+            self._mirror_preview()  # the last live segments: written after the last tick
             self._take_back(relay)
         return self._conclude(relay, out)
 
@@ -220,8 +223,10 @@ class Worker:
 
     def _mirror_preview(self) -> None:
         """The live frame (renderers/preview.py) into the host workdir, where the dashboard reads it: when it
-        changed, a plain file of at most PREVIEW_MAX, replaced atomically."""
+        changed, a plain file of at most PREVIEW_MAX, replaced atomically. And the live segments of a Manim
+        render, as they finish (executors/live_mirror.py)."""
         assert self.task_fd is not None and self.host_fd is not None
+        self.live.tick(self.task_fd, self.host_fd)
         try:
             info = os.stat(PREVIEW_NAME, dir_fd=self.task_fd, follow_symlinks=False)
             seen = (info.st_ino, info.st_mtime_ns, info.st_size)

@@ -170,6 +170,61 @@ function withParam(params, key, value) {
   return q.toString();
 }
 
+// ---- the live player: a growing HLS (fMP4) playlist through Media Source Extensions ---------------------------
+// Chromium plays no HLS by itself: the playlist (api/dashboard/livestream.py) is read here, its init segment and
+// each new media segment appended to one SourceBuffer, in order, polling for more each second until
+// #EXT-X-ENDLIST. The playlist's comment line gives the codec the SourceBuffer needs.
+function livePlayer(video, url, onUpdate) {
+  const source = new MediaSource();
+  video.src = URL.createObjectURL(source);
+  let buffer = null, appended = 0, busy = false, ended = false;
+  const append = (data) => new Promise((resolve, reject) => {
+    buffer.addEventListener("updateend", resolve, {once: true});
+    buffer.addEventListener("error", reject, {once: true});
+    buffer.appendBuffer(data);
+  });
+  const bytes = async (u) => {
+    const r = await fetch(u, {credentials: "same-origin", cache: "no-store"});
+    if (!r.ok) throw new Error(`${u}: HTTP ${r.status}`);
+    return r.arrayBuffer();
+  };
+  const poll = async () => {
+    if (busy || ended || source.readyState !== "open") return;
+    busy = true;
+    try {
+      const r = await fetch(url, {credentials: "same-origin", cache: "no-store"});
+      if (r.status !== 200) return;  // no piece finished yet (404), or the job is over
+      const text = await r.text();
+      const segments = text.split("\n").filter((line) => line && !line.startsWith("#"));
+      if (!buffer) {
+        const codec = (text.match(/^# CODECS="([^"]+)"/m) || [])[1];
+        const init = (text.match(/^#EXT-X-MAP:URI="([^"]+)"/m) || [])[1];
+        const type = `video/mp4; codecs="${codec}"`;
+        if (!codec || !init || !MediaSource.isTypeSupported(type)) { ended = true; return; }
+        buffer = source.addSourceBuffer(type);
+        await append(await bytes(init));
+      }
+      while (appended < segments.length) {
+        await append(await bytes(segments[appended]));
+        appended += 1;
+        if (appended === 1 && video.buffered.length) {  // decoding times start a few frames in
+          video.currentTime = video.buffered.start(0);
+          video.play().catch(() => {});
+        }
+      }
+      const done = /^#EXT-X-ENDLIST/m.test(text);
+      onUpdate({segments: appended, done});
+      if (done) { ended = true; source.endOfStream(); }
+    } catch (err) {
+      // a segment not served yet, or a failed append: the next poll tries again
+    } finally {
+      busy = false;
+    }
+  };
+  source.addEventListener("sourceopen", poll, {once: true});
+  later(poll, 1000);
+}
+
 // ---- one job ---------------------------------------------------------------------------------------------------
 async function jobPage(main, jobId) {
   const path = "/jobs/" + encodeURIComponent(jobId);
@@ -265,10 +320,24 @@ async function jobPage(main, jobId) {
     } else if (data.preview) {
       const img = h("img", {id: "live-frame", alt: "latest rendered frame", hidden: true});
       const note = h("p", {class: "muted", id: "live-note"}, "Waiting for the first frame…");
-      preview.replaceChildren(h("h2", {}, "Latest frame"), img, note);
+      const title = h("h2", {}, "Latest frame");
+      // a Manim render's finished animations, playable while the rest renders (the frame until the first is done)
+      const video = data.live && window.MediaSource ? h("video", {id: "live-video", controls: true, muted: true,
+        autoplay: true, playsinline: true, hidden: true}) : null;
+      preview.replaceChildren(title, video || "", img, note);
+      let playing = false;
+      if (video) livePlayer(video, data.live, (state) => {
+        if (!state.segments) return;
+        playing = true;
+        video.hidden = false;
+        img.hidden = true;
+        title.textContent = "Live";
+        note.textContent = `${state.segments} animation${state.segments === 1 ? "" : "s"} rendered so far` +
+          (state.done ? " · all rendered" : " · more to come");
+      });
       let shown = null;
       later(async () => {
-        if (TERMINAL.includes(data.job.status)) return;
+        if (TERMINAL.includes(data.job.status) || playing) return;
         const r = await fetch("/dashboard/api" + path + "/preview.jpg", {credentials: "same-origin"});
         if (r.status !== 200) return;
         const url = URL.createObjectURL(await r.blob());

@@ -1,0 +1,88 @@
+"""A running Manim job's growing HLS playlist (issue #22 item 2): written from the live index its task's worker
+mirrors into the host workdir (data_dir/work/<task>/live/, executors/live_mirror.py), with the init segment and
+the media segments served from there.
+
+The playlist is HLS version 7 with fMP4 segments: ``#EXT-X-MAP`` names the init segment, each piece of the
+scene is one ``#EXTINF`` segment, ``#EXT-X-PLAYLIST-TYPE:EVENT`` (segments are only ever added), and
+``#EXT-X-ENDLIST`` once the renderer wrote its last segment or the job has ended. A comment line carries the
+codec string (``# CODECS="avc1.PPCCLL"``) for the dashboard's Media Source Extensions player; HLS players ignore
+it. After the job completes its workdir is gone with the segments: the playlist is a 404 and the job page plays
+the final ``video.mp4``, whose frames are the segments' (renderers/manim_live.py).
+
+The folder is read as untrusted: where a task has no filesystem of its own (``task_fs = off``) it is the task's
+workdir. The folder and each file are opened without following links, must be regular files of a bounded size,
+and only the names the validated index lists are served (a name is never a path).
+"""
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from appliance.runtime.executors import live_mirror as mirror
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+
+
+def _open_live(workdir: Path) -> int | None:
+    try:
+        return os.open(workdir / mirror.LIVE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def find(data_dir: Path, tasks: list[Any]) -> tuple[Path, dict[str, Any]] | None:
+    """(the live folder's workdir, its validated index) of the job's Manim task that has one, running first."""
+    ordered = sorted(tasks, key=lambda t: t["status"] != "running")
+    for task in ordered:
+        if task["renderer"] != "manim" or task["status"] not in ("running", "queued"):
+            continue
+        workdir = data_dir / "work" / task["id"]
+        fd = _open_live(workdir)
+        if fd is None:
+            continue
+        try:
+            index = mirror.clean_index(mirror.read_bounded(fd, mirror.INDEX, mirror.MAX_INDEX))
+        except (OSError, mirror.Refused):
+            continue
+        finally:
+            os.close(fd)
+        return workdir, index
+    return None
+
+
+def playlist(index: dict[str, Any], base: str, ended: bool) -> str:
+    """The m3u8 text; ``base``: the URL prefix of the segments (…/live/)."""
+    segments = index["segments"]
+    target = max((math.ceil(s["duration"]) for s in segments), default=1)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{max(1, target)}", "#EXT-X-MEDIA-SEQUENCE:0",
+             "#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-INDEPENDENT-SEGMENTS", f'# CODECS="{index["codec"]}"',
+             f'#EXT-X-MAP:URI="{base}{mirror.INIT}"']
+    for segment in segments:
+        lines += [f"#EXTINF:{segment['duration']:.6f},", base + segment["name"]]
+    if index["done"] or ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def segment(data_dir: Path, tasks: list[Any], name: str) -> bytes | None:
+    """The bytes of ``name`` (init.mp4 or a segment the index lists), or None."""
+    if name != mirror.INIT and mirror.SEGMENT.fullmatch(name) is None:
+        return None
+    found = find(data_dir, tasks)
+    if found is None or (name != mirror.INIT and name not in {s["name"] for s in found[1]["segments"]}):
+        return None
+    fd = _open_live(found[0])
+    if fd is None:
+        return None
+    try:
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return mirror.read_bounded(fd, name, mirror.MAX_FILE)
+    except (OSError, mirror.Refused):
+        return None
+    finally:
+        os.close(fd)
