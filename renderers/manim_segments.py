@@ -224,7 +224,9 @@ class _Video:
             raise ValueError(f"{path.name} has no time base")
         self.ticks = 1 / (fps * Fraction(source.time_base))  # ticks per frame
         self.all = [p for p in self.container.demux(source) if p.pts is not None and p.dts is not None]
-        origin = min((p.pts or 0 for p in self.all), default=0)
+        # where its first frame is shown: 0 in the videos joined here, a few frames in a live stream's (a resumed
+        # render's first source, renderers/manim_live.py), whose decoding times were made non-negative
+        self.origin = origin = min((p.pts or 0 for p in self.all), default=0)
         self.frame_of = [round(((p.pts or 0) - origin) / self.ticks) for p in self.all]
         self.taken: set[int] = set()
 
@@ -239,7 +241,7 @@ class _Video:
         chosen = [(p, n) for p, n in zip(self.all, self.frame_of, strict=True) if start <= n < start + frames]
         if len(chosen) != frames:
             raise ValueError(f"{self.path.name}: {len(chosen)} frames where the piece has {frames}")
-        shift = round((played - start) * self.ticks)
+        shift = round((played - start) * self.ticks) - self.origin
         for packet, _ in chosen:
             packet.pts = (packet.pts or 0) + shift
         return [(packet, n - start + played) for packet, n in chosen]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from appliance.errors import one_line
-from appliance.runtime import admission
+from appliance.runtime import admission, resume
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import Executor, Message, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
@@ -326,7 +326,16 @@ class Scheduler:
     # ---- crash recovery ----------------------------------------------------------------------------
     def recover(self) -> None:
         """After a crash: re-queue tasks left running (up to max_attempts), finish or fail their jobs,
-        and close every reservation of a terminal job."""
+        and close every reservation of a terminal job. A Manim render resumes from its first missing piece: the
+        pieces its worker had mirrored out are salvaged before work/ goes (runtime/resume.py)."""
+        for task in jobs.running_tasks(self.db):
+            if task["renderer"] == "manim" and task["attempts"] < self.settings.max_attempts:
+                salvaged = resume.salvage(self.settings.data_dir / "work" / task["id"],
+                                          self.settings.data_dir / "tmp", self.artifacts)
+                if salvaged is not None:
+                    jobs.update_task(self.db, task["id"],
+                                     input=dumps(resume.resumed_input(loads(task["input"]), salvaged)))
+                    log.info("task %s resumes with %d pieces", task["id"], len(salvaged["pieces"]))
         self.work.clean_tmp()  # and work/: every task left running re-runs from its inputs
         for task in jobs.running_tasks(self.db):
             if task["attempts"] < self.settings.max_attempts:

@@ -135,3 +135,40 @@ def test_segments_appear_while_the_scene_renders(tmp_path: Path) -> None:
     for name, data in early.items():  # a finished segment is never rewritten
         assert (work / "live" / name).read_bytes() == data
     assert frame_hashes(joined) == frame_hashes(work / "video.mp4")
+
+
+def test_a_live_stream_is_a_reuse_source(tmp_path: Path) -> None:
+    """What a resumed render is given (runtime/resume.py): init + the first complete segments as one fragmented
+    MP4, with their piece index. Its first frame is shown a few frames in (the live stream's decoding delay): the
+    join must still put each copied frame where it belongs, with every presentation time once."""
+    first = tmp_path / "first"
+    first.mkdir()
+    render(first, scene())
+    index, _ = live_video(first)
+    live = first / "work" / "live"
+    kept = index["segments"][:3]
+    salvaged = tmp_path / "salvaged.mp4"
+    salvaged.write_bytes((live / "init.mp4").read_bytes() + b"".join((live / s["name"]).read_bytes() for s in kept))
+
+    resumed = tmp_path / "resumed"
+    work = resumed / "work"
+    (work / "tmp").mkdir(parents=True)
+    (work / "resume.mp4").write_bytes(salvaged.read_bytes())
+    task = {"code": scene(), "className": "Demo", "width": 256, "height": 144, "fps": 10,
+            "reuse": {"sources": [{"video": "resume.mp4", "pieces": [[s["address"], s["frames"], s["ms"]]
+                                                                     for s in kept]}]}}
+    (resumed / "input.json").write_text(json.dumps(task))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(work), "TMPDIR": str(work / "tmp"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "renderers", "manim", "input.json", "work"], cwd=resumed, env=env,
+                          capture_output=True, text=True, timeout=120)
+    outputs = json.loads(proc.stdout.splitlines()[-1])["outputs"]
+    assert outputs["reuse"]["reusedPieces"] == 3
+    with av.open(str(work / "video.mp4")) as container:
+        stream = container.streams.video[0]
+        times = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        assert times[0] == 0 and len(set(times)) == len(times) == 65
+        assert abs(float(container.duration) / av.time_base - 6.5) < 1e-6
+    copied = 10 * 3
+    assert frame_hashes(work / "video.mp4")[:copied] == frame_hashes(salvaged) \
+        == frame_hashes(first / "work" / "video.mp4")[:copied]
