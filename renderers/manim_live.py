@@ -15,7 +15,7 @@ Files (each written to a temporary name and renamed, so a reader never sees half
 - ``seg00000.m4s``…: one per piece, moof + mdat pairs;
 - ``index.json``: ``{"fps", "codec", "init", "delay", "done", "failed", "muxMs", "segments": [{"name", "piece",
   "frames", "start", "duration", "address", "ms", "reused", "bytes"}]}``, rewritten after each segment; ``done``
-  once the last is written; ``muxMs``: the time spent here so far (what the live stream costs the render).
+  once the last is written; ``muxMs``: the CPU time spent here so far (what the live stream costs the render).
 
 Timestamps are the live stream's own: frame n is shown at n / fps (plus ``delay`` frames: decoding times are
 n - delay, made non-negative by the muxer, as the join makes them for the final file). A live stream never fails a
@@ -40,6 +40,10 @@ SEGMENT = "seg{:05d}.m4s"
 # is 2 (B-pyramid); a piece copied from an earlier render keeps its own order, never deeper than the encoder's.
 DELAY = 4
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer"
+# Past these the stream stops (the render goes on): the worker mirrors no more than this (executors/live_mirror.py),
+# and the segments share the task's disk and file quotas with the render itself.
+MAX_SEGMENTS = 5000
+MAX_BYTES = 1 << 30
 
 
 def segment_name(index: int) -> str:
@@ -106,9 +110,10 @@ class LiveStream:
         self.decoded = 0  # packets muxed
         self.offset = 0  # live frame of the encoder's stream frame 0 of the current drawn entry
         self.segments: list[dict[str, Any]] = []
+        self.bytes = 0  # the segments' bytes written so far
         self.videos: dict[Path, tuple[Any, bytes]] = {}  # an earlier video, read once; its parameter sets
         self.failed: str | None = None
-        self.seconds = 0.0  # time spent here: what the live stream costs the render
+        self.seconds = 0.0  # CPU time spent here, by whichever thread: what the live stream costs the render
 
     # -- the plan: each piece as it begins, in video order ------------------------------------------------------
     def drawn(self, piece: Any, start: int) -> None:
@@ -144,14 +149,14 @@ class LiveStream:
 
         if self.failed is not None:
             return
-        begun = time.perf_counter()
+        begun = time.thread_time()
         try:
             call(*args)
         except Exception as exc:  # noqa: BLE001 - the live view stops; the render does not
             self.failed = f"{type(exc).__name__}: {exc}"
             self._write_index()
         finally:
-            self.seconds += time.perf_counter() - begun
+            self.seconds += time.thread_time() - begun
 
     def _packets(self, packets: list[Any], stream: Any) -> None:
         import av
@@ -242,10 +247,13 @@ class LiveStream:
             index = len(self.segments)
             data = bytes(self.sink.data)
             self.sink.data.clear()
+            self.bytes += len(data)
+            if index >= MAX_SEGMENTS or self.bytes > MAX_BYTES:
+                raise RuntimeError(f"the live stream stops past {MAX_SEGMENTS} segments or {MAX_BYTES} bytes")
             name = segment_name(index)
             self._write(name, data)
             piece = entry.piece
-            start = sum(s["frames"] for s in self.segments)
+            start = self.segments[-1]["start"] + self.segments[-1]["frames"] if self.segments else 0
             self.segments.append({"name": name, "piece": index, "frames": piece.frames, "start": start,
                                   "duration": round(piece.frames / self.fps, 6), "address": piece.address,
                                   "ms": piece.source.ms if piece.source is not None else piece.ms,

@@ -1,4 +1,4 @@
-"""Screenshots of the dashboard for the README: docs/screenshots/{signin,jobs,job,capacity,users}.png.
+"""Screenshots of the dashboard for the README: docs/screenshots/{signin,jobs,job,job-live,capacity,users}.png.
 
 Starts a server on a free port with a fresh data dir, an operator, a few users and demo jobs (a finished Manim
 render, one still rendering, a failed and a cancelled one, test jobs), then drives Debian's headless Chromium
@@ -29,8 +29,13 @@ PASSWORD = "screenshots-only-password"
 SCENE = ("from manim import *\n\nclass Demo(Scene):\n    def construct(self):\n"
          "        self.play(Create(Circle(color=BLUE).scale(2)), Write(Text('render appliance').shift(DOWN * 2.8)))\n"
          "        self.play(Transform(Circle(color=BLUE).scale(2), Square(color=YELLOW).scale(2)), run_time=1)\n")
+# Still rendering when the pictures are taken: ten finished animations, playable on the job page while it renders
+# (the live player, renderers/manim_live.py), then a long pause.
 HOLD = ("import time\nfrom manim import *\n\nclass Hold(Scene):\n    def construct(self):\n"
-        "        self.play(GrowFromCenter(Star(color=GOLD, fill_opacity=0.8).scale(2.5)), run_time=1)\n"
+        "        star = Star(color=GOLD, fill_opacity=0.8).scale(2.5)\n"
+        "        self.play(GrowFromCenter(star), run_time=1)\n"
+        "        for i in range(10):\n"
+        "            self.play(star.animate.rotate(0.3).set_color([GOLD, ORANGE, RED, PINK][i % 4]), run_time=1)\n"
         "        time.sleep(600)\n")
 MAX_BYTES = 300 * 1024
 
@@ -176,8 +181,10 @@ def shoot(demo: Demo, out: Path, done: str, running: str) -> None:
         time.sleep(1)
         save(d, out / "job.png")
         d.get(f"{demo.url}/dashboard/jobs/{running}")
-        wait.until(lambda d: d.execute_script("const i = document.getElementById('live-frame');"
-                                              "return i && i.naturalWidth > 0"))
+        WebDriverWait(d, 120).until(lambda d: d.execute_script(  # the live player, a few seconds into the stream
+            "const v = document.getElementById('live-video');"
+            "return v && !v.hidden && v.readyState >= 2 && v.currentTime > 2.5"))
+        d.execute_script("document.getElementById('live-video').pause()")
         save(d, out / "job-live.png")
         d.get(demo.url + "/dashboard/capacity")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#layers tbody tr"))

@@ -172,3 +172,10 @@ def test_a_live_stream_is_a_reuse_source(tmp_path: Path) -> None:
     copied = 10 * 3
     assert frame_hashes(work / "video.mp4")[:copied] == frame_hashes(salvaged) \
         == frame_hashes(first / "work" / "video.mp4")[:copied]
+
+
+def test_past_its_limits_the_live_stream_stops_and_the_render_goes_on(tmp_path: Path) -> None:
+    outputs = render(tmp_path, scene(), patch="import renderers.manim_live as live\nlive.MAX_SEGMENTS = 2")
+    index = json.loads((tmp_path / "work" / "live" / "index.json").read_text())
+    assert len(index["segments"]) == 2 and "stops past 2 segments" in index["failed"] and not index["done"]
+    assert outputs["meta"]["frames"] == 65 and len(frame_hashes(tmp_path / "work" / "video.mp4")) == 65

@@ -176,6 +176,7 @@ function withParam(params, key, value) {
 // #EXT-X-ENDLIST. The playlist's comment line gives the codec the SourceBuffer needs.
 function livePlayer(video, url, onUpdate) {
   const source = new MediaSource();
+  video.muted = true;  // the attribute alone does not mute a scripted element, and only a muted one may autoplay
   video.src = URL.createObjectURL(source);
   let buffer = null, appended = 0, busy = false, ended = false;
   const append = (data) => new Promise((resolve, reject) => {
@@ -330,7 +331,7 @@ async function jobPage(main, jobId) {
         if (!state.segments) return;
         playing = true;
         video.hidden = false;
-        img.hidden = true;
+        img.remove();  // the still frame gives way to the moving picture
         title.textContent = "Live";
         note.textContent = `${state.segments} animation${state.segments === 1 ? "" : "s"} rendered so far` +
           (state.done ? " · all rendered" : " · more to come");
