@@ -334,7 +334,7 @@ class ModelRegistry:
             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "post": "none", "licence": request["licence"],
             "added_at": now_iso(), "added_by": request["added_by"],
             "check": {k: report[k] for k in ("output_shape", "output_range", "run_s", "device", "prompt",
-                                              "prompt_tokens", "controlnet", "instruct") if k in report},
+                                              "prompt_tokens", "controlnet", "instruct", "params") if k in report},
             "device": check_input["device"], "files": files, "pipeline": str(report["pipeline"]),
             "steps": int(check_input["steps"]), "guidance": float(check_input["guidance"])}
         # float16 weights: 2 bytes a parameter as the check counted them (files in float32 are halved on a GPU)

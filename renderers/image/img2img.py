@@ -140,6 +140,24 @@ def load(folder: Path, device: str):
     return pipe, cls_name
 
 
+def preload() -> None:
+    """Import what a load needs (torch, the pipeline classes, the CLIP text models), as a warm parent that model
+    tasks fork from would (docs/models.md, "A warm model worker"): a task forked after this pays no import. Its
+    thread count stays 1 (forking stays safe) only with the thread caps every task has (childenv.py) and
+    without onnxruntime, which diffusers imports when it can and which starts a thread of its own."""
+    import diffusers
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    for name in PIPELINES:
+        getattr(diffusers, name)
+    for name in ("AutoPipelineForImage2Image", "AutoencoderKL", "UNet2DConditionModel", "ControlNetModel"):
+        getattr(diffusers, name)
+    for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer"):
+        getattr(transformers, name)
+
+
 def native_side(pipe) -> int:
     """The side the model was trained at: its UNet's sample size × the VAE's scale factor."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
@@ -163,9 +181,10 @@ def prompt_tokens(pipe, prompt: str) -> int:
 
 
 def generate(pipe, cls_name: str, rgb: np.ndarray, prompt: str, strength: float, steps: int, guidance: float,
-             seed: int, side: int) -> tuple[np.ndarray, dict[str, Any]]:
+             seed: int, side: int, since: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The model's picture for an RGB uint8 one: generated at ``side`` on its longer edge (a multiple of what
-    the model needs), returned at the input's size. ModelError when it fails or gives NaN."""
+    the model needs), returned at the input's size. ModelError when it fails or gives NaN. ``since``: a
+    perf_counter() reading (the task's start) that ``first_step_s`` is counted from (default: this call)."""
     import torch
 
     h, w = rgb.shape[:2]
@@ -184,6 +203,14 @@ def generate(pipe, cls_name: str, rgb: np.ndarray, prompt: str, strength: float,
     if cls_name in CONTROLNET:  # the input's edges hold the geometry
         edges = cv2.Canny(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), 100, 200)
         args["control_image"] = Image.fromarray(np.repeat(edges[..., None], 3, axis=2))
+    first_step: list[float] = []
+
+    def on_step(_pipe: Any, _index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if not first_step:  # the end of the first denoising step: what a warm worker would bring forward
+            first_step.append(time.perf_counter())
+        return tensors
+
+    args["callback_on_step_end"] = on_step
     started = time.perf_counter()
     try:
         with torch.inference_mode():
@@ -200,6 +227,7 @@ def generate(pipe, cls_name: str, rgb: np.ndarray, prompt: str, strength: float,
     meta = {"prompt": prompt, "prompt_tokens": prompt_tokens(pipe, prompt), "seed": seed, "strength": strength,
             "steps": steps, "steps_run": _steps_run(cls_name, steps, strength), "guidance": guidance,
             "size": [gw, gh], "device": device, "run_s": round(run_s, 3),
+            "first_step_s": round(first_step[0] - (started if since is None else since), 3) if first_step else None,
             "output_range": [round(float(out.min()), 4), round(float(out.max()), 4)]}
     return back, meta
 
@@ -249,6 +277,7 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
     """The ``image.img2img`` renderer: the input picture through the studio's model into ``generated.png``
     (its role ``image``), at the input's size; the report records the prompt the model read, the seed, the
     strength and the steps. A model that fails fails the task (RenderError with the reason)."""
+    task_start = time.perf_counter()  # the renderer's start: the startup figures are counted from here
     workdir = Path(workdir)
     spec = task_input["model"]
     _offline(workdir)
@@ -258,15 +287,20 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
     try:
         folder = assemble(workdir, dict(spec["files"]))
         _threads()
+        import diffusers  # noqa: F401 - timed here: the import a warm worker would pay once (docs/models.md)
+
+        imported = time.perf_counter()
         device = device_for(str(spec.get("device", "gpu")))
         pipe, cls_name = load(folder, device)
+        loaded = time.perf_counter()
         report.progress(0.3, "generating")
         side = int(task_input.get("side") or native_side(pipe))
         out, meta = generate(pipe, cls_name, rgb, str(task_input.get("prompt") or ""),
                              float(task_input["strength"]), int(spec["steps"]), float(spec["guidance"]),
-                             int(task_input["seed"]), side)
+                             int(task_input["seed"]), side, since=task_start)
     except ModelError as exc:
         raise RenderError(f"img2img model {spec.get('name')!r}: {exc}") from None
+    meta["startup"] = {"import_s": round(imported - task_start, 3), "load_s": round(loaded - imported, 3)}
     Image.fromarray(out).save(workdir / OUTPUT, compress_level=1)
     report.log(f"img2img {spec.get('name')!r} on {meta['device']} ({device_note(device)}): prompt {meta['prompt']!r} "
                f"({meta['prompt_tokens']} tokens), strength {meta['strength']}, {meta['steps_run']} steps, "

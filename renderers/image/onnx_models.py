@@ -1,5 +1,6 @@
-"""The studio's own ONNX models (issue #23): a salient-object matte and a monocular depth map, on ONNX Runtime's
-CPU provider, inside the task's sandbox.
+"""The studio's own ONNX models (issue #23): a salient-object matte and a monocular depth map, on ONNX Runtime
+inside the task's sandbox: its CPU provider, or its CUDA provider when the task was granted a GPU and the
+installed build has it (``onnxruntime-gpu``; ``providers``).
 
 The convention every model must follow (the one U²-Net, IS-Net, BiRefNet, MiDaS and Depth Anything exports
 share): one RGB image in, 1×3×H×W float32, normalised as ``(x / 255 - mean) / std`` per channel; one map out,
@@ -18,6 +19,7 @@ Runtime then starts no thread pool at all (the sandbox's nproc limit and the cgr
 onnxruntime is imported here, lazily, never by the warm worker: a task without a model pays nothing for it."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -75,8 +77,26 @@ def _triple(value: Any) -> tuple[float, float, float]:
     return a, b, c
 
 
+def providers() -> list[str]:
+    """The execution providers for this task: CUDA first only when the scheduler granted it a GPU
+    (CUDA_VISIBLE_DEVICES names one) and this ONNX Runtime build has the CUDA provider (``onnxruntime-gpu``);
+    the CPU provider always, as the fallback for what CUDA does not run."""
+    import onnxruntime as ort
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES") and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def provider_of(sess) -> str:
+    """The provider that runs the session's first node: "cuda" or "cpu" (what a report records as its device)."""
+    first = (sess.get_providers() or ["CPUExecutionProvider"])[0]
+    return "cuda" if first == "CUDAExecutionProvider" else "cpu"
+
+
 def session(path: Path, threads: int = 1):
-    """An InferenceSession on the CPU provider with ``threads`` intra-op threads (see the module doc)."""
+    """An InferenceSession with ``threads`` intra-op threads (see the module doc), on CUDA when a GPU was granted
+    and the build can use it (``providers``), else on the CPU provider."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -86,7 +106,7 @@ def session(path: Path, threads: int = 1):
     options.log_severity_level = 3  # warnings about unused initialisers are not the operator's business
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no core burnt waiting
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers())
     except Exception as exc:  # noqa: BLE001 - ORT raises its own classes for every way a file is not a model
         text = _short(exc).replace(str(path), Path(path).name)  # the sandbox's workdir is nobody's business
         raise ModelError(f"the file does not load as an ONNX model: {text}") from None
@@ -224,7 +244,8 @@ def check(task_input: dict, workdir: Path, report: Reporter) -> dict:
         meta = {"ok": True, "signature": {"input": sig["input"], "output": sig["output"]},
                 "input_size": sig["fixed"], "run_size": [h, w], "map_shape": list(plane.shape),
                 "map_range": [round(float(plane.min()), 4), round(float(plane.max()), 4)],
-                "map_mean": round(float(plane.mean()), 4), "run_s": round(run_s, 4)}
+                "map_mean": round(float(plane.mean()), 4), "run_s": round(run_s, 4), "device": provider_of(sess),
+                "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None}
     except ModelError as exc:
         meta = {"ok": False, "error": str(exc)}
     except (KeyError, TypeError, ValueError) as exc:

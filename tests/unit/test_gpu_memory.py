@@ -123,3 +123,57 @@ def test_create_job_is_told_why_a_gpu_only_model_cannot_run():
     assert generative.gpu_refusal(None, none, "x") is None
     no_slots = Capacity(cpu=2, mem_mb=8000, gpus=(Gpu(0, "NVIDIA T4", 8192, compute_slots=0),))
     assert "has none to grant" in (generative.gpu_refusal(entry, no_slots, "x") or "")
+
+
+def test_onnx_runs_on_cuda_only_when_granted_and_the_build_has_it(tmp_path, monkeypatch):
+    """The ONNX models' provider follows the grant: CUDA first only where the task was granted a GPU and the
+    installed onnxruntime offers the CUDA provider (this machine's build does not: faked here, as a GPU probe)."""
+    import onnxruntime as ort
+
+    from renderers.base import NullReporter
+    from renderers.image import onnx_models
+    from tests import tiny_models as tm
+
+    model = tm.redness(tmp_path / "red.onnx")
+    check_input = {"model": "red.onnx", "kind": "matte", "mean": [0, 0, 0], "std": [1, 1, 1]}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert onnx_models.providers() == ["CPUExecutionProvider"]
+    meta = onnx_models.check(check_input, model.parent, NullReporter())["meta"]
+    assert meta["ok"] and (meta["device"], meta["gpu"]) == ("cpu", None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # granted, but this build has no CUDA provider: the CPU
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    assert onnx_models.providers() == ["CPUExecutionProvider"]
+    meta = onnx_models.check(check_input, model.parent, NullReporter())["meta"]
+    assert meta["ok"] and (meta["device"], meta["gpu"]) == ("cpu", "1")
+    real = ort.get_available_providers
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real()])
+    assert onnx_models.providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # an onnxruntime-gpu build, no GPU granted: the CPU
+    assert onnx_models.providers() == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("device", ["gpu", "any"])
+def test_an_img2img_task_carries_its_gpu_need(tmp_path, device):
+    """The planned task: its GPU need from the manifest (the check counted the parameters), an optional GPU for a
+    CPU-allowed model, and RAM for float32 weights on the CPU; none of it in the cache key."""
+    from appliance.services.pipelines.image import ImagePipeline, validate
+    from tests import tiny_diffusers as td
+    from tests.unit.test_img2img import install
+
+    artifacts, _, entry = install(tmp_path, td.build(tmp_path / "tiny", "sd"), device)
+    assert entry["gpu_mem_from"] == "estimate" and entry["check"]["device"] == "cpu"
+    assert entry["check"]["params"] > 0 and entry["run_size"] == [32, 32]
+    assert entry["gpu_mem_mb"] == models.gpu_need_mb(2 * entry["check"]["params"], 32)
+    picture = tmp_path / "in.png"
+    picture.write_bytes(b"\x89PNG fake bytes: planning never reads them")
+    settings = validate({"model": "tiny", "render_mode": "creative"}, "tiny")
+    gen, _ = ImagePipeline(artifacts).plan({"settings": settings, "input_path": str(picture), "job_id": "j1"})
+    weights = entry["size"] >> 20
+    assert gen.input["gpu_mem_mb"] == entry["gpu_mem_mb"]
+    assert (gen.gpu, gen.input.get("gpu_optional", False)) == ((1, False) if device == "gpu" else (0, True))
+    assert gen.mem_mb == generative.BASE_MB[device] + (weights if device == "gpu" else 2 * weights)
+    ask = admission.gpu_ask({"renderer": gen.renderer, "gpu": gen.gpu, "input": json.dumps(gen.input)})
+    assert ask == {"compute": device == "gpu", "optional_compute": device == "any", "nvenc": False,
+                   "mem_mb": entry["gpu_mem_mb"]}
+    again = ImagePipeline(artifacts).plan({"settings": settings, "input_path": str(picture), "job_id": "j2"})[0]
+    assert again.cache_key == gen.cache_key and entry["sha256"] in json.dumps(gen.input)
