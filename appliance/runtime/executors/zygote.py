@@ -9,9 +9,13 @@ interpreter rather than a fork of the server: the server is multi-threaded.
 
 Imports are limited to the sandbox and renderers: this process never opens the appliance database.
 
+Model tasks (``image.img2img``) fork from a second, warm parent instead, once it has imported torch and diffusers
+(model_parent.py); their workers are re-parented here and handled as any other.
+
 Config keys: fd, preload, sandbox, extra_readonly, allow_unsandboxed (default false: with the sandbox requested
 but unavailable, every task fails with the reason instead of running as the server's user), task_fs ("auto": a
-filesystem of its own per task where one can be made, sandbox/taskfs.py; "off": the measured quota); from the launcher
+filesystem of its own per task where one can be made, sandbox/taskfs.py; "off": the measured quota),
+model_warm_idle_s (how long the warm model parent waits unused; 0: none, model tasks fork cold); from the launcher
 (appliance/runtime/launcher.py) also work_root and owner_uid: the server is another, unprivileged uid, so each
 workdir is checked before root acts on it and given back to that uid when the task ends.
 
@@ -39,6 +43,7 @@ from typing import Any, NoReturn
 
 from appliance.errors import one_line  # stdlib-only, like everything the zygote imports
 from appliance.runtime import sandbox
+from appliance.runtime.executors.model_parent import IDLE_S, MODEL_RENDERERS, WarmModels
 from appliance.runtime.executors.task_worker import (
     Worker,
     _close_fds_except,
@@ -110,7 +115,8 @@ class UidKiller:
 class Zygote:
     def __init__(self, sock: socket.socket, isolated: bool, sources: list[str], cgroups: Cgroups | None,
                  refusal: str | None, work_root: str | None = None, owner_uid: int | None = None,
-                 killer: UidKiller | None = None, own_fs: str | None = "not probed") -> None:
+                 killer: UidKiller | None = None, own_fs: str | None = "not probed",
+                 model_warm_idle_s: float = IDLE_S) -> None:
         self.sock, self.isolated, self.sources, self.killer = sock, isolated, sources, killer
         self.taskfs = own_fs  # None: each task gets a filesystem of its own (sandbox/taskfs.py); else why not
         # one mkfs per (size, inodes), copied by each task's worker (taskfs.Template)
@@ -126,6 +132,7 @@ class Zygote:
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
         self.spare: Spare | None = None  # the next task's worker, forked and waiting (see Spare)
+        self.models = WarmModels(model_warm_idle_s)  # model tasks fork from its parent once it is ready
 
     # ---- serving ------------------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -137,13 +144,15 @@ class Zygote:
         selector.register(self._wake_r, selectors.EVENT_READ, "child")
         self._refill()
         while True:
-            for key, _ in selector.select(HIDDEN_EVERY_S if self.watched else None):
+            timeout = self.models.wake_in(HIDDEN_EVERY_S if self.watched else None)
+            for key, _ in selector.select(timeout):
                 if key.data == "child":
                     os.read(self._wake_r, 4096)
                 elif not self._handle_request():
                     return self._shutdown()
             self._reap()
             self._check_hidden()
+            self.models.expire()
 
     def _check_hidden(self) -> None:
         """Files a task deleted but keeps open are invisible to its worker's walk of the workdir (and the worker,
@@ -207,9 +216,16 @@ class Zygote:
         if template is not None:
             request = {**request, "template": [template.size, template.files]}
         extra = [template.fd] if template is not None else []
-        spare, self.spare = self.spare, None
-        pid = spare.pid if spare is not None and spare.hand_over(request, [pipe_fd, log_fd, input_fd, *extra]) \
-            else None
+        pid = None
+        if request.get("renderer") in MODEL_RENDERERS:
+            pid, failure = self.models.spawn(self, request, [pipe_fd, log_fd, input_fd, *extra])
+            if failure is not None:  # the warm parent took it and did not answer: a worker may exist, so no retry
+                self._send({"type": "spawn_failed", "id": request["id"], "error": failure})
+                return
+        if pid is None:
+            spare, self.spare = self.spare, None
+            pid = spare.pid if spare is not None and spare.hand_over(request, [pipe_fd, log_fd, input_fd, *extra]) \
+                else None
         if pid is None:  # no spare (or it died): fork one now
             _flush_std()
             try:
@@ -273,6 +289,8 @@ class Zygote:
         if not tracked and self.spare is not None and self.spare.pid == pid:  # a spare that died unused
             self.spare.close()
             self.spare = None
+        if not tracked:
+            self.models.reaped(pid)
         if not tracked and self.cgroups is not None:  # a spare's (one that died unused, or at its handover)
             self.cgroups.remove(cgroup_name(self.pid, pid))
         if tracked:
@@ -314,6 +332,7 @@ class Zygote:
                 pass
             if self.cgroups is not None:
                 self.cgroups.remove(cgroup_name(self.pid, spare.pid))
+        self.models.close()  # its parent sees end of file (or dies with us: its parent-death signal)
         for pid, uid in list(self.tasks.items()):
             self._kill_leftovers(pid, uid)
         deadline = time.monotonic() + 5
@@ -436,7 +455,7 @@ def main(argv: list[str]) -> None:
         killer.close()
         killer = None
     Zygote(sock, isolated, sources, cgroups, refusal, config.get("work_root"), config.get("owner_uid"),
-           killer, own_fs).serve()
+           killer, own_fs, float(config.get("model_warm_idle_s", IDLE_S))).serve()
 
 
 if __name__ == "__main__":
