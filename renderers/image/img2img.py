@@ -140,6 +140,14 @@ def load(folder: Path, device: str):
     return pipe, cls_name
 
 
+def offline_imports() -> None:
+    """Before a process imports the stack for tasks to fork from (the warm model parent): the environment
+    ``_offline`` gives a task, as the task sees its workdir in the sandbox (/task), since huggingface_hub and
+    transformers read it when imported; and no progress bars (tqdm's monitor would be a thread)."""
+    _offline(Path("/task"))
+    os.environ["TQDM_DISABLE"] = "1"
+
+
 def preload() -> None:
     """Import what a load needs (torch, the pipeline classes, the CLIP text models), as a warm parent that model
     tasks fork from would (docs/models.md, "A warm model worker"): a task forked after this pays no import. Its
@@ -156,6 +164,17 @@ def preload() -> None:
         getattr(diffusers, name)
     for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer"):
         getattr(transformers, name)
+
+
+# A pipeline kept loaded on the CPU by the loaded model parent (appliance/runtime/executors/model_pipeline.py),
+# by the model's SHA-256: a task forked from it finds its model here and skips the load. Only ever set there.
+_KEPT: dict[str, tuple[Any, str]] = {}
+
+
+def keep(sha256: str, pipe: Any, cls_name: str) -> None:
+    """Keep this CPU pipeline for the tasks forked after this (one model at a time)."""
+    _KEPT.clear()
+    _KEPT[sha256] = (pipe, cls_name)
 
 
 def native_side(pipe) -> int:
@@ -291,7 +310,8 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
 
         imported = time.perf_counter()
         device = device_for(str(spec.get("device", "gpu")))
-        pipe, cls_name = load(folder, device)
+        kept = _KEPT.get(str(spec.get("sha256"))) if device == "cpu" else None
+        pipe, cls_name = kept or load(folder, device)
         loaded = time.perf_counter()
         report.progress(0.3, "generating")
         side = int(task_input.get("side") or native_side(pipe))
@@ -300,7 +320,8 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
                              int(task_input["seed"]), side, since=task_start)
     except ModelError as exc:
         raise RenderError(f"img2img model {spec.get('name')!r}: {exc}") from None
-    meta["startup"] = {"import_s": round(imported - task_start, 3), "load_s": round(loaded - imported, 3)}
+    meta["startup"] = {"import_s": round(imported - task_start, 3), "load_s": round(loaded - imported, 3),
+                       "kept": kept is not None}  # forked with its pipeline loaded (a warm model parent's)
     Image.fromarray(out).save(workdir / OUTPUT, compress_level=1)
     report.log(f"img2img {spec.get('name')!r} on {meta['device']} ({device_note(device)}): prompt {meta['prompt']!r} "
                f"({meta['prompt_tokens']} tokens), strength {meta['strength']}, {meta['steps_run']} steps, "

@@ -1,7 +1,8 @@
 """The warm model parent (issue #23, appliance/runtime/executors/model_parent.py) against a real server: once
 it has imported torch and diffusers, an img2img task forks from it and reaches its first denoising step without
 the imports; its worker is the zygote's to reap, as any other (the job completes with the model's picture); and
-the parent goes with the server. The task still loads the weights itself: the parent holds imports only."""
+the parent goes with the server. A CPU task of a model the loaded parent holds (model_pipeline.py) skips the load
+as well."""
 from __future__ import annotations
 
 import json
@@ -53,6 +54,16 @@ def test_img2img_tasks_fork_from_the_warm_parent(make_server, tiny):
     assert warm is not None, "no task forked from the warm parent"
     assert warm["first_step_s"] < cold["first_step_s"] / 3, (cold, warm)
     assert (warm["device"], warm["gpu"]) == ("cpu", None)
+    # a task of the model after that one forks from the loaded parent: its pipeline is already in memory
+    kept = None
+    for words in ("silver", "bronze", "tin", "zinc"):
+        done, meta = job(words)
+        if meta["startup"]["kept"]:
+            kept = meta
+            break
+    assert kept is not None, "no task forked with the model loaded"
+    assert kept["startup"]["load_s"] < 0.05 and kept["first_step_s"] < warm["first_step_s"], (warm, kept)
+    assert "kept loaded" in (server.data_dir / "server.log").read_text()
 
     picture = fetch_image(server, done["output_url"])
     assert picture.shape == (1024, 1024, 3)

@@ -1,12 +1,15 @@
 """The warm model parent's life, in-process (appliance/runtime/executors/model_parent.py): started by the first
 model task (which forks cold), ready once imported with one thread, closed after its idle time, never started
 when the idle time is 0, and a spawn it cannot make fails (and the parent is replaced) rather than being retried
-cold. A real spawn, through the zygote and the sandbox, is tests/integration/test_models_warm.py."""
+cold; the loaded parent's reading of a task's model (hostile inputs left alone) and a kept pipeline's picture.
+A real spawn, through the zygote and the sandbox, is tests/integration/test_models_warm.py."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
+import numpy as np
 import pytest
 
 from appliance.runtime.childenv import child_env
@@ -70,3 +73,66 @@ def test_no_parent_when_the_idle_time_is_zero():
     assert models.spawn(object(), {}, []) == (None, None)
     assert models.parent is None and models.wake_in(None) is None and models.wake_in(0.5) == 0.5
     assert MODEL_RENDERERS == {"image.img2img"}  # never model.check: an ONNX check needs onnxruntime
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("task-input")
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+SPEC = {"sha256": "ab" * 32, "size": 1 << 20, "device": "any",
+        "files": {"model_index.json": "img2img.0.json",
+                  "unet/diffusion_pytorch_model.safetensors": "img2img.1.safetensors"}}
+
+
+@pytest.mark.parametrize("change, kept", [
+    ({}, True),
+    ({"env": {"CUDA_VISIBLE_DEVICES": "0"}}, False),  # granted a GPU: it loads onto its card itself
+    ({"renderer": "image.render"}, False),
+    ({"model": {**SPEC, "device": "gpu"}}, False),
+    ({"model": {**SPEC, "sha256": "../../etc"}}, False),
+    ({"model": {**SPEC, "files": {"../../etc/shadow": "img2img.0.json"}}}, False),  # a name out of the folder
+    ({"model": {**SPEC, "files": {"model_index.json": "/etc/shadow"}}}, False),  # a staged name not the registry's
+    ({"model": {**SPEC, "files": {"a//b.json": "img2img.0.json"}}}, False),
+    ({"model": {**SPEC, "size": "1"}}, False),
+    ({"model": "not a spec"}, False),
+    ({"input": b"not json"}, False),
+])
+def test_the_model_of_a_task_is_read_from_its_input_and_checked(change, kept):
+    """What the loaded parent would open, read from the task's own input memfd (pread: the worker still reads it
+    whole); anything but a CPU img2img task with the registry's own names is left alone."""
+    from appliance.runtime.executors.model_pipeline import fits, model_of
+
+    request = {"renderer": change.get("renderer", "image.img2img"), "workdir": "/data/work/t1",
+               "env": change.get("env", {"CUDA_VISIBLE_DEVICES": ""})}
+    body = change.get("input") or json.dumps({"prompt": "x", "model": change.get("model", SPEC)}).encode()
+    fd = _memfd(body)
+    try:
+        got = model_of(request, [-1, -1, fd])
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # the worker reads the input from its start
+    finally:
+        os.close(fd)
+    assert (got is not None) == kept, got
+    if kept:
+        assert got == {"sha256": SPEC["sha256"], "files": SPEC["files"], "size": 1 << 20, "workdir": "/data/work/t1"}
+        assert fits(got) and not fits({**got, "size": 3 << 30})  # float32: twice a float16 folder, 4 GiB at most
+
+
+def test_a_kept_pipeline_gives_the_fresh_loads_picture_run_after_run(tmp_path):
+    """Tasks fork from one kept pipeline object: nothing of a run may change the next (the scheduler's state is
+    set per call), so a kept pipeline's picture is a fresh load's."""
+    from renderers.image import img2img
+    from renderers.image.onnx_models import test_picture
+    from tests import tiny_diffusers as td
+
+    folder = td.build(tmp_path / "tiny", "sd")
+
+    def picture(pipe, cls_name):
+        return img2img.generate(pipe, cls_name, test_picture(64), "make it red", 0.55, 4, 7.5, 7, 32)[0]
+
+    kept = img2img.load(folder, "cpu")
+    first, second = picture(*kept), picture(*kept)
+    fresh = picture(*img2img.load(folder, "cpu"))
+    assert np.array_equal(first, second) and np.array_equal(first, fresh)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox
+from appliance.runtime.executors.model_pipeline import LoadedParent, fits, model_of
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
@@ -209,6 +210,7 @@ def _serve(zygote: Zygote, sock: socket.socket) -> NoReturn:
         try:
             from renderers.image import img2img
 
+            img2img.offline_imports()  # the hub's settings are read at import: offline, as in a task
             img2img.preload()
         except Exception as exc:  # noqa: BLE001 - no torch here: model tasks fork cold, as before
             _say(sock, {"type": "failed", "error": f"preload failed: {one_line(exc)}"})
@@ -219,19 +221,26 @@ def _serve(zygote: Zygote, sock: socket.socket) -> NoReturn:
             _say(sock, {"type": "failed", "error": f"{threads} threads after the imports: forking is unsafe"})
             raise SystemExit(0)
         _say(sock, {"type": "ready", "threads": threads, "preload_s": round(time.perf_counter() - started, 3)})
-        while True:
-            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 8)
-            if not data:
-                break  # the zygote closed it (idle, or its own end)
-            try:
-                _flush_std()
-                pid = _fork_worker(zygote, json.loads(data), fds, sock)
-                _say(sock, {"type": "spawned", "pid": pid})
-            except Exception as exc:  # noqa: BLE001 - this spawn fails, the parent goes on
-                _say(sock, {"type": "spawn_failed", "error": one_line(exc)})
-            finally:
-                for fd in fds:
-                    os.close(fd)
+        loaded = Loaded(zygote)
+        try:
+            while True:
+                data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 8)
+                if not data:
+                    break  # the zygote closed it (idle, or its own end)
+                try:
+                    _flush_std()
+                    request = json.loads(data)
+                    model = model_of(request, fds)
+                    pid = loaded.spawn(model, request, fds) or _fork_worker(zygote, request, fds, sock)
+                    _say(sock, {"type": "spawned", "pid": pid})
+                    loaded.prepare(model)  # after the answer: the task never waits for a load
+                except Exception as exc:  # noqa: BLE001 - this spawn fails, the parent goes on
+                    _say(sock, {"type": "spawn_failed", "error": one_line(exc)})
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+        finally:
+            loaded.close()
     except SystemExit:
         pass
     except BaseException:
@@ -239,6 +248,49 @@ def _serve(zygote: Zygote, sock: socket.socket) -> NoReturn:
         code = 70
     finally:
         os._exit(code)
+
+
+class Loaded:
+    """The warm parent's loaded parent (model_pipeline.py), if any: one model at a time, never a model whose load
+    failed (until this warm parent is replaced), never one too large to keep."""
+
+    def __init__(self, zygote: Zygote) -> None:
+        self.zygote = zygote
+        self.parent: LoadedParent | None = None
+        self.failed: set[str] = set()
+
+    def spawn(self, model: dict[str, Any] | None, request: dict[str, Any], fds: list[int]) -> int | None:
+        """The worker's pid when the loaded parent holds this CPU task's model and forked it; else None."""
+        parent = self.parent
+        if model is None or parent is None or parent.sha256 != model["sha256"]:
+            return None
+        if not parent.poll():
+            if parent.error is not None:
+                print(f"[model parent] {parent.sha256[:12]}: {parent.error}", file=sys.stderr, flush=True)
+                self.failed.add(parent.sha256)
+                self._drop()
+            return None
+        pid = parent.spawn(request, fds)
+        if pid is None:
+            self._drop()  # broken: the warm parent forks this task, and the next of the model, itself
+        return pid
+
+    def prepare(self, model: dict[str, Any] | None) -> None:
+        """Start loading this CPU task's model where no loaded parent holds it (replacing another model's)."""
+        if model is None or model["sha256"] in self.failed or not fits(model):
+            return
+        if self.parent is not None and self.parent.sha256 == model["sha256"]:
+            return
+        self._drop()
+        self.parent = LoadedParent(self.zygote, model)
+
+    def _drop(self) -> None:
+        parent, self.parent = self.parent, None
+        if parent is not None:
+            parent.kill()
+
+    def close(self) -> None:
+        self._drop()
 
 
 def _fork_worker(zygote: Zygote, request: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
