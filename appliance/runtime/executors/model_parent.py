@@ -18,9 +18,8 @@ namespaces, uid and limits. Only its memory starts with the imports in it (copy-
 Forking is safe only while the parent has one thread, which it checks: it refuses to serve otherwise. The thread
 caps of childenv.py keep torch's pools unstarted; onnxruntime is kept out of the parent (diffusers imports it
 during a load when it can, and it starts a thread) and let back in for the task. CUDA is never initialised here,
-because it cannot survive a fork: a task granted a GPU initialises it itself. The parent holds no model
-weights yet. Keeping the most recent model's pipeline loaded on the CPU is the next step (docs/models.md: it
-needs the model's identity in the spawn request).
+because it cannot survive a fork: a task granted a GPU initialises it itself. A CPU task of the model most
+recently asked for forks from a second parent that holds its pipeline loaded (model_pipeline.py, ``Loaded``).
 
 Messages, parent to zygote: ready {threads, preload_s}; failed {error}; spawned {pid}; spawn_failed {error}.
 """
