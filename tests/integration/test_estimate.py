@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -116,6 +117,18 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
                    input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
     dashboard, _ = signed_in(server)
     job_id = server.submit("ada", "manim", manim_body(12, "live")["input"])
+    etas: list[dict] = []  # and the dashboard's event stream carries it in each frame until the job ends
+
+    def follow() -> None:
+        with httpx.Client(base_url=server.url, cookies=dashboard.cookies) as own, \
+                own.stream("GET", f"/dashboard/api/live?ids={job_id}", timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and "eta" in (frame := json.loads(line[6:])):
+                    etas.append(frame["eta"])
+                if line.startswith("event: end"):
+                    return
+    frames = threading.Thread(target=follow)
+    frames.start()
     seen, shown = [], []
     while (job := httpx.get(f"{server.url}/admin/jobs/{job_id}", headers=auth).json())["status"] != "completed":
         if job["status"] == "running" and job["eta"] is not None:
@@ -123,6 +136,9 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
             shown.append(dashboard.get(f"/dashboard/api/jobs/{job_id}").json()["job"]["eta"])
         time.sleep(0.05)
     assert seen and all(e["secondsLeft"] >= 0 and e["basis"] == 4 for e in seen), seen
+    frames.join(timeout=60)
+    assert not frames.is_alive() and etas, "the dashboard's event stream carried no ETA"
+    assert all(e["basis"] == 4 and e["secondsLeft"] >= 0 for e in etas), etas
     assert any(e is not None and e["basis"] == 4 and e["finishAt"] > time.time() - 60 for e in shown), shown
     assert job["eta"] is None  # ended: no ETA
     assert dashboard.get(f"/dashboard/api/jobs/{job_id}").json()["job"]["eta"] is None

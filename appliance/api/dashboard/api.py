@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
@@ -16,6 +17,7 @@ from appliance.api.dashboard import livestream, session, views
 from appliance.delivery.httpfiles import serve_file
 from appliance.delivery.sse import DROPPED
 from appliance.errors import ApplianceError, Conflict, NotFound
+from appliance.services.estimate import Estimator
 from appliance.services.jobs import JobService
 from appliance.store import jobs, ledger, operators, users
 
@@ -126,10 +128,19 @@ def _frame(job_id: str, type_: str, data: dict, event_id: int | None = None) -> 
     return f"{head}event: job\ndata: {json.dumps({'job': job_id, 'type': type_, **data})}\n\n".encode()
 
 
-async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[bytes]:
+def _eta(service: JobService, estimator: Estimator, job_id: str) -> dict[str, Any]:
+    """A running job's ETA as its frames carry it ({"eta": {secondsLeft, totalSeconds, finishAt, basis}}), read
+    anew with each frame: it moves with the progress the frame reports (services/estimate.py)."""
+    job = jobs.get_job(service.db, job_id)
+    eta = estimator.for_job(job) if job is not None else None
+    return {"eta": eta} if eta is not None else {}
+
+
+async def _merged(service: JobService, job_ids: list[str], estimator: Estimator) -> AsyncIterator[bytes]:
     """Each job's state now, then live events of the active ones (the hub's per-job queues, merged) until each
     has ended — or until LIVE_MAX_S: an open dashboard must not hold up a graceful stop (the server waits for
-    open responses), so a stream ends by itself and the browser reconnects, starting from the state again."""
+    open responses), so a stream ends by itself and the browser reconnects, starting from the state again.
+    The frames of a job that has not ended carry its ETA."""
     queues, waiting = {}, {}
     deadline = asyncio.get_running_loop().time() + LIVE_MAX_S
     try:
@@ -139,7 +150,7 @@ async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[byte
             if job is None:
                 continue
             yield _frame(job_id, "state", {"status": job["status"], "phase": job["phase"],
-                                           "progress": job["progress"] or 0.0})
+                                           "progress": job["progress"] or 0.0, **_eta(service, estimator, job_id)})
             if job["status"] not in jobs.TERMINAL:
                 queues[job_id] = service.hub.subscribe(job_id)
         waiting = {asyncio.ensure_future(q.get()): job_id for job_id, q in queues.items()}
@@ -156,8 +167,10 @@ async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[byte
                 event = future.result()
                 if event is DROPPED:  # too slow a reader: it reconnects and starts from the state again
                     return
-                yield _frame(job_id, event["type"], event["data"], event["id"])
-                if event["data"].get("status") not in jobs.TERMINAL:
+                ended = event["data"].get("status") in jobs.TERMINAL
+                yield _frame(job_id, event["type"], event["data"] if ended else
+                             {**event["data"], **_eta(service, estimator, job_id)}, event["id"])
+                if not ended:
                     waiting[asyncio.ensure_future(queues[job_id].get())] = job_id
         yield b"event: end\ndata: {}\n\n"  # nothing left to follow: the page closes the stream (no reconnect)
     finally:
@@ -171,7 +184,7 @@ async def _merged(service: JobService, job_ids: list[str]) -> AsyncIterator[byte
 async def live(request: Request, service: JobService, op: dict) -> Response:
     """Server-sent events for the jobs named in ?ids=a,b,c (a list page, or one job): state, then progress."""
     wanted = [i for i in (request.query_params.get("ids") or "").split(",") if i][:MAX_LIVE]
-    return Stream(_merged(service, wanted), media_type="text/event-stream",
+    return Stream(_merged(service, wanted, request.app.state.core.estimator), media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
