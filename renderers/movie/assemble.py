@@ -36,15 +36,16 @@ def _write_list(files: list[Path], workdir: Path) -> Path:
     return listing
 
 
-def _concat(files: list[Path], workdir: Path, output: Path) -> None:
+def _concat(files: list[Path], workdir: Path, output: Path) -> dict:
     """In-process (``mux.concat_scenes``) when the clips share their parameter sets, as clips of one encoder
-    do; else, or if PyAV fails, ffmpeg's concat (which re-encodes clips of different encoders)."""
+    do; else, or if PyAV fails, ffmpeg's concat (which re-encodes clips of different encoders). Returns the
+    output's meta (``ff.video_meta``'s fields)."""
     try:
-        concat_scenes(files, output)
-        return
+        return concat_scenes(files, output)
     except ff.FfmpegError:
         output.unlink(missing_ok=True)
     ff.concat_copy(_write_list(files, workdir), output)
+    return ff.video_meta(output)
 
 
 def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
@@ -56,8 +57,7 @@ def render_assemble(task_input: dict, workdir: Path, report: Reporter) -> dict:
         if len(files) == 1:  # nothing to concatenate: an in-process copy into a faststart MP4
             meta = ff.remux_faststart_av(files[0], output)
         else:
-            _concat(files, workdir, output)
-            meta = ff.video_meta(output)
+            meta = _concat(files, workdir, output)
         report.progress(0.8, "assembling")
         given = task_input.get("thumbnail")  # the last scene's last frame, when its renderer kept it
         if given and (workdir / str(given)).is_file() and (workdir / str(given)).parent == workdir:

@@ -103,15 +103,31 @@ def limited_yuv(color: str) -> tuple[int, int, int]:
             round(128 + 224 * (r - luma) / (1.5748 * 255)))
 
 
-def base_video(stream, layer: dict, win: Window, fps: int, matrix: str, threads: int, bg: str):
+def needs_no_conversion(info: SourceInfo, width: int, height: int) -> bool:
+    """Whether the source decodes to what the scene encodes: yuv420p, BT.709 limited range, at ``width`` x
+    ``height`` (then every fit is the identity and the colour conversion a copy)."""
+    return (info.pix_fmt == "yuv420p" and info.limited and info.matrix == "bt709" and info.size == (width, height)
+            and width % 2 == height % 2 == 0)
+
+
+def base_video(stream, layer: dict, win: Window, fps: int, info: SourceInfo, threads: int, bg: str):
     """A ``covers_canvas`` layer as the scene's base stream, in place of the bgColor canvas and an overlay.
 
     Why: overlaying a full-canvas video copies the canvas and blends every pixel through an alpha plane that the
     video only got for the blend (a scale to yuva420p, a ``lut`` on it); at 1080p that was about 0.3 s of CPU per
     6 s. Here the video is the picture; below full opacity it is mixed with bgColor by one lookup table per plane
-    with the overlay's own arithmetic: alpha = int(255 * opacity) (``lut`` truncates), FAST_DIV255 rounding."""
-    video = fit_video(_on_layer_frames(stream, win, fps), layer["fit"], *scaled_box(layer)[:2], matrix, threads,
-                      "yuv420p")
+    with the overlay's own arithmetic: alpha = int(255 * opacity) (``lut`` truncates), FAST_DIV255 rounding.
+
+    A source already in the scene's format and size (``needs_no_conversion``) skips the colour conversion: a
+    ``scale`` with colour options always builds a swscale context, which copied every frame (0.1-0.15 s of CPU
+    per 6 s at 1080p, on ffmpeg's main thread). The ``scale`` kept here has no colour options, so ffmpeg passes
+    frames through untouched, and it still fits frames of another size should the source change size midway."""
+    width, height = scaled_box(layer)[:2]
+    if needs_no_conversion(info, width, height):
+        video = _on_layer_frames(stream, win, fps).filter("scale", w=width, h=height).filter("format", "yuv420p")
+    else:
+        video = fit_video(_on_layer_frames(stream, win, fps), layer["fit"], width, height, info.matrix, threads,
+                          "yuv420p")
     alpha = int(255 * layer["transform"]["opacity"])
     if alpha < 255:
         planes = dict(zip(("y", "u", "v"), limited_yuv(bg), strict=True))
@@ -130,7 +146,7 @@ def layered_video(scene: dict, width: int, height: int, fps: int, frames: int, s
     first = ordered[0] if ordered else None
     if first is not None and first["type"] == "video" and covers_canvas(first, windows[0], decodes.info(first),
                                                                          width, height, frames):
-        video = base_video(decodes.video(first), first, windows[0], fps, decodes.info(first).matrix, scalers,
+        video = base_video(decodes.video(first), first, windows[0], fps, decodes.info(first), scalers,
                            scene["bgColor"])
     else:
         first, video = None, background(width, height, fps, scene["bgColor"])

@@ -63,7 +63,7 @@ def _video_packets(playlist: list[Path], frames: list[int], fps: int) -> Iterato
         played += Fraction(count, fps)
 
 
-def concat_scenes(files: list[Path], dst: Path) -> None:
+def concat_scenes(files: list[Path], dst: Path) -> dict:
     """Scene clips back to back, video and audio copied, moov atom first: what ``ffmpeg -f concat -c copy -copyts
     -movflags +faststart`` wrote (renderers.ffmpeg.concat_copy), in-process with PyAV instead of one more ffmpeg
     process (0.2-0.4 s of the seed example's assemble task on a busy machine). The clips must share their codec
@@ -71,49 +71,62 @@ def concat_scenes(files: list[Path], dst: Path) -> None:
 
     The concat demuxer's timestamps: file i moves by the durations of the files before it minus its own start
     time (container times, rounded into each stream's time base); ffmpeg then lifts a DTS that does not increase
-    to the previous one + 1 (each clip's AAC priming packet overlaps the end of the clip before it)."""
+    to the previous one + 1 (each clip's AAC priming packet overlaps the end of the clip before it).
+
+    Each clip is opened once (an open probes its streams, ~5 ms: checking the parameter sets in a pass of their
+    own, then probing the output for its meta, made 2n + 2 opens), and the output's meta — what
+    ``renderers.ffmpeg.video_meta`` reads back — is counted while muxing: duration, frames, width, height, fps."""
     import av
 
     try:
-        _concat(files, dst)
+        return _concat(files, dst)
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise FfmpegError(["pyav-concat", *map(str, files[:1]), str(dst)], str(exc)) from None
 
 
-def _concat(files: list[Path], dst: Path) -> None:
+def _concat(files: list[Path], dst: Path) -> dict:
     import av
 
-    parameter_sets = set()
-    for path in files:
-        with av.open(str(path)) as clip:
-            parameter_sets.add(bytes(clip.streams.video[0].codec_context.extradata or b""))
-    if len(parameter_sets) > 1:  # one MP4 track holds one SPS/PPS: ffmpeg's concat re-encodes such clips
-        raise ValueError("the clips' H.264 parameter sets differ")
-    with av.open(str(files[0])) as first, av.open(str(dst), mode="w", options={"movflags": "+faststart"}) as out:
-        outputs: dict[str, Any] = {"video": out.add_stream_from_template(template=first.streams.video[0]),
-                                   "audio": out.add_stream_from_template(template=first.streams.audio[0])}
-        last: dict[str, int | None] = dict.fromkeys(outputs)
+    with av.open(str(dst), mode="w", options={"movflags": "+faststart"}) as out:
+        outputs: dict[str, Any] = {}
+        last: dict[str, int | None] = {"video": None, "audio": None}
         offset = 0  # microseconds: the durations of the clips before this one
+        frames = 0
         for path in files:
             with av.open(str(path)) as clip:
-                streams = {clip.streams.video[0].index: "video", clip.streams.audio[0].index: "audio"}
+                video, audio = clip.streams.video[0], clip.streams.audio[0]
+                extradata = bytes(video.codec_context.extradata or b"")
+                if not outputs:
+                    parameter_sets = extradata
+                    outputs = {"video": out.add_stream_from_template(template=video),
+                               "audio": out.add_stream_from_template(template=audio)}
+                    width, height = video.codec_context.width, video.codec_context.height
+                    rate = video.average_rate or video.guessed_rate
+                elif extradata != parameter_sets:  # one MP4 track holds one SPS/PPS: ffmpeg's concat re-encodes
+                    raise ValueError("the clips' H.264 parameter sets differ")
+                streams = {video.index: "video", audio.index: "audio"}
                 start = clip.start_time or 0
-                for packet in clip.demux(*(clip.streams[index] for index in streams)):
+                shifts = {index: _rescale(offset - start, clip.streams[index].time_base) for index in streams}
+                for packet in clip.demux(video, audio):
                     if packet.dts is None or packet.pts is None or packet.time_base is None:
                         continue  # demux's flushing packets
                     kind = streams[packet.stream.index]
-                    shift = _rescale(offset - start, packet.time_base)
+                    shift = shifts[packet.stream.index]
                     packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
                     previous = last[kind]
                     if previous is not None and packet.dts <= previous:  # as ffmpeg's muxing step does
                         packet.pts = max(packet.pts, previous + 1) if packet.pts >= packet.dts else packet.pts
                         packet.dts = previous + 1
                     last[kind] = packet.dts
+                    frames += kind == "video"
                     packet.stream = outputs[kind]
                     out.mux(packet)
                 if not clip.duration:
                     raise ValueError(f"{path.name} has no duration")
                 offset += clip.duration
+    fps = float(rate) if rate else 0.0
+    return {"duration": round(frames / fps, 3) if fps else 0.0, "frames": frames, "width": width, "height": height,
+            "fps": round(fps)}
 
 
 def _rescale(microseconds: int, time_base: Fraction) -> int:

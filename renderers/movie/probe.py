@@ -35,9 +35,15 @@ class SourceInfo:
     decodes: bool = False  # the first video frame decodes (a probe alone accepts a PNG signature before junk)
     opaque: bool = False  # the video certainly has no alpha (its decoded format has none, no alpha decoder)
     size: tuple[int, int] | None = None  # the video's width and height, when PyAV read them
+    # The first decoded frame's pixel format and whether it is limited range (tagged so, or untagged, which
+    # ffmpeg's scale filter reads as limited), when PyAV decoded it: a source that is already BT.709 limited
+    # yuv420p at the size it is shown needs no conversion (``layered.base_video``).
+    pix_fmt: str | None = None
+    limited: bool = False
 
 
-def _info(streams: list[dict], decodes: bool, opaque: bool) -> SourceInfo:
+def _info(streams: list[dict], decodes: bool, opaque: bool, pix_fmt: str | None = None,
+          limited: bool = False) -> SourceInfo:
     """The answer from ffprobe-style stream entries (``width`` is only there when PyAV read the file)."""
     by_type = {stream.get("codec_type"): stream for stream in reversed(streams)}  # the first of each type
     video, audio = by_type.get("video"), by_type.get("audio", {})
@@ -46,13 +52,15 @@ def _info(streams: list[dict], decodes: bool, opaque: bool) -> SourceInfo:
     if video is not None and tags.get("alpha_mode") == "1":
         decoder = ALPHA_DECODERS.get(video.get("codec_name", ""))
     size = (int(video["width"]), int(video["height"])) if video is not None and video.get("width") else None
+    decoded = decodes and video is not None
     return SourceInfo(video is not None, int(audio.get("channels") or 0), source_matrix(video or {}), decoder,
-                      decodes and video is not None, opaque and decoder is None and video is not None, size)
+                      decoded, opaque and decoder is None and video is not None, size,
+                      pix_fmt if decoded and decoder is None else None, limited and decoded)
 
 
-def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool] | None:
-    """(streams as ffprobe lists them, first video frame decoded, its format has no alpha), or None when PyAV
-    cannot read the file or its first video frame."""
+def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool, str | None, bool] | None:
+    """(streams as ffprobe lists them, first video frame decoded, its format has no alpha, its pixel format, it
+    is limited range), or None when PyAV cannot read the file or its first video frame."""
     import av
 
     try:
@@ -70,7 +78,7 @@ def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool] | None:
                         entry["color_space"] = space
                 streams.append(entry)
             if not container.streams.video:
-                return streams, False, False
+                return streams, False, False, None, False
             video = container.streams.video[0]
             video.codec_context.thread_count = 1  # one frame: no thread pool (the sandbox counts threads)
             frame = next(container.decode(video), None)
@@ -78,7 +86,9 @@ def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool] | None:
                 return None
             fmt = frame.format
             opaque = not fmt.has_palette and not any(part.is_alpha for part in fmt.components)
-            return streams, True, opaque
+            # AVColorRange: 0 unspecified, 1 MPEG (limited), 2 JPEG (full; a yuvj* format in ffmpeg 5.1's CLI)
+            limited = int(frame.color_range or 0) in (0, 1) and not fmt.name.startswith("yuvj")
+            return streams, True, opaque, fmt.name, limited
     except (av.error.FFmpegError, OSError, ValueError, StopIteration, UnicodeDecodeError):
         return None
 

@@ -2,10 +2,12 @@
 
 - a bottom video layer covering the whole canvas is the base stream (``layered.base_video``), not an overlay
   onto the bgColor canvas: same pixels as the overlay path, for several opacities and background colours;
+- a base video already in the scene's format (yuv420p, BT.709 limited, the canvas size) skips the colour
+  conversion: the very same scene file as with the conversion; full-range, BT.601 or other-size sources convert;
 - sources are probed in-process with PyAV (``movie.probe``): the same answers as ffprobe and ffmpeg's
   first-frame decode, for every kind of media the conformance documents use;
 - scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
-  demuxer with ``-copyts``.
+  demuxer with ``-copyts``, and the meta it counts while muxing is what probing the output says.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import ffmpeg  # ffmpeg-python
 import numpy as np
 import pytest
 
@@ -36,7 +39,7 @@ def clip(tmp_path_factory) -> Path:
     return folder / "bars.mp4"
 
 
-def _render(clip: Path, workdir: Path, layer: dict, bg: str, duration: float = 2) -> np.ndarray:
+def _scene_file(clip: Path, workdir: Path, layer: dict, bg: str, duration: float = 2) -> Path:
     scene = {"id": "s", "duration": duration, "bgColor": bg, "layers": [
         {"id": "v", "type": "video", "source": "bars.mp4", "position": {"x": 0, "y": 0},
          "size": {"width": W, "height": H}, "mute": True, **layer},
@@ -47,7 +50,11 @@ def _render(clip: Path, workdir: Path, layer: dict, bg: str, duration: float = 2
     shutil.copy(clip, workdir / "bars.mp4")
     render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS, "sources": {"bars.mp4": "bars.mp4"}},
                  workdir, NullReporter())
-    return m.frames(workdir / "scene.mp4").astype(int)
+    return workdir / "scene.mp4"
+
+
+def _render(clip: Path, workdir: Path, layer: dict, bg: str, duration: float = 2) -> np.ndarray:
+    return m.frames(_scene_file(clip, workdir, layer, bg, duration)).astype(int)
 
 
 @pytest.mark.parametrize(("layer", "bg"), [({}, "#000000"), ({"transform": {"opacity": 0.65}}, "#000000"),
@@ -86,6 +93,41 @@ def test_a_video_that_does_not_cover_the_scene_is_overlaid(clip, tmp_path, monke
     assert wide[FPS, H // 2, :W // 8].min() > 245
 
 
+def _bt709_clip(folder: Path, name: str, *args: str) -> Path:
+    return m.ffmpeg(folder / name, "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}:d=2", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-colorspace", "bt709", *args)
+
+
+@pytest.mark.parametrize("opacity", [1, 0.65])
+def test_a_base_video_in_the_scenes_format_is_not_converted_and_looks_the_same(tmp_path, monkeypatch, opacity):
+    clip = _bt709_clip(tmp_path, "bt709.mp4", "-pix_fmt", "yuv420p")
+    assert layered.needs_no_conversion(probe_source(clip), W, H)
+    graphs = []
+    real = ff.run_with_progress
+    monkeypatch.setattr(ff, "run_with_progress", lambda stream, *a: graphs.append(" ".join(
+        ffmpeg.compile(stream))) or real(stream, *a))
+    layer = {"transform": {"opacity": opacity}}
+    fast = _scene_file(clip, tmp_path / "fast", layer, "#000000")
+    assert "in_color_matrix" not in graphs[-1] and "scale=h=360:w=480" in graphs[-1]
+    monkeypatch.setattr(layered, "needs_no_conversion", lambda *a: False)
+    converted = _scene_file(clip, tmp_path / "converted", layer, "#000000")
+    assert "in_color_matrix=bt709" in graphs[-1]
+    assert fast.read_bytes() == converted.read_bytes()  # the conversion was a copy: the very same file
+
+
+def test_sources_that_need_a_conversion_get_one(tmp_path):
+    full_range = probe_source(_bt709_clip(tmp_path, "full.mp4", "-pix_fmt", "yuvj420p"))
+    assert full_range.pix_fmt == "yuvj420p" or not full_range.limited
+    assert not layered.needs_no_conversion(full_range, W, H)
+    untagged_sd = probe_source(m.ffmpeg(tmp_path / "sd.mp4", "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:d=1",
+                                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"))
+    assert untagged_sd.matrix == "bt601" and not layered.needs_no_conversion(untagged_sd, W, H)
+    four_four_four = probe_source(_bt709_clip(tmp_path, "444.mp4", "-pix_fmt", "yuv444p"))
+    assert not layered.needs_no_conversion(four_four_four, W, H)
+    exact = probe_source(_bt709_clip(tmp_path, "exact.mp4", "-pix_fmt", "yuv420p"))
+    assert layered.needs_no_conversion(exact, W, H) and not layered.needs_no_conversion(exact, W, H + 2)
+
+
 def test_pyav_probe_answers_as_ffprobe_does(tmp_path):
     from tests.media import movie_docs
 
@@ -122,7 +164,7 @@ def test_scenes_join_with_the_timestamps_of_ffmpegs_concat(clip, tmp_path):
     listing.write_text("".join(f"file '{path}'\n" for path in files))
     subprocess.run(["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
                     "-copyts", "-movflags", "+faststart", str(tmp_path / "reference.mp4")], check=True)
-    concat_scenes(files, tmp_path / "ours.mp4")
+    meta = concat_scenes(files, tmp_path / "ours.mp4")
     assert _packets(tmp_path / "ours.mp4") == _packets(tmp_path / "reference.mp4")
-    assert ff.video_meta(tmp_path / "ours.mp4") == ff.video_meta(tmp_path / "reference.mp4")
+    assert meta == ff.video_meta(tmp_path / "ours.mp4") == ff.video_meta(tmp_path / "reference.mp4")
     assert len(m.frames(tmp_path / "ours.mp4")) == 70
