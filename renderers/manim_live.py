@@ -103,6 +103,7 @@ class LiveStream:
         self.out: Any = None
         self.stream: Any = None
         self.extradata = b""
+        self.source: Any = None  # the encoder's stream whose packets came last
         self.pending: deque[_Entry] = deque()
         self.started: list[_Entry] = []  # in video order; the last one is still being muxed
         self.awaiting_first = False  # the newest started entry has no packet muxed yet
@@ -169,6 +170,10 @@ class LiveStream:
                 self._begin(self.pending.popleft())
             if self.out is None:  # the encoder's parameter sets (Annex B): the muxer's input format
                 self._open(stream, bytes(stream.codec_context.extradata or b""))
+            elif stream is not self.source:  # a later run of the encoder (renderers/manim_encoder.py)
+                if bytes(stream.codec_context.extradata or b"") != self.extradata:
+                    raise RuntimeError("an encoder run's parameter sets differ from the stream's")
+            self.source = stream
             self._mux(av.Packet(bytes(packet)), self.offset + pts, bool(packet.is_keyframe))
 
     def _flush_pending(self) -> None:

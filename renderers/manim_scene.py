@@ -2,12 +2,13 @@
 
 Runs in a fresh worker process (forked after ``import manim``), so it sets Manim's process-global
 ``config`` freely; everything Manim writes goes under ``workdir/media``. The video is not Manim's:
-``_SceneEncoder`` writes one H.264 stream with Manim's own encoder settings, on a thread that keeps encoding while
-the next animation draws, and starts each animation on an IDR frame: a piece (renderers/manim_segments.py) that
-decodes on its own. The pieces are joined into ``video.mp4`` by copying their packets. A piece an earlier render
-of the same scene already drew (same address: the state it starts from, the animation, the frame, the versions)
-is not drawn again but copied from that render's video, which the task's input stages (``reuse``). The result
-carries the piece index (``pieces``) and what was reused (``reuse``) beside ``meta``.
+``_SceneEncoder`` (renderers/manim_encoder.py) writes H.264 with Manim's own encoder settings, on a thread that
+keeps encoding while the next animation draws, and starts each animation on an IDR frame: a piece
+(renderers/manim_segments.py) that decodes on its own. The pieces are joined into ``video.mp4`` by copying their
+packets. A piece an earlier render of the same scene already drew (same address: the state it starts from, the
+animation, the frame, the versions) is not drawn again but copied from that render's video, which the task's
+input stages (``reuse``). The result carries the piece index (``pieces``) and what was reused (``reuse``) beside
+``meta``.
 
 Outputs: ``video.mp4``, ``thumb.jpg`` (the last frame), ``captions.vtt`` and ``image.png`` (the last frame,
 lossless, full size). A still scene (no play() or wait(): the manim CLI saves its frame as a PNG) is a video that
@@ -25,10 +26,7 @@ import sys
 import traceback
 import types
 from datetime import timedelta
-from fractions import Fraction
 from pathlib import Path
-from queue import Queue
-from threading import Thread
 from typing import Any
 
 import numpy as np
@@ -40,6 +38,7 @@ from renderers import manim_live as live
 from renderers import manim_segments as pieces
 from renderers.base import RenderError, Reporter
 from renderers.encoder import pyav_settings
+from renderers.manim_encoder import SceneEncoder as _SceneEncoder  # (manim_split and scripts use this name)
 from renderers.preview import Preview
 
 SCENE_FILE = "<scene>"
@@ -228,129 +227,6 @@ class _Tracker:
             self.preview.offer(lambda: Image.fromarray(frame), settled=True)
         names = ", ".join(type(animation).__name__ for animation in scene.animations or [])
         self.report.log(f"animation {self.renderer.num_plays}: {names} ({scene.duration:.2f}s)")
-
-
-class _SceneEncoder:
-    """One H.264 stream per scene, written straight to video.mp4 with the moov atom first.
-
-    Manim encodes a file per play(), waits at the end of each play() for its encoder to drain, then concatenates
-    the files, and the video was then remuxed for faststart: here the encoder thread keeps working across play()
-    boundaries and nothing is copied afterwards. Codec, pixel format and x264 options are Manim's resolved
-    segment settings (the CLI's), and a frame repeated by wait() is converted to YUV once, not per repeat.
-    """
-
-    def __init__(self, writer: Any, path: Path, stream: live.LiveStream | None = None) -> None:
-        self.spec, self.path, self.live = writer.video_encoder, path, stream
-        # (frame, repeats, the piece it starts or None); a frame of None: a copied piece goes here in the video
-        self.queue: Queue[tuple[np.ndarray | None, int, Any] | None] = Queue(
-            maxsize=writer.settings.encoder_queue_size)
-        self.thread: Thread | None = None
-        self.error: BaseException | None = None
-        self.writing = False
-        self.key_next: Any = None  # cut(): the next frame starts this piece
-        self.frames = 0
-        # Instance attributes shadow the methods: Manim's renderer and Manager call these instead.
-        writer.begin_animation, writer.end_animation = self.begin_animation, self.end_animation
-        writer.write_frame, writer.finish, writer.abort_encode_jobs = self.write_frame, self.finish, self.abort
-        writer.save_image = self.save_image
-
-    def save_image(self, pixels: np.ndarray) -> None:
-        """Manim saves a still's frame as a PNG of its own: here that is image.png, written with the outputs."""
-
-    def begin_animation(self, allow_write: bool = False, **_: Any) -> None:
-        self.writing = allow_write
-        if allow_write and self.thread is None:
-            self.thread = Thread(target=self._encode, name="scene-encoder", daemon=True)
-            self.thread.start()
-
-    def cut(self, piece: Any) -> None:
-        """The next frame written is an IDR frame: what follows decodes without anything before it (a piece,
-        renderers/manim_segments.py). One encoder all along: restarting it per piece cost 15 % more encoding."""
-        self.key_next = piece
-
-    def copied(self, piece: Any) -> None:
-        """A piece copied from an earlier render comes here in the video: the live stream (renderers/manim_live.py)
-        puts its packets there, after the frames drawn so far have left the encoder."""
-        if self.live is None:
-            return
-        if self.thread is None:  # nothing drawn is inside the encoder
-            self.live.copied(piece, self.frames, now=True)
-        else:
-            self.queue.put((None, 0, piece))
-
-    def end_animation(self, allow_write: bool = False) -> None:
-        self.writing = False
-
-    def write_frame(self, pixels: np.ndarray, *, repeat: int = 1) -> None:
-        if self.error is not None:
-            raise self.error
-        if self.writing:  # frames outside a play() (skipped sections) are not part of the video, as in Manim
-            self.queue.put((pixels, repeat, self.key_next))
-            self.key_next = None
-            self.frames += repeat
-
-    def finish(self) -> None:
-        self._close()
-        if self.error is not None:
-            raise self.error
-        if self.live is not None:
-            self.live.close()
-
-    def abort(self, reraise_encoder_failures: bool = False) -> None:
-        self._close()
-        self.path.unlink(missing_ok=True)
-
-    def _close(self) -> None:
-        if self.thread is not None:
-            self.queue.put(None)
-            self.thread.join()
-            self.thread = None
-
-    def _encode(self) -> None:
-        import av
-        from av.video.frame import PictureType
-        from av.video.reformatter import VideoReformatter
-
-        spec = self.spec
-        # a forced key frame is an IDR frame (x264 makes it one anyway while GOPs are closed; NVENC only so)
-        options = {**dict(spec.options), "forced-idr": "1"}
-        try:
-            with av.open(str(self.path), "w", format=spec.container_format,
-                         options={"movflags": "+faststart"}) as out:
-                stream = out.add_stream(spec.codec, rate=spec.frame_rate, options=options)
-                stream.pix_fmt, stream.width, stream.height = spec.pixel_format, spec.width, spec.height
-                to_yuv = VideoReformatter()  # one swscale context for the whole scene
-                pts = 0
-                while (item := self.queue.get()) is not None:
-                    pixels, repeats, piece = item
-                    if pixels is None:  # a copied piece's place in the live stream
-                        if self.live is not None:
-                            self.live.copied(piece, pts, now=False)
-                        continue
-                    if piece is not None and self.live is not None:
-                        self.live.drawn(piece, pts)
-                    # The renderer hands over a fresh copy of each frame: wrap it, don't copy it again.
-                    rgba = av.VideoFrame.from_numpy_buffer(pixels, format="rgba")
-                    frame = to_yuv.reformat(rgba, format=spec.pixel_format)
-                    frame.time_base = Fraction(spec.frame_rate.denominator, spec.frame_rate.numerator)
-                    for repeat in range(repeats):
-                        frame.pict_type = PictureType.I if piece is not None and not repeat else PictureType.NONE
-                        frame.pts, pts = pts, pts + 1  # the encoder keeps its own reference to each frame sent
-                        self._mux(out, stream, stream.encode(frame))
-                self._mux(out, stream, stream.encode())
-        except BaseException as exc:  # noqa: BLE001 - handed to the render thread at its next frame or at finish
-            self.error = exc
-            while self.queue.get() is not None:  # keep draining, so the render thread never blocks on put()
-                pass
-
-    def _mux(self, out: Any, stream: Any, packets: list[Any]) -> None:
-        if self.live is not None and packets:  # before the muxer takes their data
-            self.live.packets(packets, stream)
-        out.mux(packets)
-
-    def meta(self, fps: int) -> dict:
-        return {"duration": round(self.frames / fps, 3), "frames": self.frames, "width": self.spec.width,
-                "height": self.spec.height, "fps": fps}
 
 
 # -- error messages ------------------------------------------------------------------------------

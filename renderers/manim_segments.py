@@ -319,8 +319,7 @@ class Segmenter:
             self._begin(False, **kwargs)  # the encoder drops whatever reaches it
         else:
             self.frames_before = self.encoder.frames
-            piece.path, piece.start = self.encoder.path, self.frames_before
-            self.encoder.cut(piece)
+            self.encoder.cut(piece)  # sets the piece's file and first frame there
             self._begin(True, **kwargs)
         self.pieces.items.append(piece)
         self.current, self.started = piece, time.perf_counter()
