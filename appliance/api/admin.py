@@ -116,12 +116,17 @@ async def submit_job(request: Request, service: JobService, admin: str) -> Respo
 async def estimate(request: Request, service: JobService, estimator: Estimator, admin: str) -> Response:
     """What POST /jobs with this body would take, learnt from this box's finished jobs; nothing is submitted.
     {"seconds", "credits", "basis", "family"}, or {"seconds": null, "reason"} while there is too little history."""
-    new = _new_job(service, await _body(request))
+    return json_response(quote_of(service, estimator, await _body(request)))
+
+
+def quote_of(service: JobService, estimator: Estimator, data: dict) -> dict:
+    """The quote for a job body of POST /jobs (the admin API's and the dashboard's quote)."""
+    new = _new_job(service, data)
     quote, family = estimator.explain(new.kind, new.payload, new.max_parallel)
     if quote is None:
-        return json_response({"seconds": None, "credits": None, "basis": 0, "reason": family})
-    return json_response({"seconds": round(quote.seconds, 1), "credits": quote.credits(new.credit_rate, new.charge),
-                          "basis": quote.basis, "spread": round(quote.spread, 3), "family": family})
+        return {"seconds": None, "credits": None, "basis": 0, "reason": family}
+    return {"seconds": round(quote.seconds, 1), "credits": quote.credits(new.credit_rate, new.charge),
+            "basis": quote.basis, "spread": round(quote.spread, 3), "family": family}
 
 
 async def _body(request: Request) -> dict:

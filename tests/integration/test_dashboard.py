@@ -237,6 +237,13 @@ def _keys_and_capacity(d, server: Server) -> None:
     d.get(server.url + "/dashboard/capacity")
     wait_for(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#layers tbody tr")) >= 3, 60, "capacity")
     assert "CPU slots" in text_of(d, "#meters") and "NVENC" in text_of(d, "#meters")
+    # the quote form: a scene typed in, its class found as `appliance render` finds it; this box has too few
+    # finished Manim renders to learn from, and the page says so (test_estimate.py checks the numbers)
+    form = d.find_element(By.ID, "quote-form")
+    form.find_element(By.NAME, "source").send_keys(TINY_SCENE)
+    form.find_element(By.TAG_NAME, "button").click()
+    said = wait_for(d, lambda d: text_of(d, "#quote") or None, 30, "quote")
+    assert said.startswith("No quote yet: fewer than 3 finished manim jobs"), said
 
 
 def _device_code(d, server: Server) -> None:

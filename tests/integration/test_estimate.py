@@ -115,7 +115,13 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
     # while it runs, the admin API and the dashboard's job page carry an ETA
     subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(server.data_dir)],
                    input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
-    dashboard, _ = signed_in(server)
+    dashboard, csrf = signed_in(server)
+    # the dashboard's capacity page quotes the same body, with its session and CSRF token; a bad body is its 400
+    same = dashboard.post("/dashboard/api/estimate", json=manim_body(8, "q"), headers={"X-CSRF-Token": csrf})
+    assert same.status_code == 200 and same.json() == quote, same.text
+    assert dashboard.post("/dashboard/api/estimate", json=manim_body(8, "q")).status_code == 403  # no CSRF token
+    bad = dashboard.post("/dashboard/api/estimate", json={"user": "ada", "scene": "x"}, headers={"X-CSRF-Token": csrf})
+    assert bad.status_code == 400 and "scene must be" in bad.text, bad.text
     job_id = server.submit("ada", "manim", manim_body(12, "live")["input"])
     etas: list[dict] = []  # and the dashboard's event stream carries it in each frame until the job ends
 

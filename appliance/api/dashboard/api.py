@@ -12,6 +12,7 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
 from litestar.response import Stream
 
+from appliance.api import admin
 from appliance.api.common import handlers_for, json_response
 from appliance.api.dashboard import livestream, session, views
 from appliance.delivery.httpfiles import serve_file
@@ -247,6 +248,15 @@ async def revoke_key(service: JobService, op: dict, key_id: str) -> Response:
     return json_response({"revoked": key_id})
 
 
+# ---- quotes ----------------------------------------------------------------------------------------------------
+@post("/estimate", status_code=200)
+async def estimate(request: Request, service: JobService, op: dict) -> Response:
+    """What rendering a Manim scene or a Movie document would take on this box: the admin API's quote
+    (POST /admin/estimate's body and answer), for the capacity page's form; nothing is submitted."""
+    data = views.loads_body(await request.body())
+    return json_response(admin.quote_of(service, request.app.state.core.estimator, data))
+
+
 # ---- RenderCAD device codes -----------------------------------------------------------------------------------
 @get("/device")
 async def pending_devices(service: JobService, op: dict) -> Response:
@@ -274,7 +284,7 @@ async def approve_device(request: Request, service: JobService, op: dict) -> Res
 
 router = Router(path="/dashboard/api", route_handlers=[
     list_jobs, filters, job, job_file, job_input, job_preview, job_live_playlist, job_live_segment, cancel, retry,
-    remove, live, capacity, list_users,
+    remove, live, capacity, estimate, list_users,
     create_user, set_plan, grant, create_key, revoke_key, pending_devices, approve_device],
     dependencies={"op": Provide(session.operator_session)}, exception_handlers=handlers_for(error_response),
     request_max_body_size=64 * 1024, include_in_schema=False)

@@ -390,10 +390,12 @@ function meter(label, used, total, fmt) {
 }
 
 async function capacityPage(main) {
+  const now = h("div", {id: "capacity-now"});  // redrawn every 2 s; the quote form below it is not
+  main.replaceChildren(h("h1", {}, "Capacity"), now, quoteForm());
   const draw = async () => {
     const c = await api("GET", "/capacity");
     const cap = c.capacity;
-    main.replaceChildren(h("h1", {}, "Capacity"),
+    now.replaceChildren(
       h("div", {class: "meters", id: "meters"},
         meter("CPU slots", c.used.cpu, cap.cpu), meter("Memory", c.used.memMb, cap.memMb, mb),
         meter("GPU slots", c.used.gpu, cap.gpuSlots), meter("NVENC sessions", c.used.nvencSessions, cap.nvencSessions),
@@ -428,6 +430,42 @@ async function capacityPage(main) {
   };
   await draw();
   later(() => draw().catch(() => {}), 2000);
+}
+
+// What a render would take on this box, before it is submitted: the admin API's quote (services/estimate.py)
+const QUALITIES = {low: [854, 480, 15], medium: [1280, 720, 30], high: [1920, 1080, 30]};  // Kodisc's
+
+function quoteForm() {
+  const out = h("p", {class: "muted", id: "quote"});
+  const form = h("form", {id: "quote-form"},
+    h("label", {}, "What ", select("what", ["Manim scene", "Movie JSON"], "Manim scene")),
+    h("label", {}, " User ", h("input", {name: "user", value: "admin", size: 12})),
+    h("label", {}, " Scene class ", h("input", {name: "className", size: 14, placeholder: "the first Scene"})),
+    h("label", {}, " Quality ", select("quality", Object.keys(QUALITIES), "medium")),
+    h("textarea", {name: "source", rows: 8, cols: 80, placeholder: "a Manim scene's code, or a Movie JSON document"}),
+    h("button", {type: "submit"}, "Quote"));
+  form.addEventListener("submit", act(async () => {
+    const f = new FormData(form);
+    const source = String(f.get("source") || "");
+    let body = {user: String(f.get("user") || "admin")};
+    if (f.get("what") === "Movie JSON") {
+      let doc;
+      try { doc = JSON.parse(source); } catch (err) { throw new Error("not valid JSON: " + err.message); }
+      body.movie = doc && doc.movie ? doc.movie : doc;
+    } else {
+      const named = String(f.get("className") || "").trim();
+      const found = source.match(/^class\s+(\w+)\s*\([^)]*Scene[^)]*\)\s*:/m);  // as `appliance render` picks it
+      const [width, height, fps] = QUALITIES[f.get("quality")];
+      body.scene = {code: source, className: named || (found ? found[1] : ""), width, height, fps};
+    }
+    const q = await api("POST", "/estimate", body);
+    out.textContent = q.seconds === null ? "No quote yet: " + q.reason
+      : `about ${q.seconds.toFixed(1)} s of rendering` + (q.credits === null ? "" : `, ${q.credits} credits`) +
+        ` (from ${q.basis} finished ${q.family} jobs on this box, typically within ${Math.round(q.spread * 100)} %)`;
+  }));
+  return h("section", {}, h("h2", {}, "Quote a render"),
+    h("p", {class: "muted small"}, "Nothing is submitted: the seconds and credits are learnt from the renders " +
+      "this box finished."), form, out);
 }
 
 // ---- users and keys --------------------------------------------------------------------------------------------
