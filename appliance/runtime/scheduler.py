@@ -270,7 +270,7 @@ class Scheduler:
             if msg["ok"]:
                 self._task_done(task, {**msg["result"], "outputs": msg["outputs"]})
             elif msg.get("retry") and task["attempts"] < self.settings.max_attempts:
-                self._retry(task, msg.get("error") or "worker lost")
+                self._retry(task, msg.get("error") or "worker lost", msg.get("salvaged"))
             else:
                 self._task_failed(task, msg.get("error") or "task failed")
         if entry:
@@ -284,9 +284,12 @@ class Scheduler:
             cache.store(self.db, task["cache_key"], task["renderer"], result)
         self.lifecycle.task_done(task, result)
 
-    def _retry(self, task: TaskRow, error: str) -> None:
-        """An attempt the executor lost through no fault of the task (a Dask worker died under it): queued
-        again like a task the appliance's own crash interrupted, under a new attempt (and key)."""
+    def _retry(self, task: TaskRow, error: str, salvaged: dict[str, Any] | None = None) -> None:
+        """An attempt the executor lost through no fault of the task (a Dask worker or the local zygote died
+        under it): queued again like a task the appliance's own crash interrupted, under a new attempt (and key),
+        and like it resuming from the pieces it had finished where the executor kept them (``salvaged``)."""
+        if salvaged is not None:
+            self._resume_with(task, salvaged)
         jobs.update_task(self.db, task["id"], status="queued", progress=0.0, pid=None, error=error)
         events.record(self.db, task["job_id"], "retrying",  # stored like recover()'s, not streamed
                       {"task": task["id"], "attempt": task["attempts"], "error": error})
@@ -324,18 +327,27 @@ class Scheduler:
             self.lifecycle.progressed(job_id)
 
     # ---- crash recovery ----------------------------------------------------------------------------
+    def _salvage(self, task: TaskRow) -> None:
+        """A Manim render about to run again keeps what its lost attempt finished: the pieces its worker had
+        mirrored out become the next attempt's first reuse source (runtime/resume.py), before the workdir goes."""
+        if task["renderer"] != "manim":
+            return
+        salvaged = resume.salvage(self.settings.data_dir / "work" / task["id"], self.settings.data_dir / "tmp",
+                                  self.artifacts)
+        if salvaged is not None:
+            self._resume_with(task, salvaged)
+
+    def _resume_with(self, task: TaskRow, salvaged: dict[str, Any]) -> None:
+        jobs.update_task(self.db, task["id"], input=dumps(resume.resumed_input(loads(task["input"]), salvaged)))
+        log.info("task %s resumes with %d pieces", task["id"], len(salvaged["pieces"]))
+
     def recover(self) -> None:
         """After a crash: re-queue tasks left running (up to max_attempts), finish or fail their jobs,
         and close every reservation of a terminal job. A Manim render resumes from its first missing piece: the
         pieces its worker had mirrored out are salvaged before work/ goes (runtime/resume.py)."""
         for task in jobs.running_tasks(self.db):
-            if task["renderer"] == "manim" and task["attempts"] < self.settings.max_attempts:
-                salvaged = resume.salvage(self.settings.data_dir / "work" / task["id"],
-                                          self.settings.data_dir / "tmp", self.artifacts)
-                if salvaged is not None:
-                    jobs.update_task(self.db, task["id"],
-                                     input=dumps(resume.resumed_input(loads(task["input"]), salvaged)))
-                    log.info("task %s resumes with %d pieces", task["id"], len(salvaged["pieces"]))
+            if task["attempts"] < self.settings.max_attempts:
+                self._salvage(task)
         self.work.clean_tmp()  # and work/: every task left running re-runs from its inputs
         for task in jobs.running_tasks(self.db):
             if task["attempts"] < self.settings.max_attempts:

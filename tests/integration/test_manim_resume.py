@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import av
 import httpx
@@ -103,3 +105,43 @@ def test_kill_9_mid_render_resumes_from_the_first_missing_piece(make_server):
         assert kodisc["durationMs"] < (parse_iso(finished) - parse_iso(job_row[1] or job_row[0])) * 1000
     finally:
         again.stop(signal.SIGKILL)
+
+
+def zygote_of(server: Server) -> int:
+    """The pid of the server's fork server (a child of the server: `python -m ...executors.zygote CONFIG`)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server.proc.pid and b"appliance.runtime.executors.zygote" in cmdline:
+            return int(proc.name)
+    raise AssertionError("no zygote under the server")
+
+
+@pytest.mark.slow
+def test_a_dead_fork_server_is_no_fault_of_the_task_which_resumes(make_server):
+    """The server lives on, its zygote (and with it the render's worker) is killed: the attempt is lost through no
+    fault of the task, so it runs again at once, from the pieces the lost attempt finished (kept by the executor
+    before the workdir went: executors/local.py), and the job completes with the whole video."""
+    server = make_server(ENV)
+    server.cli("users", "create", "ada", "--credits", "1000")
+    auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
+    r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=30,
+                   json={"code": SCENE, "className": "Resume", "quality": "low", "fps": FPS})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobId"]
+    deadline = time.time() + 90
+    while (done := mirrored(server)) < 2:
+        assert time.time() < deadline, "no two pieces were mirrored"
+        time.sleep(0.1)
+    os.kill(zygote_of(server), signal.SIGKILL)
+    view = server.wait(job_id, timeout=120)
+    assert view["status"] == "completed", view
+    (attempts,) = [t["attempts"] for t in view["tasks"]]
+    assert attempts == 2
+    assert view["reuse"]["pieces"] == PIECES and view["reuse"]["reusedPieces"] >= done, view["reuse"]
+    kodisc = httpx.get(f"{server.url}/api/v2/render/{job_id}", headers=auth, timeout=10).json()
+    assert len(hashes(httpx.get(kodisc["result"]["video"], timeout=30).content)) == PIECES * FPS

@@ -30,13 +30,16 @@ class Usage(TypedDict):
 class ExitMessage(TypedDict, total=False):
     """The attempt ended, exactly once. ok: ``result`` (the renderer's JSON, with ``files``: role -> name) and
     ``outputs`` (name -> artifact digest, taken in by the executor); not ok: ``error``, and ``retry`` where the
-    executor lost the attempt through no fault of the task (a Dask worker died under it)."""
+    executor lost the attempt through no fault of the task (a Dask worker or the local zygote died under it),
+    with ``salvaged`` where the executor kept what the attempt had finished (runtime/resume.py, local only: never
+    from a message that crossed a network)."""
     type: Required[Literal["exit"]]
     ok: Required[bool]
     result: dict[str, Any]
     outputs: dict[str, str]
     error: str
     retry: bool
+    salvaged: dict[str, Any]
     usage: Usage
 
 

@@ -265,7 +265,11 @@ def _final_message(handle: TaskHandle) -> ExitMessage:
     if report.get("lost"):
         if handle._has_result:
             return _success(handle._result, report)
-        return _failure(handle._error or "worker lost: the zygote process died", report)
+        if handle._error:
+            return _failure(handle._error, report)
+        # the appliance's own fork server died (the task's uid cannot signal it): no fault of the task, which
+        # the scheduler runs again (as after a crash of the server), resuming what it had finished
+        return _with_usage(failed("worker lost: the zygote process died", retry=True), report)
     status = report["status"]
     if os.WIFSIGNALED(status):
         return _failure(_signal_error(os.WTERMSIG(status), report, handle._spec.limits), report)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import one_line
-from appliance.runtime import intake, sandbox
+from appliance.runtime import intake, resume, sandbox
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import ExitMessage, Message, OnMessage, TaskSpec, failed
 from appliance.runtime.executors.forkserver import ZygoteClient
@@ -148,6 +148,11 @@ class LocalExecutor:
             if message["ok"]:
                 files, outputs = self._take_outputs(spec, workdir, message.get("result"))
                 message = {**message, "result": {**message["result"], "files": files}, "outputs": outputs}
+            elif message.get("retry") and spec.renderer == "manim" and self.artifacts and self._root:
+                # the next attempt resumes from the pieces this one finished: kept before the workdir goes
+                salvaged = resume.salvage(workdir, self._root / "tmp", self.artifacts)
+                if salvaged is not None:
+                    message = {**message, "salvaged": salvaged}
         except (OSError, ValueError) as exc:
             message = failed(str(exc) if isinstance(exc, ValueError) else f"renderer output missing: {one_line(exc)}")
         finally:
