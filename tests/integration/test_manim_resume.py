@@ -53,9 +53,9 @@ def mirrored(server: Server) -> int:
     return found
 
 
-@pytest.mark.slow
-def test_kill_9_mid_render_resumes_from_the_first_missing_piece(make_server):
-    server = make_server(ENV)
+def rendering(server: Server) -> tuple[dict, str, int]:
+    """A Kodisc render of SCENE by a new user, once its worker has mirrored at least two finished pieces:
+    (the key's headers, the job id, the pieces mirrored)."""
     server.cli("users", "create", "ada", "--credits", "1000")
     auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
     r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=30,
@@ -67,6 +67,13 @@ def test_kill_9_mid_render_resumes_from_the_first_missing_piece(make_server):
         assert time.time() < deadline, "no two pieces were mirrored"
         assert server.job(job_id)["status"] in ("queued", "running")
         time.sleep(0.1)
+    return auth, job_id, done
+
+
+@pytest.mark.slow
+def test_kill_9_mid_render_resumes_from_the_first_missing_piece(make_server):
+    server = make_server(ENV)
+    auth, job_id, done = rendering(server)
     server.stop(signal.SIGKILL)
     (task_id,) = [p.parent.parent.name for p in (server.data_dir / "work").glob("*/live/index.json")]
 
@@ -127,16 +134,7 @@ def test_a_dead_fork_server_is_no_fault_of_the_task_which_resumes(make_server):
     fault of the task, so it runs again at once, from the pieces the lost attempt finished (kept by the executor
     before the workdir went: executors/local.py), and the job completes with the whole video."""
     server = make_server(ENV)
-    server.cli("users", "create", "ada", "--credits", "1000")
-    auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
-    r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=30,
-                   json={"code": SCENE, "className": "Resume", "quality": "low", "fps": FPS})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["jobId"]
-    deadline = time.time() + 90
-    while (done := mirrored(server)) < 2:
-        assert time.time() < deadline, "no two pieces were mirrored"
-        time.sleep(0.1)
+    auth, job_id, done = rendering(server)
     os.kill(zygote_of(server), signal.SIGKILL)
     view = server.wait(job_id, timeout=120)
     assert view["status"] == "completed", view
