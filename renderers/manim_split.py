@@ -10,10 +10,11 @@ rendered as a DAG instead of one task:
   ``manim_split_max_workers``); it also writes the scene's WebVTT captions (subcaption times as the full render
   would have them);
 - ``manim.range`` (one task per possible range) runs the scene again, fast-forwarding the animations before its
-  range without drawing them (Manim's ``from_animation_number``), draws its range into an H.264 segment with
-  the single render's encoder settings (a new stream: the segment starts with a keyframe) and stops at the
-  range's end (``upto_animation_number``); it drops the dashboard's live frame (renderers/preview.py) as the
-  single task does; a task whose index the plan did not use returns no files;
+  range without drawing them (Manim's ``from_animation_number``), draws its range as pieces with the single
+  render's encoder settings (renderers/manim_segments.py: each copied instead where the same user's earlier
+  render, staged as ``reuse`` as for the single task, has its address), joins them into an H.264 segment and
+  stops at the range's end (``upto_animation_number``); it reports ``pieces`` and ``reuse`` as the single task
+  does, drops the dashboard's live frame (renderers/preview.py); a range the plan did not use returns no files;
 - ``manim.assemble`` concatenates the segments by stream copy (ffmpeg's concat demuxer) and publishes the
   usual outputs: ``video.mp4``, ``thumb.jpg`` and ``image.png`` (the last range's last frame) and
   ``captions.vtt``.
@@ -34,6 +35,7 @@ import ast
 import contextlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from renderers import manim_address as addresses
 from renderers import manim_scene as single  # the single render's config, encoder, errors and outputs
+from renderers import manim_segments as pieces
 from renderers import manim_split_model as model
 from renderers.base import RenderError, Reporter
 from renderers.preview import Preview
@@ -286,31 +290,42 @@ def render_range(task_input: dict, workdir: Path, report: Reporter) -> dict:
     with contextlib.redirect_stdout(sys.stderr):
         _scene, tracker = _run(task_input, workdir, report, start=start, stop=None if last else stop,
                                expected=frames, segment=workdir / SEGMENT_FILE)
+    assert tracker.encoder is not None and tracker.pieces is not None
     if not tracker.plays and ranges == [(0, 1, still_frames(task_input))]:  # the plan's still
-        assert tracker.encoder is not None
         try:
-            frame = tracker.last_frame = single.write_still(_scene, tracker.encoder)
+            still = tracker.last_frame = single.write_still(_scene, tracker.encoder)
         except Exception as exc:  # noqa: BLE001 - the encoder's failure, in one line like the scene's own
             tracker.encoder.abort()
             raise RenderError(single.describe_error(exc)) from None
-        tracker.offer(frame, settled=True)
+        tracker.offer(still, settled=True)
         tracker.drawn = tracker.encoder.frames
-    if tracker.drawn != frames or tracker.last_frame is None:
-        raise RenderError(f"animations {start}-{stop - 1} drew {tracker.drawn} frames where the plan counted "
-                          f"{frames}: the scene does not render the same way twice; set manim_split_max_workers "
-                          "= 1 to render such scenes on one worker")
-    single.write_thumbnail(tracker.last_frame, workdir / single.FILES["thumbnail"])
-    single.write_image(tracker.last_frame, workdir / single.FILES["image"])
+    made = tracker.pieces.pieces
+    copied = sum(p.frames for p in made.items if p.source is not None)
+    if tracker.drawn + copied != frames or not made.items:
+        raise RenderError(f"animations {start}-{stop - 1} drew {tracker.drawn + copied} frames where the plan "
+                          f"counted {frames}: the scene does not render the same way twice; set "
+                          "manim_split_max_workers = 1 to render such scenes on one worker")
+    segment = workdir / SEGMENT_FILE
+    pieces.join(made.items, int(task_input["fps"]), segment)
+    shutil.rmtree(workdir / pieces.PIECES_DIR, ignore_errors=True)
+    # the range's last frame: drawn here, unless its last piece was copied from where it was not the last
+    frame = tracker.last_frame if tracker.pieces.final_frame_known() else None
+    frame = frame if frame is not None else pieces.last_frame(segment)
+    single.write_thumbnail(frame, workdir / single.FILES["thumbnail"])
+    single.write_image(frame, workdir / single.FILES["image"])
     report.progress(1.0, "rendering")
     return {"files": {"video": SEGMENT_FILE, "thumbnail": single.FILES["thumbnail"],
                       "image": single.FILES["image"]},
-            "meta": {"frames": frames, "range": [start, stop]}}
+            "meta": {"frames": frames, "range": [start, stop]}, "pieces": made.index(), "reuse": made.reuse()}
 
 
 # -- running the scene, fast-forwarding what is outside the range ---------------------------------------------
 
 def _run(task_input: dict, workdir: Path, report: Reporter, *, start: int, stop: int | None, expected: int | None,
          segment: Path | None = None) -> tuple[Any, _RangeTracker]:
+    """Run the scene, drawing animations [start, stop). ``segment``: a range, which draws its animations as
+    pieces (renderers/manim_segments.py), each copied instead where an earlier render of the user's (the
+    task's ``reuse``) has its address, as the single task does; without it (the plan) nothing is drawn."""
     from manim import config
 
     # Segments are joined by stream copy, so every range must come from the same encoder: libx264, never an
@@ -319,16 +334,27 @@ def _run(task_input: dict, workdir: Path, report: Reporter, *, start: int, stop:
     single._configure(task_input, workdir)
     encoder: single._SceneEncoder | None = None
     try:
+        addresses.seed_module_code()  # the single task's seeds: the same state, so the same piece addresses
         scene_class = single.load_scene_class(task_input["code"], task_input["className"])
         single._configure(task_input, workdir)  # module-level code may have changed config; size/fps are ours
+        addresses.seed_if_unset()
         config.from_animation_number = start
         config.upto_animation_number = stop - 1 if stop is not None else -1
         scene = scene_class()
         tracker = _RangeTracker(scene, report, expected)
-        if segment is not None:  # a range draws: the dashboard's live frame, as the single task drops it
+        writer = scene.renderer.file_writer
+        if segment is None:  # the plan: nothing is written
+            encoder = tracker.encoder = single._SceneEncoder(writer, workdir / "unused.mp4")
+        else:  # a range draws: the dashboard's live frame, as the single task drops it
             tracker.preview = Preview(workdir)
-        encoder = tracker.encoder = single._SceneEncoder(scene.renderer.file_writer,
-                                                         segment or workdir / "unused.mp4")
+            (workdir / pieces.PIECES_DIR).mkdir(exist_ok=True)
+            encoder = tracker.encoder = single._SceneEncoder(writer, workdir / pieces.PIECES_DIR / pieces.STREAM_FILE)
+            identity = addresses.frame_identity(int(task_input["width"]), int(task_input["height"]),
+                                                int(task_input["fps"]), writer.video_encoder)
+            reuse = pieces.usable(pieces.read_reuse(task_input, workdir), writer.video_encoder)
+            # split scenes pass split_refusal: a copied animation may be fast-forwarded
+            tracker.pieces = pieces.Segmenter(scene, encoder, workdir, reuse, identity, tracker.set_last_frame,
+                                              fast=True)
         scene.render()
     except RenderError:
         raise
@@ -355,6 +381,7 @@ class _RangeTracker:
         self.drawn = 0
         self.last_frame: np.ndarray | None = None
         self.encoder: single._SceneEncoder | None = None
+        self.pieces: pieces.Segmenter | None = None  # a range's pieces (drawn or copied)
         self.preview: Preview | None = None
         self._reported = 0.0
         originals = {name: getattr(self.renderer, name)
@@ -398,6 +425,10 @@ class _RangeTracker:
             if fraction - self._reported >= 0.01:
                 self._reported = fraction
                 self.report.progress(fraction, "rendering")
+
+    def set_last_frame(self, frame: np.ndarray) -> None:
+        """A copied piece's last frame, drawn where the scene ends on it (manim_segments.Segmenter)."""
+        self.last_frame = frame
 
     def offer(self, frame: np.ndarray, settled: bool = False) -> None:
         """The live frame: at most once a second, and the frame each drawn animation ends on."""

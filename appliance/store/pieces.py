@@ -1,7 +1,8 @@
 """Earlier renders of a Manim scene by the same user, whose pieces a new render may reuse (renderers/manim_segments.py).
 
 Read-only over ``jobs`` and ``tasks``: a whole-scene ``manim`` task that finished keeps, beside its meta, its piece
-index (``pieces``: address, frames, drawing ms) and its ``video.mp4`` artifact. Only the user's own completed,
+index (``pieces``: address, frames, drawing ms) and its ``video.mp4`` artifact; so does each ``manim.range`` task
+of a split render, for its segment. Only the user's own completed,
 undeleted jobs count: one user never receives another's pixels, whatever the cache-sharing setting says.
 """
 from __future__ import annotations
@@ -19,20 +20,22 @@ SCAN = 50  # the user's latest whole-scene tasks looked at: past those, an older
 
 @dataclass(frozen=True)
 class Render:
-    """One earlier render: its video's artifact digest and its piece index."""
+    """One earlier render (or a split render's range): its job, its video's artifact digest and its piece index."""
+    job: str
     video: str
     pieces: list[list[Any]]
 
 
 def recent_renders(conn: sqlite3.Connection, user_id: str, frame: dict[str, Any]) -> list[Render]:
-    """The user's completed renders of the same scene class at the same width, height and fps, newest first."""
+    """The user's completed renders of the same scene class at the same width, height and fps, newest first (a split
+    render's ranges in their order)."""
     rows = conn.execute(
-        """select t.input, t.result from jobs j join tasks t on t.job_id = j.id
+        """select j.id, t.input, t.result from jobs j join tasks t on t.job_id = j.id
            where j.user_id = ? and j.status = 'completed' and j.deleted_at is null
-             and t.renderer = 'manim' and t.status = 'done'
+             and t.renderer in ('manim', 'manim.range') and t.status = 'done'
            order by j.created_at desc, t.idx limit ?""", (user_id, SCAN)).fetchall()
     found: list[Render] = []
-    for raw_input, raw_result in rows:
+    for job, raw_input, raw_result in rows:
         task_input, result = loads(raw_input, {}), loads(raw_result, {})
         if not isinstance(task_input, dict) or not isinstance(result, dict) \
                 or any(task_input.get(k) != frame.get(k) for k in ("className", "width", "height", "fps")):
@@ -41,7 +44,7 @@ def recent_renders(conn: sqlite3.Connection, user_id: str, frame: dict[str, Any]
         digest = (result.get("outputs") or {}).get(name) if name else None
         pieces = result.get("pieces")
         if isinstance(digest, str) and isinstance(pieces, list) and pieces:
-            found.append(Render(digest, pieces))
+            found.append(Render(job, digest, pieces))
     return found
 
 

@@ -15,12 +15,13 @@ the x264 encoder of a whole render already uses both. The plan task then decides
 MAX_WORKERS); N >= 2 splits every long scene into up to N ranges without asking it (a cluster whose cores the
 slots do not show, tests); 1 never splits.
 
-Reuse (renderers/manim_segments.py): a whole-scene task is given the pieces of the same user's latest renders of
-the same scene class at the same frame (``reuse``: their videos staged as ``reuse_N.mp4`` input artifacts, and each
-one's piece index), so an edited scene draws only the animations whose address changed. At most MAX_SOURCES
-renders, each adding addresses the newer ones lack, MAX_SOURCE_BYTES in all. The staged pieces are no part of the
-cache key: the video is the same with or without them. The pipeline plans once the job exists (``deferred``), as
-the job's user is found through it.
+Reuse (renderers/manim_segments.py): a whole-scene task, and each range task of a split, is given the pieces of
+the same user's latest renders of the same scene class at the same frame (``reuse``: their videos staged as
+``reuse_N.mp4`` input artifacts, and each one's piece index; a split render's ranges are such renders, one
+segment each), so an edited scene draws only the animations whose address changed. The videos of at most
+MAX_SOURCES renders, each adding addresses the newer ones lack, MAX_SOURCE_BYTES in all. The staged pieces are no
+part of the cache key: the video is the same with or without them. The pipeline plans once the job exists
+(``deferred``), as the job's user is found through it.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ FIELDS = ("code", "className", "width", "height", "fps")
 # never reused.
 OUTPUTS_VERSION = 2
 MAX_WORKERS = 16  # the default never plans more range tasks than this, however many cores the box has
-MAX_SOURCES = 3  # earlier renders staged for reuse (each is copied into the task's filesystem)
+MAX_SOURCES = 3  # earlier renders staged for reuse (each video is copied into the task's filesystem)
 MAX_SOURCE_BYTES = 256 << 20
 
 
@@ -65,10 +66,12 @@ class PieceFinder:
         staged: dict[str, str] = {}
         sources: list[dict[str, Any]] = []
         known: set[str] = set()
+        jobs: set[str] = set()
         total = 0
         for render in renders:
             addresses = {p[0] for p in render.pieces if isinstance(p, list) and p and isinstance(p[0], str)}
-            if len(sources) >= MAX_SOURCES or not addresses - known or not self.artifacts.has(render.video):
+            if (len(jobs) >= MAX_SOURCES and render.job not in jobs) or not addresses - known \
+                    or not self.artifacts.has(render.video):
                 continue
             size = self.artifacts.path(render.video).stat().st_size
             if total + size > MAX_SOURCE_BYTES:
@@ -77,6 +80,7 @@ class PieceFinder:
             staged[name], total = render.video, total + size
             sources.append({"video": name, "pieces": render.pieces})
             known |= addresses
+            jobs.add(render.job)
         return {"artifacts": staged, "reuse": {"sources": sources}} if sources else {}
 
 
@@ -108,8 +112,9 @@ class ManimPipeline:
                 task_input.update(self.finder.reuse(str(payload["job_id"]), task_input))
             return [TaskDef(renderer="manim", name="render", cpu=1.0, mem_mb=1024, input=task_input,
                             cache_key=key)]
+        reuse = self.finder.reuse(str(payload["job_id"]), task_input) if self.finder is not None else {}
         return split_tasks(payload["job_id"], task_input, workers, self.min_animations, cores=cores,
-                           force=self.max_workers >= 2)
+                           force=self.max_workers >= 2, reuse=reuse)
 
     def workers_for(self, task_input: dict[str, Any]) -> tuple[int, int]:
         """The range tasks to plan (1: one ordinary task) and the free CPU slots the plan task's model is given."""
@@ -128,10 +133,11 @@ class ManimPipeline:
 
 
 def split_tasks(job_id: str, task_input: dict[str, Any], workers: int, min_animations: int, *, cores: int | None = None,
-                force: bool = True) -> list[TaskDef]:
+                force: bool = True, reuse: dict[str, Any] | None = None) -> list[TaskDef]:
     """plan (task 0) -> ``workers`` ranges (tasks 1..workers) -> assemble (the last task, the job's result).
     ``cores``: the free CPU slots the plan's model is given (default: ``workers``); ``force``: split without
-    asking the model."""
+    asking the model; ``reuse``: PieceFinder's additions, given to every range (none to the plan, which draws
+    nothing; no part of any cache key)."""
     cores = workers if cores is None else cores
     # the plan, and so each range, depends on the split code's format, the worker count, the free cores the
     # model was given, whether it was asked, and the threshold
@@ -144,7 +150,7 @@ def split_tasks(job_id: str, task_input: dict[str, Any], workers: int, min_anima
     for index in range(workers):
         tasks.append(TaskDef(renderer="manim.range", name=f"range {index + 1}/{workers}", cpu=1.0, mem_mb=1024,
                              depends_on=[0], cache_key=f"{key}-range{index}",
-                             input={**task_input, "split": {"index": index, "workers": workers},
+                             input={**task_input, **(reuse or {}), "split": {"index": index, "workers": workers},
                                     "link_inputs": [plan_link]}))
     captions: Link = {"task": ids.task_id(job_id, 0), "file": "captions", "as": "captions.vtt"}
     links: list[Link] = [plan_link, captions]
