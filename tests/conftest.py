@@ -145,11 +145,38 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"job {job_id} did not reach {statuses}: {json.dumps(self.job(job_id))}")
 
+    def add_operator(self, name: str = "ops", password: str = "correct horse battery staple") -> None:
+        """A dashboard operator (test_dashboard.PASSWORD by default), made through the CLI."""
+        subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", name, "--data-dir", str(self.data_dir)],
+                       input=password + "\n", text=True, check=True, cwd=ROOT, env=self.env, capture_output=True)
+
+    def kodisc_render(self, code: str, class_name: str, user: str = "ada", fps: int = 10) -> tuple[dict, str]:
+        """A new user with credits renders a scene through the Kodisc API at low quality: (its key's headers,
+        the job id)."""
+        self.cli("users", "create", user, "--credits", "1000")
+        auth = {"Authorization": f"Bearer {self.new_key(user, 'kodisc')['key']}"}
+        r = httpx.post(f"{self.url}/api/v2/render", headers=auth, timeout=30,
+                       json={"code": code, "className": class_name, "quality": "low", "fps": fps})
+        assert r.status_code == 202, r.text
+        return auth, r.json()["jobId"]
+
     def new_key(self, user: str, dialect: str, **opts: str) -> dict:
         args = ["keys", "create", "--user", user, "--dialect", dialect, "--json"]
         for k, v in opts.items():
             args += [f"--{k.replace('_', '-')}", v]
         return json.loads(self.cli(*args))
+
+
+def frame_hashes(video: bytes | Path) -> list[str]:
+    """The SHA-256 of each decoded frame (YUV 4:2:0), in order: two videos show the same frames, or not."""
+    import hashlib
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(video) if isinstance(video, bytes) else str(video)) as container:
+        return [hashlib.sha256(f.to_ndarray(format="yuv420p").tobytes()).hexdigest()
+                for f in container.decode(video=0)]
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ import io
 import json
 import re
 import signal
-import subprocess
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT, Server, free_port, wait_for
+from tests.conftest import Server, free_port, wait_for
 
 PASSWORD = "correct horse battery staple"
 # A real Manim task that renders a frame, then holds the task open: its live frame can be watched, then cancelled.
@@ -27,8 +26,7 @@ def with_operator(data_dir) -> Server:
     """A started server after `appliance init` and an operator "ops" with PASSWORD (the dashboard tests')."""
     srv = Server(data_dir)
     srv.cli("init")
-    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(srv.data_dir)],
-                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=srv.env, capture_output=True)
+    srv.add_operator(password=PASSWORD)
     return srv.start()
 
 

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from appliance.services.estimate import Estimator, Quote, family_of, features_of, fit, work_of
 from appliance.store.db import now_iso
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import ROOT
 from tests.integration.test_dashboard import PASSWORD, signed_in
 
 SCENE = ("from manim import *\n\nclass S(Scene):\n    def construct(self):\n        d = Dot()\n"
@@ -113,8 +113,7 @@ def test_a_quote_from_finished_jobs_an_eta_while_running_and_the_cli(server):
         bad = httpx.post(f"{server.url}/admin/jobs", headers=auth, json={"user": "ada", "scene": scene})
         assert bad.status_code == 400 and bad.json()["message"].startswith("scene"), bad.text
     # while it runs, the admin API and the dashboard's job page carry an ETA
-    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(server.data_dir)],
-                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
+    server.add_operator(password=PASSWORD)
     dashboard, csrf = signed_in(server)
     # the dashboard's capacity page quotes the same body, with its session and CSRF token; a bad body is its 400
     same = dashboard.post("/dashboard/api/estimate", json=manim_body(8, "q"), headers={"X-CSRF-Token": csrf})

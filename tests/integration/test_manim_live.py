@@ -3,7 +3,6 @@ finished piece becomes an fMP4 segment while the scene still renders, and init +
 exactly the frames of the final video.mp4 — pieces copied from an earlier render included."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import av
 
+from tests.conftest import frame_hashes
 from tests.integration.test_manim_reuse import REPO, render, scene
 
 # A scene that stops after its first pieces until the test lets it go on: what is live by then was finished
@@ -33,12 +33,6 @@ class Demo(Scene):
             time.sleep(0.05)
         self.play(square.animate.shift(UP))
 """
-
-
-def frame_hashes(path: Path) -> list[str]:
-    with av.open(str(path)) as container:
-        return [hashlib.sha256(f.to_ndarray(format="yuv420p").tobytes()).hexdigest()
-                for f in container.decode(video=0)]
 
 
 def live_video(folder: Path) -> tuple[dict, Path]:

@@ -5,16 +5,12 @@ headless Chromium while later pieces are still being drawn. What the segments sh
 frames, packet for packet."""
 from __future__ import annotations
 
-import hashlib
-import io
-import subprocess
 import time
 
-import av
 import httpx
 import pytest
 
-from tests.conftest import PYTHON, ROOT, wait_for
+from tests.conftest import frame_hashes, wait_for
 
 PASSWORD = "correct horse battery staple"
 ENV = {"APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "1"}  # one whole-scene task: the one that streams its pieces
@@ -33,12 +29,6 @@ class Live(Scene):
 '''
 
 
-def hashes(data: bytes) -> list[str]:
-    with av.open(io.BytesIO(data)) as container:
-        return [hashlib.sha256(f.to_ndarray(format="yuv420p").tobytes()).hexdigest()
-                for f in container.decode(video=0)]
-
-
 def segments_of(playlist: str) -> list[str]:
     return [line for line in playlist.splitlines() if line and not line.startswith("#")]
 
@@ -49,15 +39,9 @@ def test_the_job_page_plays_the_growing_playlist_while_the_scene_renders(make_se
 
     server = make_server(ENV, start=False)
     server.cli("init")
-    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(server.data_dir)],
-                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
+    server.add_operator(password=PASSWORD)
     server.start()
-    server.cli("users", "create", "ada", "--credits", "1000")
-    auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
-    r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=30,
-                   json={"code": SCENE, "className": "Live", "quality": "low", "fps": 10})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["jobId"]
+    auth, job_id = server.kodisc_render(SCENE, "Live")
     base = f"{server.url}/dashboard/api/jobs/{job_id}"
 
     d = browser
@@ -101,10 +85,10 @@ def test_the_job_page_plays_the_growing_playlist_while_the_scene_renders(make_se
     assert len(fetched) > shown
     video = httpx.get(f"{base}/files/video.mp4", cookies=cookie, timeout=10)
     assert video.status_code == 200
-    final = hashes(video.content)
+    final = frame_hashes(video.content)
     ordered = sorted(fetched)  # …/seg00000.m4s, …/seg00001.m4s: the index's order
     assert [u.rsplit("/", 1)[1] for u in ordered] == [f"seg{i:05d}.m4s" for i in range(len(ordered))]
-    live = hashes(init.content + b"".join(fetched[u] for u in ordered))
+    live = frame_hashes(init.content + b"".join(fetched[u] for u in ordered))
     assert len(live) == 10 * len(ordered) and live == final[:len(live)]
 
     # the job is over: no playlist (its workdir is gone); the page plays the final video instead

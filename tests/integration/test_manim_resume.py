@@ -5,7 +5,6 @@ the job completes with the whole video: every frame there, decodable, its first 
 own. The client pays for the attempt that produced the output only, never for the lost one's drawing too."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from appliance.runtime.executors.live_mirror import clean_index
-from tests.conftest import Server
+from tests.conftest import Server, frame_hashes
 
 ENV = {"APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "1"}
 PIECES, FPS = 12, 10
@@ -36,12 +35,6 @@ class Resume(Scene):
 '''
 
 
-def hashes(data: bytes) -> list[str]:
-    with av.open(io.BytesIO(data)) as container:
-        return [hashlib.sha256(f.to_ndarray(format="yuv420p").tobytes()).hexdigest()
-                for f in container.decode(video=0)]
-
-
 def mirrored(server: Server) -> int:
     """The complete segments the worker has mirrored into the host workdir (0 before the first)."""
     found = 0
@@ -56,12 +49,7 @@ def mirrored(server: Server) -> int:
 def rendering(server: Server) -> tuple[dict, str, int]:
     """A Kodisc render of SCENE by a new user, once its worker has mirrored at least two finished pieces:
     (the key's headers, the job id, the pieces mirrored)."""
-    server.cli("users", "create", "ada", "--credits", "1000")
-    auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
-    r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=30,
-                   json={"code": SCENE, "className": "Resume", "quality": "low", "fps": FPS})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["jobId"]
+    auth, job_id = server.kodisc_render(SCENE, "Resume", fps=FPS)
     deadline = time.time() + 90
     while (done := mirrored(server)) < 2:
         assert time.time() < deadline, "no two pieces were mirrored"
@@ -94,13 +82,13 @@ def test_kill_9_mid_render_resumes_from_the_first_missing_piece(make_server):
         # for packet (the artifact recover() stored)
         kodisc = httpx.get(f"{again.url}/api/v2/render/{job_id}", headers=auth, timeout=10).json()
         video = httpx.get(kodisc["result"]["video"], timeout=30).content
-        frames = hashes(video)
+        frames = frame_hashes(video)
         assert len(frames) == PIECES * FPS
         with av.open(io.BytesIO(video)) as container:
             assert abs(float(container.duration or 0) / av.time_base - PIECES) < 0.2
         digest = task_input["artifacts"]["resume.mp4"]
         stored = (again.data_dir / "artifacts" / digest[:2] / digest).read_bytes()
-        assert hashes(stored) == frames[:len(salvaged) * FPS]
+        assert frame_hashes(stored) == frames[:len(salvaged) * FPS]
 
         # billed: the attempt that produced the video, not the lost one as well
         (started, finished) = again.query("select started_at, finished_at from tasks where id = ?", (task_id,))[0]
@@ -142,4 +130,4 @@ def test_a_dead_fork_server_is_no_fault_of_the_task_which_resumes(make_server):
     assert attempts == 2
     assert view["reuse"]["pieces"] == PIECES and view["reuse"]["reusedPieces"] >= done, view["reuse"]
     kodisc = httpx.get(f"{server.url}/api/v2/render/{job_id}", headers=auth, timeout=10).json()
-    assert len(hashes(httpx.get(kodisc["result"]["video"], timeout=30).content)) == PIECES * FPS
+    assert len(frame_hashes(httpx.get(kodisc["result"]["video"], timeout=30).content)) == PIECES * FPS

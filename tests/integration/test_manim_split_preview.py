@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import subprocess
 import time
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PYTHON, ROOT, wait_for
+from tests.conftest import wait_for
 
 PASSWORD = "correct horse battery staple"
 # Forced split (an explicit max_workers: the model is not asked) into 2 ranges: 7 short animations, then one
@@ -43,15 +42,9 @@ def test_a_split_scene_shows_its_live_frame_in_chromium(make_server, browser):
 
     server = make_server(SPLIT_ENV, start=False)
     server.cli("init")
-    subprocess.run([PYTHON, "-m", "appliance.cli", "operator", "add", "ops", "--data-dir", str(server.data_dir)],
-                   input=PASSWORD + "\n", text=True, check=True, cwd=ROOT, env=server.env, capture_output=True)
+    server.add_operator(password=PASSWORD)
     server.start()
-    server.cli("users", "create", "ada", "--credits", "1000")
-    auth = {"Authorization": f"Bearer {server.new_key('ada', 'kodisc')['key']}"}
-    r = httpx.post(f"{server.url}/api/v2/render", headers=auth, timeout=30,
-                   json={"code": SCENE, "className": "Spin", "quality": "low", "fps": 10})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["jobId"]
+    auth, job_id = server.kodisc_render(SCENE, "Spin")
 
     d = browser
     d.get(server.url + "/")
