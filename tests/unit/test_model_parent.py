@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_a_spawn_it_cannot_make_fails_and_the_parent_is_replaced():
         os.close(write)
     assert pid is None and failure == "ValueError: a spawn carries 3 or 4 fds, not 1"
     assert models.parent is None  # killed: the next model task starts a new one
-    assert _exit_status(first.pid) != 0
+    assert _exit_status(first.pid) in (0, -signal.SIGKILL)  # gone: end of file or the kill, whichever came first
     models.close()
 
 

@@ -37,16 +37,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox
-from appliance.runtime.executors.model_pipeline import LoadedParent, fits, model_of
+from appliance.runtime.executors.model_pipeline import KEPT_OUT, LoadedParent, fits, fork_worker, model_of, say
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
 
 MODEL_RENDERERS = frozenset({"image.img2img"})  # never model.check: an ONNX check needs onnxruntime preloaded-free
 IDLE_S = 600.0  # the zygote closes an unused parent after this (about 0.5 GB of imports held meanwhile)
+LOADED_IDLE_S = 120.0  # the loaded parent (a model's float32 weights) goes after this without the model's task
+LOADED_CHECK_S = 10.0  # how often the warm parent looks
 REPLY_S = 30.0  # a fork answers in milliseconds; past this the parent is taken for hung and killed
 MAX_REQUEST = 1 << 16
-_KEPT_OUT = "onnxruntime"
 
 
 class ModelParent:
@@ -205,36 +206,41 @@ def _serve(zygote: Zygote, sock: socket.socket) -> NoReturn:
             signal.signal(sig, signal.SIG_DFL)
         _close_fds_except({0, 1, 2, sock.fileno()})  # the zygote's socket above all
         started = time.perf_counter()
-        sys.modules[_KEPT_OUT] = None  # type: ignore[assignment]  # diffusers would import it: a thread
+        sys.modules[KEPT_OUT] = None  # type: ignore[assignment]  # diffusers would import it: a thread
         try:
             from renderers.image import img2img
 
             img2img.offline_imports()  # the hub's settings are read at import: offline, as in a task
             img2img.preload()
         except Exception as exc:  # noqa: BLE001 - no torch here: model tasks fork cold, as before
-            _say(sock, {"type": "failed", "error": f"preload failed: {one_line(exc)}"})
+            say(sock, {"type": "failed", "error": f"preload failed: {one_line(exc)}"})
             raise SystemExit(0) from None
         gc.freeze()
         threads = len(os.listdir("/proc/self/task"))
         if threads != 1:
-            _say(sock, {"type": "failed", "error": f"{threads} threads after the imports: forking is unsafe"})
+            say(sock, {"type": "failed", "error": f"{threads} threads after the imports: forking is unsafe"})
             raise SystemExit(0)
-        _say(sock, {"type": "ready", "threads": threads, "preload_s": round(time.perf_counter() - started, 3)})
+        say(sock, {"type": "ready", "threads": threads, "preload_s": round(time.perf_counter() - started, 3)})
         loaded = Loaded(zygote)
+        sock.settimeout(LOADED_CHECK_S)
         try:
             while True:
-                data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 8)
+                try:
+                    data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 8)
+                except TimeoutError:
+                    loaded.expire()  # the weights are the larger hold: gone sooner than the imports
+                    continue
                 if not data:
                     break  # the zygote closed it (idle, or its own end)
                 try:
                     _flush_std()
                     request = json.loads(data)
                     model = model_of(request, fds)
-                    pid = loaded.spawn(model, request, fds) or _fork_worker(zygote, request, fds, sock)
-                    _say(sock, {"type": "spawned", "pid": pid})
+                    pid = loaded.spawn(model, request, fds) or fork_worker(zygote, request, fds, sock)
+                    say(sock, {"type": "spawned", "pid": pid})
                     loaded.prepare(model)  # after the answer: the task never waits for a load
                 except Exception as exc:  # noqa: BLE001 - this spawn fails, the parent goes on
-                    _say(sock, {"type": "spawn_failed", "error": one_line(exc)})
+                    say(sock, {"type": "spawn_failed", "error": one_line(exc)})
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -257,12 +263,19 @@ class Loaded:
         self.zygote = zygote
         self.parent: LoadedParent | None = None
         self.failed: set[str] = set()
+        self.used_at = time.monotonic()
+
+    def expire(self) -> None:
+        """Drop the loaded parent once its model has had no task for LOADED_IDLE_S."""
+        if self.parent is not None and time.monotonic() - self.used_at > LOADED_IDLE_S:
+            self._drop()
 
     def spawn(self, model: dict[str, Any] | None, request: dict[str, Any], fds: list[int]) -> int | None:
         """The worker's pid when the loaded parent holds this CPU task's model and forked it; else None."""
         parent = self.parent
         if model is None or parent is None or parent.sha256 != model["sha256"]:
             return None
+        self.used_at = time.monotonic()
         if not parent.poll():
             if parent.error is not None:
                 print(f"[model parent] {parent.sha256[:12]}: {parent.error}", file=sys.stderr, flush=True)
@@ -281,7 +294,7 @@ class Loaded:
         if self.parent is not None and self.parent.sha256 == model["sha256"]:
             return
         self._drop()
-        self.parent = LoadedParent(self.zygote, model)
+        self.parent, self.used_at = LoadedParent(self.zygote, model), time.monotonic()
 
     def _drop(self) -> None:
         parent, self.parent = self.parent, None
@@ -290,46 +303,3 @@ class Loaded:
 
     def close(self) -> None:
         self._drop()
-
-
-def _fork_worker(zygote: Zygote, request: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
-    """Fork a child that forks the worker and exits (the worker is the zygote's to reap); the worker's pid."""
-    from appliance.runtime.executors.task_worker import Worker
-
-    if len(fds) not in (3, 4):
-        raise ValueError(f"a spawn carries 3 or 4 fds, not {len(fds)}")
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        code = 0
-        try:
-            os.close(read)
-            sock.close()
-            worker = os.fork()
-            if worker == 0:
-                os.close(write)
-                if sys.modules.get(_KEPT_OUT, ...) is None:
-                    del sys.modules[_KEPT_OUT]  # the task may use onnxruntime (a thread of its own is fine there)
-                Worker(zygote, request).run(*fds)  # confines itself, runs the task, never returns
-            os.write(write, worker.to_bytes(4, "little"))
-        except BaseException:
-            traceback.print_exc()
-            code = 70
-        finally:
-            os._exit(code)
-    os.close(write)
-    try:
-        data = os.read(read, 4)
-    finally:
-        os.close(read)
-        os.waitpid(child, 0)
-    if len(data) != 4:
-        raise OSError("the worker was not forked")
-    return int.from_bytes(data, "little")
-
-
-def _say(sock: socket.socket, message: dict[str, Any]) -> None:
-    try:
-        sock.send(json.dumps(message).encode())
-    except OSError:
-        pass  # the zygote is gone: the next recv sees end of file

@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 import traceback
@@ -45,6 +46,7 @@ WARM_MB = 4096  # the most float32 weights a loaded parent keeps (it holds them 
 MAX_INPUT = 16 << 20  # a task input larger than this is no img2img task's
 REPLY_S = 10.0  # a fork answers in milliseconds
 MAX_MESSAGE = 1 << 16
+KEPT_OUT = "onnxruntime"  # kept out of the warm parents (diffusers would import it: a thread), let back into tasks
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 STAGED = re.compile(r"^img2img\.\d+(\.[A-Za-z0-9]{1,12})?$")  # registry.folder_for_task's staged names
 
@@ -142,7 +144,6 @@ class LoadedParent:
 
 
 def _load_and_serve(zygote: Zygote, sock: socket.socket, model: dict[str, Any]) -> NoReturn:
-    from appliance.runtime.executors.model_parent import _fork_worker, _say
     from appliance.runtime.executors.task_worker import _close_fds_except, _flush_std
 
     code = 0
@@ -153,17 +154,17 @@ def _load_and_serve(zygote: Zygote, sock: socket.socket, model: dict[str, Any]) 
         try:
             _load(model, zygote.owner_uid)
         except Exception as exc:  # noqa: BLE001 - the model's tasks fork from the warm parent instead
-            _say(sock, {"type": "failed", "error": f"not loaded: {one_line(exc)}"})
+            say(sock, {"type": "failed", "error": f"not loaded: {one_line(exc)}"})
             raise SystemExit(0) from None
         gc.collect()
         gc.freeze()
         threads = len(os.listdir("/proc/self/task"))
         if threads != 1:
-            _say(sock, {"type": "failed", "error": f"{threads} threads after the load: forking is unsafe"})
+            say(sock, {"type": "failed", "error": f"{threads} threads after the load: forking is unsafe"})
             raise SystemExit(0)
         with open("/proc/self/status") as status:
             rss = next((int(line.split()[1]) >> 10 for line in status if line.startswith("VmRSS:")), 0)
-        _say(sock, {"type": "loaded", "sha256": model["sha256"], "load_s": round(time.perf_counter() - started, 3),
+        say(sock, {"type": "loaded", "sha256": model["sha256"], "load_s": round(time.perf_counter() - started, 3),
                     "rss_mb": rss})
         while True:
             data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 8)
@@ -171,9 +172,9 @@ def _load_and_serve(zygote: Zygote, sock: socket.socket, model: dict[str, Any]) 
                 break
             try:
                 _flush_std()
-                _say(sock, {"type": "spawned", "pid": _fork_worker(zygote, json.loads(data), fds, sock)})
+                say(sock, {"type": "spawned", "pid": fork_worker(zygote, json.loads(data), fds, sock)})
             except Exception as exc:  # noqa: BLE001 - this spawn fails; the warm parent forks it instead
-                _say(sock, {"type": "spawn_failed", "error": one_line(exc)})
+                say(sock, {"type": "spawn_failed", "error": one_line(exc)})
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -214,3 +215,46 @@ def _load(model: dict[str, Any], owner_uid: int | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         for fd in opened.values():
             os.close(fd)
+
+
+def fork_worker(zygote: Zygote, request: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
+    """Fork a child that forks the worker and exits (the worker is the zygote's to reap); the worker's pid."""
+    from appliance.runtime.executors.task_worker import Worker
+
+    if len(fds) not in (3, 4):
+        raise ValueError(f"a spawn carries 3 or 4 fds, not {len(fds)}")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        code = 0
+        try:
+            os.close(read)
+            sock.close()
+            worker = os.fork()
+            if worker == 0:
+                os.close(write)
+                if sys.modules.get(KEPT_OUT, ...) is None:
+                    del sys.modules[KEPT_OUT]  # the task may use onnxruntime (a thread of its own is fine there)
+                Worker(zygote, request).run(*fds)  # confines itself, runs the task, never returns
+            os.write(write, worker.to_bytes(4, "little"))
+        except BaseException:
+            traceback.print_exc()
+            code = 70
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        data = os.read(read, 4)
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)
+    if len(data) != 4:
+        raise OSError("the worker was not forked")
+    return int.from_bytes(data, "little")
+
+
+def say(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the zygote is gone: the next recv sees end of file
