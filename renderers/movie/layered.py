@@ -25,6 +25,15 @@ from renderers.movie.decode import Decodes, cpu_budget
 from renderers.movie.layers import Sprite, Window, draw_order, fade_filters, fit_video, make_sprite, scaled_box, to_yuv
 from renderers.movie.probe import SourceInfo
 
+# ``overlay`` on the end of its overlay stream: "pass" shows the main picture alone, where "repeat" kept blending the
+# last frame. Every overlay stream here lasts to the end of its layer's window (sprites are looped, videos padded
+# with their last frame), after which ``enable`` is off anyway, so the picture is the same. But with "repeat"
+# ffmpeg's framesync treats the overlay as a stream to keep in step with, and until it knows that stream's next
+# frame it gives the blend a COPY of the main frame: a full-canvas copy per overlay per frame (at 1080p with the
+# seed's two sprites, 1.1 GB of memmove in 6 s; 120 copies a frame in a 120-layer scene). With "pass" the overlay
+# is not a sync input and the main frame is blended in place.
+OVERLAY_EOF = "pass"
+
 
 def enable_expression(win: Window, fps: int) -> str:
     """True on the frames [first, end) of the scene clock: bounds half a frame off, so rounding cannot flip them."""
@@ -39,7 +48,10 @@ def background(width: int, height: int, fps: int, color: str):
 
 
 def sprite_streams(sprites: list[Sprite], fps: int, tmp: Path) -> list:
-    """Each sprite as an overlay stream (yuva420p): cut from its atlas page; looped and faded when it fades."""
+    """Each sprite as an overlay stream (yuva420p): cut from its atlas page, converted once, then repeated on the
+    scene clock up to the end of its window (``loop`` hands on references, no copies) and faded if it fades.
+
+    Why a stream rather than one frame that ``overlay`` repeats: see ``OVERLAY_EOF``."""
     pages, slots = pack([sprite.image for sprite in sprites])
     paths = save_pages(pages, tmp)
     users = [sum(slot.page == page for slot in slots) for page in range(len(pages))]
@@ -52,10 +64,8 @@ def sprite_streams(sprites: list[Sprite], fps: int, tmp: Path) -> list:
     for sprite, slot in zip(sprites, slots, strict=True):
         stream = next(branches[slot.page]).filter("crop", w=slot.width, h=slot.height, x=slot.x, y=slot.y, exact=1)
         stream = to_yuv(stream, "yuva420p", threads=1)  # one small frame: no thread pool
-        if sprite.window.fades:  # a faded sprite is a stream of frames; a still one is one frame overlay repeats
-            stream = stream.filter("loop", loop=sprite.window.end - 1, size=1, start=0)
-            stream = fade_filters(stream.filter("setpts", f"N/({fps}*TB)"), sprite.window, alpha=True)
-        streams.append(stream)
+        stream = stream.filter("loop", loop=sprite.window.end - 1, size=1, start=0).filter("setpts", f"N/({fps}*TB)")
+        streams.append(fade_filters(stream, sprite.window, alpha=True) if sprite.window.fades else stream)
     return streams
 
 
@@ -162,5 +172,5 @@ def layered_video(scene: dict, width: int, height: int, fps: int, frames: int, s
                                                 scalers)
         else:
             source, x, y = stills[index], sprites[index].x, sprites[index].y
-        video = ffmpeg.overlay(video, source, x=x, y=y, eof_action="repeat", enable=enable_expression(win, fps))
+        video = ffmpeg.overlay(video, source, x=x, y=y, eof_action=OVERLAY_EOF, enable=enable_expression(win, fps))
     return video.filter("setsar", "1")

@@ -106,7 +106,10 @@ def _concat(files: list[Path], dst: Path) -> dict:
                     raise ValueError("the clips' H.264 parameter sets differ")
                 streams = {video.index: "video", audio.index: "audio"}
                 start = clip.start_time or 0
-                shifts = {index: _rescale(offset - start, clip.streams[index].time_base) for index in streams}
+                bases = {index: clip.streams[index].time_base for index in streams}
+                if None in bases.values():
+                    raise ValueError(f"{path.name} has a stream without a time base")
+                shifts = {index: _rescale(offset - start, base) for index, base in bases.items() if base is not None}
                 for packet in clip.demux(video, audio):
                     if packet.dts is None or packet.pts is None or packet.time_base is None:
                         continue  # demux's flushing packets

@@ -4,6 +4,8 @@
   onto the bgColor canvas: same pixels as the overlay path, for several opacities and background colours;
 - a base video already in the scene's format (yuv420p, BT.709 limited, the canvas size) skips the colour
   conversion: the very same scene file as with the conversion; full-range, BT.601 or other-size sources convert;
+- overlays end with ``eof_action=pass`` on streams that last their layers' windows (no full-frame copy per overlay
+  per frame): the very same scene file as ``repeat`` gives, with late, short, faded and rotated layers;
 - sources are probed in-process with PyAV (``movie.probe``): the same answers as ffprobe and ffmpeg's
   first-frame decode, for every kind of media the conformance documents use;
 - scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
@@ -91,6 +93,41 @@ def test_a_video_that_does_not_cover_the_scene_is_overlaid(clip, tmp_path, monke
     wide = _render(clip, tmp_path / "contained", {"size": {"width": W, "height": H // 2}, "position": {
         "x": 0, "y": H // 4}}, "#ffffff")  # contain: the source's aspect differs, white bars beside it
     assert wide[FPS, H // 2, :W // 8].min() > 245
+
+
+def test_overlays_passing_at_their_end_give_the_same_scene(clip, tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGBA", (64, 48), (255, 0, 0, 128)).save(tmp_path / "badge.png")
+    box = {"position": {"x": 40, "y": 30}, "size": {"width": 200, "height": 150}}
+    scene = {"id": "s", "duration": 3, "bgColor": "#203040", "layers": [
+        {"id": "late", "type": "video", "source": "bars.mp4", "startTime": 0.5, "duration": 2.5, "mute": True,
+         **box},  # the clip is 2 s long: it holds its last frame for the last half second
+        {"id": "faded", "type": "video", "source": "bars.mp4", "startTime": 0, "duration": 2, "mute": True,
+         "fadeIn": 0.5, "transform": {"opacity": 0.5, "rotation": 10}, "zIndex": 1,
+         "position": {"x": 200, "y": 150}, "size": {"width": 160, "height": 120}},
+        {"id": "badge", "type": "image", "source": "badge.png", "startTime": 1, "duration": 1.2, "zIndex": 2,
+         "position": {"x": 101, "y": 77}, "size": {"width": 64, "height": 48}},
+        {"id": "title", "type": "text", "text": "in and out", "startTime": 0.2, "duration": 2, "fadeOut": 0.4,
+         "zIndex": 3, "position": {"x": 20, "y": 280}, "size": {"width": 300, "height": 60}, "color": "#ffcc00"},
+        {"id": "cta", "type": "text", "text": "always", "startTime": 0, "duration": 3, "zIndex": 4,
+         "position": {"x": 300, "y": 20}, "size": {"width": 160, "height": 50}}]}
+    normalized = validate_and_normalize({"width": W, "height": H, "fps": FPS, "scenes": [scene]})["scenes"][0]
+    files = {}
+    for eof in ("pass", "repeat"):
+        monkeypatch.setattr(layered, "OVERLAY_EOF", eof)
+        workdir = tmp_path / eof
+        workdir.mkdir()
+        shutil.copy(clip, workdir / "bars.mp4")
+        shutil.copy(tmp_path / "badge.png", workdir / "badge.png")
+        render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS,
+                      "sources": {"bars.mp4": "bars.mp4", "badge.png": "badge.png"}}, workdir, NullReporter())
+        files[eof] = workdir / "scene.mp4"
+    assert files["pass"].read_bytes() == files["repeat"].read_bytes()
+    frames = m.frames(files["pass"]).astype(int)
+    assert len(frames) == 3 * FPS
+    assert np.abs(frames[int(2.8 * FPS), 40:170, 50:230] - frames[int(2.6 * FPS), 40:170, 50:230]).mean() < 2
+    assert np.abs(frames[int(2.2 * FPS), 40:170, 50:230] - frames[int(1.8 * FPS), 40:170, 50:230]).mean() > 5
 
 
 def _bt709_clip(folder: Path, name: str, *args: str) -> Path:
