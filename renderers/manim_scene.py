@@ -314,16 +314,31 @@ def _write_outputs(scene: Any, tracker: _Tracker, workdir: Path) -> dict:
     made = tracker.pieces.pieces
     tracker.encoder.frames = pieces.join(made.items, fps, video)
     meta = tracker.encoder.meta(fps)
-    # the video's last frame: drawn here, unless the last piece was copied from a render where it was not last
-    frame = tracker.last_frame if tracker.pieces.final_frame_known() else None
-    frame = frame if frame is not None else pieces.last_frame(video)
-    write_thumbnail(frame, workdir / FILES["thumbnail"])
-    write_image(frame, workdir / FILES["image"])
+    exact = write_stills(tracker.pieces, tracker.last_frame, video, workdir)
     (workdir / FILES["captions"]).write_text(to_vtt(writer.subcaptions), encoding="utf-8")
     shutil.rmtree(workdir / "media" / "videos", ignore_errors=True)  # a second copy of the video
     shutil.rmtree(workdir / pieces.PIECES_DIR, ignore_errors=True)
-    # beside meta: the pieces index a later render of the scene reuses from (renderers/manim_segments.py)
-    return {"files": dict(FILES), "meta": meta, "pieces": made.index(), "reuse": made.reuse()}
+    # beside meta: the pieces index a later render of the scene reuses from (renderers/manim_segments.py), and
+    # whether its stills are exact (a later render ending on the same piece may copy them)
+    return {"files": dict(FILES), "meta": meta, "pieces": made.index(), "reuse": made.reuse(),
+            "lastFrameExact": exact}
+
+
+def write_stills(made: pieces.Segmenter, frame: np.ndarray | None, video: Path, workdir: Path) -> bool:
+    """thumb.jpg and image.png of the video's last frame: copied from the earlier render the last piece came
+    from, where that render's were exact; else drawn here (``frame``), unless the last piece was copied from a
+    render where it was not last: then decoded from the video. Returns whether they are exact (not decoded)."""
+    stills = made.final_stills()
+    if stills is not None:
+        for src, name in zip(stills, (FILES["image"], FILES["thumbnail"]), strict=True):
+            (workdir / name).unlink(missing_ok=True)  # a new file, never through a staged input's link
+            shutil.copyfile(src, workdir / name)
+        return True
+    known = frame if made.final_frame_known() else None
+    frame = known if known is not None else pieces.last_frame(video)
+    write_thumbnail(frame, workdir / FILES["thumbnail"])
+    write_image(frame, workdir / FILES["image"])
+    return known is not None
 
 
 def write_thumbnail(frame: np.ndarray, path: Path) -> None:

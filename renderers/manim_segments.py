@@ -45,11 +45,15 @@ class Source:
     frames: int
     ms: int
     final: bool  # the last piece of that video: its last frame is worth drawing for thumb.jpg / image.png
+    # the final piece's: that render's image.png and thumb.jpg, made from its exact last frame (staged as
+    # ``image`` and ``thumbnail``): a render ending on this piece copies them instead of drawing the frame
+    stills: tuple[Path, Path] | None = None
 
 
 def read_reuse(task_input: dict, workdir: Path) -> dict[str, Source]:
-    """address -> an earlier piece, from the task's ``reuse`` input ({"sources": [{"video", "pieces"}]}); a
-    source that is malformed or not staged is skipped (its pieces are drawn again)."""
+    """address -> an earlier piece, from the task's ``reuse`` input ({"sources": [{"video", "pieces", "image"?,
+    "thumbnail"?}]}); a source that is malformed or not staged is skipped (its pieces are drawn again), and so
+    are stills that are not there (the final frame is drawn)."""
     found: dict[str, Source] = {}
     reuse = task_input.get("reuse")
     for source in reuse.get("sources", []) if isinstance(reuse, dict) else []:
@@ -60,12 +64,22 @@ def read_reuse(task_input: dict, workdir: Path) -> dict[str, Source]:
             continue
         if "/" in str(source["video"]) or not video.is_file() or any(n < 1 for _, n, _ in pieces):
             continue
+        stills = _stills(source, workdir)
         start = 0
         for index, (digest, frames, ms) in enumerate(pieces):
             if digest and digest not in found:
-                found[digest] = Source(video, start, frames, ms, index == len(pieces) - 1)
+                final = index == len(pieces) - 1
+                found[digest] = Source(video, start, frames, ms, final, stills if final else None)
             start += frames
     return found
+
+
+def _stills(source: dict, workdir: Path) -> tuple[Path, Path] | None:
+    names = source.get("image"), source.get("thumbnail")
+    if not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
+        return None
+    paths = (workdir / str(names[0]), workdir / str(names[1]))
+    return paths if all(p.is_file() and not p.is_symlink() for p in paths) else None
 
 
 def usable(found: dict[str, Source], encoder: Any) -> dict[str, Source]:
@@ -309,10 +323,11 @@ class Segmenter:
         source = self.reuse.get(digest) if digest else None
         piece = Piece(digest)
         if source is not None and source.frames == frames:
-            piece.source, piece.frames, piece.last_frame_known = source, frames, source.final
-            self.stepping, self.draw_last = True, source.final
+            draw_last = source.final and source.stills is None  # with stills, the frame is never needed
+            piece.source, piece.frames, piece.last_frame_known = source, frames, draw_last
+            self.stepping, self.draw_last = True, draw_last
             self.updates, self.expected_updates, self.counted = 0, updates, 0
-            self.fast_forwarding = self.fast and not source.final and not scene.is_current_animation_frozen_frame()
+            self.fast_forwarding = self.fast and not draw_last and not scene.is_current_animation_frozen_frame()
             self.encoder.copied(piece)  # its place in the live stream (renderers/manim_live.py)
             if self.fast_forwarding:  # Manim's skipping: one update to the end; the clock is set at the end
                 self.renderer.skip_animations, self.clock = True, self.renderer.time
@@ -382,3 +397,8 @@ class Segmenter:
 
     def final_frame_known(self) -> bool:
         return bool(self.pieces.items) and self.pieces.items[-1].last_frame_known
+
+    def final_stills(self) -> tuple[Path, Path] | None:
+        """image.png and thumb.jpg of the video's last frame, where its last piece was copied with them."""
+        last = self.pieces.items[-1] if self.pieces.items else None
+        return last.source.stills if last is not None and last.source is not None else None

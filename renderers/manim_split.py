@@ -308,15 +308,11 @@ def render_range(task_input: dict, workdir: Path, report: Reporter) -> dict:
     segment = workdir / SEGMENT_FILE
     pieces.join(made.items, int(task_input["fps"]), segment)
     shutil.rmtree(workdir / pieces.PIECES_DIR, ignore_errors=True)
-    # the range's last frame: drawn here, unless its last piece was copied from where it was not the last
-    frame = tracker.last_frame if tracker.pieces.final_frame_known() else None
-    frame = frame if frame is not None else pieces.last_frame(segment)
-    single.write_thumbnail(frame, workdir / single.FILES["thumbnail"])
-    single.write_image(frame, workdir / single.FILES["image"])
+    exact = single.write_stills(tracker.pieces, tracker.last_frame, segment, workdir)  # the range's last frame
     report.progress(1.0, "rendering")
     return {"files": {"video": SEGMENT_FILE, "thumbnail": single.FILES["thumbnail"],
-                      "image": single.FILES["image"]},
-            "meta": {"frames": frames, "range": [start, stop]}, "pieces": made.index(), "reuse": made.reuse()}
+                      "image": single.FILES["image"]}, "meta": {"frames": frames, "range": [start, stop]},
+            "pieces": made.index(), "reuse": made.reuse(), "lastFrameExact": exact}
 
 
 # -- running the scene, fast-forwarding what is outside the range ---------------------------------------------

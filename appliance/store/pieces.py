@@ -24,6 +24,7 @@ class Render:
     job: str
     video: str
     pieces: list[list[Any]]
+    stills: tuple[str, str] | None = None  # image.png and thumb.jpg digests, where made from its exact last frame
 
 
 def recent_renders(conn: sqlite3.Connection, user_id: str, frame: dict[str, Any]) -> list[Render]:
@@ -44,8 +45,19 @@ def recent_renders(conn: sqlite3.Connection, user_id: str, frame: dict[str, Any]
         digest = (result.get("outputs") or {}).get(name) if name else None
         pieces = result.get("pieces")
         if isinstance(digest, str) and isinstance(pieces, list) and pieces:
-            found.append(Render(job, digest, pieces))
+            found.append(Render(job, digest, pieces, _stills(result)))
     return found
+
+
+def _stills(result: dict[str, Any]) -> tuple[str, str] | None:
+    """The render's image and thumbnail digests, where its result says they are exact (``lastFrameExact``: drawn,
+    not decoded from the lossy video)."""
+    files, outputs = result.get("files") or {}, result.get("outputs") or {}
+    if result.get("lastFrameExact") is not True or not isinstance(files, dict) or not isinstance(outputs, dict):
+        return None
+    digests = [outputs.get(files.get(role)) if isinstance(files.get(role), str) else None
+               for role in ("image", "thumbnail")]
+    return (digests[0], digests[1]) if isinstance(digests[0], str) and isinstance(digests[1], str) else None
 
 
 def user_of(conn: sqlite3.Connection, job_id: str) -> str | None:

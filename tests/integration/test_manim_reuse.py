@@ -51,8 +51,10 @@ def scene(**changes: object) -> str:
     return SCENE.format(**{**BASE, **changes})
 
 
-def render(folder: Path, code: str, *, reuse: list[Path] = (), patch: str = "", **frame: int) -> dict:
-    """Render in a fresh process; ``reuse``: earlier render folders whose video and pieces are staged."""
+def render(folder: Path, code: str, *, reuse: list[Path] = (), patch: str = "", stills: bool = False,
+           **frame: int) -> dict:
+    """Render in a fresh process; ``reuse``: earlier render folders whose video and pieces are staged; ``stills``:
+    and their image.png and thumb.jpg where exact, as the pipeline stages them."""
     work = folder / "work"
     (work / "tmp").mkdir(parents=True)
     task: dict = {"code": code, "className": "Demo", **{**FRAME, **frame}}
@@ -60,6 +62,10 @@ def render(folder: Path, code: str, *, reuse: list[Path] = (), patch: str = "", 
     for index, earlier in enumerate(reuse):
         shutil.copy(earlier / "work" / "video.mp4", work / f"reuse_{index}.mp4")
         sources.append({"video": f"reuse_{index}.mp4", "pieces": result(earlier)["pieces"]})
+        if stills and result(earlier)["lastFrameExact"]:
+            shutil.copy(earlier / "work" / "image.png", work / f"reuse_{index}.png")
+            shutil.copy(earlier / "work" / "thumb.jpg", work / f"reuse_{index}.jpg")
+            sources[-1].update(image=f"reuse_{index}.png", thumbnail=f"reuse_{index}.jpg")
     if sources:
         task["reuse"] = {"sources": sources}
     (folder / "input.json").write_text(json.dumps(task))

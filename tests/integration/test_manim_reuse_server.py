@@ -73,7 +73,12 @@ def test_an_edited_scene_reuses_the_users_own_pieces_only(kodisc, tmp_path) -> N
     assert dashboard.get(f"/dashboard/api/jobs/{edited['jobId']}").json()["job"]["reuse"] == view["reuse"]
     assert list(edited) == KODISC_FIELDS and list(edited["result"]) == list(first["result"])
     task_input = json.loads(kodisc.query("select input from tasks where job_id = ?", (edited["jobId"],))[0][0])
-    assert list(task_input["artifacts"]) == ["reuse_0.mp4"]  # the first render's video, staged
+    # the first render's video, staged, and its stills (exact: drawn), which the edited render, ending on a copied
+    # piece, takes as they are
+    assert list(task_input["artifacts"]) == ["reuse_0.mp4", "reuse_0.png", "reuse_0.jpg"]
+    assert task_input["reuse"]["sources"][0]["image"] == "reuse_0.png"
+    for role in ("image", "thumbnail"):
+        assert httpx.get(edited["result"][role]).content == httpx.get(first["result"][role]).content
     # the cache key is the scene's alone: the edit back to "one" is a whole cache hit, reuse inputs or not
     again, again_view = render(kodisc, kodisc.ada, "one")
     assert [t["cached"] for t in again_view["tasks"]] == [True]
@@ -89,3 +94,5 @@ def test_an_edited_scene_reuses_the_users_own_pieces_only(kodisc, tmp_path) -> N
     assert len(videos[0]) == len(videos[1])
     errors = [float(((a.astype(float) - b.astype(float)) ** 2).mean()) for a, b in zip(*videos, strict=True)]
     assert all(10 * np.log10(255**2 / e) >= MIN_PSNR for e in errors if e)
+    for role in ("image", "thumbnail"):  # and the copied stills are those bob's render drew
+        assert httpx.get(edited["result"][role]).content == httpx.get(other["result"][role]).content

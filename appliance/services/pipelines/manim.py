@@ -78,7 +78,12 @@ class PieceFinder:
                 continue
             name = f"reuse_{len(sources)}.mp4"
             staged[name], total = render.video, total + size
-            sources.append({"video": name, "pieces": render.pieces})
+            source: dict[str, Any] = {"video": name, "pieces": render.pieces}
+            if render.stills is not None and all(self.artifacts.has(d) for d in render.stills):
+                # its exact last frame's stills: a render ending on its last piece copies them, draws no frame
+                source["image"], source["thumbnail"] = name[:-4] + ".png", name[:-4] + ".jpg"
+                staged[source["image"]], staged[source["thumbnail"]] = render.stills
+            sources.append(source)
             known |= addresses
             jobs.add(render.job)
         return {"artifacts": staged, "reuse": {"sources": sources}} if sources else {}
