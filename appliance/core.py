@@ -49,7 +49,8 @@ class Core:
         self.executor = LocalExecutor(preload=settings.preload, sandbox=settings.sandbox, data_dir=settings.data_dir,
                                       verify=self.verifier, start_timeout_s=settings.task_start_timeout_s,
                                       allow_unsandboxed=settings.allow_unsandboxed,
-                                      launcher_socket=settings.launcher_socket, task_fs=settings.task_fs)
+                                      launcher_socket=settings.launcher_socket, task_fs=settings.task_fs,
+                                      model_warm_idle_s=settings.model_warm_idle_s)
         if settings.executor != "local":  # "dask": tasks run on a Dask cluster's workers (runtime/executors/dask.py)
             self.executor = DaskExecutor.from_settings(settings, self.verifier)
         assert self.executor.artifacts is not None

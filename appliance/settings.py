@@ -57,6 +57,10 @@ class Settings:
     task_disk_mb: int = 4096
     task_fs: str = "auto"  # "auto": each task's own filesystem where one can be made; "off": the measured quota
     task_log_mb: int = 16
+    # a warm parent with torch and diffusers imported (and one CPU model loaded) serves model tasks until this
+    # long after the last one; admission counts its memory meanwhile (runtime/warm_memory.py); 0: model tasks
+    # start cold
+    model_warm_idle_s: float = 600.0
     preload: tuple[str, ...] = ("numpy", "PIL", "manim", "renderers.manim_scene", "renderers.movie.compose",
                                 "renderers.movie.assemble", "cv2", "renderers.image.pipeline")
     retention_days: int = 90
@@ -126,4 +130,6 @@ def load(config: Path | None = None, environ: Mapping[str, str] | None = None, *
     coerced: dict[str, Any] = {k: _coerce(k, _KINDS[str(fields[k].type)], v) for k, v in values.items()}
     if coerced.get("task_fs", "auto") not in ("auto", "off"):
         raise SettingsError(f"task_fs must be auto or off, got {coerced['task_fs']!r}")
+    if not 0 <= coerced.get("model_warm_idle_s", 0) <= 86400:
+        raise SettingsError(f"model_warm_idle_s must be 0 to 86400 seconds, got {coerced['model_warm_idle_s']}")
     return Settings(**coerced)

@@ -157,8 +157,11 @@ class Launcher:
         conn.settimeout(None)
         # task_fs "off" (the server's setting) only trades the kernel's disk quota for the measured one
         task_fs = "off" if hello.get("task_fs") == "off" else "auto"
+        idle = hello.get("model_warm_idle_s")  # how long the warm model parent waits: a number, bounded
+        idle = float(min(max(idle, 0), 86400)) if type(idle) in (int, float) and idle == idle else 600.0
         config = {"fd": conn.fileno(), "preload": preload[:64], "sandbox": True, "allow_unsandboxed": False,
-                  "extra_readonly": [], "work_root": self.work_root, "owner_uid": uid, "task_fs": task_fs}
+                  "extra_readonly": [], "work_root": self.work_root, "owner_uid": uid, "task_fs": task_fs,
+                  "model_warm_idle_s": idle}
         child = subprocess.Popen([sys.executable, "-m", "appliance.runtime.executors.zygote", json.dumps(config)],
                                  pass_fds=[conn.fileno()], env=child_env(), cwd="/", stdin=subprocess.DEVNULL,
                                  start_new_session=True)

@@ -22,6 +22,7 @@ from appliance.runtime.executors.base import Executor, Message, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
 from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
+from appliance.runtime.warm_memory import WarmMemory
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs
 from appliance.store.db import dumps, loads, now_iso
@@ -76,6 +77,8 @@ class Scheduler:
         self.settings, self.db, self.executor = settings, db, executor
         self.capacity, self.work, self.artifacts = capacity, work, artifacts
         self.gpu_pool = GpuPool(capacity.gpus)  # which GPU and NVENC session each running task holds
+        # what this machine's zygote keeps warm for model tasks, outside every task (a Dask worker's its own)
+        self.warm = WarmMemory(settings.model_warm_idle_s if settings.executor == "local" else 0)
         self.lifecycle: JobEvents = _Unattached()  # services/lifecycle.JobLifecycle, attached by the composition root
         self.user_caps: Callable[[str], int | None] = lambda user_id: None
         self.on_task_end: Callable[[TaskRow, str | None], None] = lambda task, error: None  # metrics
@@ -122,6 +125,7 @@ class Scheduler:
             used["cpu"] += task["cpu"]
             used["mem_mb"] += task["mem_mb"]
             used["gpu"] += entry.get("gpu_slots", 0)  # compute slots granted (resources.GpuPool)
+        used["mem_mb"] += self.warm.held_mb()
         return used
 
     # ---- admission -------------------------------------------------------------------------------
@@ -141,6 +145,7 @@ class Scheduler:
         """Start what fits, in fair order (admission.plan: fit, fairness, reservations)."""
         ready = [t for t in jobs.ready_tasks(self.db) if t["id"] not in self._running]
         running = admission.Running.of((e["task"], e.get("gpu_slots", 0)) for e in self._running.values())
+        running.used.mem_mb += self.warm.held_mb()  # the warm model parents, beside the tasks
         for task, decision in admission.plan(ready, running, self.capacity, self.user_caps, self.gpu_pool):
             if decision == "no_gpu":
                 self._task_failed(task, NO_GPU_DASK if self.settings.executor == "dask" else NO_GPU)
@@ -165,6 +170,7 @@ class Scheduler:
                          log_path=str(self.work.log_path(task["id"])))
         self.lifecycle.started(job)
         grant = self.gpu_pool.grant(task["id"], **admission.gpu_ask(task, task_input))  # as admission planned
+        self.warm.started(task["renderer"], task_input, grant.gpu)
         spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
                         inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]),
                         gpu=grant.gpu, nvenc=grant.nvenc, gpu_compute=grant.compute)

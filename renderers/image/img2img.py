@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,7 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
     try:
         folder = assemble(workdir, dict(spec["files"]))
         _threads()
+        preloaded = "diffusers" in sys.modules  # forked from the warm model parent (its imports done)
         import diffusers  # noqa: F401 - timed here: the import a warm worker would pay once (docs/models.md)
 
         imported = time.perf_counter()
@@ -321,7 +323,7 @@ def render(task_input: dict, workdir: Path, report: Reporter) -> dict:
     except ModelError as exc:
         raise RenderError(f"img2img model {spec.get('name')!r}: {exc}") from None
     meta["startup"] = {"import_s": round(imported - task_start, 3), "load_s": round(loaded - imported, 3),
-                       "kept": kept is not None}  # forked with its pipeline loaded (a warm model parent's)
+                       "preloaded": preloaded, "kept": kept is not None}  # kept: forked with its pipeline loaded
     Image.fromarray(out).save(workdir / OUTPUT, compress_level=1)
     report.log(f"img2img {spec.get('name')!r} on {meta['device']} ({device_note(device)}): prompt {meta['prompt']!r} "
                f"({meta['prompt_tokens']} tokens), strength {meta['strength']}, {meta['steps_run']} steps, "

@@ -44,15 +44,16 @@ def test_img2img_tasks_fork_from_the_warm_parent(make_server, tiny):
         return done, _img2img(server, done["job_id"])
 
     _, cold = job("brass")  # the first model task forks cold and starts the parent
-    assert cold["startup"]["import_s"] > 1.0, cold
+    assert not cold["startup"]["preloaded"], cold
     warm = None
     for words in ("steel", "chrome", "gold", "copper"):  # the parent imports meanwhile (seconds on a busy box)
         done, meta = job(words)
-        if meta["startup"]["import_s"] < 0.5:
+        if meta["startup"]["preloaded"]:
             warm = meta
             break
     assert warm is not None, "no task forked from the warm parent"
-    assert warm["first_step_s"] < cold["first_step_s"] / 3, (cold, warm)
+    # what it saves (no timing threshold here: `scripts/model_warm_figures.py` measures it on a quiet box)
+    print(f"\nfirst denoising step: cold {cold['first_step_s']} s, warm {warm['first_step_s']} s")
     assert (warm["device"], warm["gpu"]) == ("cpu", None)
     # a task of the model after that one forks from the loaded parent: its pipeline is already in memory
     kept = None
@@ -62,7 +63,7 @@ def test_img2img_tasks_fork_from_the_warm_parent(make_server, tiny):
             kept = meta
             break
     assert kept is not None, "no task forked with the model loaded"
-    assert kept["startup"]["load_s"] < 0.05 and kept["first_step_s"] < warm["first_step_s"], (warm, kept)
+    assert kept["startup"]["preloaded"], kept
     assert "kept loaded" in (server.data_dir / "server.log").read_text()
 
     picture = fetch_image(server, done["output_url"])

@@ -86,7 +86,8 @@ class ZygoteClient:
                 raise RuntimeError(f"the launcher at {path} runs as uid {uid}, not root: refusing it")
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused: its answer is waiting
                 sock.send(json.dumps({"preload": self._config["preload"],
-                                      "task_fs": self._config.get("task_fs", "auto")}).encode())
+                                      "task_fs": self._config.get("task_fs", "auto"),
+                                      "model_warm_idle_s": self._config.get("model_warm_idle_s", 600.0)}).encode())
         except OSError as exc:
             sock.close()
             raise RuntimeError(f"cannot reach the launcher at {path} ({exc.strerror or exc}): start it with "

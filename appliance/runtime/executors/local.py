@@ -43,13 +43,14 @@ class LocalExecutor:
     def __init__(self, *, preload: Sequence[str] = ("numpy", "PIL", "manim"), sandbox: bool = True,
                  extra_readonly: Sequence[Path] = (), data_dir: Path | None = None,
                  verify: Verifier | None = None, start_timeout_s: float = 60, allow_unsandboxed: bool = False,
-                 launcher_socket: str = "", task_fs: str = "auto") -> None:
+                 launcher_socket: str = "", task_fs: str = "auto", model_warm_idle_s: float = 600.0) -> None:
         if task_fs not in TASK_FS:
             raise ValueError(f"task_fs must be one of: {', '.join(TASK_FS)}, got {task_fs!r}")
         self._config: dict[str, Any] = {
             "preload": list(preload), "sandbox": sandbox, "allow_unsandboxed": allow_unsandboxed, "task_fs": task_fs,
             "extra_readonly": [str(p) for p in extra_readonly], "start_timeout_s": start_timeout_s,
-            "launcher_socket": launcher_socket}  # set: the zygote is the privileged launcher's (launcher.py)
+            "launcher_socket": launcher_socket,  # set: the zygote is the privileged launcher's (launcher.py)
+            "model_warm_idle_s": model_warm_idle_s}
         self._root = data_dir
         self.artifacts = Artifacts(data_dir / "artifacts") if data_dir else None
         self._verify = verify
