@@ -3,8 +3,8 @@
 Two paths:
 - no video layers ("stills"): the picture only changes where a layer appears, disappears or fades, so each
   distinct picture is composited ONCE with Pillow and ffmpeg holds it for its frames (``setpts`` + ``fps``).
-  A picture held for two seconds or more is encoded for one second only and that clip is repeated by stream
-  copy (in-process, ``mux.join_blocks``), so x264 never sees most of the identical frames;
+  A picture held for two blocks (half a second each) or more is encoded for one block only and that clip is
+  repeated by stream copy (in-process, ``mux.join_blocks``), so x264 never sees most of the identical frames;
 - with video layers ("layered", ``layered.py``): one filter graph on a ``color`` background; text/image layers are
   Pillow sprites (atlas pages, decoded once) and video layers are branches of one decode per source
   (``decode.py``), each overlaid while the scene clock is inside its window.
@@ -35,10 +35,15 @@ from renderers.preview import Preview
 X264_PRESET = "veryfast"
 SCENE_FILE = "scene.mp4"
 LAST_FRAME_FILE = "last.jpg"  # the scene's last frame, when the renderer has it without decoding
-# x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search.
+# x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search, and
+# one thread: x264 spends ~5 ms on every 1080p frame even when it only repeats the last picture, and a pool of
+# frame threads adds to that (each thread's frames are fresh memory to fault in) without speeding up such frames.
 # None of them changes the SPS/PPS, so these clips still concat with the others (preset stays X264_PRESET).
-STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0"
-BLOCK_SECONDS = 1  # a picture held for >= 2 blocks is encoded for one block, then repeated (one IDR per block)
+STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0:threads=1"
+# A picture held for >= 2 blocks is encoded for one block, then repeated (one IDR per block). Half a second: the
+# x264 frames of a held picture are what a stills scene costs, and an IDR of a still picture is small (~15 KB at
+# 1080p for a title on a plain background), so twice the IDRs cost less than 15 more frames through x264.
+BLOCK_SECONDS = 0.5
 _TMP_DIR = "scene_tmp"
 BLOCK_AUDIO = "audio.m4a"  # the stills path's audio, encoded beside its blocks
 _PREPARE_SHARE = 0.1  # of the progress bar, for drawing sprites before ffmpeg starts
@@ -58,7 +63,9 @@ class Canvas:
     threads: int = 0
 
     def x264(self, params: str) -> str:
-        return ":".join(p for p in (params, f"threads={self.threads}" if self.threads else "") if p)
+        """x264-params with the thread budget, unless ``params`` sets its own thread count (stills: one)."""
+        budget = f"threads={self.threads}" if self.threads and "threads=" not in params else ""
+        return ":".join(p for p in (params, budget) if p)
 
     def threaded(self, stream):
         """An output node with the filter graph's thread pool sized to the budget (decoders: ``decode.Decodes``)."""
@@ -287,7 +294,7 @@ def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio,
     pictures = _Pictures(sprites, canvas)
     pictures.preview = Preview(out.parent)  # out is in the workdir (renderers/preview.py)
     parts = still_parts(sprites, canvas)
-    blocks, playlist = plan_blocks(parts, canvas.fps * BLOCK_SECONDS)
+    blocks, playlist = plan_blocks(parts, max(1, round(canvas.fps * BLOCK_SECONDS)))
     if len(playlist) == 1:  # nothing repeats: one pass, straight into the scene file
         video, feed = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
         _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS, feed)

@@ -48,8 +48,14 @@ def _video_packets(playlist: list[Path], frames: list[int], fps: int) -> Iterato
     import av
 
     played = Fraction(0)  # seconds of video before the current block
-    for path, count in zip(playlist, frames, strict=True):
-        with av.open(str(path)) as block:
+    opened: dict[Path, Any] = {}
+    try:
+        for path, count in zip(playlist, frames, strict=True):
+            if path in opened:  # a repeat: read it again from the start, without opening (and probing) it again
+                block = opened[path]
+                block.seek(0)
+            else:
+                block = opened[path] = av.open(str(path))
             stream = block.streams.video[0]
             packets = [p for p in block.demux(stream) if p.dts is not None and p.pts is not None]
             if not packets or stream.time_base is None:
@@ -60,7 +66,10 @@ def _video_packets(playlist: list[Path], frames: list[int], fps: int) -> Iterato
                 packet.pts = int(packet.pts or 0) + shift
                 packet.dts = int(packet.dts or 0) + shift
                 yield packet
-        played += Fraction(count, fps)
+            played += Fraction(count, fps)
+    finally:
+        for block in opened.values():
+            block.close()
 
 
 def concat_scenes(files: list[Path], dst: Path) -> dict:

@@ -8,6 +8,8 @@
   per frame): the very same scene file as ``repeat`` gives, with late, short, faded and rotated layers;
 - sources are probed in-process with PyAV (``movie.probe``): the same answers as ffprobe and ffmpeg's
   first-frame decode, for every kind of media the conformance documents use;
+- a held picture on the stills path is encoded once per half-second block by a one-thread x264 and the block
+  repeated: the joined scene (each distinct block opened once) has the packets of ffmpeg's concat demuxer;
 - scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
   demuxer with ``-copyts``, and the meta it counts while muxing is what probing the output says.
 """
@@ -163,6 +165,36 @@ def test_sources_that_need_a_conversion_get_one(tmp_path):
     assert not layered.needs_no_conversion(four_four_four, W, H)
     exact = probe_source(_bt709_clip(tmp_path, "exact.mp4", "-pix_fmt", "yuv420p"))
     assert layered.needs_no_conversion(exact, W, H) and not layered.needs_no_conversion(exact, W, H + 2)
+
+
+def test_a_held_picture_is_encoded_once_per_block_and_repeated(tmp_path, monkeypatch):
+    from renderers.movie import compose
+
+    scene = {"id": "s", "duration": 3, "bgColor": "#0f172a", "layers": [
+        {"id": "t", "type": "text", "text": "held", "position": {"x": 20, "y": 20},
+         "size": {"width": 200, "height": 60}, "color": "#00d4ff"}]}
+    normalized = validate_and_normalize({"width": W, "height": H, "fps": FPS, "scenes": [scene]})["scenes"][0]
+    graphs = []
+    real = ff.run_with_progress
+    monkeypatch.setattr(ff, "run_with_progress", lambda stream, *a: graphs.append(" ".join(
+        ffmpeg.compile(stream))) or real(stream, *a))
+    monkeypatch.setattr(compose.shutil, "rmtree", lambda *a, **k: None)  # keep the blocks for the reference join
+    render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS, "sources": {}}, tmp_path, NullReporter())
+    assert len(graphs) == 1 and "threads=1" in graphs[0] and "-segment_frames 12 " in graphs[0]
+    ours = tmp_path / "scene.mp4"
+    packets = [packet for packet in _packets(ours) if packet[0] == "video"]
+    assert len(packets) == 3 * FPS
+    assert [index for index, packet in enumerate(packets) if packet[3]] == list(range(0, 3 * FPS, 12))
+    frames = m.frames(ours)
+    assert len(frames) == 3 * FPS and np.abs(frames.astype(int) - frames[0]).mean() < 0.5  # one picture, coded twice
+    blocks = tmp_path / "scene_tmp"
+    listing = tmp_path / "blocks.txt"  # the playlist: block 0 six times (72 frames), then block 1 (3 frames)
+    listing.write_text("".join(f"file '{blocks / name}'\n" for name in ["block_000.mp4"] * 6 + ["block_001.mp4"]))
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-i",
+                    str(blocks / "audio.m4a"), "-map", "0:v", "-map", "1:a", "-c", "copy", str(tmp_path / "ref.mp4")],
+                   check=True)
+    reference = [packet for packet in _packets(tmp_path / "ref.mp4") if packet[0] == "video"]
+    assert [packet[1:] for packet in packets] == [packet[1:] for packet in reference]
 
 
 def test_pyav_probe_answers_as_ffprobe_does(tmp_path):
