@@ -15,15 +15,21 @@ and only the names the validated index lists are served (a name is never a path)
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
 
+from appliance.delivery import scenestream
+from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors import live_mirror as mirror
+from appliance.store.db import loads
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+ENDED = ("done", "failed", "cancelled")
 
 
 def _open_live(workdir: Path) -> int | None:
@@ -34,7 +40,10 @@ def _open_live(workdir: Path) -> int | None:
 
 
 def find(data_dir: Path, tasks: list[Any]) -> tuple[Path, dict[str, Any]] | None:
-    """(the live folder's workdir, its validated index) of the job's Manim task that has one, running first."""
+    """(the live folder's workdir, its validated index) of the job's Manim task that has one, running first; for
+    a movie, of its finished scenes (delivery/scenestream.py)."""
+    if any(t["renderer"] == "movie.scene" for t in tasks):
+        return _movie(data_dir, tasks)
     ordered = sorted(tasks, key=lambda t: t["status"] != "running")
     for task in ordered:
         if task["renderer"] != "manim" or task["status"] not in ("running", "queued"):
@@ -51,6 +60,33 @@ def find(data_dir: Path, tasks: list[Any]) -> tuple[Path, dict[str, Any]] | None
             os.close(fd)
         return workdir, index
     return None
+
+
+def _movie(data_dir: Path, tasks: list[Any]) -> tuple[Path, dict[str, Any]] | None:
+    """A rendering movie's finished scenes, in order up to the first one not done, as a live stream built in
+    data_dir/tmp/live-<job>/ (removed once the movie is assembled or has ended: the page plays the output)."""
+    workdir = data_dir / "tmp" / f"live-{tasks[0]['job_id']}"
+    if all(t["status"] in ENDED for t in tasks if t["renderer"] == "movie.assemble"):
+        shutil.rmtree(workdir, ignore_errors=True)
+        return None
+    store, clips, fps = Artifacts(data_dir / "artifacts"), [], 0
+    for task in sorted((t for t in tasks if t["renderer"] == "movie.scene"), key=lambda t: t["idx"]):
+        result = loads(task["result"], {}) if task["status"] == "done" else {}
+        name = (result.get("files") or {}).get("scene")
+        digest = (result.get("outputs") or {}).get(name) if name else None
+        if not isinstance(digest, str) or not store.has(digest):
+            break
+        clips.append(digest)
+        fps = int(loads(task["input"], {}).get("fps") or 0)
+    if not clips or not 1 <= fps <= 240:
+        return None
+    index = scenestream.build([store.path(d) for d in clips], fps, workdir / mirror.LIVE_DIR, ",".join(clips))
+    if index is None:
+        return None
+    try:
+        return workdir, mirror.clean_index(json.dumps(index).encode())
+    except mirror.Refused:
+        return None
 
 
 def playlist(index: dict[str, Any], base: str, ended: bool) -> str:

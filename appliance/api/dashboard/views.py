@@ -221,9 +221,11 @@ def job_detail(service: JobService, job_id: str, estimator: Estimator | None = N
                        for d in deliveries.of_job(service.db, job_id)],
         "files": files, "media": _media(files), "inputs": _inputs(service, job),
         "preview": f"/dashboard/api/jobs/{job_id}/preview.jpg" if active else None,
-        # a Manim render's growing HLS playlist (api/dashboard/livestream.py): 404 until its first piece is done
+        # a Manim render's or a movie's growing HLS playlist (api/dashboard/livestream.py): 404 until its first
+        # animation or scene is done; ``liveUnit`` names what each segment is
         "live": f"/dashboard/api/jobs/{job_id}/live.m3u8" if active and any(
-            t["renderer"] == "manim" for t in tasks) else None,
+            t["renderer"] in ("manim", "movie.scene") for t in tasks) else None,
+        "liveUnit": "scene" if any(t["renderer"] == "movie.scene" for t in tasks) else "animation",
         "actions": {"cancel": active, "retry": job["status"] in ("failed", "cancelled"), "delete": not active},
     }
 

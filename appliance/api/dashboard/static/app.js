@@ -322,7 +322,8 @@ async function jobPage(main, jobId) {
       const img = h("img", {id: "live-frame", alt: "latest rendered frame", hidden: true});
       const note = h("p", {class: "muted", id: "live-note"}, "Waiting for the first frame…");
       const title = h("h2", {}, "Latest frame");
-      // a Manim render's finished animations, playable while the rest renders (the frame until the first is done)
+      // a Manim render's finished animations (a movie's scenes), playable while the rest renders (the frame until
+      // the first is done)
       const video = data.live && window.MediaSource ? h("video", {id: "live-video", controls: true, muted: true,
         autoplay: true, playsinline: true, hidden: true}) : null;
       preview.replaceChildren(title, video || "", img, note);
@@ -333,7 +334,7 @@ async function jobPage(main, jobId) {
         video.hidden = false;
         img.remove();  // the still frame gives way to the moving picture
         title.textContent = "Live";
-        note.textContent = `${state.segments} animation${state.segments === 1 ? "" : "s"} rendered so far` +
+        note.textContent = `${state.segments} ${data.liveUnit}${state.segments === 1 ? "" : "s"} rendered so far` +
           (state.done ? " · all rendered" : " · more to come");
       });
       let shown = null;
