@@ -5,7 +5,8 @@
 - a base video already in the scene's format (yuv420p, BT.709 limited, the canvas size) skips the colour
   conversion: the very same scene file as with the conversion; full-range, BT.601 or other-size sources convert;
 - overlays end with ``eof_action=pass`` on streams that last their layers' windows (no full-frame copy per overlay
-  per frame): the very same scene file as ``repeat`` gives, with late, short, faded and rotated layers;
+  per frame), and small ones blend on one thread: the very same scene file as ``repeat`` and the slice-thread
+  pool give, with late, short, faded and rotated layers;
 - sources are probed in-process with PyAV (``movie.probe``): the same answers as ffprobe and ffmpeg's
   first-frame decode, for every kind of media the conformance documents use;
 - a held picture on the stills path is encoded once per half-second block by a one-thread x264 and the block
@@ -116,8 +117,9 @@ def test_overlays_passing_at_their_end_give_the_same_scene(clip, tmp_path, monke
          "position": {"x": 300, "y": 20}, "size": {"width": 160, "height": 50}}]}
     normalized = validate_and_normalize({"width": W, "height": H, "fps": FPS, "scenes": [scene]})["scenes"][0]
     files = {}
-    for eof in ("pass", "repeat"):
-        monkeypatch.setattr(layered, "OVERLAY_EOF", eof)
+    for eof, small in (("pass", layered.SMALL_OVERLAY), ("repeat", layered.SMALL_OVERLAY), ("threaded", 10**9)):
+        monkeypatch.setattr(layered, "OVERLAY_EOF", "pass" if eof == "threaded" else eof)
+        monkeypatch.setattr(layered, "SMALL_OVERLAY", small)  # 10**9: every overlay on the slice-thread pool
         workdir = tmp_path / eof
         workdir.mkdir()
         shutil.copy(clip, workdir / "bars.mp4")
@@ -125,7 +127,7 @@ def test_overlays_passing_at_their_end_give_the_same_scene(clip, tmp_path, monke
         render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS,
                       "sources": {"bars.mp4": "bars.mp4", "badge.png": "badge.png"}}, workdir, NullReporter())
         files[eof] = workdir / "scene.mp4"
-    assert files["pass"].read_bytes() == files["repeat"].read_bytes()
+    assert files["pass"].read_bytes() == files["repeat"].read_bytes() == files["threaded"].read_bytes()
     frames = m.frames(files["pass"]).astype(int)
     assert len(frames) == 3 * FPS
     assert np.abs(frames[int(2.8 * FPS), 40:170, 50:230] - frames[int(2.6 * FPS), 40:170, 50:230]).mean() < 2
