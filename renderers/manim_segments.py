@@ -14,7 +14,9 @@ updaters, ``dt`` and random draws advance as they would), but the camera draws n
 its packets are copied from the earlier video. Where the scene's source passes manim_split's rule (no updaters or
 other per-frame state, no clock, seeded randomness), such an animation is fast-forwarded instead: one update to
 its end, as Manim skips an animation, and the clock set where drawing would have left it. Anything that fails to
-hash (an object pickle refuses) gives the piece no address: it is always drawn. The index and the video come
+hash (an object pickle refuses) gives the piece no address: it is always drawn. A render that ends on a copied
+piece takes that earlier render's stills (image.png, thumb.jpg: ``image``/``thumbnail`` of its source, staged
+only where that render drew them) instead of drawing its last frame. The index, the video and the stills come
 from the same user's own earlier task, so a forged index can only put that user's own pixels into that user's own
 video.
 """
