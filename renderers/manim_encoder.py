@@ -12,8 +12,10 @@ before it: the encoder is drained and closed on its thread at once, while the re
 copied animations. One encoder all along would hold the run's last frames in x264's lookahead (40 frames at
 Manim's settings) until the end of the scene: an edited render that draws one animation then copies the others
 waited for the whole animation's encoding after its last copied one (about 0.17 s of a 0.8 s re-render). Every
-run has the same settings and so the same parameter sets, which the join (manim_segments.join) checks. A render
-that copies nothing writes one run, as before (restarting the encoder per piece cost 15 % more encoding).
+run has the same settings and so the same parameter sets, which the join (manim_segments.join) checks: runs are
+for libx264 only (an NVENC session held by the task is one encoder all along, as its parameter sets were never
+compared). A render that copies nothing writes one run, as before (restarting the encoder per piece cost 15 %
+more encoding).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from renderers import manim_live as live
+from renderers.encoder import X264
 
 
 class SceneEncoder:
@@ -37,6 +40,7 @@ class SceneEncoder:
     def __init__(self, writer: Any, path: Path, stream: live.LiveStream | None = None) -> None:
         self.spec, self.path, self.live = writer.video_encoder, path, stream
         # (frame, repeats, the piece it starts or None); a frame of None: a copied piece goes here in the video
+        # (repeats 1: and the run before it ends)
         self.queue: Queue[tuple[np.ndarray | None, int, Any] | None] = Queue(
             maxsize=writer.settings.encoder_queue_size)
         self.thread: Thread | None = None
@@ -75,13 +79,13 @@ class SceneEncoder:
         """A piece copied from an earlier render comes here in the video: the current run ends (its encoder drains
         on its thread), and the live stream (renderers/manim_live.py) puts the piece's packets there, after the
         frames drawn so far."""
-        if self.frames > self.run_start:
-            self.run_ended = True
+        ends = self.frames > self.run_start and not self.run_ended and self.spec.codec == X264
+        self.run_ended = self.run_ended or ends
         if self.thread is None:  # nothing drawn is inside the encoder
             if self.live is not None:
                 self.live.copied(piece, self.frames, now=True)
         else:
-            self.queue.put((None, 0, piece))
+            self.queue.put((None, int(ends), piece))
 
     def end_animation(self, allow_write: bool = False) -> None:
         self.writing = False
@@ -121,12 +125,12 @@ class SceneEncoder:
         try:
             while (item := self.queue.get()) is not None:
                 pixels, repeats, piece = item
-                if pixels is None:  # a copied piece: the run ends here, and the piece goes out in the live stream
-                    if run is not None:
+                if pixels is None:  # a copied piece: the run may end here; the piece goes out in the live stream
+                    if repeats and run is not None:
                         run.close(self)
                         run = None
-                    if self.live is not None:
-                        self.live.copied(piece, pts, now=True)
+                    if self.live is not None:  # at once where no drawn frame is inside the encoder
+                        self.live.copied(piece, pts, now=run is None)
                     continue
                 if run is None:
                     run = _Run(self.spec, piece.path if piece is not None and piece.path is not None else self.path)

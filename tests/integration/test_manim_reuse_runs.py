@@ -63,3 +63,20 @@ def test_a_render_that_ends_on_drawn_pieces_after_copied_ones(tmp_path: Path) ->
     assert index["done"] and index["failed"] is None
     assert frame_hashes(joined) == frame_hashes(edited / "work" / "video.mp4")
     assert outputs["meta"]["frames"] == len(frame_hashes(joined))
+
+
+def test_an_encoder_without_runs_keeps_one_stream(tmp_path: Path) -> None:
+    """Runs are for libx264 only: with another encoder (an NVENC session, here libx264 under another name) the
+    copied pieces go between drawn ones of one encoder, as before, and the video is the same."""
+    first, edited, fresh = (tmp_path / name for name in ("first", "edited", "fresh"))
+    for folder in (first, edited, fresh):
+        folder.mkdir()
+    render(first, NOTES.format(first="one", second="two"))
+    patch = "import renderers.manim_encoder as encoder\nencoder.X264 = 'not this one'"
+    render(edited, NOTES.format(first="three", second="four"), reuse=[first], patch=patch)
+    assert drawn(edited, first) == [1, 3]
+    render(fresh, NOTES.format(first="three", second="four"))
+    assert_same_pictures(edited, fresh, exact=False)
+    index, joined = live_video(edited)
+    assert index["done"] and index["failed"] is None
+    assert frame_hashes(joined) == frame_hashes(edited / "work" / "video.mp4")
