@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from appliance.errors import one_line
 from appliance.runtime import sandbox
 from appliance.runtime.executors.model_pipeline import KEPT_OUT, LoadedParent, fits, fork_worker, model_of, say
+from appliance.runtime.executors.task_worker import fork_peer
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
@@ -54,20 +55,7 @@ class ModelParent:
     """The zygote's side of the warm parent: started, spawned from, and closed by the zygote only."""
 
     def __init__(self, zygote: Zygote, idle_s: float = IDLE_S) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            self.pid = os.fork()
-        except OSError:
-            ours.close()
-            theirs.close()
-            raise
-        if self.pid == 0:
-            ours.close()
-            _serve(zygote, theirs)
-        theirs.close()
-        self.sock = ours
+        self.pid, self.sock = fork_peer(lambda sock: _serve(zygote, sock))
         self.ready = False
         self.idle_s = idle_s
         self.used_at = time.monotonic()

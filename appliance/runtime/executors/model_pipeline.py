@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox
+from appliance.runtime.executors.task_worker import fork_peer
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
@@ -88,13 +89,8 @@ class LoadedParent:
     """The warm parent's side of one loaded parent."""
 
     def __init__(self, zygote: Zygote, model: dict[str, Any]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.pid = os.fork()
-        if self.pid == 0:
-            ours.close()
-            _load_and_serve(zygote, theirs, model)
-        theirs.close()
-        self.sock, self.sha256 = ours, str(model["sha256"])
+        self.pid, self.sock = fork_peer(lambda sock: _load_and_serve(zygote, sock, model))
+        self.sha256 = str(model["sha256"])
         self.ready = False
         self.error: str | None = None
 

@@ -10,9 +10,11 @@ import json
 import os
 import resource
 import signal
+import socket
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
@@ -394,6 +396,25 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def fork_peer(serve: Callable[[socket.socket], NoReturn]) -> tuple[int, socket.socket]:
+    """A forked child that the caller talks to over one SOCK_SEQPACKET pair: (its pid, the caller's end). The
+    child closes the caller's end and runs ``serve`` with its own, never returning; buffered output is flushed
+    first, so neither side writes it twice. The zygote's spare worker and the warm model parents are made so."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    _flush_std()
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:
+        ours.close()
+        serve(theirs)
+    theirs.close()
+    return pid, ours
 
 
 def _flush_std() -> None:

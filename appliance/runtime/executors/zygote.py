@@ -49,6 +49,7 @@ from appliance.runtime.executors.task_worker import (
     _close_fds_except,
     _flush_std,
     cgroup_name,
+    fork_peer,
     own_session,
     protect_from_oom_killer,
 )
@@ -352,19 +353,7 @@ class Spare:
     """
 
     def __init__(self, zygote: Zygote) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        _flush_std()
-        try:
-            self.pid = os.fork()
-        except OSError:
-            ours.close()
-            theirs.close()
-            raise
-        if self.pid == 0:
-            ours.close()
-            self._wait(zygote, theirs)
-        theirs.close()
-        self.sock = ours
+        self.pid, self.sock = fork_peer(lambda sock: self._wait(zygote, sock))
 
     @staticmethod
     def _wait(zygote: Zygote, sock: socket.socket) -> NoReturn:
