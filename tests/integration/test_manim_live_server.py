@@ -14,8 +14,9 @@ from tests.conftest import frame_hashes, wait_for
 
 PASSWORD = "correct horse battery staple"
 ENV = {"APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "1"}  # one whole-scene task: the one that streams its pieces
-# 17 pieces of 1 s at 10 fps; the pause after each keeps the render going for ~20 s, so the first pieces are
+# 11 pieces of 1 s at 10 fps; the pause after each keeps the render going for ~10 s, so the first pieces are
 # playable long before the last is drawn (x264 holds up to 40 frames back: a piece is out ~4 pieces later).
+PIECES = 11
 SCENE = '''import time
 from manim import *
 
@@ -23,9 +24,9 @@ class Live(Scene):
     def construct(self):
         square = Square(side_length=3, color=BLUE, fill_opacity=0.6)
         self.play(Create(square), run_time=1)
-        for i in range(16):
+        for i in range(10):
             self.play(square.animate.rotate(0.3).set_color([RED, GREEN, BLUE, YELLOW][i % 4]), run_time=1)
-            time.sleep(1)
+            time.sleep(0.7)
 '''
 
 
@@ -64,7 +65,7 @@ def test_the_job_page_plays_the_growing_playlist_while_the_scene_renders(make_se
     for tag in ("#EXT-X-VERSION:7", '#EXT-X-MAP:URI="', "#EXT-X-PLAYLIST-TYPE:EVENT", "#EXTINF:1.000000,"):
         assert tag in playlist.text
     shown = len(segments_of(playlist.text))
-    assert 1 <= shown < 17
+    assert 1 <= shown < PIECES
     assert "more to come" in d.find_element(By.ID, "live-note").text
 
     # what the segments show, fetched as they come: the final video's first frames, the same packets

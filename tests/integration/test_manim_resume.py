@@ -31,7 +31,7 @@ class Resume(Scene):
         self.play(Create(square), run_time=1)
         for i in range({PIECES - 1}):
             self.play(square.animate.rotate(0.4).set_color([RED, GREEN, BLUE, YELLOW][i % 4]), run_time=1)
-            time.sleep(0.5)
+            time.sleep(0.35)
 '''
 
 

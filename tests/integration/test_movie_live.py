@@ -46,8 +46,8 @@ def test_a_rendering_movie_plays_its_finished_scenes(make_server):
     server.cli("users", "create", "ada")
     headers = server.h = {"x-api-key": server.new_key("ada", "viralsync")["key"]}  # as wait() reads it
     body = small_movie(n_scenes=4, seconds=1.0)
-    body["movie"]["scenes"][3]["duration"] = 40  # one scene at a time: the last one keeps the job rendering
-    body["movie"]["scenes"][3]["layers"][0]["duration"] = 40
+    body["movie"]["scenes"][3]["duration"] = 24  # one scene at a time: the last one keeps the job rendering
+    body["movie"]["scenes"][3]["layers"][0]["duration"] = 24
     r = httpx.post(f"{server.url}/v1/render/jobs", json=body, headers=headers, timeout=30)
     assert r.status_code == 202, r.text
     job_id = r.json()["jobId"]
