@@ -35,11 +35,11 @@ from renderers.preview import Preview
 X264_PRESET = "veryfast"
 SCENE_FILE = "scene.mp4"
 LAST_FRAME_FILE = "last.jpg"  # the scene's last frame, when the renderer has it without decoding
-# x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search, and
-# one thread: x264 spends ~5 ms on every 1080p frame even when it only repeats the last picture, and a pool of
-# frame threads adds to that (each thread's frames are fresh memory to fault in) without speeding up such frames.
+# x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search. Its
+# threads stay the task's budget: one thread saved ~0.2 CPU-s in the seed's full example (two scenes at once), but
+# a stills scene rendered alone took a third longer (text+image 6 s scene 0.31 -> 0.41 of the floor, BENCHMARKS.md).
 # None of them changes the SPS/PPS, so these clips still concat with the others (preset stays X264_PRESET).
-STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0:threads=1"
+STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0"
 # A picture held for >= 2 blocks is encoded for one block, then repeated (one IDR per block). Half a second: the
 # x264 frames of a held picture are what a stills scene costs, and an IDR of a still picture is small (~15 KB at
 # 1080p for a title on a plain background), so twice the IDRs cost less than 15 more frames through x264.
@@ -63,7 +63,7 @@ class Canvas:
     threads: int = 0
 
     def x264(self, params: str) -> str:
-        """x264-params with the thread budget, unless ``params`` sets its own thread count (stills: one)."""
+        """x264-params with the thread budget, unless ``params`` sets its own thread count."""
         budget = f"threads={self.threads}" if self.threads and "threads=" not in params else ""
         return ":".join(p for p in (params, budget) if p)
 

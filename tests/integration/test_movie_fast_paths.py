@@ -9,7 +9,7 @@
   pool give, with late, short, faded and rotated layers;
 - sources are probed in-process with PyAV (``movie.probe``): the same answers as ffprobe and ffmpeg's
   first-frame decode, for every kind of media the conformance documents use;
-- a held picture on the stills path is encoded once per half-second block by a one-thread x264 and the block
+- a held picture on the stills path is encoded once per half-second block by x264 and the block
   repeated: the joined scene (each distinct block opened once) has the packets of ffmpeg's concat demuxer;
 - scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
   demuxer with ``-copyts``, and the meta it counts while muxing is what probing the output says.
@@ -182,7 +182,7 @@ def test_a_held_picture_is_encoded_once_per_block_and_repeated(tmp_path, monkeyp
         ffmpeg.compile(stream))) or real(stream, *a))
     monkeypatch.setattr(compose.shutil, "rmtree", lambda *a, **k: None)  # keep the blocks for the reference join
     render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS, "sources": {}}, tmp_path, NullReporter())
-    assert len(graphs) == 1 and "threads=1" in graphs[0] and "-segment_frames 12 " in graphs[0]
+    assert len(graphs) == 1 and "-segment_frames 12 " in graphs[0]
     ours = tmp_path / "scene.mp4"
     packets = [packet for packet in _packets(ours) if packet[0] == "video"]
     assert len(packets) == 3 * FPS
