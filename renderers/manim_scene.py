@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from renderers import manim_address as addresses
-from renderers import manim_compat
+from renderers import manim_compat, manim_svgpaths
 from renderers import manim_live as live
 from renderers import manim_segments as pieces
 from renderers.base import RenderError, Reporter
@@ -168,6 +168,7 @@ def load_scene_class(code: str, class_name: str) -> type:
     from manim import Scene
 
     manim_compat.apply()  # before any scene code runs (renderers/manim_compat.py)
+    manim_svgpaths.apply()  # glyph paths shared by copies, hashed once (renderers/manim_svgpaths.py)
     module = _exec_scene_code(code)
     scene_class = vars(module).get(class_name)
     if scene_class is None:
