@@ -26,6 +26,7 @@ from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
 from renderers.movie.decode import Decodes
 from renderers.movie.feed import PictureFeed
+from renderers.movie.hugepages import no_huge_pages
 from renderers.movie.layered import layered_video
 from renderers.movie.layers import AUDIO_RATE, Sprite, audio_chain, draw_order, make_sprite, to_yuv, window
 from renderers.movie.mux import join_blocks
@@ -87,7 +88,8 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     part = workdir / "scene.part.mp4"
     report.progress(0.0, "rendering")
     try:
-        last_frame = _render(scene, canvas, sources, tmp, part, report)
+        with no_huge_pages():  # x264's huge pages cost more to zero than they save: see hugepages.py
+            last_frame = _render(scene, canvas, sources, tmp, part, report)
     except ff.FfmpegError as exc:
         report.log(str(exc))
         raise RenderError(f"scene '{scene['id']}': ffmpeg failed: {_reason(exc)}") from None

@@ -410,6 +410,7 @@ def bench_movie(tmp: Path) -> None:
         api.render(warm)  # starts the warm workers; not measured
 
         # 1. the seed's full example through the API
+        api.phases.clear()
         jobs: list[dict] = []
         ours, ours_cpu, floor_full, ratios = _paired(
             lambda run: jobs.append(api.render(_renamed(full, run))),
@@ -418,6 +419,7 @@ def bench_movie(tmp: Path) -> None:
         _line("full example via API, submit->done / floor (goal <= 0.8)",
               f"{ours:.2f} s / {floor_full:.2f} s -> {ours / floor_full:.2f} (cpu {ours_cpu:.2f} s; {_ratios(ratios)}; "
               f"output {media_data['width']}x{media_data['height']} {media_data['duration']:.2f} s)")
+        _line("  where the time went, s (medians)", _phase_line(api.phases))
 
         # 2. a text-and-image-only scene: through the API, and the renderer alone
         still = {"width": width, "height": height, "fps": FPS,
