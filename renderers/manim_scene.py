@@ -107,8 +107,13 @@ def frame_width(width: int, height: int) -> float:
 
 def _configure(task_input: dict, workdir: Path) -> None:
     from manim import config
+    from manim.constants import RendererType
 
     for key, value in manim_settings(task_input, workdir).items():
+        if key == "renderer" and config.renderer == RendererType(value):
+            # its setter reassigns __bases__ of every class Manim converts between renderers, even to the same
+            # bases: ~8 ms, and CPython's method caches start over; set only where scene code changed it
+            continue
         config[key] = value  # through each property's setter, as the manim CLI does
 
 
