@@ -26,7 +26,7 @@ async def healthz(request: Request) -> Response:
     return json_response({
         "status": "ok", "version": metadata.version("render-appliance"),
         "queue": jobs.queue_counts(core.db), "capacity": core.capacity.as_json(),
-        "used": core.scheduler.used(), "sandbox": core.executor.mechanism,
+        "used": core.scheduler.used(), "sandbox": core.executor.mechanism, "worker": core.worker,
         "freeDiskMb": core.datadir.free_disk_mb(),
         "models": [models.public(e) for e in models.ModelRegistry.of(core.settings.data_dir).entries()],
     })

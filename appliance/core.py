@@ -77,6 +77,7 @@ class Core:
         self.deliverer.on_outcome = self.metrics.webhook_outcome
         self.hotfolder = HotFolder(settings, self.db, self.jobs, self.datadir) if settings.hotfolder_dir else None
         self._sweeper: asyncio.Task | None = None
+        self._warming: asyncio.Task | None = None
 
     @property
     def capacity(self) -> Capacity:
@@ -88,14 +89,36 @@ class Core:
             self.executor.on_capacity = follow_capacity(lambda: self.scheduler.capacity,
                                                         self.scheduler.set_capacity, asyncio.get_running_loop())
         self.verifier.warm()  # its processes import PyAV while the zygote preloads
-        await asyncio.to_thread(self.executor.start)  # the warm worker preloads Manim: seconds, off the loop
+        if isinstance(self.executor, LocalExecutor):
+            # The warm worker preloads Manim (a second or more, off the loop). HTTP answers meanwhile: a task
+            # admitted before it is ready waits for it (the executor's lock), so a restart serves at once.
+            self._warming = asyncio.create_task(self._warm_executor())
+        else:
+            await asyncio.to_thread(self.executor.start)  # the cluster's capacity is known once connected
         await self.scheduler.start()
         await self.deliverer.start()
         self.jobs.resume_planning()
         if self.hotfolder:
             await self.hotfolder.start()
         self._sweeper = asyncio.create_task(self._sweep_loop())
-        log.info("appliance ready: capacity %s, sandbox %s", self.capacity.as_json(), self.executor.mechanism)
+        log.info("appliance serving: capacity %s, sandbox %s", self.capacity.as_json(), self.executor.mechanism)
+
+    @property
+    def worker(self) -> str:
+        """The warm worker, as health says it: ``starting`` (tasks wait for it), ``ready``, or ``failed`` (the
+        next task starts it again)."""
+        if self._warming is None or not self._warming.done():
+            return "starting" if self._warming is not None else "ready"
+        return "ready" if self._warming.result() else "failed"
+
+    async def _warm_executor(self) -> bool:
+        try:
+            await asyncio.to_thread(self.executor.start)
+        except Exception:  # noqa: BLE001 - the first task starts the zygote again and fails alone if it cannot
+            log.exception("the warm worker did not start; the next task tries again")
+            return False
+        log.info("warm worker ready: sandbox %s", self.executor.mechanism)
+        return True
 
     async def stop(self) -> None:
         if self.hotfolder:
@@ -104,6 +127,8 @@ class Core:
             self._sweeper.cancel()
         await self.deliverer.stop()
         await self.scheduler.stop()
+        if self._warming:  # a start in its thread cannot be cancelled: stop what it started
+            await asyncio.gather(self._warming, return_exceptions=True)
         await asyncio.to_thread(self.executor.stop)
         self.verifier.close()
         self.lock.release()

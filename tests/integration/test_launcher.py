@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from appliance.runtime.executors.local import UNKNOWN_SANDBOX as UNKNOWN
 from renderers.ffmpeg import probe, video_stream
-from tests.conftest import PYTHON, ROOT, Server
+from tests.conftest import PYTHON, ROOT, Server, until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher builds sandboxes: needs root")
 NOBODY, NOGROUP, STRANGER = 65534, 65534, 12345
@@ -133,7 +134,9 @@ def test_an_unprivileged_server_renders_through_the_launcher(split):
     wx = subprocess.run([PYTHON, "-c", WX_MAPPING], capture_output=True, text=True, preexec_fn=deny_write_execute)
     mdwe = wx.returncode != 0 and "PermissionError" in wx.stderr  # the server below runs under it too
     print(f"server under PR_SET_MDWE (MemoryDenyWriteExecute): {mdwe}")
-    health = httpx.get(server.url + "/healthz", timeout=10).json()
+    # The server answers while its warm worker starts through the launcher; health names the sandbox once it has.
+    health = until(lambda: (h := httpx.get(server.url + "/healthz", timeout=10).json())["sandbox"] != UNKNOWN and h,
+                   "the launcher's answer")
     assert health["sandbox"].startswith("namespaces("), health  # the launcher's full sandbox, not "rlimits only"
 
     cli_as_nobody(server, "users", "create", "ada", "--credits", "100")

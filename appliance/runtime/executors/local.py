@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # "auto": each task gets a filesystem of its own where one can be made (sandbox/taskfs.py); "off": the measured
 # quota (sandbox/quota.py DiskWatch) for every task
 TASK_FS = ("auto", "off")
+# what health says of the sandbox while the warm worker is still starting through the root launcher
+UNKNOWN_SANDBOX = "unknown until the launcher answers"
 # (renderer, task input, role -> the server's copy of the output) -> a reason to refuse the result, or None
 Verifier = Callable[[str, dict[str, Any], dict[str, Path]], "str | None"]
 
@@ -74,7 +76,7 @@ class LocalExecutor:
     def mechanism(self) -> str:
         """The active sandbox; before start() what a start would get."""
         if self._mechanism is None and self._config["launcher_socket"]:
-            return "unknown until the launcher answers"  # probing here, as another uid, would say NOT_ROOT
+            return UNKNOWN_SANDBOX  # probing here, as another uid, would say NOT_ROOT
         if self._mechanism is None:
             enabled = self._config["sandbox"]
             self._mechanism = sandbox.probe(self._config["extra_readonly"]) if enabled else sandbox.DISABLED
