@@ -98,7 +98,7 @@ class Server:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.1)
+                time.sleep(0.03)
         raise AssertionError("server did not become healthy")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -179,12 +179,11 @@ def frame_hashes(video: bytes | Path) -> list[str]:
                 for f in container.decode(video=0)]
 
 
-@pytest.fixture
-def make_server(tmp_path):
+def _servers(base: Path):
     servers: list[Server] = []
 
     def factory(env: dict | None = None, data_dir: Path | None = None, start: bool = True) -> Server:
-        d = data_dir or tmp_path / f"var{len(servers)}"
+        d = data_dir or base / f"var{len(servers)}"
         d.mkdir(parents=True, exist_ok=True)
         server = Server(d, env)
         servers.append(server)
@@ -193,6 +192,18 @@ def make_server(tmp_path):
     yield factory
     for server in servers:
         server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    yield from _servers(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def make_module_server(tmp_path_factory):
+    """make_server for the tests of a module that share one server: each asserts only on what it made itself
+    (its own user, key or job), never on the server's totals. A server start is a second of the suite's time."""
+    yield from _servers(tmp_path_factory.mktemp("servers"))
 
 
 @pytest.fixture

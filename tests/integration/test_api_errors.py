@@ -47,15 +47,15 @@ def with_keys(server):
     return server
 
 
-@pytest.fixture
-def api(make_server):
-    return with_keys(make_server({"APPLIANCE_PRELOAD": "PIL"}))
+@pytest.fixture(scope="module")
+def api(make_module_server):
+    return with_keys(make_module_server({"APPLIANCE_PRELOAD": "PIL"}))
 
 
-@pytest.fixture
-def strict(make_server):
+@pytest.fixture(scope="module")
+def strict(make_module_server):
     """Loopback webhook targets refused, as in production."""
-    return with_keys(make_server({"APPLIANCE_PRELOAD": "PIL", "APPLIANCE_ALLOW_LOOPBACK_TARGETS": "false"}))
+    return with_keys(make_module_server({"APPLIANCE_PRELOAD": "PIL", "APPLIANCE_ALLOW_LOOPBACK_TARGETS": "false"}))
 
 
 def raw(server, head: str, body: bytes, timeout: float = 20) -> tuple[int, dict, bytes]:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import PYTHON, ROOT, Server
-from tests.integration.test_viralsync_api import small_movie, submit, vs, wait  # noqa: F401 - vs is a fixture
+from tests.integration.test_viralsync_api import small_movie, submit, vs, vs_box, wait  # noqa: F401 - fixtures
 
 
 def test_a_busy_port_is_named_with_its_fix_and_nothing_claims_to_serve(tmp_path):

@@ -16,9 +16,10 @@ from tests.integration.test_viralsync_api import MINIMAL
 HUGE = int("9" * 310)
 
 
-@pytest.fixture
-def box(make_server):
-    server = make_server()
+@pytest.fixture(scope="module")
+def box(make_module_server):
+    """One server for the tests that only send requests (nothing here renders)."""
+    server = make_module_server({"APPLIANCE_PRELOAD": "PIL"})
     server.cli("users", "create", "ada", "--credits", "50")
     server.vs = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
     server.rc = {"Authorization": f"Bearer {server.new_key('ada', 'rendercad')['key']}"}

@@ -51,7 +51,7 @@ def hot_jobs(server) -> list[str]:
 def hot(make_server, tmp_path):
     def start(data_dir: Path | None = None):
         server = make_server({"APPLIANCE_HOTFOLDER_DIR": str(tmp_path / "inbox"), "APPLIANCE_CPU_SLOTS": "2",
-                              "APPLIANCE_HOTFOLDER_QUALITY": "low", "APPLIANCE_HOTFOLDER_RESCAN_S": "1"},
+                              "APPLIANCE_HOTFOLDER_QUALITY": "low", "APPLIANCE_HOTFOLDER_RESCAN_S": "0.5"},
                              data_dir=data_dir)
         server.inbox, server.outbox = tmp_path / "inbox", tmp_path / "outbox"
         return server
@@ -125,8 +125,8 @@ def test_restarts_never_render_twice_nor_lose_a_file(hot):
     wait_for(server.outbox / "alice" / "first.mp4")
     # a scene that takes a while, so the server surely dies while it renders
     slow = SCENE.replace("from manim import *", "import time\nfrom manim import *").replace(
-        "def construct(self):", "def construct(self):\n        time.sleep(4)")
-    assert slow.count("time.sleep(4)") == 1
+        "def construct(self):", "def construct(self):\n        time.sleep(2)")
+    assert slow.count("time.sleep(2)") == 1
     (server.inbox / "alice" / "second.py").write_text(slow)
     deadline = time.time() + 30
     while len(hot_jobs(server)) < 2:  # picked up: its job exists, it has not finished
@@ -137,9 +137,9 @@ def test_restarts_never_render_twice_nor_lose_a_file(hot):
 
     again = hot(data_dir=server.data_dir)
     wait_for(again.outbox / "alice" / "second.mp4")
-    time.sleep(2.5)  # longer than two rescans (1 s apart here): nothing is picked up again
+    time.sleep(2)  # longer than a rescan (0.5 s here), the settling second and a tick: nothing is picked up again
     jobs = hot_jobs(again)
     assert len(jobs) == 2 and all(" completed " in j for j in jobs), jobs
     (again.inbox / "alice" / "first.json").touch()  # same bytes, new mtime: not a new render
-    time.sleep(2.5)
+    time.sleep(2)
     assert len(hot_jobs(again)) == 2

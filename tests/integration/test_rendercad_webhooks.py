@@ -18,7 +18,8 @@ W = "/backend/webhooks.php"
 
 @pytest.fixture
 def rc(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "2"})
+    # RenderCAD retries 60, 300 and 900 s after the first attempt: 0.18, 0.9 and 2.7 s here
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_WEBHOOK_RETRY_SCALE": "0.003"})
     server.cli("users", "create", "ada", "--credits", "2")
     server.key = server.new_key("ada", "rendercad")["key"]
     server.auth = {"Authorization": f"Bearer {server.key}"}
@@ -125,7 +126,7 @@ def test_failed_render_is_delivered_and_failures_are_counted(rc):
 
 def test_a_pending_delivery_survives_a_restart(make_server):
     port = free_port()
-    server = make_server({"APPLIANCE_WEBHOOK_RETRY_SCALE": "0.1"})  # first retry 6 s after the first attempt
+    server = make_server({"APPLIANCE_WEBHOOK_RETRY_SCALE": "0.05"})  # first retry 3 s after the first attempt
     server.cli("users", "create", "cy", "--credits", "2")
     server.auth = {"Authorization": f"Bearer {server.new_key('cy', 'rendercad')['key']}"}
     secret = hook(server, "register", {"url": f"http://127.0.0.1:{port}/hook",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from renderers.ffmpeg import probe, video_stream
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+USERS = itertools.count(1)  # each test its own user on the shared server
 MINIMAL = {"kind": "movie", "projectId": "proj_abc123", "movie": {"width": 1920, "height": 1080, "fps": 30, "scenes": [
     {"id": "scene_1", "duration": 5, "bgColor": "#1a1a2e", "layers": [
         {"id": "headline", "type": "text", "text": "Hello from the API", "startTime": 0, "duration": 5, "zIndex": 1,
@@ -32,13 +34,19 @@ def small_movie(n_scenes: int = 2, seconds: float = 1.0, text: str = "scene") ->
     return {"kind": "movie", "projectId": "p", "movie": {"width": 640, "height": 360, "fps": 15, "scenes": scenes}}
 
 
+@pytest.fixture(scope="module")
+def vs_box(make_module_server):
+    return make_module_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy"})
+
+
 @pytest.fixture
-def vs(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy"})
-    server.cli("users", "create", "ada")
-    server.key = server.new_key("ada", "viralsync")
-    server.h = {"x-api-key": server.key["key"]}
-    return server
+def vs(vs_box):
+    """The module's server, with a user of this test's own: its own plan, job list, usage and rate limit."""
+    vs_box.user = f"ada{next(USERS)}"
+    vs_box.cli("users", "create", vs_box.user)
+    vs_box.key = vs_box.new_key(vs_box.user, "viralsync")
+    vs_box.h = {"x-api-key": vs_box.key["key"]}
+    return vs_box
 
 
 def submit(server, body: dict, headers: dict | None = None) -> httpx.Response:
@@ -115,7 +123,7 @@ def test_errors_have_the_documented_codes(vs):
     r = submit(vs, bad)
     assert (r.status_code, r.json()["code"]) == (400, "INVALID_MOVIE_JSON")
     assert "movie.scenes[0].layers[0].duration" in r.json()["error"]
-    vs.cli("users", "plan", "ada", "pro")
+    vs.cli("users", "plan", vs.user, "pro")
     big = copy.deepcopy(MINIMAL)
     big["movie"].update(width=3840, height=2160)
     assert submit(vs, big).json()["code"] == "PLAN_RESOLUTION_EXCEEDED"
@@ -124,10 +132,10 @@ def test_errors_have_the_documented_codes(vs):
     long = copy.deepcopy(MINIMAL)
     long["movie"]["scenes"][0]["duration"] = 700
     assert submit(vs, long).json()["code"] == "PLAN_DURATION_EXCEEDED"
-    vs.cli("users", "plan", "ada", "free")
+    vs.cli("users", "plan", vs.user, "free")
     r = submit(vs, MINIMAL)
     assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN")
-    vs.cli("users", "plan", "ada", "studio")
+    vs.cli("users", "plan", vs.user, "studio")
     r = httpx.get(f"{vs.url}/v1/jobs/job_000000000000", headers=vs.h)
     assert (r.status_code, r.json()["code"]) == (404, "JOB_NOT_FOUND")
     vs.cli("keys", "revoke", vs.key["keyId"])
@@ -244,19 +252,19 @@ def test_callback_url_gets_signed_progress_and_done_events(vs):
 def test_cli_render_of_a_movie_file(vs, tmp_path):
     doc = tmp_path / "promo.json"
     doc.write_text(json.dumps(small_movie(2, 0.5, "cli")["movie"]))
-    out = vs.cli("render", str(doc), "--user", "ada").strip().splitlines()
+    out = vs.cli("render", str(doc), "--user", vs.user).strip().splitlines()
     video = next(Path(p) for p in out if p.endswith(".mp4"))
     stream = video_stream(probe(video))
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 640, 360)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"scenes": []}))
-    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(bad), "--user", "ada",
+    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "render", str(bad), "--user", vs.user,
                            "--data-dir", str(vs.data_dir)], capture_output=True, text=True, env=vs.env)
     assert proc.returncode == 2 and "scenes" in proc.stderr
 
 
 def test_concurrency_limit_of_the_plan(vs):
-    vs.cli("users", "plan", "ada", "pro")  # 3 concurrent jobs
+    vs.cli("users", "plan", vs.user, "pro")  # 3 concurrent jobs
     ids = [submit(vs, small_movie(1, 8.0, f"busy{i}")).json()["jobId"] for i in range(3)]
     r = submit(vs, small_movie(1, 1.0, "one too many"))
     assert (r.status_code, r.json()["code"]) == (409, "CONCURRENCY_LIMIT_EXCEEDED")
