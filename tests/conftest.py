@@ -1,6 +1,7 @@
 """Shared fixtures: a real appliance server in a subprocess on a free port, with its own data dir."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -73,6 +74,9 @@ def cli(data_dir: Path, *args: str, env: dict | None = None) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"appliance {' '.join(args)} failed: {proc.stderr}")
     return proc.stdout
+
+
+_USERS = itertools.count(1)
 
 
 class Server:
@@ -159,6 +163,13 @@ class Server:
                        json={"code": code, "className": class_name, "quality": "low", "fps": fps})
         assert r.status_code == 202, r.text
         return auth, r.json()["jobId"]
+
+    def fresh_user(self, credits: int | None = None, prefix: str = "ada") -> str:
+        """A user no other test has (tests that share a server each make their own: own credits, plan, cache,
+        job list and rate limits), created through the CLI; its name."""
+        self.user = f"{prefix}{next(_USERS)}"
+        self.cli("users", "create", self.user, *(["--credits", str(credits)] if credits is not None else []))
+        return self.user
 
     def new_key(self, user: str, dialect: str, **opts: str) -> dict:
         args = ["keys", "create", "--user", user, "--dialect", dialect, "--json"]

@@ -29,11 +29,16 @@ def curl(*args: str) -> tuple[int, dict | bytes]:
         return int(code), body
 
 
+@pytest.fixture(scope="module")
+def kodisc_box(make_module_server):
+    return make_module_server({"APPLIANCE_CPU_SLOTS": "2"})
+
+
 @pytest.fixture
-def kodisc(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "2"})
-    server.cli("users", "create", "ada", "--credits", "500")
-    server.key = server.new_key("ada", "kodisc")
+def kodisc(kodisc_box):
+    """The module's server, with a user of this test's own (500 credits, its own cache and rate limit)."""
+    server = kodisc_box
+    server.key = server.new_key(server.fresh_user(500), "kodisc")
     server.auth = {"Authorization": f"Bearer {server.key['key']}"}
     return server
 
@@ -60,7 +65,7 @@ def test_quickstart_as_written_with_curl(kodisc, tmp_path):
         code, job = curl(f"{kodisc.url}/api/v2/render/{queued['jobId']}", "-H", f"Authorization: Bearer {key}")
         if job["status"] in ("completed", "failed") or time.time() > deadline:
             break
-        time.sleep(1)
+        time.sleep(0.3)
     assert code == 200 and job["status"] == "completed", job
     assert list(job) == ["jobId", "endpoint", "status", "createdAt", "completedAt", "durationMs", "creditsCost",
                          "metadata", "result", "error"]
@@ -80,7 +85,7 @@ def test_auth_failures_are_401(kodisc):
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer kdsc_live_nothex"}).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer kdsc_live_" + "0" * 48}).status_code == 401
-    other = kodisc.new_key("ada", "viralsync")["key"]
+    other = kodisc.new_key(kodisc.user, "viralsync")["key"]
     assert httpx.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 401
     kodisc.cli("keys", "revoke", kodisc.key["keyId"])
     r = httpx.get(url, headers=kodisc.auth)
@@ -177,7 +182,7 @@ def test_failed_scene_refunds_and_webhook_is_signed_and_retried(kodisc):
 @pytest.mark.slow
 def test_completed_webhook_from_the_keys_default_url_and_cache_hit(kodisc):
     receiver = Receiver()
-    key = kodisc.new_key("ada", "kodisc", webhook_url=receiver.url)
+    key = kodisc.new_key(kodisc.user, "kodisc", webhook_url=receiver.url)
     auth = {"Authorization": f"Bearer {key['key']}"}
     first = poll(kodisc, httpx.post(f"{kodisc.url}/api/v2/render", json=TINY, headers=auth).json()["jobId"], auth)
     assert first["status"] == "completed", first

@@ -100,11 +100,16 @@ def wait_no_uid(uids: set[int], server, timeout: float = 10) -> list:
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="module")
+def kodisc_box(make_module_server):
+    return make_module_server({"APPLIANCE_CPU_SLOTS": "16"})  # every hostile job at once: they mostly fail at once
+
+
 @pytest.fixture
-def kodisc(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "16"})  # every hostile job at once: they mostly fail at once
-    server.cli("users", "create", "mallory", "--credits", str(CREDITS))
-    server.key = server.new_key("mallory", "kodisc")
+def kodisc(kodisc_box):
+    """The module's server (what one hostile test did must not harm the next) with a user of this test's own."""
+    server = kodisc_box
+    server.key = server.new_key(server.fresh_user(CREDITS, prefix="mallory"), "kodisc")
     server.auth = {"Authorization": f"Bearer {server.key['key']}"}
     return server
 

@@ -16,9 +16,10 @@ VIRALSYNC = {("post", "/v1/render/jobs"), ("get", "/v1/jobs"), ("get", "/v1/jobs
              ("delete", "/v1/jobs/{job_id}"), ("get", "/v1/me"), ("get", "/v1/usage")}
 
 
-@pytest.fixture
-def api(make_server):
-    server = with_keys(make_server({"APPLIANCE_PRELOAD": "PIL"}))
+@pytest.fixture(scope="module")
+def api(make_module_server):
+    """One server for the module: the tests read the document and check answers against it."""
+    server = with_keys(make_module_server({"APPLIANCE_PRELOAD": "PIL"}))
     server.doc = httpx.get(f"{server.url}/schema/openapi.json").json()
     return server
 

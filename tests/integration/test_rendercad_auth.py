@@ -9,11 +9,16 @@ import pytest
 B = "/backend/auth.php"
 
 
+@pytest.fixture(scope="module")
+def rc_box(make_module_server):
+    return make_module_server({"APPLIANCE_PRELOAD": "PIL"})  # nothing renders here
+
+
 @pytest.fixture
-def rc(make_server):
-    server = make_server()
-    server.cli("users", "create", "ada", "--credits", "50")
-    server.key = server.new_key("ada", "rendercad")["key"]
+def rc(rc_box):
+    """The module's server with a user of this test's own (its own tokens, usage and limits)."""
+    server = rc_box
+    server.key = server.new_key(server.fresh_user(50), "rendercad")["key"]
     server.auth = {"Authorization": f"Bearer {server.key}"}
     return server
 
@@ -129,7 +134,7 @@ def test_device_code_query_form_and_cli(rc):
     assert r.status_code == 200 and "app_name=CLI" in r.json()["verification_url"]
     got = _request_code(rc, files={"app_name": (None, "Desk"), "app_type": (None, "desktop-app")})
     assert "app_name=Desk" in got["verification_url"]
-    rc.cli("device", "approve", got["code"].lower(), "--user", "ada")
+    rc.cli("device", "approve", got["code"].lower(), "--user", rc.user)
     assert call(rc, f"poll_device_code&code={got['code']}").json()["status"] == "authorized"
     r = call(rc, "poll_device_code")
     assert r.status_code == 400 and r.json() == {"error": "Code parameter required"}

@@ -11,7 +11,7 @@ from PIL import Image
 from tests.integration import test_rendercad_render as base
 from tests.integration.test_rendercad_render import act, fetch_image, photo, upload, wait
 
-rc = base.rc  # the same server fixture: a user "ada" with 40 credits and a full-access token
+rc_box, rc = base.rc_box, base.rc  # the same server fixtures: a user with 40 credits and a full-access token
 
 DISCOVERY = "/backend/api_discovery.php"
 SUBJECT = (slice(560, 640), slice(470, 550))  # inside the red disc of photo(), as placed on the canvas
@@ -58,7 +58,7 @@ def test_library_texture_and_background(rc):
 def test_uploaded_and_copied_references_and_source_url(rc):
     first, _ = render(rc)
     asset = act(rc, "status", job_id=first["job_id"]).json()
-    other_server_key = rc.new_key("ada", "rendercad")["key"]  # same user, another token: still the user's asset
+    other_server_key = rc.new_key(rc.user, "rendercad")["key"]  # same user, another token: still the user's asset
     assert other_server_key
     tile = io.BytesIO()
     Image.new("RGB", (64, 64), (20, 160, 60)).save(tile, "PNG")

@@ -29,11 +29,16 @@ def photo(fmt: str = "JPEG", size=(960, 720)) -> bytes:
     return out.getvalue()
 
 
+@pytest.fixture(scope="module")
+def rc_box(make_module_server):
+    return make_module_server({"APPLIANCE_CPU_SLOTS": "2"})
+
+
 @pytest.fixture
-def rc(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "2"})
-    server.cli("users", "create", "ada", "--credits", "40")
-    server.key = server.new_key("ada", "rendercad")["key"]
+def rc(rc_box):
+    """The module's server with a user of this test's own: 40 credits and a full-access token."""
+    server = rc_box
+    server.key = server.new_key(server.fresh_user(40), "rendercad")["key"]
     server.auth = {"Authorization": f"Bearer {server.key}"}
     return server
 
@@ -155,10 +160,10 @@ def test_validation_scopes_and_states(rc):
     r = act(rc, "create_job", {"model": "classic", "quality": "4k"})
     assert r.status_code == 422 and "pro" in r.json()["error"]
     assert act(rc, "status", job_id="render_nope").status_code == 404
-    ro = rc.new_key("ada", "rendercad", scope="read-only")["key"]
+    ro = rc.new_key(rc.user, "rendercad", scope="read-only")["key"]
     r = act(rc, "create_job", {}, auth={"Authorization": f"Bearer {ro}"})
     assert r.status_code == 403 and "render-only" in r.json()["error"]
-    ren = {"X-Auth-Token": rc.new_key("ada", "rendercad", scope="render-only")["key"]}
+    ren = {"X-Auth-Token": rc.new_key(rc.user, "rendercad", scope="render-only")["key"]}
     job_id = submit(rc)
     done = wait(rc, job_id)
     assert act(rc, "delete", {"job_id": job_id}, auth=ren).status_code == 403

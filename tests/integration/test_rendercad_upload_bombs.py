@@ -14,7 +14,7 @@ import httpx
 import psutil
 from PIL import Image
 
-from tests.integration.test_rendercad_render import act, photo, rc, upload  # noqa: F401 - rc is a fixture
+from tests.integration.test_rendercad_render import act, photo, rc, rc_box, upload  # noqa: F401 - fixtures
 
 
 def big_png(side: int = 10_000) -> bytes:

@@ -24,11 +24,16 @@ from tests.integration.test_rendercad_webhooks import hook, verify
 V = "/backend/video.php"
 
 
+@pytest.fixture(scope="module")
+def rc_box(make_module_server):
+    return make_module_server({"APPLIANCE_CPU_SLOTS": "2"})
+
+
 @pytest.fixture
-def rc(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "2"})
-    server.cli("users", "create", "ada", "--credits", "40")
-    server.key = server.new_key("ada", "rendercad")["key"]
+def rc(rc_box):
+    """The module's server with a user of this test's own: 40 credits and a full-access token."""
+    server = rc_box
+    server.key = server.new_key(server.fresh_user(40), "rendercad")["key"]
     server.auth = {"Authorization": f"Bearer {server.key}"}
     return server
 
@@ -234,7 +239,7 @@ def test_hostile_requests_and_scopes(rc):
     assert act(rc, "status", auth={}, job_id="x").status_code == 401
     assert act(rc, "status", auth={"Authorization": "Bearer rendercad_" + "x" * 32}, job_id="x").status_code == 401
     assert act(rc, "status").status_code == 400 and act(rc, "status", job_id="nope").status_code == 404
-    read_only = {"Authorization": f"Bearer {rc.new_key('ada', 'rendercad', scope='read-only')['key']}"}
+    read_only = {"Authorization": f"Bearer {rc.new_key(rc.user, 'rendercad', scope='read-only')['key']}"}
     for action in ("create_job", "finalize_job", "convert", "cancel"):
         assert act(rc, action, {}, auth=read_only).status_code == 403, action
     job_id = act(rc, "create_job", {"image_url": url, "duration": 4}).json()["job_id"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import json
 import subprocess
 import sys
@@ -18,7 +17,6 @@ import pytest
 from renderers.ffmpeg import probe, video_stream
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-USERS = itertools.count(1)  # each test its own user on the shared server
 MINIMAL = {"kind": "movie", "projectId": "proj_abc123", "movie": {"width": 1920, "height": 1080, "fps": 30, "scenes": [
     {"id": "scene_1", "duration": 5, "bgColor": "#1a1a2e", "layers": [
         {"id": "headline", "type": "text", "text": "Hello from the API", "startTime": 0, "duration": 5, "zIndex": 1,
@@ -42,9 +40,7 @@ def vs_box(make_module_server):
 @pytest.fixture
 def vs(vs_box):
     """The module's server, with a user of this test's own: its own plan, job list, usage and rate limit."""
-    vs_box.user = f"ada{next(USERS)}"
-    vs_box.cli("users", "create", vs_box.user)
-    vs_box.key = vs_box.new_key(vs_box.user, "viralsync")
+    vs_box.key = vs_box.new_key(vs_box.fresh_user(), "viralsync")
     vs_box.h = {"x-api-key": vs_box.key["key"]}
     return vs_box
 

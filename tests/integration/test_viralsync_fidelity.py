@@ -14,12 +14,17 @@ import pytest
 from tests.integration.test_viralsync_api import small_movie, submit, wait
 
 
+@pytest.fixture(scope="module")
+def vs_box(make_module_server):
+    return make_module_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy",
+                               "APPLIANCE_SSE_KEEPALIVE_S": "0.05"})
+
+
 @pytest.fixture
-def vs(make_server):
-    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy",
-                          "APPLIANCE_SSE_KEEPALIVE_S": "0.05"})
-    server.cli("users", "create", "ada")
-    server.key = server.new_key("ada", "viralsync")
+def vs(vs_box):
+    """The module's server with a user of this test's own (its own plan, minutes and job list)."""
+    server = vs_box
+    server.key = server.new_key(server.fresh_user(), "viralsync")
     server.h = {"x-api-key": server.key["key"]}
     return server
 
@@ -119,7 +124,7 @@ def _movie_of(minutes: float, text: str) -> dict:
 
 
 def test_concurrent_submits_cannot_together_exceed_the_monthly_minutes(vs):
-    vs.cli("users", "plan", "ada", "pro")  # 200 minutes a month, 3 concurrent jobs
+    vs.cli("users", "plan", vs.user, "pro")  # 200 minutes a month, 3 concurrent jobs
     _use_minutes(vs, 190)
     with ThreadPoolExecutor(3) as pool:  # 3 x 4 min: only two fit in the 10 minutes left
         answers = list(pool.map(lambda i: submit(vs, _movie_of(4, f"quota{i}")), range(3)))
