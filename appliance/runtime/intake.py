@@ -81,19 +81,55 @@ def copy_out(dir_fd: int, name: str, dest_fd: int, dest_name: str, mode: int = 0
 
 
 def copy_fd(src: int, out: int) -> None:
-    """Kernel-side copy (a reflink where the filesystem has them), read/write where it refuses."""
+    """Copy ``src`` into the empty ``out``: its data extents, kernel-side (a reflink where the filesystem has
+    them), read/write where the kernel refuses. Holes stay holes: a task's sparse file of gigabytes of apparent
+    size (``ftruncate``) costs its blocks on the host too, never gigabytes of zeros written and read."""
+    size = os.fstat(src).st_size
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(src, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole from here
+                break
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            start = position  # no SEEK_DATA here: all of it is data
+        end = min(size, _hole_after(src, start, size))
+        _copy_range(src, out, start, end)
+        position = end
+    os.ftruncate(out, size)  # a trailing hole
+
+
+def _hole_after(fd: int, start: int, size: int) -> int:
     try:
-        while os.copy_file_range(src, out, COPY_CHUNK):
-            pass
+        return os.lseek(fd, start, os.SEEK_HOLE)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return size
+        raise
+
+
+def _copy_range(src: int, out: int, start: int, end: int) -> None:
+    offset = start
+    try:
+        while offset < end:
+            copied = os.copy_file_range(src, out, min(COPY_CHUNK, end - offset), offset, offset)
+            if copied == 0:  # the file shrank under us: what is left reads as nothing
+                return
+            offset += copied
         return
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise
-    os.lseek(src, 0, os.SEEK_SET)
-    os.lseek(out, 0, os.SEEK_SET)
-    os.ftruncate(out, 0)
-    with open(src, "rb", closefd=False) as reader, open(out, "wb", closefd=False) as writer:
-        shutil.copyfileobj(reader, writer, COPY_CHUNK)
+    while offset < end:
+        chunk = os.pread(src, min(COPY_CHUNK, end - offset), offset)
+        if not chunk:
+            return
+        written = 0
+        while written < len(chunk):
+            written += os.pwrite(out, chunk[written:], offset + written)
+        offset += len(chunk)
 
 
 def _kind(mode: int) -> str:

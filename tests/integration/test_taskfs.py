@@ -115,6 +115,9 @@ def test_a_sparse_file_of_huge_apparent_size_costs_only_its_blocks(executor, tmp
     assert result["ok"], result
     size, allocated = map(int, result["result"]["meta"]["outcome"]["stdout"].split())
     assert size == 3 << 30 and allocated <= 1 << 20
+    # copied back out of the task's filesystem hole for hole: 3 GB of zeros are neither written nor read
+    host = os.stat(tmp_path / "w" / "sparse")
+    assert host.st_size == 3 << 30 and host.st_blocks * 512 <= 1 << 20, host
 
 
 def test_a_symlink_out_is_refused_and_nothing_of_the_host_is_copied(executor, tmp_path):

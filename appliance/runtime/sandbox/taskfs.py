@@ -160,23 +160,6 @@ def _mkfs(fd: int, files: int) -> None:
         raise OSError(errno.EIO, f"mkfs.ext4 failed: {(proc.stderr or proc.stdout).strip()[:300]}")
 
 
-def _copy_extents(src: int, dest: int) -> None:
-    """The blocks mkfs wrote (a few hundred KB of a sparse image), holes left holes."""
-    position = 0
-    while True:
-        try:
-            start = os.lseek(src, position, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data past ``position``
-                return
-            raise
-        position = os.lseek(src, start, os.SEEK_HOLE)
-        offset = start
-        while offset < position:
-            chunk = os.pread(src, min(position - offset, 1 << 20), offset)
-            offset += os.pwrite(dest, chunk, offset)
-
-
 SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
@@ -236,8 +219,7 @@ class TaskFs:
         try:
             backing = os.open(image_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
             try:
-                os.ftruncate(backing, source.size)  # sparse: only what mkfs and the task write takes disk
-                _copy_extents(source.fd, backing)
+                copy_fd(source.fd, backing)  # sparse: only what mkfs and the task write takes disk
                 self.fd, self.device = _attach(backing)
             finally:
                 os.close(backing)  # the loop device holds the image now; nothing else can reach it
