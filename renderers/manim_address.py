@@ -2,8 +2,7 @@
 
 A SHA-256 over the pickled state the animation starts from — its animations, every mobject of the scene and the
 camera (each object's attributes recursively, arrays by their bytes), functions (rate functions, updaters,
-``always_redraw`` builders) by their bytecode, a glyph's parsed SVG path by a digest taken once
-(renderers/manim_svgpaths.py), constants, closure cells and the scene module's globals they
+``always_redraw`` builders) by their bytecode, constants, closure cells and the scene module's globals they
 name, the methods of classes the scene code defines, the scene's own attributes, the scene clock and the state of
 ``random`` and ``numpy.random`` — and over the frame (width, height, fps), the encoder's resolved settings and
 the versions of Manim, PyAV, libavcodec and this format (``FORMAT``). It is what Manim's own partial-movie cache
@@ -22,9 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from renderers.manim_svgpaths import digest
-
-FORMAT = "manim-pieces-2"  # 2: a glyph's parsed SVG path is hashed by its digest (renderers/manim_svgpaths.py)
+FORMAT = "manim-pieces-2"  # 2: a glyph's parsed SVG path is a SharedPath (renderers/manim_svgpaths.py)
 SCENE_MODULE = "user_scene"  # manim_scene.SCENE_MODULE: classes defined there are hashed with their methods
 WORKDIR = "<workdir>"  # the task's folder, in paths and strings of the hashed state
 DEFAULT_SEED = 0  # a scene that sets no seed gets this one: its pieces then have a stable address
@@ -82,8 +79,8 @@ class _Pickler(pickle.Pickler):
             return _Token, ("object", type(obj)), state
         if kind == "scene":
             return (_Token, ("scene",)) if obj is self.scene else NotImplemented
-        if kind == "svgpath":  # a glyph's parsed path, shared by its copies: hashed once (manim_svgpaths.py)
-            return _Token, ("svgpath", digest(obj))
+        if kind == "svgpath":  # a glyph's parsed path, shared by its copies (manim_svgpaths.py): its contents
+            return _Token, ("svgpath",), dict(obj.__dict__)
         if kind == "path":  # a file Manim wrote (a Text's SVG): where the task ran does not matter
             return _Token, ("path", str(obj).replace(self.workdir, WORKDIR))
         if kind == "method":

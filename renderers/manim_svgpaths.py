@@ -1,4 +1,4 @@
-"""An SVG glyph's parsed path is shared by a mobject's copies, not copied with them, and hashed once.
+"""An SVG glyph's parsed path is shared by the glyph's copies, not copied with them.
 
 Every glyph of a ``Text``, ``MarkupText``, ``Tex`` or ``SVGMobject`` is a ``VMobjectFromSVGPath`` that keeps the
 svgelements ``Path`` it was built from (``path_obj``: a few hundred small segment and point objects). Manim reads
@@ -9,23 +9,19 @@ address (renderers/manim_address.py) pickled it again for each animation while t
 bench's edited render (20 animations, 10 texts) those copies took ~0.17 s and the addresses ~0.06 s of ~0.9 s.
 
 ``apply()`` makes each glyph's path a ``SharedPath``: the same object, whose ``deepcopy`` is itself (a copy of the
-glyph shares it, as it would share a module or a class), and which the address pickles as a digest of its contents
-taken the first time it is hashed (``digest``). The points, which are what is drawn, are copied and hashed as
-before; the pixels do not change. What a scene could notice: ``copy.path_obj is original.path_obj``, so an in-place
-change to one glyph's parsed path shows in its copies' (it changes no pixels: the points were made at ``__init__``);
-and a path changed in place after it was first hashed keeps its first digest, which matters only to a scene that
-makes points from it again in an updater — and those points are hashed in the next animation's address anyway.
+glyph shares it, as it would share a module or a class). An address (renderers/manim_address.py) still pickles
+each path's contents, but once, however many copies of the glyph the state holds (the pickler's memo), where it
+pickled a deep copy per copy. The points, which are what is drawn, are copied and hashed as before; the pixels do
+not change. What a scene could notice: ``copy.path_obj is original.path_obj``, so an in-place change to one glyph's
+parsed path shows in its copies' (it changes no pixels: the points were made at ``__init__``).
 """
 from __future__ import annotations
 
-import hashlib
-import pickle
 from typing import Any
 
 import svgelements as se
 
 _applied = False
-DIGEST = "_piece_digest"  # where a SharedPath keeps its digest: on itself, so it goes with the path
 
 
 class SharedPath(se.Path):
@@ -33,22 +29,6 @@ class SharedPath(se.Path):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SharedPath:
         return self
-
-
-def digest(path: SharedPath) -> bytes:
-    """SHA-256 of the path's pickled contents (segments and attributes), computed once per path."""
-    known = path.__dict__.get(DIGEST)
-    if not isinstance(known, bytes):
-        known = hashlib.sha256(pickle.dumps(_plain(path), protocol=5)).digest()
-        path.__dict__[DIGEST] = known
-    return known
-
-
-def _plain(path: SharedPath) -> se.Path:
-    """The path as the svgelements class (what it pickled as before): its segments and attributes, not copied."""
-    plain = se.Path.__new__(se.Path)
-    plain.__dict__.update({k: v for k, v in path.__dict__.items() if k != DIGEST})
-    return plain
 
 
 def apply() -> None:

@@ -1,6 +1,6 @@
 """Glyph paths shared by copies (renderers/manim_svgpaths.py), with real Manim and Pango in this process: a text's
 copies share each glyph's parsed path instead of copying it, the pixels are stock Manim's, and the piece address
-still tells glyphs apart by their paths."""
+still hashes each path's contents."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,13 +55,20 @@ def test_copies_share_glyph_paths_and_draw_what_stock_manim_draws(manim_config: 
     assert np.array_equal(_frame(stock_copy), _frame(text.copy()))
 
 
-def test_a_glyph_path_is_hashed_by_its_contents(manim_config: None) -> None:
-    from manim import Text
+def test_the_address_follows_a_glyph_paths_contents(manim_config: None, tmp_path: Path) -> None:
+    """Two builds of a text share an address; a path changed in place (no new points: what a scene could still
+    draw from it in an updater) changes it, and so does another text."""
+    from manim import Scene, Text
 
-    from renderers.manim_svgpaths import digest
+    from renderers.manim_address import address
 
-    def digests(text: str) -> list[bytes]:
-        return [digest(glyph.path_obj) for glyph in Text(text).family_members_with_points()]
+    def scene_of(text: str) -> tuple[Scene, Text]:
+        scene, mobject = Scene(), Text(text)
+        scene.add(mobject)
+        return scene, mobject
 
-    assert digests("ab") == digests("ab")  # built again (another object): the same digests
-    assert digests("ab")[0] == digests("ac")[0] and digests("ab")[1] != digests("ac")[1]
+    (scene, text), (again, _), (other, _) = scene_of("ab"), scene_of("ab"), scene_of("ac")
+    before = address(scene, "frame", tmp_path)
+    assert before is not None and before == address(again, "frame", tmp_path) != address(other, "frame", tmp_path)
+    text.submobjects[0].path_obj *= "translate(1, 0)"  # in place: shared by its copies, the points as they were
+    assert address(scene, "frame", tmp_path) != before
