@@ -88,8 +88,7 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     part = workdir / "scene.part.mp4"
     report.progress(0.0, "rendering")
     try:
-        with no_huge_pages():  # x264's huge pages cost more to zero than they save: see hugepages.py
-            last_frame = _render(scene, canvas, sources, tmp, part, report)
+        last_frame = _render(scene, canvas, sources, tmp, part, report)
     except ff.FfmpegError as exc:
         report.log(str(exc))
         raise RenderError(f"scene '{scene['id']}': ffmpeg failed: {_reason(exc)}") from None
@@ -148,7 +147,8 @@ def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, ou
     if any(layer["type"] == "video" for layer in scene["layers"]):
         video = layered_video(scene, canvas.width, canvas.height, canvas.fps, canvas.frames, sources, decodes, tmp,
                               canvas.threads)
-        _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0))
+        with no_huge_pages():  # x264's huge pages cost more to zero than they save here: see hugepages.py
+            _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0))
         return None
     return _render_stills(scene, canvas, sources, audio, tmp, out, report)
 

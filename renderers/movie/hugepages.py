@@ -1,17 +1,20 @@
-"""``no_huge_pages``: a scene's ffmpeg processes run without transparent huge pages.
+"""``no_huge_pages``: a video scene's ffmpeg runs without transparent huge pages.
 
 Why: x264 asks the kernel for huge pages for its large buffers (``madvise(MADV_HUGEPAGE)``; this machine's THP
-mode is ``madvise``), and the kernel zeroes each 2 MB page whole on its first touch, whether x264 then uses all
-of it or not. At 1080p that is ~200 MB per x264 instance (100 huge pages for the seed's video scene, 68 for a
-15-frame stills encode: a fixed cost, whatever the frame count), and zeroing it took 0.15-0.3 s of kernel CPU
-per scene on the project's VM: about as much as the whole x264 work of a short stills scene. Without huge pages
-the kernel zeroes only the 4 KB pages that are touched. Only how memory is backed changes: the encoded bytes are
-the same (the seed's video scene file was byte-identical both ways).
+mode is ``madvise``): at 1080p ~200 MB of 2 MB pages per x264 instance (100 of them for the seed's video scene),
+each zeroed whole on its first touch, and on a busy machine first compacted (direct compaction, in the faulting
+thread). Without them the kernel zeroes only the 4 KB pages that are touched. The seed's 6 s video scene then
+took 4.63 CPU-s instead of 4.85 (median of 4 interleaved in-process renders, lower in all 4). Only how memory is
+backed changes: the encoded bytes are the same (that scene's file was byte-identical both ways).
+
+Video scenes only: for a stills scene (one 15-frame x264 block at 1080p) the 4 KB faults cost more than the
+huge pages save on a quiet machine (the bench's text+image scene via the API 0.69 -> 0.73 s, 5 of 5 pairs),
+although with them its kernel time was bimodal (0.06 or 0.30-0.37 s) when memory was fragmented.
 
 ``PR_SET_THP_DISABLE`` is a process attribute that children inherit across fork and exec, so it is set on the
-renderer's process for as long as a scene renders (every ffmpeg the scene starts gets it) and put back as it was
-afterwards; scenes rendered at once in one process (threads) share one setting, restored when the last ends.
-Where the kernel has no such prctl (before Linux 3.15) or refuses it, nothing changes.
+renderer's process while the scene's ffmpeg runs and put back as it was afterwards; scenes rendered at once in
+one process (threads) share one setting, restored when the last ends. Where the kernel has no such prctl
+(before Linux 3.15) or refuses it, nothing changes.
 """
 from __future__ import annotations
 
