@@ -8,11 +8,13 @@
 #   KODISC_KEY     a Kodisc key: one of those the first `make run` printed, or a new one from
 #                  .venv/bin/appliance keys create --user admin --dialect kodisc
 #   OUT            where the outputs go (default examples/out)
+#   POLL_S         seconds between status polls (default 2)
 # Needs curl and jq; no network beyond the appliance.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 URL=${APPLIANCE_URL:-http://127.0.0.1:8000}
 OUT=${OUT:-$HERE/out}
+POLL_S=${POLL_S:-2}
 : "${KODISC_KEY:?set KODISC_KEY to a Kodisc key (.venv/bin/appliance keys create --user admin --dialect kodisc)}"
 mkdir -p "$OUT"
 
@@ -22,11 +24,11 @@ JOB_ID=$(echo "$JOB" | jq -r '.jobId // empty')
 [ -n "$JOB_ID" ] || { echo "refused: $JOB" >&2; exit 1; }
 echo "job $JOB_ID" >&2
 
-for _ in $(seq 300); do  # every 2 s, at most 10 minutes
+while [ "$SECONDS" -lt 600 ]; do  # every POLL_S seconds, at most 10 minutes
   STATUS=$(curl -sS "$URL/api/v2/render/$JOB_ID" -H "Authorization: Bearer $KODISC_KEY")
   STATE=$(echo "$STATUS" | jq -r '.status')
   [ "$STATE" != "queued" ] && [ "$STATE" != "running" ] && break
-  sleep 2
+  sleep "$POLL_S"
 done
 echo "$STATUS" | jq '{status, creditsCost, durationMs, result, error}'
 [ "$STATE" = "completed" ] || exit 1

@@ -9,11 +9,13 @@
 #   RENDERCAD_KEY  a RenderCAD token: printed by the first `make run`, or
 #                  .venv/bin/appliance keys create --user admin --dialect rendercad
 #   OUT            where the picture goes (default examples/out)
+#   POLL_S         seconds between status polls (default 2)
 # Needs curl and jq; no network beyond the appliance. Costs 1 token (classic, standard).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 URL=${APPLIANCE_URL:-http://127.0.0.1:8000}
 OUT=${OUT:-$HERE/out}
+POLL_S=${POLL_S:-2}
 PHOTO=${1:-$HERE/media/photo.jpg}
 : "${RENDERCAD_KEY:?set RENDERCAD_KEY to a RenderCAD token (.venv/bin/appliance keys create --user admin --dialect rendercad)}"
 mkdir -p "$OUT"
@@ -32,11 +34,11 @@ RENDER=$(curl -sS -X POST "$URL/backend/render.php?action=finalize_job" -H "$AUT
   -H "Content-Type: application/json" -d "{\"job_id\":\"$JOB_ID\"}")
 [ "$(echo "$RENDER" | jq -r '.success')" = "true" ] || { echo "finalize_job refused: $RENDER" >&2; exit 1; }
 
-for _ in $(seq 300); do  # every 2 s (the documented interval), at most 10 minutes
+while [ "$SECONDS" -lt 600 ]; do  # every POLL_S seconds (2 s, the documented interval), at most 10 minutes
   STATUS=$(curl -sS "$URL/backend/render.php?action=status&job_id=$JOB_ID" -H "$AUTH")
   STATE=$(echo "$STATUS" | jq -r '.status')
   [ "$STATE" != "pending" ] && [ "$STATE" != "processing" ] && break
-  sleep 2
+  sleep "$POLL_S"
 done
 echo "$STATUS" | jq '{status, output_url, asset_url, error_message}'
 [ "$STATE" = "completed" ] || exit 1

@@ -13,11 +13,13 @@
 #   VIRALSYNC_KEY  a ViralSync key: printed by the first `make run`, or
 #                  .venv/bin/appliance keys create --user admin --dialect viralsync
 #   OUT            where the video goes (default examples/out)
+#   POLL_S         seconds between status polls (default 2)
 # Needs curl and jq; no network beyond the appliance.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 URL=${APPLIANCE_URL:-http://127.0.0.1:8000}
 OUT=${OUT:-$HERE/out}
+POLL_S=${POLL_S:-2}
 BODY=${1:-$HERE/viralsync-minimal.json}
 : "${VIRALSYNC_KEY:?set VIRALSYNC_KEY to a ViralSync key (.venv/bin/appliance keys create --user admin --dialect viralsync)}"
 mkdir -p "$OUT"
@@ -28,11 +30,11 @@ JOB_ID=$(echo "$JOB" | jq -r '.jobId // empty')
 [ -n "$JOB_ID" ] || { echo "refused: $JOB" >&2; exit 1; }
 echo "job $JOB_ID" >&2
 
-for _ in $(seq 300); do  # every 2 s, at most 10 minutes
+while [ "$SECONDS" -lt 600 ]; do  # every POLL_S seconds, at most 10 minutes
   STATUS=$(curl -sS "$URL/v1/jobs/$JOB_ID" -H "x-api-key: $VIRALSYNC_KEY")
   STATE=$(echo "$STATUS" | jq -r '.status')
   case "$STATE" in done|failed|cancelled) break ;; esac
-  sleep 2
+  sleep "$POLL_S"
 done
 echo "$STATUS" | jq '{status, error, outputUrl, mediaData}'
 [ "$STATE" = "done" ] || exit 1
