@@ -20,8 +20,8 @@ from appliance.runtime.executors.live_mirror import clean_index
 from tests.conftest import Server, frame_hashes
 
 ENV = {"APPLIANCE_MANIM_SPLIT_MAX_WORKERS": "1"}
-PIECES, FPS = 12, 10
-# 12 pieces of 1 s at 10 fps; a pause after each keeps the render going long enough to be killed in the middle
+PIECES, FPS = 8, 10
+# 8 pieces of 1 s at 10 fps; a pause after each keeps the render going long enough to be killed in the middle
 SCENE = f'''import time
 from manim import *
 
@@ -31,7 +31,7 @@ class Resume(Scene):
         self.play(Create(square), run_time=1)
         for i in range({PIECES - 1}):
             self.play(square.animate.rotate(0.4).set_color([RED, GREEN, BLUE, YELLOW][i % 4]), run_time=1)
-            time.sleep(0.35)
+            time.sleep(0.25)
 '''
 
 
