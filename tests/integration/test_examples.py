@@ -139,7 +139,7 @@ def test_the_readmes_example_lines_run_verbatim(appliance, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_") and "proxy" not in k.lower()}
     env.update({"APPLIANCE_URL": appliance.url, "KODISC_KEY": appliance.keys["kodisc"], "OUT": str(tmp_path),
                 "VIRALSYNC_KEY": appliance.keys["viralsync"], "RENDERCAD_KEY": appliance.keys["rendercad"],
-                "POLL_S": "0.5",  # RenderCAD allows 120 status polls a minute "ALL_PROXY": "http://127.0.0.1:9", "all_proxy": "http://127.0.0.1:9",
+                "POLL_S": "0.5", "ALL_PROXY": "http://127.0.0.1:9", "all_proxy": "http://127.0.0.1:9",
                 "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
     for line in lines:
         proc = subprocess.run(["bash", "-c", line], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
