@@ -11,6 +11,7 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
 
 from appliance.api.common import handlers_for, json_response
+from appliance.api.dashboard import livestream
 from appliance.delivery import sse
 from appliance.errors import ApplianceError, NotFound, Unauthorized
 from appliance.services import model_folders, submissions
@@ -87,6 +88,18 @@ async def proof(service: JobService, nonce: str) -> Response:
 async def show_job(service: JobService, estimator: Estimator, admin: str, job_id: str) -> Response:
     job = service.get(job_id)
     return json_response(public_job(job, service.tasks(job_id), estimator.for_job(job)))
+
+
+@get("/jobs/{job_id:str}/live.m3u8")
+async def live_playlist(service: JobService, admin: str, job_id: str) -> Response:
+    """The running job's growing HLS playlist for a LAN player with the admin token (mpv's
+    ``--http-header-fields``, ffmpeg's ``-headers``): the dashboard job page's stream, its segments under this path."""
+    return await livestream.playlist_response(service, job_id, f"/admin/jobs/{job_id}/live/")
+
+
+@get("/jobs/{job_id:str}/live/{name:str}")
+async def live_segment(service: JobService, admin: str, job_id: str, name: str) -> Response:
+    return await livestream.segment_response(service, job_id, name)
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)
@@ -263,8 +276,9 @@ async def remove_model(request: Request, admin: str, name: str) -> Response:
     return json_response(public(await asyncio.to_thread(_registry(request).remove, name)))
 
 
-router = Router(path="/admin", route_handlers=[proof, show_job, cancel_job, retry_job, submit_job, estimate,
-                                               job_events, list_models, add_model, install_model, remove_model],
+router = Router(path="/admin", route_handlers=[proof, show_job, live_playlist, live_segment, cancel_job, retry_job,
+                                               submit_job, estimate, job_events, list_models, add_model,
+                                               install_model, remove_model],
                 dependencies={"admin": Provide(operator), "estimator": Provide(_estimator, sync_to_thread=False)},
                 exception_handlers=handlers_for(error_response),
                 request_max_body_size=MAX_BODY, include_in_schema=False)

@@ -5,6 +5,8 @@ headless Chromium while later pieces are still being drawn. What the segments sh
 frames, packet for packet."""
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
 import httpx
@@ -67,6 +69,16 @@ def test_the_job_page_plays_the_growing_playlist_while_the_scene_renders(make_se
     shown = len(segments_of(playlist.text))
     assert 1 <= shown < PIECES
     assert "more to come" in d.find_element(By.ID, "live-note").text
+
+    # a LAN player with the admin token: ffmpeg's own HLS reader finds the H.264 stream at /admin/…/live.m3u8
+    admin_url = f"{server.url}/admin/jobs/{job_id}/live.m3u8"
+    token = server.admin_headers()["Authorization"]
+    probed = subprocess.run(["ffprobe", "-v", "error", "-headers", f"Authorization: {token}\r\n", "-of", "json",
+                             "-show_streams", admin_url], capture_output=True, text=True, timeout=60)
+    streams = json.loads(probed.stdout or "{}").get("streams", [])
+    assert [(st["codec_name"], st["width"], st["height"]) for st in streams] == [("h264", 854, 480)], probed.stderr
+    assert httpx.get(admin_url, timeout=10).status_code == 401
+    assert httpx.get(admin_url, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
 
     # what the segments show, fetched as they come: the final video's first frames, the same packets
     init = httpx.get(f"{server.url}/dashboard/api/jobs/{job_id}/live/init.mp4", cookies=cookie, timeout=10)

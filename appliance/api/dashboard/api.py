@@ -83,26 +83,13 @@ async def job_preview(service: JobService, op: dict, job_id: str) -> Response:
 
 @get("/jobs/{job_id:str}/live.m3u8")
 async def job_live_playlist(service: JobService, op: dict, job_id: str) -> Response:
-    """A running Manim job's growing HLS playlist (api/dashboard/livestream.py); 404 before its first segment is
-    mirrored and once the job's workdir is gone (the job page then plays the final video)."""
-    job = service.get(job_id)
-    found = await asyncio.to_thread(livestream.find, service.settings.data_dir, service.tasks(job["id"]))
-    if found is None:
-        raise NotFound(f"job {job_id} has no live stream")
-    text = livestream.playlist(found[1], f"/dashboard/api/jobs/{job['id']}/live/", job["status"] in jobs.TERMINAL)
-    return Response(text, media_type=livestream.PLAYLIST_TYPE, headers={"Cache-Control": "no-store",
-                                                                        "X-Content-Type-Options": "nosniff"})
+    """A running job's growing HLS playlist (api/dashboard/livestream.py), for the job page's player."""
+    return await livestream.playlist_response(service, job_id, f"/dashboard/api/jobs/{job_id}/live/")
 
 
 @get("/jobs/{job_id:str}/live/{name:str}")
 async def job_live_segment(service: JobService, op: dict, job_id: str, name: str) -> Response:
-    """The init segment or a media segment of the live playlist: only the names its index lists."""
-    job = service.get(job_id)
-    data = await asyncio.to_thread(livestream.segment, service.settings.data_dir, service.tasks(job["id"]), name)
-    if data is None:
-        raise NotFound(f"no live segment {name} for job {job_id}")
-    return Response(data, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600",
-                                                           "X-Content-Type-Options": "nosniff"})
+    return await livestream.segment_response(service, job_id, name)
 
 
 @post("/jobs/{job_id:str}/cancel", status_code=200)

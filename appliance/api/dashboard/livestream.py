@@ -15,6 +15,7 @@ and only the names the validated index lists are served (a name is never a path)
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -23,9 +24,14 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from litestar import Response
+
 from appliance.delivery import scenestream
+from appliance.errors import NotFound
 from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors import live_mirror as mirror
+from appliance.services.jobs import JobService
+from appliance.store import jobs
 from appliance.store.db import loads
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -122,3 +128,26 @@ def segment(data_dir: Path, tasks: list[Any], name: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+# ---- the two routes, for the dashboard's session (api/dashboard/api.py) and the admin token (api/admin.py) ----
+async def playlist_response(service: JobService, job_id: str, base: str) -> Response:
+    """The job's live playlist with its segments under ``base`` (the URL path of the caller's own ``live/``); 404
+    before its first segment is mirrored and once the job's workdir is gone (the final video is then the way)."""
+    job = service.get(job_id)
+    found = await asyncio.to_thread(find, service.settings.data_dir, service.tasks(job["id"]))
+    if found is None:
+        raise NotFound(f"job {job_id} has no live stream")
+    text = playlist(found[1], base, job["status"] in jobs.TERMINAL)
+    return Response(text, media_type=PLAYLIST_TYPE, headers={"Cache-Control": "no-store",
+                                                             "X-Content-Type-Options": "nosniff"})
+
+
+async def segment_response(service: JobService, job_id: str, name: str) -> Response:
+    """The init segment or a media segment of the live playlist: only the names its index lists."""
+    job = service.get(job_id)
+    data = await asyncio.to_thread(segment, service.settings.data_dir, service.tasks(job["id"]), name)
+    if data is None:
+        raise NotFound(f"no live segment {name} for job {job_id}")
+    return Response(data, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600",
+                                                           "X-Content-Type-Options": "nosniff"})
