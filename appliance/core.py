@@ -105,20 +105,21 @@ class Core:
 
     @property
     def worker(self) -> str:
-        """The warm worker, as health says it: ``starting`` (tasks wait for it), ``ready``, or ``failed`` (the
-        next task starts it again)."""
-        if self._warming is None or not self._warming.done():
-            return "starting" if self._warming is not None else "ready"
-        return "ready" if self._warming.result() else "failed"
+        """The warm worker, as health says it: ``starting`` (tasks wait for it), ``ready``, or ``failed`` (no
+        start has succeeded yet: the next task tries again, and fails alone with the reason if it cannot)."""
+        if self._warming is not None and not self._warming.done():
+            return "starting"
+        if isinstance(self.executor, LocalExecutor) and not self.executor.ready:
+            return "failed"
+        return "ready"
 
-    async def _warm_executor(self) -> bool:
+    async def _warm_executor(self) -> None:
         try:
             await asyncio.to_thread(self.executor.start)
         except Exception:  # noqa: BLE001 - the first task starts the zygote again and fails alone if it cannot
             log.exception("the warm worker did not start; the next task tries again")
-            return False
+            return
         log.info("warm worker ready: sandbox %s", self.executor.mechanism)
-        return True
 
     async def stop(self) -> None:
         if self.hotfolder:

@@ -80,6 +80,19 @@ def test_after_a_crash_the_attempt_that_rendered_is_billed_not_the_downtime(make
         again.stop(signal.SIGKILL)
 
 
+def test_a_warm_worker_that_cannot_start_is_named_and_fails_tasks_at_once(make_server):
+    """The server serves while its warm worker starts (core.py): one that cannot (here the launcher socket is
+    missing) is `failed` in health, and a task fails at once with the launcher's fix, never waits for ever."""
+    server = make_server({"APPLIANCE_LAUNCHER_SOCKET": "/nonexistent/launcher.sock", "APPLIANCE_PRELOAD": "PIL"})
+    health = until(lambda: (h := httpx.get(f"{server.url}/healthz").json())["worker"] != "starting" and h,
+                   "the warm worker's start to end")
+    assert health["status"] == "ok" and health["worker"] == "failed", health
+    server.cli("users", "create", "ada")
+    job = server.wait(server.submit("ada", "test.noop"), timeout=30)
+    assert job["status"] == "failed" and "cannot reach the launcher at /nonexistent/launcher.sock" in job["error"] \
+        and "systemctl start appliance-launcher" in job["error"], job
+
+
 def _zygote(server: Server) -> psutil.Process:
     until(lambda: httpx.get(f"{server.url}/healthz").json()["worker"] == "ready", "the warm worker")
     for child in psutil.Process(server.proc.pid).children():
