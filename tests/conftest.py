@@ -89,6 +89,7 @@ class Server:
                     "APPLIANCE_PORT": str(self.port),
                     **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.user: str | None = None  # the latest fresh_user()
 
     def start(self, timeout: float = 60) -> Server:
         log = open(self.data_dir / "server.log", "ab")
