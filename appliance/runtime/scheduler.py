@@ -21,7 +21,7 @@ from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import Executor, Message, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
-from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
+from appliance.runtime.sandbox.limits import LIMITS_KEY, WORK_KEY, lowered
 from appliance.runtime.warm_memory import WarmMemory
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs
@@ -220,8 +220,15 @@ class Scheduler:
         s = self.settings
         limits = Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
                         fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
-                        cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb)
+                        cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb,
+                        weight=SLACK_WEIGHT if self._has_slack(task) else 1.0)
         return lowered(limits, loads(task["input"], {}).get(LIMITS_KEY))
+
+    def _has_slack(self, task: TaskRow) -> bool:
+        """Whether a sibling task of the same job, still to finish, is expected to work longer (``WORK_KEY``)."""
+        siblings = [loads(t["input"], {}).get(WORK_KEY) for t in jobs.tasks_of(self.db, task["job_id"])
+                    if t["id"] != task["id"] and t["status"] in ("queued", "running")]
+        return has_slack(loads(task["input"], {}).get(WORK_KEY), siblings)
 
     def _inputs(self, task_input: dict[str, Any]) -> dict[str, str]:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs
@@ -367,10 +374,25 @@ class Scheduler:
 
 
 THREAD_SHARING_RENDERERS = frozenset({"movie.scene"})
+# WORK_KEY (limits.py): a task's expected CPU work relative to its siblings, in its input (a movie's scene tasks).
+# A job ends when its longest task does, so a task with a sibling of more work still to finish has slack: its
+# cgroup gets SLACK_WEIGHT of its CPU weight, and where both want the cores the longer one gets most of them; the
+# shorter one still runs on what the longer leaves idle (x264's start, its flush, waits on I/O). The seed's
+# example: its text scene (~0.35 CPU-s) no longer slows its 6 s video scene. 0.25, not less: under load from other
+# jobs a slack task keeps a fifth of a contended core instead of starving behind them.
+SLACK_WEIGHT = 0.25
 NO_GPU = ("this task needs a GPU and the appliance has none to grant (no GPU found, or the gpus / "
           "gpu_compute_slots settings allow none)")
 NO_GPU_DASK = ("this task needs a GPU and no worker of the Dask cluster offers one (start a worker on a GPU "
                "machine with `appliance worker`, which declares the GPU resource it measured)")
+
+
+def has_slack(work: object, siblings: list[object]) -> bool:
+    """A task with a ``WORK_KEY`` has slack when a sibling still to finish has more work (numbers only: a task
+    without one, or a bool, takes no part)."""
+    if isinstance(work, bool) or not isinstance(work, (int, float)):
+        return False
+    return any(isinstance(other, (int, float)) and not isinstance(other, bool) and other > work for other in siblings)
 
 
 def scene_thread_budget(cores: int, running: int, waiting: int) -> int:

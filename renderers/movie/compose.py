@@ -24,7 +24,7 @@ from PIL import Image
 
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
-from renderers.movie.decode import Decodes
+from renderers.movie.decode import Decodes, cpu_budget
 from renderers.movie.feed import PictureFeed
 from renderers.movie.hugepages import no_huge_pages
 from renderers.movie.layered import layered_video
@@ -35,7 +35,7 @@ from renderers.preview import Preview
 
 X264_PRESET = "veryfast"
 SCENE_FILE = "scene.mp4"
-LAST_FRAME_FILE = "last.jpg"  # the scene's last frame, when the renderer has it without decoding
+LAST_FRAME_FILE = "last.jpg"  # the scene's last frame, for the movie's thumbnail (assemble.py) without a decode
 # x264 analysis settings for pictures that do not move: no lookahead, no scene cuts, plain diamond search. Its
 # threads stay the task's budget: one thread saved ~0.2 CPU-s in the seed's full example (two scenes at once), but
 # a stills scene rendered alone took a third longer (text+image 6 s scene 0.31 -> 0.41 of the floor, BENCHMARKS.md).
@@ -45,6 +45,12 @@ STILL_X264_PARAMS = "rc-lookahead=0:mbtree=0:me=dia:scenecut=0:b-adapt=0"
 # x264 frames of a held picture are what a stills scene costs, and an IDR of a still picture is small (~15 KB at
 # 1080p for a title on a plain background), so twice the IDRs cost less than 15 more frames through x264.
 BLOCK_SECONDS = 0.5
+# x264 gives its lookahead (frame-type decisions, mbtree) one thread below 6 encoder threads, i.e. below 4 cores
+# (it starts 1.5 threads per core), and on 2 or 3 cores that one thread is what the encoder waits for. Two there, as
+# x264 itself chooses on 4 cores: the seed's video scene 2.155 -> 2.085 s (medians of 6 interleaved runs of its
+# ffmpeg command, 2 cores; session 9: 2.62 -> 2.54 s), same SSIM/PSNR, 0.2 % more bytes. The SPS/PPS do not
+# change: the clips still concat.
+LOOKAHEAD_PARAMS = "lookahead-threads=2"
 _TMP_DIR = "scene_tmp"
 BLOCK_AUDIO = "audio.m4a"  # the stills path's audio, encoded beside its blocks
 _PREPARE_SHARE = 0.1  # of the progress bar, for drawing sprites before ffmpeg starts
@@ -86,9 +92,10 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     tmp = workdir / _TMP_DIR
     tmp.mkdir(exist_ok=True)
     part = workdir / "scene.part.mp4"
+    (workdir / LAST_FRAME_FILE).unlink(missing_ok=True)  # an earlier attempt's, in a reused workdir
     report.progress(0.0, "rendering")
     try:
-        last_frame = _render(scene, canvas, sources, tmp, part, report)
+        last_frame = _render(scene, canvas, sources, tmp, part, report, workdir / LAST_FRAME_FILE)
     except ff.FfmpegError as exc:
         report.log(str(exc))
         raise RenderError(f"scene '{scene['id']}': ffmpeg failed: {_reason(exc)}") from None
@@ -98,8 +105,9 @@ def render_scene(task_input: dict, workdir: Path, report: Reporter) -> dict:
     meta = {"duration": round(canvas.duration, 6), "frames": canvas.frames, "width": canvas.width,
             "height": canvas.height, "threads": canvas.threads, **ff.encoder_meta()}
     files = {"scene": SCENE_FILE}
-    if last_frame is not None:  # free on the stills path: the assemble step needs no decode for its thumbnail
+    if last_frame is not None:  # the stills path's last picture, at hand
         last_frame.save(workdir / LAST_FRAME_FILE, "JPEG", quality=90)
+    if (workdir / LAST_FRAME_FILE).is_file() and (workdir / LAST_FRAME_FILE).stat().st_size:
         files["thumbnail"] = LAST_FRAME_FILE
     return {"files": files, "meta": meta}
 
@@ -140,15 +148,18 @@ def _reason(exc: ff.FfmpegError) -> str:
 
 
 def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, out: Path,
-            report: Reporter) -> Image.Image | None:
-    """Renders the scene into out; returns its last frame when it is already at hand (stills path)."""
+            report: Reporter, last_jpeg: Path) -> Image.Image | None:
+    """Renders the scene into out; returns its last frame when it is already at hand (stills path), else the
+    layered path's ffmpeg writes it to ``last_jpeg``."""
     decodes = Decodes(scene, sources, canvas.fps, canvas.threads, tmp)  # one decode per media source, fanned out
     audio = _audio_mix(scene, decodes, canvas)
     if any(layer["type"] == "video" for layer in scene["layers"]):
         video = layered_video(scene, canvas.width, canvas.height, canvas.fps, canvas.frames, sources, decodes, tmp,
                               canvas.threads)
+        lookahead = LOOKAHEAD_PARAMS if 2 <= cpu_budget(canvas.threads) <= 3 else ""
         with no_huge_pages():  # x264's huge pages cost more to zero than they save here: see hugepages.py
-            _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0))
+            _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), lookahead,
+                    last_jpeg=last_jpeg)
         return None
     return _render_stills(scene, canvas, sources, audio, tmp, out, report)
 
@@ -159,13 +170,23 @@ def _progress(report: Reporter, low: float, high: float):
 
 
 def _encode(video, audio, canvas: Canvas, out: Path, tmp: Path, on_progress, x264_params: str = "",
-            feed: PictureFeed | None = None) -> None:
+            feed: PictureFeed | None = None, last_jpeg: Path | None = None) -> None:
+    """Encode the scene; with ``last_jpeg``, the same ffmpeg also writes the scene's last frame there as a JPEG
+    (a branch that drops every frame but that one): the movie's thumbnail when this is its last scene, which the
+    assemble task otherwise had to decode from the finished movie (~0.4 s at 1080p after a 6 s video scene)."""
     video = video.filter("trim", end_frame=canvas.frames)
+    still = None
+    if last_jpeg is not None:
+        branches = video.filter_multi_output("split", 2)
+        video = branches.stream(0)
+        still = ffmpeg.output(branches.stream(1).filter("select", f"eq(n,{canvas.frames - 1})"), str(last_jpeg),
+                              **{"frames:v": 1, "q:v": 3})
     def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
         if feed is not None:
             feed.start()  # the pictures for this run of ffmpeg
-        return canvas.threaded(ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET,
-                                                  x264_params=canvas.x264(x264_params), encoder=encoder))
+        scene = ff.h264_aac_output(video, audio, out, fps=canvas.fps, preset=X264_PRESET,
+                                   x264_params=canvas.x264(x264_params), encoder=encoder)
+        return canvas.threaded(scene if still is None else ffmpeg.merge_outputs(scene, still))
     try:
         ff.encode_with_fallback(build, canvas.duration, on_progress, tmp / "ffmpeg.log")
     finally:

@@ -400,8 +400,19 @@ def layered_frames(media, tmp_path_factory):
              "size": {"width": 160, "height": 90}, "transform": {"rotation": 90}, "trimStart": 1, "mute": True},
         ]}]})["scenes"][0]
     files = {name: name for name in ("city.mp4", "white.png", "red.png", "green.png")}
-    render_scene(task(scene, workdir, media, fps=20, files=files), workdir, NullReporter())
-    return decode(workdir / "scene.mp4"), workdir / "scene.mp4"
+    result = render_scene(task(scene, workdir, media, fps=20, files=files), workdir, NullReporter())
+    return decode(workdir / "scene.mp4"), workdir / "scene.mp4", result
+
+
+@pytest.mark.slow
+def test_layered_scene_gives_its_last_frame_for_the_thumbnail(layered_frames):
+    """The same ffmpeg writes the last frame as a JPEG: a movie that ends on a video scene needs no decode of the
+    finished movie for its thumbnail (assemble.py takes the last scene's)."""
+    frames, scene_file, result = layered_frames
+    assert result["files"] == {"scene": "scene.mp4", "thumbnail": "last.jpg"}
+    last = np.asarray(Image.open(scene_file.parent / "last.jpg").convert("RGB"), dtype=np.int16)
+    distances = [np.abs(last - frame.astype(np.int16)).mean() for frame in frames[-4:]]
+    assert last.shape == frames[-1].shape and min(distances) == distances[-1] < 4, distances  # the last, not one before
 
 
 @pytest.mark.slow

@@ -156,6 +156,8 @@ def test_cgroup_v2_limits_are_written(tmp_path):
     assert files == {"memory.max": str((150 + SLACK_MB) << 20), "pids.max": "12", "memory.swap.max": "0",
                      "memory.oom.group": "1", "cpu.weight": "50"}
     assert cgroups.oom_counter("appliance-1-2").endswith("/appliance-1-2/memory.events")
+    cgroups.create("appliance-1-3", sandbox.Limits(cpu=2.0, weight=0.25), 50, join=False)  # a task with slack
+    assert (tmp_path / "appliance-1-3" / "cpu.weight").read_text() == "50"
 
 
 # ---- 4. disk and log -------------------------------------------------------------------------------------------

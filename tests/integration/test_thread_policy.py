@@ -1,19 +1,24 @@
-"""Movie scene tasks share the cores: the thread budget the scheduler hands each scene task, and what it did.
+"""Movie scene tasks share the cores: the thread budget the scheduler hands each scene task, and what it did; a
+scene that a longer scene of its job outlasts anyway runs at a lower CPU weight.
 
-Asserts on what each task received (its result's ``meta.threads``, read from the server's SQLite) and on the
-real output (the concatenated MP4 decodes in full), never on timing.
+Asserts on what each task received (its result's ``meta.threads``, read from the server's SQLite; its worker's
+log line) and on the real output (the concatenated MP4 decodes in full), never on timing.
 """
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import sqlite3
+import subprocess
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from appliance.runtime.scheduler import scene_thread_budget
+from appliance.runtime.scheduler import SLACK_WEIGHT, has_slack, scene_thread_budget
 from renderers.base import RenderError
 from renderers.ffmpeg import probe, video_stream
 from renderers.movie.compose import render_scene
@@ -97,3 +102,42 @@ def test_sharing_off_gives_every_scene_all_cores(make_server):
     headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
     job = _render(server, headers, _movie([f"scene {i}" for i in range(3)], concurrency=2))
     assert _scene_threads(server.data_dir, job["jobId"]) == [0, 0, 0]
+
+
+def test_slack_rule():
+    assert has_slack(120, [1440]) and not has_slack(1440, [120])  # the text scene beside the video scene
+    assert not has_slack(100, [100]) and not has_slack(100, [])  # equal work, or alone: full weight
+    for odd in (None, True, "9", [5]):  # a task without a number takes no part, either side
+        assert not has_slack(odd, [1000]) and not has_slack(5, [odd])
+
+
+@pytest.mark.slow
+def test_a_scene_that_a_longer_scene_outlasts_runs_at_a_lower_cpu_weight(make_server, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15:duration=2",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(media / "clip.mp4")],
+                   check=True)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(media)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy"})
+    server.cli("users", "create", "ada")
+    headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
+    body = _movie(["the video's title", "a short text scene"], concurrency=2)
+    body["movie"]["scenes"][0]["duration"] = 2
+    body["movie"]["scenes"][0]["layers"].insert(0, {
+        "id": "clip", "type": "video", "source": f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4",
+        "role": "background", "mute": True, "startTime": 0, "duration": 2})
+    try:
+        job = _render(server, headers, body)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    logs = {name: (server.data_dir / "logs" / f"{job['jobId']}.t{index:03d}.log").read_text()
+            for index, name in enumerate(("video", "text", "assemble"))}
+    assert f"cpu weight {SLACK_WEIGHT:g}" in logs["text"], logs["text"]
+    assert "cpu weight" not in logs["video"] and "cpu weight" not in logs["assemble"]
+    out = server.data_dir / "outputs" / job["jobId"] / "output.mp4"
+    stream = video_stream(probe(out))
+    assert stream is not None and int(stream["nb_read_frames"]) == 3 * FPS

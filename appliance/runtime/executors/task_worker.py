@@ -170,8 +170,10 @@ class Worker:
         if os.getppid() != self.zygote.pid:
             raise RuntimeError("the zygote exited while the worker started")
         log = CappedLog(2, self.limits.log_mb)
+        weight = f" cpu weight {self.limits.weight:g} (a longer task of its job goes first)" \
+            if self.limits.weight < 1 else ""
         log.write(f"[worker] task {self.request['task_id']} renderer {self.request['renderer']} pid {os.getpid()}"
-                  f" uid {os.getuid()}\n".encode())
+                  f" uid {os.getuid()}{weight}\n".encode())
         relay = Relay(out, messages[0], output[0], status[0], log, disk, self.oom_fd, self.limits.mem_mb,
                       cpu=(self.cpu_fd, self.limits.cpu_seconds) if self.cpu_fd is not None else None)
         relay.run(lambda: _kill(init))

@@ -138,16 +138,17 @@ class Cgroups:
         memory = (limits.mem_mb + preloaded_mb + SLACK_MB) << 20
         pids = limits.nproc + 2  # the worker and the namespace's init come on top of the task's own
         dirs = self.dirs(name)
+        share = limits.cpu * limits.weight
         if self.version == 2:
             d = dirs[""]
             settings = [("memory.max", memory), ("pids.max", pids), ("memory.swap.max", 0),
-                        ("memory.oom.group", 1), ("cpu.weight", max(1, min(10000, round(100 * limits.cpu))))]
+                        ("memory.oom.group", 1), ("cpu.weight", max(1, min(10000, round(100 * share))))]
         else:
             d = dirs["memory"]
             settings = [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory),
                         (f"{dirs['pids']}/pids.max", pids)]
             if "cpu" in dirs:
-                settings.append((f"{dirs['cpu']}/cpu.shares", max(2, round(1024 * limits.cpu))))
+                settings.append((f"{dirs['cpu']}/cpu.shares", max(2, round(1024 * share))))
         for file, value in settings:
             path = file if file.startswith("/") else f"{d}/{file}"
             try:

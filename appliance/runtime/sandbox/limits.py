@@ -25,11 +25,15 @@ class Limits:
     nofile: int = 1024
     nproc: int = 256  # processes and threads: RLIMIT_NPROC of the task uid and the cgroup's pids.max
     cpu: float = 1.0  # admitted CPU slots: the cgroup's CPU weight is proportional to it
+    # the CPU weight's share of ``cpu`` (0 < weight <= 1): below 1 for a task whose job waits for a longer sibling
+    # task anyway, so that the sibling gets the cores first (scheduler.SLACK_WEIGHT)
+    weight: float = 1.0
     disk_mb: int = 4096  # growth of the workdir while the task runs
     log_mb: int = 16  # the task's log; past it one "[log truncated]" line and nothing more
 
 
 LIMITS_KEY = "_limits"  # where an operator's task carries its lowered limits in its input (no dialect writes it)
+WORK_KEY = "_work"  # a task's expected CPU work relative to its job's other tasks, in its input (its CPU ``weight``)
 LOWERABLE = ("cpu_seconds", "mem_mb", "wall_seconds", "fsize_mb", "nproc", "disk_mb", "log_mb")
 
 

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from appliance.runtime.artifacts import Artifacts
+from appliance.runtime.sandbox.limits import WORK_KEY
 from appliance.services.pipelines import media
 from appliance.settings import Settings
 from appliance.store import ids
@@ -18,6 +19,11 @@ from appliance.store.rows import Link
 from renderers.movie import spec
 
 SpecError = spec.SpecError
+# A frame of a scene with video layers costs about this many times a frame of a scene without (decoding, and x264
+# on every frame, against stills encoded once and repeated): the seed's 6 s video scene took ~4.3 CPU-s, its 4 s
+# text scene ~0.35. Only the order matters: the scheduler runs a scene that a longer one of its job outlasts
+# anyway at a lower CPU weight (scheduler.SLACK_WEIGHT).
+VIDEO_FRAME_WORK = 8
 
 
 def validate(movie: object) -> dict[str, Any]:
@@ -64,10 +70,12 @@ class MoviePipeline:
             names = {src: f"src_{i}{fetched[src][0]}" for i, src in enumerate(srcs)}
             key = spec.scene_cache_key(scene, w, h, fps, {src: fetched[src][1] for src in srcs})
             has_video = any(layer["type"] == "video" for layer in scene["layers"])
+            work = round(scene["duration"] * fps) * (VIDEO_FRAME_WORK if has_video else 1)
             tasks.append(TaskDef(renderer="movie.scene", name=scene["id"], cpu=1.0, mem_mb=1024 if has_video else 600,
                                  cache_key=key,
                                  input={"scene": scene, "width": w, "height": h, "fps": fps, "sources": names,
-                                        "artifacts": {names[s]: fetched[s][1] for s in srcs}}))
+                                        "artifacts": {names[s]: fetched[s][1] for s in srcs},
+                                        WORK_KEY: work}))
             links.append({"task": ids.task_id(job_id, n), "file": "scene", "as": f"scene_{n:03d}.mp4"})
         last: Link = {"task": links[-1]["task"], "file": "thumbnail", "as": "thumb_last.jpg", "optional": True}
         tasks.append(TaskDef(renderer="movie.assemble", name="assemble", cpu=1.0, mem_mb=300,
