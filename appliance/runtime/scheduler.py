@@ -21,11 +21,12 @@ from appliance.runtime.artifacts import Artifacts
 from appliance.runtime.executors.base import Executor, Message, TaskSpec
 from appliance.runtime.resources import Capacity, GpuPool
 from appliance.runtime.sandbox import Limits
-from appliance.runtime.sandbox.limits import LIMITS_KEY, WORK_KEY, lowered
+from appliance.runtime.sandbox.limits import LIMITS_KEY, lowered
 from appliance.runtime.warm_memory import WarmMemory
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs
 from appliance.store.db import dumps, loads, now_iso
+from appliance.store.jobs import WORK_KEY
 from appliance.store.rows import JobRow, Link, ReadyTask, TaskRow
 
 log = logging.getLogger("appliance.scheduler")
@@ -374,7 +375,7 @@ class Scheduler:
 
 
 THREAD_SHARING_RENDERERS = frozenset({"movie.scene"})
-# WORK_KEY (limits.py): a task's expected CPU work relative to its siblings, in its input (a movie's scene tasks).
+# WORK_KEY (store/jobs.py): a task's expected CPU work relative to its siblings, in its input (a movie's scene tasks).
 # A job ends when its longest task does, so a task with a sibling of more work still to finish has slack: its
 # cgroup gets SLACK_WEIGHT of its CPU weight, and where both want the cores the longer one gets most of them; the
 # shorter one still runs on what the longer leaves idle (x264's start, its flush, waits on I/O). The seed's

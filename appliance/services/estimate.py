@@ -32,7 +32,7 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance.store import history
+from appliance.store import history, jobs
 from appliance.store.db import loads, parse_iso
 from appliance.store.rows import JobRow
 
@@ -254,18 +254,22 @@ class Estimator:
                 "basis": quote.basis if quote else 0}
 
     def _done(self, job: JobRow, progress: float) -> float:
-        """The share of a job's rendering done, from what its tasks report. The job's own progress is the plain
-        mean of its tasks', but a movie's assembly or a split scene's plan is a fraction of a render task's
-        work: here they weigh AUX_WEIGHT of one. A whole Manim render cannot know its length, so its progress is
+        """The share of a job's rendering done, from what its tasks report. The job's own progress weighs its
+        tasks by their expected work (``jobs.work_weights``: a movie's scenes by frames, video scenes more), and
+        here a movie's assembly or a split scene's plan, a fraction of a render task's work, weighs AUX_WEIGHT of
+        that too. A whole Manim render cannot know its length, so its progress is
         a curve of the video seconds drawn, RENDER_SHARE * t / (t + HORIZON) (renderers/manim_scene.py); read
         back into t, it is t over the seconds its animations make (the count the quote uses, MANIM_ANIMATION_S
         each)."""
         from renderers.manim_scene import ESTIMATE_HORIZON_S, RENDER_SHARE
 
-        tasks = [(str(r), float(p or 0.0)) for r, p in
-                 self.db.execute("select renderer, progress from tasks where job_id = ?", [job["id"]]).fetchall()]
+        found_tasks = self.db.execute("select renderer, progress, input from tasks where job_id = ?",
+                                      [job["id"]]).fetchall()
+        tasks = [(str(r), float(p or 0.0)) for r, p, _ in found_tasks]
         if len(tasks) > 1:
-            weights = [AUX_WEIGHT if r.endswith((".assemble", ".plan")) else 1.0 for r, _ in tasks]
+            work = jobs.work_weights([loads(task_input, {}) for _, _, task_input in found_tasks])
+            weights = [(AUX_WEIGHT if r.endswith((".assemble", ".plan")) else 1.0) * w
+                       for (r, _), w in zip(tasks, work, strict=True)]
             return sum(w * p for w, (_, p) in zip(weights, tasks, strict=True)) / sum(weights)
         if job["kind"] not in FAMILIES["manim"] or not 0 < progress < RENDER_SHARE:
             return progress

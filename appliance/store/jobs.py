@@ -17,6 +17,10 @@ from appliance.store import ids, ledger
 from appliance.store.db import dumps, loads, now_iso, one, parse_iso, rows, transaction
 from appliance.store.rows import JobRow, ReadyTask, TaskRow, TaskState
 
+# A task's expected CPU work relative to its job's other tasks, in its input (a movie's scene tasks: frames, more for
+# video). It weighs the task in its job's progress (``job_progress``) and sets its CPU weight (scheduler.py).
+WORK_KEY = "_work"
+
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -315,8 +319,22 @@ def render_ms(tasks: Sequence[TaskState]) -> int:
     return int(total * 1000)
 
 
-def job_progress(tasks: Sequence[TaskState]) -> float:
-    return sum(t["progress"] or 0.0 for t in tasks) / max(1, len(tasks))
+def work_weights(inputs: Sequence[dict[str, Any]]) -> list[float]:
+    """Each task's share of its job's progress, from its input's ``WORK_KEY`` (its expected work, where its pipeline
+    gave one): that work over the mean of those its job gives; 1.0 for a task without one. A job whose tasks give
+    none, or all the same, is a plain mean."""
+    works = [w if isinstance(w := task_input.get(WORK_KEY), (int, float)) and not isinstance(w, bool) and w > 0
+             else None for task_input in inputs]
+    known = [w for w in works if w is not None]
+    mean = sum(known) / len(known) if known else 1.0
+    return [1.0 if w is None else w / mean for w in works]
+
+
+def job_progress(tasks: Sequence[TaskRow]) -> float:
+    """The job's progress: its tasks' progress weighted by their expected work (``work_weights``), so that a
+    movie's short text scene, done first, does not make a third of a job whose 6 s video scene has barely begun."""
+    weights = work_weights([loads(t["input"], {}) for t in tasks])
+    return sum(w * (t["progress"] or 0.0) for w, t in zip(weights, tasks, strict=True)) / max(1e-9, sum(weights))
 
 
 def mark_deleted(db: sqlite_utils.Database, job_id: str) -> None:

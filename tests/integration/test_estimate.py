@@ -55,7 +55,7 @@ def test_the_fit_and_the_work_each_family_reads():
 def test_the_eta_blends_the_quote_with_the_progress():
     now = 1_000_000.0
     db = sqlite_utils.Database(memory=True)  # eta() reads the job's tasks, never the history
-    db["tasks"].create({"job_id": str, "renderer": str, "progress": float})
+    db["tasks"].create({"job_id": str, "renderer": str, "progress": float, "input": str})
     estimator = Estimator(db=db, clock=lambda: now)
     started = now_iso(now - 10)
     running = {"id": "j1", "kind": "movie", "status": "running", "started_at": started, "progress": 0.0}
@@ -74,6 +74,12 @@ def test_the_eta_blends_the_quote_with_the_progress():
     db["tasks"].insert_all([{"job_id": "j1", "renderer": "movie.scene", "progress": 1.0},
                             {"job_id": "j1", "renderer": "movie.assemble", "progress": 0.0}])
     assert estimator.eta({**running, "progress": 0.5}, None)["total_s"] == 13.0  # 10 s / (1 / 1.3)
+    # scenes weigh their expected work: the seed's 4 s text scene done and its 6 s video scene not begun is a
+    # fifteenth of the job (weights 1440 and 120 over their mean, the assembly 0.3), not a half
+    db["tasks"].insert_all([{"job_id": "v1", "renderer": "movie.scene", "progress": 0.0, "input": '{"_work": 1440}'},
+                            {"job_id": "v1", "renderer": "movie.scene", "progress": 1.0, "input": '{"_work": 120}'},
+                            {"job_id": "v1", "renderer": "movie.assemble", "progress": 0.0, "input": "{}"}])
+    assert estimator.eta({**running, "id": "v1", "progress": 0.07}, None)["total_s"] == 149.5  # 10 s / (120/1794)
     # a whole Manim render reports a curve of the video seconds drawn (0.475: 5 s): of a 10-animation scene
     # (10 s of video) that is half of its drawing
     scene = {"code": SCENE.format(n=10, tag="eta"), "className": "S", "width": 192, "height": 108, "fps": 10}

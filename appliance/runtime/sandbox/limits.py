@@ -33,7 +33,6 @@ class Limits:
 
 
 LIMITS_KEY = "_limits"  # where an operator's task carries its lowered limits in its input (no dialect writes it)
-WORK_KEY = "_work"  # a task's expected CPU work relative to its job's other tasks, in its input (its CPU ``weight``)
 LOWERABLE = ("cpu_seconds", "mem_mb", "wall_seconds", "fsize_mb", "nproc", "disk_mb", "log_mb")
 
 

@@ -10,11 +10,10 @@ import os
 from typing import Any
 
 from appliance.runtime.artifacts import Artifacts
-from appliance.runtime.sandbox.limits import WORK_KEY
 from appliance.services.pipelines import media
 from appliance.settings import Settings
 from appliance.store import ids
-from appliance.store.jobs import TaskDef
+from appliance.store.jobs import WORK_KEY, TaskDef
 from appliance.store.rows import Link
 from renderers.movie import spec
 
