@@ -74,6 +74,7 @@ def _h264(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
         rate = stream.guessed_rate or stream.average_rate  # the stream's frame rate, not a duration average
         if fps and rate and abs(Fraction(rate) - fps) > Fraction(fps, 100):
             return f"{float(rate):g} fps, expected {fps}"
+        stream.codec_context.thread_count = 1  # one frame: no pool of frame threads to start (~3 ms of ~15)
         if next(container.decode(stream), None) is None:
             return "no decodable frame"
     return None
@@ -85,6 +86,9 @@ def _jpeg(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
     with Image.open(handle, formats=["JPEG"]) as image:
         if image.format != "JPEG":
             return f"format {image.format}"
+        # every block entropy-decoded, at 1/8 the cost: a 1080p thumbnail in ~1-2 ms instead of 7-15 (it is on the
+        # path from a movie's last scene to its assembly)
+        image.draft("RGB", (image.size[0] // 8, image.size[1] // 8))
         image.load()
     return None
 

@@ -4,6 +4,7 @@ and replaced when a check takes too long."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import httpx
 import psutil
@@ -33,6 +34,21 @@ def test_it_checks_by_content_through_descriptors(verifier, tmp_path):
     (tmp_path / "thumb.jpg").write_bytes(b"<html>not a jpeg</html>")
     problem = verifier("movie.assemble", {}, {"video": tmp_path / "out.gif", "thumbnail": tmp_path / "thumb.jpg"})
     assert problem is not None and "is not a valid" in problem
+
+
+def test_a_thumbnail_cut_short_is_refused(verifier, tmp_path):
+    """Thumbnails are decoded at 1/8 scale (draft mode), which still entropy-decodes every block: a JPEG whose data
+    stops halfway is refused as before."""
+    noise = Image.effect_noise((1920, 1080), 64).convert("RGB")
+    noise.save(tmp_path / "whole.jpg", quality=90)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "half.jpg").write_bytes(data[:len(data) // 2])
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=s=64x64:d=0.2", "-pix_fmt", "yuv420p",
+                    str(clip)], check=True)
+    for name, fine in (("whole.jpg", True), ("half.jpg", False)):
+        problem = verifier("movie.scene", {}, {"scene": clip, "thumbnail": tmp_path / name})
+        assert (problem is None) == fine, (name, problem)
 
 
 def test_a_check_past_its_deadline_kills_the_verifier_and_the_next_one_works(tmp_path):
