@@ -5,6 +5,7 @@ copy of the database signs nobody in. Operators are not users: an API key never 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -37,8 +38,11 @@ def check_password(password: str, stored: str) -> bool:
     return scheme == "scrypt" and hmac.compare_digest(got.hex(), digest)
 
 
-# A check against this when the name is unknown takes as long as a real one: timing does not tell names apart.
-_DUMMY = hash_password(secrets.token_hex(8))
+@functools.cache
+def _dummy() -> str:
+    """A check against this when the name is unknown takes as long as a real one: timing does not tell names apart.
+    Made at the first sign-in, not at import: the scrypt (~45 ms) was paid by every CLI call and server start."""
+    return hash_password(secrets.token_hex(8))
 
 
 def add_operator(db: sqlite_utils.Database, name: str, password: str) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def count_operators(db: sqlite_utils.Database) -> int:
 
 def authenticate(db: sqlite_utils.Database, name: str, password: str) -> dict[str, Any] | None:
     operator = get_operator(db, name)
-    ok = check_password(password, operator["password_hash"] if operator else _DUMMY)
+    ok = check_password(password, operator["password_hash"] if operator else _dummy())
     return operator if operator and ok else None
 
 
