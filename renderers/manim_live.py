@@ -80,8 +80,8 @@ class _Entry:
     cut: bool = False  # its segment is written
 
 
-class _Sink:
-    """Where the muxer writes: a growing buffer the segments are cut from."""
+class ByteSink:
+    """Where the muxer writes: a growing buffer the segments are cut from (also appliance/delivery/scenestream.py)."""
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -99,7 +99,7 @@ class LiveStream:
         self.folder, self.fps = folder, fps
         self.folder.mkdir(exist_ok=True)
         self.lock = threading.Lock()
-        self.sink = _Sink()
+        self.sink = ByteSink()
         self.out: Any = None
         self.stream: Any = None
         self.extradata = b""

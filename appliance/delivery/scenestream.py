@@ -24,6 +24,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from renderers.manim_live import ByteSink
+
 DELAY = 4  # renderers/manim_live.py's: decoding times this many frames behind
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer"
 INIT, INDEX = "init.mp4", "index.json"
@@ -31,15 +33,6 @@ INIT, INDEX = "init.mp4", "index.json"
 
 def segment_name(index: int) -> str:
     return f"seg{index:05d}.m4s"
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: Any) -> int:
-        self.data += data
-        return len(data)
 
 
 def build(clips: list[Path], fps: int, folder: Path, key: str) -> dict[str, Any] | None:
@@ -55,7 +48,7 @@ def build(clips: list[Path], fps: int, folder: Path, key: str) -> dict[str, Any]
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    sink, extradata, decoded, start = _Sink(), b"", 0, 0
+    sink, extradata, decoded, start = ByteSink(), b"", 0, 0
     segments: list[dict[str, Any]] = []
     out: Any = None
     stream: Any = None
@@ -109,7 +102,7 @@ def codec_string(extradata: bytes) -> str:
     return f"avc1.{extradata[1:4].hex()}" if len(extradata) >= 4 and extradata[0] == 1 else "avc1.640028"
 
 
-def _cut(folder: Path, sink: _Sink, segments: list[dict[str, Any]]) -> None:
+def _cut(folder: Path, sink: ByteSink, segments: list[dict[str, Any]]) -> None:
     """The bytes the muxer wrote since the last cut are the newest unwritten segment's."""
     pending = [s for s in segments if not s.get("written")]
     if pending:
