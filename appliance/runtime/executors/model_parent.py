@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from appliance.errors import one_line
 from appliance.runtime import sandbox
 from appliance.runtime.executors.model_pipeline import KEPT_OUT, LoadedParent, fits, fork_worker, model_of, say
-from appliance.runtime.executors.task_worker import fork_peer
+from appliance.runtime.executors.task_worker import fork_peer, peer_message
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
@@ -64,17 +64,9 @@ class ModelParent:
     def poll(self) -> bool:
         """Read what the parent said so far (``ready`` or ``failed``) without waiting; whether it is ready."""
         while not self.ready and self.error is None:
-            try:
-                data = self.sock.recv(MAX_REQUEST, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            message = peer_message(self.sock, MAX_REQUEST, "the model parent exited")
+            if message is None:
                 break
-            except OSError as exc:
-                self.error = one_line(exc)
-                break
-            if not data:
-                self.error = "the model parent exited"
-                break
-            message = json.loads(data)
             if message.get("type") == "ready":
                 self.ready = True
                 print(f"[zygote] warm model parent {self.pid} ready: imports took {message.get('preload_s')} s",

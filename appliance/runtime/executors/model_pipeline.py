@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from appliance.errors import one_line
 from appliance.runtime import sandbox
-from appliance.runtime.executors.task_worker import fork_peer
+from appliance.runtime.executors.task_worker import fork_peer, peer_message
 
 if TYPE_CHECKING:
     from appliance.runtime.executors.zygote import Zygote
@@ -97,14 +97,9 @@ class LoadedParent:
     def poll(self) -> bool:
         """Whether it has said ``loaded`` (read without waiting); ``error`` once it failed or exited."""
         while not self.ready and self.error is None:
-            try:
-                data = self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            message = peer_message(self.sock, MAX_MESSAGE, "it exited")
+            if message is None:
                 break
-            except OSError as exc:
-                self.error = one_line(exc)
-                break
-            message = json.loads(data) if data else {"type": "failed", "error": "it exited"}
             if message.get("type") == "loaded":
                 self.ready = True
                 print(f"[model parent] {self.sha256[:12]} kept loaded ({message.get('load_s')} s, "

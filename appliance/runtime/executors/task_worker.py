@@ -419,6 +419,18 @@ def fork_peer(serve: Callable[[socket.socket], NoReturn]) -> tuple[int, socket.s
     return pid, ours
 
 
+def peer_message(sock: socket.socket, limit: int, exited: str) -> dict[str, Any] | None:
+    """The next message a ``fork_peer`` child sent, read without waiting: None when there is none yet;
+    ``{"type": "failed", "error": ...}`` when it exited (``exited``) or its socket failed."""
+    try:
+        data = sock.recv(limit, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        return {"type": "failed", "error": one_line(exc)}
+    return json.loads(data) if data else {"type": "failed", "error": exited}
+
+
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
