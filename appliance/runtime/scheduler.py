@@ -226,10 +226,21 @@ class Scheduler:
         return lowered(limits, loads(task["input"], {}).get(LIMITS_KEY))
 
     def _has_slack(self, task: TaskRow) -> bool:
-        """Whether a sibling task of the same job, still to finish, is expected to work longer (``WORK_KEY``)."""
-        siblings = [loads(t["input"], {}).get(WORK_KEY) for t in jobs.tasks_of(self.db, task["job_id"])
-                    if t["id"] != task["id"] and t["status"] in ("queued", "running")]
-        return has_slack(loads(task["input"], {}).get(WORK_KEY), siblings)
+        """Whether a sibling task of the same job that runs beside it is expected to work longer (``WORK_KEY``):
+        one running, or one ready to start while the job may run another task (its ``max_parallel``) and a CPU
+        slot is left. A sibling that must wait for this task's slot does not count: this task is then on the job's
+        critical path."""
+        work = loads(task["input"], {}).get(WORK_KEY)
+        if work is None:
+            return False
+        others = [t for t in jobs.tasks_of(self.db, task["job_id"]) if t["id"] != task["id"]]
+        running = {t["id"] for t in others if t["status"] == "running"}
+        limit = jobs.require_job(self.db, task["job_id"])["max_parallel"]
+        used = float(task["cpu"]) + sum(float(e["task"]["cpu"]) for e in self._running.values())
+        room = (not limit or len(running) + 1 < limit) and used < self.capacity.cpu
+        ready = {t["id"] for t in jobs.ready_tasks(self.db) if t["job_id"] == task["job_id"]} if room else set()
+        siblings = [loads(t["input"], {}).get(WORK_KEY) for t in others if t["id"] in running | ready]
+        return has_slack(work, siblings)
 
     def _inputs(self, task_input: dict[str, Any]) -> dict[str, str]:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs

@@ -124,20 +124,30 @@ def test_a_scene_that_a_longer_scene_outlasts_runs_at_a_lower_cpu_weight(make_se
     server = make_server({"APPLIANCE_CPU_SLOTS": "2", "APPLIANCE_PRELOAD": "PIL,numpy"})
     server.cli("users", "create", "ada")
     headers = {"x-api-key": server.new_key("ada", "viralsync")["key"]}
-    body = _movie(["the video's title", "a short text scene"], concurrency=2)
-    body["movie"]["scenes"][0]["duration"] = 2
-    body["movie"]["scenes"][0]["layers"].insert(0, {
-        "id": "clip", "type": "video", "source": f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4",
-        "role": "background", "mute": True, "startTime": 0, "duration": 2})
-    try:
+
+    def render(video_first: bool, concurrency: int) -> dict[str, str]:
+        tag = f"{video_first} {concurrency}"  # scenes of their own each time: none comes from the scene cache
+        body = _movie([f"the video's title ({tag})", f"a short text scene ({tag})"], concurrency=concurrency)
+        body["movie"]["scenes"][0]["duration"] = 2
+        body["movie"]["scenes"][0]["layers"].insert(0, {
+            "id": "clip", "type": "video", "source": f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4",
+            "role": "background", "mute": True, "startTime": 0, "duration": 2})
+        order = ("video", "text") if video_first else ("text", "video")
+        body["movie"]["scenes"] = body["movie"]["scenes"][::1 if video_first else -1]
         job = _render(server, headers, body)
+        out = server.data_dir / "outputs" / job["jobId"] / "output.mp4"
+        stream = video_stream(probe(out))
+        assert stream is not None and int(stream["nb_read_frames"]) == 3 * FPS
+        return {name: (server.data_dir / "logs" / f"{job['jobId']}.t{index:03d}.log").read_text()
+                for index, name in enumerate((*order, "assemble"))}
+
+    try:
+        for video_first in (True, False):  # started before it, or ready to start beside it: the text scene waits
+            logs = render(video_first, concurrency=2)
+            assert f"cpu weight {SLACK_WEIGHT:g}" in logs["text"], logs["text"]
+            assert "cpu weight" not in logs["video"] and "cpu weight" not in logs["assemble"]
+        logs = render(video_first=False, concurrency=1)  # one scene at a time: the text scene is on the way
+        assert not any("cpu weight" in log for log in logs.values()), logs
     finally:
         httpd.shutdown()
         httpd.server_close()
-    logs = {name: (server.data_dir / "logs" / f"{job['jobId']}.t{index:03d}.log").read_text()
-            for index, name in enumerate(("video", "text", "assemble"))}
-    assert f"cpu weight {SLACK_WEIGHT:g}" in logs["text"], logs["text"]
-    assert "cpu weight" not in logs["video"] and "cpu weight" not in logs["assemble"]
-    out = server.data_dir / "outputs" / job["jobId"] / "output.mp4"
-    stream = video_stream(probe(out))
-    assert stream is not None and int(stream["nb_read_frames"]) == 3 * FPS
