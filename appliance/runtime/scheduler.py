@@ -233,14 +233,15 @@ class Scheduler:
         work = loads(task["input"], {}).get(WORK_KEY)
         if work is None:
             return False
-        others = [t for t in jobs.tasks_of(self.db, task["job_id"]) if t["id"] != task["id"]]
-        running = {t["id"] for t in others if t["status"] == "running"}
+        siblings = [t for t in jobs.task_works(self.db, task["job_id"]) if t["id"] != task["id"]]
+        status = {t["id"]: t["status"] for t in siblings}
+        running = [t for t in siblings if t["status"] == "running"]
         limit = jobs.require_job(self.db, task["job_id"])["max_parallel"]
         used = float(task["cpu"]) + sum(float(e["task"]["cpu"]) for e in self._running.values())
         room = (not limit or len(running) + 1 < limit) and used < self.capacity.cpu
-        ready = {t["id"] for t in jobs.ready_tasks(self.db) if t["job_id"] == task["job_id"]} if room else set()
-        siblings = [loads(t["input"], {}).get(WORK_KEY) for t in others if t["id"] in running | ready]
-        return has_slack(work, siblings)
+        ready = [t for t in siblings if room and t["status"] == "queued"
+                 and all(status.get(d) == "done" for d in loads(t["depends_on"], []))]
+        return has_slack(work, [t["work"] for t in running + ready])
 
     def _inputs(self, task_input: dict[str, Any]) -> dict[str, str]:
         """The task's input artifacts: those its pipeline named (``artifacts``: name -> digest) and the outputs

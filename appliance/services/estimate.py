@@ -263,14 +263,12 @@ class Estimator:
         each)."""
         from renderers.manim_scene import ESTIMATE_HORIZON_S, RENDER_SHARE
 
-        found_tasks = self.db.execute("select renderer, progress, input from tasks where job_id = ?",
-                                      [job["id"]]).fetchall()
-        tasks = [(str(r), float(p or 0.0)) for r, p, _ in found_tasks]
+        tasks = jobs.task_works(self.db, job["id"])
         if len(tasks) > 1:
-            work = jobs.work_weights([loads(task_input, {}) for _, _, task_input in found_tasks])
-            weights = [(AUX_WEIGHT if r.endswith((".assemble", ".plan")) else 1.0) * w
-                       for (r, _), w in zip(tasks, work, strict=True)]
-            return sum(w * p for w, (_, p) in zip(weights, tasks, strict=True)) / sum(weights)
+            work = jobs.work_weights([t["work"] for t in tasks])
+            weights = [(AUX_WEIGHT if t["renderer"].endswith((".assemble", ".plan")) else 1.0) * w
+                       for t, w in zip(tasks, work, strict=True)]
+            return sum(w * float(t["progress"] or 0.0) for w, t in zip(weights, tasks, strict=True)) / sum(weights)
         if job["kind"] not in FAMILIES["manim"] or not 0 < progress < RENDER_SHARE:
             return progress
         found = family_of(job["kind"], loads(job["payload"], {}))

@@ -66,7 +66,7 @@ class JobLifecycle:
         """Its tasks' progress moved (coalesced by the scheduler): the job's mean, streamed."""
         job = jobs.get_job(self.db, job_id)
         if job and job["status"] == "running":
-            jobs.update_job(self.db, job_id, progress=round(jobs.job_progress(jobs.tasks_of(self.db, job_id)), 4))
+            jobs.update_job(self.db, job_id, progress=round(jobs.job_progress(jobs.task_works(self.db, job_id)), 4))
             self.emit(job_id, "progress")
 
     # ---- ends ---------------------------------------------------------------------------------------------------

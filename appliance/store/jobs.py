@@ -15,7 +15,7 @@ import sqlite_utils
 from appliance.errors import Conflict
 from appliance.store import ids, ledger
 from appliance.store.db import dumps, loads, now_iso, one, parse_iso, rows, transaction
-from appliance.store.rows import JobRow, ReadyTask, TaskRow, TaskState
+from appliance.store.rows import JobRow, ReadyTask, TaskRow, TaskState, TaskWork
 
 # A task's expected CPU work relative to its job's other tasks, in its input (a movie's scene tasks: frames, more for
 # video). It weighs the task in its job's progress (``job_progress``) and sets its CPU weight (scheduler.py).
@@ -319,21 +319,28 @@ def render_ms(tasks: Sequence[TaskState]) -> int:
     return int(total * 1000)
 
 
-def work_weights(inputs: Sequence[dict[str, Any]]) -> list[float]:
-    """Each task's share of its job's progress, from its input's ``WORK_KEY`` (its expected work, where its pipeline
-    gave one): that work over the mean of those its job gives; 1.0 for a task without one. A job whose tasks give
-    none, or all the same, is a plain mean."""
-    works = [w if isinstance(w := task_input.get(WORK_KEY), (int, float)) and not isinstance(w, bool) and w > 0
-             else None for task_input in inputs]
-    known = [w for w in works if w is not None]
-    mean = sum(known) / len(known) if known else 1.0
-    return [1.0 if w is None else w / mean for w in works]
+def task_works(db: sqlite_utils.Database, job_id: str) -> list[TaskWork]:
+    """The job's tasks with their expected work (``WORK_KEY``), in order; on every progress tick and task start."""
+    return cast("list[TaskWork]", rows(db, f"""
+        select id, renderer, status, progress, depends_on,
+               case when json_valid(input) then json_extract(input, '$.{WORK_KEY}') end as work
+        from tasks where job_id = ? order by idx""", (job_id,)))
 
 
-def job_progress(tasks: Sequence[TaskRow]) -> float:
-    """The job's progress: its tasks' progress weighted by their expected work (``work_weights``), so that a
-    movie's short text scene, done first, does not make a third of a job whose 6 s video scene has barely begun."""
-    weights = work_weights([loads(t["input"], {}) for t in tasks])
+def work_weights(works: Sequence[object]) -> list[float]:
+    """Each task's share of its job's progress, from its expected work (``WORK_KEY``, where its pipeline gave one):
+    that work over the mean of those its job gives; 1.0 for a task without one (anything but a positive number).
+    A job whose tasks give none, or all the same, is a plain mean."""
+    known = [w if isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 else None for w in works]
+    given = [w for w in known if w is not None]
+    mean = sum(given) / len(given) if given else 1.0
+    return [1.0 if w is None else w / mean for w in known]
+
+
+def job_progress(tasks: Sequence[TaskWork]) -> float:
+    """The job's progress (``task_works``): its tasks' progress weighted by their expected work, so that a movie's
+    short text scene, done first, does not make a third of a job whose 6 s video scene has barely begun."""
+    weights = work_weights([t["work"] for t in tasks])
     return sum(w * (t["progress"] or 0.0) for w, t in zip(weights, tasks, strict=True)) / max(1e-9, sum(weights))
 
 

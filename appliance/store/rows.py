@@ -65,6 +65,17 @@ class TaskRow(TaskState):
     cache_key: str | None
 
 
+class TaskWork(TypedDict):
+    """A task as its job's progress and its CPU weight see it: ``work`` is its input's ``_work`` (jobs.WORK_KEY),
+    read in SQL (the input itself, a scene's whole JSON, is never parsed for it); None when it has none."""
+    id: str
+    renderer: str
+    status: str
+    progress: float
+    depends_on: str  # JSON list of task ids
+    work: object  # a number where the pipeline gave one
+
+
 class ReadyTask(TaskRow):
     """A task whose dependencies are done, with what admission needs of its job."""
     user_id: str

@@ -55,7 +55,9 @@ def test_the_fit_and_the_work_each_family_reads():
 def test_the_eta_blends_the_quote_with_the_progress():
     now = 1_000_000.0
     db = sqlite_utils.Database(memory=True)  # eta() reads the job's tasks, never the history
-    db["tasks"].create({"job_id": str, "renderer": str, "progress": float, "input": str})
+    db["tasks"].create({"id": str, "idx": int, "job_id": str, "renderer": str, "status": str, "progress": float,
+                        "depends_on": str, "input": str}, defaults={"status": "running", "depends_on": "[]",
+                                                                     "input": "{}", "idx": 0})
     estimator = Estimator(db=db, clock=lambda: now)
     started = now_iso(now - 10)
     running = {"id": "j1", "kind": "movie", "status": "running", "started_at": started, "progress": 0.0}

@@ -148,6 +148,24 @@ def test_each_task_gets_its_own_cgroup_with_its_limits_and_it_is_removed(executo
     assert not any(os.path.exists(d) for d in dirs.values())
 
 
+@root_only
+def test_a_task_with_slack_gets_its_share_of_the_cpu_weight_on_the_live_hierarchy(executor, tmp_path):
+    """Limits.weight (a scene that a longer scene of its job outlasts: scheduler.SLACK_WEIGHT) scales the cgroup's
+    CPU weight on the hierarchy this machine has, not only in the v2 files below."""
+    cgroups = Cgroups.find()
+    assert cgroups is not None
+    handle, collector = spawn(executor, tmp_path / "w", "test.sleep", {"seconds": 1}, cpu=1.0, weight=0.25)
+    dirs = cgroups.dirs(f"appliance-{executor.zygote_pid}-{handle.pid}")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(m["type"] == "progress" for m in collector.messages):
+        time.sleep(0.01)
+    if cgroups.version == 2:
+        assert int(Path(dirs[""], "cpu.weight").read_text()) == 25
+    else:
+        assert int(Path(dirs["cpu"], "cpu.shares").read_text()) == 256
+    assert collector.wait()["ok"] is True
+
+
 def test_cgroup_v2_limits_are_written(tmp_path):
     """No v2 controllers on every test machine: the files a v2 task cgroup gets, in a plain directory."""
     cgroups = Cgroups(2, {"": str(tmp_path)})

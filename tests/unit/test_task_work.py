@@ -3,6 +3,7 @@ scene in its job's progress (the scheduler's CPU weight from it: tests/integrati
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from appliance.services.pipelines.movie import VIDEO_FRAME_WORK, MoviePipeline, validate
@@ -12,7 +13,10 @@ SEED = Path(__file__).resolve().parents[2] / "docs" / "viralsync-full-example.js
 
 
 def _row(progress: float, task_input: dict) -> dict:
-    return {"progress": progress, "input": json.dumps(task_input)}
+    """A task's row as jobs.task_works reads it: its input's work extracted by SQLite's JSON functions."""
+    db = sqlite3.connect(":memory:")
+    work = db.execute(f"select json_extract(?, '$.{WORK_KEY}')", (json.dumps(task_input),)).fetchone()[0]
+    return {"progress": progress, "work": work}
 
 
 def test_the_seeds_scenes_get_their_frames_as_work_and_video_weighs_more():
@@ -34,4 +38,4 @@ def test_work_weighs_the_job_progress():
     assert job_progress([_row(1.0, {WORK_KEY: 60}), _row(0.0, {WORK_KEY: 60})]) == 0.5
     assert job_progress([]) == 0.0
     # anything but a positive number is no work
-    assert work_weights([{WORK_KEY: w} for w in (True, "9", -3, 0, None)]) == [1.0] * 5
+    assert work_weights([True, "9", -3, 0, None, [5]]) == [1.0] * 6
