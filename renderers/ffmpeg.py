@@ -282,6 +282,28 @@ def remux_faststart_av(src: Path, dst: Path) -> dict:
             "height": height, "fps": round(rate, 3) if rate % 1 else int(rate)}
 
 
+def first_frame(container: Any, stream: Any, packets: int = 64) -> Any:
+    """The first picture of ``stream`` (an open PyAV container's video stream), or None; one thread.
+
+    Why not ``next(container.decode(stream))``: a decoder holds frames back by the stream's reorder delay (two for
+    x264's B-frames), so that decoded the first three frames of a 1080p clip to return one (~12-17 ms). The
+    packets up to and including the first keyframe go in, then the decoder is drained, which hands out the
+    keyframe's picture at once (~4 ms). ``packets`` bounds the search for a keyframe in a file made to have none.
+    Lets PyAV's errors through (the caller decides what an unreadable file means)."""
+    context = stream.codec_context
+    context.thread_count = 1  # one frame: no pool of frame threads to start (the sandbox counts threads too)
+    for sent, packet in enumerate(container.demux(stream)):
+        if packet.size == 0:  # demux's flushing packet at the end
+            break
+        frames = context.decode(packet)
+        if frames:
+            return frames[0]
+        if packet.is_keyframe or sent + 1 >= packets:
+            break
+    frames = context.decode(None)  # drain: the pictures held back for reordering
+    return frames[0] if frames else None
+
+
 # --- RenderCAD video and GIF (renderers/image/video.py, gif.py) ------------------------------------------------
 
 def raw_h264_command(path: str | Path, width: int, height: int, fps: int, preset: str = "veryfast",

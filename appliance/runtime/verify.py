@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, BinaryIO
 
+from renderers.ffmpeg import first_frame
 from renderers.registry import REQUIRED_OUTPUTS
 
 # renderer -> role -> kind. Renderers not listed (the test renderers) keep every role, unchecked.
@@ -74,8 +75,7 @@ def _h264(handle: BinaryIO, task_input: dict[str, Any]) -> str | None:
         rate = stream.guessed_rate or stream.average_rate  # the stream's frame rate, not a duration average
         if fps and rate and abs(Fraction(rate) - fps) > Fraction(fps, 100):
             return f"{float(rate):g} fps, expected {fps}"
-        stream.codec_context.thread_count = 1  # one frame: no pool of frame threads to start (~3 ms of ~15)
-        if next(container.decode(stream), None) is None:
+        if first_frame(container, stream) is None:
             return "no decodable frame"
     return None
 

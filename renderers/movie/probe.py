@@ -79,9 +79,7 @@ def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool, str | None, bool] |
                 streams.append(entry)
             if not container.streams.video:
                 return streams, False, False, None, False
-            video = container.streams.video[0]
-            video.codec_context.thread_count = 1  # one frame: no thread pool (the sandbox counts threads)
-            frame = next(container.decode(video), None)
+            frame = ff.first_frame(container, container.streams.video[0])
             if frame is None:
                 return None
             fmt = frame.format
@@ -89,7 +87,7 @@ def _pyav_probe(path: Path) -> tuple[list[dict], bool, bool, str | None, bool] |
             # AVColorRange: 0 unspecified, 1 MPEG (limited), 2 JPEG (full; a yuvj* format in ffmpeg 5.1's CLI)
             limited = int(frame.color_range or 0) in (0, 1) and not fmt.name.startswith("yuvj")
             return streams, True, opaque, fmt.name, limited
-    except (av.error.FFmpegError, OSError, ValueError, StopIteration, UnicodeDecodeError):
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return None
 
 

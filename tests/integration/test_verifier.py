@@ -51,6 +51,26 @@ def test_a_thumbnail_cut_short_is_refused(verifier, tmp_path):
         assert (problem is None) == fine, (name, problem)
 
 
+def test_a_clip_is_checked_by_its_first_picture(verifier, tmp_path):
+    """The H.264 check decodes the first keyframe and drains the decoder (renderers.ffmpeg.first_frame), without
+    waiting out the B-frame reorder delay: a clip with B-frames passes, one whose coded pictures are junk does not
+    (nor one with no picture at all)."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=1", "-c:v", "libx264",
+                    "-bf", "3", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    thumb = tmp_path / "thumb.jpg"
+    Image.new("RGB", (32, 24)).save(thumb)
+    size = {"width": 320, "height": 240, "fps": 30}
+    assert verifier("movie.scene", size, {"scene": clip, "thumbnail": thumb}) is None
+    data = bytearray(clip.read_bytes())
+    start = data.index(b"mdat") + 4  # no faststart: the samples come before the moov
+    end = data.index(b"moov") - 4
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(data[:start]) + b"\x00" * (end - start) + bytes(data[end:]))
+    problem = verifier("movie.scene", size, {"scene": junk, "thumbnail": thumb})
+    assert problem is not None and "junk.mp4 is not a valid h264 file" in problem, problem
+
+
 def test_a_check_past_its_deadline_kills_the_verifier_and_the_next_one_works(tmp_path):
     gif(tmp_path / "long.gif", 400, (320, 240))
     slow = Verifier(processes=1, timeout_s=0.001)
