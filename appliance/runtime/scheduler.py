@@ -26,7 +26,7 @@ from appliance.runtime.warm_memory import WarmMemory
 from appliance.settings import Settings
 from appliance.store import cache, events, jobs
 from appliance.store.db import dumps, loads, now_iso
-from appliance.store.jobs import WORK_KEY
+from appliance.store.jobs import WORK_KEY, known_work
 from appliance.store.rows import JobRow, Link, ReadyTask, TaskRow
 
 log = logging.getLogger("appliance.scheduler")
@@ -172,7 +172,8 @@ class Scheduler:
         self.lifecycle.started(job)
         grant = self.gpu_pool.grant(task["id"], **admission.gpu_ask(task, task_input))  # as admission planned
         self.warm.started(task["renderer"], task_input, grant.gpu)
-        spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input, limits=self._limits(task),
+        spec = TaskSpec(task_id=task["id"], renderer=task["renderer"], input=task_input,
+                        limits=self._limits(task, task_input),
                         inputs=inputs, attempt=task["attempts"] + 1, mem_mb=int(task["mem_mb"]),
                         gpu=grant.gpu, nvenc=grant.nvenc, gpu_compute=grant.compute)
         entry: dict[str, Any] = {"handle": None, "task": task, "user_id": task["user_id"], "cancel": None,
@@ -217,20 +218,20 @@ class Scheduler:
         threads = scene_thread_budget(int(self.capacity.cpu), running, waiting)
         return replace(spec, input={**spec.input, "threads": threads})
 
-    def _limits(self, task: TaskRow) -> Limits:
+    def _limits(self, task: TaskRow, task_input: dict[str, Any]) -> Limits:
         s = self.settings
         limits = Limits(cpu_seconds=s.task_cpu_seconds, mem_mb=s.task_memory_mb, wall_seconds=s.render_timeout_s,
                         fsize_mb=s.task_file_size_mb, nofile=s.task_max_open_files, nproc=s.task_max_processes,
                         cpu=float(task["cpu"]), disk_mb=s.task_disk_mb, log_mb=s.task_log_mb,
-                        weight=SLACK_WEIGHT if self._has_slack(task) else 1.0)
-        return lowered(limits, loads(task["input"], {}).get(LIMITS_KEY))
+                        weight=SLACK_WEIGHT if self._has_slack(task, task_input) else 1.0)
+        return lowered(limits, task_input.get(LIMITS_KEY))
 
-    def _has_slack(self, task: TaskRow) -> bool:
+    def _has_slack(self, task: TaskRow, task_input: dict[str, Any]) -> bool:
         """Whether a sibling task of the same job that runs beside it is expected to work longer (``WORK_KEY``):
         one running, or one ready to start while the job may run another task (its ``max_parallel``) and a CPU
         slot is left. A sibling that must wait for this task's slot does not count: this task is then on the job's
         critical path."""
-        work = loads(task["input"], {}).get(WORK_KEY)
+        work = task_input.get(WORK_KEY)
         if work is None:
             return False
         siblings = [t for t in jobs.task_works(self.db, task["job_id"]) if t["id"] != task["id"]]
@@ -401,11 +402,11 @@ NO_GPU_DASK = ("this task needs a GPU and no worker of the Dask cluster offers o
 
 
 def has_slack(work: object, siblings: list[object]) -> bool:
-    """A task with a ``WORK_KEY`` has slack when a sibling still to finish has more work (numbers only: a task
-    without one, or a bool, takes no part)."""
-    if isinstance(work, bool) or not isinstance(work, (int, float)):
-        return False
-    return any(isinstance(other, (int, float)) and not isinstance(other, bool) and other > work for other in siblings)
+    """A task with a ``WORK_KEY`` has slack when a sibling still to finish has more work (``jobs.known_work``: a
+    task without a positive number takes no part)."""
+    mine = known_work(work)
+    return mine is not None and any((other := known_work(sibling)) is not None and other > mine
+                                    for sibling in siblings)
 
 
 def scene_thread_budget(cores: int, running: int, waiting: int) -> int:

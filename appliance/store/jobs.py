@@ -327,11 +327,18 @@ def task_works(db: sqlite_utils.Database, job_id: str) -> list[TaskWork]:
         from tasks where job_id = ? order by idx""", (job_id,)))
 
 
+def known_work(value: object) -> float | None:
+    """A task's expected work (``WORK_KEY``) when it is a positive number, else None (no part in weights or slack)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return None
+    return float(value)
+
+
 def work_weights(works: Sequence[object]) -> list[float]:
     """Each task's share of its job's progress, from its expected work (``WORK_KEY``, where its pipeline gave one):
-    that work over the mean of those its job gives; 1.0 for a task without one (anything but a positive number).
+    that work over the mean of those its job gives; 1.0 for a task without one (``known_work``).
     A job whose tasks give none, or all the same, is a plain mean."""
-    known = [w if isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 else None for w in works]
+    known = [known_work(w) for w in works]
     given = [w for w in known if w is not None]
     mean = sum(given) / len(given) if given else 1.0
     return [1.0 if w is None else w / mean for w in known]

@@ -107,7 +107,7 @@ def test_sharing_off_gives_every_scene_all_cores(make_server):
 def test_slack_rule():
     assert has_slack(120, [1440]) and not has_slack(1440, [120])  # the text scene beside the video scene
     assert not has_slack(100, [100]) and not has_slack(100, [])  # equal work, or alone: full weight
-    for odd in (None, True, "9", [5]):  # a task without a number takes no part, either side
+    for odd in (None, True, "9", [5], 0, -3):  # a task without a positive number takes no part, either side
         assert not has_slack(odd, [1000]) and not has_slack(5, [odd])
 
 
