@@ -12,7 +12,9 @@
 - a held picture on the stills path is encoded once per half-second block by x264 and the block
   repeated: the joined scene (each distinct block opened once) has the packets of ffmpeg's concat demuxer;
 - scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
-  demuxer with ``-copyts``, and the meta it counts while muxing is what probing the output says.
+  demuxer with ``-copyts``, and the meta it counts while muxing is what probing the output says;
+- the layered path's ffmpeg writes the scene's last frame as a JPEG (the movie's thumbnail) without holding the
+  scene's audio back until the last video frame.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import ffmpeg  # ffmpeg-python
 import numpy as np
 import pytest
+from PIL import Image
 
 from renderers import ffmpeg as ff
 from renderers.base import NullReporter
@@ -249,3 +252,40 @@ def test_scenes_join_with_the_timestamps_of_ffmpegs_concat(clip, tmp_path):
     assert _packets(tmp_path / "ours.mp4") == _packets(tmp_path / "reference.mp4")
     assert meta == ff.video_meta(tmp_path / "ours.mp4") == ff.video_meta(tmp_path / "reference.mp4")
     assert len(m.frames(tmp_path / "ours.mp4")) == 70
+
+
+def test_the_last_frame_jpeg_does_not_hold_the_audio_back(clip, tmp_path):
+    """ffmpeg 5.1 feeds first the output that has had no frame yet. When the JPEG's branch let only the last frame
+    through, the scene's whole audio (decode, mix, AAC) waited until after the last video frame, on one core while
+    x264 waited for its flush; in a scene longer than the muxer's 10 s interleave window the audio was then written
+    seconds after its video (2.4 s in this 14 s scene). Now the audio goes along with the video, in ffmpeg and in
+    the file, and the JPEG is still the scene's last frame."""
+    import av
+
+    workdir = tmp_path / "long"
+    workdir.mkdir()
+    shutil.copy(clip, workdir / "bars.mp4")
+    m.tone(workdir / "tone.m4a", seconds=3)
+    layers = [
+        {"id": "v", "type": "video", "source": "bars.mp4", "loop": True, "mute": True, "position": {"x": 0, "y": 0},
+         "size": {"width": W, "height": H}},
+        {"id": "a", "type": "audio", "source": "tone.m4a", "loop": True}]
+    scene = validate_and_normalize({"width": W, "height": H, "fps": 10,
+                                    "scenes": [{"id": "s", "duration": 14, "layers": layers}]})["scenes"][0]
+    result = render_scene({"scene": scene, "width": W, "height": H, "fps": 10,
+                           "sources": {"bars.mp4": "bars.mp4", "tone.m4a": "tone.m4a"}}, workdir, NullReporter())
+    assert result["files"]["thumbnail"] == compose.LAST_FRAME_FILE
+    with av.open(str(workdir / "scene.mp4")) as container:
+        packets = sorted((packet.pos, packet.stream.type, float(packet.pts * packet.time_base))
+                         for packet in container.demux() if packet.pts is not None)
+    video_so_far, lead = 0.0, 0.0
+    for _, kind, seconds in packets:  # in file order: how far the video is ahead of each audio packet
+        if kind == "video":
+            video_so_far = max(video_so_far, seconds)
+        else:
+            lead = max(lead, video_so_far - seconds)
+    assert {kind for _, kind, _ in packets} == {"video", "audio"} and lead < 1, lead
+    frames = m.frames(workdir / "scene.mp4").astype(int)
+    jpeg = np.asarray(Image.open(workdir / compose.LAST_FRAME_FILE).convert("RGB"), dtype=int)
+    distances = [np.abs(jpeg - frame).mean() for frame in frames]
+    assert len(frames) == 140 and int(np.argmin(distances)) == 139, distances  # the last one, not the first
