@@ -4,7 +4,8 @@ Two paths:
 - no video layers ("stills"): the picture only changes where a layer appears, disappears or fades, so each
   distinct picture is composited ONCE with Pillow and ffmpeg holds it for its frames (``setpts`` + ``fps``).
   A picture held for two blocks (half a second each) or more is encoded for one block only and that clip is
-  repeated by stream copy (in-process, ``mux.join_blocks``), so x264 never sees most of the identical frames;
+  repeated by stream copy (in-process, ``mux.join_blocks``), so x264 never sees most of the identical frames.
+  Without sound the blocks are encoded in this process (``stills_x264``, PyAV's libx264), not by ffmpeg;
 - with video layers ("layered", ``layered.py``): one filter graph on a ``color`` background; text/image layers are
   Pillow sprites (atlas pages, decoded once) and video layers are branches of one decode per source
   (``decode.py``), each overlaid while the scene clock is inside its window.
@@ -22,6 +23,7 @@ from typing import Any
 import ffmpeg  # ffmpeg-python
 from PIL import Image
 
+from renderers import encoder as enc
 from renderers import ffmpeg as ff
 from renderers.base import RenderError, Reporter
 from renderers.movie.decode import Decodes, cpu_budget
@@ -31,6 +33,7 @@ from renderers.movie.layered import layered_video
 from renderers.movie.layers import AUDIO_RATE, Sprite, audio_chain, draw_order, make_sprite, to_yuv, window
 from renderers.movie.mux import join_blocks
 from renderers.movie.spec import SpecError, normalize_scene
+from renderers.movie.stills_x264 import encode_silent_blocks
 from renderers.preview import Preview
 
 X264_PRESET = "veryfast"
@@ -161,7 +164,8 @@ def _render(scene: dict, canvas: Canvas, sources: dict[str, Path], tmp: Path, ou
             _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), lookahead,
                     last_jpeg=last_jpeg)
         return None
-    return _render_stills(scene, canvas, sources, audio, tmp, out, report)
+    silent = not any(decodes.audio(layer) is not None for layer in scene["layers"])
+    return _render_stills(scene, canvas, sources, audio, tmp, out, report, silent)
 
 
 def _progress(report: Reporter, low: float, high: float):
@@ -328,19 +332,40 @@ def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, audio, tmp: Pa
 
 
 def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio, tmp: Path, out: Path,
-                   report: Reporter) -> Image.Image:
+                   report: Reporter, silent: bool = False) -> Image.Image:
+    """``silent``: no layer makes a sound, so the audio is silence and nothing needs ffmpeg's filters: the blocks
+    are encoded in this process (``stills_x264``), with ffmpeg as the fallback."""
     sprites = [make_sprite(layer, sources.get(layer["id"]), window(layer, canvas.fps, canvas.frames))
                for layer in draw_order(scene["layers"])]
     pictures = _Pictures(sprites, canvas)
     pictures.preview = Preview(out.parent)  # out is in the workdir (renderers/preview.py)
     parts = still_parts(sprites, canvas)
     blocks, playlist = plan_blocks(parts, max(1, round(canvas.fps * BLOCK_SECONDS)))
-    if len(playlist) == 1:  # nothing repeats: one pass, straight into the scene file
+    if silent and enc.preferred() == enc.X264 and _encode_in_process(blocks, pictures, tmp, report):
+        _join(blocks, playlist, canvas, tmp, out)
+    elif len(playlist) == 1:  # nothing repeats: one pass, straight into the scene file
         video, feed = _parts_video(blocks[0], pictures, tmp / "pictures.rgb")
         _encode(video, audio, canvas, out, tmp, _progress(report, _PREPARE_SHARE, 1.0), STILL_X264_PARAMS, feed)
     else:
         _encode_blocks(blocks, pictures, audio, tmp, _progress(report, _PREPARE_SHARE, 0.95))
-        lengths = [sum(count for _, count in blocks[index]) for index in playlist]
-        join_blocks([tmp / f"block_{index:03d}.mp4" for index in playlist], lengths, canvas.fps, tmp / BLOCK_AUDIO,
-                    out)
+        _join(blocks, playlist, canvas, tmp, out)
     return Image.frombytes("RGB", (canvas.width, canvas.height), pictures.rgb(parts[-1][0]))  # sent last: cached
+
+
+def _encode_in_process(blocks: list[list[Part]], pictures: _Pictures, tmp: Path, report: Reporter) -> bool:
+    """The blocks and their silence encoded by ``stills_x264``; False (logged) when that failed, e.g. out of the
+    task's address space, and the caller encodes them with ffmpeg."""
+    canvas = pictures.canvas
+    try:
+        encode_silent_blocks(blocks, pictures.rgb, (canvas.width, canvas.height), canvas.fps, preset=X264_PRESET,
+                             x264_params=canvas.x264(STILL_X264_PARAMS), tmp=tmp, audio=tmp / BLOCK_AUDIO,
+                             seconds=canvas.duration, on_progress=_progress(report, _PREPARE_SHARE, 0.95))
+    except ff.FfmpegError as exc:
+        report.log(f"in-process x264 failed, encoding with ffmpeg: {str(exc).splitlines()[-1][:300]}")
+        return False
+    return True
+
+
+def _join(blocks: list[list[Part]], playlist: list[int], canvas: Canvas, tmp: Path, out: Path) -> None:
+    lengths = [sum(count for _, count in blocks[index]) for index in playlist]
+    join_blocks([tmp / f"block_{index:03d}.mp4" for index in playlist], lengths, canvas.fps, tmp / BLOCK_AUDIO, out)

@@ -11,6 +11,8 @@
   first-frame decode, for every kind of media the conformance documents use;
 - a held picture on the stills path is encoded once per half-second block by x264 and the block
   repeated: the joined scene (each distinct block opened once) has the packets of ffmpeg's concat demuxer;
+- a silent stills scene is encoded in this process (``stills_x264``, PyAV's libx264): the parameter sets, packet
+  timestamps and key frames of ffmpeg's encode, the same pictures, joins a video scene by stream copy;
 - scene clips are joined in-process (``mux.concat_scenes``): the same packets and timestamps as ffmpeg's concat
   demuxer with ``-copyts``, and the meta it counts while muxing is what probing the output says;
 - the layered path's ffmpeg writes the scene's last frame as a JPEG (the movie's thumbnail) without holding the
@@ -182,9 +184,13 @@ def test_sources_that_need_a_conversion_get_one(tmp_path):
     assert layered.needs_no_conversion(exact, W, H) and not layered.needs_no_conversion(exact, W, H + 2)
 
 
-def test_a_held_picture_is_encoded_once_per_block_and_repeated(tmp_path, monkeypatch):
-    from renderers.movie import compose
+def _no_in_process_encode(*args, **kwargs) -> None:
+    raise ff.FfmpegError(["pyav-libx264"], "refused by the test")
 
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_held_picture_is_encoded_once_per_block_and_repeated(tmp_path, monkeypatch, in_process):
+    """In this process (``stills_x264``: a silent scene), or by ffmpeg's segment muxer when that fails."""
     scene = {"id": "s", "duration": 3, "bgColor": "#0f172a", "layers": [
         {"id": "t", "type": "text", "text": "held", "position": {"x": 20, "y": 20},
          "size": {"width": 200, "height": 60}, "color": "#00d4ff"}]}
@@ -194,8 +200,10 @@ def test_a_held_picture_is_encoded_once_per_block_and_repeated(tmp_path, monkeyp
     monkeypatch.setattr(ff, "run_with_progress", lambda stream, *a: graphs.append(" ".join(
         ffmpeg.compile(stream))) or real(stream, *a))
     monkeypatch.setattr(compose.shutil, "rmtree", lambda *a, **k: None)  # keep the blocks for the reference join
+    if not in_process:
+        monkeypatch.setattr(compose, "encode_silent_blocks", _no_in_process_encode)
     render_scene({"scene": normalized, "width": W, "height": H, "fps": FPS, "sources": {}}, tmp_path, NullReporter())
-    assert len(graphs) == 1 and "-segment_frames 12 " in graphs[0]
+    assert (graphs == []) if in_process else (len(graphs) == 1 and "-segment_frames 12 " in graphs[0])
     ours = tmp_path / "scene.mp4"
     packets = [packet for packet in _packets(ours) if packet[0] == "video"]
     assert len(packets) == 3 * FPS
@@ -289,3 +297,44 @@ def test_the_last_frame_jpeg_does_not_hold_the_audio_back(clip, tmp_path):
     jpeg = np.asarray(Image.open(workdir / compose.LAST_FRAME_FILE).convert("RGB"), dtype=int)
     distances = [np.abs(jpeg - frame).mean() for frame in frames]
     assert len(frames) == 140 and int(np.argmin(distances)) == 139, distances  # the last one, not the first
+
+
+def test_a_silent_stills_scene_is_encoded_in_process_as_ffmpeg_encodes_it(clip, tmp_path, monkeypatch):
+    """No ffmpeg process for a stills scene without sound: what PyAV's libx264 writes must be what ffmpeg's wrote,
+    so that it joins scenes encoded by ffmpeg by stream copy, plays the same, and sounds the same (silence)."""
+    layers = [{"id": "t", "type": "text", "text": "held, then fading", "position": {"x": 20, "y": 20},
+               "size": {"width": 300, "height": 60}, "color": "#00d4ff", "fadeOut": 0.4},
+              {"id": "b", "type": "text", "text": "late", "startTime": 1, "position": {"x": 40, "y": 200},
+               "size": {"width": 200, "height": 60}, "color": "#ffffff", "fadeIn": 0.3}]
+    scene = validate_and_normalize({"width": W, "height": H, "fps": FPS, "scenes": [
+        {"id": "s", "duration": 2.4, "bgColor": "#3366cc", "layers": layers}]})["scenes"][0]
+    graphs: list[str] = []
+    real = ff.run_with_progress
+    monkeypatch.setattr(ff, "run_with_progress", lambda stream, *a: graphs.append(" ".join(
+        ffmpeg.compile(stream))) or real(stream, *a))
+    files = {}
+    for label in ("ours", "ffmpeg"):
+        if label == "ffmpeg":
+            monkeypatch.setattr(compose, "encode_silent_blocks", _no_in_process_encode)
+        (tmp_path / label).mkdir()
+        render_scene({"scene": scene, "width": W, "height": H, "fps": FPS, "sources": {}}, tmp_path / label,
+                     NullReporter())
+        files[label] = tmp_path / label / "scene.mp4"
+        assert len(graphs) == (0 if label == "ours" else 1), graphs
+    ours, theirs = (_stream_facts(files[label]) for label in ("ours", "ffmpeg"))
+    assert ours == theirs  # SPS/PPS, time bases, frame and sample counts, every packet's timestamps and key flag
+    pictures = [m.frames(files[label]).astype(int) for label in ("ours", "ffmpeg")]
+    assert pictures[0].shape == pictures[1].shape == (60, H, W, 3)
+    assert np.abs(pictures[0] - pictures[1]).mean() < 0.5  # the same pictures, but for x264's rounding
+    assert m.rms_db(files["ours"], 0, 2.4) < -90  # silence
+    video_scene = _scene_file(clip, tmp_path / "video", {}, "#000000", duration=1)
+    meta = concat_scenes([video_scene, files["ours"]], tmp_path / "movie.mp4")  # raises if the SPS/PPS differ
+    assert meta["frames"] == 25 + 60 and len(m.frames(tmp_path / "movie.mp4")) == 85
+
+
+def _stream_facts(path: Path) -> list:
+    import av
+
+    with av.open(str(path)) as container:
+        streams = [(s.type, bytes(s.codec_context.extradata or b""), s.time_base, s.frames) for s in container.streams]
+        return [streams, _packets(path)]
