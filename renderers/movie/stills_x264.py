@@ -137,29 +137,45 @@ def _put(ready: queue.Queue, item: Any, stop: threading.Event) -> bool:
 
 def _split(whole: Path, lengths: list[int], fps: int, tmp: Path) -> None:
     """Cut the encode into one file per block, at the blocks' IDR frames, each block's timestamps moved back by
-    the frames before it (so each starts at the encoder's B-frame delay, as the segment muxer wrote them)."""
+    the frames before it (so each starts at the encoder's B-frame delay, as the segment muxer wrote them).
+
+    Streamed, one block file open at a time: each GOP is closed, so a block's packets all come before the next
+    block's in decoding order (a long fading scene is one long block; its packets are not held in memory)."""
     import av
 
+    firsts = [0, *itertools.accumulate(lengths)]
     with av.open(str(whole)) as source:
         video = source.streams.video[0]
         if video.time_base is None:
             raise ValueError("the encoded blocks have no time base")
-        packets = [(p, p.pts, p.dts) for p in source.demux(video) if p.pts is not None and p.dts is not None]
-        if not packets:
-            raise ValueError("x264 gave no packets")
         per_frame = 1 / (fps * video.time_base)  # time base units
-        delay = min(pts for _, pts, _ in packets)  # the B-frame delay, as the muxer shifted it
-        first = 0
-        for number, length in enumerate(lengths):
-            shift = round(first * per_frame)
-            with av.open(str(tmp / f"block_{number:03d}.mp4"), "w", options={"use_editlist": "0"}) as out:
-                stream = out.add_stream_from_template(template=video)
-                for packet, pts, dts in packets:
-                    if first <= round((pts - delay) / per_frame) < first + length:
-                        packet.pts, packet.dts = pts - shift, dts - shift
-                        packet.stream = stream
-                        out.mux(packet)
-            first += length
+        delay: int | None = None  # the first packet's: the IDR, shown first, at the B-frame delay
+        number = -1  # the block being written, into out's stream
+        out: Any = None
+        stream: Any = None
+        try:
+            for packet in source.demux(video):
+                if packet.pts is None or packet.dts is None:
+                    continue  # the demuxer's flush
+                delay = packet.pts if delay is None else delay
+                frame = round((packet.pts - delay) / per_frame)
+                while number + 1 < len(lengths) and frame >= firsts[number + 1]:
+                    number += 1
+                    if out is not None:
+                        out.close()
+                    out = av.open(str(tmp / f"block_{number:03d}.mp4"), "w", options={"use_editlist": "0"})
+                    stream = out.add_stream_from_template(template=video)
+                if out is None or not firsts[number] <= frame < firsts[number + 1]:
+                    raise ValueError(f"x264 gave frame {frame} out of its block's order")
+                shift = round(firsts[number] * per_frame)
+                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+                packet.stream = stream
+                out.mux(packet)
+        finally:
+            if out is not None:
+                out.close()
+        if number != len(lengths) - 1:
+            raise ValueError(f"x264 gave {number + 1} of {len(lengths)} blocks")
 
 
 def _silence(seconds: float, path: Path) -> None:
