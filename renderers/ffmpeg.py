@@ -93,7 +93,7 @@ def video_meta(path: str | Path) -> dict:
 # half the CPU (6 s of tonal stereo music: 55.5 dB SNR against 31.0 dB, 0.11 against 0.20 CPU-s; twoloop suits low
 # bitrates, and FFmpeg made "fast" its default for a while in 2018 for this reason). No change to the stream's
 # parameters: clips of either coder concat by stream copy.
-_SCENE_AUDIO = {"c:a": "aac", "aac_coder": "fast", "b:a": "192k", "ar": 48000, "ac": 2}
+SCENE_AUDIO = {"c:a": "aac", "aac_coder": "fast", "b:a": "192k", "ar": 48000, "ac": 2}
 
 
 # Scene clips are BT.709 limited range, said so in the stream (an untagged HD stream is guessed, SD one not).
@@ -117,7 +117,7 @@ def h264_aac_output(video, audio, path: str | Path, *, fps: int, preset: str, x2
     Cut the streams to length in the filter graph: ``-frames:v`` would end the file and clip the audio's tail.
     """
     return ffmpeg.output(video, audio, str(path), **_h264_options(fps, preset, x264_params, encoder),
-                         **_SCENE_AUDIO)
+                         **SCENE_AUDIO)
 
 
 def h264_segments_output(video, pattern: str | Path, *, fps: int, preset: str, x264_params: str = "",
@@ -136,7 +136,7 @@ def h264_segments_output(video, pattern: str | Path, *, fps: int, preset: str, x
 
 def copy_video_aac_output(video, audio, path: str | Path):
     """Copy an H.264 video stream (e.g. from the concat demuxer) and encode the audio as in ``h264_aac_output``."""
-    return ffmpeg.output(video, audio, str(path), vcodec="copy", **_SCENE_AUDIO)
+    return ffmpeg.output(video, audio, str(path), vcodec="copy", **SCENE_AUDIO)
 
 
 def run_with_progress(stream, total_seconds: float, on_progress: Callable[[float], None],
@@ -241,7 +241,7 @@ def _concat_reencode(files: list[Path], dst: Path) -> None:
     graph = "".join(f"[{i}:v:0][{i}:a:0]" for i in range(len(files))) + f"concat=n={len(files)}:v=1:a=1[v][a]"
     codec = [arg for key, value in {**_h264_options(0, "veryfast", ""), "r": None}.items() if value is not None
              for arg in ("-c:v" if key == "vcodec" else f"-{key}", str(value))]
-    audio = [arg for key, value in _SCENE_AUDIO.items() for arg in (f"-{key}", str(value))]
+    audio = [arg for key, value in SCENE_AUDIO.items() for arg in (f"-{key}", str(value))]
     run(["ffmpeg", "-hide_banner", "-nostdin", "-y", *inputs, "-filter_complex", graph, "-map", "[v]",
          "-map", "[a]", *codec, *audio, "-movflags", "+faststart", str(dst)])
 

@@ -318,7 +318,7 @@ def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, audio, tmp: Pa
     lengths = [sum(count for _, count in block) for block in blocks]
     video, feed = _parts_video([part for block in blocks for part in block], pictures, tmp / "pictures.rgb")
     canvas = pictures.canvas
-    sound = ffmpeg.output(audio, str(tmp / BLOCK_AUDIO), **ff._SCENE_AUDIO)  # the codec settings of every clip
+    sound = ffmpeg.output(audio, str(tmp / BLOCK_AUDIO), **ff.SCENE_AUDIO)  # the codec settings of every clip
     def build(encoder: str):  # h264_nvenc when this task holds an NVENC session; libx264 if that fails
         feed.start()  # the pictures for this run of ffmpeg
         return canvas.threaded(ffmpeg.merge_outputs(ff.h264_segments_output(
@@ -332,7 +332,7 @@ def _encode_blocks(blocks: list[list[Part]], pictures: _Pictures, audio, tmp: Pa
 
 
 def _render_stills(scene: dict, canvas: Canvas, sources: dict[str, Path], audio, tmp: Path, out: Path,
-                   report: Reporter, silent: bool = False) -> Image.Image:
+                   report: Reporter, silent: bool) -> Image.Image:
     """``silent``: no layer makes a sound, so the audio is silence and nothing needs ffmpeg's filters: the blocks
     are encoded in this process (``stills_x264``), with ffmpeg as the fallback."""
     sprites = [make_sprite(layer, sources.get(layer["id"]), window(layer, canvas.fps, canvas.frames))

@@ -29,12 +29,15 @@ from typing import Any
 import numpy as np
 
 from renderers import encoder as enc
-from renderers.ffmpeg import FfmpegError
+from renderers.ffmpeg import SCENE_AUDIO, FfmpegError
 
-AUDIO_RATE = 48000
 AAC_FRAME = 1024  # samples per AAC frame
-_AAC = {"aac_coder": "fast"}  # renderers.ffmpeg._SCENE_AUDIO's codec settings, 192 kb/s below
-_BT709, _LIMITED = 1, 1  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic BT709; AVCOL_RANGE_MPEG
+# ffmpeg's codec settings of every scene clip's audio (renderers.ffmpeg.SCENE_AUDIO), as PyAV takes them
+AUDIO_RATE = int(str(SCENE_AUDIO["ar"]))
+_AAC_OPTIONS = {"aac_coder": str(SCENE_AUDIO["aac_coder"])}
+_AAC_BIT_RATE = int(str(SCENE_AUDIO["b:a"]).removesuffix("k")) * 1000
+# renderers.ffmpeg.SCENE_COLOR as the codec context's numbers: BT.709 matrix, primaries and transfer; limited range
+_BT709, _LIMITED = 1, 1
 
 Block = list[tuple[Any, int]]  # (picture key, frame count) parts, as compose plans them
 
@@ -185,8 +188,8 @@ def _silence(seconds: float, path: Path) -> None:
 
     total = round(seconds * AUDIO_RATE)
     with av.open(str(path), "w") as out:
-        stream: Any = out.add_stream("aac", rate=AUDIO_RATE, options=_AAC)  # an AudioStream
-        stream.bit_rate = 192_000
+        stream: Any = out.add_stream("aac", rate=AUDIO_RATE, options=_AAC_OPTIONS)  # an AudioStream
+        stream.bit_rate = _AAC_BIT_RATE
         stream.layout = "stereo"
         stream.format = "fltp"
         for start in range(0, total, AAC_FRAME):
